@@ -1,0 +1,510 @@
+/*
+ * gokit.h: the public interface of libgokit.
+ *
+ * Ownership, stated once (as jq's jv.h does): a pointer that a gk_ function
+ * returns is borrowed.  It stays valid until the object it came from is
+ * changed or freed, and the caller never frees it.  Functions whose name ends
+ * in _new return an object the caller owns and releases with the matching
+ * _free.  A gk_buf passed in to be filled is appended to, never reset.
+ *
+ * Out of memory is not an error a stage can recover from: every allocation
+ * in libgokit that fails ends the process with exit status 111 and a fatal
+ * event, as skalibs does.
+ */
+#ifndef GOKIT_H
+#define GOKIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define GK_VERSION "0.1.0"
+
+/* Exit statuses, fixed for every program (sysexits.h where one fits). */
+#define GK_EXIT_OK 0
+#define GK_EXIT_USAGE 64	/* EX_USAGE: bad option or argument */
+#define GK_EXIT_SOFTWARE 70	/* EX_SOFTWARE: internal error */
+#define GK_EXIT_OSERR 71	/* EX_OSERR: unable to bind, fork, ... */
+#define GK_EXIT_CHILD 75	/* EX_TEMPFAIL: south child died, --no-restart */
+#define GK_EXIT_NOMEM 111	/* out of memory (as skalibs) */
+
+/* ------------------------------------------------------------------ */
+/* Byte buffers                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+} gk_buf;
+
+void gk_buf_reserve(gk_buf *b, size_t extra);
+void gk_buf_add(gk_buf *b, const void *p, size_t n);
+void gk_buf_addc(gk_buf *b, char c);
+void gk_buf_adds(gk_buf *b, const char *s);
+void gk_buf_addf(gk_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void gk_buf_adduint(gk_buf *b, uint64_t v);
+/* Drop the first n bytes. */
+void gk_buf_consume(gk_buf *b, size_t n);
+void gk_buf_reset(gk_buf *b);
+void gk_buf_free(gk_buf *b);
+/* NUL-terminate without counting the NUL in len; returns data. */
+char *gk_buf_cstr(gk_buf *b);
+
+void *gk_xmalloc(size_t n);
+void *gk_xcalloc(size_t n, size_t size);
+void *gk_xrealloc(void *p, size_t n);
+char *gk_xstrdup(const char *s);
+
+/* ------------------------------------------------------------------ */
+/* JSON values and the wire codec (gk-wire(5))                         */
+/* ------------------------------------------------------------------ */
+
+enum gk_json_type {
+	GK_JSON_NONE = 0, /* absent */
+	GK_JSON_OBJECT,
+	GK_JSON_ARRAY,
+	GK_JSON_STRING,
+	GK_JSON_NUMBER,
+	GK_JSON_TRUE,
+	GK_JSON_FALSE,
+	GK_JSON_NULL,
+};
+
+/*
+ * A JSON value as a span of raw text inside an already validated line.
+ * For a string, p points at the opening quote and len includes both quotes.
+ */
+typedef struct gk_json {
+	enum gk_json_type type;
+	const char *p;
+	size_t len;
+} gk_json;
+
+/* Where a line was rejected, and why. */
+typedef struct gk_wire_error {
+	size_t offset;
+	const char *reason; /* static string, e.g. "unterminated string" */
+} gk_wire_error;
+
+#define GK_WIRE_MAX_FIELDS 64
+#define GK_WIRE_MAX_DEPTH 64
+
+/* One top-level member of a message. */
+typedef struct gk_wire_field {
+	gk_json key; /* always a string */
+	gk_json value;
+} gk_wire_field;
+
+/* A validated message: the line and an index of its top-level members. */
+typedef struct gk_wire_msg {
+	const char *line; /* not owned */
+	size_t len;       /* without the newline */
+	unsigned nfields;
+	gk_wire_field field[GK_WIRE_MAX_FIELDS];
+} gk_wire_msg;
+
+/*
+ * Validate one line (strict RFC 8259, UTF-8, top level an object, at most
+ * GK_WIRE_MAX_FIELDS members and GK_WIRE_MAX_DEPTH nesting, no duplicate
+ * top-level key) and index its top-level members.  The line holds no newline.
+ * Returns 0, or -1 with *err filled.
+ */
+int gk_wire_parse(gk_wire_msg *m, const char *line, size_t len,
+    gk_wire_error *err);
+/* Validate any single JSON value (used by tests and gk-log). */
+int gk_json_validate(const char *p, size_t len, gk_wire_error *err);
+
+/* The value of top-level member key; GK_JSON_NONE when absent. */
+gk_json gk_wire_get(const gk_wire_msg *m, const char *key);
+
+/* Append the unescaped contents of a string value to out.  -1 if not a string. */
+int gk_json_string(gk_json v, gk_buf *out);
+/* True when v is a string equal to s (no allocation when v holds no escapes). */
+bool gk_json_eq(gk_json v, const char *s);
+bool gk_json_eqn(gk_json v, const char *s, size_t n);
+/* An integral number within +-2^53.  False otherwise. */
+bool gk_json_int(gk_json v, int64_t *out);
+bool gk_json_double(gk_json v, double *out);
+
+/* Iterate the members of an object (key set) or the elements of an array. */
+typedef struct gk_json_iter {
+	const char *p;
+	const char *end;
+	bool object;
+} gk_json_iter;
+void gk_json_iter_init(gk_json_iter *it, gk_json container);
+/* key may be NULL for arrays.  Returns false at the end. */
+bool gk_json_iter_next(gk_json_iter *it, gk_json *key, gk_json *value);
+/* Member of an object value by (unescaped) key name. */
+gk_json gk_json_member(gk_json object, const char *key);
+
+/*
+ * Splice: append to out the line of m with top-level member key set to the
+ * raw JSON text raw (replacing its value in place, or appended as the last
+ * member).  Every other byte is kept as it was.  No newline is appended.
+ */
+void gk_wire_splice(const gk_wire_msg *m, const char *key, const char *raw,
+    size_t rawlen, gk_buf *out);
+/* Same, with the member removed. */
+void gk_wire_remove(const gk_wire_msg *m, const char *key, gk_buf *out);
+
+/* JSON writer: builds objects and arrays into a gk_buf, commas handled. */
+typedef struct gk_jw {
+	gk_buf *out;
+	int depth;
+	uint64_t need_comma; /* one bit per nesting level */
+	bool after_key;
+} gk_jw;
+
+void gk_jw_init(gk_jw *w, gk_buf *out);
+void gk_jw_object(gk_jw *w);
+void gk_jw_object_end(gk_jw *w);
+void gk_jw_array(gk_jw *w);
+void gk_jw_array_end(gk_jw *w);
+void gk_jw_key(gk_jw *w, const char *key);
+void gk_jw_keyn(gk_jw *w, const char *key, size_t n);
+void gk_jw_string(gk_jw *w, const char *s, size_t n);
+void gk_jw_cstr(gk_jw *w, const char *s);
+void gk_jw_int(gk_jw *w, int64_t v);
+void gk_jw_double(gk_jw *w, double v);
+void gk_jw_bool(gk_jw *w, bool v);
+void gk_jw_null(gk_jw *w);
+/* Already-encoded JSON text, copied as it is. */
+void gk_jw_raw(gk_jw *w, const char *p, size_t n);
+/* Bytes as a base64 string. */
+void gk_jw_base64(gk_jw *w, const void *p, size_t n);
+
+/* Append s as a quoted, escaped JSON string (invalid UTF-8 becomes U+FFFD). */
+void gk_json_quote(gk_buf *out, const char *s, size_t n);
+bool gk_utf8_valid(const char *p, size_t n);
+void gk_base64_encode(gk_buf *out, const void *p, size_t n);
+/* Returns -1 on malformed input. */
+int gk_base64_decode(gk_buf *out, const char *p, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* Events (gk-events(5)) and logging                                   */
+/* ------------------------------------------------------------------ */
+
+enum gk_level {
+	GK_DEBUG = 0,
+	GK_INFO,
+	GK_WARN,
+	GK_ERROR,
+	GK_FATAL,
+};
+
+/*
+ * Set up the event stream for this process: proc name, and GK_EVENTS_FD,
+ * GK_LOG_LEVEL, GK_SERVICE, GK_EVENTS_FORMAT from the environment.
+ * Programs call it first; the event functions work without it (fd 2, info).
+ */
+void gk_events_init(const char *proc);
+const char *gk_proc_name(void);
+bool gk_log_enabled(enum gk_level level);
+const char *gk_level_name(enum gk_level level);
+int gk_level_parse(const char *s); /* -1 if unknown */
+
+/*
+ * gk_log(GK_WARN, "rate limited", "key=10.0.0.7", "limit=200"):
+ * a log event with key=value fields; a value that is a JSON number, true,
+ * false or null is written as such, anything else as a string.
+ */
+#define gk_log(level, ...) gk_log_trace(level, NULL, __VA_ARGS__, (char *)0)
+/* The same, with the trace id of the request it concerns (may be NULL). */
+void gk_log_trace(enum gk_level level, const char *trace_id, const char *msg,
+    ...);
+/* printf-style message, no fields. */
+void gk_logf(enum gk_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Log at fatal level, flush, exit with status. */
+void gk_fatal(int status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+
+/*
+ * Structured events of any type: begin writes the common members (ts, type,
+ * proc, pid, svc) into an open object and returns the writer; add members,
+ * then end.  An event longer than PIPE_BUF - 1 bytes is cut to fit: its
+ * longest string members are shortened and "truncated":true is added.
+ */
+gk_jw *gk_event_begin(const char *type);
+void gk_event_end(void);
+
+/*
+ * Write queued events.  The loop calls it once per turn; each write(2) holds
+ * whole lines only and at most PIPE_BUF bytes.  Outside a loop every event is
+ * flushed at once.
+ */
+void gk_events_flush(void);
+/* When true (set by the loop while it runs), events wait for the turn's end. */
+void gk_events_set_batching(bool on);
+
+/* ------------------------------------------------------------------ */
+/* Metrics                                                             */
+/* ------------------------------------------------------------------ */
+
+enum gk_metric_type { GK_COUNTER, GK_GAUGE, GK_HISTOGRAM };
+
+typedef struct gk_metric gk_metric; /* a family: name, help, label names */
+typedef struct gk_series gk_series; /* one set of label values */
+
+/* labels: comma-separated label names ("method,code") or NULL. */
+gk_metric *gk_counter_new(const char *name, const char *help,
+    const char *labels);
+gk_metric *gk_gauge_new(const char *name, const char *help,
+    const char *labels);
+/* buckets: upper bounds, ascending; NULL for the Prometheus default buckets. */
+gk_metric *gk_histogram_new(const char *name, const char *help,
+    const char *labels, const double *buckets, size_t nbuckets);
+
+/*
+ * The series with these label values, in the order of the family's label
+ * names, created on first use.  At most GK_METRIC_MAX_SERIES per family:
+ * past that, values go to one series labelled "_overflow" and
+ * gk_metrics_series_dropped_total counts them.
+ */
+#define GK_METRIC_MAX_SERIES 1000
+gk_series *gk_series_get(gk_metric *m, ...); /* NULL-terminated values */
+gk_series *gk_series_getv(gk_metric *m, const char *const *values);
+gk_series *gk_metric_series(gk_metric *m); /* the unlabelled series */
+
+void gk_counter_add(gk_series *s, double v);
+void gk_gauge_set(gk_series *s, double v);
+void gk_gauge_add(gk_series *s, double v);
+void gk_histogram_observe(gk_series *s, double v);
+double gk_series_value(const gk_series *s); /* counter or gauge value */
+uint64_t gk_histogram_count(const gk_series *s);
+
+/* Write a snapshot now: one or more events of type "metrics". */
+void gk_metrics_snapshot(void);
+
+/* ------------------------------------------------------------------ */
+/* Event loop                                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_loop gk_loop;
+
+#define GK_READ 0x1u
+#define GK_WRITE 0x4u
+
+typedef void gk_io_fn(gk_loop *loop, int fd, unsigned events, void *arg);
+typedef void gk_timer_fn(gk_loop *loop, void *arg);
+typedef void gk_signal_fn(gk_loop *loop, int signo, void *arg);
+typedef void gk_child_fn(gk_loop *loop, pid_t pid, int wstatus, void *arg);
+typedef void gk_turn_fn(gk_loop *loop, void *arg);
+
+/* A timer lives in memory the caller owns (inside its request, say). */
+typedef struct gk_timer {
+	uint64_t when_ms;
+	gk_timer_fn *fn;
+	void *arg;
+	size_t heap_index; /* 0 when not armed */
+} gk_timer;
+
+gk_loop *gk_loop_new(void);
+void gk_loop_free(gk_loop *loop);
+int gk_loop_watch(gk_loop *loop, int fd, unsigned events, gk_io_fn *fn,
+    void *arg);
+int gk_loop_modify(gk_loop *loop, int fd, unsigned events);
+void gk_loop_unwatch(gk_loop *loop, int fd);
+/* Arm (or re-arm) t to fire after ms milliseconds. */
+void gk_timer_start(gk_loop *loop, gk_timer *t, uint64_t ms, gk_timer_fn *fn,
+    void *arg);
+void gk_timer_stop(gk_loop *loop, gk_timer *t);
+bool gk_timer_armed(const gk_timer *t);
+int gk_loop_signal(gk_loop *loop, int signo, gk_signal_fn *fn, void *arg);
+/* Called with the wait status when pid exits (SIGCHLD, reaped by the loop). */
+void gk_loop_child(gk_loop *loop, pid_t pid, gk_child_fn *fn, void *arg);
+/* Called at the end of every turn, after all reads: the place to write. */
+void gk_loop_on_turn_end(gk_loop *loop, gk_turn_fn *fn, void *arg);
+int gk_loop_run(gk_loop *loop);
+void gk_loop_stop(gk_loop *loop);
+/* Monotonic milliseconds, cached at the start of the turn. */
+uint64_t gk_loop_now(gk_loop *loop);
+uint64_t gk_monotonic_ms(void);
+uint64_t gk_monotonic_us(void);
+/* Wall clock, milliseconds and microseconds since the epoch. */
+uint64_t gk_realtime_ms(void);
+uint64_t gk_realtime_us(void);
+
+/* ------------------------------------------------------------------ */
+/* Units: durations and rates                                          */
+/* ------------------------------------------------------------------ */
+
+/* "250ms", "2s", "1m", "1h"; a bare number is seconds.  -1 if malformed. */
+int gk_parse_duration_ms(const char *s, uint64_t *ms);
+/* "100/s", "6000/m", "10/h": events per second. -1 if malformed. */
+int gk_parse_rate(const char *s, double *per_second);
+/* "64k", "16KiB", "1m", "1MiB", plain bytes.  -1 if malformed. */
+int gk_parse_size(const char *s, size_t *bytes);
+/* A whole number in [min, max]; -1 if not. */
+int gk_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* One-line usage error naming the program, then exit 64. */
+void gk_usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+
+/* ------------------------------------------------------------------ */
+/* systemd: socket activation and notification                         */
+/* ------------------------------------------------------------------ */
+
+/* Fds passed by LISTEN_FDS (when LISTEN_PID is us), from 3; names from
+ * LISTEN_FDNAMES.  Unsets the variables.  Returns the count. */
+int gk_listen_fds(char ***names);
+/* sd_notify(3): "READY=1", "STOPPING=1", "STATUS=...", "WATCHDOG=1".
+ * A no-op without NOTIFY_SOCKET. */
+int gk_notify(const char *state);
+/* Half of WATCHDOG_USEC in ms when the watchdog applies to us, else 0. */
+uint64_t gk_watchdog_interval_ms(void);
+
+/* ------------------------------------------------------------------ */
+/* Messages, requests and the stage runtime                            */
+/* ------------------------------------------------------------------ */
+
+/* A wire message: one line it owns, and its index. */
+typedef struct gk_msg {
+	gk_buf line;
+	gk_wire_msg wire;
+} gk_msg;
+
+/* Takes a copy of the line; returns NULL (and fills err) when invalid. */
+gk_msg *gk_msg_new(const char *line, size_t len, gk_wire_error *err);
+void gk_msg_free(gk_msg *m);
+gk_json gk_msg_get(const gk_msg *m, const char *key);
+/* The status of a response (0 when absent or invalid). */
+int gk_msg_status(const gk_msg *m);
+/* First value of header name (lowercase) appended unescaped to out; -1 if absent. */
+int gk_msg_header(const gk_msg *m, const char *name, gk_buf *out);
+/* Set one top-level member to raw JSON text, keeping every other byte. */
+void gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen);
+void gk_msg_set_cstr(gk_msg *m, const char *key, const char *value);
+
+typedef struct gk_stage gk_stage; /* the runtime of one stage */
+typedef struct gk_req gk_req;     /* a request in flight */
+
+/* A response header as a stage builds it. */
+typedef struct gk_header {
+	const char *name;
+	const char *value;
+} gk_header;
+
+/*
+ * What a stage is.  Every callback is optional: without on_request a stage
+ * forwards everything south, without on_response it passes every response
+ * north.  Callbacks never see fds or encodings.
+ */
+typedef struct gk_stage_ops {
+	const char *name;      /* "gk-limiter": proc name and error.stage */
+	size_t req_state_size; /* bytes of zeroed per-request state */
+
+	/* After options are parsed, before anything is bound.  Non-zero exits. */
+	int (*start)(gk_stage *st, void *arg);
+	/* A request arrived from north. Forward it, answer it, or hold it. */
+	void (*on_request)(gk_stage *st, gk_req *req, void *arg);
+	/* Its response arrived from south: look, change, record, pass. */
+	void (*on_response)(gk_stage *st, gk_req *req, gk_msg *resp, void *arg);
+	/*
+	 * The request is finished, whoever answered it (south, the stage, a
+	 * deadline, a vanished client); status 0 when no answer went north.
+	 * Its state is freed after this returns.
+	 */
+	void (*on_done)(gk_stage *st, gk_req *req, int status, void *arg);
+	/* Draining begins (SIGTERM), and after the last request. */
+	void (*on_drain)(gk_stage *st, void *arg);
+	void (*stop)(gk_stage *st, void *arg);
+} gk_stage_ops;
+
+/* Stage-specific options, merged with the common ones by gk_stage_main. */
+typedef struct gk_stage_option {
+	const char *name; /* long name, without dashes */
+	int short_name;   /* 0 for none */
+	bool has_arg;
+	const char *arg_name; /* for --help: "RATE" */
+	const char *help;
+} gk_stage_option;
+
+typedef struct gk_stage_def {
+	gk_stage_ops ops;
+	const char *summary; /* one line for --help */
+	const gk_stage_option *options; /* terminated by {0} */
+	/* Called for each stage option; return 0, or -1 for a usage error
+	 * (the runtime prints "PROG: usage: bad --NAME: VALUE"). */
+	int (*option)(int short_name, const char *name, const char *value,
+	    void *arg);
+	void *arg;
+	/* What the north side speaks on -l addresses without a prefix. */
+	bool north_http;
+	/* The stage answers everything itself: no south side. */
+	bool no_south;
+} gk_stage_def;
+
+/*
+ * Parse the common and stage options, set up north and south, run the loop
+ * until drained; returns the exit status.  Common options:
+ *   -l ADDR (repeatable) --to ADDR, -- CMD ARGS..., --restart/--no-restart,
+ *   --max-inflight N, --timeout DUR, --drain-timeout DUR, --mode MODE,
+ *   -h/--help, -V/--version
+ */
+int gk_stage_main(int argc, char **argv, const gk_stage_def *def);
+
+gk_loop *gk_stage_loop(gk_stage *st);
+const char *gk_stage_name(const gk_stage *st);
+bool gk_stage_draining(const gk_stage *st);
+/* Requests in flight in this stage now. */
+size_t gk_stage_inflight(const gk_stage *st);
+
+/* The request message; a stage may read it and change it with gk_msg_set. */
+gk_msg *gk_req_msg(gk_req *req);
+void *gk_req_state(gk_req *req);
+gk_stage *gk_req_stage(gk_req *req);
+/* Milliseconds since the epoch; 0 for none. */
+uint64_t gk_req_deadline(const gk_req *req);
+/* Monotonic ms when it arrived. */
+uint64_t gk_req_arrival(const gk_req *req);
+/* The trace id it carries (trace.trace_id), or NULL. */
+const char *gk_req_trace_id(gk_req *req);
+
+/* Send it south (with whatever gk_msg_set changed). */
+void gk_forward(gk_req *req);
+/* Pass a response north.  The runtime takes resp. */
+void gk_pass(gk_req *req, gk_msg *resp);
+/* Answer it here: status, extra headers (NULL-terminated array or NULL),
+ * body (or NULL), and error {stage, reason} (reason NULL: no error member). */
+void gk_answer(gk_req *req, int status, const gk_header *headers,
+    const char *body, const char *reason);
+
+/* ------------------------------------------------------------------ */
+/* Native handlers: gk_serve(3)                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_request gk_request;
+typedef struct gk_response gk_response;
+
+const char *gk_request_method(const gk_request *r);
+const char *gk_request_path(const gk_request *r);
+const char *gk_request_query(const gk_request *r); /* "" when none */
+/* Header by lowercase name; the first value when repeated; NULL if absent. */
+const char *gk_request_header(const gk_request *r, const char *name);
+const char *gk_request_body(const gk_request *r, size_t *len);
+const char *gk_request_remote(const gk_request *r);
+const char *gk_request_id(const gk_request *r);
+/* Any other top-level member of the wire request. */
+gk_json gk_request_field(const gk_request *r, const char *key);
+
+void gk_response_status(gk_response *w, int status);
+void gk_response_header(gk_response *w, const char *name, const char *value);
+void gk_response_body(gk_response *w, const void *p, size_t n);
+void gk_response_printf(gk_response *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+typedef void gk_handler(const gk_request *req, gk_response *resp, void *arg);
+
+/*
+ * Run handler for every request: on stdin/stdout by default, on -l ADDR
+ * sockets speaking the wire protocol, or with --http as an HTTP/1.1 server.
+ * -j N runs handlers on N worker threads.  Returns the exit status.
+ */
+int gk_serve(int argc, char **argv, gk_handler *handler, void *arg);
+
+#endif
