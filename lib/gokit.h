@@ -435,8 +435,12 @@ typedef struct gk_stage_def {
 	void *arg;
 	/* What the north side speaks on -l addresses without a prefix. */
 	bool north_http;
+	/* Accept --http: -l addresses speak HTTP instead of the wire. */
+	bool http_option;
 	/* The stage answers everything itself: no south side. */
 	bool no_south;
+	/* Default --timeout in ms (0: only the request's own deadline). */
+	uint64_t default_timeout_ms;
 } gk_stage_def;
 
 /*

@@ -1,6 +1,7 @@
 /* json_write.c: the JSON writer, string quoting, UTF-8 checks and base64. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gokit.h"
@@ -211,7 +212,12 @@ gk_jw_double(gk_jw *w, double v)
 			gk_buf_adduint(w->out, (uint64_t)i);
 		return;
 	}
-	gk_buf_addf(w->out, "%.17g", v);
+	/* The shortest of %.15g and %.17g that reads back as v. */
+	char tmp[32];
+	snprintf(tmp, sizeof tmp, "%.15g", v);
+	if (strtod(tmp, NULL) != v)
+		snprintf(tmp, sizeof tmp, "%.17g", v);
+	gk_buf_adds(w->out, tmp);
 }
 
 void

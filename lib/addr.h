@@ -1,0 +1,36 @@
+/* addr.h: listening and connecting addresses (internal). */
+#ifndef GK_ADDR_H
+#define GK_ADDR_H
+
+#include <sys/socket.h>
+
+#include "gokit.h"
+
+enum gk_addr_proto {
+	GK_PROTO_DEFAULT = 0, /* what the stage speaks by default */
+	GK_PROTO_HTTP,        /* http:HOST:PORT */
+	GK_PROTO_WIRE,        /* json:HOST:PORT, or unix:PATH on a wire stage */
+};
+
+typedef struct gk_addr {
+	enum gk_addr_proto proto;
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char text[300]; /* as the user wrote it, without the proto prefix */
+	char path[108]; /* unix socket path, or "" */
+} gk_addr;
+
+/*
+ * "unix:/run/x.sock", "127.0.0.1:8080", ":8080" (all IPv4 addresses),
+ * "[::1]:8080", "localhost:80", with an optional "json:" or "http:" prefix.
+ * Returns 0, or -1 with *why set.
+ */
+int gk_addr_parse(const char *s, gk_addr *a, const char **why);
+/* A nonblocking, close-on-exec listening socket; -1 with errno. */
+int gk_addr_listen(const gk_addr *a, int backlog, unsigned mode);
+/* Start a nonblocking connect; -1 with errno (EINPROGRESS is success). */
+int gk_addr_connect(const gk_addr *a);
+/* "127.0.0.1:5555" of a peer, into buf. */
+void gk_addr_peer(const struct sockaddr_storage *sa, char *buf, size_t len);
+
+#endif

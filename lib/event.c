@@ -1,0 +1,1110 @@
+/*
+ * event.c: the event stream (gk-events(5)) and logging.
+ *
+ * Every event is built as one JSON line by one code path (event_open ...
+ * gk_event_end) in a per-thread buffer, cut to PIPE_BUF - 1 bytes when it is
+ * longer, rendered for a person when the event fd is a terminal (the text is
+ * made from the JSON line, never built apart), and appended to one
+ * process-wide queue.  gk_events_flush writes the queue in chunks that end at
+ * a newline and hold at most PIPE_BUF bytes, so lines of the processes that
+ * share one pipe never interleave.
+ *
+ * Log event:
+ *   {"ts":"2026-12-04T09:30:00.123456Z","type":"log","level":"warn",
+ *    "proc":"gk-limiter","pid":4242,"svc":"orders","msg":"rate limited",
+ *    "trace_id":"...","key":"10.0.0.7"}
+ * svc is absent when GK_SERVICE is unset, trace_id when none is given.
+ * Other events: ts, type, proc, pid, svc, then what the caller adds.
+ * A shortened event ends with "truncated":true.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gokit.h"
+
+#define LINE_MAX_BYTES 4095	    /* PIPE_BUF - 1, without the newline */
+#define WRITE_MAX 4096		    /* PIPE_BUF */
+#define QUEUE_FLUSH (64u * 1024)    /* flush even while batching */
+#define QUEUE_MAX (1024u * 1024)    /* drop new events past this */
+#define FLUSH_WAIT_MS 100	    /* wait for POLLOUT at most this long */
+#define EXIT_WAIT_MS 1000	    /* ... and this long at exit */
+#define MIN_CUT 16		    /* never shorten a string below this */
+
+/* Settings: written by gk_events_init, which programs call first. */
+static struct {
+	int fd;
+	enum gk_level level;
+	bool text;
+	bool colour;
+	char proc[128];
+	char *svc; /* NULL when GK_SERVICE is unset */
+	pid_t pid;
+} cfg = {.fd = 2, .level = GK_INFO};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static atomic_bool inited;
+static atomic_bool batching;
+
+/* The queue and what goes with it, under qlock. */
+static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
+static gk_buf queue;
+static uint64_t dropped; /* events dropped since the last notice */
+static bool fd_dead;	 /* EPIPE or EBADF: the reader is gone */
+static bool stalled;	 /* the last flush gave up waiting for POLLOUT */
+
+/* The event being built by this thread. */
+struct builder {
+	gk_buf line;
+	gk_buf aux;
+	gk_jw jw;
+	bool registered;
+};
+static _Thread_local struct builder tb;
+static pthread_key_t tb_key;
+
+enum flush_mode { FLUSH_AUTO, FLUSH_CALL, FLUSH_EXIT };
+static void flush_locked(enum flush_mode mode);
+
+/* ------------------------------------------------------------------ */
+/* Set-up                                                              */
+/* ------------------------------------------------------------------ */
+
+static void
+tb_free(void *p)
+{
+	struct builder *b = p;
+	gk_buf_free(&b->line);
+	gk_buf_free(&b->aux);
+}
+
+static void
+at_exit(void)
+{
+	pthread_mutex_lock(&qlock);
+	flush_locked(FLUSH_EXIT);
+	pthread_mutex_unlock(&qlock);
+}
+
+/* Fork: keep the child from writing (twice) what the parent queued. */
+static void
+fork_prepare(void)
+{
+	pthread_mutex_lock(&qlock);
+}
+
+static void
+fork_parent(void)
+{
+	pthread_mutex_unlock(&qlock);
+}
+
+static void
+fork_child(void)
+{
+	queue.len = 0;
+	dropped = 0;
+	cfg.pid = getpid();
+	pthread_mutex_unlock(&qlock);
+}
+
+static void
+once(void)
+{
+	pthread_key_create(&tb_key, tb_free);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	atexit(at_exit);
+}
+
+static void
+bad_env(const char *name, const char *value, const char *expected)
+{
+	gk_buf n = {0}, v = {0}, x = {0};
+	gk_buf_addf(&n, "var=%s", name);
+	gk_buf_addf(&v, "value=%s", value);
+	gk_buf_addf(&x, "expected=%s", expected);
+	gk_log(GK_WARN, "bad environment variable", gk_buf_cstr(&n),
+	    gk_buf_cstr(&v), gk_buf_cstr(&x));
+	gk_buf_free(&n);
+	gk_buf_free(&v);
+	gk_buf_free(&x);
+}
+
+static void
+set_proc(const char *proc)
+{
+	if (!proc || !*proc)
+		proc = program_invocation_short_name;
+	if (!proc || !*proc)
+		proc = "gokit";
+	snprintf(cfg.proc, sizeof cfg.proc, "%s", proc);
+}
+
+void
+gk_events_init(const char *proc)
+{
+	pthread_once(&init_once, once);
+	pthread_mutex_lock(&qlock);
+	/* What is queued was meant for the old fd. */
+	if (inited)
+		flush_locked(FLUSH_CALL);
+	queue.len = 0;
+	dropped = 0;
+	fd_dead = false;
+	stalled = false;
+
+	const char *bad_fd = NULL, *bad_level = NULL, *bad_format = NULL;
+	set_proc(proc);
+	cfg.pid = getpid();
+	cfg.fd = 2;
+	const char *e = getenv("GK_EVENTS_FD");
+	if (e && *e) {
+		uint64_t v;
+		if (gk_parse_uint(e, 0, 1 << 30, &v) == 0 &&
+		    fcntl((int)v, F_GETFD) != -1)
+			cfg.fd = (int)v;
+		else
+			bad_fd = e;
+	}
+	cfg.level = GK_INFO;
+	e = getenv("GK_LOG_LEVEL");
+	if (e && *e) {
+		int l = gk_level_parse(e);
+		if (l >= 0)
+			cfg.level = (enum gk_level)l;
+		else
+			bad_level = e;
+	}
+	free(cfg.svc);
+	cfg.svc = NULL;
+	e = getenv("GK_SERVICE");
+	if (e && *e)
+		cfg.svc = gk_xstrdup(e);
+	bool tty = isatty(cfg.fd) == 1;
+	cfg.text = tty;
+	e = getenv("GK_EVENTS_FORMAT");
+	if (e && *e) {
+		if (strcmp(e, "json") == 0)
+			cfg.text = false;
+		else if (strcmp(e, "text") == 0)
+			cfg.text = true;
+		else
+			bad_format = e;
+	}
+	/* Colour only for a terminal, and not against NO_COLOR. */
+	e = getenv("NO_COLOR");
+	cfg.colour = cfg.text && tty && !(e && *e);
+	inited = true;
+	pthread_mutex_unlock(&qlock);
+
+	/* Said once set up, so the warning itself goes where it should. */
+	if (bad_fd)
+		bad_env("GK_EVENTS_FD", bad_fd, "an open fd; using 2");
+	if (bad_level)
+		bad_env("GK_LOG_LEVEL", bad_level,
+		    "debug|info|warn|error|fatal; using info");
+	if (bad_format)
+		bad_env("GK_EVENTS_FORMAT", bad_format, "json|text");
+}
+
+/* Events work before gk_events_init: the environment, proc from argv[0]. */
+static void
+ensure_init(void)
+{
+	if (!atomic_load_explicit(&inited, memory_order_acquire))
+		gk_events_init(NULL);
+}
+
+const char *
+gk_proc_name(void)
+{
+	if (cfg.proc[0])
+		return cfg.proc;
+	if (program_invocation_short_name && *program_invocation_short_name)
+		return program_invocation_short_name;
+	return "gokit";
+}
+
+static const char *const level_names[] = {"debug", "info", "warn", "error",
+    "fatal"};
+
+const char *
+gk_level_name(enum gk_level level)
+{
+	if ((unsigned)level > GK_FATAL)
+		return "unknown";
+	return level_names[level];
+}
+
+int
+gk_level_parse(const char *s)
+{
+	if (!s)
+		return -1;
+	for (int i = 0; i <= GK_FATAL; i++)
+		if (strcasecmp(s, level_names[i]) == 0)
+			return i;
+	if (strcasecmp(s, "warning") == 0)
+		return GK_WARN;
+	return -1;
+}
+
+bool
+gk_log_enabled(enum gk_level level)
+{
+	ensure_init();
+	return level >= cfg.level || level >= GK_FATAL;
+}
+
+void
+gk_events_set_batching(bool on)
+{
+	atomic_store(&batching, on);
+	if (!on)
+		gk_events_flush();
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing the queue                                                   */
+/* ------------------------------------------------------------------ */
+
+static uint64_t
+mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Wait for the fd to take more; false when the time is up. */
+static bool
+wait_writable(uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = mono_ms();
+		if (now >= deadline)
+			return false;
+		struct pollfd p = {.fd = cfg.fd, .events = POLLOUT};
+		int r = poll(&p, 1, (int)(deadline - now));
+		if (r > 0)
+			return true; /* writable, or an error write will tell */
+		if (r == 0)
+			return false;
+		if (errno != EINTR)
+			return false;
+	}
+}
+
+/*
+ * How much of the queue from off goes in one write: whole lines, at most
+ * WRITE_MAX bytes; a single longer line (text mode only) goes alone.
+ */
+static size_t
+chunk_len(size_t off)
+{
+	size_t avail = queue.len - off;
+	if (avail <= WRITE_MAX) {
+		if (queue.data[queue.len - 1] == '\n')
+			return avail;
+	}
+	size_t lim = avail < WRITE_MAX ? avail : WRITE_MAX;
+	const char *p = queue.data + off;
+	const char *nl = memrchr(p, '\n', lim);
+	if (nl)
+		return (size_t)(nl - p) + 1;
+	nl = memchr(p, '\n', avail);
+	return nl ? (size_t)(nl - p) + 1 : avail;
+}
+
+static void notice_dropped_locked(void);
+
+static void
+flush_locked(enum flush_mode mode)
+{
+	if (!queue.len)
+		return;
+	if (fd_dead) {
+		queue.len = 0;
+		return;
+	}
+	uint64_t wait = mode == FLUSH_EXIT ? EXIT_WAIT_MS
+	    : stalled			   ? 0
+					   : FLUSH_WAIT_MS;
+	uint64_t deadline = mono_ms() + wait;
+
+	/*
+	 * A reader that went away must not kill us with SIGPIPE: block it
+	 * around the writes, and take the one our EPIPE raised.
+	 */
+	sigset_t pipeset, old;
+	sigemptyset(&pipeset);
+	sigaddset(&pipeset, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipeset, &old);
+	bool epipe = false;
+
+	size_t off = 0;
+	while (off < queue.len) {
+		size_t n = chunk_len(off);
+		const char *p = queue.data + off;
+		size_t done = 0;
+		while (done < n) {
+			ssize_t w = write(cfg.fd, p + done, n - done);
+			if (w >= 0) {
+				done += (size_t)w;
+				stalled = false;
+				continue;
+			}
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (wait_writable(deadline))
+					continue;
+				stalled = true;
+				goto out; /* keep the rest for later */
+			}
+			/* The event fd is gone or broken: drop, quietly. */
+			if (errno == EPIPE)
+				epipe = true;
+			if (errno == EPIPE || errno == EBADF)
+				fd_dead = true;
+			off = queue.len;
+			done = 0;
+			goto out;
+		}
+		off += n;
+	}
+out:
+	gk_buf_consume(&queue, off);
+	if (epipe && !sigismember(&old, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+		while (sigtimedwait(&pipeset, NULL, &zero) == SIGPIPE)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (dropped && !fd_dead)
+		notice_dropped_locked();
+}
+
+void
+gk_events_flush(void)
+{
+	pthread_mutex_lock(&qlock);
+	flush_locked(FLUSH_CALL);
+	pthread_mutex_unlock(&qlock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Building events                                                     */
+/* ------------------------------------------------------------------ */
+
+/* "2026-12-04T09:30:00.123456Z", with the date part cached per second. */
+static void
+format_ts(char out[32])
+{
+	static _Thread_local time_t last_sec = -1;
+	static _Thread_local char last[24];
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec != last_sec) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(last, sizeof last, "%Y-%m-%dT%H:%M:%S", &tm);
+		last_sec = ts.tv_sec;
+	}
+	memcpy(out, last, 19);
+	out[19] = '.';
+	unsigned us = (unsigned)(ts.tv_nsec / 1000);
+	for (int i = 25; i >= 20; i--, us /= 10)
+		out[i] = (char)('0' + us % 10);
+	out[26] = 'Z';
+	out[27] = 0;
+}
+
+/* The common members, into an open object. level < 0: none. */
+static void
+write_common(gk_jw *w, const char *type, int level)
+{
+	char ts[32];
+	format_ts(ts);
+	gk_jw_key(w, "ts");
+	gk_jw_cstr(w, ts);
+	gk_jw_key(w, "type");
+	gk_jw_cstr(w, type);
+	if (level >= 0) {
+		gk_jw_key(w, "level");
+		gk_jw_cstr(w, gk_level_name((enum gk_level)level));
+	}
+	gk_jw_key(w, "proc");
+	gk_jw_cstr(w, cfg.proc);
+	gk_jw_key(w, "pid");
+	gk_jw_int(w, cfg.pid);
+	if (cfg.svc) {
+		gk_jw_key(w, "svc");
+		gk_jw_cstr(w, cfg.svc);
+	}
+}
+
+static struct builder *
+builder(void)
+{
+	struct builder *b = &tb;
+	if (!b->registered) {
+		/* Frees the buffers when the thread ends. */
+		pthread_setspecific(tb_key, b);
+		b->registered = true;
+	}
+	return b;
+}
+
+static gk_jw *
+event_open(const char *type, int level)
+{
+	ensure_init();
+	struct builder *b = builder();
+	gk_buf_reset(&b->line);
+	gk_jw_init(&b->jw, &b->line);
+	gk_jw_object(&b->jw);
+	write_common(&b->jw, type, level);
+	return &b->jw;
+}
+
+gk_jw *
+gk_event_begin(const char *type)
+{
+	return event_open(type && *type ? type : "log", -1);
+}
+
+/* --- shortening an event that is too long --- */
+
+struct span {
+	size_t off, len; /* a string value, quotes included */
+};
+
+struct spans {
+	struct span *v;
+	size_t n, cap;
+};
+
+static void
+collect(gk_json v, const char *base, struct spans *s, int depth)
+{
+	if (v.type == GK_JSON_STRING) {
+		if (s->n == s->cap) {
+			s->cap = s->cap ? s->cap * 2 : 32;
+			s->v = gk_xrealloc(s->v, s->cap * sizeof *s->v);
+		}
+		s->v[s->n++] = (struct span){(size_t)(v.p - base), v.len};
+		return;
+	}
+	if ((v.type != GK_JSON_OBJECT && v.type != GK_JSON_ARRAY) ||
+	    depth > GK_WIRE_MAX_DEPTH)
+		return;
+	gk_json_iter it;
+	gk_json key, val;
+	gk_json_iter_init(&it, v);
+	while (gk_json_iter_next(&it, &key, &val))
+		collect(val, base, s, depth + 1);
+}
+
+static bool
+is_hex_surrogate(const char *p, char lo, char hi)
+{
+	/* p at "\uXXXX": D800-DBFF (lo '8', hi 'b') or DC00-DFFF. */
+	if (p[0] != '\\' || p[1] != 'u' || (p[2] != 'd' && p[2] != 'D'))
+		return false;
+	char c = (char)tolower((unsigned char)p[3]);
+	return c >= lo && c <= hi;
+}
+
+/*
+ * The longest prefix of encoded string content (between the quotes) of at
+ * most max bytes that ends neither inside an escape nor a UTF-8 sequence.
+ */
+static size_t
+safe_cut(const char *p, size_t n, size_t max)
+{
+	size_t i = 0;
+	while (i < n) {
+		size_t k = 1;
+		unsigned char c = (unsigned char)p[i];
+		if (c == '\\') {
+			k = 2;
+			if (i + 1 < n && p[i + 1] == 'u') {
+				k = 6;
+				/* A surrogate pair is one character. */
+				if (i + 12 <= n && is_hex_surrogate(p + i, '8', 'b') &&
+				    is_hex_surrogate(p + i + 6, 'c', 'f'))
+					k = 12;
+			}
+		} else if (c >= 0xf0)
+			k = 4;
+		else if (c >= 0xe0)
+			k = 3;
+		else if (c >= 0xc0)
+			k = 2;
+		if (i + k > max || i + k > n)
+			break;
+		i += k;
+	}
+	return i;
+}
+
+static const char truncated_member[] = ",\"truncated\":true}";
+
+/* Top-level members that are never shortened. */
+static bool
+keep_whole(gk_json key)
+{
+	static const char *const keep[] = {"ts", "type", "level", "proc",
+	    "svc", "trace_id", "span_id", "parent_id", NULL};
+	for (int i = 0; keep[i]; i++)
+		if (gk_json_eq(key, keep[i]))
+			return true;
+	return false;
+}
+
+static void
+append_cut_string(gk_buf *out, const char *s, size_t n, size_t max)
+{
+	gk_buf tmp = {0};
+	gk_json_quote(&tmp, s, n);
+	if (tmp.len - 2 > max) {
+		size_t k = safe_cut(tmp.data + 1, tmp.len - 2, max - 3);
+		gk_buf_add(out, tmp.data, k + 1);
+		gk_buf_add(out, "\xe2\x80\xa6\"", 4);
+	} else
+		gk_buf_add(out, tmp.data, tmp.len);
+	gk_buf_free(&tmp);
+}
+
+/*
+ * Last resort (many members, or a line we cannot parse): the common members
+ * and as much of the message as fits.
+ */
+static void
+minimal_event(struct builder *b, const gk_wire_msg *m)
+{
+	gk_buf *out = &b->aux;
+	gk_buf_reset(out);
+	gk_buf tmp = {0};
+	char ts[32];
+	format_ts(ts);
+	gk_buf_adds(out, "{\"ts\":");
+	gk_json_quote(out, ts, strlen(ts));
+	gk_json type = m ? gk_wire_get(m, "type") : (gk_json){0};
+	gk_json level = m ? gk_wire_get(m, "level") : (gk_json){0};
+	gk_json msg = m ? gk_wire_get(m, "msg") : (gk_json){0};
+	gk_buf_adds(out, ",\"type\":");
+	if (type.type == GK_JSON_STRING && type.len < 64)
+		gk_buf_add(out, type.p, type.len);
+	else
+		gk_buf_adds(out, "\"log\"");
+	if (level.type == GK_JSON_STRING && level.len < 16) {
+		gk_buf_adds(out, ",\"level\":");
+		gk_buf_add(out, level.p, level.len);
+	}
+	gk_buf_adds(out, ",\"proc\":");
+	append_cut_string(out, cfg.proc, strlen(cfg.proc), 256);
+	gk_buf_addf(out, ",\"pid\":%ld", (long)cfg.pid);
+	if (cfg.svc) {
+		gk_buf_adds(out, ",\"svc\":");
+		append_cut_string(out, cfg.svc, strlen(cfg.svc), 256);
+	}
+	if (msg.type == GK_JSON_STRING && gk_json_string(msg, &tmp) == 0) {
+		gk_buf_adds(out, ",\"msg\":");
+		append_cut_string(out, tmp.data ? tmp.data : "", tmp.len, 2048);
+	}
+	gk_buf_add(out, truncated_member, sizeof truncated_member - 1);
+	gk_buf_free(&tmp);
+	gk_buf t = b->line;
+	b->line = b->aux;
+	b->aux = t;
+}
+
+/* b->line is longer than LINE_MAX_BYTES: shorten its longest strings. */
+static void
+shorten(struct builder *b)
+{
+	gk_wire_msg m;
+	gk_wire_error err;
+	const char *line = b->line.data;
+	size_t len = b->line.len;
+	if (gk_wire_parse(&m, line, len, &err) < 0) {
+		minimal_event(b, NULL);
+		return;
+	}
+	struct spans s = {0};
+	for (unsigned i = 0; i < m.nfields; i++)
+		if (!keep_whole(m.field[i].key))
+			collect(m.field[i].value, line, &s, 1);
+
+	/* Bytes to lose: the excess, and room for the truncated member. */
+	size_t need = len - 1 + (sizeof truncated_member - 1) - LINE_MAX_BYTES;
+	size_t maxc = 0;
+	for (size_t i = 0; i < s.n; i++)
+		if (s.v[i].len - 2 > maxc)
+			maxc = s.v[i].len - 2;
+	/* Largest cap L with sum(max(0, c - L)) >= need. */
+	size_t lo = MIN_CUT, hi = maxc, cap = 0;
+	while (lo <= hi) {
+		size_t mid = lo + (hi - lo) / 2, gain = 0;
+		for (size_t i = 0; i < s.n; i++)
+			if (s.v[i].len - 2 > mid)
+				gain += s.v[i].len - 2 - mid;
+		if (gain >= need) {
+			cap = mid;
+			lo = mid + 1;
+		} else
+			hi = mid - 1;
+	}
+	if (!cap) {
+		free(s.v);
+		minimal_event(b, &m);
+		return;
+	}
+	gk_buf *out = &b->aux;
+	gk_buf_reset(out);
+	size_t at = 0;
+	for (size_t i = 0; i < s.n; i++) {
+		struct span sp = s.v[i];
+		size_t c = sp.len - 2;
+		if (c <= cap)
+			continue;
+		gk_buf_add(out, line + at, sp.off - at);
+		/* Content cut to cap - 3, then an ellipsis (3 bytes). */
+		size_t k = safe_cut(line + sp.off + 1, c, cap - 3);
+		gk_buf_add(out, line + sp.off, k + 1);
+		gk_buf_add(out, "\xe2\x80\xa6\"", 4);
+		at = sp.off + sp.len;
+	}
+	/* The rest, without the closing brace. */
+	gk_buf_add(out, line + at, len - 1 - at);
+	gk_buf_add(out, truncated_member, sizeof truncated_member - 1);
+	free(s.v);
+	if (out->len > LINE_MAX_BYTES) {
+		minimal_event(b, &m);
+		return;
+	}
+	gk_buf t = b->line;
+	b->line = b->aux;
+	b->aux = t;
+}
+
+/* --- rendering for a person --- */
+
+static const char *
+level_colour(const char *level)
+{
+	if (!strcmp(level, "fatal"))
+		return "\033[1;31m";
+	if (!strcmp(level, "error"))
+		return "\033[31m";
+	if (!strcmp(level, "warn"))
+		return "\033[33m";
+	if (!strcmp(level, "info"))
+		return "\033[32m";
+	if (!strcmp(level, "debug"))
+		return "\033[90m";
+	return "\033[36m";
+}
+
+/* A string for a person: bare when it is one plain word, else quoted. */
+static void
+text_string(gk_buf *out, const char *s, size_t n, bool allow_space)
+{
+	bool plain = n > 0;
+	for (size_t i = 0; i < n && plain; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f || c == '"' ||
+		    (!allow_space && (c == ' ' || c == '=')))
+			plain = false;
+	}
+	if (plain || (allow_space && n == 0))
+		gk_buf_add(out, s, n);
+	else
+		gk_json_quote(out, s, n);
+}
+
+static void
+text_value(gk_buf *out, gk_json v, gk_buf *tmp)
+{
+	if (v.type == GK_JSON_STRING) {
+		gk_buf_reset(tmp);
+		gk_json_string(v, tmp);
+		text_string(out, tmp->data ? tmp->data : "", tmp->len, false);
+	} else
+		gk_buf_add(out, v.p, v.len);
+}
+
+/* Metrics, compactly: name{k=v,...}=value for each series. */
+static void
+text_metrics(gk_buf *out, gk_json metrics, gk_buf *tmp)
+{
+	gk_json_iter fi, si, li;
+	gk_json fam, ser, k, v;
+	gk_json_iter_init(&fi, metrics);
+	while (gk_json_iter_next(&fi, NULL, &fam)) {
+		gk_json name = gk_json_member(fam, "name");
+		gk_json series = gk_json_member(fam, "series");
+		if (name.type != GK_JSON_STRING || series.type != GK_JSON_ARRAY)
+			continue;
+		gk_buf nm = {0};
+		gk_json_string(name, &nm);
+		gk_json_iter_init(&si, series);
+		while (gk_json_iter_next(&si, NULL, &ser)) {
+			gk_buf lab = {0};
+			gk_json labels = gk_json_member(ser, "labels");
+			if (labels.type == GK_JSON_OBJECT) {
+				bool first = true;
+				gk_json_iter_init(&li, labels);
+				while (gk_json_iter_next(&li, &k, &v)) {
+					gk_buf_addc(&lab, first ? '{' : ',');
+					first = false;
+					gk_buf_reset(tmp);
+					gk_json_string(k, tmp);
+					gk_buf_add(&lab, tmp->data, tmp->len);
+					gk_buf_addc(&lab, '=');
+					text_value(&lab, v, tmp);
+				}
+				if (!first)
+					gk_buf_addc(&lab, '}');
+			}
+			gk_json value = gk_json_member(ser, "value");
+			if (value.type != GK_JSON_NONE) {
+				gk_buf_addc(out, ' ');
+				gk_buf_add(out, nm.data, nm.len);
+				gk_buf_add(out, lab.data, lab.len);
+				gk_buf_addc(out, '=');
+				text_value(out, value, tmp);
+			}
+			static const char *const hist[] = {"count", "sum"};
+			for (int i = 0; i < 2; i++) {
+				gk_json hv = gk_json_member(ser, hist[i]);
+				if (hv.type == GK_JSON_NONE)
+					continue;
+				gk_buf_addc(out, ' ');
+				gk_buf_add(out, nm.data, nm.len);
+				gk_buf_addf(out, "_%s", hist[i]);
+				gk_buf_add(out, lab.data, lab.len);
+				gk_buf_addc(out, '=');
+				text_value(out, hv, tmp);
+			}
+			gk_buf_free(&lab);
+		}
+		gk_buf_free(&nm);
+	}
+}
+
+/*
+ * "09:30:00.123 WARN  gk-limiter rate limited key=10.0.0.7": the time (UTC,
+ * as in ts), the level (or the type of a non-log event), proc, msg, and the
+ * other members as key=value.  pid and svc are left out: noise at a
+ * terminal.  Appends a newline.
+ */
+static void
+render_text(const char *line, size_t len, gk_buf *out, bool colour)
+{
+	gk_wire_msg m;
+	gk_wire_error err;
+	if (gk_wire_parse(&m, line, len, &err) < 0) {
+		gk_buf_add(out, line, len);
+		gk_buf_addc(out, '\n');
+		return;
+	}
+	gk_buf tmp = {0}, word = {0};
+	gk_json ts = gk_wire_get(&m, "ts");
+	if (ts.type == GK_JSON_STRING && ts.len >= 25)
+		gk_buf_add(out, ts.p + 12, 12); /* HH:MM:SS.mmm */
+	gk_json type = gk_wire_get(&m, "type");
+	gk_json level = gk_wire_get(&m, "level");
+	bool is_log = type.type == GK_JSON_NONE || gk_json_eq(type, "log");
+	gk_json label = is_log ? level : type;
+	if (label.type == GK_JSON_STRING)
+		gk_json_string(label, &word);
+	else
+		gk_buf_adds(&word, "log");
+	gk_buf_cstr(&word);
+	const char *col = is_log ? level_colour(word.data) : "\033[36m";
+	for (size_t i = 0; i < word.len; i++)
+		word.data[i] = (char)toupper((unsigned char)word.data[i]);
+	gk_buf_addc(out, ' ');
+	if (colour)
+		gk_buf_adds(out, col);
+	text_string(out, word.data, word.len, false);
+	if (colour)
+		gk_buf_adds(out, "\033[0m");
+	for (size_t i = word.len; i < 5; i++)
+		gk_buf_addc(out, ' ');
+	gk_json proc = gk_wire_get(&m, "proc");
+	if (proc.type == GK_JSON_STRING) {
+		gk_buf_addc(out, ' ');
+		text_value(out, proc, &tmp);
+	}
+	gk_json msg = gk_wire_get(&m, "msg");
+	if (msg.type == GK_JSON_STRING) {
+		gk_buf_reset(&tmp);
+		gk_json_string(msg, &tmp);
+		gk_buf_addc(out, ' ');
+		text_string(out, tmp.data ? tmp.data : "", tmp.len, true);
+	}
+	for (unsigned i = 0; i < m.nfields; i++) {
+		gk_json k = m.field[i].key, v = m.field[i].value;
+		if (gk_json_eq(k, "ts") || gk_json_eq(k, "type") ||
+		    gk_json_eq(k, "level") || gk_json_eq(k, "proc") ||
+		    gk_json_eq(k, "pid") || gk_json_eq(k, "svc") ||
+		    gk_json_eq(k, "msg"))
+			continue;
+		if (!is_log && gk_json_eq(k, "metrics") &&
+		    v.type == GK_JSON_ARRAY) {
+			text_metrics(out, v, &tmp);
+			continue;
+		}
+		gk_buf_addc(out, ' ');
+		gk_buf_reset(&tmp);
+		gk_json_string(k, &tmp);
+		text_string(out, tmp.data ? tmp.data : "", tmp.len, false);
+		gk_buf_addc(out, '=');
+		text_value(out, v, &tmp);
+	}
+	gk_buf_addc(out, '\n');
+	gk_buf_free(&tmp);
+	gk_buf_free(&word);
+}
+
+/* --- the queue --- */
+
+/* One finished line (no newline) into the queue, under qlock. */
+static void
+enqueue_locked(const char *line, size_t len)
+{
+	if (fd_dead)
+		return;
+	if (dropped)
+		notice_dropped_locked();
+	if (queue.len + len + 1 > QUEUE_MAX) {
+		dropped++;
+		if (queue.len > QUEUE_FLUSH)
+			flush_locked(FLUSH_AUTO);
+		return;
+	}
+	gk_buf_reserve(&queue, len + 1);
+	memcpy(queue.data + queue.len, line, len);
+	queue.len += len;
+	queue.data[queue.len++] = '\n';
+	if (!atomic_load_explicit(&batching, memory_order_relaxed) ||
+	    queue.len > QUEUE_FLUSH)
+		flush_locked(FLUSH_AUTO);
+}
+
+/* The "events dropped" notice once there is room for it, under qlock. */
+static void
+notice_dropped_locked(void)
+{
+	gk_buf json = {0}, text = {0};
+	gk_jw w;
+	gk_jw_init(&w, &json);
+	gk_jw_object(&w);
+	write_common(&w, "log", GK_WARN);
+	gk_jw_key(&w, "msg");
+	gk_jw_cstr(&w, "events dropped");
+	gk_jw_key(&w, "count");
+	gk_jw_int(&w, (int64_t)dropped);
+	gk_jw_object_end(&w);
+	const gk_buf *line = &json;
+	if (cfg.text) {
+		render_text(json.data, json.len, &text, cfg.colour);
+		text.len--; /* the newline is added below */
+		line = &text;
+	}
+	if (queue.len + line->len + 1 <= QUEUE_MAX) {
+		gk_buf_add(&queue, line->data, line->len);
+		gk_buf_addc(&queue, '\n');
+		dropped = 0;
+	}
+	gk_buf_free(&json);
+	gk_buf_free(&text);
+}
+
+void
+gk_event_end(void)
+{
+	struct builder *b = &tb;
+	if (!b->line.len)
+		return; /* no gk_event_begin */
+	while (b->jw.depth > 0)
+		gk_jw_object_end(&b->jw);
+	if (b->line.len > LINE_MAX_BYTES)
+		shorten(b);
+	const char *line = b->line.data;
+	size_t len = b->line.len;
+	if (cfg.text) {
+		gk_buf_reset(&b->aux);
+		render_text(line, len, &b->aux, cfg.colour);
+		line = b->aux.data;
+		len = b->aux.len - 1;
+	}
+	pthread_mutex_lock(&qlock);
+	enqueue_locked(line, len);
+	pthread_mutex_unlock(&qlock);
+	b->line.len = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Logging                                                             */
+/* ------------------------------------------------------------------ */
+
+/* A value given as key=value is raw JSON when it is one of these. */
+static bool
+json_scalar(const char *v)
+{
+	if (!strcmp(v, "true") || !strcmp(v, "false") || !strcmp(v, "null"))
+		return true;
+	/* RFC 8259 number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+	const char *p = v;
+	bool integral = true;
+	if (*p == '-')
+		p++;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+		while (*p >= '0' && *p <= '9')
+			p++;
+	else
+		return false;
+	if (*p == '.') {
+		integral = false;
+		p++;
+		if (*p < '0' || *p > '9')
+			return false;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if (*p == 'e' || *p == 'E') {
+		integral = false;
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		if (*p < '0' || *p > '9')
+			return false;
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if (*p)
+		return false;
+	/* Readers use doubles: keep what they would mangle as a string. */
+	double d = strtod(v, NULL);
+	if (!isfinite(d))
+		return false;
+	if (integral && fabs(d) > 9007199254740992.0)
+		return false;
+	return true;
+}
+
+static bool
+reserved(const char *k, size_t n, bool have_trace)
+{
+	static const char *const names[] = {"ts", "type", "level", "proc",
+	    "pid", "svc", "msg", "truncated", NULL};
+	for (int i = 0; names[i]; i++)
+		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
+			return true;
+	return have_trace && n == 8 && !memcmp(k, "trace_id", 8);
+}
+
+static void
+log_va(enum gk_level level, const char *trace_id, const char *msg,
+    va_list ap)
+{
+	gk_jw *w = event_open("log", (int)level);
+	gk_jw_key(w, "msg");
+	gk_jw_cstr(w, msg ? msg : "");
+	if (trace_id) {
+		gk_jw_key(w, "trace_id");
+		gk_jw_cstr(w, trace_id);
+	}
+	const char *f;
+	while ((f = va_arg(ap, const char *))) {
+		const char *eq = strchr(f, '=');
+		size_t kn = eq ? (size_t)(eq - f) : strlen(f);
+		if (!kn) {
+			gk_jw_key(w, "_");
+		} else if (reserved(f, kn, trace_id != NULL)) {
+			char k[32];
+			snprintf(k, sizeof k, "field_%.*s", (int)kn, f);
+			gk_jw_key(w, k);
+		} else
+			gk_jw_keyn(w, f, kn);
+		if (!eq)
+			gk_jw_bool(w, true);
+		else if (json_scalar(eq + 1))
+			gk_jw_raw(w, eq + 1, strlen(eq + 1));
+		else
+			gk_jw_cstr(w, eq + 1);
+	}
+	gk_event_end();
+}
+
+void
+gk_log_trace(enum gk_level level, const char *trace_id, const char *msg, ...)
+{
+	if (!gk_log_enabled(level))
+		return;
+	va_list ap;
+	va_start(ap, msg);
+	log_va(level, trace_id, msg, ap);
+	va_end(ap);
+}
+
+static void
+logf_va(enum gk_level level, const char *fmt, va_list ap)
+{
+	char small[512];
+	va_list ap2;
+	va_copy(ap2, ap);
+	int n = vsnprintf(small, sizeof small, fmt, ap);
+	char *msg = small;
+	if (n >= (int)sizeof small) {
+		msg = gk_xmalloc((size_t)n + 1);
+		vsnprintf(msg, (size_t)n + 1, fmt, ap2);
+	}
+	va_end(ap2);
+	gk_log_trace(level, NULL, n < 0 ? fmt : msg, (char *)0);
+	if (msg != small)
+		free(msg);
+}
+
+void
+gk_logf(enum gk_level level, const char *fmt, ...)
+{
+	if (!gk_log_enabled(level))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	logf_va(level, fmt, ap);
+	va_end(ap);
+}
+
+void
+gk_fatal(int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	logf_va(GK_FATAL, fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&qlock);
+	flush_locked(FLUSH_EXIT);
+	pthread_mutex_unlock(&qlock);
+	exit(status);
+}

@@ -1,0 +1,720 @@
+/*
+ * http_parser.c: HTTP/1.x requests in, wire requests out.
+ *
+ * node's http_parser (libhttp-parser) does the parsing; this file adds what
+ * a front server must check on top of it (request smuggling, limits,
+ * obs-fold, field content), accumulates the pieces that arrive across
+ * reads, and encodes one wire request per HTTP request.
+ *
+ * Memory: an idle connection holds only struct gk_http_parser.  Everything
+ * a request needs (URL, headers, body) lives in a struct req allocated at
+ * the first byte of a request and freed by gk_http_parser_encode.
+ */
+#include <http_parser.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+
+#define MAX_HEADERS 256		/* 431 past it: bounds the grouping in encode */
+#define INLINE_HEADERS 12	/* a typical request needs no second malloc */
+#define BODY_PREALLOC (64 * 1024) /* reserve for Content-Length, at most */
+#define DEFAULT_MAX_HEADER (8 * 1024)
+#define DEFAULT_MAX_BODY (1024 * 1024)
+
+enum phase { PH_IDLE, PH_HEAD, PH_BODY, PH_DONE, PH_ERROR };
+/* Why the parser paused, so feed knows what to check. */
+enum pause { PZ_NONE, PZ_HEADERS, PZ_CHUNK, PZ_CHUNK_END, PZ_MESSAGE };
+enum last { L_NONE, L_FIELD, L_VALUE };
+
+struct hdr {
+	uint32_t name_off, val_off, val_len, hash;
+	uint32_t name_len;
+};
+
+struct req {
+	gk_buf text; /* URL, header names and values, then the body */
+	struct hdr *h;
+	uint32_t nh, hcap;
+	uint32_t url_len;
+	uint32_t path_off, path_len, query_off, query_len;
+	uint32_t body_off;
+	int cl_idx, te_idx, expect_idx; /* -1 when absent */
+	uint8_t last, ncl, nte, nhost, nexpect;
+	struct hdr inl[INLINE_HEADERS];
+};
+
+struct gk_http_parser {
+	http_parser hp;
+	gk_http_info info;
+	uint32_t max_header;
+	uint32_t hdr_bytes; /* fed since the request began, until headers end */
+	size_t max_body;
+	struct req *r;
+	const char *slice; /* the bytes being executed now (for checks) */
+	uint8_t phase, pause, cont;
+	uint8_t last_byte;  /* last byte of the bytes executed before */
+	uint8_t tail_lf_ws; /* they ended in LF then only SP/HT */
+};
+
+/* tchar (RFC 9110 §5.6.2), already lowercased on the way in. */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['a' ... 'z'] = 1,
+    ['A' ... 'Z'] = 1,
+};
+
+/* field-content bytes: VCHAR, obs-text, SP, HTAB (RFC 9110 §5.5). */
+static const unsigned char fchar[256] = {
+    ['\t'] = 1, [0x20 ... 0x7e] = 1, [0x80 ... 0xff] = 1,
+};
+
+static int
+fail(gk_http_parser *p, int status, const char *why)
+{
+	p->info.error_status = status;
+	p->info.error = why;
+	p->info.keep_alive = false;
+	p->phase = PH_ERROR;
+	return -1; /* stops http_parser with HPE_CB_* */
+}
+
+static struct req *
+req_new(void)
+{
+	struct req *r = gk_xmalloc(sizeof *r);
+	memset(r, 0, offsetof(struct req, inl));
+	r->h = r->inl;
+	r->hcap = INLINE_HEADERS;
+	r->cl_idx = r->te_idx = r->expect_idx = -1;
+	return r;
+}
+
+static void
+req_free(struct req *r)
+{
+	if (!r)
+		return;
+	gk_buf_free(&r->text);
+	if (r->h != r->inl)
+		free(r->h);
+	free(r);
+}
+
+static int
+on_message_begin(http_parser *hp)
+{
+	gk_http_parser *p = hp->data;
+	memset(&p->info, 0, sizeof p->info);
+	p->info.http_minor = 1;
+	p->phase = PH_HEAD;
+	if (!p->r)
+		p->r = req_new();
+	return 0;
+}
+
+static int
+on_url(http_parser *hp, const char *at, size_t n)
+{
+	gk_http_parser *p = hp->data;
+	gk_buf_add(&p->r->text, at, n);
+	p->r->url_len += (uint32_t)n;
+	return 0;
+}
+
+static bool
+name_is(const struct req *r, const struct hdr *h, const char *s, size_t n)
+{
+	return h->name_len == n && memcmp(r->text.data + h->name_off, s, n) == 0;
+}
+
+static bool
+ieq(const char *a, size_t n, const char *lit)
+{
+	size_t m = strlen(lit);
+	return n == m && strncasecmp(a, lit, n) == 0;
+}
+
+/* The value of the last header is complete: trim it, note what it is. */
+static void
+finish_value(struct req *r)
+{
+	struct hdr *h = &r->h[r->nh - 1];
+	const char *v = r->text.data + h->val_off;
+	while (h->val_len && (v[h->val_len - 1] == ' ' || v[h->val_len - 1] == '\t'))
+		h->val_len--;
+	r->text.len = h->val_off + h->val_len;
+	int i = (int)r->nh - 1;
+	switch (h->name_len) {
+	case 4:
+		if (name_is(r, h, "host", 4))
+			r->nhost++;
+		break;
+	case 6:
+		if (name_is(r, h, "expect", 6))
+			r->nexpect++, r->expect_idx = i;
+		break;
+	case 14:
+		if (name_is(r, h, "content-length", 14)) {
+			if (r->ncl++ == 0)
+				r->cl_idx = i;
+		}
+		break;
+	case 17:
+		if (name_is(r, h, "transfer-encoding", 17))
+			r->nte++, r->te_idx = i;
+		break;
+	}
+}
+
+static int
+on_header_field(http_parser *hp, const char *at, size_t n)
+{
+	gk_http_parser *p = hp->data;
+	struct req *r = p->r;
+	if (p->phase != PH_HEAD)
+		return 0; /* trailers of a chunked body: dropped */
+	if (r->last != L_FIELD) {
+		/* A name begins a line; anything else is a bare CR taken
+		 * for a line end. */
+		char before = at > p->slice ? at[-1] : (char)p->last_byte;
+		if (n && before != '\n')
+			return fail(p, 400, "bare CR in header section");
+		if (r->last == L_VALUE)
+			finish_value(r);
+		if (r->nh == MAX_HEADERS)
+			return fail(p, 431, "too many header fields");
+		if (r->nh == r->hcap) {
+			uint32_t cap = r->hcap * 2;
+			struct hdr *h = gk_xmalloc(cap * sizeof *h);
+			memcpy(h, r->h, r->nh * sizeof *h);
+			if (r->h != r->inl)
+				free(r->h);
+			r->h = h;
+			r->hcap = cap;
+		}
+		struct hdr *h = &r->h[r->nh++];
+		h->name_off = (uint32_t)r->text.len;
+		h->name_len = 0;
+		h->hash = 2166136261u;
+		h->val_off = h->val_len = 0;
+		r->last = L_FIELD;
+	}
+	struct hdr *h = &r->h[r->nh - 1];
+	gk_buf_reserve(&r->text, n);
+	char *o = r->text.data + r->text.len;
+	uint32_t hash = h->hash;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)at[i];
+		if (!tchar[c])
+			return fail(p, 400, "invalid header name");
+		c |= (unsigned char)((c >= 'A' && c <= 'Z') << 5);
+		o[i] = (char)c;
+		hash = (hash ^ c) * 16777619u;
+	}
+	h->hash = hash;
+	h->name_len += (uint32_t)n;
+	r->text.len += n;
+	return 0;
+}
+
+static int
+on_header_value(http_parser *hp, const char *at, size_t n)
+{
+	gk_http_parser *p = hp->data;
+	struct req *r = p->r;
+	if (p->phase != PH_HEAD)
+		return 0;
+	if (r->last != L_VALUE) {
+		if (r->last != L_FIELD || r->h[r->nh - 1].name_len == 0)
+			return fail(p, 400, "empty header name");
+		r->h[r->nh - 1].val_off = (uint32_t)r->text.len;
+		r->last = L_VALUE;
+	}
+	if (!n)
+		return 0;
+	/*
+	 * obs-fold: a value piece that starts a line (after LF and blanks).
+	 * http_parser joins folded lines; RFC 9112 §5.2 lets us reject them.
+	 */
+	const char *q = at;
+	while (q > p->slice && (q[-1] == ' ' || q[-1] == '\t'))
+		q--;
+	if (q > p->slice ? q[-1] == '\n' : p->tail_lf_ws)
+		return fail(p, 400, "obs-fold in header value");
+	for (size_t i = 0; i < n; i++)
+		if (!fchar[(unsigned char)at[i]])
+			return fail(p, 400, "invalid byte in header value");
+	gk_buf_add(&r->text, at, n);
+	r->h[r->nh - 1].val_len += (uint32_t)n;
+	return 0;
+}
+
+static const char *
+hval(const struct req *r, int i, size_t *n)
+{
+	*n = r->h[i].val_len;
+	return r->text.data + r->h[i].val_off;
+}
+
+/* Split the request target into path and query (no '?', no fragment). */
+static int
+split_url(struct req *r)
+{
+	const char *u = r->text.data;
+	size_t n = r->url_len;
+	if (n && u[0] == '/') {
+		const char *hash = memchr(u, '#', n);
+		if (hash)
+			n = (size_t)(hash - u);
+		const char *qm = memchr(u, '?', n);
+		r->path_off = 0;
+		r->path_len = (uint32_t)(qm ? (size_t)(qm - u) : n);
+		r->query_off = qm ? r->path_len + 1 : 0;
+		r->query_len = qm ? (uint32_t)(n - r->path_len - 1) : 0;
+		return 0;
+	}
+	if (n == 1 && u[0] == '*') { /* OPTIONS * */
+		r->path_off = 0;
+		r->path_len = 1;
+		return 0;
+	}
+	/* absolute-form: keep its path and query */
+	struct http_parser_url pu;
+	http_parser_url_init(&pu);
+	if (!n || http_parser_parse_url(u, n, 0, &pu) != 0 ||
+	    !(pu.field_set & (1 << UF_HOST)))
+		return -1;
+	if (pu.field_set & (1 << UF_PATH)) {
+		r->path_off = pu.field_data[UF_PATH].off;
+		r->path_len = pu.field_data[UF_PATH].len;
+	} else {
+		r->path_off = UINT32_MAX; /* "/" */
+		r->path_len = 1;
+	}
+	if (pu.field_set & (1 << UF_QUERY)) {
+		r->query_off = pu.field_data[UF_QUERY].off;
+		r->query_len = pu.field_data[UF_QUERY].len;
+	}
+	return 0;
+}
+
+static int
+on_headers_complete(http_parser *hp)
+{
+	gk_http_parser *p = hp->data;
+	struct req *r = p->r;
+	if (r->last == L_FIELD)
+		return fail(p, 400, "header without colon");
+	if (r->last == L_VALUE)
+		finish_value(r);
+	r->last = L_NONE;
+	p->info.http_minor = hp->http_minor ? 1 : 0;
+	if (hp->http_major != 1)
+		return fail(p, 505, "HTTP version not supported");
+	if (hp->method == HTTP_CONNECT)
+		return fail(p, 501, "CONNECT not supported");
+	size_t n;
+	const char *v;
+	if (r->nte) {
+		if (r->ncl)
+			return fail(p, 400, "content-length with transfer-encoding");
+		v = hval(r, r->te_idx, &n);
+		if (r->nte > 1 || !ieq(v, n, "chunked"))
+			return fail(p, 501, "unsupported transfer-encoding");
+	}
+	if (r->ncl > 1) {
+		/* Identical copies may be merged (RFC 9112 §6.3); others not. */
+		size_t n0;
+		const char *v0 = hval(r, r->cl_idx, &n0);
+		for (uint32_t i = (uint32_t)r->cl_idx + 1; i < r->nh; i++) {
+			if (!name_is(r, &r->h[i], "content-length", 14))
+				continue;
+			v = hval(r, (int)i, &n);
+			if (n != n0 || memcmp(v, v0, n) != 0)
+				return fail(p, 400, "conflicting content-length");
+		}
+	}
+	if (r->nhost > 1 || (hp->http_minor >= 1 && r->nhost == 0))
+		return fail(p, 400, "missing or repeated host");
+	if (split_url(r) < 0)
+		return fail(p, 400, "invalid request target");
+	bool chunked = hp->flags & F_CHUNKED;
+	bool has_cl = !chunked && r->ncl;
+	if (has_cl && hp->content_length > p->max_body)
+		return fail(p, 413, "content-length over the body limit");
+	bool has_body = chunked || (has_cl && hp->content_length > 0);
+
+	const char *m = http_method_str((enum http_method)hp->method);
+	size_t ml = strlen(m);
+	if (ml >= sizeof p->info.method)
+		ml = sizeof p->info.method - 1;
+	memcpy(p->info.method, m, ml);
+	p->info.method[ml] = 0;
+	p->info.head = hp->method == HTTP_HEAD;
+	p->info.keep_alive = http_should_keep_alive(hp);
+
+	p->cont = 0;
+	if (r->nexpect && hp->http_minor >= 1) {
+		/* RFC 9110 §10.1.1; HTTP/1.0 clients' Expect is ignored */
+		v = hval(r, r->expect_idx, &n);
+		if (r->nexpect > 1 || !ieq(v, n, "100-continue"))
+			return fail(p, 417, "unsupported expectation");
+		p->cont = has_body;
+	}
+	/* Upgrade is not supported: serve the request as plain HTTP/1.1. */
+	hp->upgrade = 0;
+	r->body_off = (uint32_t)r->text.len;
+	if (has_cl)
+		gk_buf_reserve(&r->text, hp->content_length < BODY_PREALLOC ?
+		    (size_t)hp->content_length : BODY_PREALLOC);
+	p->phase = PH_BODY;
+	p->pause = PZ_HEADERS;
+	http_parser_pause(hp, 1);
+	return 0;
+}
+
+static int
+on_body(http_parser *hp, const char *at, size_t n)
+{
+	gk_http_parser *p = hp->data;
+	struct req *r = p->r;
+	if (r->text.len - r->body_off + n > p->max_body)
+		return fail(p, 413, "body over the limit");
+	gk_buf_add(&r->text, at, n);
+	return 0;
+}
+
+static int
+on_chunk_header(http_parser *hp)
+{
+	gk_http_parser *p = hp->data;
+	p->pause = PZ_CHUNK;
+	http_parser_pause(hp, 1);
+	return 0;
+}
+
+static int
+on_chunk_complete(http_parser *hp)
+{
+	gk_http_parser *p = hp->data;
+	p->pause = PZ_CHUNK_END;
+	http_parser_pause(hp, 1);
+	return 0;
+}
+
+static int
+on_message_complete(http_parser *hp)
+{
+	gk_http_parser *p = hp->data;
+	p->info.keep_alive = http_should_keep_alive(hp);
+	p->info.body_len = p->r->text.len - p->r->body_off;
+	p->phase = PH_DONE;
+	p->pause = PZ_MESSAGE;
+	http_parser_pause(hp, 1);
+	return 0;
+}
+
+static const http_parser_settings settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+	.on_chunk_header = on_chunk_header,
+	.on_chunk_complete = on_chunk_complete,
+};
+
+gk_http_parser *
+gk_http_parser_new(const gk_http_limits *limits)
+{
+	gk_http_parser *p = gk_xcalloc(1, sizeof *p);
+	size_t mh = limits && limits->max_header ? limits->max_header :
+	    DEFAULT_MAX_HEADER;
+	if (mh > UINT32_MAX / 2)
+		mh = UINT32_MAX / 2;
+	p->max_header = (uint32_t)mh;
+	p->max_body = limits && limits->max_body ? limits->max_body :
+	    DEFAULT_MAX_BODY;
+	if (p->max_body > UINT32_MAX / 2)
+		p->max_body = UINT32_MAX / 2; /* offsets are 32-bit */
+	/* http_parser's own limit (a process-wide setting) must not be the
+	 * one that bites first: only ever raise it. */
+	static uint32_t hp_max = HTTP_MAX_HEADER_SIZE;
+	if (mh + 1024 > hp_max) {
+		hp_max = (uint32_t)mh + 1024;
+		http_parser_set_max_header_size(hp_max);
+	}
+	http_parser_init(&p->hp, HTTP_REQUEST);
+	p->hp.data = p;
+	p->last_byte = '\n';
+	p->info.http_minor = 1;
+	return p;
+}
+
+void
+gk_http_parser_free(gk_http_parser *p)
+{
+	if (!p)
+		return;
+	req_free(p->r);
+	free(p);
+}
+
+size_t
+gk_http_parser_footprint(const gk_http_parser *p)
+{
+	size_t n = malloc_usable_size((void *)p) + sizeof(size_t);
+	if (p->r) {
+		n += malloc_usable_size(p->r) + sizeof(size_t);
+		n += p->r->text.cap;
+		if (p->r->h != p->r->inl)
+			n += p->r->hcap * sizeof(struct hdr);
+	}
+	return n;
+}
+
+bool
+gk_http_parser_idle(const gk_http_parser *p)
+{
+	return p->phase == PH_IDLE;
+}
+
+const gk_http_info *
+gk_http_parser_info(const gk_http_parser *p)
+{
+	return &p->info;
+}
+
+/* Remember how the executed bytes end, for checks in the next slice. */
+static void
+note_tail(gk_http_parser *p, const char *s, size_t n)
+{
+	if (!n)
+		return;
+	p->last_byte = (uint8_t)s[n - 1];
+	size_t i = n;
+	while (i && (s[i - 1] == ' ' || s[i - 1] == '\t'))
+		i--;
+	if (i)
+		p->tail_lf_ws = s[i - 1] == '\n';
+}
+
+static enum gk_http_feed
+parse_error(gk_http_parser *p)
+{
+	if (p->phase == PH_ERROR)
+		return GK_HTTP_ERROR; /* a callback said why */
+	enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
+	int status = 400;
+	if (e == HPE_HEADER_OVERFLOW)
+		status = 431;
+	else if (e == HPE_INVALID_TRANSFER_ENCODING)
+		status = 501;
+	fail(p, status, http_errno_description(e));
+	return GK_HTTP_ERROR;
+}
+
+enum gk_http_feed
+gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
+    size_t *consumed)
+{
+	*consumed = 0;
+	if (p->phase == PH_ERROR)
+		return GK_HTTP_ERROR;
+	if (p->phase == PH_DONE)
+		return GK_HTTP_REQUEST; /* encode it first */
+	size_t off = 0;
+	while (off < len) {
+		size_t n = len - off;
+		bool head = p->phase < PH_BODY;
+		if (head) {
+			/* Never hand http_parser more header bytes than
+			 * allowed: past the limit is a 431, not a parse. */
+			size_t room = p->max_header - p->hdr_bytes;
+			if (n > room)
+				n = room;
+		}
+		if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED)
+			http_parser_pause(&p->hp, 0);
+		p->pause = PZ_NONE;
+		p->slice = data + off;
+		size_t got = http_parser_execute(&p->hp, &settings, data + off, n);
+		const char *s = data + off;
+		enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
+		if (e != HPE_OK && e != HPE_PAUSED) {
+			*consumed = off + got;
+			return parse_error(p);
+		}
+		char prev = (char)p->last_byte;
+		note_tail(p, s, got);
+		if (head)
+			p->hdr_bytes += (uint32_t)got;
+		off += got;
+		if (e == HPE_PAUSED) {
+			/*
+			 * http_parser takes any byte for the LF after the
+			 * CR that ends the header section or a chunk line:
+			 * check it is one.  On PZ_HEADERS that byte is not
+			 * consumed yet; on the chunk pauses it is.
+			 */
+			bool bad = false;
+			switch (p->pause) {
+			case PZ_HEADERS: bad = got >= n || s[got] != '\n'; break;
+			case PZ_CHUNK: bad = !got || s[got - 1] != '\n'; break;
+			case PZ_CHUNK_END:
+				bad = !got || s[got - 1] != '\n' ||
+				    (got >= 2 ? s[got - 2] : prev) != '\r';
+				break;
+			case PZ_MESSAGE: /* chunked: the LF after the trailers */
+				bad = (p->hp.flags & F_CHUNKED) &&
+				    (!got || s[got - 1] != '\n');
+				break;
+			}
+			if (bad) {
+				*consumed = off;
+				fail(p, 400, "bad line end in message framing");
+				return GK_HTTP_ERROR;
+			}
+			if (p->pause == PZ_MESSAGE) {
+				*consumed = off;
+				return GK_HTTP_REQUEST;
+			}
+			if (p->pause == PZ_HEADERS && p->cont) {
+				p->cont = 0;
+				*consumed = off;
+				return GK_HTTP_CONTINUE;
+			}
+			continue;
+		}
+		if (got < n) { /* cannot happen without an error; be safe */
+			*consumed = off;
+			fail(p, 400, "malformed request");
+			return GK_HTTP_ERROR;
+		}
+		if (p->phase < PH_BODY && p->hdr_bytes >= p->max_header) {
+			*consumed = off;
+			fail(p, 431, "request header section too large");
+			return GK_HTTP_ERROR;
+		}
+	}
+	*consumed = off;
+	return GK_HTTP_NEED_MORE;
+}
+
+static inline void
+lit(gk_buf *b, const char *s, size_t n)
+{
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+}
+#define LIT(b, s) lit(b, s, sizeof s - 1)
+
+void
+gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
+    uint64_t deadline_ms, gk_buf *out)
+{
+	if (p->phase != PH_DONE)
+		return;
+	struct req *r = p->r;
+	const char *t = r->text.data;
+	size_t idl = id ? strlen(id) : 0, rl = remote ? strlen(remote) : 0;
+	size_t body_len = r->text.len - r->body_off;
+	/* One reservation for the common case (nothing to escape), so the
+	 * literal pieces below are plain copies. */
+	gk_buf_reserve(out, 128 + idl + rl + r->body_off + 8 * r->nh +
+	    body_len + body_len / 3 + 4);
+
+	LIT(out, "{\"id\":");
+	gk_json_quote(out, id ? id : "", idl);
+	gk_buf_reserve(out, 64);
+	LIT(out, ",\"method\":\"");
+	lit(out, p->info.method, strlen(p->info.method));
+	LIT(out, "\",\"path\":");
+	if (r->path_off == UINT32_MAX)
+		gk_json_quote(out, "/", 1);
+	else
+		gk_json_quote(out, t + r->path_off, r->path_len);
+	gk_buf_reserve(out, 64);
+	LIT(out, ",\"query\":");
+	gk_json_quote(out, t + r->query_off, r->query_len);
+	gk_buf_reserve(out, 64);
+	LIT(out, ",\"headers\":{");
+
+	/* Repeated names become arrays, at the place of the first one. */
+	uint8_t done[MAX_HEADERS];
+	memset(done, 0, r->nh);
+	bool first = true;
+	for (uint32_t i = 0; i < r->nh; i++) {
+		if (done[i])
+			continue;
+		const struct hdr *h = &r->h[i];
+		uint32_t more = 0;
+		for (uint32_t j = i + 1; j < r->nh; j++) {
+			const struct hdr *k = &r->h[j];
+			if (k->hash == h->hash && k->name_len == h->name_len &&
+			    memcmp(t + k->name_off, t + h->name_off,
+				h->name_len) == 0) {
+				done[j] = 1;
+				more++;
+			}
+		}
+		/* Names are lowercase tokens: nothing to escape. */
+		gk_buf_reserve(out, h->name_len + 8);
+		if (!first)
+			out->data[out->len++] = ',';
+		first = false;
+		out->data[out->len++] = '"';
+		lit(out, t + h->name_off, h->name_len);
+		LIT(out, "\":");
+		if (!more) {
+			gk_json_quote(out, t + h->val_off, h->val_len);
+			continue;
+		}
+		gk_buf_addc(out, '[');
+		for (uint32_t j = i; j < r->nh; j++) {
+			const struct hdr *k = &r->h[j];
+			if (j != i && (!done[j] || k->hash != h->hash ||
+			    k->name_len != h->name_len ||
+			    memcmp(t + k->name_off, t + h->name_off,
+				h->name_len) != 0))
+				continue;
+			if (j != i)
+				gk_buf_addc(out, ',');
+			gk_json_quote(out, t + k->val_off, k->val_len);
+		}
+		gk_buf_addc(out, ']');
+	}
+	gk_buf_addc(out, '}');
+	if (body_len) {
+		const char *b = t + r->body_off;
+		if (gk_utf8_valid(b, body_len)) {
+			gk_buf_adds(out, ",\"body\":");
+			gk_json_quote(out, b, body_len);
+		} else {
+			gk_buf_adds(out, ",\"body_b64\":\"");
+			gk_base64_encode(out, b, body_len);
+			gk_buf_addc(out, '"');
+		}
+	}
+	if (remote) {
+		gk_buf_adds(out, ",\"remote\":");
+		gk_json_quote(out, remote, rl);
+	}
+	if (deadline_ms) {
+		gk_buf_adds(out, ",\"deadline\":");
+		gk_buf_adduint(out, deadline_ms);
+	}
+	gk_buf_addc(out, '}');
+
+	/* Ready for the next request; an idle connection holds no buffers. */
+	req_free(p->r);
+	p->r = NULL;
+	p->phase = PH_IDLE;
+	p->hdr_bytes = 0;
+}

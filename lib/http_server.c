@@ -1,0 +1,639 @@
+/*
+ * http_server.c: the HTTP/1.1 north side of a stage (gk-listener, and
+ * gk_serve --http).  Connections, pipelining in request order, the
+ * connection-level bounds (header and idle timeouts, --max-conns,
+ * pipeline depth), /healthz, access events and HTTP metrics.  Parsing and
+ * rendering live in http_parser.c and http_render.c.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+/* More requests than this waiting on one connection: stop reading it. */
+#define MAX_PIPELINE 32
+
+struct pending {
+	struct pending *next;
+	gk_req *req; /* NULL once answered */
+	gk_buf bytes;
+	bool ready, close_after;
+	gk_http_info info;
+	uint64_t start_us;
+	char *path;
+};
+
+struct conn {
+	gk_north north; /* first: the runtime hands out &conn->north */
+	gk_http_server *srv;
+	int fd;
+	gk_http_parser *parser;
+	gk_buf out;
+	gk_buf rest; /* bytes read past a full pipeline, fed later */
+	struct pending *head, *tail;
+	unsigned npending;
+	gk_timer timer;
+	bool want_write, dirty, close_when_flushed, closed, paused, busy;
+	bool timer_is_header;
+	struct conn *next_dirty, *prev, *next;
+	char remote[56];
+};
+
+struct gk_http_server {
+	gk_stage *st;
+	gk_loop *loop;
+	const gk_stage_config *cfg;
+	struct conn *conns; /* all open connections */
+	size_t nconns;
+	bool draining;
+	unsigned access_counter;
+	struct conn *dirty;
+	int fds[GK_MAX_LISTEN + 64];
+	int nfds;
+	gk_metric *m_requests;
+	gk_series *last_req_series;
+	char last_method[16];
+	int last_code;
+	gk_series *m_duration, *m_inflight, *m_conns;
+	gk_series *r_bad, *r_header_large, *r_body_large, *r_header_timeout,
+	    *r_not_impl, *r_max_conns, *r_idle, *r_bad_response,
+	    *r_pipeline, *r_gone;
+	size_t inflight;
+};
+
+static char shared_in[65536];
+
+static void conn_io(gk_loop *loop, int fd, unsigned ev, void *arg);
+static void conn_close(struct conn *c);
+static void conn_feed(struct conn *c, const char *p, size_t n);
+
+static void
+mark_dirty(struct conn *c)
+{
+	if (!c->dirty) {
+		c->dirty = true;
+		c->next_dirty = c->srv->dirty;
+		c->srv->dirty = c;
+	}
+}
+
+static void
+update_events(struct conn *c)
+{
+	unsigned e = (c->paused || c->closed) ? 0 : GK_READ;
+	if (c->want_write)
+		e |= GK_WRITE;
+	gk_loop_modify(c->srv->loop, c->fd, e);
+}
+
+static void
+conn_flush(struct conn *c)
+{
+	if (c->closed)
+		return;
+	while (c->out.len) {
+		ssize_t n = write(c->fd, c->out.data, c->out.len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			gk_counter_add(c->srv->r_gone, 1);
+			conn_close(c);
+			return;
+		}
+		gk_buf_consume(&c->out, (size_t)n);
+		break; /* one write per turn; the rest when writable */
+	}
+	bool want = c->out.len > 0;
+	if (want != c->want_write) {
+		c->want_write = want;
+		update_events(c);
+	}
+	if (!c->out.len) {
+		if (c->out.cap > 16384)
+			gk_buf_free(&c->out);
+		if (c->close_when_flushed)
+			conn_close(c);
+	}
+}
+
+static void
+flush_dirty(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	gk_http_server *srv = arg;
+	while (srv->dirty) {
+		struct conn *c = srv->dirty;
+		srv->dirty = c->next_dirty;
+		c->dirty = false;
+		if (c->closed)
+			free(c);
+		else
+			conn_flush(c);
+	}
+}
+
+static void
+on_conn_timer(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	struct conn *c = arg;
+	if (c->timer_is_header) {
+		/* Slowloris: headers not complete in time. */
+		gk_counter_add(c->srv->r_header_timeout, 1);
+		gk_http_render_simple(408, "request timeout\n", false, false,
+		    NULL, &c->out);
+		c->close_when_flushed = true;
+		c->paused = true;
+		update_events(c);
+		mark_dirty(c);
+	} else {
+		gk_counter_add(c->srv->r_idle, 1);
+		conn_close(c);
+	}
+}
+
+/* Idle (nothing pending, nothing half-read): the idle timer runs. */
+static void
+arm_timer(struct conn *c)
+{
+	gk_http_server *srv = c->srv;
+	if (c->closed)
+		return;
+	if (c->npending) {
+		gk_timer_stop(srv->loop, &c->timer);
+		return;
+	}
+	if (!gk_http_parser_idle(c->parser)) {
+		if (!c->timer_is_header || !gk_timer_armed(&c->timer)) {
+			c->timer_is_header = true;
+			gk_timer_start(srv->loop, &c->timer,
+			    srv->cfg->header_timeout_ms, on_conn_timer, c);
+		}
+		return;
+	}
+	if (srv->draining) {
+		c->close_when_flushed = true;
+		mark_dirty(c);
+		return;
+	}
+	c->timer_is_header = false;
+	gk_timer_start(srv->loop, &c->timer, srv->cfg->idle_timeout_ms,
+	    on_conn_timer, c);
+}
+
+static void
+conn_close(struct conn *c)
+{
+	gk_http_server *srv = c->srv;
+	if (c->closed)
+		return;
+	c->closed = true;
+	gk_timer_stop(srv->loop, &c->timer);
+	gk_loop_unwatch(srv->loop, c->fd);
+	close(c->fd);
+	for (struct pending *p = c->head, *next; p; p = next) {
+		next = p->next;
+		if (p->req) {
+			gk_req *r = p->req;
+			p->req = NULL;
+			srv->inflight--;
+			gk__req_abandon(r);
+		}
+		gk_buf_free(&p->bytes);
+		free(p->path);
+		free(p);
+	}
+	c->head = c->tail = NULL;
+	gk_gauge_set(srv->m_inflight, (double)srv->inflight);
+	gk_http_parser_free(c->parser);
+	c->parser = NULL;
+	gk_buf_free(&c->out);
+	gk_buf_free(&c->rest);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	gk_gauge_set(srv->m_conns, (double)srv->nconns);
+	gk__north_closed(srv->st);
+	/* Freed at the end of the turn: callers up the stack may hold it. */
+	mark_dirty(c);
+}
+
+/* Move answered responses at the head of the pipeline to the output. */
+static void
+conn_release(struct conn *c)
+{
+	while (c->head && c->head->ready) {
+		struct pending *p = c->head;
+		gk_buf_add(&c->out, p->bytes.data, p->bytes.len);
+		bool close_after = p->close_after;
+		c->head = p->next;
+		if (!c->head)
+			c->tail = NULL;
+		c->npending--;
+		gk_buf_free(&p->bytes);
+		free(p->path);
+		free(p);
+		mark_dirty(c);
+		if (close_after) {
+			c->close_when_flushed = true;
+			c->paused = true;
+			update_events(c);
+			return;
+		}
+	}
+	if (c->paused && c->npending < MAX_PIPELINE / 2 &&
+	    !c->close_when_flushed && !c->busy) {
+		c->paused = false;
+		update_events(c);
+		if (c->rest.len) {
+			gk_buf rest = c->rest;
+			c->rest = (gk_buf){0};
+			conn_feed(c, rest.data, rest.len);
+			gk_buf_free(&rest);
+			return;
+		}
+	}
+	arm_timer(c);
+}
+
+static const char *
+method_label(const char *m)
+{
+	static const char *known[] = {"GET", "HEAD", "POST", "PUT", "DELETE",
+	    "PATCH", "OPTIONS", "TRACE", "CONNECT", NULL};
+	for (int i = 0; known[i]; i++)
+		if (!strcmp(m, known[i]))
+			return known[i];
+	return "OTHER";
+}
+
+static void
+record(struct conn *c, struct pending *p, int status, size_t bytes)
+{
+	gk_http_server *srv = c->srv;
+	const char *m = method_label(p->info.method);
+	if (!srv->last_req_series || srv->last_code != status ||
+	    strcmp(srv->last_method, m)) {
+		char code[8];
+		snprintf(code, sizeof code, "%d", status);
+		srv->last_req_series = gk_series_get(srv->m_requests, m, code,
+		    (char *)0);
+		srv->last_code = status;
+		snprintf(srv->last_method, sizeof srv->last_method, "%s", m);
+	}
+	gk_counter_add(srv->last_req_series, 1);
+	double dur = (double)(gk_monotonic_us() - p->start_us) / 1e6;
+	gk_histogram_observe(srv->m_duration, dur);
+	if (!srv->cfg->access_log ||
+	    ++srv->access_counter % srv->cfg->access_sample)
+		return;
+	gk_jw *w = gk_event_begin("access");
+	gk_jw_key(w, "method");
+	gk_jw_cstr(w, p->info.method);
+	gk_jw_key(w, "path");
+	gk_jw_cstr(w, p->path ? p->path : "");
+	gk_jw_key(w, "status");
+	gk_jw_int(w, status);
+	gk_jw_key(w, "bytes");
+	gk_jw_int(w, (int64_t)bytes);
+	gk_jw_key(w, "duration");
+	gk_jw_double(w, dur);
+	gk_jw_key(w, "remote");
+	gk_jw_cstr(w, c->remote);
+	gk_event_end();
+}
+
+/* Answer p with a response the transport makes itself. */
+static void
+answer_simple(struct conn *c, struct pending *p, int status, const char *body,
+    const char *extra)
+{
+	bool keep = p->info.keep_alive && !c->srv->draining;
+	gk_http_render_simple(status, body, keep, p->info.head, extra,
+	    &p->bytes);
+	p->close_after = !keep;
+	p->ready = true;
+	record(c, p, status, body ? strlen(body) : 0);
+}
+
+static void
+error_event(gk_msg *resp, const char *why)
+{
+	gk_buf stage = {0};
+	gk_json e = gk_json_member(gk_msg_get(resp, "error"), "stage");
+	gk_buf_adds(&stage, "stage=");
+	if (gk_json_string(e, &stage) < 0)
+		gk_buf_adds(&stage, "south");
+	gk_buf w = {0};
+	gk_buf_adds(&w, "why=");
+	gk_buf_adds(&w, why);
+	gk_log(GK_ERROR, "invalid response from the stack: answered 502",
+	    gk_buf_cstr(&stage), gk_buf_cstr(&w));
+	gk_buf_free(&stage);
+	gk_buf_free(&w);
+}
+
+static void
+http_respond(gk_north *n, gk_req *req, gk_msg *resp)
+{
+	struct conn *c = (struct conn *)n;
+	struct pending *p = gk__req_cookie(req);
+	gk_http_server *srv = c->srv;
+	if (!p || p->req != req) {
+		gk_msg_free(resp);
+		return;
+	}
+	p->req = NULL;
+	srv->inflight--;
+	gk_gauge_set(srv->m_inflight, (double)srv->inflight);
+	bool keep = p->info.keep_alive && !srv->draining;
+	size_t body = 0;
+	const char *why = NULL;
+	if (gk_http_render(resp, &p->info, keep, &p->bytes, &body, &why) < 0) {
+		gk_counter_add(srv->r_bad_response, 1);
+		error_event(resp, why ? why : "invalid");
+		p->bytes.len = 0;
+		answer_simple(c, p, 502, "bad gateway\n", NULL);
+	} else {
+		p->close_after = !keep;
+		p->ready = true;
+		record(c, p, gk_msg_status(resp), body);
+	}
+	gk_msg_free(resp);
+	conn_release(c);
+}
+
+static const struct gk_north_ops http_north_ops = {http_respond};
+
+static bool
+is_health(gk_http_server *srv, gk_msg *m)
+{
+	gk_json path = gk_msg_get(m, "path");
+	return gk_json_eq(path, srv->cfg->health_path);
+}
+
+static void
+take_request(struct conn *c)
+{
+	gk_http_server *srv = c->srv;
+	const gk_http_info *info = gk_http_parser_info(c->parser);
+	struct pending *p = gk_xcalloc(1, sizeof *p);
+	p->info = *info;
+	p->start_us = gk_monotonic_us();
+	if (c->tail)
+		c->tail->next = p;
+	else
+		c->head = p;
+	c->tail = p;
+	c->npending++;
+
+	char id[24];
+	snprintf(id, sizeof id, "%llu",
+	    (unsigned long long)gk__stage_next_id(srv->st));
+	uint64_t deadline = srv->cfg->timeout_ms
+	    ? gk_realtime_ms() + srv->cfg->timeout_ms : 0;
+	gk_buf line = {0};
+	gk_http_parser_encode(c->parser, id, c->remote, deadline, &line);
+	gk_wire_error err;
+	gk_msg *m = gk_msg_new(line.data, line.len, &err);
+	gk_buf_free(&line);
+	if (!m) {
+		gk_log(GK_ERROR, "request could not be encoded", err.reason);
+		gk_counter_add(srv->r_bad, 1);
+		answer_simple(c, p, 400, "bad request\n", NULL);
+		p->close_after = true;
+		return;
+	}
+	if (srv->cfg->access_log) {
+		gk_buf path = {0};
+		gk_json_string(gk_msg_get(m, "path"), &path);
+		p->path = gk_xstrdup(gk_buf_cstr(&path));
+		gk_buf_free(&path);
+	}
+	if (is_health(srv, m)) {
+		bool ok = gk__stage_healthy(srv->st);
+		answer_simple(c, p, ok ? 200 : 503, ok ? "ok\n" : "unavailable\n",
+		    NULL);
+		gk_msg_free(m);
+		return;
+	}
+	p->req = NULL;
+	srv->inflight++;
+	gk_gauge_set(srv->m_inflight, (double)srv->inflight);
+	/* p->req is set before the stage runs, so an answer given at once
+	 * finds it; gk__request may finish the request before returning. */
+	c->busy = true;
+	gk__request_with(srv->st, &c->north, p, m, &p->req);
+	c->busy = false;
+}
+
+static void
+conn_feed(struct conn *c, const char *data, size_t n)
+{
+	gk_http_server *srv = c->srv;
+	while (n && !c->closed && !c->close_when_flushed) {
+		size_t used = 0;
+		enum gk_http_feed r = gk_http_parser_feed(c->parser, data, n,
+		    &used);
+		data += used;
+		n -= used;
+		if (r == GK_HTTP_NEED_MORE)
+			break;
+		if (r == GK_HTTP_CONTINUE) {
+			if (!c->npending) {
+				gk_buf_adds(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+				mark_dirty(c);
+			}
+			continue;
+		}
+		if (r == GK_HTTP_ERROR) {
+			const gk_http_info *info = gk_http_parser_info(c->parser);
+			int status = info->error_status ? info->error_status : 400;
+			gk_series *s = status == 431 ? srv->r_header_large
+			    : status == 413 ? srv->r_body_large
+			    : status == 501 ? srv->r_not_impl
+					    : srv->r_bad;
+			gk_counter_add(s, 1);
+			struct pending *p = gk_xcalloc(1, sizeof *p);
+			p->info = *info;
+			p->info.keep_alive = false;
+			p->start_us = gk_monotonic_us();
+			if (c->tail)
+				c->tail->next = p;
+			else
+				c->head = p;
+			c->tail = p;
+			c->npending++;
+			char body[96];
+			snprintf(body, sizeof body, "%s\n", gk_http_reason(status));
+			answer_simple(c, p, status, body, NULL);
+			p->close_after = true;
+			conn_release(c);
+			return;
+		}
+		take_request(c);
+		if (c->closed)
+			return;
+		conn_release(c);
+		if (c->npending >= MAX_PIPELINE) {
+			/* Bytes left stay unread in the kernel's buffer:
+			 * refeed them when the pipeline shrinks. */
+			gk_counter_add(srv->r_pipeline, 1);
+			c->paused = true;
+			update_events(c);
+			if (n) /* rare: keep the rest until answers drain */
+				gk_buf_add(&c->rest, data, n);
+			break;
+		}
+	}
+	arm_timer(c);
+}
+
+static void
+conn_io(gk_loop *loop, int fd, unsigned ev, void *arg)
+{
+	(void)loop;
+	(void)fd;
+	struct conn *c = arg;
+	if (c->closed)
+		return;
+	if (ev & GK_WRITE)
+		conn_flush(c);
+	if (c->closed || !(ev & GK_READ) || c->paused)
+		return;
+	ssize_t n = read(c->fd, shared_in, sizeof shared_in);
+	if (n > 0) {
+		conn_feed(c, shared_in, (size_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	/* EOF or reset: the client is gone; whatever it asked is dropped. */
+	if (c->npending)
+		gk_counter_add(c->srv->r_gone, 1);
+	conn_close(c);
+}
+
+static void
+on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
+{
+	(void)ev;
+	gk_http_server *srv = arg;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage sa;
+		socklen_t salen = sizeof sa;
+		int cfd = accept4(fd, (struct sockaddr *)&sa, &salen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0)
+			return;
+		if (srv->nconns >= srv->cfg->max_conns || srv->draining) {
+			/* Refuse politely and go on accepting: the backlog
+			 * must keep moving or good clients starve. */
+			gk_counter_add(srv->r_max_conns, 1);
+			gk_buf b = {0};
+			gk_http_render_simple(503, "too many connections\n",
+			    false, false, "Retry-After: 1\r\n", &b);
+			(void)!write(cfd, b.data, b.len);
+			gk_buf_free(&b);
+			close(cfd);
+			continue;
+		}
+		struct conn *c = gk_xcalloc(1, sizeof *c);
+		c->north.ops = &http_north_ops;
+		c->north.unique_ids = true;
+		c->srv = srv;
+		c->fd = cfd;
+		c->parser = gk_http_parser_new(&srv->cfg->limits);
+		if (sa.ss_family != AF_UNIX) {
+			int one = 1;
+			setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one,
+			    sizeof one);
+		}
+		gk_addr_peer(&sa, c->remote, sizeof c->remote);
+		c->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = c;
+		srv->conns = c;
+		srv->nconns++;
+		gk_gauge_set(srv->m_conns, (double)srv->nconns);
+		gk__north_opened(srv->st);
+		gk_loop_watch(loop, cfd, GK_READ, conn_io, c);
+		arm_timer(c);
+	}
+}
+
+gk_http_server *
+gk_http_server_new(gk_stage *st, gk_loop *loop)
+{
+	gk_http_server *srv = gk_xcalloc(1, sizeof *srv);
+	srv->st = st;
+	srv->loop = loop;
+	srv->cfg = gk__stage_config(st);
+	srv->m_requests = gk_counter_new("gk_http_requests_total",
+	    "HTTP requests answered, by method and status code", "method,code");
+	srv->m_duration = gk_metric_series(gk_histogram_new(
+	    "gk_http_request_duration_seconds",
+	    "Time from a request's last byte to its answer", NULL, NULL, 0));
+	srv->m_inflight = gk_metric_series(gk_gauge_new("gk_http_inflight",
+	    "HTTP requests waiting on the stack", NULL));
+	srv->m_conns = gk_metric_series(gk_gauge_new("gk_http_connections",
+	    "Open client connections", NULL));
+	gk_gauge_set(gk_metric_series(gk_gauge_new("gk_http_max_connections",
+	    "The bound on connections (--max-conns)", NULL)),
+	    (double)srv->cfg->max_conns);
+	gk_metric *rej = gk_counter_new("gk_http_rejected_total",
+	    "Requests and connections refused by a bound, by reason", "reason");
+	srv->r_bad = gk_series_get(rej, "bad_request", (char *)0);
+	srv->r_header_large = gk_series_get(rej, "header_too_large", (char *)0);
+	srv->r_body_large = gk_series_get(rej, "body_too_large", (char *)0);
+	srv->r_header_timeout = gk_series_get(rej, "header_timeout", (char *)0);
+	srv->r_not_impl = gk_series_get(rej, "not_implemented", (char *)0);
+	srv->r_max_conns = gk_series_get(rej, "max_conns", (char *)0);
+	srv->r_idle = gk_series_get(rej, "idle_timeout", (char *)0);
+	srv->r_bad_response = gk_series_get(rej, "bad_response", (char *)0);
+	srv->r_pipeline = gk_series_get(rej, "pipeline_depth", (char *)0);
+	srv->r_gone = gk_series_get(rej, "client_gone", (char *)0);
+	gk_loop_on_turn_end(loop, flush_dirty, srv);
+	return srv;
+}
+
+int
+gk_http_server_add(gk_http_server *srv, int fd)
+{
+	srv->fds[srv->nfds++] = fd;
+	return gk_loop_watch(srv->loop, fd, GK_READ, on_accept, srv);
+}
+
+void
+gk_http_server_drain(gk_http_server *srv)
+{
+	srv->draining = true;
+	for (struct conn *c = srv->conns, *next; c; c = next) {
+		next = c->next;
+		if (!c->npending && gk_http_parser_idle(c->parser)) {
+			c->close_when_flushed = true;
+			mark_dirty(c);
+		}
+	}
+}
+
+void
+gk_http_server_free(gk_http_server *srv)
+{
+	while (srv->conns)
+		conn_close(srv->conns);
+	flush_dirty(srv->loop, srv);
+	free(srv);
+}

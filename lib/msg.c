@@ -1,0 +1,184 @@
+/* msg.c: wire messages that own their line, read and changed in place. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gokit.h"
+
+gk_msg *
+gk_msg_new(const char *line, size_t len, gk_wire_error *err)
+{
+	gk_msg *m = gk_xcalloc(1, sizeof *m);
+	gk_buf_add(&m->line, line, len);
+	if (gk_wire_parse(&m->wire, m->line.data ? m->line.data : "", len,
+	    err) < 0) {
+		gk_msg_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void
+gk_msg_free(gk_msg *m)
+{
+	if (!m)
+		return;
+	gk_buf_free(&m->line);
+	free(m);
+}
+
+gk_json
+gk_msg_get(const gk_msg *m, const char *key)
+{
+	return gk_wire_get(&m->wire, key);
+}
+
+int
+gk_msg_status(const gk_msg *m)
+{
+	int64_t v;
+	if (!gk_json_int(gk_wire_get(&m->wire, "status"), &v))
+		return 0;
+	return v >= 100 && v <= 999 ? (int)v : 0;
+}
+
+int
+gk_msg_header(const gk_msg *m, const char *name, gk_buf *out)
+{
+	gk_json v = gk_json_member(gk_wire_get(&m->wire, "headers"), name);
+	if (v.type == GK_JSON_ARRAY) {
+		/* A repeated header: its first value. */
+		gk_json_iter it;
+		gk_json_iter_init(&it, v);
+		if (!gk_json_iter_next(&it, NULL, &v))
+			return -1;
+	}
+	return gk_json_string(v, out);
+}
+
+/* A bug in the calling stage: never send a broken line on. */
+static void
+misuse(const char *what, const char *key)
+{
+	static const char pre[] = "gokit: gk_msg_set: ";
+	(void)!write(2, pre, sizeof pre - 1);
+	(void)!write(2, what, strlen(what));
+	(void)!write(2, ": ", 2);
+	(void)!write(2, key, strlen(key));
+	(void)!write(2, "\n", 1);
+	abort();
+}
+
+static inline bool
+is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
+static enum gk_json_type
+raw_type(char c)
+{
+	switch (c) {
+	case '{': return GK_JSON_OBJECT;
+	case '[': return GK_JSON_ARRAY;
+	case '"': return GK_JSON_STRING;
+	case 't': return GK_JSON_TRUE;
+	case 'f': return GK_JSON_FALSE;
+	case 'n': return GK_JSON_NULL;
+	default: return GK_JSON_NUMBER;
+	}
+}
+
+void
+gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
+{
+	gk_wire_msg *w = &m->wire;
+	gk_wire_error e;
+	size_t klen = strlen(key);
+
+	if (gk_json_validate(raw, rawlen, &e) < 0)
+		misuse("invalid JSON value", key);
+	if (!gk_utf8_valid(key, klen))
+		misuse("key is not UTF-8", key);
+
+	int i = -1;
+	for (unsigned j = 0; j < w->nfields; j++)
+		if (gk_json_eqn(w->field[j].key, key, klen)) {
+			i = (int)j;
+			break;
+		}
+	/* The next stage would reject a line with one member too many, so
+	 * the line stays as it was (the header gives no way to say so). */
+	if (i < 0 && w->nfields == GK_WIRE_MAX_FIELDS)
+		return;
+
+	gk_buf nb = {0};
+	gk_wire_splice(w, key, raw, rawlen, &nb);
+
+	/* The value's span inside raw, without surrounding whitespace. */
+	size_t lead = 0, vlen = rawlen;
+	while (is_ws(raw[lead]))
+		lead++, vlen--;
+	while (is_ws(raw[lead + vlen - 1]))
+		vlen--;
+
+	if (raw[lead] == '{' || raw[lead] == '[') {
+		/* A container adds nesting, which only a full pass can
+		 * check against the depth limit. */
+		gk_buf_free(&m->line);
+		m->line = nb;
+		if (gk_wire_parse(w, nb.data, nb.len, &e) < 0)
+			misuse(e.reason, key);
+		return;
+	}
+
+	/* Re-index without a pass: every span moves by a known amount. */
+	const char *ob = m->line.data, *nbase = nb.data;
+	size_t oldv = i >= 0 ? w->field[i].value.len : 0;
+	for (unsigned j = 0; j < w->nfields; j++) {
+		gk_wire_field *f = &w->field[j];
+		size_t ko = (size_t)(f->key.p - ob), vo = (size_t)(f->value.p - ob);
+		if (i >= 0 && j > (unsigned)i) {
+			ko = ko - oldv + rawlen;
+			vo = vo - oldv + rawlen;
+		}
+		f->key.p = nbase + ko;
+		f->value.p = nbase + vo;
+		if (i >= 0 && j == (unsigned)i) {
+			f->value.p += lead;
+			f->value.len = vlen;
+			f->value.type = raw_type(raw[lead]);
+		}
+	}
+	if (i < 0) {
+		/* Appended as `,"key":raw` (no comma for the first member)
+		 * before the closing brace; the old tail from that brace on
+		 * ends the new line. */
+		size_t tail = w->len;
+		while (tail > 0 && is_ws(ob[tail - 1]))
+			tail--;
+		tail = w->len - (tail - 1);
+		size_t qlen = nb.len - w->len - rawlen - 1 - (w->nfields ? 1 : 0);
+		const char *kp = nbase + nb.len - tail - rawlen - 1 - qlen;
+		gk_wire_field *f = &w->field[w->nfields++];
+		f->key = (gk_json){GK_JSON_STRING, kp, qlen};
+		f->value = (gk_json){raw_type(raw[lead]), kp + qlen + 1 + lead,
+		    vlen};
+	}
+	gk_buf_free(&m->line);
+	m->line = nb;
+	w->line = nb.data;
+	w->len = nb.len;
+}
+
+void
+gk_msg_set_cstr(gk_msg *m, const char *key, const char *value)
+{
+	gk_buf b = {0};
+	if (value)
+		gk_json_quote(&b, value, strlen(value));
+	else
+		gk_buf_adds(&b, "null");
+	gk_msg_set(m, key, b.data, b.len);
+	gk_buf_free(&b);
+}

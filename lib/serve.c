@@ -1,0 +1,421 @@
+/*
+ * serve.c: gk_serve(3), a C function as the handler of a stage.  The
+ * function runs in the loop's thread, or with -j N on worker threads; the
+ * loop never blocks on it.  Requests come from stdin, wire sockets, or an
+ * HTTP listener (--http), all through the stage runtime.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+struct gk_request {
+	const gk_msg *msg;
+	char **strs; /* strings handed out, freed with the request */
+	size_t nstrs, capstrs;
+	const char *method, *path, *query, *remote, *id, *body;
+	size_t body_len;
+	bool have_body;
+};
+
+struct gk_response {
+	int status;
+	gk_buf headers; /* members of the headers object, comma-separated */
+	gk_buf body;
+};
+
+struct job {
+	struct job *next;
+	gk_req *req;   /* NULL once the request is gone */
+	gk_msg *msg;   /* the worker's own copy of the request */
+	gk_buf answer; /* the response line */
+};
+
+static struct {
+	gk_handler *fn;
+	void *arg;
+	unsigned workers;
+	pthread_t *threads;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job *todo, *todo_tail, *done;
+	bool quit;
+	int efd;
+} serve = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static const char *
+keep(gk_request *r, gk_buf *b)
+{
+	if (r->nstrs == r->capstrs) {
+		r->capstrs = r->capstrs ? r->capstrs * 2 : 8;
+		r->strs = gk_xrealloc(r->strs, r->capstrs * sizeof *r->strs);
+	}
+	char *s = gk_buf_cstr(b);
+	b->data = NULL;
+	b->len = b->cap = 0;
+	r->strs[r->nstrs++] = s;
+	return s;
+}
+
+static const char *
+string_member(gk_request *r, gk_json v, const char *dflt)
+{
+	gk_buf b = {0};
+	if (gk_json_string(v, &b) < 0) {
+		gk_buf_free(&b);
+		return dflt;
+	}
+	return keep(r, &b);
+}
+
+static const char *
+member(const gk_request *rc, const char *key, const char **cache,
+    const char *dflt)
+{
+	gk_request *r = (gk_request *)rc;
+	if (!*cache)
+		*cache = string_member(r, gk_msg_get(r->msg, key), dflt);
+	return *cache;
+}
+
+const char *
+gk_request_method(const gk_request *r)
+{
+	return member(r, "method", (const char **)&((gk_request *)r)->method,
+	    "GET");
+}
+
+const char *
+gk_request_path(const gk_request *r)
+{
+	return member(r, "path", (const char **)&((gk_request *)r)->path, "/");
+}
+
+const char *
+gk_request_query(const gk_request *r)
+{
+	return member(r, "query", (const char **)&((gk_request *)r)->query, "");
+}
+
+const char *
+gk_request_remote(const gk_request *r)
+{
+	return member(r, "remote", (const char **)&((gk_request *)r)->remote,
+	    "");
+}
+
+const char *
+gk_request_id(const gk_request *r)
+{
+	return member(r, "id", (const char **)&((gk_request *)r)->id, "");
+}
+
+const char *
+gk_request_header(const gk_request *rc, const char *name)
+{
+	gk_request *r = (gk_request *)rc;
+	gk_json v = gk_json_member(gk_msg_get(r->msg, "headers"), name);
+	if (v.type == GK_JSON_ARRAY) {
+		gk_json_iter it;
+		gk_json_iter_init(&it, v);
+		if (!gk_json_iter_next(&it, NULL, &v))
+			return NULL;
+	}
+	return string_member(r, v, NULL);
+}
+
+const char *
+gk_request_body(const gk_request *rc, size_t *len)
+{
+	gk_request *r = (gk_request *)rc;
+	if (!r->have_body) {
+		r->have_body = true;
+		gk_buf b = {0};
+		gk_json v = gk_msg_get(r->msg, "body");
+		if (v.type == GK_JSON_STRING)
+			gk_json_string(v, &b);
+		else {
+			v = gk_msg_get(r->msg, "body_b64");
+			if (v.type == GK_JSON_STRING && v.len >= 2)
+				gk_base64_decode(&b, v.p + 1, v.len - 2);
+		}
+		r->body_len = b.len;
+		r->body = keep(r, &b);
+	}
+	if (len)
+		*len = r->body_len;
+	return r->body;
+}
+
+gk_json
+gk_request_field(const gk_request *r, const char *key)
+{
+	return gk_msg_get(r->msg, key);
+}
+
+void
+gk_response_status(gk_response *w, int status)
+{
+	w->status = status;
+}
+
+void
+gk_response_header(gk_response *w, const char *name, const char *value)
+{
+	if (w->headers.len)
+		gk_buf_addc(&w->headers, ',');
+	/* Wire header names are lowercase. */
+	gk_buf lower = {0};
+	for (const char *p = name; *p; p++)
+		gk_buf_addc(&lower, (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
+	gk_json_quote(&w->headers, lower.data, lower.len);
+	gk_buf_free(&lower);
+	gk_buf_addc(&w->headers, ':');
+	gk_json_quote(&w->headers, value, strlen(value));
+}
+
+void
+gk_response_body(gk_response *w, const void *p, size_t n)
+{
+	gk_buf_add(&w->body, p, n);
+}
+
+void
+gk_response_printf(gk_response *w, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		gk_fatal(GK_EXIT_NOMEM, "out of memory");
+	gk_buf_add(&w->body, s, (size_t)n);
+	free(s);
+}
+
+/* Run the handler on msg; append the response line to out. */
+static void
+run_handler(const gk_msg *msg, gk_buf *out)
+{
+	gk_request r = {.msg = msg};
+	gk_response w = {.status = 200};
+	serve.fn(&r, &w, serve.arg);
+	if (w.status < 100 || w.status > 599)
+		w.status = 500;
+	gk_buf_adds(out, "{\"id\":");
+	gk_json id = gk_msg_get(msg, "id");
+	gk_buf_add(out, id.p, id.len);
+	gk_buf_adds(out, ",\"status\":");
+	gk_buf_adduint(out, (uint64_t)w.status);
+	gk_buf_adds(out, ",\"headers\":{");
+	gk_buf_add(out, w.headers.data, w.headers.len);
+	gk_buf_addc(out, '}');
+	if (w.body.len) {
+		if (gk_utf8_valid(w.body.data, w.body.len)) {
+			gk_buf_adds(out, ",\"body\":");
+			gk_json_quote(out, w.body.data, w.body.len);
+		} else {
+			gk_buf_adds(out, ",\"body_b64\":\"");
+			gk_base64_encode(out, w.body.data, w.body.len);
+			gk_buf_addc(out, '"');
+		}
+	}
+	gk_buf_addc(out, '}');
+	gk_buf_free(&w.headers);
+	gk_buf_free(&w.body);
+	for (size_t i = 0; i < r.nstrs; i++)
+		free(r.strs[i]);
+	free(r.strs);
+}
+
+static void
+pass_line(gk_req *req, gk_buf *line)
+{
+	gk_wire_error err;
+	gk_msg *m = gk_msg_new(line->data, line->len, &err);
+	if (!m) {
+		gk_log(GK_ERROR, "handler response invalid", err.reason);
+		gk_answer(req, 500, NULL, "internal error\n", "invalid response");
+		return;
+	}
+	gk_pass(req, m);
+}
+
+static void *
+worker(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&serve.mu);
+		while (!serve.todo && !serve.quit)
+			pthread_cond_wait(&serve.cv, &serve.mu);
+		if (!serve.todo) {
+			pthread_mutex_unlock(&serve.mu);
+			return NULL;
+		}
+		struct job *j = serve.todo;
+		serve.todo = j->next;
+		if (!serve.todo)
+			serve.todo_tail = NULL;
+		bool gone = !j->req;
+		pthread_mutex_unlock(&serve.mu);
+		if (!gone)
+			run_handler(j->msg, &j->answer);
+		pthread_mutex_lock(&serve.mu);
+		j->next = serve.done;
+		serve.done = j;
+		pthread_mutex_unlock(&serve.mu);
+		uint64_t one = 1;
+		(void)!write(serve.efd, &one, sizeof one);
+	}
+}
+
+static void
+on_done_jobs(gk_loop *loop, int fd, unsigned ev, void *arg)
+{
+	(void)loop;
+	(void)ev;
+	(void)arg;
+	uint64_t n;
+	(void)!read(fd, &n, sizeof n);
+	pthread_mutex_lock(&serve.mu);
+	struct job *j = serve.done;
+	serve.done = NULL;
+	pthread_mutex_unlock(&serve.mu);
+	while (j) {
+		struct job *next = j->next;
+		if (j->req) {
+			struct job **slot = gk_req_state(j->req);
+			*slot = NULL;
+			pass_line(j->req, &j->answer);
+		}
+		gk_msg_free(j->msg);
+		gk_buf_free(&j->answer);
+		free(j);
+		j = next;
+	}
+}
+
+static void
+serve_request(gk_stage *st, gk_req *req, void *arg)
+{
+	(void)st;
+	(void)arg;
+	if (!serve.workers) {
+		gk_buf line = {0};
+		run_handler(gk_req_msg(req), &line);
+		pass_line(req, &line);
+		gk_buf_free(&line);
+		return;
+	}
+	struct job *j = gk_xcalloc(1, sizeof *j);
+	const gk_msg *m = gk_req_msg(req);
+	j->req = req;
+	j->msg = gk_msg_new(m->line.data, m->line.len, NULL);
+	*(struct job **)gk_req_state(req) = j;
+	pthread_mutex_lock(&serve.mu);
+	if (serve.todo_tail)
+		serve.todo_tail->next = j;
+	else
+		serve.todo = j;
+	serve.todo_tail = j;
+	pthread_cond_signal(&serve.cv);
+	pthread_mutex_unlock(&serve.mu);
+}
+
+static void
+serve_done(gk_stage *st, gk_req *req, int status, void *arg)
+{
+	(void)st;
+	(void)status;
+	(void)arg;
+	struct job **slot = gk_req_state(req);
+	if (serve.workers && *slot) {
+		/* Answered (504, client gone) while a worker has it. */
+		pthread_mutex_lock(&serve.mu);
+		(*slot)->req = NULL;
+		pthread_mutex_unlock(&serve.mu);
+	}
+}
+
+static int
+serve_start(gk_stage *st, void *arg)
+{
+	(void)arg;
+	if (!serve.workers)
+		return 0;
+	serve.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (serve.efd < 0)
+		gk_fatal(GK_EXIT_OSERR, "unable to create eventfd: %s",
+		    strerror(errno));
+	gk_loop_watch(gk_stage_loop(st), serve.efd, GK_READ, on_done_jobs,
+	    NULL);
+	serve.threads = gk_xcalloc(serve.workers, sizeof *serve.threads);
+	for (unsigned i = 0; i < serve.workers; i++)
+		if (pthread_create(&serve.threads[i], NULL, worker, NULL))
+			gk_fatal(GK_EXIT_OSERR, "unable to start a worker thread");
+	return 0;
+}
+
+static void
+serve_stop(gk_stage *st, void *arg)
+{
+	(void)st;
+	(void)arg;
+	if (!serve.workers)
+		return;
+	pthread_mutex_lock(&serve.mu);
+	serve.quit = true;
+	pthread_cond_broadcast(&serve.cv);
+	pthread_mutex_unlock(&serve.mu);
+	for (unsigned i = 0; i < serve.workers; i++)
+		pthread_join(serve.threads[i], NULL);
+}
+
+static int
+serve_option(int short_name, const char *name, const char *value, void *arg)
+{
+	(void)name;
+	(void)arg;
+	uint64_t n;
+	if (short_name == 'j') {
+		if (gk_parse_uint(value, 0, 1024, &n) < 0)
+			return -1;
+		serve.workers = (unsigned)n;
+	}
+	return 0;
+}
+
+int
+gk_serve(int argc, char **argv, gk_handler *handler, void *arg)
+{
+	static const gk_stage_option opts[] = {
+	    {"jobs", 'j', true, "N", "run the handler on N worker threads (0)"},
+	    {0},
+	};
+	const char *name = argc > 0 ? strrchr(argv[0], '/') : NULL;
+	name = name ? name + 1 : argc > 0 ? argv[0] : "gk_serve";
+	serve.fn = handler;
+	serve.arg = arg;
+	gk_stage_def def = {
+	    .ops = {.name = name,
+		.req_state_size = sizeof(struct job *),
+		.start = serve_start,
+		.on_request = serve_request,
+		.on_done = serve_done,
+		.stop = serve_stop},
+	    .summary = "a handler served by gk_serve(3)",
+	    .options = opts,
+	    .option = serve_option,
+	    .http_option = true,
+	    .no_south = true,
+	};
+	return gk_stage_main(argc, argv, &def);
+}

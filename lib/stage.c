@@ -1,0 +1,1106 @@
+/*
+ * stage.c: the stage runtime.  It owns the loop, the north side (stdio, wire
+ * sockets, the HTTP server), the south side (a child on pipes, or a
+ * connection), the table of requests in flight with their deadlines,
+ * signals, supervision of the child and draining.  A stage is only its
+ * callbacks (gk_stage_ops).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "procspawn.h"
+#include "runtime.h"
+#include "stream.h"
+
+struct gk_req {
+	gk_stage *st;
+	gk_north *north; /* NULL once the client is gone */
+	void *cookie;
+	gk_msg *msg;
+	char *id;  /* as the north side named it */
+	char *sid; /* as the south side knows it (== id when unique) */
+	uint64_t deadline;
+	uint64_t arrival;
+	gk_timer timer;
+	bool hashed, forwarded, done, trace_checked;
+	char trace_id[33];
+	gk_req *hnext;
+	alignas(max_align_t) unsigned char state[];
+};
+
+struct wire_conn {
+	gk_north north; /* first: the runtime hands out &conn->north */
+	gk_stage *st;
+	gk_stream *s;
+};
+
+enum south_kind { SOUTH_NONE, SOUTH_CHILD, SOUTH_CONN };
+
+#define RECENT_CANCELS 256
+
+struct gk_stage {
+	gk_stage_def def;
+	gk_stage_config cfg;
+	gk_loop *loop;
+
+	gk_req **bucket;
+	size_t nbucket, ninflight;
+	uint64_t next_id;
+	unsigned next_serial;
+
+	gk_stream *stdio;
+	int listen_fd[GK_MAX_LISTEN + 64];
+	int nlisten_fd;
+	gk_http_server *http;
+	unsigned nnorth;
+
+	enum south_kind south_kind;
+	gk_stream *south;
+	pid_t child;
+	bool south_up;
+	uint64_t backoff_ms, south_started;
+	gk_timer restart_timer, drain_timer, drain_poll, kill_timer;
+	gk_timer metrics_timer, watchdog_timer;
+	uint64_t metrics_ms, watchdog_ms;
+	bool draining, stopping;
+	int exit_status, kill_stage;
+
+	uint64_t recent_cancel[RECENT_CANCELS];
+	unsigned recent_next;
+
+	gk_series *m_inflight, *m_overload, *m_drain_rejects, *m_restarts;
+	gk_series *m_unknown, *m_badline, *m_timeouts, *m_south_down;
+};
+
+static void begin_drain(gk_stage *st, const char *why);
+
+/* A log event with up to two key=value fields (k2 may be NULL). */
+static void
+log_kv(enum gk_level level, const char *msg, const char *k1, const char *v1,
+    const char *k2, const char *v2)
+{
+	char a[512], b[512];
+	snprintf(a, sizeof a, "%s=%s", k1, v1);
+	if (k2)
+		snprintf(b, sizeof b, "%s=%s", k2, v2);
+	gk_log(level, msg, a, k2 ? b : NULL);
+}
+static void south_start(gk_stage *st);
+static void check_drained(gk_stage *st);
+
+/* ---- the table of requests in flight, keyed by south id ---- */
+
+static uint64_t
+hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+static void
+table_grow(gk_stage *st)
+{
+	size_t n = st->nbucket ? st->nbucket * 2 : 256;
+	gk_req **b = gk_xcalloc(n, sizeof *b);
+	for (size_t i = 0; i < st->nbucket; i++)
+		for (gk_req *r = st->bucket[i], *next; r; r = next) {
+			next = r->hnext;
+			size_t k = hash_str(r->sid) & (n - 1);
+			r->hnext = b[k];
+			b[k] = r;
+		}
+	free(st->bucket);
+	st->bucket = b;
+	st->nbucket = n;
+}
+
+static gk_req *
+table_find(gk_stage *st, const char *sid)
+{
+	if (!st->nbucket)
+		return NULL;
+	for (gk_req *r = st->bucket[hash_str(sid) & (st->nbucket - 1)]; r;
+	    r = r->hnext)
+		if (!strcmp(r->sid, sid))
+			return r;
+	return NULL;
+}
+
+static void
+table_insert(gk_stage *st, gk_req *req)
+{
+	if (st->ninflight + 1 > st->nbucket)
+		table_grow(st);
+	size_t k = hash_str(req->sid) & (st->nbucket - 1);
+	req->hnext = st->bucket[k];
+	st->bucket[k] = req;
+	req->hashed = true;
+	st->ninflight++;
+	gk_gauge_set(st->m_inflight, (double)st->ninflight);
+}
+
+static void
+table_remove(gk_stage *st, gk_req *req)
+{
+	if (!req->hashed)
+		return;
+	gk_req **p = &st->bucket[hash_str(req->sid) & (st->nbucket - 1)];
+	while (*p && *p != req)
+		p = &(*p)->hnext;
+	if (*p)
+		*p = req->hnext;
+	req->hashed = false;
+	st->ninflight--;
+	gk_gauge_set(st->m_inflight, (double)st->ninflight);
+}
+
+/* Every request in flight, for the rare walks (south died, drain). */
+static size_t
+table_all(gk_stage *st, gk_req ***out)
+{
+	gk_req **v = gk_xmalloc((st->ninflight + 1) * sizeof *v);
+	size_t n = 0;
+	for (size_t i = 0; i < st->nbucket; i++)
+		for (gk_req *r = st->bucket[i]; r; r = r->hnext)
+			v[n++] = r;
+	*out = v;
+	return n;
+}
+
+/* ---- accessors ---- */
+
+gk_loop *gk_stage_loop(gk_stage *st) { return st->loop; }
+const char *gk_stage_name(const gk_stage *st) { return st->def.ops.name; }
+bool gk_stage_draining(const gk_stage *st) { return st->draining; }
+size_t gk_stage_inflight(const gk_stage *st) { return st->ninflight; }
+const gk_stage_config *gk__stage_config(const gk_stage *st) { return &st->cfg; }
+uint64_t gk__stage_next_id(gk_stage *st) { return ++st->next_id; }
+gk_msg *gk_req_msg(gk_req *req) { return req->msg; }
+void *gk_req_state(gk_req *req) { return req->state; }
+gk_stage *gk_req_stage(gk_req *req) { return req->st; }
+uint64_t gk_req_deadline(const gk_req *req) { return req->deadline; }
+uint64_t gk_req_arrival(const gk_req *req) { return req->arrival; }
+void *gk__req_cookie(const gk_req *req) { return req->cookie; }
+const char *gk__req_id(const gk_req *req) { return req->id; }
+
+bool
+gk__stage_healthy(const gk_stage *st)
+{
+	return !st->draining &&
+	    (st->south_kind == SOUTH_NONE || st->south_up);
+}
+
+void
+gk__north_opened(gk_stage *st)
+{
+	st->nnorth++;
+}
+
+void
+gk__north_closed(gk_stage *st)
+{
+	if (st->nnorth)
+		st->nnorth--;
+	if (st->draining)
+		check_drained(st);
+}
+
+const char *
+gk_req_trace_id(gk_req *req)
+{
+	if (!req->trace_checked) {
+		req->trace_checked = true;
+		gk_json t = gk_json_member(gk_msg_get(req->msg, "trace"),
+		    "trace_id");
+		gk_buf b = {0};
+		if (t.type == GK_JSON_STRING && gk_json_string(t, &b) == 0 &&
+		    b.len < sizeof req->trace_id) {
+			memcpy(req->trace_id, b.data, b.len);
+			req->trace_id[b.len] = 0;
+		}
+		gk_buf_free(&b);
+	}
+	return req->trace_id[0] ? req->trace_id : NULL;
+}
+
+/* ---- finishing requests ---- */
+
+static void
+remember_cancel(gk_stage *st, const char *sid)
+{
+	st->recent_cancel[st->recent_next++ % RECENT_CANCELS] = hash_str(sid);
+}
+
+static bool
+recently_cancelled(gk_stage *st, const char *sid)
+{
+	uint64_t h = hash_str(sid);
+	for (unsigned i = 0; i < RECENT_CANCELS; i++)
+		if (st->recent_cancel[i] == h)
+			return true;
+	return false;
+}
+
+static void
+send_cancel(gk_req *req)
+{
+	gk_stage *st = req->st;
+	if (!req->forwarded)
+		return;
+	req->forwarded = false;
+	remember_cancel(st, req->sid);
+	if (!st->south)
+		return;
+	gk_buf b = {0};
+	gk_buf_adds(&b, "{\"id\":");
+	gk_json_quote(&b, req->sid, strlen(req->sid));
+	gk_buf_adds(&b, ",\"cancel\":true}");
+	gk_stream_write_line(st->south, b.data, b.len);
+	gk_buf_free(&b);
+}
+
+static void
+finish(gk_req *req, int status)
+{
+	gk_stage *st = req->st;
+	req->done = true;
+	gk_timer_stop(st->loop, &req->timer);
+	table_remove(st, req);
+	if (st->def.ops.on_done)
+		st->def.ops.on_done(st, req, status, st->def.arg);
+	gk_msg_free(req->msg);
+	if (req->sid != req->id)
+		free(req->sid);
+	free(req->id);
+	free(req);
+	if (st->draining)
+		check_drained(st);
+}
+
+/* Send resp north (its id already the north's) and finish req. */
+static void
+deliver(gk_req *req, gk_msg *resp)
+{
+	int status = gk_msg_status(resp);
+	if (req->north)
+		req->north->ops->respond(req->north, req, resp);
+	else
+		gk_msg_free(resp);
+	finish(req, req->north ? status : 0);
+}
+
+void
+gk_pass(gk_req *req, gk_msg *resp)
+{
+	if (req->done) {
+		gk_msg_free(resp);
+		return;
+	}
+	if (req->sid != req->id) {
+		gk_buf q = {0};
+		gk_json_quote(&q, req->id, strlen(req->id));
+		gk_msg_set(resp, "id", q.data, q.len);
+		gk_buf_free(&q);
+	}
+	deliver(req, resp);
+}
+
+void
+gk_answer(gk_req *req, int status, const gk_header *headers, const char *body,
+    const char *reason)
+{
+	if (req->done)
+		return;
+	gk_stage *st = req->st;
+	send_cancel(req);
+	gk_buf b = {0};
+	gk_jw w;
+	gk_jw_init(&w, &b);
+	gk_jw_object(&w);
+	gk_jw_key(&w, "id");
+	gk_jw_cstr(&w, req->id);
+	gk_jw_key(&w, "status");
+	gk_jw_int(&w, status);
+	gk_jw_key(&w, "headers");
+	gk_jw_object(&w);
+	bool have_type = false;
+	for (const gk_header *h = headers; h && h->name; h++) {
+		gk_jw_key(&w, h->name);
+		gk_jw_cstr(&w, h->value);
+		if (!strcmp(h->name, "content-type"))
+			have_type = true;
+	}
+	if (body && !have_type) {
+		gk_jw_key(&w, "content-type");
+		gk_jw_cstr(&w, "text/plain; charset=utf-8");
+	}
+	gk_jw_object_end(&w);
+	if (body) {
+		gk_jw_key(&w, "body");
+		gk_jw_cstr(&w, body);
+	}
+	if (reason) {
+		gk_jw_key(&w, "error");
+		gk_jw_object(&w);
+		gk_jw_key(&w, "stage");
+		gk_jw_cstr(&w, st->def.ops.name);
+		gk_jw_key(&w, "reason");
+		gk_jw_cstr(&w, reason);
+		gk_jw_object_end(&w);
+	}
+	gk_jw_object_end(&w);
+	gk_wire_error err;
+	gk_msg *m = gk_msg_new(b.data, b.len, &err);
+	gk_buf_free(&b);
+	if (!m)
+		gk_fatal(GK_EXIT_SOFTWARE, "built an invalid response: %s",
+		    err.reason);
+	deliver(req, m);
+}
+
+static void
+answer_503(gk_req *req, const char *reason)
+{
+	static const gk_header retry[] = {{"retry-after", "1"}, {0}};
+	gk_answer(req, 503, retry, "service unavailable\n", reason);
+}
+
+static void
+on_deadline(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	gk_req *req = arg;
+	gk_counter_add(req->st->m_timeouts, 1);
+	gk_answer(req, 504, NULL, "gateway timeout\n", "timeout");
+}
+
+void
+gk__req_abandon(gk_req *req)
+{
+	if (req->done)
+		return;
+	send_cancel(req);
+	req->north = NULL;
+	finish(req, 0);
+}
+
+void
+gk__cancel(gk_stage *st, gk_north *n, const char *id)
+{
+	gk_req *req;
+	if (n->unique_ids)
+		req = table_find(st, id);
+	else {
+		char sid[256];
+		snprintf(sid, sizeof sid, "%u.%s", n->serial, id);
+		req = table_find(st, sid);
+	}
+	if (req && req->north == n)
+		gk__req_abandon(req);
+}
+
+/* ---- requests arriving ---- */
+
+void
+gk__request(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg)
+{
+	gk__request_with(st, n, cookie, msg, NULL);
+}
+
+void
+gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
+    gk_req **slot)
+{
+	size_t size = sizeof(gk_req) + st->def.ops.req_state_size;
+	gk_req *req = gk_xcalloc(1, size);
+	if (slot)
+		*slot = req;
+	req->st = st;
+	req->north = n;
+	req->cookie = cookie;
+	req->msg = msg;
+	req->arrival = gk_loop_now(st->loop);
+	gk_buf id = {0};
+	gk_json_string(gk_msg_get(msg, "id"), &id);
+	req->id = gk_xstrdup(gk_buf_cstr(&id));
+	gk_buf_free(&id);
+	if (n->unique_ids)
+		req->sid = req->id;
+	else {
+		size_t len = strlen(req->id) + 16;
+		req->sid = gk_xmalloc(len);
+		snprintf(req->sid, len, "%u.%s", n->serial, req->id);
+	}
+	if (table_find(st, req->sid)) {
+		gk_answer(req, 400, NULL, "duplicate request id\n",
+		    "duplicate id");
+		return;
+	}
+	if (st->draining) {
+		gk_counter_add(st->m_drain_rejects, 1);
+		answer_503(req, "draining");
+		return;
+	}
+	if (st->ninflight >= st->cfg.max_inflight) {
+		gk_counter_add(st->m_overload, 1);
+		answer_503(req, "overloaded");
+		return;
+	}
+	table_insert(st, req);
+
+	int64_t dl = 0;
+	gk_json_int(gk_msg_get(msg, "deadline"), &dl);
+	uint64_t now = gk_realtime_ms();
+	if (st->cfg.timeout_ms &&
+	    (dl <= 0 || (uint64_t)dl > now + st->cfg.timeout_ms)) {
+		dl = (int64_t)(now + st->cfg.timeout_ms);
+		char num[24];
+		int k = snprintf(num, sizeof num, "%lld", (long long)dl);
+		gk_msg_set(msg, "deadline", num, (size_t)k);
+	}
+	if (dl > 0) {
+		req->deadline = (uint64_t)dl;
+		if ((uint64_t)dl <= now) {
+			on_deadline(st->loop, req);
+			return;
+		}
+		gk_timer_start(st->loop, &req->timer, (uint64_t)dl - now,
+		    on_deadline, req);
+	}
+	if (st->def.ops.on_request)
+		st->def.ops.on_request(st, req, st->def.arg);
+	else
+		gk_forward(req);
+}
+
+void
+gk_forward(gk_req *req)
+{
+	gk_stage *st = req->st;
+	if (req->done || req->forwarded)
+		return;
+	if (!st->south_up || !st->south) {
+		gk_counter_add(st->m_south_down, 1);
+		answer_503(req, "south unavailable");
+		return;
+	}
+	if (req->sid != req->id) {
+		gk_buf q = {0};
+		gk_json_quote(&q, req->sid, strlen(req->sid));
+		gk_msg_set(req->msg, "id", q.data, q.len);
+		gk_buf_free(&q);
+	}
+	req->forwarded = true;
+	gk_stream_write_line(st->south, req->msg->line.data,
+	    req->msg->line.len);
+}
+
+/* ---- the south side ---- */
+
+static void
+fail_forwarded(gk_stage *st, const char *reason)
+{
+	gk_req **v;
+	size_t n = table_all(st, &v);
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->forwarded && !v[i]->done) {
+			v[i]->forwarded = false;
+			gk_answer(v[i], 502, NULL, "bad gateway\n", reason);
+		}
+	free(v);
+}
+
+static void
+log_bad_line(const char *side, const char *line, size_t len,
+    const gk_wire_error *err)
+{
+	char first[65];
+	size_t k = len < 64 ? len : 64;
+	memcpy(first, line, k);
+	first[k] = 0;
+	char off[32];
+	snprintf(off, sizeof off, "offset=%zu", err->offset);
+	gk_buf reason = {0};
+	gk_buf_addf(&reason, "reason=%s", err->reason);
+	gk_buf f = {0};
+	gk_buf_adds(&f, "line=");
+	gk_buf_add(&f, first, k);
+	gk_log(GK_ERROR, side, gk_buf_cstr(&reason), off, gk_buf_cstr(&f));
+	gk_buf_free(&reason);
+	gk_buf_free(&f);
+}
+
+static void
+south_line(gk_stream *s, char *line, size_t len, void *arg)
+{
+	(void)s;
+	gk_stage *st = arg;
+	if (!len)
+		return;
+	gk_wire_error err;
+	gk_msg *m = gk_msg_new(line, len, &err);
+	if (!m) {
+		gk_counter_add(st->m_badline, 1);
+		log_bad_line("invalid line from south", line, len, &err);
+		return;
+	}
+	gk_buf id = {0};
+	gk_req *req = NULL;
+	if (gk_json_string(gk_msg_get(m, "id"), &id) == 0)
+		req = table_find(st, gk_buf_cstr(&id));
+	if (!req || !req->forwarded) {
+		if (!id.len || !recently_cancelled(st, gk_buf_cstr(&id))) {
+			gk_counter_add(st->m_unknown, 1);
+			gk_buf f = {0};
+			gk_buf_adds(&f, "id=");
+			gk_buf_add(&f, id.data, id.len);
+			gk_log(GK_WARN, "response for unknown id: dropped",
+			    gk_buf_cstr(&f));
+			gk_buf_free(&f);
+		}
+		gk_buf_free(&id);
+		gk_msg_free(m);
+		return;
+	}
+	gk_buf_free(&id);
+	req->forwarded = false;
+	if (st->def.ops.on_response)
+		st->def.ops.on_response(st, req, m, st->def.arg);
+	else
+		gk_pass(req, m);
+}
+
+static void
+south_lost(gk_stage *st, const char *reason)
+{
+	if (st->south) {
+		gk_stream_close(st->south);
+		st->south = NULL;
+	}
+	st->south_up = false;
+	fail_forwarded(st, reason);
+}
+
+static void on_restart_timer(gk_loop *loop, void *arg);
+
+static void
+schedule_restart(gk_stage *st)
+{
+	uint64_t up = gk_loop_now(st->loop) - st->south_started;
+	if (up >= 10000)
+		st->backoff_ms = 100;
+	gk_timer_start(st->loop, &st->restart_timer, st->backoff_ms,
+	    on_restart_timer, st);
+	st->backoff_ms = st->backoff_ms * 2 > 5000 ? 5000 : st->backoff_ms * 2;
+}
+
+static void
+south_close(gk_stream *s, int err, void *arg)
+{
+	(void)s;
+	gk_stage *st = arg;
+	if (st->south_kind == SOUTH_CHILD) {
+		/* The child closed its stdout; its exit status follows. */
+		south_lost(st, "south closed");
+		return;
+	}
+	if (st->south_up)
+		log_kv(GK_WARN, "south connection lost", "addr",
+		    st->cfg.to.text, "error", err ? strerror(err) : "eof");
+	south_lost(st, "south connection lost");
+	if (!st->stopping)
+		schedule_restart(st);
+}
+
+static const gk_stream_ops south_ops = {south_line, south_close};
+
+static void
+on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
+{
+	(void)loop;
+	gk_stage *st = arg;
+	if (pid != st->child)
+		return;
+	st->child = 0;
+	char what[64], who[300];
+	if (WIFSIGNALED(ws))
+		snprintf(what, sizeof what, "signal=%s",
+		    sigabbrev_np(WTERMSIG(ws)) ? sigabbrev_np(WTERMSIG(ws))
+					       : "?");
+	else
+		snprintf(what, sizeof what, "status=%d", WEXITSTATUS(ws));
+	snprintf(who, sizeof who, "cmd=%s", st->cfg.south_argv[0]);
+	gk_timer_stop(st->loop, &st->kill_timer);
+	if (st->stopping) {
+		gk_log(GK_INFO, "south exited", who, what);
+		gk_loop_stop(st->loop);
+		return;
+	}
+	gk_log(GK_ERROR, "south exited", who, what);
+	south_lost(st, "south exited");
+	if (st->cfg.restart && !st->draining) {
+		gk_counter_add(st->m_restarts, 1);
+		schedule_restart(st);
+	} else {
+		st->exit_status = st->draining ? st->exit_status
+						: GK_EXIT_CHILD;
+		begin_drain(st, "south exited");
+	}
+}
+
+static void
+south_start(gk_stage *st)
+{
+	st->south_started = gk_loop_now(st->loop);
+	if (st->south_kind == SOUTH_CHILD) {
+		int w, r;
+		pid_t pid = gk_spawn(st->cfg.south_argv, &w, &r);
+		if (pid < 0) {
+			if (!st->south_started || st->backoff_ms == 0)
+				gk_fatal(GK_EXIT_OSERR, "unable to spawn %s: %s",
+				    st->cfg.south_argv[0], strerror(errno));
+			log_kv(GK_ERROR, "unable to spawn south", "cmd",
+			    st->cfg.south_argv[0], "error", strerror(errno));
+			schedule_restart(st);
+			return;
+		}
+		st->child = pid;
+		st->south = gk_stream_new(st->loop, r, w, &south_ops, st);
+		gk_loop_child(st->loop, pid, on_child_exit, st);
+	} else {
+		int fd = gk_addr_connect(&st->cfg.to);
+		if (fd < 0) {
+			log_kv(GK_WARN, "unable to connect south", "addr",
+			    st->cfg.to.text, "error", strerror(errno));
+			schedule_restart(st);
+			return;
+		}
+		st->south = gk_stream_new(st->loop, fd, fd, &south_ops, st);
+	}
+	st->south_up = true;
+}
+
+static void
+on_restart_timer(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	gk_stage *st = arg;
+	if (!st->draining)
+		south_start(st);
+}
+
+/* ---- wire north: stdio and wire sockets ---- */
+
+static void
+north_wire_respond(gk_north *n, gk_req *req, gk_msg *resp)
+{
+	(void)req;
+	gk_stream *s = ((struct wire_conn *)n)->s;
+	if (s)
+		gk_stream_write_line(s, resp->line.data, resp->line.len);
+	gk_msg_free(resp);
+}
+
+static const struct gk_north_ops wire_north_ops = {north_wire_respond};
+
+static void
+north_line(gk_stage *st, gk_north *n, char *line, size_t len)
+{
+	if (!len)
+		return;
+	gk_wire_error err;
+	gk_msg *m = gk_msg_new(line, len, &err);
+	if (!m) {
+		gk_counter_add(st->m_badline, 1);
+		log_bad_line("invalid line from north", line, len, &err);
+		return;
+	}
+	gk_json id = gk_msg_get(m, "id");
+	if (id.type != GK_JSON_STRING) {
+		gk_counter_add(st->m_badline, 1);
+		gk_log(GK_ERROR, "request without a string id: dropped");
+		gk_msg_free(m);
+		return;
+	}
+	if (gk_msg_get(m, "cancel").type == GK_JSON_TRUE) {
+		gk_buf b = {0};
+		gk_json_string(id, &b);
+		gk__cancel(st, n, gk_buf_cstr(&b));
+		gk_buf_free(&b);
+		gk_msg_free(m);
+		return;
+	}
+	gk__request(st, n, NULL, m);
+}
+
+static void
+abandon_from(gk_stage *st, gk_north *n)
+{
+	gk_req **v;
+	size_t k = table_all(st, &v);
+	for (size_t i = 0; i < k; i++)
+		if (v[i]->north == n && !v[i]->done)
+			gk__req_abandon(v[i]);
+	free(v);
+}
+
+/* stdio is the one wire connection that is not accepted. */
+static struct wire_conn stdio_conn;
+
+static void
+wire_conn_line(gk_stream *s, char *line, size_t len, void *arg)
+{
+	(void)s;
+	struct wire_conn *c = arg;
+	north_line(c->st, &c->north, line, len);
+}
+
+static void
+wire_conn_close(gk_stream *s, int err, void *arg)
+{
+	(void)s;
+	(void)err;
+	struct wire_conn *c = arg;
+	gk_stage *st = c->st;
+	if (c == &stdio_conn) {
+		/* Our parent closed stdin: answer what is in flight, go. */
+		begin_drain(st, "stdin closed");
+		return;
+	}
+	abandon_from(st, &c->north);
+	gk_stream_close(c->s);
+	c->s = NULL;
+	free(c);
+	gk__north_closed(st);
+}
+
+static const gk_stream_ops wire_conn_ops = {wire_conn_line, wire_conn_close};
+
+static void
+on_wire_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
+{
+	(void)ev;
+	gk_stage *st = arg;
+	for (int i = 0; i < 64; i++) {
+		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (c < 0)
+			return;
+		struct wire_conn *wc = gk_xcalloc(1, sizeof *wc);
+		wc->north.ops = &wire_north_ops;
+		wc->north.serial = ++st->next_serial;
+		wc->st = st;
+		wc->s = gk_stream_new(loop, c, c, &wire_conn_ops, wc);
+		gk__north_opened(st);
+	}
+}
+
+
+static void
+stdio_start(gk_stage *st)
+{
+	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+	fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
+	stdio_conn.north.ops = &wire_north_ops;
+	stdio_conn.north.unique_ids = true;
+	stdio_conn.st = st;
+	st->stdio = gk_stream_new(st->loop, 0, 1, &wire_conn_ops, &stdio_conn);
+	stdio_conn.s = st->stdio;
+}
+
+/* ---- drain and signals ---- */
+
+static void
+stop_listening(gk_stage *st)
+{
+	for (int i = 0; i < st->nlisten_fd; i++) {
+		gk_loop_unwatch(st->loop, st->listen_fd[i]);
+		close(st->listen_fd[i]);
+	}
+	st->nlisten_fd = 0;
+	if (st->http)
+		gk_http_server_drain(st->http);
+}
+
+static void
+on_kill_timer(gk_loop *loop, void *arg)
+{
+	gk_stage *st = arg;
+	if (!st->child) {
+		gk_loop_stop(loop);
+		return;
+	}
+	if (st->kill_stage++ == 0) {
+		gk_log(GK_WARN, "south did not exit: sending TERM");
+		kill(st->child, SIGTERM);
+		gk_timer_start(loop, &st->kill_timer, 2000, on_kill_timer, st);
+	} else {
+		gk_log(GK_WARN, "south did not exit: sending KILL");
+		kill(st->child, SIGKILL);
+	}
+}
+
+static void
+finish_drain(gk_stage *st)
+{
+	if (st->stopping)
+		return;
+	st->stopping = true;
+	gk_timer_stop(st->loop, &st->drain_timer);
+	gk_timer_stop(st->loop, &st->drain_poll);
+	gk_timer_stop(st->loop, &st->restart_timer);
+	if (st->def.ops.on_drain)
+		st->def.ops.on_drain(st, st->def.arg);
+	if (st->south && st->south_kind == SOUTH_CHILD && st->child) {
+		/* EOF on its stdin asks the child to finish. */
+		gk_stream_shutdown_write(st->south);
+		gk_timer_start(st->loop, &st->kill_timer, 5000, on_kill_timer,
+		    st);
+		return;
+	}
+	if (st->child) {
+		gk_timer_start(st->loop, &st->kill_timer, 5000, on_kill_timer,
+		    st);
+		return;
+	}
+	gk_loop_stop(st->loop);
+}
+
+static void
+check_drained(gk_stage *st)
+{
+	if (!st->draining || st->stopping)
+		return;
+	if (st->ninflight || st->nnorth)
+		return;
+	if (st->stdio && gk_stream_pending(st->stdio))
+		return;
+	finish_drain(st);
+}
+
+static void
+on_drain_poll(gk_loop *loop, void *arg)
+{
+	gk_stage *st = arg;
+	check_drained(st);
+	if (!st->stopping)
+		gk_timer_start(loop, &st->drain_poll, 20, on_drain_poll, st);
+}
+
+static void
+on_drain_timeout(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	gk_stage *st = arg;
+	char n[32];
+	snprintf(n, sizeof n, "inflight=%zu", st->ninflight);
+	gk_log(GK_WARN, "drain timeout: answering what is left", n);
+	gk_req **v;
+	size_t k = table_all(st, &v);
+	for (size_t i = 0; i < k; i++)
+		if (!v[i]->done)
+			answer_503(v[i], "drain timeout");
+	free(v);
+	st->nnorth = 0;
+	finish_drain(st);
+}
+
+static void
+begin_drain(gk_stage *st, const char *why)
+{
+	if (st->draining)
+		return;
+	st->draining = true;
+	gk_notify("STOPPING=1\nSTATUS=draining");
+	char n[32];
+	snprintf(n, sizeof n, "%zu", st->ninflight);
+	log_kv(GK_INFO, "draining", "reason", why, "inflight", n);
+	stop_listening(st);
+	if (st->stdio)
+		gk_stream_pause(st->stdio, true);
+	gk_timer_start(st->loop, &st->drain_timer, st->cfg.drain_timeout_ms,
+	    on_drain_timeout, st);
+	gk_timer_start(st->loop, &st->drain_poll, 20, on_drain_poll, st);
+	check_drained(st);
+}
+
+static void
+on_term(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	begin_drain(arg, signo == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void
+on_usr1(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	(void)arg;
+	gk_metrics_snapshot();
+}
+
+static void
+on_hup(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	(void)arg;
+	gk_log(GK_INFO, "SIGHUP: nothing to reload");
+}
+
+static void
+on_metrics_timer(gk_loop *loop, void *arg)
+{
+	gk_stage *st = arg;
+	gk_metrics_snapshot();
+	gk_timer_start(loop, &st->metrics_timer, st->metrics_ms,
+	    on_metrics_timer, st);
+}
+
+static void
+on_watchdog(gk_loop *loop, void *arg)
+{
+	gk_stage *st = arg;
+	gk_notify("WATCHDOG=1");
+	gk_timer_start(loop, &st->watchdog_timer, st->watchdog_ms, on_watchdog,
+	    st);
+}
+
+/* ---- setup and run ---- */
+
+static void
+listen_all(gk_stage *st)
+{
+	char **names = NULL;
+	int n = gk_listen_fds(&names);
+	for (int i = 0; i < n; i++) {
+		int fd = 3 + i;
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		bool http = st->cfg.http;
+		if (names && names[i] && !strcmp(names[i], "json"))
+			http = false;
+		if (names && names[i] && !strcmp(names[i], "http") &&
+		    (st->def.north_http || st->def.http_option))
+			http = true;
+		st->listen_fd[st->nlisten_fd++] = fd;
+		if (http)
+			gk_http_server_add(st->http, fd);
+		else
+			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
+		free(names ? names[i] : NULL);
+	}
+	free(names);
+	for (int i = 0; i < st->cfg.nlisten; i++) {
+		const gk_addr *a = &st->cfg.listen[i];
+		int fd = gk_addr_listen(a, 4096, st->cfg.mode);
+		if (fd < 0)
+			gk_fatal(GK_EXIT_OSERR, "unable to bind %s: %s",
+			    a->text, strerror(errno));
+		bool http = a->proto == GK_PROTO_HTTP ||
+		    (a->proto == GK_PROTO_DEFAULT && st->cfg.http);
+		st->listen_fd[st->nlisten_fd++] = fd;
+		if (http)
+			gk_http_server_add(st->http, fd);
+		else
+			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
+	}
+	if (!st->nlisten_fd)
+		stdio_start(st);
+}
+
+static void
+register_metrics(gk_stage *st)
+{
+	gk_metric *m = gk_gauge_new("gk_stage_inflight",
+	    "Requests in flight in the stage", NULL);
+	st->m_inflight = gk_metric_series(m);
+	gk_metric *rej = gk_counter_new("gk_stage_rejected_total",
+	    "Requests the runtime answered itself, by reason", "reason");
+	st->m_overload = gk_series_get(rej, "overloaded", (char *)0);
+	st->m_drain_rejects = gk_series_get(rej, "draining", (char *)0);
+	st->m_south_down = gk_series_get(rej, "south_unavailable", (char *)0);
+	st->m_timeouts = gk_series_get(rej, "timeout", (char *)0);
+	st->m_restarts = gk_metric_series(gk_counter_new(
+	    "gk_stage_south_restarts_total", "Restarts of the south child",
+	    NULL));
+	gk_metric *bad = gk_counter_new("gk_stage_dropped_lines_total",
+	    "Wire lines dropped, by reason", "reason");
+	st->m_badline = gk_series_get(bad, "invalid", (char *)0);
+	st->m_unknown = gk_series_get(bad, "unknown_id", (char *)0);
+	gk_gauge_set(gk_metric_series(gk_gauge_new("gk_stage_max_inflight",
+	    "The bound on requests in flight (--max-inflight)", NULL)),
+	    (double)st->cfg.max_inflight);
+}
+
+int
+gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
+{
+	gk_stage *st = gk_xcalloc(1, sizeof *st);
+	st->def = *def;
+	st->cfg = *cfg;
+	st->backoff_ms = 100;
+	st->loop = gk_loop_new();
+	signal(SIGPIPE, SIG_IGN);
+	register_metrics(st);
+	if (def->ops.start && def->ops.start(st, def->arg) != 0)
+		return GK_EXIT_SOFTWARE;
+
+	if (cfg->south_argv && cfg->south_argv[0])
+		st->south_kind = SOUTH_CHILD;
+	else if (cfg->have_to)
+		st->south_kind = SOUTH_CONN;
+	if (def->no_south)
+		st->south_kind = SOUTH_NONE;
+
+	bool any_http = cfg->http;
+	for (int i = 0; i < cfg->nlisten; i++)
+		any_http |= cfg->listen[i].proto == GK_PROTO_HTTP;
+	if (any_http || def->north_http)
+		st->http = gk_http_server_new(st, st->loop);
+
+	gk_loop_signal(st->loop, SIGTERM, on_term, st);
+	gk_loop_signal(st->loop, SIGINT, on_term, st);
+	gk_loop_signal(st->loop, SIGUSR1, on_usr1, st);
+	gk_loop_signal(st->loop, SIGHUP, on_hup, st);
+
+	if (st->south_kind != SOUTH_NONE) {
+		st->backoff_ms = 0; /* a failure to spawn now is fatal */
+		south_start(st);
+		st->backoff_ms = 100;
+	}
+	listen_all(st);
+
+	const char *mi = getenv("GK_METRICS_INTERVAL");
+	st->metrics_ms = 10000;
+	if (mi && gk_parse_duration_ms(mi, &st->metrics_ms) < 0)
+		st->metrics_ms = 10000;
+	if (st->metrics_ms)
+		gk_timer_start(st->loop, &st->metrics_timer, st->metrics_ms,
+		    on_metrics_timer, st);
+	st->watchdog_ms = gk_watchdog_interval_ms();
+	if (st->watchdog_ms)
+		gk_timer_start(st->loop, &st->watchdog_timer, st->watchdog_ms,
+		    on_watchdog, st);
+	gk_notify("READY=1\nSTATUS=serving");
+
+	gk_loop_run(st->loop);
+
+	if (st->stdio) /* what the pipe did not take yet, written blocking */
+		gk_stream_flush_blocking(st->stdio);
+	if (def->ops.stop)
+		def->ops.stop(st, def->arg);
+	gk_metrics_snapshot();
+	gk_events_flush();
+	return st->exit_status;
+}

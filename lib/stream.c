@@ -1,0 +1,338 @@
+/* stream.c: line-framed nonblocking streams, flushed once per loop turn. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "stream.h"
+
+struct gk_stream {
+	gk_loop *loop;
+	int rfd, wfd;
+	const gk_stream_ops *ops;
+	void *arg;
+	gk_buf in, out;
+	size_t max_line;
+	bool dirty, want_write, paused, busy, closing, skipping, eof;
+	bool shutdown_pending;
+	gk_stream *next_dirty;
+};
+
+/* Streams with output waiting for the end of the turn. */
+static gk_stream *dirty_list;
+static gk_loop *hooked_loop;
+
+static void flush_all(gk_loop *loop, void *arg);
+static void stream_io(gk_loop *loop, int fd, unsigned ev, void *arg);
+
+static unsigned
+wanted(const gk_stream *s, int fd)
+{
+	unsigned e = 0;
+	if (fd == s->rfd && !s->paused && !s->eof)
+		e |= GK_READ;
+	if (fd == s->wfd && s->want_write)
+		e |= GK_WRITE;
+	return e;
+}
+
+static void
+update_watch(gk_stream *s)
+{
+	if (s->rfd >= 0)
+		gk_loop_modify(s->loop, s->rfd, wanted(s, s->rfd));
+	if (s->wfd >= 0 && s->wfd != s->rfd)
+		gk_loop_modify(s->loop, s->wfd, wanted(s, s->wfd));
+}
+
+gk_stream *
+gk_stream_new(gk_loop *loop, int rfd, int wfd, const gk_stream_ops *ops,
+    void *arg)
+{
+	gk_stream *s = gk_xcalloc(1, sizeof *s);
+	s->loop = loop;
+	s->rfd = rfd;
+	s->wfd = wfd;
+	s->ops = ops;
+	s->arg = arg;
+	s->max_line = 16u << 20;
+	if (hooked_loop != loop) {
+		gk_loop_on_turn_end(loop, flush_all, NULL);
+		hooked_loop = loop;
+	}
+	if (rfd >= 0)
+		gk_loop_watch(loop, rfd, GK_READ, stream_io, s);
+	if (wfd >= 0 && wfd != rfd)
+		gk_loop_watch(loop, wfd, 0, stream_io, s);
+	return s;
+}
+
+void
+gk_stream_set_max_line(gk_stream *s, size_t max)
+{
+	s->max_line = max;
+}
+
+int
+gk_stream_rfd(const gk_stream *s)
+{
+	return s->rfd;
+}
+
+bool
+gk_stream_write_open(const gk_stream *s)
+{
+	return s->wfd >= 0 && !s->closing;
+}
+
+size_t
+gk_stream_pending(const gk_stream *s)
+{
+	return s->out.len;
+}
+
+static void
+mark_dirty(gk_stream *s)
+{
+	if (!s->dirty) {
+		s->dirty = true;
+		s->next_dirty = dirty_list;
+		dirty_list = s;
+	}
+}
+
+void
+gk_stream_write(gk_stream *s, const void *p, size_t n)
+{
+	if (s->wfd < 0 || s->closing)
+		return;
+	gk_buf_add(&s->out, p, n);
+	mark_dirty(s);
+}
+
+void
+gk_stream_write_line(gk_stream *s, const void *p, size_t n)
+{
+	if (s->wfd < 0 || s->closing)
+		return;
+	gk_buf_reserve(&s->out, n + 1);
+	memcpy(s->out.data + s->out.len, p, n);
+	s->out.data[s->out.len + n] = '\n';
+	s->out.len += n + 1;
+	mark_dirty(s);
+}
+
+static void
+free_stream(gk_stream *s)
+{
+	if (s->rfd >= 0) {
+		gk_loop_unwatch(s->loop, s->rfd);
+		close(s->rfd);
+	}
+	if (s->wfd >= 0 && s->wfd != s->rfd) {
+		gk_loop_unwatch(s->loop, s->wfd);
+		close(s->wfd);
+	}
+	gk_buf_free(&s->in);
+	gk_buf_free(&s->out);
+	free(s);
+}
+
+void
+gk_stream_close(gk_stream *s)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	/* Freed when it leaves the dirty list or its callback returns. */
+	if (!s->busy && !s->dirty)
+		free_stream(s);
+}
+
+static void
+close_write_fd(gk_stream *s)
+{
+	if (s->wfd < 0)
+		return;
+	if (s->wfd == s->rfd)
+		shutdown(s->wfd, SHUT_WR);
+	else {
+		gk_loop_unwatch(s->loop, s->wfd);
+		close(s->wfd);
+	}
+	s->wfd = -1;
+}
+
+void
+gk_stream_shutdown_write(gk_stream *s)
+{
+	if (s->out.len) {
+		s->shutdown_pending = true;
+		mark_dirty(s);
+	} else
+		close_write_fd(s);
+}
+
+void
+gk_stream_pause(gk_stream *s, bool paused)
+{
+	if (s->paused == paused)
+		return;
+	s->paused = paused;
+	update_watch(s);
+}
+
+/* Write what is pending, once.  Returns errno of a fatal error, or 0. */
+static int
+flush_one(gk_stream *s)
+{
+	if (s->wfd < 0 || !s->out.len)
+		return 0;
+	ssize_t n = write(s->wfd, s->out.data, s->out.len);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			n = 0;
+		else
+			return errno;
+	}
+	gk_buf_consume(&s->out, (size_t)n);
+	bool want = s->out.len > 0;
+	if (want != s->want_write) {
+		s->want_write = want;
+		update_watch(s);
+	}
+	if (!want && s->out.cap > (256u << 10))
+		gk_buf_free(&s->out); /* do not keep a burst's memory */
+	return 0;
+}
+
+static void
+after_flush(gk_stream *s, int err)
+{
+	if (err) {
+		s->out.len = 0;
+		if (s->ops->on_close && !s->closing) {
+			s->busy = true;
+			s->ops->on_close(s, err, s->arg);
+			s->busy = false;
+		}
+	} else if (s->shutdown_pending && !s->out.len) {
+		s->shutdown_pending = false;
+		close_write_fd(s);
+	}
+}
+
+static void
+flush_all(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	(void)arg;
+	while (dirty_list) {
+		gk_stream *s = dirty_list;
+		dirty_list = s->next_dirty;
+		s->dirty = false;
+		if (s->closing) {
+			if (!s->busy)
+				free_stream(s);
+			continue;
+		}
+		after_flush(s, flush_one(s));
+		if (s->closing && !s->busy && !s->dirty)
+			free_stream(s);
+	}
+}
+
+static void
+deliver_lines(gk_stream *s)
+{
+	size_t start = 0;
+	char *d = s->in.data;
+	while (start < s->in.len && !s->closing) {
+		char *nl = memchr(d + start, '\n', s->in.len - start);
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - (d + start));
+		*nl = 0;
+		if (s->skipping)
+			s->skipping = false;
+		else
+			s->ops->on_line(s, d + start, len, s->arg);
+		start += len + 1;
+	}
+	gk_buf_consume(&s->in, start);
+	if (s->in.len > s->max_line) {
+		if (!s->skipping)
+			gk_log(GK_ERROR, "line too long: dropped",
+			    "max_bytes=16777216");
+		s->skipping = true;
+		s->in.len = 0;
+	}
+	if (!s->in.len && s->in.cap > (256u << 10))
+		gk_buf_free(&s->in);
+}
+
+static void
+stream_io(gk_loop *loop, int fd, unsigned ev, void *arg)
+{
+	(void)loop;
+	gk_stream *s = arg;
+	if (s->closing)
+		return;
+	s->busy = true;
+	if ((ev & GK_WRITE) && fd == s->wfd)
+		after_flush(s, flush_one(s));
+	if ((ev & GK_READ) && fd == s->rfd && !s->closing && !s->eof) {
+		int err = -1;
+		for (;;) {
+			gk_buf_reserve(&s->in, 65536);
+			size_t room = s->in.cap - s->in.len - 1;
+			ssize_t n = read(s->rfd, s->in.data + s->in.len, room);
+			if (n > 0) {
+				s->in.len += (size_t)n;
+				/* A short read means drained (level-triggered
+				 * epoll); do not read again for EAGAIN. */
+				if ((size_t)n < room)
+					break;
+				continue;
+			}
+			if (n == 0)
+				err = 0;
+			else if (errno == EINTR)
+				continue;
+			else if (errno != EAGAIN)
+				err = errno;
+			break;
+		}
+		if (s->in.len)
+			deliver_lines(s);
+		if (err >= 0 && !s->closing) {
+			s->eof = true;
+			update_watch(s);
+			if (s->ops->on_close)
+				s->ops->on_close(s, err, s->arg);
+		}
+	}
+	s->busy = false;
+	if (s->closing && !s->dirty)
+		free_stream(s);
+}
+
+void
+gk_stream_flush_blocking(gk_stream *s)
+{
+	if (s->wfd < 0)
+		return;
+	fcntl(s->wfd, F_SETFL, fcntl(s->wfd, F_GETFL) & ~O_NONBLOCK);
+	size_t off = 0;
+	while (off < s->out.len) {
+		ssize_t n = write(s->wfd, s->out.data + off, s->out.len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	s->out.len = 0;
+}
