@@ -9,7 +9,7 @@ OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fPIC -Ilib $(SAN_FLAGS)
 LDFLAGS += $(SAN_FLAGS)
-LIBS = -lhttp_parser -lpthread -lm
+LIBS = -lhttp_parser -ljq -lpthread -lm
 
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
