@@ -380,14 +380,23 @@ int gk_msg_header(const gk_msg *m, const char *name, gk_buf *out);
 void gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen);
 void gk_msg_set_cstr(gk_msg *m, const char *key, const char *value);
 
-typedef struct gk_stage gk_stage; /* the runtime of one stage */
-typedef struct gk_req gk_req;     /* a request in flight */
-
-/* A response header as a stage builds it. */
+/* A header as a stage sets it (lowercase name). */
 typedef struct gk_header {
 	const char *name;
 	const char *value;
 } gk_header;
+
+/*
+ * Rebuild the "headers" member of m: drop every header named in remove
+ * (NULL-terminated, lowercase; NULL for none), then add each of add
+ * (terminated by a NULL name; NULL for none).  Other headers keep their
+ * bytes and order.
+ */
+void gk_msg_edit_headers(gk_msg *m, const char *const *remove,
+    const gk_header *add);
+
+typedef struct gk_stage gk_stage; /* the runtime of one stage */
+typedef struct gk_req gk_req;     /* a request in flight */
 
 /*
  * What a stage is.  Every callback is optional: without on_request a stage
@@ -441,6 +450,14 @@ typedef struct gk_stage_def {
 	bool no_south;
 	/* Default --timeout in ms (0: only the request's own deadline). */
 	uint64_t default_timeout_ms;
+	/*
+	 * With no_south: the stage takes operands (what follows its options,
+	 * e.g. a script or -- CMD ARGS), shown in --help as operands_usage.
+	 * Called once, before start, with them (argc may be 0); return 0, or
+	 * -1 for a usage error.
+	 */
+	int (*operands)(int argc, char **argv, void *arg);
+	const char *operands_usage;
 } gk_stage_def;
 
 /*

@@ -1,0 +1,229 @@
+/* tracecontext.c: W3C traceparent and B3, parsed strictly. */
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "tracecontext.h"
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1; /* W3C asks for lowercase; B3 too */
+}
+
+/* Exactly 2n lowercase hex digits into n bytes. */
+static int
+unhex(const char *s, size_t n, uint8_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		int hi = hexval((unsigned char)s[2 * i]);
+		int lo = hexval((unsigned char)s[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+bool
+gk_id_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+int
+gk_traceparent_parse(const char *s, size_t n, gk_trace_ctx *c)
+{
+	memset(c, 0, sizeof *c);
+	if (n < 55)
+		return -1;
+	uint8_t version, flags;
+	if (unhex(s, 1, &version) < 0 || version == 0xff || s[2] != '-')
+		return -1;
+	/* Version 00 is exactly 55 characters; later versions may append
+	 * "-..." and are read as 00. */
+	if (version == 0 && n != 55)
+		return -1;
+	if (version != 0 && n > 55 && s[55] != '-')
+		return -1;
+	if (unhex(s + 3, 16, c->trace_id) < 0 || s[35] != '-' ||
+	    unhex(s + 36, 8, c->span_id) < 0 || s[52] != '-' ||
+	    unhex(s + 53, 1, &flags) < 0)
+		return -1;
+	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
+		return -1;
+	c->sampled = flags & 1;
+	c->sampled_known = true;
+	return 0;
+}
+
+static int
+parse_trace_id(const char *s, size_t n, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (n == 32)
+		return unhex(s, 16, out);
+	if (n == 16) /* 64-bit B3 ids are left-padded with zeros */
+		return unhex(s, 8, out + 8);
+	return -1;
+}
+
+static int
+sampling_state(const char *s, size_t n, gk_trace_ctx *c)
+{
+	if (n != 1)
+		return -1;
+	if (*s == '1')
+		c->sampled = true;
+	else if (*s == '0')
+		c->sampled = false;
+	else if (*s == 'd')
+		c->sampled = c->debug = true;
+	else
+		return -1;
+	c->sampled_known = true;
+	return 0;
+}
+
+int
+gk_b3_parse(const char *s, size_t n, gk_trace_ctx *c, int *sampling_only)
+{
+	memset(c, 0, sizeof *c);
+	*sampling_only = -1;
+	if (n == 1) {
+		if (sampling_state(s, 1, c) == 0)
+			*sampling_only = c->sampled;
+		return -1;
+	}
+	const char *dash = memchr(s, '-', n);
+	if (!dash || parse_trace_id(s, (size_t)(dash - s), c->trace_id) < 0)
+		return -1;
+	const char *p = dash + 1, *end = s + n;
+	if (end - p < 16 || unhex(p, 8, c->span_id) < 0)
+		return -1;
+	p += 16;
+	if (p < end) {
+		if (*p != '-' || end - p < 2)
+			return -1;
+		p++;
+		if (sampling_state(p, 1, c) < 0)
+			return -1;
+		p++;
+		if (p < end) {
+			uint8_t parent[8];
+			if (*p != '-' || end - p != 17 || unhex(p + 1, 8, parent) < 0)
+				return -1;
+		}
+	}
+	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
+		return -1;
+	return 0;
+}
+
+int
+gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
+    const char *flags, gk_trace_ctx *c)
+{
+	memset(c, 0, sizeof *c);
+	if (!trace || !span)
+		return -1;
+	if (parse_trace_id(trace, strlen(trace), c->trace_id) < 0 ||
+	    strlen(span) != 16 || unhex(span, 8, c->span_id) < 0)
+		return -1;
+	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
+		return -1;
+	if (flags && !strcmp(flags, "1")) {
+		c->debug = c->sampled = c->sampled_known = true;
+	} else if (sampled) {
+		if (!strcmp(sampled, "1") || !strcmp(sampled, "true"))
+			c->sampled = c->sampled_known = true;
+		else if (!strcmp(sampled, "0") || !strcmp(sampled, "false"))
+			c->sampled_known = true;
+		else
+			return -1;
+	}
+	return 0;
+}
+
+void
+gk_hex(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+void
+gk_traceparent_format(const uint8_t trace_id[16], const uint8_t span_id[8],
+    bool sampled, char out[56])
+{
+	memcpy(out, "00-", 3);
+	gk_hex(trace_id, 16, out + 3);
+	out[35] = '-';
+	gk_hex(span_id, 8, out + 36);
+	out[52] = '-';
+	out[53] = '0';
+	out[54] = sampled ? '1' : '0';
+	out[55] = 0;
+}
+
+/* xoshiro256**: fast, good enough for ids; seeded once from getrandom. */
+static uint64_t rng[4];
+static bool seeded;
+
+static uint64_t
+rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t
+next64(void)
+{
+	if (!seeded) {
+		if (getrandom(rng, sizeof rng, 0) != sizeof rng) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			rng[0] = (uint64_t)ts.tv_nsec ^ 0x9e3779b97f4a7c15ull;
+			rng[1] = (uint64_t)ts.tv_sec;
+			rng[2] = (uint64_t)&ts;
+			rng[3] = 0x2545f4914f6cdd1dull;
+		}
+		seeded = true;
+	}
+	uint64_t r = rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
+	rng[2] ^= rng[0];
+	rng[3] ^= rng[1];
+	rng[1] ^= rng[2];
+	rng[0] ^= rng[3];
+	rng[2] ^= t;
+	rng[3] = rotl(rng[3], 45);
+	return r;
+}
+
+void
+gk_random_id(uint8_t *p, size_t n)
+{
+	do {
+		for (size_t i = 0; i < n; i += 8) {
+			uint64_t v = next64();
+			memcpy(p + i, &v, n - i < 8 ? n - i : 8);
+		}
+	} while (gk_id_zero(p, n));
+}
+
+double
+gk_random_unit(void)
+{
+	return (double)(next64() >> 11) * 0x1.0p-53;
+}

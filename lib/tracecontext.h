@@ -1,0 +1,45 @@
+/*
+ * tracecontext.h: W3C Trace Context and B3 propagation (internal): parsing
+ * traceparent, b3 and X-B3-* into one context, making ids, formatting.
+ */
+#ifndef GK_TRACECONTEXT_H
+#define GK_TRACECONTEXT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gk_trace_ctx {
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	bool sampled;
+	bool sampled_known; /* the caller decided (B3 may leave it open) */
+	bool debug;         /* B3 "d" / X-B3-Flags: 1 */
+} gk_trace_ctx;
+
+/*
+ * traceparent (W3C, version 00 exactly; higher versions read by their
+ * 00 prefix, as the spec asks; ff, all-zero ids, bad hex: invalid).
+ * Returns 0 or -1.
+ */
+int gk_traceparent_parse(const char *s, size_t n, gk_trace_ctx *c);
+/* b3 single header: {trace}-{span}[-{sampling}[-{parent}]] or a lone
+ * sampling state "0", "1", "d" (then -1 with *sampling_only filled). */
+int gk_b3_parse(const char *s, size_t n, gk_trace_ctx *c, int *sampling_only);
+/* X-B3-TraceId (16 or 32 hex; 16 is left-padded), X-B3-SpanId,
+ * X-B3-Sampled, X-B3-Flags; any may be NULL. */
+int gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
+    const char *flags, gk_trace_ctx *c);
+
+/* "00-<32 hex>-<16 hex>-<01|00>" into out (56 bytes with NUL). */
+void gk_traceparent_format(const uint8_t trace_id[16], const uint8_t span_id[8],
+    bool sampled, char out[56]);
+/* Lowercase hex of n bytes into out (2n+1 bytes). */
+void gk_hex(const uint8_t *p, size_t n, char *out);
+bool gk_id_zero(const uint8_t *p, size_t n);
+/* Random non-zero ids (xoshiro256** seeded from getrandom). */
+void gk_random_id(uint8_t *p, size_t n);
+/* Uniform in [0, 1). */
+double gk_random_unit(void);
+
+#endif
