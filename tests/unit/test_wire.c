@@ -36,9 +36,9 @@ get_str(const gk_wire_msg *m, const char *key)
 }
 
 static gk_json
-span(const char *s)
+span_n(const char *s, size_t n)
 {
-	gk_json v = {GK_JSON_NONE, s, strlen(s)};
+	gk_json v = {GK_JSON_NONE, s, n};
 	switch (*s) {
 	case '{': v.type = GK_JSON_OBJECT; break;
 	case '[': v.type = GK_JSON_ARRAY; break;
@@ -49,6 +49,12 @@ span(const char *s)
 	default: v.type = GK_JSON_NUMBER;
 	}
 	return v;
+}
+
+static gk_json
+span(const char *s)
+{
+	return span_n(s, strlen(s));
 }
 
 /* ------------------------------------------------------------------ */
@@ -911,8 +917,7 @@ check_one(const char *p, size_t n)
 			s++;
 		while (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')
 			e--;
-		gk_json v = span(s);
-		v.len = (size_t)(e - s);
+		gk_json v = span_n(s, (size_t)(e - s));
 		diff_accepted++;
 		ok = same_value(j, v, 0);
 
