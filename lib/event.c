@@ -14,8 +14,23 @@
  *    "proc":"gk-limiter","pid":4242,"svc":"orders","msg":"rate limited",
  *    "trace_id":"...","key":"10.0.0.7"}
  * svc is absent when GK_SERVICE is unset, trace_id when none is given.
+ * A field "k=v" is written raw when v is a JSON number (integers only within
+ * +-2^53), true, false or null, else as a string; "k" alone is k:true; a
+ * field named ts, type, level, proc, pid, svc, msg, truncated (or trace_id
+ * when one is given) becomes field_NAME.
  * Other events: ts, type, proc, pid, svc, then what the caller adds.
- * A shortened event ends with "truncated":true.
+ * A shortened event ends with "truncated":true; strings lose their tail
+ * (marked with U+2026) and, when that is not enough, members from the end.
+ *
+ * Writing: on EAGAIN a flush waits up to 100 ms for POLLOUT, then keeps the
+ * rest queued and stops waiting until a write succeeds again (a stuck reader
+ * must not stall the loop every turn); at exit it waits up to 1 s.  Past
+ * 1 MiB queued, new events are dropped and counted, then reported as one
+ * warn event "events dropped" with count=N.  EPIPE or EBADF ends writing to
+ * that fd, quietly, with SIGPIPE held off.
+ *
+ * gk_event_begin ... gk_event_end use a per-thread buffer: they must not nest
+ * (no gk_log between them in the same thread).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -35,13 +50,13 @@
 
 #include "gokit.h"
 
-#define LINE_MAX_BYTES 4095	    /* PIPE_BUF - 1, without the newline */
-#define WRITE_MAX 4096		    /* PIPE_BUF */
-#define QUEUE_FLUSH (64u * 1024)    /* flush even while batching */
-#define QUEUE_MAX (1024u * 1024)    /* drop new events past this */
-#define FLUSH_WAIT_MS 100	    /* wait for POLLOUT at most this long */
-#define EXIT_WAIT_MS 1000	    /* ... and this long at exit */
-#define MIN_CUT 16		    /* never shorten a string below this */
+#define LINE_MAX_BYTES 4095      /* PIPE_BUF - 1, without the newline */
+#define WRITE_MAX 4096           /* PIPE_BUF */
+#define QUEUE_FLUSH (64u * 1024) /* flush even while batching */
+#define QUEUE_MAX (1024u * 1024) /* drop new events past this */
+#define FLUSH_WAIT_MS 100        /* wait for POLLOUT at most this long */
+#define EXIT_WAIT_MS 1000        /* ... and this long at exit */
+#define MIN_CUT 16               /* never shorten a string below this */
 
 /* Settings: written by gk_events_init, which programs call first. */
 static struct {
@@ -62,14 +77,16 @@ static atomic_bool batching;
 static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
 static gk_buf queue;
 static uint64_t dropped; /* events dropped since the last notice */
-static bool fd_dead;	 /* EPIPE or EBADF: the reader is gone */
-static bool stalled;	 /* the last flush gave up waiting for POLLOUT */
+static bool fd_dead;     /* EPIPE or EBADF: the reader is gone */
+static bool stalled;     /* the last flush gave up waiting for POLLOUT */
 
 /* The event being built by this thread. */
 struct builder {
 	gk_buf line;
 	gk_buf aux;
 	gk_jw jw;
+	char type[64]; /* of the event being built, for minimal_event */
+	int level;
 	bool registered;
 };
 static _Thread_local struct builder tb;
@@ -136,7 +153,7 @@ bad_env(const char *name, const char *value, const char *expected)
 	gk_buf_addf(&v, "value=%s", value);
 	gk_buf_addf(&x, "expected=%s", expected);
 	gk_log(GK_WARN, "bad environment variable", gk_buf_cstr(&n),
-	    gk_buf_cstr(&v), gk_buf_cstr(&x));
+	       gk_buf_cstr(&v), gk_buf_cstr(&x));
 	gk_buf_free(&n);
 	gk_buf_free(&v);
 	gk_buf_free(&x);
@@ -214,7 +231,7 @@ gk_events_init(const char *proc)
 		bad_env("GK_EVENTS_FD", bad_fd, "an open fd; using 2");
 	if (bad_level)
 		bad_env("GK_LOG_LEVEL", bad_level,
-		    "debug|info|warn|error|fatal; using info");
+		        "debug|info|warn|error|fatal; using info");
 	if (bad_format)
 		bad_env("GK_EVENTS_FORMAT", bad_format, "json|text");
 }
@@ -238,7 +255,7 @@ gk_proc_name(void)
 }
 
 static const char *const level_names[] = {"debug", "info", "warn", "error",
-    "fatal"};
+                                          "fatal"};
 
 const char *
 gk_level_name(enum gk_level level)
@@ -340,8 +357,8 @@ flush_locked(enum flush_mode mode)
 		return;
 	}
 	uint64_t wait = mode == FLUSH_EXIT ? EXIT_WAIT_MS
-	    : stalled			   ? 0
-					   : FLUSH_WAIT_MS;
+	                : stalled          ? 0
+	                                   : FLUSH_WAIT_MS;
 	uint64_t deadline = mono_ms() + wait;
 
 	/*
@@ -372,7 +389,8 @@ flush_locked(enum flush_mode mode)
 				if (wait_writable(deadline))
 					continue;
 				stalled = true;
-				goto out; /* keep the rest for later */
+				off += done; /* keep the rest for later */
+				goto out;
 			}
 			/* The event fd is gone or broken: drop, quietly. */
 			if (errno == EPIPE)
@@ -380,7 +398,6 @@ flush_locked(enum flush_mode mode)
 			if (errno == EPIPE || errno == EBADF)
 				fd_dead = true;
 			off = queue.len;
-			done = 0;
 			goto out;
 		}
 		off += n;
@@ -476,6 +493,8 @@ event_open(const char *type, int level)
 	gk_buf_reset(&b->line);
 	gk_jw_init(&b->jw, &b->line);
 	gk_jw_object(&b->jw);
+	snprintf(b->type, sizeof b->type, "%s", type);
+	b->level = level;
 	write_common(&b->jw, type, level);
 	return &b->jw;
 }
@@ -544,7 +563,8 @@ safe_cut(const char *p, size_t n, size_t max)
 			if (i + 1 < n && p[i + 1] == 'u') {
 				k = 6;
 				/* A surrogate pair is one character. */
-				if (i + 12 <= n && is_hex_surrogate(p + i, '8', 'b') &&
+				if (i + 12 <= n &&
+				    is_hex_surrogate(p + i, '8', 'b') &&
 				    is_hex_surrogate(p + i + 6, 'c', 'f'))
 					k = 12;
 			}
@@ -567,88 +587,89 @@ static const char truncated_member[] = ",\"truncated\":true}";
 static bool
 keep_whole(gk_json key)
 {
-	static const char *const keep[] = {"ts", "type", "level", "proc",
-	    "svc", "trace_id", "span_id", "parent_id", NULL};
+	static const char *const keep[] = {"ts",      "type",      "level",
+	                                   "proc",    "svc",       "trace_id",
+	                                   "span_id", "parent_id", NULL};
 	for (int i = 0; keep[i]; i++)
 		if (gk_json_eq(key, keep[i]))
 			return true;
 	return false;
 }
 
+/* Copy line[from, to) with the strings of s longer than cap shortened. */
 static void
-append_cut_string(gk_buf *out, const char *s, size_t n, size_t max)
+copy_cut(gk_buf *out, const char *line, size_t from, size_t to,
+         const struct spans *s, size_t cap)
 {
-	gk_buf tmp = {0};
-	gk_json_quote(&tmp, s, n);
-	if (tmp.len - 2 > max) {
-		size_t k = safe_cut(tmp.data + 1, tmp.len - 2, max - 3);
-		gk_buf_add(out, tmp.data, k + 1);
+	size_t at = from;
+	for (size_t i = 0; i < s->n; i++) {
+		struct span sp = s->v[i];
+		size_t c = sp.len - 2;
+		if (sp.off < from || sp.off + sp.len > to || c <= cap)
+			continue;
+		gk_buf_add(out, line + at, sp.off - at);
+		/* Content cut to cap - 3, then an ellipsis (3 bytes). */
+		size_t k = safe_cut(line + sp.off + 1, c, cap - 3);
+		gk_buf_add(out, line + sp.off, k + 1);
 		gk_buf_add(out, "\xe2\x80\xa6\"", 4);
-	} else
-		gk_buf_add(out, tmp.data, tmp.len);
-	gk_buf_free(&tmp);
+		at = sp.off + sp.len;
+	}
+	gk_buf_add(out, line + at, to - at);
 }
 
-/*
- * Last resort (many members, or a line we cannot parse): the common members
- * and as much of the message as fits.
- */
+/* Last resort (a line that is not valid JSON): the common members. */
 static void
-minimal_event(struct builder *b, const gk_wire_msg *m)
+minimal_event(struct builder *b)
 {
 	gk_buf *out = &b->aux;
 	gk_buf_reset(out);
-	gk_buf tmp = {0};
-	char ts[32];
-	format_ts(ts);
-	gk_buf_adds(out, "{\"ts\":");
-	gk_json_quote(out, ts, strlen(ts));
-	gk_json type = m ? gk_wire_get(m, "type") : (gk_json){0};
-	gk_json level = m ? gk_wire_get(m, "level") : (gk_json){0};
-	gk_json msg = m ? gk_wire_get(m, "msg") : (gk_json){0};
-	gk_buf_adds(out, ",\"type\":");
-	if (type.type == GK_JSON_STRING && type.len < 64)
-		gk_buf_add(out, type.p, type.len);
-	else
-		gk_buf_adds(out, "\"log\"");
-	if (level.type == GK_JSON_STRING && level.len < 16) {
-		gk_buf_adds(out, ",\"level\":");
-		gk_buf_add(out, level.p, level.len);
-	}
-	gk_buf_adds(out, ",\"proc\":");
-	append_cut_string(out, cfg.proc, strlen(cfg.proc), 256);
-	gk_buf_addf(out, ",\"pid\":%ld", (long)cfg.pid);
-	if (cfg.svc) {
-		gk_buf_adds(out, ",\"svc\":");
-		append_cut_string(out, cfg.svc, strlen(cfg.svc), 256);
-	}
-	if (msg.type == GK_JSON_STRING && gk_json_string(msg, &tmp) == 0) {
-		gk_buf_adds(out, ",\"msg\":");
-		append_cut_string(out, tmp.data ? tmp.data : "", tmp.len, 2048);
-	}
-	gk_buf_add(out, truncated_member, sizeof truncated_member - 1);
-	gk_buf_free(&tmp);
+	gk_jw w;
+	gk_jw_init(&w, out);
+	gk_jw_object(&w);
+	write_common(&w, b->type, b->level);
+	gk_jw_key(&w, "msg");
+	gk_jw_cstr(&w, "event was not valid JSON");
+	gk_jw_key(&w, "truncated");
+	gk_jw_bool(&w, true);
+	gk_jw_object_end(&w);
 	gk_buf t = b->line;
 	b->line = b->aux;
 	b->aux = t;
 }
 
-/* b->line is longer than LINE_MAX_BYTES: shorten its longest strings. */
+/*
+ * b->line is longer than LINE_MAX_BYTES: shorten its longest strings (all
+ * of them to one cap, the largest that makes the line fit), and if that is
+ * not enough (many members), leave out members from the end.
+ */
 static void
 shorten(struct builder *b)
 {
-	gk_wire_msg m;
-	gk_wire_error err;
 	const char *line = b->line.data;
 	size_t len = b->line.len;
-	if (gk_wire_parse(&m, line, len, &err) < 0) {
-		minimal_event(b, NULL);
+	gk_wire_error err;
+	if (gk_json_validate(line, len, &err) < 0 || line[0] != '{') {
+		minimal_event(b);
 		return;
 	}
 	struct spans s = {0};
-	for (unsigned i = 0; i < m.nfields; i++)
-		if (!keep_whole(m.field[i].key))
-			collect(m.field[i].value, line, &s, 1);
+	struct member {
+		size_t from, to;
+	} *mem = NULL;
+	size_t nmem = 0, capm = 0;
+	gk_json_iter it;
+	gk_json key, val;
+	gk_json_iter_init(&it, (gk_json){GK_JSON_OBJECT, line, len});
+	while (gk_json_iter_next(&it, &key, &val)) {
+		if (nmem == capm) {
+			capm = capm ? capm * 2 : 32;
+			mem = gk_xrealloc(mem, capm * sizeof *mem);
+		}
+		mem[nmem++] = (struct member){(size_t)(key.p - line),
+		                              (size_t)(val.p + val.len - line)};
+		if (!keep_whole(key))
+			collect(val, line, &s, 1);
+	}
 
 	/* Bytes to lose: the excess, and room for the truncated member. */
 	size_t need = len - 1 + (sizeof truncated_member - 1) - LINE_MAX_BYTES;
@@ -669,32 +690,34 @@ shorten(struct builder *b)
 		} else
 			hi = mid - 1;
 	}
-	if (!cap) {
-		free(s.v);
-		minimal_event(b, &m);
-		return;
-	}
 	gk_buf *out = &b->aux;
 	gk_buf_reset(out);
-	size_t at = 0;
-	for (size_t i = 0; i < s.n; i++) {
-		struct span sp = s.v[i];
-		size_t c = sp.len - 2;
-		if (c <= cap)
-			continue;
-		gk_buf_add(out, line + at, sp.off - at);
-		/* Content cut to cap - 3, then an ellipsis (3 bytes). */
-		size_t k = safe_cut(line + sp.off + 1, c, cap - 3);
-		gk_buf_add(out, line + sp.off, k + 1);
-		gk_buf_add(out, "\xe2\x80\xa6\"", 4);
-		at = sp.off + sp.len;
+	if (cap) {
+		/* Everything but the closing brace. */
+		copy_cut(out, line, 0, len - 1, &s, cap);
+	} else {
+		/* Strings at their shortest, and the members that fit. */
+		gk_buf one = {0};
+		gk_buf_addc(out, '{');
+		for (size_t i = 0; i < nmem; i++) {
+			gk_buf_reset(&one);
+			copy_cut(&one, line, mem[i].from, mem[i].to, &s,
+			         MIN_CUT);
+			if (out->len + 1 + one.len + sizeof truncated_member -
+			        1 >
+			    LINE_MAX_BYTES)
+				continue;
+			if (out->len > 1)
+				gk_buf_addc(out, ',');
+			gk_buf_add(out, one.data, one.len);
+		}
+		gk_buf_free(&one);
 	}
-	/* The rest, without the closing brace. */
-	gk_buf_add(out, line + at, len - 1 - at);
 	gk_buf_add(out, truncated_member, sizeof truncated_member - 1);
 	free(s.v);
+	free(mem);
 	if (out->len > LINE_MAX_BYTES) {
-		minimal_event(b, &m);
+		minimal_event(b);
 		return;
 	}
 	gk_buf t = b->line;
@@ -1015,8 +1038,9 @@ json_scalar(const char *v)
 static bool
 reserved(const char *k, size_t n, bool have_trace)
 {
-	static const char *const names[] = {"ts", "type", "level", "proc",
-	    "pid", "svc", "msg", "truncated", NULL};
+	static const char *const names[] = {"ts",   "type",      "level",
+	                                    "proc", "pid",       "svc",
+	                                    "msg",  "truncated", NULL};
 	for (int i = 0; names[i]; i++)
 		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
 			return true;
@@ -1024,8 +1048,7 @@ reserved(const char *k, size_t n, bool have_trace)
 }
 
 static void
-log_va(enum gk_level level, const char *trace_id, const char *msg,
-    va_list ap)
+log_va(enum gk_level level, const char *trace_id, const char *msg, va_list ap)
 {
 	gk_jw *w = event_open("log", (int)level);
 	gk_jw_key(w, "msg");

@@ -60,7 +60,7 @@ struct gk_series {
 	uint64_t hash;
 	char *labels_json; /* {"k":"v",...}, made once */
 	size_t labels_len;
-	_Atomic uint64_t bits;	   /* counter or gauge: a double */
+	_Atomic uint64_t bits;     /* counter or gauge: a double */
 	_Atomic uint64_t sum_bits; /* histogram sum: a double */
 	_Atomic uint64_t *buckets; /* histogram: nb + 1, not cumulative */
 };
@@ -93,8 +93,8 @@ static gk_metric *families, **families_tail = &families;
 static _Atomic uint64_t snapshot_seq;
 static gk_metric *dropped_family;
 
-static const double default_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1, 2.5, 5, 10};
+static const double default_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                         0.5,   1,    2.5,   5,    10};
 
 /* ------------------------------------------------------------------ */
 /* Values                                                              */
@@ -120,8 +120,9 @@ static inline void
 atomic_add_double(_Atomic uint64_t *a, double v)
 {
 	uint64_t old = atomic_load_explicit(a, memory_order_relaxed);
-	while (!atomic_compare_exchange_weak_explicit(a, &old,
-	    d2u(u2d(old) + v), memory_order_relaxed, memory_order_relaxed))
+	while (!atomic_compare_exchange_weak_explicit(
+	    a, &old, d2u(u2d(old) + v), memory_order_relaxed,
+	    memory_order_relaxed))
 		;
 }
 
@@ -173,7 +174,7 @@ gk_series_value(const gk_series *s)
 	if (!s)
 		return 0;
 	return u2d(atomic_load_explicit(&((gk_series *)s)->bits,
-	    memory_order_relaxed));
+	                                memory_order_relaxed));
 }
 
 uint64_t
@@ -199,8 +200,8 @@ valid_name(const char *s, bool colon)
 	for (const char *p = s; *p; p++) {
 		char c = *p;
 		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    c == '_' || (colon && c == ':') ||
-		    (p > s && c >= '0' && c <= '9');
+		          c == '_' || (colon && c == ':') ||
+		          (p > s && c >= '0' && c <= '9');
 		if (!ok)
 			return false;
 	}
@@ -209,7 +210,7 @@ valid_name(const char *s, bool colon)
 
 static size_t
 split_labels(const char *labels, char **out, const char *metric,
-    enum gk_metric_type type)
+             enum gk_metric_type type)
 {
 	size_t n = 0;
 	if (!labels || !*labels)
@@ -220,19 +221,20 @@ split_labels(const char *labels, char **out, const char *metric,
 		size_t len = c ? (size_t)(c - p) : strlen(p);
 		if (n == MAX_LABELS)
 			gk_fatal(GK_EXIT_SOFTWARE, "metric %s: too many labels",
-			    metric);
+			         metric);
 		char *name = gk_xmalloc(len + 1);
 		memcpy(name, p, len);
 		name[len] = 0;
 		if (!valid_name(name, false) || !strncmp(name, "__", 2) ||
 		    (type == GK_HISTOGRAM && !strcmp(name, "le")))
-			gk_fatal(GK_EXIT_SOFTWARE, "metric %s: bad label name '%s'",
-			    metric, name);
+			gk_fatal(GK_EXIT_SOFTWARE,
+			         "metric %s: bad label name '%s'", metric,
+			         name);
 		for (size_t i = 0; i < n; i++)
 			if (!strcmp(out[i], name))
 				gk_fatal(GK_EXIT_SOFTWARE,
-				    "metric %s: label '%s' given twice", metric,
-				    name);
+				         "metric %s: label '%s' given twice",
+				         metric, name);
 		out[n++] = name;
 		if (!c)
 			break;
@@ -241,18 +243,17 @@ split_labels(const char *labels, char **out, const char *metric,
 	return n;
 }
 
-static gk_series *series_create_locked(gk_metric *m,
-    const char *const *values);
+static gk_series *series_create_locked(gk_metric *m, const char *const *values);
 
 static const char *const type_names[] = {"counter", "gauge", "histogram"};
 
 static gk_metric *
 family_new(const char *name, const char *help, const char *labels,
-    enum gk_metric_type type, const double *buckets, size_t nbuckets)
+           enum gk_metric_type type, const double *buckets, size_t nbuckets)
 {
 	if (!valid_name(name, true))
 		gk_fatal(GK_EXIT_SOFTWARE, "bad metric name '%s'",
-		    name ? name : "(null)");
+		         name ? name : "(null)");
 	char *lnames[MAX_LABELS];
 	size_t nl = split_labels(labels, lnames, name, type);
 
@@ -268,8 +269,8 @@ family_new(const char *name, const char *help, const char *labels,
 			free(lnames[i]);
 		if (!same)
 			gk_fatal(GK_EXIT_SOFTWARE,
-			    "metric %s registered twice, as %s and %s", name,
-			    type_names[m->type], type_names[type]);
+			         "metric %s registered twice, as %s and %s",
+			         name, type_names[m->type], type_names[type]);
 		return m;
 	}
 
@@ -289,29 +290,34 @@ family_new(const char *name, const char *help, const char *labels,
 	if (type == GK_HISTOGRAM) {
 		if (!buckets) {
 			buckets = default_buckets;
-			nbuckets = sizeof default_buckets / sizeof *default_buckets;
+			nbuckets =
+			    sizeof default_buckets / sizeof *default_buckets;
 		}
 		/* +Inf is implicit: drop it when given. */
 		while (nbuckets && isinf(buckets[nbuckets - 1]) &&
-		    buckets[nbuckets - 1] > 0)
+		       buckets[nbuckets - 1] > 0)
 			nbuckets--;
 		for (size_t i = 0; i < nbuckets; i++)
 			if (isnan(buckets[i]) ||
 			    (i && !(buckets[i] > buckets[i - 1]))) {
 				pthread_mutex_unlock(&mlock);
 				gk_fatal(GK_EXIT_SOFTWARE,
-				    "metric %s: buckets not ascending", name);
+				         "metric %s: buckets not ascending",
+				         name);
 			}
 		m->nb = nbuckets;
-		m->bounds = gk_xmalloc((nbuckets ? nbuckets : 1) * sizeof(double));
+		m->bounds =
+		    gk_xmalloc((nbuckets ? nbuckets : 1) * sizeof(double));
 		memcpy(m->bounds, buckets, nbuckets * sizeof(double));
 	}
 	size_t tsize = nl ? 16 : 1;
 	struct table *t = gk_xcalloc(1, sizeof *t + tsize * sizeof t->slot[0]);
 	t->mask = tsize - 1;
 	atomic_init(&m->table, t);
-	if (!nl)
-		m->unlabelled = series_create_locked(m, NULL);
+	if (!nl) {
+		static const char *const none[1] = {""};
+		m->unlabelled = series_create_locked(m, none);
+	}
 	*families_tail = m;
 	families_tail = &m->next;
 	pthread_mutex_unlock(&mlock);
@@ -332,7 +338,7 @@ gk_gauge_new(const char *name, const char *help, const char *labels)
 
 gk_metric *
 gk_histogram_new(const char *name, const char *help, const char *labels,
-    const double *buckets, size_t nbuckets)
+                 const double *buckets, size_t nbuckets)
 {
 	return family_new(name, help, labels, GK_HISTOGRAM, buckets, nbuckets);
 }
@@ -347,7 +353,7 @@ hash_values(const char *const *v, size_t n)
 	uint64_t h = 1469598103934665603ull;
 	for (size_t i = 0; i < n; i++) {
 		for (const unsigned char *p = (const unsigned char *)v[i]; *p;
-		    p++)
+		     p++)
 			h = (h ^ *p) * 1099511628211ull;
 		h = (h ^ 0xff) * 1099511628211ull;
 	}
@@ -436,8 +442,8 @@ series_create_locked(gk_metric *m, const char *const *values)
 		nt->mask = size - 1;
 		nt->retired = t;
 		for (size_t i = 0; i <= t->mask; i++) {
-			gk_series *x = atomic_load_explicit(&t->slot[i],
-			    memory_order_relaxed);
+			gk_series *x = atomic_load_explicit(
+			    &t->slot[i], memory_order_relaxed);
 			if (x)
 				table_put(nt, x);
 		}
@@ -462,16 +468,16 @@ gk_series_getv(gk_metric *m, const char *const *values)
 	if (s && same_values(s, values, n))
 		return s;
 	uint64_t h = hash_values(values, n);
-	s = table_find(atomic_load_explicit(&m->table, memory_order_acquire),
-	    h, values, n);
+	s = table_find(atomic_load_explicit(&m->table, memory_order_acquire), h,
+	               values, n);
 	if (s) {
 		atomic_store_explicit(&m->last, s, memory_order_release);
 		return s;
 	}
 	bool overflowed = false;
 	pthread_mutex_lock(&mlock);
-	s = table_find(atomic_load_explicit(&m->table, memory_order_relaxed),
-	    h, values, n);
+	s = table_find(atomic_load_explicit(&m->table, memory_order_relaxed), h,
+	               values, n);
 	if (!s) {
 		if (m->nseries < GK_METRIC_MAX_SERIES)
 			s = series_create_locked(m, values);
@@ -481,8 +487,8 @@ gk_series_getv(gk_metric *m, const char *const *values)
 				for (size_t i = 0; i < n; i++)
 					ov[i] = "_overflow";
 				/* Listed for snapshots, never in the table. */
-				m->overflow = series_alloc(m, ov,
-				    hash_values(ov, n));
+				m->overflow =
+				    series_alloc(m, ov, hash_values(ov, n));
 			}
 			s = m->overflow;
 			overflowed = true;
@@ -514,8 +520,8 @@ gk_series_get(gk_metric *m, ...)
 		return NULL;
 	if (n != m->nlabels)
 		gk_fatal(GK_EXIT_SOFTWARE,
-		    "metric %s: %zu label values given, %zu expected", m->name,
-		    n, m->nlabels);
+		         "metric %s: %zu label values given, %zu expected",
+		         m->name, n, m->nlabels);
 	return gk_series_getv(m, v);
 }
 
@@ -524,7 +530,7 @@ gk_metric_series(gk_metric *m)
 {
 	if (m && !m->unlabelled)
 		gk_fatal(GK_EXIT_SOFTWARE,
-		    "metric %s has labels: use gk_series_get", m->name);
+		         "metric %s has labels: use gk_series_get", m->name);
 	return m ? m->unlabelled : NULL;
 }
 
@@ -532,7 +538,8 @@ static void
 ensure_dropped_family(void)
 {
 	if (!dropped_family)
-		dropped_family = gk_counter_new("gk_metrics_series_dropped_total",
+		dropped_family = gk_counter_new(
+		    "gk_metrics_series_dropped_total",
 		    "Label sets sent to the _overflow series because a family "
 		    "had GK_METRIC_MAX_SERIES series.",
 		    "metric");
@@ -565,7 +572,7 @@ realtime_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Epoch seconds of process start: /proc/self/stat starttime + btime. */
+/* Epoch seconds of process start, from /proc/self/stat starttime. */
 static double
 process_start_time(void)
 {
@@ -576,7 +583,8 @@ process_start_time(void)
 		size_t n = fread(buf, 1, sizeof buf - 1, f);
 		fclose(f);
 		buf[n] = 0;
-		/* comm may hold spaces and parens: fields follow the last ')'. */
+		/* comm may hold spaces and parens: fields follow the last ')'.
+		 */
 		char *p = strrchr(buf, ')');
 		unsigned long long ticks = 0;
 		int field = 2;
@@ -584,17 +592,20 @@ process_start_time(void)
 			if (*p == ' ')
 				field++;
 		if (p && field == 22 && sscanf(p, "%llu", &ticks) == 1) {
-			unsigned long long btime = 0;
-			FILE *s = fopen("/proc/stat", "re");
-			char line[256];
-			while (s && fgets(line, sizeof line, s))
-				if (sscanf(line, "btime %llu", &btime) == 1)
-					break;
-			if (s)
-				fclose(s);
+			/*
+			 * starttime counts clock ticks since boot; now minus
+			 * (uptime - starttime) is precise to a tick, where
+			 * btime from /proc/stat is whole seconds.
+			 */
+			struct timespec boot;
 			long hz = sysconf(_SC_CLK_TCK);
-			if (btime && hz > 0)
-				start = (double)btime + (double)ticks / (double)hz;
+			if (hz > 0 &&
+			    clock_gettime(CLOCK_BOOTTIME, &boot) == 0) {
+				double up = (double)boot.tv_sec +
+				            (double)boot.tv_nsec / 1e9;
+				start = realtime_now() -
+				        (up - (double)ticks / (double)hz);
+			}
 		}
 	}
 	return start > 0 ? start : realtime_now();
@@ -606,13 +617,15 @@ ensure_process_metrics(void)
 	if (proc.cpu)
 		return;
 	proc.start_time = process_start_time();
-	proc.cpu = gk_counter_new("process_cpu_seconds_total",
+	proc.cpu = gk_counter_new(
+	    "process_cpu_seconds_total",
 	    "Total user and system CPU time spent in seconds.", NULL);
 	proc.rss = gk_gauge_new("process_resident_memory_bytes",
-	    "Resident memory size in bytes.", NULL);
+	                        "Resident memory size in bytes.", NULL);
 	proc.fds = gk_gauge_new("process_open_fds",
-	    "Number of open file descriptors.", NULL);
-	proc.start = gk_gauge_new("process_start_time_seconds",
+	                        "Number of open file descriptors.", NULL);
+	proc.start = gk_gauge_new(
+	    "process_start_time_seconds",
 	    "Start time of the process since unix epoch in seconds.", NULL);
 	ensure_dropped_family();
 }
@@ -623,8 +636,9 @@ update_process_metrics(void)
 	struct rusage ru;
 	if (getrusage(RUSAGE_SELF, &ru) == 0) {
 		double cpu = (double)ru.ru_utime.tv_sec +
-		    (double)ru.ru_utime.tv_usec / 1e6 +
-		    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+		             (double)ru.ru_utime.tv_usec / 1e6 +
+		             (double)ru.ru_stime.tv_sec +
+		             (double)ru.ru_stime.tv_usec / 1e6;
 		/* A counter set from outside: stored, not added. */
 		atomic_store(&proc.cpu->unlabelled->bits, d2u(cpu));
 	}
@@ -633,7 +647,8 @@ update_process_metrics(void)
 		unsigned long long size, res;
 		if (fscanf(f, "%llu %llu", &size, &res) == 2)
 			gk_gauge_set(proc.rss->unlabelled,
-			    (double)res * (double)sysconf(_SC_PAGESIZE));
+			             (double)res *
+			                 (double)sysconf(_SC_PAGESIZE));
 		fclose(f);
 	}
 	DIR *d = opendir("/proc/self/fd");
@@ -644,7 +659,8 @@ update_process_metrics(void)
 			if (e->d_name[0] != '.')
 				n++;
 		closedir(d);
-		gk_gauge_set(proc.fds->unlabelled, (double)(n - 1)); /* d's own */
+		gk_gauge_set(proc.fds->unlabelled,
+		             (double)(n - 1)); /* d's own */
 	}
 	gk_gauge_set(proc.start->unlabelled, proc.start_time);
 }
@@ -708,7 +724,7 @@ series_fragment(gk_buf *b, const gk_series *s)
 	gk_buf_adds(b, ",\"buckets\":[");
 	for (size_t i = 0; i <= m->nb; i++) {
 		cum += atomic_load_explicit(&((gk_series *)s)->buckets[i],
-		    memory_order_relaxed);
+		                            memory_order_relaxed);
 		gk_buf_adds(b, i ? ",[" : "[");
 		if (i < m->nb)
 			add_number(b, m->bounds[i]);
@@ -720,7 +736,7 @@ series_fragment(gk_buf *b, const gk_series *s)
 	}
 	gk_buf_adds(b, "],\"sum\":");
 	add_number(b, u2d(atomic_load_explicit(&((gk_series *)s)->sum_bits,
-	    memory_order_relaxed)));
+	                                       memory_order_relaxed)));
 	/* count from the same loads as +Inf, so they always agree */
 	gk_buf_adds(b, ",\"count\":");
 	gk_buf_adduint(b, cum);
@@ -767,9 +783,9 @@ pack_locked(struct parts *p, size_t budget)
 			gk_buf_reset(&frag);
 			series_fragment(&frag, s);
 			/* +2: room for the "]}" that closes the family. */
-			size_t need = open ? 1 + frag.len + 2
-					   : (cur->len ? 1 : 0) + hdr.len +
-				frag.len + 2;
+			size_t need =
+			    open ? 1 + frag.len + 2
+			         : (cur->len ? 1 : 0) + hdr.len + frag.len + 2;
 			if (cur->len && cur->len + need > budget) {
 				if (open)
 					gk_buf_adds(cur, "]}");
@@ -804,12 +820,13 @@ gk_metrics_snapshot(void)
 	 */
 	gk_jw *w = gk_event_begin("metrics");
 	char tail[96];
-	int tl = snprintf(tail, sizeof tail,
-	    ",\"seq\":%llu,\"part\":%s,\"parts\":%s,\"metrics\":[]}",
-	    (unsigned long long)seq, "4294967295", "4294967295");
+	int tl =
+	    snprintf(tail, sizeof tail,
+	             ",\"seq\":%llu,\"part\":%s,\"parts\":%s,\"metrics\":[]}",
+	             (unsigned long long)seq, "4294967295", "4294967295");
 	size_t overhead = w->out->len + (size_t)tl;
-	size_t budget = overhead < LINE_MAX_BYTES ? LINE_MAX_BYTES - overhead
-						  : 256;
+	size_t budget =
+	    overhead < LINE_MAX_BYTES ? LINE_MAX_BYTES - overhead : 256;
 
 	struct parts p = {0};
 	pthread_mutex_lock(&mlock);

@@ -33,7 +33,7 @@
  */
 static int
 parse_decimal(const char **sp, uint64_t *whole, uint64_t *num, unsigned *k,
-    bool *sticky)
+              bool *sticky)
 {
 	const char *s = *sp;
 	uint64_t w = 0;
@@ -80,11 +80,8 @@ gk_parse_duration_ms(const char *s, uint64_t *ms)
 		const char *name;
 		uint64_t us;
 	} units[] = {
-	    {"us", 1},
-	    {"ms", 1000},
-	    {"s", 1000000},
-	    {"m", 60000000},
-	    {"h", 3600000000ull},
+	    {"us", 1},       {"ms", 1000},         {"s", 1000000},
+	    {"m", 60000000}, {"h", 3600000000ull},
 	};
 	if (!s || !*s)
 		return -1;
@@ -103,9 +100,10 @@ gk_parse_duration_ms(const char *s, uint64_t *ms)
 			/* Longest unit name first: "ms" before "m". */
 			size_t best = 0;
 			for (size_t i = 0; i < sizeof units / sizeof units[0];
-			    i++) {
+			     i++) {
 				size_t n = strlen(units[i].name);
-				if (n > best && strncmp(s, units[i].name, n) == 0) {
+				if (n > best &&
+				    strncmp(s, units[i].name, n) == 0) {
 					best = n;
 					unit = units[i].us;
 				}
@@ -180,8 +178,8 @@ gk_parse_size(const char *s, size_t *bytes)
 		const char *suffix;
 		unsigned shift;
 	} suffixes[] = {
-	    {"", 0},	{"b", 0},    {"k", 10},	  {"kb", 10},  {"kib", 10},
-	    {"m", 20},	{"mb", 20},  {"mib", 20}, {"g", 30},   {"gb", 30},
+	    {"", 0},     {"b", 0},   {"k", 10},   {"kb", 10},  {"kib", 10},
+	    {"m", 20},   {"mb", 20}, {"mib", 20}, {"g", 30},   {"gb", 30},
 	    {"gib", 30}, {"t", 40},  {"tb", 40},  {"tib", 40},
 	};
 	if (!s || *s < '0' || *s > '9')

@@ -38,13 +38,34 @@ TEST(durations)
 		int r = gk_parse_duration_ms(ok[i].s, &ms);
 		if (r != 0 || ms != ok[i].ms)
 			printf("#   %s -> %d %llu\n", ok[i].s, r,
-			    (unsigned long long)ms);
+			       (unsigned long long)ms);
 		CHECK(r == 0 && ms == ok[i].ms);
 	}
-	static const char *const bad[] = {"", "ms", "s", "-1s", "+1s", "1x",
-	    "1 s", " 1s", "1s ", "1.", ".5s", "1..5s", "1e3", "1sm", "1m30",
-	    "2ss", "1d", "0x10", "inf", "nan", "18446744073709551616",
-	    "99999999999999999999s", "18446744073710s", "1h-1m", NULL};
+	static const char *const bad[] = {"",
+	                                  "ms",
+	                                  "s",
+	                                  "-1s",
+	                                  "+1s",
+	                                  "1x",
+	                                  "1 s",
+	                                  " 1s",
+	                                  "1s ",
+	                                  "1.",
+	                                  ".5s",
+	                                  "1..5s",
+	                                  "1e3",
+	                                  "1sm",
+	                                  "1m30",
+	                                  "2ss",
+	                                  "1d",
+	                                  "0x10",
+	                                  "inf",
+	                                  "nan",
+	                                  "18446744073709551616",
+	                                  "99999999999999999999s",
+	                                  "18446744073710s",
+	                                  "1h-1m",
+	                                  NULL};
 	for (int i = 0; bad[i]; i++) {
 		uint64_t ms = 777;
 		int r = gk_parse_duration_ms(bad[i], &ms);
@@ -62,18 +83,19 @@ TEST(rates)
 		const char *s;
 		double r;
 	} ok[] = {
-	    {"100/s", 100},   {"6000/m", 100}, {"10/h", 10.0 / 3600},
-	    {"100", 100},     {"0.5/s", 0.5},  {"1.5", 1.5},
-	    {"3600/h", 1},    {"1/m", 1.0 / 60},
+	    {"100/s", 100}, {"6000/m", 100},   {"10/h", 10.0 / 3600},
+	    {"100", 100},   {"0.5/s", 0.5},    {"1.5", 1.5},
+	    {"3600/h", 1},  {"1/m", 1.0 / 60},
 	};
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		double r = -1;
 		CHECK(gk_parse_rate(ok[i].s, &r) == 0);
 		CHECK(fabs(r - ok[i].r) < 1e-12 * ok[i].r);
 	}
-	static const char *const bad[] = {"", "0", "0/s", "0.0/m", "-1/s",
-	    "10/x", "10/ms", "10/", "/s", "10/s/s", "1e3/s", "abc", "10 /s",
-	    "10/S", "inf/s", "nan", NULL};
+	static const char *const bad[] = {
+	    "",      "0",    "0/s",   "0.0/m",  "-1/s",  "10/x",
+	    "10/ms", "10/",  "/s",    "10/s/s", "1e3/s", "abc",
+	    "10 /s", "10/S", "inf/s", "nan",    NULL};
 	for (int i = 0; bad[i]; i++) {
 		double r = 42;
 		int ret = gk_parse_rate(bad[i], &r);
@@ -89,11 +111,21 @@ TEST(sizes)
 		const char *s;
 		size_t n;
 	} ok[] = {
-	    {"4096", 4096},	 {"0", 0},		{"64k", 65536},
-	    {"64K", 65536},	 {"64KiB", 65536},	{"16KB", 16384},
-	    {"16kb", 16384},	 {"1m", 1048576},	{"1M", 1048576},
-	    {"1MiB", 1048576},	 {"2g", 2147483648u},	{"1GiB", 1073741824},
-	    {"1t", 1099511627776ull}, {"10b", 10},	{"10B", 10},
+	    {"4096", 4096},
+	    {"0", 0},
+	    {"64k", 65536},
+	    {"64K", 65536},
+	    {"64KiB", 65536},
+	    {"16KB", 16384},
+	    {"16kb", 16384},
+	    {"1m", 1048576},
+	    {"1M", 1048576},
+	    {"1MiB", 1048576},
+	    {"2g", 2147483648u},
+	    {"1GiB", 1073741824},
+	    {"1t", 1099511627776ull},
+	    {"10b", 10},
+	    {"10B", 10},
 	};
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		size_t n = 1;
@@ -102,9 +134,20 @@ TEST(sizes)
 			printf("#   %s -> %d %zu\n", ok[i].s, r, n);
 		CHECK(r == 0 && n == ok[i].n);
 	}
-	static const char *const bad[] = {"", "k", "-1", "1.5k", "64 k",
-	    "64kk", "64x", "64KiBs", "0x10", "18446744073709551616",
-	    "17179869184g", "99999999999999999999", " 1", NULL};
+	static const char *const bad[] = {"",
+	                                  "k",
+	                                  "-1",
+	                                  "1.5k",
+	                                  "64 k",
+	                                  "64kk",
+	                                  "64x",
+	                                  "64KiBs",
+	                                  "0x10",
+	                                  "18446744073709551616",
+	                                  "17179869184g",
+	                                  "99999999999999999999",
+	                                  " 1",
+	                                  NULL};
 	for (int i = 0; bad[i]; i++) {
 		size_t n = 9;
 		int r = gk_parse_size(bad[i], &n);
@@ -121,10 +164,12 @@ TEST(uints)
 	CHECK(gk_parse_uint("10", 0, 10, &v) == 0 && v == 10);
 	CHECK(gk_parse_uint("007", 0, 10, &v) == 0 && v == 7);
 	CHECK(gk_parse_uint("18446744073709551615", 0, UINT64_MAX, &v) == 0 &&
-	    v == UINT64_MAX);
+	      v == UINT64_MAX);
 	v = 5;
-	static const char *const bad[] = {"", "11", "-1", "+1", " 1", "1 ",
-	    "1.0", "1e2", "0x1", "18446744073709551616", "abc", NULL};
+	static const char *const bad[] = {
+	    "",    "11",  "-1",  "+1",  " 1",
+	    "1 ",  "1.0", "1e2", "0x1", "18446744073709551616",
+	    "abc", NULL};
 	for (int i = 0; bad[i]; i++)
 		CHECK(gk_parse_uint(bad[i], 0, 10, &v) == -1);
 	CHECK(v == 5);
@@ -139,6 +184,7 @@ in_child(void (*f)(void), char *out, size_t cap)
 	int p[2];
 	if (pipe(p) < 0)
 		return -1;
+	fflush(stdout); /* or the child writes our buffered TAP again */
 	pid_t pid = fork();
 	if (pid == 0) {
 		close(p[0]);
@@ -178,7 +224,7 @@ TEST(usage_error)
 	int st = in_child(usage_named, out, sizeof out);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 64);
 	CHECK_STR(out, "gk-test: usage: bad --rate: 10/x (expected N/s, N/m "
-		       "or N/h)\n");
+	               "or N/h)\n");
 	st = in_child(usage_multiline, out, sizeof out);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 64);
 	CHECK_STR(out, "gk-test: usage: two lines\n");

@@ -1,0 +1,892 @@
+/*
+ * test_events.c: the event stream through real fds.  Each test points
+ * GK_EVENTS_FD at a pipe (or a SOCK_SEQPACKET socket, which keeps every
+ * write(2) as one record, so write boundaries can be checked), reads back
+ * what was written, and validates each line with jansson.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gokit.h"
+#include "unit.h"
+
+#define MAX_RECORDS 100000
+
+/* A reader thread that keeps everything and the size of each read. */
+struct cap {
+	int rfd, wfd;
+	bool seqpacket;
+	pthread_t th;
+	pthread_mutex_t mu;
+	char *data;
+	size_t len, cap;
+	size_t *rec;
+	size_t nrec;
+	bool paused; /* start without reading (to fill the pipe) */
+};
+
+static int devnull = -1;
+
+static void *
+reader(void *arg)
+{
+	struct cap *c = arg;
+	char buf[65536];
+	for (;;) {
+		ssize_t n = c->seqpacket ? recv(c->rfd, buf, sizeof buf, 0)
+		                         : read(c->rfd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		pthread_mutex_lock(&c->mu);
+		if (c->len + (size_t)n > c->cap) {
+			c->cap = (c->len + (size_t)n) * 2;
+			c->data = realloc(c->data, c->cap);
+		}
+		memcpy(c->data + c->len, buf, (size_t)n);
+		c->len += (size_t)n;
+		if (c->nrec < MAX_RECORDS)
+			c->rec[c->nrec++] = (size_t)n;
+		pthread_mutex_unlock(&c->mu);
+	}
+	return NULL;
+}
+
+static void
+cap_reader_start(struct cap *c)
+{
+	pthread_create(&c->th, NULL, reader, c);
+}
+
+/* Point the event stream at a new pipe or seqpacket socket. */
+static void
+cap_open(struct cap *c, bool seqpacket, bool start_reader)
+{
+	memset(c, 0, sizeof *c);
+	pthread_mutex_init(&c->mu, NULL);
+	c->rec = calloc(MAX_RECORDS, sizeof *c->rec);
+	c->seqpacket = seqpacket;
+	int fds[2];
+	if (seqpacket)
+		socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds);
+	else
+		pipe2(fds, O_CLOEXEC);
+	c->rfd = fds[0];
+	c->wfd = fds[1];
+	char v[16];
+	snprintf(v, sizeof v, "%d", c->wfd);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events");
+	if (start_reader)
+		cap_reader_start(c);
+}
+
+/* Flush, move the events to /dev/null, wait for the reader's EOF. */
+static void
+cap_close(struct cap *c)
+{
+	gk_events_flush();
+	char v[16];
+	snprintf(v, sizeof v, "%d", devnull);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events");
+	close(c->wfd);
+	pthread_join(c->th, NULL);
+	close(c->rfd);
+}
+
+static void
+cap_free(struct cap *c)
+{
+	free(c->data);
+	free(c->rec);
+}
+
+/* The lines of what was read, each parsed; NULL where invalid. */
+static size_t
+cap_lines(struct cap *c, json_t **out, size_t max)
+{
+	size_t n = 0, start = 0;
+	for (size_t i = 0; i < c->len && n < max; i++) {
+		if (c->data[i] != '\n')
+			continue;
+		json_error_t e;
+		out[n] = json_loadb(c->data + start, i - start, 0, &e);
+		if (!out[n])
+			printf("#   invalid line: %.*s (%s)\n",
+			       (int)(i - start > 200 ? 200 : i - start),
+			       c->data + start, e.text);
+		n++;
+		start = i + 1;
+	}
+	return n;
+}
+
+static void
+free_lines(json_t **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		json_decref(v[i]);
+}
+
+static const char *
+sget(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+static void
+clear_env(void)
+{
+	unsetenv("GK_LOG_LEVEL");
+	unsetenv("GK_SERVICE");
+	unsetenv("GK_EVENTS_FORMAT");
+	gk_events_set_batching(false);
+}
+
+TEST(log_event_shape)
+{
+	clear_env();
+	setenv("GK_SERVICE", "orders", 1);
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_log(GK_WARN, "rate limited", "key=10.0.0.7", "limit=200",
+	       "ratio=-1.5e3", "n=null", "t=true", "f=false", "bare",
+	       "s=hello world", "big=12345678901234567890", "lead=01",
+	       "trail=1.", "plus=+1", "hex=0x10", "empty=", "huge=1e999",
+	       "eq=a=b", "msg=x", "ts=y", "pid=3", "svc=z");
+	cap_close(&c);
+	json_t *v[4];
+	size_t n = cap_lines(&c, v, 4);
+	CHECK(n == 1);
+	json_t *o = v[0];
+	CHECK(o != NULL);
+	if (!o)
+		goto out;
+	/* The documented member order, and the common members. */
+	CHECK(!strncmp(c.data, "{\"ts\":\"", 7));
+	CHECK(strstr(c.data, "\"type\":\"log\",\"level\":\"warn\",\"proc\":"
+	                     "\"test-events\",\"pid\":") != NULL);
+	const char *ts = sget(o, "ts");
+	CHECK(ts && strlen(ts) == 27 && ts[10] == 'T' && ts[19] == '.' &&
+	      ts[26] == 'Z');
+	if (ts) {
+		struct tm tm = {0};
+		CHECK(strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm) == ts + 19);
+		time_t t = timegm(&tm);
+		CHECK(llabs((long long)(t - time(NULL))) < 5);
+	}
+	CHECK_STR(sget(o, "type"), "log");
+	CHECK_STR(sget(o, "level"), "warn");
+	CHECK_STR(sget(o, "proc"), "test-events");
+	CHECK(json_integer_value(json_object_get(o, "pid")) == getpid());
+	CHECK_STR(sget(o, "svc"), "orders");
+	CHECK_STR(sget(o, "msg"), "rate limited");
+	CHECK_STR(sget(o, "key"), "10.0.0.7");
+	CHECK(json_integer_value(json_object_get(o, "limit")) == 200);
+	CHECK(json_real_value(json_object_get(o, "ratio")) == -1500.0);
+	CHECK(json_is_null(json_object_get(o, "n")));
+	CHECK(json_is_true(json_object_get(o, "t")));
+	CHECK(json_is_false(json_object_get(o, "f")));
+	CHECK(json_is_true(json_object_get(o, "bare")));
+	CHECK_STR(sget(o, "s"), "hello world");
+	CHECK_STR(sget(o, "big"), "12345678901234567890");
+	CHECK_STR(sget(o, "lead"), "01");
+	CHECK_STR(sget(o, "trail"), "1.");
+	CHECK_STR(sget(o, "plus"), "+1");
+	CHECK_STR(sget(o, "hex"), "0x10");
+	CHECK_STR(sget(o, "empty"), "");
+	CHECK_STR(sget(o, "huge"), "1e999");
+	CHECK_STR(sget(o, "eq"), "a=b");
+	/* Reserved names are kept apart, never duplicated. */
+	CHECK_STR(sget(o, "field_msg"), "x");
+	CHECK_STR(sget(o, "field_ts"), "y");
+	CHECK(json_integer_value(json_object_get(o, "field_pid")) == 3);
+	CHECK_STR(sget(o, "field_svc"), "z");
+	CHECK(json_object_get(o, "truncated") == NULL);
+out:
+	free_lines(v, n);
+	cap_free(&c);
+}
+
+TEST(svc_absent_and_trace)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_log_trace(GK_INFO, "4bf92f3577b34da6", "handled", "trace_id=other",
+	             (char *)0);
+	gk_log_trace(GK_INFO, NULL, "no trace", "trace_id=mine", (char *)0);
+	gk_logf(GK_ERROR, "failed %d times: %s", 3, "boom");
+	cap_close(&c);
+	json_t *v[4];
+	size_t n = cap_lines(&c, v, 4);
+	CHECK(n == 3);
+	if (n == 3 && v[0] && v[1] && v[2]) {
+		CHECK(json_object_get(v[0], "svc") == NULL);
+		CHECK_STR(sget(v[0], "trace_id"), "4bf92f3577b34da6");
+		CHECK_STR(sget(v[0], "field_trace_id"), "other");
+		CHECK_STR(sget(v[1], "trace_id"), "mine");
+		CHECK_STR(sget(v[2], "level"), "error");
+		CHECK_STR(sget(v[2], "msg"), "failed 3 times: boom");
+	}
+	free_lines(v, n);
+	cap_free(&c);
+}
+
+TEST(level_filtering)
+{
+	clear_env();
+	CHECK(gk_level_parse("debug") == GK_DEBUG);
+	CHECK(gk_level_parse("WARN") == GK_WARN);
+	CHECK(gk_level_parse("warning") == GK_WARN);
+	CHECK(gk_level_parse("fatal") == GK_FATAL);
+	CHECK(gk_level_parse("loud") == -1);
+	CHECK(gk_level_parse(NULL) == -1);
+	CHECK_STR(gk_level_name(GK_ERROR), "error");
+	CHECK_STR(gk_level_name(GK_INFO), "info");
+
+	static const struct {
+		const char *env;
+		int lines; /* of debug, info, warn, error */
+		bool debug;
+	} cases[] = {
+	    {"debug", 4, true},      {"info", 3, false},  {"warn", 2, false},
+	    {"error", 1, false},     {"fatal", 0, false}, {NULL, 3, false},
+	    {"bogus", 3 + 1, false}, /* + the warning about it */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		if (cases[i].env)
+			setenv("GK_LOG_LEVEL", cases[i].env, 1);
+		else
+			unsetenv("GK_LOG_LEVEL");
+		struct cap c;
+		cap_open(&c, false, true);
+		CHECK(gk_log_enabled(GK_FATAL));
+		CHECK(gk_log_enabled(GK_DEBUG) == cases[i].debug);
+		gk_log(GK_DEBUG, "d");
+		gk_log(GK_INFO, "i");
+		gk_log(GK_WARN, "w");
+		gk_log(GK_ERROR, "e");
+		cap_close(&c);
+		json_t *v[8];
+		size_t n = cap_lines(&c, v, 8);
+		CHECK(n == (size_t)cases[i].lines);
+		for (size_t k = 0; k < n; k++)
+			CHECK(v[k] != NULL);
+		if (cases[i].env && !strcmp(cases[i].env, "bogus") && n &&
+		    v[0]) {
+			CHECK_STR(sget(v[0], "msg"),
+			          "bad environment variable");
+			CHECK_STR(sget(v[0], "var"), "GK_LOG_LEVEL");
+			CHECK_STR(sget(v[0], "value"), "bogus");
+		}
+		free_lines(v, n);
+		cap_free(&c);
+	}
+	unsetenv("GK_LOG_LEVEL");
+}
+
+/* Valid, within 4095 bytes, truncated:true; returns the parsed line. */
+static json_t *
+one_truncated_line(struct cap *c)
+{
+	json_t *v[2] = {0};
+	size_t n = cap_lines(c, v, 2);
+	CHECK(n == 1 && v[0] != NULL);
+	CHECK(c->len <= 4096 && c->len > 3000 && c->data[c->len - 1] == '\n');
+	CHECK(memchr(c->data, '\n', c->len - 1) == NULL);
+	if (n != 1 || !v[0]) {
+		free_lines(v, n);
+		return NULL;
+	}
+	CHECK(json_is_true(json_object_get(v[0], "truncated")));
+	return v[0];
+}
+
+TEST(truncation)
+{
+	clear_env();
+	setenv("GK_SERVICE", "orders", 1);
+	/* Plain ASCII. */
+	char *msg = malloc(10241);
+	for (int i = 0; i < 10240; i++)
+		msg[i] = (char)('a' + i % 26);
+	msg[10240] = 0;
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_log(GK_ERROR, msg, "key=short");
+	cap_close(&c);
+	json_t *o = one_truncated_line(&c);
+	if (o) {
+		const char *m = sget(o, "msg");
+		CHECK(m && strlen(m) > 3000 && !strncmp(m, msg, strlen(m) - 3));
+		CHECK(m && !strcmp(m + strlen(m) - 3, "\xe2\x80\xa6"));
+		CHECK_STR(sget(o, "key"), "short");
+		CHECK_STR(sget(o, "svc"), "orders");
+		CHECK_STR(sget(o, "level"), "error");
+		json_decref(o);
+	}
+	cap_free(&c);
+
+	/*
+	 * Escapes, multi-byte characters and surrogate pairs everywhere, at
+	 * every alignment, so a careless cut lands inside one: jansson
+	 * rejects a broken escape, UTF-8 sequence or lone surrogate.
+	 */
+	static const char *const pieces[] = {"\"",
+	                                     "\\",
+	                                     "\n",
+	                                     "\x01",
+	                                     "\xc3\xa9",
+	                                     "\xe2\x82\xac",
+	                                     "\xf0\x9f\x98\x80",
+	                                     "x",
+	                                     "\x1b"};
+	for (int shift = 0; shift < 12; shift++) {
+		gk_buf b = {0};
+		for (int i = 0; i < shift; i++)
+			gk_buf_addc(&b, 'y');
+		for (int i = 0; b.len < 10240; i++)
+			gk_buf_adds(&b, pieces[(i * 7 + shift) % 9]);
+		gk_buf f = {0};
+		gk_buf_adds(&f, "detail=");
+		gk_buf_add(&f, b.data, 5000);
+		cap_open(&c, false, true);
+		gk_log(GK_WARN, gk_buf_cstr(&b), gk_buf_cstr(&f), "n=5");
+		cap_close(&c);
+		o = one_truncated_line(&c);
+		if (o) {
+			CHECK(json_integer_value(json_object_get(o, "n")) == 5);
+			CHECK(json_is_string(json_object_get(o, "detail")));
+			json_decref(o);
+		}
+		cap_free(&c);
+		gk_buf_free(&b);
+		gk_buf_free(&f);
+	}
+
+	/* Escapes that gk_jw_raw passed through: surrogate pairs, \u00e9. */
+	for (int shift = 0; shift < 12; shift++) {
+		gk_buf b = {0};
+		gk_buf_addc(&b, '"');
+		for (int i = 0; i < shift; i++)
+			gk_buf_addc(&b, 'z');
+		for (int i = 0; i < 800; i++)
+			gk_buf_adds(&b,
+			            i % 3 ? "\\ud83d\\ude00" : "\\u00e9\\t");
+		gk_buf_addc(&b, '"');
+		cap_open(&c, false, true);
+		gk_jw *w = gk_event_begin("span");
+		gk_jw_key(w, "name");
+		gk_jw_raw(w, b.data, b.len);
+		gk_event_end();
+		cap_close(&c);
+		o = one_truncated_line(&c);
+		json_decref(o);
+		cap_free(&c);
+		gk_buf_free(&b);
+	}
+
+	/* Many members and no long string: the first members that fit. */
+	cap_open(&c, false, true);
+	gk_jw *w = gk_event_begin("access");
+	for (int i = 0; i < 600; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "k%d", i);
+		gk_jw_key(w, k);
+		gk_jw_int(w, i);
+	}
+	gk_event_end();
+	cap_close(&c);
+	o = one_truncated_line(&c);
+	if (o) {
+		/* The first members, in order, as many as fit. */
+		CHECK_STR(sget(o, "type"), "access");
+		CHECK(json_integer_value(json_object_get(o, "k0")) == 0);
+		CHECK(json_integer_value(json_object_get(o, "k200")) == 200);
+		CHECK(json_object_get(o, "k599") == NULL);
+		json_decref(o);
+	}
+	cap_free(&c);
+	free(msg);
+	unsetenv("GK_SERVICE");
+}
+
+TEST(structured_event)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_jw *w = gk_event_begin("span");
+	gk_jw_key(w, "trace_id");
+	gk_jw_cstr(w, "abc");
+	gk_jw_key(w, "duration_us");
+	gk_jw_int(w, 1234);
+	gk_jw_key(w, "attrs");
+	gk_jw_object(w);
+	gk_jw_key(w, "http.method");
+	gk_jw_cstr(w, "GET");
+	gk_jw_object_end(w);
+	gk_event_end();
+	cap_close(&c);
+	json_t *v[2];
+	size_t n = cap_lines(&c, v, 2);
+	CHECK(n == 1);
+	if (n == 1 && v[0]) {
+		CHECK_STR(sget(v[0], "type"), "span");
+		CHECK(json_object_get(v[0], "level") == NULL);
+		CHECK_STR(sget(v[0], "proc"), "test-events");
+		CHECK(json_integer_value(
+		          json_object_get(v[0], "duration_us")) == 1234);
+		CHECK_STR(sget(json_object_get(v[0], "attrs"), "http.method"),
+		          "GET");
+	}
+	free_lines(v, n);
+	cap_free(&c);
+}
+
+/*
+ * Every record (one write(2)) is whole lines, at most 4096 bytes, and as
+ * full as whole lines allow.
+ */
+static void
+check_records(struct cap *c, size_t nlines, bool packed)
+{
+	size_t off = 0, lines = 0, loose = 0;
+	for (size_t r = 0; r < c->nrec; r++) {
+		size_t n = c->rec[r];
+		const char *p = c->data + off;
+		CHECK(n <= 4096);
+		CHECK(n > 0 && p[n - 1] == '\n');
+		size_t start = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (p[i] != '\n')
+				continue;
+			json_t *o = json_loadb(p + start, i - start, 0, NULL);
+			CHECK(o != NULL);
+			json_decref(o);
+			lines++;
+			start = i + 1;
+		}
+		if (packed && r + 1 < c->nrec && off + n < c->len) {
+			/* The next line did not fit in this write. */
+			const char *q = memchr(p + n, '\n', c->len - off - n);
+			size_t next = q ? (size_t)(q - (p + n)) + 1 : 0;
+			if (n + next <= 4096)
+				loose++;
+		}
+		off += n;
+	}
+	CHECK(loose == 0);
+	CHECK(off == c->len);
+	CHECK(lines == nlines);
+}
+
+TEST(batching_whole_lines)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, true, false);
+	gk_events_set_batching(true);
+	for (int i = 0; i < 300; i++) {
+		char f[128];
+		snprintf(f, sizeof f, "pad=%.*s", i % 97,
+		         "0123456789abcdefghij"
+		         "0123456789abcdefghij0123456789abcdefghij0123456789abc"
+		         "defghij"
+		         "0123456789abcdefghij");
+		char k[32];
+		snprintf(k, sizeof k, "i=%d", i);
+		gk_log(GK_INFO, "batched", k, f);
+	}
+	/* Nothing written before the flush. */
+	char b[16];
+	CHECK(recv(c.rfd, b, sizeof b, MSG_DONTWAIT) == -1 && errno == EAGAIN);
+	gk_events_flush();
+	gk_events_set_batching(false);
+	cap_reader_start(&c);
+	cap_close(&c);
+	check_records(&c, 300, true);
+	CHECK(c.nrec >= 8 && c.nrec < 30);
+	cap_free(&c);
+
+	/* Unbatched: one write per event. */
+	cap_open(&c, true, true);
+	for (int i = 0; i < 50; i++)
+		gk_log(GK_INFO, "unbatched");
+	cap_close(&c);
+	check_records(&c, 50, false);
+	CHECK(c.nrec == 50);
+	cap_free(&c);
+}
+
+TEST(batching_flushes_past_64k)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, true, true);
+	gk_events_set_batching(true);
+	size_t queued = 0;
+	int i = 0;
+	for (; queued < 100 * 1024; i++) {
+		gk_log(GK_INFO, "filling the queue while batching", "i=1234");
+		queued += 140;
+	}
+	struct timespec ts = {0, 50 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	pthread_mutex_lock(&c.mu);
+	size_t got = c.len;
+	pthread_mutex_unlock(&c.mu);
+	CHECK(got >= 64 * 1024 && got < 100 * 1024);
+	gk_events_set_batching(false);
+	cap_close(&c);
+	check_records(&c, (size_t)i, false);
+	cap_free(&c);
+}
+
+TEST(drops_when_stuck)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, false, false);
+	fcntl(c.wfd, F_SETFL, O_NONBLOCK);
+	fcntl(c.wfd, F_SETPIPE_SZ, 4096);
+	gk_events_set_batching(true);
+	const int total = 20000;
+	for (int i = 0; i < total; i++)
+		gk_log(GK_INFO, "stuck reader",
+		       "pad=0123456789012345678901234567");
+	cap_reader_start(&c);
+	/* Drain: each flush writes what the pipe takes now. */
+	bool notice = false;
+	for (int tries = 0; tries < 20000 && !notice; tries++) {
+		gk_events_flush();
+		pthread_mutex_lock(&c.mu);
+		notice = c.len && memmem(c.data, c.len, "events dropped", 14);
+		pthread_mutex_unlock(&c.mu);
+		struct timespec ts = {0, 200 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	CHECK(notice);
+	for (int tries = 0; tries < 200; tries++) {
+		gk_events_flush();
+		struct timespec ts = {0, 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	gk_events_set_batching(false);
+	cap_close(&c);
+	static json_t *v[30000];
+	size_t n = cap_lines(&c, v, 30000);
+	long delivered = 0, dropped = 0, notices = 0;
+	for (size_t i = 0; i < n; i++) {
+		CHECK(v[i] != NULL);
+		if (!v[i])
+			continue;
+		const char *m = sget(v[i], "msg");
+		if (m && !strcmp(m, "stuck reader"))
+			delivered++;
+		else if (m && !strcmp(m, "events dropped")) {
+			notices++;
+			CHECK_STR(sget(v[i], "level"), "warn");
+			dropped += (long)json_integer_value(
+			    json_object_get(v[i], "count"));
+		}
+	}
+	printf("# delivered %ld dropped %ld notices %ld\n", delivered, dropped,
+	       notices);
+	CHECK(notices >= 1);
+	CHECK(dropped > 0);
+	CHECK(delivered + dropped == total);
+	/* The queue is bounded at 1 MiB. */
+	CHECK(delivered * 130 < 1100 * 1024);
+	free_lines(v, n);
+	cap_free(&c);
+}
+
+TEST(reader_gone)
+{
+	clear_env();
+	int p[2];
+	CHECK(pipe(p) == 0);
+	close(p[0]);
+	char v[16];
+	snprintf(v, sizeof v, "%d", p[1]);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events");
+	struct sigaction sa;
+	sigaction(SIGPIPE, NULL, &sa);
+	CHECK(sa.sa_handler == SIG_DFL); /* so SIGPIPE would kill us */
+	for (int i = 0; i < 10; i++)
+		gk_log(GK_ERROR, "nobody reads this");
+	gk_events_set_batching(true);
+	gk_log(GK_ERROR, "nor this");
+	gk_events_flush();
+	gk_events_set_batching(false);
+	sigset_t pend;
+	sigpending(&pend);
+	CHECK(!sigismember(&pend, SIGPIPE));
+	/* Still alive, and a new fd works again. */
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_log(GK_INFO, "back");
+	cap_close(&c);
+	CHECK(c.len > 0 && strstr(c.data, "\"back\""));
+	cap_free(&c);
+	close(p[1]);
+}
+
+TEST(text_format)
+{
+	clear_env();
+	setenv("GK_EVENTS_FORMAT", "text", 1);
+	setenv("GK_SERVICE", "orders", 1);
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_log(GK_WARN, "rate limited", "key=10.0.0.7", "s=hello world", "n=3",
+	       "nl=a\nb");
+	gk_log(GK_INFO, "second");
+	gk_jw *w = gk_event_begin("span");
+	gk_jw_key(w, "name");
+	gk_jw_cstr(w, "GET /");
+	gk_jw_key(w, "duration_us");
+	gk_jw_int(w, 250);
+	gk_event_end();
+	cap_close(&c);
+	char *text = calloc(1, c.len + 1);
+	memcpy(text, c.data, c.len);
+	char *l1 = text, *l2 = strchr(l1, '\n');
+	CHECK(l2 != NULL);
+	if (l2) {
+		*l2++ = 0;
+		/* HH:MM:SS.mmm */
+		CHECK(strlen(l1) > 13 && l1[2] == ':' && l1[5] == ':' &&
+		      l1[8] == '.' && l1[12] == ' ');
+		CHECK_STR(l1 + 13, "WARN  test-events rate limited "
+		                   "key=10.0.0.7 s=\"hello world\" n=3 "
+		                   "nl=\"a\\nb\"");
+		char *l3 = strchr(l2, '\n');
+		CHECK(l3 != NULL);
+		if (l3) {
+			*l3++ = 0;
+			CHECK_STR(l2 + 13, "INFO  test-events second");
+			char *end = strchr(l3, '\n');
+			if (end)
+				*end = 0;
+			CHECK_STR(l3 + 13, "SPAN  test-events name=\"GET /\" "
+			                   "duration_us=250");
+		}
+	}
+	CHECK(strchr(text, '\033') == NULL); /* no colour on a pipe */
+	free(text);
+	cap_free(&c);
+	unsetenv("GK_EVENTS_FORMAT");
+	unsetenv("GK_SERVICE");
+}
+
+TEST(text_colour_on_terminal)
+{
+	clear_env();
+	unsetenv("NO_COLOR");
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	CHECK(m >= 0);
+	if (m < 0)
+		return;
+	grantpt(m);
+	unlockpt(m);
+	int s = open(ptsname(m), O_RDWR | O_NOCTTY);
+	CHECK(s >= 0);
+	char v[16];
+	snprintf(v, sizeof v, "%d", s);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events"); /* a terminal: text by default */
+	gk_log(GK_WARN, "coloured");
+	gk_log(GK_ERROR, "red");
+	char buf[1024];
+	size_t n = 0;
+	/* Until the second line is complete (the tty may add a \r). */
+	while (n < sizeof buf - 1) {
+		char *red = memmem(buf, n, "events red", 10);
+		if (red && memchr(red, '\n', n - (size_t)(red - buf)))
+			break;
+		struct pollfd pf = {.fd = m, .events = POLLIN};
+		if (poll(&pf, 1, 2000) <= 0)
+			break;
+		ssize_t r = read(m, buf + n, sizeof buf - 1 - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	buf[n] = 0;
+	CHECK(strstr(buf, "\033[33mWARN\033[0m  test-events coloured") != NULL);
+	CHECK(strstr(buf, "\033[31mERROR\033[0m test-events red") != NULL);
+	CHECK(strchr(buf, '{') == NULL);
+	snprintf(v, sizeof v, "%d", devnull);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events");
+	close(s);
+	close(m);
+}
+
+static void *
+log_thread(void *arg)
+{
+	char k[32];
+	snprintf(k, sizeof k, "thread=%d", (int)(intptr_t)arg);
+	for (int i = 0; i < 2000; i++)
+		gk_log(GK_INFO, "from a thread", k,
+		       "pad=xxxxxxxxxxxxxxxxxxxxxxx");
+	return NULL;
+}
+
+TEST(threads)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, true, true);
+	for (int batch = 0; batch < 2; batch++) {
+		gk_events_set_batching(batch);
+		pthread_t t[4];
+		for (int i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, log_thread,
+			               (void *)(intptr_t)i);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		gk_events_flush();
+	}
+	gk_events_set_batching(false);
+	cap_close(&c);
+	check_records(&c, 16000, false);
+	cap_free(&c);
+}
+
+static int
+child_events(void (*f)(void), char *out, size_t cap)
+{
+	int p[2];
+	if (pipe(p) < 0)
+		return -1;
+	fflush(stdout); /* or the child writes our buffered TAP again */
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		char v[16];
+		snprintf(v, sizeof v, "%d", p[1]);
+		setenv("GK_EVENTS_FD", v, 1);
+		gk_events_init("child");
+		f();
+		exit(0);
+	}
+	close(p[1]);
+	size_t n = 0;
+	ssize_t r;
+	while (n < cap - 1 && (r = read(p[0], out + n, cap - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	close(p[0]);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return st;
+}
+
+static void
+do_fatal(void)
+{
+	gk_events_set_batching(true);
+	gk_fatal(3, "boom %d", 7);
+}
+
+static void
+do_exit_batched(void)
+{
+	gk_events_set_batching(true);
+	gk_log(GK_INFO, "flushed at exit");
+}
+
+TEST(fatal_and_exit)
+{
+	clear_env();
+	char out[4096];
+	int st = child_events(do_fatal, out, sizeof out);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3);
+	json_t *o = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
+	CHECK(o != NULL);
+	CHECK_STR(sget(o, "level"), "fatal");
+	CHECK_STR(sget(o, "msg"), "boom 7");
+	CHECK_STR(sget(o, "proc"), "child");
+	CHECK(json_integer_value(json_object_get(o, "pid")) != getpid());
+	json_decref(o);
+	st = child_events(do_exit_batched, out, sizeof out);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK(strstr(out, "flushed at exit") != NULL);
+}
+
+TEST(fork_does_not_duplicate)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_events_set_batching(true);
+	gk_log(GK_INFO, "queued before fork");
+	pid_t pid = fork();
+	if (pid == 0) {
+		gk_log(GK_INFO, "from the child");
+		exit(0); /* the atexit flush writes only the child's event */
+	}
+	waitpid(pid, NULL, 0);
+	gk_events_set_batching(false);
+	cap_close(&c);
+	json_t *v[4];
+	size_t n = cap_lines(&c, v, 4);
+	CHECK(n == 2);
+	int before = 0, child = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i])
+			continue;
+		const char *m = sget(v[i], "msg");
+		if (m && !strcmp(m, "queued before fork")) {
+			before++;
+			CHECK(json_integer_value(
+			          json_object_get(v[i], "pid")) == getpid());
+		}
+		if (m && !strcmp(m, "from the child")) {
+			child++;
+			CHECK(json_integer_value(
+			          json_object_get(v[i], "pid")) == pid);
+		}
+	}
+	CHECK(before == 1 && child == 1);
+	free_lines(v, n);
+	cap_free(&c);
+}
+
+int
+main(void)
+{
+	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	RUN(log_event_shape);
+	RUN(svc_absent_and_trace);
+	RUN(level_filtering);
+	RUN(truncation);
+	RUN(structured_event);
+	RUN(batching_whole_lines);
+	RUN(batching_flushes_past_64k);
+	RUN(drops_when_stuck);
+	RUN(reader_gone);
+	RUN(text_format);
+	RUN(text_colour_on_terminal);
+	RUN(threads);
+	RUN(fatal_and_exit);
+	RUN(fork_does_not_duplicate);
+	return UNIT_END();
+}
