@@ -18,20 +18,28 @@
 
 #include "http.h"
 
-#define MAX_HEADERS 256		/* 431 past it: bounds the grouping in encode */
-#define INLINE_HEADERS 12	/* a typical request needs no second malloc */
+#define MAX_HEADERS 256   /* 431 past it: bounds the grouping in encode */
+#define INLINE_HEADERS 12 /* a typical request needs no second malloc */
 #define BODY_PREALLOC (64 * 1024) /* reserve for Content-Length, at most */
 #define DEFAULT_MAX_HEADER (8 * 1024)
 #define DEFAULT_MAX_BODY (1024 * 1024)
 
 enum phase { PH_IDLE, PH_HEAD, PH_BODY, PH_DONE, PH_ERROR };
 /* Why the parser paused, so feed knows what to check. */
-enum pause { PZ_NONE, PZ_HEADERS, PZ_CHUNK, PZ_CHUNK_END, PZ_MESSAGE };
+enum pause {
+	PZ_NONE,
+	PZ_HEADERS,   /* at the LF ending the header section (not consumed) */
+	PZ_CHUNK,     /* after the LF of a chunk-size line */
+	PZ_CHUNK_END, /* after the CRLF that ends chunk data */
+	PZ_TRAILERS,  /* at the LF ending the trailer section (not consumed) */
+	PZ_MESSAGE,
+};
 enum last { L_NONE, L_FIELD, L_VALUE };
 
 struct hdr {
 	uint32_t name_off, val_off, val_len, hash;
-	uint32_t name_len;
+	uint16_t name_len;
+	uint8_t esc; /* the value holds bytes JSON must escape or check */
 };
 
 struct req {
@@ -43,6 +51,7 @@ struct req {
 	uint32_t body_off;
 	int cl_idx, te_idx, expect_idx; /* -1 when absent */
 	uint8_t last, ncl, nte, nhost, nexpect;
+	uint8_t url_esc;
 	struct hdr inl[INLINE_HEADERS];
 };
 
@@ -59,18 +68,54 @@ struct gk_http_parser {
 	uint8_t tail_lf_ws; /* they ended in LF then only SP/HT */
 };
 
-/* tchar (RFC 9110 §5.6.2), already lowercased on the way in. */
-static const unsigned char tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
-    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
-    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['a' ... 'z'] = 1,
-    ['A' ... 'Z'] = 1,
+/* tchar (RFC 9110 §5.6.2) to its lowercase; 0 for anything else. */
+#define T(c) [c] = c
+static const unsigned char tlower[256] = {
+    T('!'),      T('#'),      T('$'),      T('%'),      T('&'),
+    T('\''),     T('*'),      T('+'),      T('-'),      T('.'),
+    T('^'),      T('_'),      T('`'),      T('|'),      T('~'),
+    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4',
+    ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9',
+    ['a'] = 'a', ['b'] = 'b', ['c'] = 'c', ['d'] = 'd', ['e'] = 'e',
+    ['f'] = 'f', ['g'] = 'g', ['h'] = 'h', ['i'] = 'i', ['j'] = 'j',
+    ['k'] = 'k', ['l'] = 'l', ['m'] = 'm', ['n'] = 'n', ['o'] = 'o',
+    ['p'] = 'p', ['q'] = 'q', ['r'] = 'r', ['s'] = 's', ['t'] = 't',
+    ['u'] = 'u', ['v'] = 'v', ['w'] = 'w', ['x'] = 'x', ['y'] = 'y',
+    ['z'] = 'z', ['A'] = 'a', ['B'] = 'b', ['C'] = 'c', ['D'] = 'd',
+    ['E'] = 'e', ['F'] = 'f', ['G'] = 'g', ['H'] = 'h', ['I'] = 'i',
+    ['J'] = 'j', ['K'] = 'k', ['L'] = 'l', ['M'] = 'm', ['N'] = 'n',
+    ['O'] = 'o', ['P'] = 'p', ['Q'] = 'q', ['R'] = 'r', ['S'] = 's',
+    ['T'] = 't', ['U'] = 'u', ['V'] = 'v', ['W'] = 'w', ['X'] = 'x',
+    ['Y'] = 'y', ['Z'] = 'z',
+};
+#undef T
+
+/*
+ * Bytes of header values and URLs: 1 plain, 2 allowed but to be escaped or
+ * UTF-8-checked by gk_json_quote, 0 not field-content (RFC 9110 §5.5:
+ * VCHAR, obs-text, SP, HTAB).
+ */
+static const unsigned char fchar[256] =
+    {
+        ['\t'] = 2,          [0x20 ... 0x21] = 1, ['"'] = 2,
+        [0x23 ... 0x5b] = 1, ['\\'] = 2,          [0x5d ... 0x7e] = 1,
+        [0x80 ... 0xff] = 2,
 };
 
-/* field-content bytes: VCHAR, obs-text, SP, HTAB (RFC 9110 §5.5). */
-static const unsigned char fchar[256] = {
-    ['\t'] = 1, [0x20 ... 0x7e] = 1, [0x80 ... 0xff] = 1,
-};
+/* True when every byte is printable ASCII other than '"' and '\\': the
+ * common case, in a loop the compiler can vectorize. */
+static bool
+plain(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	unsigned odd = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = p[i];
+		odd |=
+		    (unsigned char)(c - 0x20) >= 0x5f || c == '"' || c == '\\';
+	}
+	return !odd;
+}
 
 static int
 fail(gk_http_parser *p, int status, const char *why)
@@ -87,6 +132,7 @@ req_new(void)
 {
 	struct req *r = gk_xmalloc(sizeof *r);
 	memset(r, 0, offsetof(struct req, inl));
+	gk_buf_reserve(&r->text, 1000); /* most requests fit: no realloc */
 	r->h = r->inl;
 	r->hcap = INLINE_HEADERS;
 	r->cl_idx = r->te_idx = r->expect_idx = -1;
@@ -120,6 +166,7 @@ static int
 on_url(http_parser *hp, const char *at, size_t n)
 {
 	gk_http_parser *p = hp->data;
+	p->r->url_esc |= !plain(at, n);
 	gk_buf_add(&p->r->text, at, n);
 	p->r->url_len += (uint32_t)n;
 	return 0;
@@ -128,7 +175,8 @@ on_url(http_parser *hp, const char *at, size_t n)
 static bool
 name_is(const struct req *r, const struct hdr *h, const char *s, size_t n)
 {
-	return h->name_len == n && memcmp(r->text.data + h->name_off, s, n) == 0;
+	return h->name_len == n &&
+	       memcmp(r->text.data + h->name_off, s, n) == 0;
 }
 
 static bool
@@ -144,9 +192,16 @@ finish_value(struct req *r)
 {
 	struct hdr *h = &r->h[r->nh - 1];
 	const char *v = r->text.data + h->val_off;
-	while (h->val_len && (v[h->val_len - 1] == ' ' || v[h->val_len - 1] == '\t'))
+	while (h->val_len &&
+	       (v[h->val_len - 1] == ' ' || v[h->val_len - 1] == '\t'))
 		h->val_len--;
 	r->text.len = h->val_off + h->val_len;
+	/* A cheap key for grouping repeated names in encode. */
+	const unsigned char *nm =
+	    (const unsigned char *)r->text.data + h->name_off;
+	h->hash = (uint32_t)h->name_len | (uint32_t)nm[0] << 8 |
+	          (uint32_t)nm[h->name_len / 2] << 16 |
+	          (uint32_t)nm[h->name_len - 1] << 24;
 	int i = (int)r->nh - 1;
 	switch (h->name_len) {
 	case 4:
@@ -199,24 +254,22 @@ on_header_field(http_parser *hp, const char *at, size_t n)
 		struct hdr *h = &r->h[r->nh++];
 		h->name_off = (uint32_t)r->text.len;
 		h->name_len = 0;
-		h->hash = 2166136261u;
+		h->esc = 0;
 		h->val_off = h->val_len = 0;
 		r->last = L_FIELD;
 	}
 	struct hdr *h = &r->h[r->nh - 1];
+	if (h->name_len + n > UINT16_MAX)
+		return fail(p, 431, "header name too long");
 	gk_buf_reserve(&r->text, n);
 	char *o = r->text.data + r->text.len;
-	uint32_t hash = h->hash;
 	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)at[i];
-		if (!tchar[c])
+		unsigned char c = tlower[(unsigned char)at[i]];
+		if (!c)
 			return fail(p, 400, "invalid header name");
-		c |= (unsigned char)((c >= 'A' && c <= 'Z') << 5);
 		o[i] = (char)c;
-		hash = (hash ^ c) * 16777619u;
 	}
-	h->hash = hash;
-	h->name_len += (uint32_t)n;
+	h->name_len += (uint16_t)n;
 	r->text.len += n;
 	return 0;
 }
@@ -245,9 +298,18 @@ on_header_value(http_parser *hp, const char *at, size_t n)
 		q--;
 	if (q > p->slice ? q[-1] == '\n' : p->tail_lf_ws)
 		return fail(p, 400, "obs-fold in header value");
-	for (size_t i = 0; i < n; i++)
-		if (!fchar[(unsigned char)at[i]])
-			return fail(p, 400, "invalid byte in header value");
+	if (!plain(at, n)) {
+		/* the slow path, only for values with something to look at */
+		unsigned cls = 1;
+		for (size_t i = 0; i < n; i++) {
+			unsigned c = fchar[(unsigned char)at[i]];
+			if (!c)
+				return fail(p, 400,
+				            "invalid byte in header value");
+			cls |= c;
+		}
+		r->h[r->nh - 1].esc |= cls != 1;
+	}
 	gk_buf_add(&r->text, at, n);
 	r->h[r->nh - 1].val_len += (uint32_t)n;
 	return 0;
@@ -321,13 +383,15 @@ on_headers_complete(http_parser *hp)
 	const char *v;
 	if (r->nte) {
 		if (r->ncl)
-			return fail(p, 400, "content-length with transfer-encoding");
+			return fail(p, 400,
+			            "content-length with transfer-encoding");
 		v = hval(r, r->te_idx, &n);
 		if (r->nte > 1 || !ieq(v, n, "chunked"))
 			return fail(p, 501, "unsupported transfer-encoding");
 	}
 	if (r->ncl > 1) {
-		/* Identical copies may be merged (RFC 9112 §6.3); others not. */
+		/* Identical copies may be merged (RFC 9112 §6.3); others not.
+		 */
 		size_t n0;
 		const char *v0 = hval(r, r->cl_idx, &n0);
 		for (uint32_t i = (uint32_t)r->cl_idx + 1; i < r->nh; i++) {
@@ -335,7 +399,8 @@ on_headers_complete(http_parser *hp)
 				continue;
 			v = hval(r, (int)i, &n);
 			if (n != n0 || memcmp(v, v0, n) != 0)
-				return fail(p, 400, "conflicting content-length");
+				return fail(p, 400,
+				            "conflicting content-length");
 		}
 	}
 	if (r->nhost > 1 || (hp->http_minor >= 1 && r->nhost == 0))
@@ -369,8 +434,9 @@ on_headers_complete(http_parser *hp)
 	hp->upgrade = 0;
 	r->body_off = (uint32_t)r->text.len;
 	if (has_cl)
-		gk_buf_reserve(&r->text, hp->content_length < BODY_PREALLOC ?
-		    (size_t)hp->content_length : BODY_PREALLOC);
+		gk_buf_reserve(&r->text, hp->content_length < BODY_PREALLOC
+		                             ? (size_t)hp->content_length
+		                             : BODY_PREALLOC);
 	p->phase = PH_BODY;
 	p->pause = PZ_HEADERS;
 	http_parser_pause(hp, 1);
@@ -401,7 +467,8 @@ static int
 on_chunk_complete(http_parser *hp)
 {
 	gk_http_parser *p = hp->data;
-	p->pause = PZ_CHUNK_END;
+	/* http_parser also calls it at the end of the trailers. */
+	p->pause = hp->flags & F_TRAILING ? PZ_TRAILERS : PZ_CHUNK_END;
 	http_parser_pause(hp, 1);
 	return 0;
 }
@@ -410,7 +477,10 @@ static int
 on_message_complete(http_parser *hp)
 {
 	gk_http_parser *p = hp->data;
-	p->info.keep_alive = http_should_keep_alive(hp);
+	/* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing:
+	 * answer, then close. */
+	p->info.keep_alive =
+	    http_should_keep_alive(hp) && !(p->r->nte && hp->http_minor == 0);
 	p->info.body_len = p->r->text.len - p->r->body_off;
 	p->phase = PH_DONE;
 	p->pause = PZ_MESSAGE;
@@ -419,28 +489,28 @@ on_message_complete(http_parser *hp)
 }
 
 static const http_parser_settings settings = {
-	.on_message_begin = on_message_begin,
-	.on_url = on_url,
-	.on_header_field = on_header_field,
-	.on_header_value = on_header_value,
-	.on_headers_complete = on_headers_complete,
-	.on_body = on_body,
-	.on_message_complete = on_message_complete,
-	.on_chunk_header = on_chunk_header,
-	.on_chunk_complete = on_chunk_complete,
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
+    .on_chunk_complete = on_chunk_complete,
 };
 
 gk_http_parser *
 gk_http_parser_new(const gk_http_limits *limits)
 {
 	gk_http_parser *p = gk_xcalloc(1, sizeof *p);
-	size_t mh = limits && limits->max_header ? limits->max_header :
-	    DEFAULT_MAX_HEADER;
+	size_t mh = limits && limits->max_header ? limits->max_header
+	                                         : DEFAULT_MAX_HEADER;
 	if (mh > UINT32_MAX / 2)
 		mh = UINT32_MAX / 2;
 	p->max_header = (uint32_t)mh;
-	p->max_body = limits && limits->max_body ? limits->max_body :
-	    DEFAULT_MAX_BODY;
+	p->max_body =
+	    limits && limits->max_body ? limits->max_body : DEFAULT_MAX_BODY;
 	if (p->max_body > UINT32_MAX / 2)
 		p->max_body = UINT32_MAX / 2; /* offsets are 32-bit */
 	/* http_parser's own limit (a process-wide setting) must not be the
@@ -522,7 +592,7 @@ parse_error(gk_http_parser *p)
 
 enum gk_http_feed
 gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
-    size_t *consumed)
+                    size_t *consumed)
 {
 	*consumed = 0;
 	if (p->phase == PH_ERROR)
@@ -544,7 +614,8 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			http_parser_pause(&p->hp, 0);
 		p->pause = PZ_NONE;
 		p->slice = data + off;
-		size_t got = http_parser_execute(&p->hp, &settings, data + off, n);
+		size_t got =
+		    http_parser_execute(&p->hp, &settings, data + off, n);
 		const char *s = data + off;
 		enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
 		if (e != HPE_OK && e != HPE_PAUSED) {
@@ -560,20 +631,23 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			/*
 			 * http_parser takes any byte for the LF after the
 			 * CR that ends the header section or a chunk line:
-			 * check it is one.  On PZ_HEADERS that byte is not
-			 * consumed yet; on the chunk pauses it is.
+			 * check it is one (see enum pause for where).
 			 */
 			bool bad = false;
 			switch (p->pause) {
-			case PZ_HEADERS: bad = got >= n || s[got] != '\n'; break;
+			case PZ_HEADERS:
+			case PZ_TRAILERS:
+				bad = got >= n || s[got] != '\n';
+				break;
 			case PZ_CHUNK: bad = !got || s[got - 1] != '\n'; break;
 			case PZ_CHUNK_END:
 				bad = !got || s[got - 1] != '\n' ||
-				    (got >= 2 ? s[got - 2] : prev) != '\r';
+				      (got >= 2 ? s[got - 2] : prev) != '\r';
 				break;
-			case PZ_MESSAGE: /* chunked: the LF after the trailers */
+			case PZ_MESSAGE: /* chunked: the LF after the trailers
+			                  */
 				bad = (p->hp.flags & F_CHUNKED) &&
-				    (!got || s[got - 1] != '\n');
+				      (!got || s[got - 1] != '\n');
 				break;
 			}
 			if (bad) {
@@ -615,9 +689,23 @@ lit(gk_buf *b, const char *s, size_t n)
 }
 #define LIT(b, s) lit(b, s, sizeof s - 1)
 
+/* A JSON string; text known to need no escaping is copied as it is. */
+static inline void
+put_str(gk_buf *b, const char *s, size_t n, bool esc)
+{
+	if (esc) {
+		gk_json_quote(b, s, n);
+		return;
+	}
+	gk_buf_reserve(b, n + 2);
+	b->data[b->len++] = '"';
+	lit(b, s, n);
+	b->data[b->len++] = '"';
+}
+
 void
 gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
-    uint64_t deadline_ms, gk_buf *out)
+                      uint64_t deadline_ms, gk_buf *out)
 {
 	if (p->phase != PH_DONE)
 		return;
@@ -628,7 +716,7 @@ gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
 	/* One reservation for the common case (nothing to escape), so the
 	 * literal pieces below are plain copies. */
 	gk_buf_reserve(out, 128 + idl + rl + r->body_off + 8 * r->nh +
-	    body_len + body_len / 3 + 4);
+	                        body_len + body_len / 3 + 4);
 
 	LIT(out, "{\"id\":");
 	gk_json_quote(out, id ? id : "", idl);
@@ -639,10 +727,10 @@ gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
 	if (r->path_off == UINT32_MAX)
 		gk_json_quote(out, "/", 1);
 	else
-		gk_json_quote(out, t + r->path_off, r->path_len);
+		put_str(out, t + r->path_off, r->path_len, r->url_esc);
 	gk_buf_reserve(out, 64);
 	LIT(out, ",\"query\":");
-	gk_json_quote(out, t + r->query_off, r->query_len);
+	put_str(out, t + r->query_off, r->query_len, r->url_esc);
 	gk_buf_reserve(out, 64);
 	LIT(out, ",\"headers\":{");
 
@@ -659,7 +747,7 @@ gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
 			const struct hdr *k = &r->h[j];
 			if (k->hash == h->hash && k->name_len == h->name_len &&
 			    memcmp(t + k->name_off, t + h->name_off,
-				h->name_len) == 0) {
+			           h->name_len) == 0) {
 				done[j] = 1;
 				more++;
 			}
@@ -673,20 +761,20 @@ gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
 		lit(out, t + h->name_off, h->name_len);
 		LIT(out, "\":");
 		if (!more) {
-			gk_json_quote(out, t + h->val_off, h->val_len);
+			put_str(out, t + h->val_off, h->val_len, h->esc);
 			continue;
 		}
 		gk_buf_addc(out, '[');
 		for (uint32_t j = i; j < r->nh; j++) {
 			const struct hdr *k = &r->h[j];
 			if (j != i && (!done[j] || k->hash != h->hash ||
-			    k->name_len != h->name_len ||
-			    memcmp(t + k->name_off, t + h->name_off,
-				h->name_len) != 0))
+			               k->name_len != h->name_len ||
+			               memcmp(t + k->name_off, t + h->name_off,
+			                      h->name_len) != 0))
 				continue;
 			if (j != i)
 				gk_buf_addc(out, ',');
-			gk_json_quote(out, t + k->val_off, k->val_len);
+			put_str(out, t + k->val_off, k->val_len, k->esc);
 		}
 		gk_buf_addc(out, ']');
 	}

@@ -72,10 +72,11 @@ gk_http_date(void)
 	/* Per thread: gk_serve -j renders on worker threads. */
 	static __thread char buf[32];
 	static __thread time_t last = -1;
-	static const char wd[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri",
-	    "Sat"};
-	static const char mo[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static const char wd[7][4] = {"Sun", "Mon", "Tue", "Wed",
+	                              "Thu", "Fri", "Sat"};
+	static const char mo[12][4] = {"Jan", "Feb", "Mar", "Apr",
+	                               "May", "Jun", "Jul", "Aug",
+	                               "Sep", "Oct", "Nov", "Dec"};
 	time_t now = time(NULL);
 	if (now == last)
 		return buf;
@@ -113,10 +114,11 @@ gk_http_date(void)
 }
 
 static const unsigned char tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
-    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
-    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['a' ... 'z'] = 1,
-    ['A' ... 'Z'] = 1,
+    ['!'] = 1,         ['#'] = 1,         ['$'] = 1, ['%'] = 1,
+    ['&'] = 1,         ['\''] = 1,        ['*'] = 1, ['+'] = 1,
+    ['-'] = 1,         ['.'] = 1,         ['^'] = 1, ['_'] = 1,
+    ['`'] = 1,         ['|'] = 1,         ['~'] = 1, ['0' ... '9'] = 1,
+    ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1,
 };
 
 static void
@@ -203,7 +205,7 @@ trim_scratch(void)
 
 int
 gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
-    gk_buf *out, size_t *body_bytes, const char **why)
+               gk_buf *out, size_t *body_bytes, const char **why)
 {
 	size_t start = out->len;
 	const char *err = NULL;
@@ -280,9 +282,9 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 				}
 			/* Framing and hop-by-hop headers are ours. */
 			bool skip = ieq(name, nl, "content-length") ||
-			    ieq(name, nl, "transfer-encoding") ||
-			    ieq(name, nl, "connection") ||
-			    ieq(name, nl, "keep-alive");
+			            ieq(name, nl, "transfer-encoding") ||
+			            ieq(name, nl, "connection") ||
+			            ieq(name, nl, "keep-alive");
 			if (ieq(name, nl, "date"))
 				have_date = true;
 			gk_json_iter vit;
@@ -296,13 +298,13 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 				const char *val;
 				size_t vl;
 				if (str_text(one, &scratch_val, &val, &vl,
-					&esc) < 0) {
+				             &esc) < 0) {
 					err = "header value is not a string";
 					goto fail;
 				}
 				if (esc && (memchr(val, '\r', vl) ||
-				    memchr(val, '\n', vl) ||
-				    memchr(val, '\0', vl))) {
+				            memchr(val, '\n', vl) ||
+				            memchr(val, '\0', vl))) {
 					err = "CR, LF or NUL in header value";
 					goto fail;
 				}
@@ -333,7 +335,7 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 			/* A HEAD or 304 answer may state the length a GET
 			 * would have had (RFC 9110 §8.6). */
 			add_header(out, "Content-Length", 14, given_len,
-			    given_len_n);
+			           given_len_n);
 		else if (status != 304) {
 			gk_buf_add(out, "Content-Length: ", 16);
 			gk_buf_adduint(out, bl);
@@ -360,8 +362,8 @@ fail:
 }
 
 void
-gk_http_render_simple(int status, const char *body, bool keep_alive,
-    bool head, const char *extra_headers, gk_buf *out)
+gk_http_render_simple(int status, const char *body, bool keep_alive, bool head,
+                      const char *extra_headers, gk_buf *out)
 {
 	if (status < 100 || status > 599)
 		status = 500;

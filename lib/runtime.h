@@ -21,6 +21,7 @@ struct gk_north {
 	 * server makes them; stdio is one connection): no prefix south. */
 	bool unique_ids;
 	unsigned serial; /* prefix for ids south otherwise */
+	unsigned inflight; /* its requests in the table (kept by the runtime) */
 };
 
 #define GK_MAX_LISTEN 16

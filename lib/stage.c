@@ -41,6 +41,7 @@ struct wire_conn {
 	gk_north north; /* first: the runtime hands out &conn->north */
 	gk_stage *st;
 	gk_stream *s;
+	struct wire_conn *prev, *next; /* accepted connections */
 };
 
 enum south_kind { SOUTH_NONE, SOUTH_CHILD, SOUTH_CONN };
@@ -61,6 +62,7 @@ struct gk_stage {
 	int listen_fd[GK_MAX_LISTEN + 64];
 	int nlisten_fd;
 	gk_http_server *http;
+	struct wire_conn *wire_conns;
 	unsigned nnorth;
 
 	enum south_kind south_kind;
@@ -146,6 +148,8 @@ table_insert(gk_stage *st, gk_req *req)
 	req->hnext = st->bucket[k];
 	st->bucket[k] = req;
 	req->hashed = true;
+	if (req->north)
+		req->north->inflight++;
 	st->ninflight++;
 	gk_gauge_set(st->m_inflight, (double)st->ninflight);
 }
@@ -161,6 +165,8 @@ table_remove(gk_stage *st, gk_req *req)
 	if (*p)
 		*p = req->hnext;
 	req->hashed = false;
+	if (req->north && req->north->inflight)
+		req->north->inflight--;
 	st->ninflight--;
 	gk_gauge_set(st->m_inflight, (double)st->ninflight);
 }
@@ -391,6 +397,8 @@ gk__req_abandon(gk_req *req)
 	if (req->done)
 		return;
 	send_cancel(req);
+	if (req->north && req->hashed && req->north->inflight)
+		req->north->inflight--;
 	req->north = NULL;
 	finish(req, 0);
 }
@@ -447,7 +455,10 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 		    "duplicate id");
 		return;
 	}
-	if (st->draining) {
+	/* While draining, requests already on open connections are still
+	 * served (each HTTP answer then closes its connection); only once the
+	 * south side is being shut down is it too late. */
+	if (st->stopping) {
 		gk_counter_add(st->m_drain_rejects, 1);
 		answer_503(req, "draining");
 		return;
@@ -781,6 +792,12 @@ wire_conn_close(gk_stream *s, int err, void *arg)
 	abandon_from(st, &c->north);
 	gk_stream_close(c->s);
 	c->s = NULL;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		st->wire_conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	free(c);
 	gk__north_closed(st);
 }
@@ -801,6 +818,10 @@ on_wire_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 		wc->north.serial = ++st->next_serial;
 		wc->st = st;
 		wc->s = gk_stream_new(loop, c, c, &wire_conn_ops, wc);
+		wc->next = st->wire_conns;
+		if (wc->next)
+			wc->next->prev = wc;
+		st->wire_conns = wc;
 		gk__north_opened(st);
 	}
 }
@@ -881,6 +902,23 @@ check_drained(gk_stage *st)
 {
 	if (!st->draining || st->stopping)
 		return;
+	/* Wire connections end once nothing of theirs is in flight. */
+	for (struct wire_conn *c = st->wire_conns, *next; c; c = next) {
+		next = c->next;
+		if (!c->north.inflight && !gk_stream_pending(c->s)) {
+			gk_stream_close(c->s);
+			c->s = NULL;
+			if (c->prev)
+				c->prev->next = c->next;
+			else
+				st->wire_conns = c->next;
+			if (c->next)
+				c->next->prev = c->prev;
+			free(c);
+			if (st->nnorth)
+				st->nnorth--;
+		}
+	}
 	if (st->ninflight || st->nnorth)
 		return;
 	if (st->stdio && gk_stream_pending(st->stdio))

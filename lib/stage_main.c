@@ -66,7 +66,8 @@ usage(const gk_stage_def *def, bool http)
 	const char *name = def->ops.name;
 	printf("%s: %s\n\nusage: %s [options] %s\n\n", name,
 	    def->summary ? def->summary : "",
-	    name, def->no_south ? "" : "(-- CMD [ARGS...] | --to ADDR)");
+	    name, def->no_south ? (def->operands_usage ? def->operands_usage : "")
+				: "(-- CMD [ARGS...] | --to ADDR)");
 	for (const gk_stage_option *o = def->options; o && o->name; o++) {
 		char left[64];
 		snprintf(left, sizeof left, "%s%c%s--%s%s%s",
@@ -253,6 +254,12 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 				gk_usage_error("bad --%s: %s", o->name, v ? v : "");
 		}
 		}
+	}
+	if (def->no_south && def->operands) {
+		if (def->operands(argc - optind, argv + optind, def->arg) < 0)
+			gk_usage_error("bad operands: expected %s (see --help)",
+			    def->operands_usage ? def->operands_usage : "none");
+		optind = argc;
 	}
 	if (optind < argc) {
 		if (def->no_south)
