@@ -98,6 +98,8 @@ log_kv(enum gk_level level, const char *msg, const char *k1, const char *v1,
 }
 static void south_start(gk_stage *st);
 static void check_drained(gk_stage *st);
+struct wire_conn;
+static void wire_conn_free(gk_stage *st, struct wire_conn *c);
 
 /* ---- the table of requests in flight, keyed by south id ---- */
 
@@ -766,6 +768,20 @@ abandon_from(gk_stage *st, gk_north *n)
 	free(v);
 }
 
+static void
+wire_conn_free(gk_stage *st, struct wire_conn *c)
+{
+	gk_stream_close(c->s);
+	c->s = NULL;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		st->wire_conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c);
+}
+
 /* stdio is the one wire connection that is not accepted. */
 static struct wire_conn stdio_conn;
 
@@ -790,15 +806,7 @@ wire_conn_close(gk_stream *s, int err, void *arg)
 		return;
 	}
 	abandon_from(st, &c->north);
-	gk_stream_close(c->s);
-	c->s = NULL;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		st->wire_conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	free(c);
+	wire_conn_free(st, c);
 	gk__north_closed(st);
 }
 
@@ -906,15 +914,7 @@ check_drained(gk_stage *st)
 	for (struct wire_conn *c = st->wire_conns, *next; c; c = next) {
 		next = c->next;
 		if (!c->north.inflight && !gk_stream_pending(c->s)) {
-			gk_stream_close(c->s);
-			c->s = NULL;
-			if (c->prev)
-				c->prev->next = c->next;
-			else
-				st->wire_conns = c->next;
-			if (c->next)
-				c->next->prev = c->prev;
-			free(c);
+			wire_conn_free(st, c);
 			if (st->nnorth)
 				st->nnorth--;
 		}
