@@ -41,6 +41,7 @@ struct rstate {
 	char key[KEY_MAX];
 	gk_timer timer;
 	uint64_t start_ms;
+	bool passed; /* let through south: the call has an outcome */
 	bool probe, counted, timed_out;
 };
 
@@ -195,9 +196,11 @@ state_name(enum gk_breaker_state s)
 }
 
 static void
-transition(gk_breaker *b, struct circuit *c, const char *key,
+transition(gk_breaker *b, struct circuit *c, gk_req *req, const char *key,
     enum gk_breaker_state to, const char *why)
 {
+	/* The request that caused it: its trace joins the event. */
+	const char *trace = req ? gk_req_trace_id(req) : NULL;
 	enum gk_breaker_state from = c->state;
 	if (from == to)
 		return;
@@ -210,23 +213,26 @@ transition(gk_breaker *b, struct circuit *c, const char *key,
 	if (to == GK_OPEN) {
 		gk_counter_add(b->m_to_open, 1);
 		uint64_t ms = b->cfg.open_ms;
-		for (unsigned i = 1; i < c->trips && ms < b->cfg.open_max_ms; i++)
+		for (unsigned i = 0; i < c->trips && ms < b->cfg.open_max_ms; i++)
 			ms *= 2;
 		if (ms > b->cfg.open_max_ms)
 			ms = b->cfg.open_max_ms;
 		c->trips++;
 		c->open_until = gk_loop_now(b->loop) + ms;
 		snprintf(o, sizeof o, "open_for_ms=%llu", (unsigned long long)ms);
-		gk_log(GK_WARN, "circuit opened", k, f, r, o);
+		gk_log_trace(GK_WARN, trace, "circuit opened", k, f, r, o,
+		    (char *)0);
 	} else if (to == GK_HALF_OPEN) {
 		gk_counter_add(b->m_to_half, 1);
 		c->probes_out = c->probes_ok = 0;
-		gk_log(GK_INFO, "circuit half-open", k, f);
+		gk_log_trace(GK_INFO, trace, "circuit half-open", k, f,
+		    (char *)0);
 	} else {
 		gk_counter_add(b->m_to_closed, 1);
 		c->trips = 0;
 		reset_window(c);
-		gk_log(GK_INFO, "circuit closed", k, f, r);
+		gk_log_trace(GK_INFO, trace, "circuit closed", k, f, r,
+		    (char *)0);
 	}
 }
 
@@ -279,8 +285,9 @@ record_outcome(gk_breaker *b, struct circuit *c, bool failed, bool slow)
 }
 
 static void
-outcome(gk_breaker *b, struct rstate *s, int status, bool timed_out)
+outcome(gk_breaker *b, gk_req *req, int status, bool timed_out)
 {
+	struct rstate *s = gk_req_state(req);
 	struct circuit *c = circuit_of(b, s->key, false);
 	if (!c || s->counted)
 		return;
@@ -297,11 +304,11 @@ outcome(gk_breaker *b, struct rstate *s, int status, bool timed_out)
 	if (c->state == GK_HALF_OPEN && s->probe) {
 		c->probes_out--;
 		if (failed || (slow && b->cfg.slow_rate > 0)) {
-			transition(b, c, s->key, GK_OPEN, "probe failed");
+			transition(b, c, req, s->key, GK_OPEN, "probe failed");
 			return;
 		}
 		if (++c->probes_ok >= b->cfg.probes)
-			transition(b, c, s->key, GK_CLOSED, "probes succeeded");
+			transition(b, c, req, s->key, GK_CLOSED, "probes succeeded");
 		return;
 	}
 	if (c->state != GK_CLOSED)
@@ -309,7 +316,7 @@ outcome(gk_breaker *b, struct rstate *s, int status, bool timed_out)
 	c->consecutive = failed ? c->consecutive + 1 : 0;
 	record_outcome(b, c, failed, slow);
 	if (b->cfg.consecutive && c->consecutive >= b->cfg.consecutive) {
-		transition(b, c, s->key, GK_OPEN, "consecutive failures");
+		transition(b, c, req, s->key, GK_OPEN, "consecutive failures");
 		return;
 	}
 	unsigned calls, fails, slows;
@@ -318,10 +325,10 @@ outcome(gk_breaker *b, struct rstate *s, int status, bool timed_out)
 		return;
 	if (b->cfg.failure_rate > 0 &&
 	    (double)fails / calls >= b->cfg.failure_rate)
-		transition(b, c, s->key, GK_OPEN, "failure rate");
+		transition(b, c, req, s->key, GK_OPEN, "failure rate");
 	else if (b->cfg.slow_ms && b->cfg.slow_rate > 0 &&
 	    (double)slows / calls >= b->cfg.slow_rate)
-		transition(b, c, s->key, GK_OPEN, "slow call rate");
+		transition(b, c, req, s->key, GK_OPEN, "slow call rate");
 }
 
 static void
@@ -332,7 +339,7 @@ on_timeout(gk_loop *loop, void *arg)
 	struct rstate *s = gk_req_state(req);
 	gk_breaker *b = s->b;
 	s->timed_out = true;
-	outcome(b, s, 504, true);
+	outcome(b, req, 504, true);
 	/* The runtime cancels south and drops the late answer. */
 	gk_answer(req, 504, NULL, "gateway timeout\n", "timeout");
 }
@@ -372,7 +379,7 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 			reject_open(b, c, req, "open");
 			return;
 		}
-		transition(b, c, s->key, GK_HALF_OPEN, "open interval over");
+		transition(b, c, req, s->key, GK_HALF_OPEN, "open interval over");
 	}
 	if (c->state == GK_HALF_OPEN) {
 		if (c->probes_out + c->probes_ok >= b->cfg.probes) {
@@ -382,6 +389,7 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 		c->probes_out++;
 		s->probe = true;
 	}
+	s->passed = true;
 	if (b->cfg.timeout_ms) {
 		s->b = b;
 		gk_timer_start(b->loop, &s->timer, b->cfg.timeout_ms, on_timeout,
@@ -395,7 +403,7 @@ gk_breaker_response(gk_breaker *b, gk_req *req, gk_msg *resp)
 {
 	struct rstate *s = gk_req_state(req);
 	gk_timer_stop(b->loop, &s->timer);
-	outcome(b, s, gk_msg_status(resp), false);
+	outcome(b, req, gk_msg_status(resp), false);
 	gk_pass(req, resp);
 }
 
@@ -404,11 +412,18 @@ gk_breaker_done(gk_breaker *b, gk_req *req, int status)
 {
 	struct rstate *s = gk_req_state(req);
 	gk_timer_stop(b->loop, &s->timer);
-	/* Answered by the runtime (its deadline, the south side died) or the
-	 * client left: a call that was let through still has an outcome. */
-	if (!s->counted && status != 0)
-		outcome(b, s, status, false);
-	else if (!s->counted && s->probe) {
+	/* Only a call that was let through has an outcome: not one answered
+	 * while open, nor one the runtime refused before the breaker saw it.
+	 * Answered by the runtime after it went south (the south side died,
+	 * or is down): that is its outcome.  The runtime's own deadline
+	 * (--timeout, or the request's) is the caller's budget running out,
+	 * not a failure of the south side: only -t counts timeouts.  The
+	 * client left: no outcome either; a probe frees its slot. */
+	if (!s->passed || s->counted)
+		return;
+	if (status != 0 && status != 504)
+		outcome(b, req, status, false);
+	else if (s->probe) {
 		struct circuit *c = circuit_of(b, s->key, false);
 		if (c && c->state == GK_HALF_OPEN && c->probes_out)
 			c->probes_out--;

@@ -321,8 +321,11 @@ void gk_loop_child(gk_loop *loop, pid_t pid, gk_child_fn *fn, void *arg);
 void gk_loop_on_turn_end(gk_loop *loop, gk_turn_fn *fn, void *arg);
 int gk_loop_run(gk_loop *loop);
 void gk_loop_stop(gk_loop *loop);
-/* Monotonic milliseconds, cached at the start of the turn. */
+/* Monotonic milliseconds and microseconds, and the wall clock in
+ * milliseconds, cached at the start of the turn (one clock read a turn). */
 uint64_t gk_loop_now(gk_loop *loop);
+uint64_t gk_loop_now_us(gk_loop *loop);
+uint64_t gk_loop_realtime_ms(gk_loop *loop);
 uint64_t gk_monotonic_ms(void);
 uint64_t gk_monotonic_us(void);
 /* Wall clock, milliseconds and microseconds since the epoch. */
@@ -370,6 +373,8 @@ typedef struct gk_msg {
 
 /* Takes a copy of the line; returns NULL (and fills err) when invalid. */
 gk_msg *gk_msg_new(const char *line, size_t len, gk_wire_error *err);
+/* Takes the buffer itself (left empty), saving the copy. */
+gk_msg *gk_msg_adopt(gk_buf *line, gk_wire_error *err);
 void gk_msg_free(gk_msg *m);
 gk_json gk_msg_get(const gk_msg *m, const char *key);
 /* The status of a response (0 when absent or invalid). */

@@ -403,11 +403,11 @@ take_request(struct conn *c)
 	snprintf(id, sizeof id, "%llu",
 	    (unsigned long long)gk__stage_next_id(srv->st));
 	uint64_t deadline = srv->cfg->timeout_ms
-	    ? gk_realtime_ms() + srv->cfg->timeout_ms : 0;
+	    ? gk_loop_realtime_ms(srv->loop) + srv->cfg->timeout_ms : 0;
 	gk_buf line = {0};
 	gk_http_parser_encode(c->parser, id, c->remote, deadline, &line);
 	gk_wire_error err;
-	gk_msg *m = gk_msg_new(line.data, line.len, &err);
+	gk_msg *m = gk_msg_adopt(&line, &err);
 	gk_buf_free(&line);
 	if (!m) {
 		gk_log(GK_ERROR, "request could not be encoded", err.reason);

@@ -41,7 +41,7 @@ struct turn_hook {
 struct gk_loop {
 	int epfd;
 	bool stop;
-	uint64_t now;
+	uint64_t now, now_us, real_ms; /* cached at the start of each turn */
 	struct watch *watch;
 	int nwatch;
 	gk_timer **heap; /* 1-based */
@@ -86,6 +86,8 @@ gk_realtime_ms(void)
 	return gk_realtime_us() / 1000u;
 }
 
+static void update_clock(gk_loop *l);
+
 gk_loop *
 gk_loop_new(void)
 {
@@ -96,7 +98,7 @@ gk_loop_new(void)
 		    strerror(errno));
 	l->sigfd = -1;
 	sigemptyset(&l->sigmask);
-	l->now = gk_monotonic_ms();
+	update_clock(l);
 	return l;
 }
 
@@ -246,6 +248,26 @@ gk_loop_now(gk_loop *l)
 	return l->now;
 }
 
+uint64_t
+gk_loop_now_us(gk_loop *l)
+{
+	return l->now_us;
+}
+
+uint64_t
+gk_loop_realtime_ms(gk_loop *l)
+{
+	return l->real_ms;
+}
+
+static void
+update_clock(gk_loop *l)
+{
+	l->now_us = gk_monotonic_us();
+	l->now = l->now_us / 1000u;
+	l->real_ms = gk_realtime_ms();
+}
+
 static void reap_children(gk_loop *l);
 
 static void
@@ -368,7 +390,7 @@ gk_loop_run(gk_loop *l)
 			gk_events_set_batching(false);
 			return -1;
 		}
-		l->now = gk_monotonic_ms();
+		update_clock(l);
 		for (int i = 0; i < n; i++) {
 			int fd = ev[i].data.fd;
 			if (fd >= l->nwatch || !l->watch[fd].fn)

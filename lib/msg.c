@@ -5,15 +5,48 @@
 
 #include "gokit.h"
 
+/*
+ * Freed messages are kept for reuse: the index makes a message ~3 KiB, past
+ * malloc's per-thread cache, and a stage makes two messages a request.
+ */
+#define SPARE_MAX 64
+static _Thread_local gk_msg *spare[SPARE_MAX];
+static _Thread_local unsigned nspare;
+
+static gk_msg *
+msg_alloc(void)
+{
+	if (nspare)
+		return spare[--nspare];
+	/* Not zeroed: the parse writes the part of the index it uses. */
+	gk_msg *m = gk_xmalloc(sizeof *m);
+	m->line = (gk_buf){0};
+	return m;
+}
+
 gk_msg *
 gk_msg_new(const char *line, size_t len, gk_wire_error *err)
 {
-	/* Not zeroed: the index is ~3 KiB and the parse writes what it uses. */
-	gk_msg *m = gk_xmalloc(sizeof *m);
-	m->line = (gk_buf){0};
+	gk_msg *m = msg_alloc();
+	m->line.len = 0;
 	gk_buf_add(&m->line, line, len);
 	if (gk_wire_parse(&m->wire, m->line.data ? m->line.data : "", len,
 	    err) < 0) {
+		gk_msg_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+gk_msg *
+gk_msg_adopt(gk_buf *line, gk_wire_error *err)
+{
+	gk_msg *m = msg_alloc();
+	gk_buf_free(&m->line);
+	m->line = *line;
+	*line = (gk_buf){0};
+	if (gk_wire_parse(&m->wire, m->line.data ? m->line.data : "",
+	    m->line.len, err) < 0) {
 		gk_msg_free(m);
 		return NULL;
 	}
@@ -25,6 +58,11 @@ gk_msg_free(gk_msg *m)
 {
 	if (!m)
 		return;
+	if (nspare < SPARE_MAX && m->line.cap <= 16384) {
+		m->line.len = 0;
+		spare[nspare++] = m;
+		return;
+	}
 	gk_buf_free(&m->line);
 	free(m);
 }

@@ -239,7 +239,7 @@ static void
 pass_line(gk_req *req, gk_buf *line)
 {
 	gk_wire_error err;
-	gk_msg *m = gk_msg_new(line->data, line->len, &err);
+	gk_msg *m = gk_msg_adopt(line, &err);
 	if (!m) {
 		gk_log(GK_ERROR, "handler response invalid", err.reason);
 		gk_answer(req, 500, NULL, "internal error\n", "invalid response");

@@ -369,8 +369,7 @@ gk_answer(gk_req *req, int status, const gk_header *headers, const char *body,
 	}
 	gk_jw_object_end(&w);
 	gk_wire_error err;
-	gk_msg *m = gk_msg_new(b.data, b.len, &err);
-	gk_buf_free(&b);
+	gk_msg *m = gk_msg_adopt(&b, &err);
 	if (!m)
 		gk_fatal(GK_EXIT_SOFTWARE, "built an invalid response: %s",
 		    err.reason);
@@ -474,7 +473,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 
 	int64_t dl = 0;
 	gk_json_int(gk_msg_get(msg, "deadline"), &dl);
-	uint64_t now = gk_realtime_ms();
+	uint64_t now = gk_loop_realtime_ms(st->loop);
 	if (st->cfg.timeout_ms &&
 	    (dl <= 0 || (uint64_t)dl > now + st->cfg.timeout_ms)) {
 		dl = (int64_t)(now + st->cfg.timeout_ms);
