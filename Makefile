@@ -7,9 +7,10 @@ WERROR ?= -Werror
 SAN_FLAGS ?=
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
+CFLAGS += -DGK_LIBEXEC='"$(PREFIX)/libexec/gokit"'
 CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fPIC -Ilib $(SAN_FLAGS)
 LDFLAGS += $(SAN_FLAGS)
-LIBS = -lhttp_parser -ljq -lpthread -lm
+LIBS = -lhttp_parser -ljq -lpipeline -lhiredis -lpthread -lm
 
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -17,12 +18,14 @@ BIN_SRC := $(wildcard bin/*.c)
 BINS := $(BIN_SRC:bin/%.c=$(BUILD)/bin/%)
 EX_SRC := $(wildcard contrib/examples/*.c)
 EXAMPLES := $(EX_SRC:contrib/examples/%.c=$(BUILD)/examples/%)
+EXP_SRC := $(wildcard exporters/*.c)
+EXPORTERS := $(EXP_SRC:exporters/%.c=$(BUILD)/exporters/%)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNITS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 MAN_SRC := $(wildcard man/*.[1-9])
 MAN_OUT := $(MAN_SRC:man/%=$(BUILD)/man/%)
 
-all: $(BUILD)/libgokit.a $(BUILD)/libgokit.so $(BINS) $(EXAMPLES) $(UNITS) $(BUILD)/gokit.pc man
+all: $(BUILD)/libgokit.a $(BUILD)/libgokit.so $(BINS) $(EXAMPLES) $(EXPORTERS) $(UNITS) $(BUILD)/gokit.pc man
 
 $(BUILD)/lib/%.o: lib/%.c lib/gokit.h $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
@@ -36,6 +39,10 @@ $(BUILD)/libgokit.so: $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libgokit.so.0 $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/bin/%: bin/%.c $(BUILD)/libgokit.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libgokit.a $(LIBS) $(LIBS_$*)
+
+$(BUILD)/exporters/%: exporters/%.c $(BUILD)/libgokit.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libgokit.a $(LIBS) $(LIBS_$*)
 
@@ -92,7 +99,7 @@ install: all
 	install -m 644 $(BUILD)/gokit.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	for f in $(MAN_OUT); do s=$${f##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
 	  install -m 644 $$f $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
-	for f in $(wildcard $(BUILD)/exporters/gk-export-*); do install -m 755 $$f $(DESTDIR)$(PREFIX)/libexec/gokit/; done
+	for f in $(EXPORTERS); do install -m 755 $$f $(DESTDIR)$(PREFIX)/libexec/gokit/; done
 	for f in $(wildcard filters/*.jq); do install -m 644 $$f $(DESTDIR)$(PREFIX)/share/gokit/filters/; done
 
 format:

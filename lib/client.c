@@ -1,0 +1,812 @@
+/*
+ * client.c: gk-client's logic on libcurl's multi interface.  Retries are
+ * made only when they are safe (nothing reached the upstream, or an
+ * idempotent method got a status named by --retry-on), with jittered
+ * exponential backoff, within a retry budget as Finagle's RetryBudget and
+ * Envoy's retry budgets keep it, and never past the request's deadline.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "curl_loop.h"
+#include "tracecontext.h"
+
+#define BUDGET_SECONDS 10
+
+struct gk_client {
+	gk_client_config cfg;
+	gk_stage *st;
+	gk_loop *loop;
+	gk_curl *curl;
+	gk_balancer *bal;
+	gk_resolver *res;
+	/* retry budget: requests and retries per second, last 10 s */
+	struct {
+		uint64_t second;
+		unsigned requests, retries;
+	} budget[BUDGET_SECONDS];
+	gk_timer check_timer;
+	CURL *spare[64];
+	unsigned nspare;
+	gk_metric *m_requests, *m_errors, *m_ejections, *m_ejected, *m_duration;
+	gk_series *m_endpoints, *m_retries, *m_budget_exhausted, *m_no_ep;
+	gk_series *m_connects;
+};
+
+struct hdr {
+	char *name, *value;
+};
+
+struct cstate {
+	gk_client *c;
+	gk_req *req;
+	CURL *easy;
+	gk_backend *be;
+	unsigned tries;
+	bool running;
+	struct curl_slist *headers;
+	gk_buf body;      /* request body, decoded */
+	gk_buf response;  /* response body */
+	struct hdr *rh;   /* response headers */
+	size_t nrh, caprh;
+	bool too_big;
+	uint64_t start_us, try_start_us;
+	gk_timer retry_timer;
+	/* client span */
+	bool sampled;
+	uint8_t trace_id[16], parent[8], span_id[8];
+	bool has_trace;
+};
+
+size_t
+gk_client_state_size(void)
+{
+	return sizeof(struct cstate);
+}
+
+int
+gk_client_parse_retry_on(gk_client_config *cfg, const char *s)
+{
+	cfg->nretry_on = 0;
+	while (*s) {
+		char *end;
+		long v = strtol(s, &end, 10);
+		if (end == s || v < 100 || v > 599 || cfg->nretry_on >= 16)
+			return -1;
+		cfg->retry_on[cfg->nretry_on++] = (int)v;
+		s = end;
+		if (*s == ',')
+			s++;
+		else if (*s)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- per-endpoint metrics ---- */
+
+static void
+backend_metrics(gk_client *c, gk_backend *be)
+{
+	if (be->m_requests)
+		return;
+	be->m_requests = gk_series_get(c->m_requests, be->ep.addr, (char *)0);
+	be->m_errors = gk_series_get(c->m_errors, be->ep.addr, (char *)0);
+	be->m_ejections = gk_series_get(c->m_ejections, be->ep.addr, (char *)0);
+	be->m_ejected = gk_series_get(c->m_ejected, be->ep.addr, (char *)0);
+	be->m_duration = gk_series_get(c->m_duration, be->ep.addr, (char *)0);
+}
+
+static void
+on_endpoints(const gk_endpoint *set, size_t n, void *arg)
+{
+	gk_client *c = arg;
+	gk_balancer_update(c->bal, set, n);
+	for (size_t i = 0; i < gk_balancer_size(c->bal); i++)
+		backend_metrics(c, gk_balancer_at(c->bal, i));
+	gk_gauge_set(c->m_endpoints, (double)n);
+	char k[32];
+	snprintf(k, sizeof k, "count=%zu", n);
+	gk_log(n ? GK_INFO : GK_WARN, "endpoints", k);
+}
+
+/* ---- the retry budget ---- */
+
+static void
+budget_note(gk_client *c, bool retry)
+{
+	uint64_t s = gk_loop_now(c->loop) / 1000;
+	unsigned i = (unsigned)(s % BUDGET_SECONDS);
+	if (c->budget[i].second != s)
+		c->budget[i].second = s, c->budget[i].requests = 0,
+		c->budget[i].retries = 0;
+	if (retry)
+		c->budget[i].retries++;
+	else
+		c->budget[i].requests++;
+}
+
+static bool
+budget_allows(gk_client *c)
+{
+	uint64_t s = gk_loop_now(c->loop) / 1000;
+	double req = 0, ret = 0;
+	for (unsigned i = 0; i < BUDGET_SECONDS; i++)
+		if (c->budget[i].second + BUDGET_SECONDS > s) {
+			req += c->budget[i].requests;
+			ret += c->budget[i].retries;
+		}
+	return ret + 1 <= c->cfg.budget_min_per_s * BUDGET_SECONDS +
+	    c->cfg.budget_percent * req;
+}
+
+/* ---- active checks ---- */
+
+struct check {
+	gk_client *c;
+	char addr[262];
+};
+
+static void
+check_done(CURL *easy, CURLcode result, void *arg)
+{
+	struct check *k = arg;
+	gk_client *c = k->c;
+	long code = 0;
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+	bool ok = result == CURLE_OK && code >= 200 && code < 300;
+	for (size_t i = 0; i < gk_balancer_size(c->bal); i++) {
+		gk_backend *be = gk_balancer_at(c->bal, i);
+		if (strcmp(be->ep.addr, k->addr))
+			continue;
+		if (be->check_failed != !ok) {
+			char a[300];
+			snprintf(a, sizeof a, "endpoint=%s", be->ep.addr);
+			gk_log(ok ? GK_INFO : GK_WARN,
+			    ok ? "endpoint check passes" : "endpoint check fails", a);
+		}
+		be->check_failed = !ok;
+		gk_gauge_set(be->m_ejected, !gk_backend_available(be,
+		    gk_loop_now(c->loop)));
+	}
+	curl_easy_cleanup(easy);
+	free(k);
+}
+
+static size_t
+discard(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return size * n;
+}
+
+static void
+on_check_timer(gk_loop *loop, void *arg)
+{
+	gk_client *c = arg;
+	for (size_t i = 0; i < gk_balancer_size(c->bal); i++) {
+		gk_backend *be = gk_balancer_at(c->bal, i);
+		struct check *k = gk_xcalloc(1, sizeof *k);
+		k->c = c;
+		snprintf(k->addr, sizeof k->addr, "%s", be->ep.addr);
+		char url[600];
+		snprintf(url, sizeof url, "http://%s%s", be->ep.addr,
+		    c->cfg.check_path);
+		CURL *e = curl_easy_init();
+		curl_easy_setopt(e, CURLOPT_URL, url);
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 2000L);
+		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+		if (gk_curl_start(c->curl, e, check_done, k) < 0) {
+			curl_easy_cleanup(e);
+			free(k);
+		}
+	}
+	gk_timer_start(loop, &c->check_timer, c->cfg.check_every_ms,
+	    on_check_timer, c);
+}
+
+gk_client *
+gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
+{
+	gk_client *c = gk_xcalloc(1, sizeof *c);
+	c->cfg = *cfg;
+	c->st = st;
+	c->loop = gk_stage_loop(st);
+	c->curl = gk_curl_new(c->loop, cfg->max_host_connections);
+	c->bal = gk_balancer_new(cfg->balance);
+	c->m_requests = gk_counter_new("gk_client_requests_total",
+	    "Requests sent upstream, by endpoint (tries, retries included)",
+	    "endpoint");
+	c->m_errors = gk_counter_new("gk_client_errors_total",
+	    "Tries that failed (5xx or transport), by endpoint", "endpoint");
+	c->m_ejections = gk_counter_new("gk_client_ejections_total",
+	    "Times an endpoint was ejected by outlier detection", "endpoint");
+	c->m_ejected = gk_gauge_new("gk_client_ejected",
+	    "1 while an endpoint is out of rotation", "endpoint");
+	c->m_duration = gk_histogram_new("gk_client_request_duration_seconds",
+	    "Upstream latency of a try, by endpoint", "endpoint", NULL, 0);
+	c->m_endpoints = gk_metric_series(gk_gauge_new("gk_client_endpoints",
+	    "Endpoints in the current set", NULL));
+	c->m_retries = gk_metric_series(gk_counter_new(
+	    "gk_client_retries_total", "Retries made", NULL));
+	c->m_budget_exhausted = gk_metric_series(gk_counter_new(
+	    "gk_client_retry_budget_exhausted_total",
+	    "Retries not made because the budget was spent", NULL));
+	c->m_no_ep = gk_metric_series(gk_counter_new(
+	    "gk_client_no_endpoint_total",
+	    "Requests answered 503 for want of an endpoint", NULL));
+	c->m_connects = gk_metric_series(gk_counter_new(
+	    "gk_client_connections_opened_total",
+	    "Upstream connections opened (the rest reused one)", NULL));
+	c->res = gk_resolver_new(c->loop, cfg->source, &cfg->ropts,
+	    on_endpoints, c, why);
+	if (!c->res)
+		return NULL;
+	size_t n;
+	const gk_endpoint *set = gk_resolver_set(c->res, &n);
+	if (n && !gk_balancer_size(c->bal))
+		on_endpoints(set, n, c);
+	if (cfg->check_path && cfg->check_every_ms)
+		gk_timer_start(c->loop, &c->check_timer, 0, on_check_timer, c);
+	return c;
+}
+
+/* ---- one request ---- */
+
+static bool
+hop_by_hop(const char *name, size_t n)
+{
+	static const char *const hop[] = {"connection", "keep-alive",
+	    "proxy-connection", "transfer-encoding", "te", "trailer",
+	    "upgrade", "proxy-authorization", "proxy-authenticate",
+	    "content-length", "expect", NULL};
+	for (int i = 0; hop[i]; i++)
+		if (strlen(hop[i]) == n && !strncmp(hop[i], name, n))
+			return true;
+	return false;
+}
+
+static size_t
+on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct cstate *s = arg;
+	size_t len = size * n;
+	if (len >= 5 && !strncmp(p, "HTTP/", 5)) {
+		/* A new status line (after 100 Continue, or a redirect):
+		 * only the last response's headers count. */
+		for (size_t i = 0; i < s->nrh; i++)
+			free(s->rh[i].name), free(s->rh[i].value);
+		s->nrh = 0;
+		return len;
+	}
+	char *colon = memchr(p, ':', len);
+	if (!colon)
+		return len;
+	size_t nl = (size_t)(colon - p);
+	const char *v = colon + 1, *end = p + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
+	    end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (s->nrh == s->caprh) {
+		s->caprh = s->caprh ? s->caprh * 2 : 16;
+		s->rh = gk_xrealloc(s->rh, s->caprh * sizeof *s->rh);
+	}
+	char *name = gk_xmalloc(nl + 1);
+	for (size_t i = 0; i < nl; i++)
+		name[i] = (char)tolower((unsigned char)p[i]);
+	name[nl] = 0;
+	size_t vl = (size_t)(end - v);
+	char *value = gk_xmalloc(vl + 1);
+	memcpy(value, v, vl);
+	value[vl] = 0;
+	s->rh[s->nrh++] = (struct hdr){name, value};
+	return len;
+}
+
+static size_t
+on_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct cstate *s = arg;
+	size_t len = size * n;
+	if (s->response.len + len > s->c->cfg.max_response) {
+		s->too_big = true;
+		return 0; /* aborts the transfer */
+	}
+	gk_buf_add(&s->response, p, len);
+	return len;
+}
+
+static CURL *
+easy_get(gk_client *c)
+{
+	if (c->nspare) {
+		CURL *e = c->spare[--c->nspare];
+		curl_easy_reset(e);
+		return e;
+	}
+	return curl_easy_init();
+}
+
+static void
+easy_put(gk_client *c, CURL *e)
+{
+	/* Reusing easy handles keeps their DNS and connection caches. */
+	if (c->nspare < 64)
+		c->spare[c->nspare++] = e;
+	else
+		curl_easy_cleanup(e);
+}
+
+static void reset_try(struct cstate *s);
+static void try_once(struct cstate *s);
+
+static bool
+idempotent(const char *m)
+{
+	static const char *const ok[] = {"GET", "HEAD", "PUT", "DELETE",
+	    "OPTIONS", "TRACE", NULL};
+	for (int i = 0; ok[i]; i++)
+		if (!strcmp(m, ok[i]))
+			return true;
+	return false;
+}
+
+static void
+emit_client_span(struct cstate *s, int status, const char *method,
+    const char *url)
+{
+	if (!s->has_trace || !s->sampled)
+		return;
+	char hex[33];
+	gk_jw *w = gk_event_begin("span");
+	gk_hex(s->trace_id, 16, hex);
+	gk_jw_key(w, "trace_id");
+	gk_jw_cstr(w, hex);
+	gk_hex(s->span_id, 8, hex);
+	gk_jw_key(w, "span_id");
+	gk_jw_cstr(w, hex);
+	gk_hex(s->parent, 8, hex);
+	gk_jw_key(w, "parent_id");
+	gk_jw_cstr(w, hex);
+	gk_jw_key(w, "name");
+	gk_jw_cstr(w, method);
+	gk_jw_key(w, "kind");
+	gk_jw_cstr(w, "client");
+	gk_jw_key(w, "start_us");
+	gk_jw_int(w, (int64_t)(gk_realtime_us() -
+	    (gk_monotonic_us() - s->start_us)));
+	gk_jw_key(w, "duration_us");
+	gk_jw_int(w, (int64_t)(gk_monotonic_us() - s->start_us));
+	gk_jw_key(w, "status");
+	gk_jw_cstr(w, status >= 500 || status == 0 ? "error" : "ok");
+	gk_jw_key(w, "attrs");
+	gk_jw_object(w);
+	gk_jw_key(w, "http.request.method");
+	gk_jw_cstr(w, method);
+	gk_jw_key(w, "url.full");
+	gk_jw_cstr(w, url);
+	if (s->be) {
+		const char *a = s->be->ep.addr;
+		const char *colon = strrchr(a, ':');
+		gk_jw_key(w, "server.address");
+		gk_jw_string(w, a, colon ? (size_t)(colon - a) : strlen(a));
+		if (colon) {
+			gk_jw_key(w, "server.port");
+			gk_jw_int(w, atoi(colon + 1));
+		}
+	}
+	if (status) {
+		gk_jw_key(w, "http.response.status_code");
+		gk_jw_int(w, status);
+	}
+	gk_jw_object_end(w);
+	gk_event_end();
+}
+
+static void
+answer_from_upstream(struct cstate *s, int status)
+{
+	gk_msg *rq = gk_req_msg(s->req);
+	gk_json id = gk_msg_get(rq, "id");
+	gk_buf b = {0};
+	gk_buf_adds(&b, "{\"id\":");
+	gk_buf_add(&b, id.p, id.len);
+	gk_buf_adds(&b, ",\"status\":");
+	gk_buf_adduint(&b, (uint64_t)status);
+	gk_buf_adds(&b, ",\"headers\":{");
+	/* Repeated headers become arrays, in order. */
+	bool first = true;
+	for (size_t i = 0; i < s->nrh; i++) {
+		const char *name = s->rh[i].name;
+		if (!name || hop_by_hop(name, strlen(name)))
+			continue;
+		size_t count = 0;
+		for (size_t j = i; j < s->nrh; j++)
+			if (s->rh[j].name && !strcmp(s->rh[j].name, name))
+				count++;
+		if (!first)
+			gk_buf_addc(&b, ',');
+		first = false;
+		gk_json_quote(&b, name, strlen(name));
+		gk_buf_addc(&b, ':');
+		if (count > 1)
+			gk_buf_addc(&b, '[');
+		bool vfirst = true;
+		for (size_t j = i; j < s->nrh; j++) {
+			if (!s->rh[j].name || strcmp(s->rh[j].name, name))
+				continue;
+			if (!vfirst)
+				gk_buf_addc(&b, ',');
+			vfirst = false;
+			gk_json_quote(&b, s->rh[j].value, strlen(s->rh[j].value));
+			if (j != i) {
+				free(s->rh[j].name);
+				s->rh[j].name = NULL;
+			}
+		}
+		if (count > 1)
+			gk_buf_addc(&b, ']');
+	}
+	gk_buf_addc(&b, '}');
+	if (s->response.len) {
+		if (gk_utf8_valid(s->response.data, s->response.len)) {
+			gk_buf_adds(&b, ",\"body\":");
+			gk_json_quote(&b, s->response.data, s->response.len);
+		} else {
+			gk_buf_adds(&b, ",\"body_b64\":\"");
+			gk_base64_encode(&b, s->response.data, s->response.len);
+			gk_buf_addc(&b, '"');
+		}
+	}
+	gk_buf_addc(&b, '}');
+	gk_wire_error err;
+	gk_msg *m = gk_msg_adopt(&b, &err);
+	gk_req *req = s->req;
+	if (!m) {
+		gk_answer(req, 502, NULL, "bad gateway\n", "invalid upstream response");
+		return;
+	}
+	gk_pass(req, m);
+}
+
+static void
+eject_maybe(gk_client *c, gk_backend *be)
+{
+	if (!c->cfg.eject_after || be->consecutive_failures < c->cfg.eject_after)
+		return;
+	uint64_t now = gk_loop_now(c->loop);
+	size_t n = gk_balancer_size(c->bal), out = 0;
+	for (size_t i = 0; i < n; i++)
+		out += !gk_backend_available(gk_balancer_at(c->bal, i), now);
+	if ((double)(out + 1) > c->cfg.max_ejected * (double)n)
+		return; /* never more than --max-ejected of the set */
+	be->ejections++;
+	be->consecutive_failures = 0;
+	uint64_t ms = c->cfg.eject_base_ms * be->ejections;
+	if (ms > 300000)
+		ms = 300000;
+	be->ejected_until_ms = now + ms;
+	gk_counter_add(be->m_ejections, 1);
+	gk_gauge_set(be->m_ejected, 1);
+	char a[300], t[48];
+	snprintf(a, sizeof a, "endpoint=%s", be->ep.addr);
+	snprintf(t, sizeof t, "for_ms=%llu", (unsigned long long)ms);
+	gk_log(GK_WARN, "endpoint ejected", a, t);
+}
+
+static void
+on_retry_timer(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	try_once(arg);
+}
+
+static void
+transfer_done(CURL *easy, CURLcode result, void *arg)
+{
+	struct cstate *s = arg;
+	gk_client *c = s->c;
+	s->running = false;
+	uint64_t now_us = gk_monotonic_us();
+	uint64_t took = now_us - s->try_start_us;
+	long code = 0, connects = 0;
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
+	long request_size = 0;
+	curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_size);
+	gk_counter_add(c->m_connects, (double)connects);
+	gk_backend *be = s->be;
+	gk_balancer_finished(be, now_us, took);
+	gk_histogram_observe(be->m_duration, (double)took / 1e6);
+	bool transport_error = result != CURLE_OK;
+	bool failed = transport_error || code >= 500;
+	if (failed) {
+		gk_counter_add(be->m_errors, 1);
+		be->consecutive_failures++;
+		eject_maybe(c, be);
+	} else
+		be->consecutive_failures = 0;
+
+	gk_msg *rq = gk_req_msg(s->req);
+	gk_buf method = {0};
+	if (gk_json_string(gk_msg_get(rq, "method"), &method) < 0)
+		gk_buf_adds(&method, "GET");
+	const char *m = gk_buf_cstr(&method);
+
+	/* Safe to try again?  Nothing reached the upstream, or an idempotent
+	 * method got a status the operator named. */
+	bool unsent = result == CURLE_COULDNT_CONNECT ||
+	    result == CURLE_COULDNT_RESOLVE_HOST ||
+	    (transport_error && request_size == 0 && !s->too_big);
+	bool retryable_status = false;
+	if (!transport_error && idempotent(m))
+		for (int i = 0; i < c->cfg.nretry_on; i++)
+			retryable_status |= c->cfg.retry_on[i] == code;
+	uint64_t deadline = gk_req_deadline(s->req);
+	if ((unsent || retryable_status) && s->tries <= c->cfg.retries) {
+		uint64_t cap = c->cfg.backoff_base_ms << (s->tries - 1);
+		if (cap > c->cfg.backoff_max_ms)
+			cap = c->cfg.backoff_max_ms;
+		uint64_t wait = (uint64_t)(gk_random_unit() * (double)cap);
+		if (deadline && gk_realtime_ms() + wait >= deadline) {
+			/* no time left: answer with what we have */
+		} else if (!budget_allows(c)) {
+			gk_counter_add(c->m_budget_exhausted, 1);
+		} else {
+			budget_note(c, true);
+			gk_counter_add(c->m_retries, 1);
+			gk_buf_free(&method);
+			reset_try(s);
+			gk_timer_start(c->loop, &s->retry_timer, wait,
+			    on_retry_timer, s);
+			return;
+		}
+	}
+	char *url = NULL;
+	curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+	emit_client_span(s, transport_error ? 0 : (int)code, m, url ? url : "");
+	gk_buf_free(&method);
+	if (!transport_error) {
+		answer_from_upstream(s, (int)code);
+		return;
+	}
+	if (result == CURLE_OPERATION_TIMEDOUT)
+		gk_answer(s->req, 504, NULL, "gateway timeout\n",
+		    "upstream timeout");
+	else if (s->too_big)
+		gk_answer(s->req, 502, NULL, "bad gateway\n",
+		    "upstream response too large");
+	else
+		gk_answer(s->req, 502, NULL, "bad gateway\n",
+		    unsent ? "connect failed" : curl_easy_strerror(result));
+}
+
+static void
+reset_try(struct cstate *s)
+{
+	gk_client *c = s->c;
+	if (s->easy) {
+		if (s->running)
+			gk_curl_cancel(c->curl, s->easy);
+		easy_put(c, s->easy);
+		s->easy = NULL;
+	}
+	if (s->running && s->be)
+		gk_balancer_finished(s->be, gk_monotonic_us(), 0);
+	s->running = false;
+	curl_slist_free_all(s->headers);
+	s->headers = NULL;
+	s->response.len = 0;
+	s->too_big = false;
+	for (size_t i = 0; i < s->nrh; i++)
+		free(s->rh[i].name), free(s->rh[i].value);
+	s->nrh = 0;
+}
+
+static void
+try_once(struct cstate *s)
+{
+	gk_client *c = s->c;
+	gk_req *req = s->req;
+	gk_msg *m = gk_req_msg(req);
+	uint64_t now = gk_loop_now(c->loop);
+	gk_buf key = {0};
+	if (c->cfg.key)
+		gk_key_of(c->cfg.key, m, &key);
+	gk_backend *be = gk_balancer_pick(c->bal, now, key.data, key.len, s->be);
+	gk_buf_free(&key);
+	if (!be) {
+		gk_counter_add(c->m_no_ep, 1);
+		gk_answer(req, 503, (const gk_header[]){{"retry-after", "1"}, {0}},
+		    "service unavailable: no endpoints\n", "no endpoints");
+		return;
+	}
+	s->be = be;
+	s->tries++;
+	backend_metrics(c, be);
+	gk_counter_add(be->m_requests, 1);
+
+	gk_buf url = {0}, tmp = {0};
+	gk_buf_adds(&url, "http://");
+	gk_buf_adds(&url, be->ep.addr);
+	if (gk_json_string(gk_msg_get(m, "path"), &url) < 0)
+		gk_buf_addc(&url, '/');
+	if (gk_json_string(gk_msg_get(m, "query"), &tmp) == 0 && tmp.len) {
+		gk_buf_addc(&url, '?');
+		gk_buf_add(&url, tmp.data, tmp.len);
+	}
+	CURL *e = easy_get(c);
+	s->easy = e;
+	curl_easy_setopt(e, CURLOPT_URL, gk_buf_cstr(&url));
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+	    (long)c->cfg.connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+
+	uint64_t timeout = c->cfg.try_timeout_ms;
+	uint64_t deadline = gk_req_deadline(req);
+	char remaining[48] = "";
+	if (deadline) {
+		uint64_t real = gk_realtime_ms();
+		uint64_t left = deadline > real ? deadline - real : 1;
+		if (!timeout || left < timeout)
+			timeout = left;
+		/* The next stack honours what is left of ours. */
+		snprintf(remaining, sizeof remaining, "x-gk-timeout-ms: %llu",
+		    (unsigned long long)left);
+	}
+	if (timeout)
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
+
+	gk_buf method = {0};
+	if (gk_json_string(gk_msg_get(m, "method"), &method) < 0)
+		gk_buf_adds(&method, "GET");
+	const char *meth = gk_buf_cstr(&method);
+	if (!strcmp(meth, "HEAD"))
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else if (strcmp(meth, "GET"))
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, meth);
+	if (s->body.len || (strcmp(meth, "GET") && strcmp(meth, "HEAD"))) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+		    s->body.data ? s->body.data : "");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)s->body.len);
+		if (strcmp(meth, "POST"))
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, meth);
+	}
+
+	/* Request headers, minus hop-by-hop ones; ours for tracing. */
+	gk_json h = gk_msg_get(m, "headers");
+	gk_json_iter it;
+	gk_json k, v;
+	gk_json_iter_init(&it, h);
+	bool have_host = false;
+	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
+		tmp.len = 0;
+		gk_json_string(k, &tmp);
+		const char *name = gk_buf_cstr(&tmp);
+		size_t nl = tmp.len;
+		if (hop_by_hop(name, nl) || !strcmp(name, "x-gk-timeout-ms") ||
+		    (s->has_trace && !strcmp(name, "traceparent")))
+			continue;
+		if (!strcmp(name, "host")) {
+			if (!c->cfg.preserve_host)
+				continue;
+			have_host = true;
+		}
+		gk_json one[1];
+		gk_json_iter vi;
+		bool arr = v.type == GK_JSON_ARRAY;
+		if (arr)
+			gk_json_iter_init(&vi, v);
+		while (arr ? gk_json_iter_next(&vi, NULL, &one[0]) : (one[0] = v, true)) {
+			gk_buf line = {0};
+			gk_buf_add(&line, name, nl);
+			gk_buf_adds(&line, ": ");
+			gk_json_string(one[0], &line);
+			s->headers = curl_slist_append(s->headers, gk_buf_cstr(&line));
+			gk_buf_free(&line);
+			if (!arr)
+				break;
+		}
+	}
+	(void)have_host;
+	s->headers = curl_slist_append(s->headers, "Expect:");
+	if (remaining[0])
+		s->headers = curl_slist_append(s->headers, remaining);
+	if (s->has_trace) {
+		char tp[56], line[80];
+		gk_random_id(s->span_id, 8);
+		gk_traceparent_format(s->trace_id, s->span_id, s->sampled, tp);
+		snprintf(line, sizeof line, "traceparent: %s", tp);
+		s->headers = curl_slist_append(s->headers, line);
+	}
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
+	gk_buf_free(&method);
+	gk_buf_free(&url);
+	gk_buf_free(&tmp);
+
+	s->try_start_us = gk_monotonic_us();
+	gk_balancer_started(be);
+	s->running = true;
+	if (gk_curl_start(c->curl, e, transfer_done, s) < 0) {
+		s->running = false;
+		gk_balancer_finished(be, gk_monotonic_us(), 0);
+		gk_answer(req, 502, NULL, "bad gateway\n", "unable to start transfer");
+	}
+}
+
+static int
+unhex_id(gk_json v, uint8_t *out, size_t n)
+{
+	gk_buf b = {0};
+	int rc = -1;
+	if (gk_json_string(v, &b) == 0 && b.len == 2 * n) {
+		rc = 0;
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			unsigned x;
+			char two[3] = {b.data[2 * i], b.data[2 * i + 1], 0};
+			if (sscanf(two, "%2x", &x) != 1)
+				rc = -1;
+			out[i] = (uint8_t)x;
+		}
+	}
+	gk_buf_free(&b);
+	return rc;
+}
+
+void
+gk_client_request(gk_client *c, gk_req *req)
+{
+	struct cstate *s = gk_req_state(req);
+	memset(s, 0, sizeof *s);
+	s->c = c;
+	s->req = req;
+	s->start_us = gk_monotonic_us();
+	gk_msg *m = gk_req_msg(req);
+	gk_json body = gk_msg_get(m, "body");
+	if (body.type == GK_JSON_STRING)
+		gk_json_string(body, &s->body);
+	else if ((body = gk_msg_get(m, "body_b64")).type == GK_JSON_STRING &&
+	    body.len >= 2)
+		gk_base64_decode(&s->body, body.p + 1, body.len - 2);
+	gk_json tr = gk_msg_get(m, "trace");
+	if (tr.type == GK_JSON_OBJECT &&
+	    unhex_id(gk_json_member(tr, "trace_id"), s->trace_id, 16) == 0 &&
+	    unhex_id(gk_json_member(tr, "span_id"), s->parent, 8) == 0) {
+		s->has_trace = true;
+		s->sampled = gk_json_member(tr, "sampled").type == GK_JSON_TRUE;
+	}
+	budget_note(c, false);
+	try_once(s);
+}
+
+void
+gk_client_done(gk_client *c, gk_req *req, int status)
+{
+	(void)status;
+	struct cstate *s = gk_req_state(req);
+	if (!s->c)
+		return;
+	gk_timer_stop(c->loop, &s->retry_timer);
+	/* Answered by a deadline or the client left: stop the transfer. */
+	reset_try(s);
+	gk_buf_free(&s->body);
+	gk_buf_free(&s->response);
+	free(s->rh);
+	s->c = NULL;
+}

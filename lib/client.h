@@ -1,0 +1,49 @@
+/*
+ * client.h: the upstream transport's logic (internal): a request from north
+ * goes out as HTTP/1.1 (HTTP/2 where offered) to one endpoint of a live
+ * set, with balancing, timeouts, safe retries under a budget, outlier
+ * ejection and active checks.
+ */
+#ifndef GK_CLIENT_H
+#define GK_CLIENT_H
+
+#include "balancer.h"
+#include "gokit.h"
+#include "key.h"
+#include "resolver.h"
+
+typedef struct gk_client_config {
+	enum gk_balance balance;
+	gk_key_spec *key;           /* for hash balancing */
+	const char *source;         /* resolver URI (static:, file:, dns:...) */
+	gk_resolver_options ropts;
+	uint64_t connect_timeout_ms; /* 1 s */
+	uint64_t try_timeout_ms;    /* per try; 0: only the deadline */
+	unsigned retries;           /* extra tries at most (2) */
+	int retry_on[16];           /* statuses retried for idempotent methods */
+	int nretry_on;
+	double budget_percent;      /* 0.2 */
+	double budget_min_per_s;    /* 10 */
+	uint64_t backoff_base_ms;   /* 25 */
+	uint64_t backoff_max_ms;    /* 250 */
+	unsigned eject_after;       /* consecutive failures (5); 0 off */
+	uint64_t eject_base_ms;     /* 30 s, times the ejection count */
+	double max_ejected;         /* 0.5 */
+	const char *check_path;     /* active checks, or NULL */
+	uint64_t check_every_ms;
+	size_t max_response;        /* bytes (8 MiB) */
+	bool preserve_host;
+	long max_host_connections;  /* 0: no bound */
+} gk_client_config;
+
+typedef struct gk_client gk_client;
+
+gk_client *gk_client_new(gk_stage *st, const gk_client_config *cfg,
+    const char **why);
+size_t gk_client_state_size(void);
+void gk_client_request(gk_client *c, gk_req *req);
+void gk_client_done(gk_client *c, gk_req *req, int status);
+/* Parse "502,503,504" into cfg->retry_on. */
+int gk_client_parse_retry_on(gk_client_config *cfg, const char *s);
+
+#endif

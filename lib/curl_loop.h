@@ -1,0 +1,27 @@
+/*
+ * curl_loop.h: libcurl's multi interface driven by a gk_loop (internal).
+ * Transfers run concurrently on the stage's loop; connections are reused
+ * by the multi handle's cache.
+ */
+#ifndef GK_CURL_LOOP_H
+#define GK_CURL_LOOP_H
+
+#include <curl/curl.h>
+
+#include "gokit.h"
+
+typedef struct gk_curl gk_curl;
+/* A transfer ended: result and the easy handle (still owned by the
+ * caller, who frees or reuses it). */
+typedef void gk_curl_done_fn(CURL *easy, CURLcode result, void *arg);
+
+gk_curl *gk_curl_new(gk_loop *loop, long max_host_connections);
+void gk_curl_free(gk_curl *c);
+/* Start easy; done runs when it ends (never from inside this call). */
+int gk_curl_start(gk_curl *c, CURL *easy, gk_curl_done_fn *done, void *arg);
+/* Stop a transfer early (done is not called). */
+void gk_curl_cancel(gk_curl *c, CURL *easy);
+/* Transfers running now. */
+int gk_curl_running(const gk_curl *c);
+
+#endif

@@ -1,0 +1,198 @@
+/*
+ * resolver.c: the resolver core.  Sources push whole endpoint sets; the
+ * core keeps the last good one through source errors, as Go kit's
+ * Endpointer does, and invalidates it after a configured time.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "resolver_source.h"
+
+struct gk_resolver {
+	gk_loop *loop;
+	gk_resolver_options opts;
+	gk_resolver_fn *fn;
+	void *arg;
+	const gk_resolver_source *src;
+	void *state;
+	gk_endpoint *set;
+	size_t n;
+	bool published, failing;
+	gk_timer invalidate;
+	gk_series *m_errors, *m_size, *m_changes;
+};
+
+gk_loop *gk__resolver_loop(gk_resolver *r) { return r->loop; }
+const gk_resolver_options *gk__resolver_options(gk_resolver *r) { return &r->opts; }
+
+static int
+ep_cmp(const void *a, const void *b)
+{
+	return strcmp(((const gk_endpoint *)a)->addr,
+	    ((const gk_endpoint *)b)->addr);
+}
+
+static bool
+same_set(const gk_endpoint *a, size_t na, const gk_endpoint *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i].addr, b[i].addr) || a[i].weight != b[i].weight ||
+		    a[i].priority != b[i].priority || strcmp(a[i].tags, b[i].tags))
+			return false;
+	return true;
+}
+
+void
+gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
+{
+	gk_endpoint *s = gk_xcalloc(n ? n : 1, sizeof *s);
+	memcpy(s, set, n * sizeof *s);
+	qsort(s, n, sizeof *s, ep_cmp);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!s[i].weight)
+			s[i].weight = 1;
+		if (k && !strcmp(s[k - 1].addr, s[i].addr))
+			continue; /* the first of duplicates wins */
+		s[k++] = s[i];
+	}
+	if (r->failing) {
+		r->failing = false;
+		gk_log(GK_INFO, "resolver source recovered");
+	}
+	gk_timer_stop(r->loop, &r->invalidate);
+	if (r->published && same_set(r->set, r->n, s, k)) {
+		free(s);
+		return;
+	}
+	free(r->set);
+	r->set = s;
+	r->n = k;
+	r->published = true;
+	gk_gauge_set(r->m_size, (double)k);
+	gk_counter_add(r->m_changes, 1);
+	r->fn(r->set, r->n, r->arg);
+}
+
+static void
+on_invalidate(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	gk_resolver *r = arg;
+	gk_log(GK_WARN, "resolver: last good set invalidated");
+	r->n = 0;
+	gk_gauge_set(r->m_size, 0);
+	r->fn(r->set, 0, r->arg);
+}
+
+void
+gk__resolver_error(gk_resolver *r, const char *what)
+{
+	gk_counter_add(r->m_errors, 1);
+	if (!r->failing) {
+		char w[300];
+		snprintf(w, sizeof w, "error=%s", what);
+		gk_log(GK_WARN, "resolver source failed: keeping the last good set",
+		    w);
+		r->failing = true;
+		if (r->opts.invalidate_after_ms && r->n)
+			gk_timer_start(r->loop, &r->invalidate,
+			    r->opts.invalidate_after_ms, on_invalidate, r);
+	}
+}
+
+gk_resolver *
+gk_resolver_new(gk_loop *loop, const char *uri, const gk_resolver_options *opts,
+    gk_resolver_fn *fn, void *arg, const char **why)
+{
+	const char *colon = strchr(uri, ':');
+	if (!colon) {
+		*why = "expected SCHEME:...";
+		return NULL;
+	}
+	char scheme[32];
+	size_t n = (size_t)(colon - uri);
+	if (n >= sizeof scheme) {
+		*why = "unknown source";
+		return NULL;
+	}
+	memcpy(scheme, uri, n);
+	scheme[n] = 0;
+	const gk_resolver_source *src = gk__resolver_source(scheme);
+	if (!src) {
+		*why = "unknown source (static:, file:, dns:, dns+srv:, consul:, etcd:)";
+		return NULL;
+	}
+	gk_resolver *r = gk_xcalloc(1, sizeof *r);
+	r->loop = loop;
+	if (opts)
+		r->opts = *opts;
+	r->fn = fn;
+	r->arg = arg;
+	r->src = src;
+	r->m_errors = gk_metric_series(gk_counter_new(
+	    "gk_resolver_errors_total", "Source errors (lookups, watches)",
+	    NULL));
+	r->m_size = gk_metric_series(gk_gauge_new("gk_resolver_endpoints",
+	    "Endpoints in the current set", NULL));
+	r->m_changes = gk_metric_series(gk_counter_new(
+	    "gk_resolver_changes_total", "Times the set changed", NULL));
+	if (src->start(r, colon + 1, &r->state, why) < 0) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+void
+gk_resolver_free(gk_resolver *r)
+{
+	if (!r)
+		return;
+	gk_timer_stop(r->loop, &r->invalidate);
+	if (r->src->stop)
+		r->src->stop(r->state);
+	free(r->set);
+	free(r);
+}
+
+const gk_endpoint *
+gk_resolver_set(const gk_resolver *r, size_t *n)
+{
+	*n = r->n;
+	return r->set;
+}
+
+int
+gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep)
+{
+	memset(ep, 0, sizeof *ep);
+	ep->weight = 1;
+	char buf[600];
+	if (len >= sizeof buf)
+		return -1;
+	memcpy(buf, line, len);
+	buf[len] = 0;
+	char *hash = strchr(buf, '#');
+	if (hash)
+		*hash = 0;
+	char *save, *tok = strtok_r(buf, " \t\r", &save);
+	if (!tok)
+		return 1; /* blank */
+	if (strlen(tok) >= sizeof ep->addr || !strrchr(tok, ':'))
+		return -1;
+	strcpy(ep->addr, tok);
+	if ((tok = strtok_r(NULL, " \t\r", &save))) {
+		char *end;
+		long w = strtol(tok, &end, 10);
+		if (*end || w < 1 || w > 1000000)
+			return -1;
+		ep->weight = (unsigned)w;
+		if ((tok = strtok_r(NULL, " \t\r", &save)))
+			snprintf(ep->tags, sizeof ep->tags, "%s", tok);
+	}
+	return 0;
+}

@@ -1,0 +1,39 @@
+/*
+ * resolver.h: names to live endpoint sets (internal; gk-resolver and
+ * gk-client in-process).  A source is a URI: static:, file:, dns:,
+ * dns+srv:, consul:, etcd:.  The resolver runs on the caller's loop and
+ * calls back with the whole set on every change.
+ */
+#ifndef GK_RESOLVER_H
+#define GK_RESOLVER_H
+
+#include "gokit.h"
+
+typedef struct gk_endpoint {
+	char addr[262]; /* "host:port", "[v6]:port" */
+	unsigned weight; /* >= 1; 1 when the source says nothing */
+	unsigned priority; /* SRV priority; 0 otherwise (lower is preferred) */
+	char tags[256];   /* comma-separated, may be empty */
+} gk_endpoint;
+
+typedef struct gk_resolver_options {
+	const char *nameserver;      /* "HOST:PORT" for dns sources, or NULL */
+	uint64_t invalidate_after_ms; /* drop the last good set after a source
+	                                 error lasting this long; 0: never */
+	uint64_t min_refresh_ms;     /* floor for re-resolution (DNS TTL 0) */
+} gk_resolver_options;
+
+/* The set, sorted by addr; n may be 0 (no endpoints). */
+typedef void gk_resolver_fn(const gk_endpoint *set, size_t n, void *arg);
+
+typedef struct gk_resolver gk_resolver;
+
+/* NULL with *why set when the URI is not one we know or is malformed. */
+gk_resolver *gk_resolver_new(gk_loop *loop, const char *uri,
+    const gk_resolver_options *opts, gk_resolver_fn *fn, void *arg,
+    const char **why);
+void gk_resolver_free(gk_resolver *r);
+/* The last good set (borrowed until the next callback). */
+const gk_endpoint *gk_resolver_set(const gk_resolver *r, size_t *n);
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * resolver_file.c: file:/run/gk/orders, one endpoint per line, watched with
+ * inotify on its directory, so that both an atomic rename (the SmartStack
+ * way: a local agent writes a new file and renames it) and an in-place
+ * rewrite are seen.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "resolver_source.h"
+
+struct file_state {
+	gk_resolver *r;
+	char *path, *dir, *base;
+	int fd;
+	gk_timer settle;
+};
+
+static void
+load(struct file_state *f)
+{
+	FILE *fp = fopen(f->path, "r");
+	if (!fp) {
+		gk__resolver_error(f->r, strerror(errno));
+		return;
+	}
+	gk_endpoint *set = NULL;
+	size_t n = 0, cap = 0;
+	char line[600];
+	unsigned lineno = 0;
+	bool bad = false;
+	while (fgets(line, sizeof line, fp)) {
+		lineno++;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			set = gk_xrealloc(set, cap * sizeof *set);
+		}
+		size_t len = strcspn(line, "\n");
+		int rc = gk__resolver_parse_line(line, len, &set[n]);
+		if (rc == 0)
+			n++;
+		else if (rc < 0) {
+			char w[64];
+			snprintf(w, sizeof w, "line=%u", lineno);
+			gk_log(GK_WARN, "resolver: bad line in endpoints file", w);
+			bad = true;
+		}
+	}
+	fclose(fp);
+	/* A file with only bad lines is an error, not an empty set. */
+	if (bad && !n)
+		gk__resolver_error(f->r, "no valid endpoint in file");
+	else
+		gk__resolver_publish(f->r, set, n);
+	free(set);
+}
+
+static void
+on_settle(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	load(arg);
+}
+
+static void
+on_inotify(gk_loop *loop, int fd, unsigned ev, void *arg)
+{
+	(void)ev;
+	struct file_state *f = arg;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool ours = false;
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof buf)) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *e = (struct inotify_event *)p;
+			if (e->len && !strcmp(e->name, f->base))
+				ours = true;
+			p += sizeof *e + e->len;
+		}
+	}
+	/* Writers touch a file several times in a row: read it once
+	 * they are done. */
+	if (ours)
+		gk_timer_start(loop, &f->settle, 20, on_settle, f);
+}
+
+static int
+file_start(gk_resolver *r, const char *rest, void **state, const char **why)
+{
+	if (!*rest) {
+		*why = "expected file:PATH";
+		return -1;
+	}
+	struct file_state *f = gk_xcalloc(1, sizeof *f);
+	f->r = r;
+	f->path = gk_xstrdup(rest);
+	char *d = gk_xstrdup(rest), *b = gk_xstrdup(rest);
+	f->dir = gk_xstrdup(dirname(d));
+	f->base = gk_xstrdup(basename(b));
+	free(d);
+	free(b);
+	f->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (f->fd < 0 || inotify_add_watch(f->fd, f->dir, IN_CLOSE_WRITE |
+	    IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY) < 0) {
+		*why = "unable to watch the file's directory";
+		if (f->fd >= 0)
+			close(f->fd);
+		free(f->path), free(f->dir), free(f->base), free(f);
+		return -1;
+	}
+	gk_loop_watch(gk__resolver_loop(r), f->fd, GK_READ, on_inotify, f);
+	*state = f;
+	load(f);
+	return 0;
+}
+
+static void
+file_stop(void *state)
+{
+	struct file_state *f = state;
+	gk_loop *loop = gk__resolver_loop(f->r);
+	gk_timer_stop(loop, &f->settle);
+	gk_loop_unwatch(loop, f->fd);
+	close(f->fd);
+	free(f->path), free(f->dir), free(f->base), free(f);
+}
+
+const gk_resolver_source gk_resolver_file = {"file", file_start, file_stop};

@@ -1,0 +1,35 @@
+/*
+ * resolver_source.h: what a resolver source (static, file, dns, dns+srv,
+ * consul, etcd) implements and what the resolver core gives it
+ * (internal).  A source publishes whole sets; the core sorts them, drops
+ * duplicates, tells the user only about changes, keeps the last good set
+ * through source errors and drops it after --invalidate-after.
+ */
+#ifndef GK_RESOLVER_SOURCE_H
+#define GK_RESOLVER_SOURCE_H
+
+#include "resolver.h"
+
+typedef struct gk_resolver_source {
+	const char *scheme; /* "file" for "file:/run/x" */
+	/* Start on the text after "scheme:"; -1 with *why on a bad URI. */
+	int (*start)(gk_resolver *r, const char *rest, void **state,
+	    const char **why);
+	void (*stop)(void *state);
+} gk_resolver_source;
+
+extern const gk_resolver_source gk_resolver_static;
+extern const gk_resolver_source gk_resolver_file;
+/* Registered by the sources that exist; the core looks them up by name. */
+const gk_resolver_source *gk__resolver_source(const char *scheme);
+
+/* A good set from the source (copied). */
+void gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n);
+/* The source failed: keep the last good set, say so, start the clock. */
+void gk__resolver_error(gk_resolver *r, const char *what);
+gk_loop *gk__resolver_loop(gk_resolver *r);
+const gk_resolver_options *gk__resolver_options(gk_resolver *r);
+/* "host:port [weight] [tags]" lines; '#' comments.  -1 on a bad line. */
+int gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep);
+
+#endif
