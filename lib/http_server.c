@@ -422,6 +422,21 @@ take_request(struct conn *c)
 		p->path = gk_xstrdup(gk_buf_cstr(&path));
 		gk_buf_free(&path);
 	}
+	/* A gokit stack upstream passes what is left of its deadline. */
+	gk_json rem = gk_json_member(gk_msg_get(m, "headers"), "x-gk-timeout-ms");
+	if (rem.type == GK_JSON_STRING) {
+		gk_buf v = {0};
+		uint64_t left;
+		gk_json_string(rem, &v);
+		if (gk_parse_uint(gk_buf_cstr(&v), 1, 86400000, &left) == 0 &&
+		    (!deadline || gk_loop_realtime_ms(srv->loop) + left < deadline)) {
+			char num[24];
+			int k = snprintf(num, sizeof num, "%llu",
+			    (unsigned long long)(gk_loop_realtime_ms(srv->loop) + left));
+			gk_msg_set(m, "deadline", num, (size_t)k);
+		}
+		gk_buf_free(&v);
+	}
 	if (is_health(srv, m)) {
 		bool ok = gk__stage_healthy(srv->st);
 		answer_simple(c, p, ok ? 200 : 503, ok ? "ok\n" : "unavailable\n",
