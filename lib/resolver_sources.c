@@ -6,6 +6,8 @@
 static const gk_resolver_source *const sources[] = {
     &gk_resolver_static,
     &gk_resolver_file,
+    &gk_resolver_dns,
+    &gk_resolver_dns_srv,
     NULL,
 };
 

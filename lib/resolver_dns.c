@@ -1,0 +1,346 @@
+/*
+ * resolver_dns.c: dns:NAME:PORT (A and AAAA) and dns+srv:_svc._tcp.NAME
+ * (SRV, priority and weight honoured, each target resolved to its
+ * addresses), with c-ares on the caller's loop, re-resolved when the
+ * shortest TTL of the answers runs out.  --nameserver asks one server
+ * instead of resolv.conf's.
+ */
+#include <ares.h>
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "resolver_source.h"
+
+#define MIN_REFRESH_MS 1000
+#define MAX_REFRESH_MS 300000
+#define ERROR_RETRY_MS 2000
+
+struct target {
+	char host[256];
+	unsigned port, weight, priority;
+};
+
+struct dns_state {
+	gk_resolver *r;
+	gk_loop *loop;
+	ares_channel ch;
+	bool srv;
+	char name[256];
+	unsigned port;
+	gk_timer refresh, ares_timer;
+	/* one round of lookups */
+	unsigned pending;
+	bool failed;
+	uint32_t min_ttl;
+	gk_endpoint *set;
+	size_t n, cap;
+	struct target *targets;
+	size_t ntargets;
+	int fds[16];
+	int nfds;
+};
+
+static void start_round(struct dns_state *d);
+
+static void arm_ares_timer(struct dns_state *d);
+
+static void
+on_ares_timer(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	struct dns_state *d = arg;
+	ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	arm_ares_timer(d);
+}
+
+static void
+arm_ares_timer(struct dns_state *d)
+{
+	struct timeval tv, *t = ares_timeout(d->ch, NULL, &tv);
+	if (t)
+		gk_timer_start(d->loop, &d->ares_timer,
+		    (uint64_t)t->tv_sec * 1000 + (uint64_t)t->tv_usec / 1000 + 1,
+		    on_ares_timer, d);
+	else
+		gk_timer_stop(d->loop, &d->ares_timer);
+}
+
+static void
+on_ares_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
+{
+	(void)loop;
+	struct dns_state *d = arg;
+	ares_process_fd(d->ch, ev & GK_READ ? fd : ARES_SOCKET_BAD,
+	    ev & GK_WRITE ? fd : ARES_SOCKET_BAD);
+	arm_ares_timer(d);
+}
+
+static void
+sock_state(void *arg, ares_socket_t fd, int readable, int writable)
+{
+	struct dns_state *d = arg;
+	unsigned ev = (readable ? GK_READ : 0) | (writable ? GK_WRITE : 0);
+	if (!ev) {
+		gk_loop_unwatch(d->loop, fd);
+		return;
+	}
+	if (gk_loop_modify(d->loop, fd, ev) < 0)
+		gk_loop_watch(d->loop, fd, ev, on_ares_fd, d);
+}
+
+/* The smallest TTL of the answer section of a raw DNS message. */
+static uint32_t
+answer_ttl(const unsigned char *buf, int len)
+{
+	uint32_t best = MAX_REFRESH_MS / 1000;
+	if (len < 12)
+		return best;
+	unsigned qd = buf[4] << 8 | buf[5], an = buf[6] << 8 | buf[7];
+	const unsigned char *p = buf + 12, *end = buf + len;
+	for (unsigned i = 0; i < qd + an; i++) {
+		/* skip a name: labels, or a compression pointer */
+		while (p < end && *p) {
+			if ((*p & 0xc0) == 0xc0) {
+				p++;
+				break;
+			}
+			p += *p + 1;
+		}
+		p++;
+		if (i < qd) {
+			p += 4;
+			continue;
+		}
+		if (p + 10 > end)
+			break;
+		uint32_t ttl = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 |
+		    (uint32_t)p[6] << 8 | p[7];
+		unsigned rdlen = p[8] << 8 | p[9];
+		if (ttl < best)
+			best = ttl;
+		p += 10 + rdlen;
+	}
+	return best;
+}
+
+static void
+add_endpoint(struct dns_state *d, const char *ip, bool v6, unsigned port,
+    unsigned weight, unsigned prio)
+{
+	if (d->n == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 16;
+		d->set = gk_xrealloc(d->set, d->cap * sizeof *d->set);
+	}
+	gk_endpoint *e = &d->set[d->n++];
+	memset(e, 0, sizeof *e);
+	snprintf(e->addr, sizeof e->addr, v6 ? "[%s]:%u" : "%s:%u", ip, port);
+	e->weight = weight ? weight : 1;
+	e->priority = prio;
+}
+
+static void
+on_refresh(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	start_round(arg);
+}
+
+static void
+round_done(struct dns_state *d)
+{
+	if (--d->pending)
+		return;
+	uint64_t next;
+	if (d->failed && !d->n) {
+		gk__resolver_error(d->r, "dns lookup failed");
+		next = ERROR_RETRY_MS;
+	} else {
+		gk__resolver_publish(d->r, d->set, d->n);
+		next = (uint64_t)d->min_ttl * 1000;
+		uint64_t floor = gk__resolver_options(d->r)->min_refresh_ms;
+		if (!floor)
+			floor = MIN_REFRESH_MS;
+		if (next < floor)
+			next = floor;
+		if (next > MAX_REFRESH_MS)
+			next = MAX_REFRESH_MS;
+	}
+	gk_timer_start(d->loop, &d->refresh, next, on_refresh, d);
+}
+
+struct addr_query {
+	struct dns_state *d;
+	unsigned port, weight, priority;
+	bool v6;
+};
+
+static void
+on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	(void)timeouts;
+	struct addr_query *q = arg;
+	struct dns_state *d = q->d;
+	if (status == ARES_SUCCESS) {
+		uint32_t ttl = answer_ttl(abuf, alen);
+		if (ttl < d->min_ttl)
+			d->min_ttl = ttl;
+		char ip[INET6_ADDRSTRLEN];
+		if (q->v6) {
+			struct ares_addr6ttl a[32];
+			int n = 32;
+			if (ares_parse_aaaa_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS)
+				for (int i = 0; i < n; i++) {
+					inet_ntop(AF_INET6, &a[i].ip6addr, ip, sizeof ip);
+					add_endpoint(d, ip, true, q->port, q->weight,
+					    q->priority);
+				}
+		} else {
+			struct ares_addrttl a[32];
+			int n = 32;
+			if (ares_parse_a_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS)
+				for (int i = 0; i < n; i++) {
+					inet_ntop(AF_INET, &a[i].ipaddr, ip, sizeof ip);
+					add_endpoint(d, ip, false, q->port, q->weight,
+					    q->priority);
+				}
+		}
+	} else if (status != ARES_ENODATA && status != ARES_ENOTFOUND)
+		d->failed = true;
+	else if (status == ARES_ENOTFOUND && !q->v6)
+		d->failed = true;
+	free(q);
+	round_done(d);
+}
+
+static void
+query_addrs(struct dns_state *d, const char *host, unsigned port,
+    unsigned weight, unsigned prio)
+{
+	for (int v6 = 0; v6 < 2; v6++) {
+		struct addr_query *q = gk_xcalloc(1, sizeof *q);
+		*q = (struct addr_query){d, port, weight, prio, v6};
+		d->pending++;
+		ares_query(d->ch, host, ns_c_in, v6 ? ns_t_aaaa : ns_t_a,
+		    on_addr, q);
+	}
+}
+
+static void
+on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	(void)timeouts;
+	struct dns_state *d = arg;
+	struct ares_srv_reply *srv = NULL;
+	if (status != ARES_SUCCESS ||
+	    ares_parse_srv_reply(abuf, alen, &srv) != ARES_SUCCESS) {
+		d->failed = true;
+		round_done(d);
+		return;
+	}
+	uint32_t ttl = answer_ttl(abuf, alen);
+	if (ttl < d->min_ttl)
+		d->min_ttl = ttl;
+	for (struct ares_srv_reply *s = srv; s; s = s->next)
+		query_addrs(d, s->host, s->port, s->weight, s->priority);
+	ares_free_data(srv);
+	round_done(d);
+}
+
+static void
+start_round(struct dns_state *d)
+{
+	d->n = 0;
+	d->failed = false;
+	d->min_ttl = MAX_REFRESH_MS / 1000;
+	d->pending = 1; /* held by this function until the queries are out */
+	if (d->srv) {
+		d->pending++;
+		ares_query(d->ch, d->name, ns_c_in, ns_t_srv, on_srv, d);
+	} else
+		query_addrs(d, d->name, d->port, 1, 0);
+	arm_ares_timer(d);
+	round_done(d);
+}
+
+static int
+dns_start_common(gk_resolver *r, const char *rest, void **state,
+    const char **why, bool srv)
+{
+	struct dns_state *d = gk_xcalloc(1, sizeof *d);
+	d->r = r;
+	d->loop = gk__resolver_loop(r);
+	d->srv = srv;
+	if (srv) {
+		if (!*rest || strlen(rest) >= sizeof d->name) {
+			*why = "expected dns+srv:_service._proto.name";
+			free(d);
+			return -1;
+		}
+		strcpy(d->name, rest);
+	} else {
+		const char *colon = strrchr(rest, ':');
+		char *end;
+		long port = colon ? strtol(colon + 1, &end, 10) : -1;
+		if (!colon || colon == rest || *end || port < 1 || port > 65535 ||
+		    (size_t)(colon - rest) >= sizeof d->name) {
+			*why = "expected dns:NAME:PORT";
+			free(d);
+			return -1;
+		}
+		memcpy(d->name, rest, (size_t)(colon - rest));
+		d->port = (unsigned)port;
+	}
+	static bool lib;
+	if (!lib) {
+		ares_library_init(ARES_LIB_INIT_ALL);
+		lib = true;
+	}
+	struct ares_options o = {.sock_state_cb = sock_state,
+	    .sock_state_cb_data = d, .timeout = 1000, .tries = 2};
+	if (ares_init_options(&d->ch, &o, ARES_OPT_SOCK_STATE_CB |
+	    ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES) != ARES_SUCCESS) {
+		*why = "unable to start c-ares";
+		free(d);
+		return -1;
+	}
+	const char *ns = gk__resolver_options(r)->nameserver;
+	if (ns && ares_set_servers_ports_csv(d->ch, ns) != ARES_SUCCESS) {
+		*why = "bad --nameserver (expected IP:PORT)";
+		ares_destroy(d->ch);
+		free(d);
+		return -1;
+	}
+	*state = d;
+	start_round(d);
+	return 0;
+}
+
+static int
+dns_start(gk_resolver *r, const char *rest, void **state, const char **why)
+{
+	return dns_start_common(r, rest, state, why, false);
+}
+
+static int
+srv_start(gk_resolver *r, const char *rest, void **state, const char **why)
+{
+	return dns_start_common(r, rest, state, why, true);
+}
+
+static void
+dns_stop(void *state)
+{
+	struct dns_state *d = state;
+	gk_timer_stop(d->loop, &d->refresh);
+	gk_timer_stop(d->loop, &d->ares_timer);
+	ares_destroy(d->ch);
+	free(d->set);
+	free(d);
+}
+
+const gk_resolver_source gk_resolver_dns = {"dns", dns_start, dns_stop};
+const gk_resolver_source gk_resolver_dns_srv = {"dns+srv", srv_start, dns_stop};
