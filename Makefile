@@ -100,6 +100,8 @@ install: all
 	for f in $(MAN_OUT); do s=$${f##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
 	  install -m 644 $$f $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 	for f in $(EXPORTERS); do install -m 755 $$f $(DESTDIR)$(PREFIX)/libexec/gokit/; done
+	install -d $(DESTDIR)$(PREFIX)/libexec/gokit/examples
+	install -m 755 $(EXAMPLES) contrib/examples/*.cgi $(DESTDIR)$(PREFIX)/libexec/gokit/examples/
 	for f in $(wildcard filters/*.jq); do install -m 644 $$f $(DESTDIR)$(PREFIX)/share/gokit/filters/; done
 
 format:

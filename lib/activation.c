@@ -51,10 +51,26 @@ gk_listen_fds(char ***names)
 	return n;
 }
 
+/* Taken from the environment once, so children do not notify for us. */
+static char *notify_path;
+static bool notify_taken;
+
+void
+gk_notify_take(void)
+{
+	if (notify_taken)
+		return;
+	notify_taken = true;
+	const char *p = getenv("NOTIFY_SOCKET");
+	if (p && *p)
+		notify_path = gk_xstrdup(p);
+	unsetenv("NOTIFY_SOCKET");
+}
+
 int
 gk_notify(const char *state)
 {
-	const char *path = getenv("NOTIFY_SOCKET");
+	const char *path = notify_taken ? notify_path : getenv("NOTIFY_SOCKET");
 	if (!path || !*path)
 		return 0;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};

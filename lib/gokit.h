@@ -358,6 +358,9 @@ int gk_listen_fds(char ***names);
 /* sd_notify(3): "READY=1", "STOPPING=1", "STATUS=...", "WATCHDOG=1".
  * A no-op without NOTIFY_SOCKET. */
 int gk_notify(const char *state);
+/* Keep NOTIFY_SOCKET for this process only and remove it from the
+ * environment, so that children started later do not notify systemd. */
+void gk_notify_take(void);
 /* Half of WATCHDOG_USEC in ms when the watchdog applies to us, else 0. */
 uint64_t gk_watchdog_interval_ms(void);
 

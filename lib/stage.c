@@ -1089,6 +1089,11 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	st->backoff_ms = 100;
 	st->loop = gk_loop_new();
 	signal(SIGPIPE, SIG_IGN);
+	/* Only this process talks to systemd; its children are ours. */
+	st->watchdog_ms = gk_watchdog_interval_ms();
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	gk_notify_take();
 	register_metrics(st);
 	if (def->ops.start && def->ops.start(st, def->arg) != 0)
 		return GK_EXIT_SOFTWARE;
@@ -1125,7 +1130,6 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	if (st->metrics_ms)
 		gk_timer_start(st->loop, &st->metrics_timer, st->metrics_ms,
 		    on_metrics_timer, st);
-	st->watchdog_ms = gk_watchdog_interval_ms();
 	if (st->watchdog_ms)
 		gk_timer_start(st->loop, &st->watchdog_timer, st->watchdog_ms,
 		    on_watchdog, st);
