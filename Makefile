@@ -10,7 +10,7 @@ CFLAGS ?= $(OPT) -g
 CFLAGS += -DGK_LIBEXEC='"$(PREFIX)/libexec/gokit"'
 CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fPIC -Ilib $(SAN_FLAGS)
 LDFLAGS += $(SAN_FLAGS)
-LIBS = -lhttp_parser -ljq -lpipeline -lhiredis -lcurl -lz -lpthread -lm
+LIBS = -lhttp_parser -ljq -lpipeline -lhiredis -lcurl -lcares -lz -lpthread -lm
 
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
