@@ -70,7 +70,7 @@ main(int argc, char **argv)
 {
 	static const gk_stage_option opts[] = {
 	    {"sample", 's', true, "P", "sample traces started here with probability P (1)"},
-	    {"sample-rate", 0, true, "RATE", "at most RATE sampled traces (100/s)"},
+	    {"sample-rate", 0, true, "RATE", "at most RATE sampled traces (no cap)"},
 	    {"sample-errors", 0, false, NULL, "a span for every 5xx, sampled or not"},
 	    {"no-parent", 0, false, NULL, "decide here; ignore the caller's sampled flag"},
 	    {0},

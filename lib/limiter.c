@@ -8,7 +8,6 @@
  * concurrency is Netflix concurrency-limits' Gradient2.  The stage layer
  * below applies both to requests; it never sees an fd.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +25,9 @@ void
 gk_gcra_init(gk_gcra *g, double per_second, uint64_t burst)
 {
 	memset(g, 0, sizeof *g);
-	double n = llround(per_second * (GK_GCRA_PERIOD_NS / 1e9));
+	/* Rounded by hand: libm is not worth loading for one call. */
+	double n = (double)(uint64_t)(per_second * (GK_GCRA_PERIOD_NS / 1e9) +
+	    0.5);
 	if (n < 1)
 		n = 1;
 	if (n > (double)GK_GCRA_PERIOD_NS)
@@ -424,9 +425,10 @@ reject(gk_limiter *l, struct lreq *lr, int why, const gk_rate_result *res)
 	    {"ratelimit-remaining", rem}, {"ratelimit-reset", reset}};
 	if (res && why == WHY_RATE) {
 		/* The quota: burst + 1 requests per (burst + 1) * T. */
-		double w = (double)limit / l->c.rate;
+		uint64_t w = ceil_div((u128)limit * GK_GCRA_PERIOD_NS,
+		    (u128)l->gcra.n * 1000000000u);
 		snprintf(policy, sizeof policy, "%llu;w=%llu",
-		    (unsigned long long)limit, (unsigned long long)ceil(w));
+		    (unsigned long long)limit, (unsigned long long)w);
 		h[4] = (gk_header){"ratelimit-policy", policy};
 	}
 	gk_answer(lr->req, 429, h, "too many requests\n", why_msg[why]);

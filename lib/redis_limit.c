@@ -13,7 +13,6 @@
  */
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,0 +1,727 @@
+/*
+ * gk-export-prometheus: serve the latest complete metrics snapshot of every
+ * process on GET /metrics, in the Prometheus text exposition format 0.0.4.
+ * See gk-exporter(1).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "export.h"
+#include "http.h"
+
+#define MAX_CONNS 64
+#define MAX_REQ_BYTES 16384
+
+struct proc {
+	char *key; /* proc NUL pid, as in the map */
+	char proc[128], svc[128], instance[300];
+	bool has_svc;
+	/* The latest complete snapshot: its lines, each NUL-terminated. */
+	gk_buf snap;
+	uint64_t snap_ts_ms;
+	uint64_t recv_ms; /* monotonic, when it completed */
+	uint64_t interval_ms;
+	/* The snapshot being assembled. */
+	gk_buf pend;
+	int64_t pend_seq, pend_next, pend_parts;
+	uint64_t pend_ts_ms;
+};
+
+struct conn {
+	int fd;
+	gk_http_parser *parser;
+	gk_buf out;
+	bool close_after;
+};
+
+struct fam_proc {
+	struct proc *p;
+	gk_json series;
+};
+
+struct fam {
+	char name[256];
+	gk_json help;
+	enum gk_metric_type type;
+	struct fam_proc *v;
+	size_t n, cap;
+	bool has_series;
+};
+
+static struct {
+	gk_export *ex;
+	gk_loop *loop;
+	gk_smap *procs;
+	uint64_t expire;
+	size_t max_procs;
+	int lfd;
+	size_t nconns;
+	char host[256];
+	gk_timer sweep;
+	gk_series *m_scrapes, *m_procs, *m_expired, *m_incomplete;
+	gk_buf body, tmp;
+} P;
+
+/* ------------------------------------------------------------------ */
+/* Ingest                                                              */
+/* ------------------------------------------------------------------ */
+
+static void
+free_proc(struct proc *p)
+{
+	gk_buf_free(&p->snap);
+	gk_buf_free(&p->pend);
+	free(p);
+}
+
+static void
+on_event(gk_export *ex, const gk_event *ev, void *arg)
+{
+	(void)arg;
+	if (ev->type != GK_EV_METRICS)
+		return;
+	int64_t pid = 0, seq = 0, part = 1, parts = 1;
+	gk_json_int(ev->pid, &pid);
+	gk_json_int(gk_wire_get(ev->msg, "seq"), &seq);
+	gk_json_int(gk_wire_get(ev->msg, "part"), &part);
+	gk_json_int(gk_wire_get(ev->msg, "parts"), &parts);
+	if (parts < 1 || part < 1 || part > parts) {
+		gk_export_dropped(ex, 1);
+		return;
+	}
+	gk_buf *k = &P.tmp;
+	gk_buf_reset(k);
+	gk_event_text(ev->proc, k);
+	gk_buf_addc(k, 0);
+	gk_buf_adduint(k, (uint64_t)pid);
+	void **slot = gk_smap_slot(P.procs, k->data, k->len, false);
+	struct proc *p = slot ? *slot : NULL;
+	if (!p) {
+		if (gk_smap_count(P.procs) >= P.max_procs) {
+			gk_export_dropped(ex, 1);
+			return;
+		}
+		slot = gk_smap_slot(P.procs, k->data, k->len, true);
+		p = gk_xcalloc(1, sizeof *p);
+		*slot = p;
+		gk_buf b = {0};
+		gk_event_text(ev->proc, &b);
+		snprintf(p->proc, sizeof p->proc, "%s",
+		    b.len ? gk_buf_cstr(&b) : "unknown");
+		b.len = 0;
+		if (ev->svc.type != GK_JSON_NONE) {
+			gk_event_text(ev->svc, &b);
+			snprintf(p->svc, sizeof p->svc, "%s", gk_buf_cstr(&b));
+			p->has_svc = b.len > 0;
+		}
+		gk_buf_free(&b);
+		snprintf(p->instance, sizeof p->instance, "%s:%lld", P.host,
+		    (long long)pid);
+		p->interval_ms = 10000;
+		p->pend_seq = -1;
+		p->recv_ms = gk_loop_now(P.loop);
+		gk_gauge_set(P.m_procs, (double)gk_smap_count(P.procs));
+	}
+	uint64_t ts = gk_event_ts_ms(ev);
+	if (part == 1) {
+		if (p->pend_seq >= 0 && p->pend.len)
+			gk_counter_add(P.m_incomplete, 1);
+		gk_buf_reset(&p->pend);
+		p->pend_seq = seq;
+		p->pend_next = 1;
+		p->pend_parts = parts;
+		p->pend_ts_ms = ts;
+	}
+	if (seq != p->pend_seq || part != p->pend_next ||
+	    parts != p->pend_parts) {
+		/* A part is missing: this snapshot cannot complete. */
+		if (p->pend.len)
+			gk_counter_add(P.m_incomplete, 1);
+		gk_buf_reset(&p->pend);
+		p->pend_seq = -1;
+		return;
+	}
+	gk_buf_add(&p->pend, ev->line, ev->len);
+	gk_buf_addc(&p->pend, 0);
+	p->pend_next++;
+	if (part < parts)
+		return;
+	/* Complete: it replaces the one before. */
+	gk_buf t = p->snap;
+	p->snap = p->pend;
+	p->pend = t;
+	gk_buf_reset(&p->pend);
+	if (p->pend.cap > 65536)
+		gk_buf_free(&p->pend);
+	if (p->snap_ts_ms && p->pend_ts_ms > p->snap_ts_ms)
+		p->interval_ms = p->pend_ts_ms - p->snap_ts_ms;
+	p->snap_ts_ms = p->pend_ts_ms;
+	p->recv_ms = gk_loop_now(P.loop);
+	p->pend_seq = -1;
+	gk_export_sent(ex, (uint64_t)parts);
+}
+
+static bool
+expired(const struct proc *p, uint64_t now)
+{
+	return now - p->recv_ms > P.expire * p->interval_ms;
+}
+
+static void
+sweep(gk_loop *loop, void *arg)
+{
+	(void)arg;
+	uint64_t now = gk_loop_now(loop);
+	size_t pos = 0;
+	const char *key;
+	void *v;
+	char *dead[64];
+	size_t nd = 0;
+	while (nd < 64 && gk_smap_next(P.procs, &pos, &key, &v)) {
+		if (expired(v, now))
+			dead[nd++] = (char *)key;
+	}
+	for (size_t i = 0; i < nd; i++) {
+		/* The key is "proc\0pid": its length is both parts. */
+		size_t n = strlen(dead[i]);
+		n += 1 + strlen(dead[i] + n + 1);
+		struct proc *p = gk_smap_get(P.procs, dead[i], n);
+		char f[320];
+		snprintf(f, sizeof f, "instance=%s", p->instance);
+		char g[160];
+		snprintf(g, sizeof g, "proc=%s", p->proc);
+		gk_log(GK_INFO, "process gone: its series expired", g, f);
+		gk_smap_del(P.procs, dead[i], n);
+		free_proc(p);
+		gk_counter_add(P.m_expired, 1);
+	}
+	gk_gauge_set(P.m_procs, (double)gk_smap_count(P.procs));
+	gk_timer_start(loop, &P.sweep, 1000, sweep, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Exposition                                                          */
+/* ------------------------------------------------------------------ */
+
+static void
+sanitize(char *out, size_t cap, gk_json v, bool metric)
+{
+	gk_buf b = {0};
+	gk_json_string(v, &b);
+	size_t o = 0;
+	for (size_t i = 0; i < b.len && o + 2 < cap; i++) {
+		unsigned char c = (unsigned char)b.data[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          c == '_' || (metric && c == ':') ||
+		          (i > 0 && c >= '0' && c <= '9');
+		if (i == 0 && c >= '0' && c <= '9')
+			out[o++] = '_';
+		out[o++] = ok || (c >= '0' && c <= '9') ? (char)c : '_';
+	}
+	if (!o)
+		out[o++] = '_';
+	out[o] = 0;
+	gk_buf_free(&b);
+}
+
+static void
+add_escaped(gk_buf *out, const char *s, size_t n, bool quote)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '\\')
+			gk_buf_add(out, "\\\\", 2);
+		else if (c == '\n')
+			gk_buf_add(out, "\\n", 2);
+		else if (c == '"' && quote)
+			gk_buf_add(out, "\\\"", 2);
+		else
+			gk_buf_addc(out, c);
+	}
+}
+
+static void
+add_label(gk_buf *out, bool *first, const char *name, const char *v,
+    size_t n)
+{
+	gk_buf_addc(out, *first ? '{' : ',');
+	*first = false;
+	gk_buf_adds(out, name);
+	gk_buf_add(out, "=\"", 2);
+	add_escaped(out, v, n, true);
+	gk_buf_addc(out, '"');
+}
+
+/* name{labels..., svc, proc, instance[, le]} */
+static void
+add_series_name(gk_buf *out, const char *name, const char *suffix,
+    const struct proc *p, gk_json labels, const char *le)
+{
+	gk_buf_adds(out, name);
+	gk_buf_adds(out, suffix);
+	bool first = true;
+	gk_json_iter it;
+	gk_json k, v;
+	gk_json_iter_init(&it, labels);
+	gk_buf *val = &P.tmp;
+	while (gk_json_iter_next(&it, &k, &v)) {
+		char ln[256];
+		sanitize(ln, sizeof ln - 9, k, false);
+		if (!strcmp(ln, "svc") || !strcmp(ln, "proc") ||
+		    !strcmp(ln, "instance") || !strcmp(ln, "le") ||
+		    !strncmp(ln, "__", 2)) {
+			char t[256];
+			memcpy(t, ln, sizeof t);
+			snprintf(ln, sizeof ln, "exported_%.230s", t);
+		}
+		gk_buf_reset(val);
+		gk_event_text(v, val);
+		add_label(out, &first, ln, val->data ? val->data : "", val->len);
+	}
+	if (p->has_svc)
+		add_label(out, &first, "svc", p->svc, strlen(p->svc));
+	add_label(out, &first, "proc", p->proc, strlen(p->proc));
+	add_label(out, &first, "instance", p->instance, strlen(p->instance));
+	if (le)
+		add_label(out, &first, "le", le, strlen(le));
+	if (!first)
+		gk_buf_addc(out, '}');
+}
+
+static void
+render_family(gk_buf *out, const struct fam *f)
+{
+	static const char *const tn[] = {"counter", "gauge", "histogram"};
+	gk_buf_adds(out, "# HELP ");
+	gk_buf_adds(out, f->name);
+	gk_buf_addc(out, ' ');
+	gk_buf *h = &P.tmp;
+	gk_buf_reset(h);
+	if (f->help.type == GK_JSON_STRING)
+		gk_json_string(f->help, h);
+	if (h->len)
+		add_escaped(out, h->data, h->len, false);
+	else
+		gk_buf_addf(out, "Metric %s.", f->name);
+	gk_buf_addf(out, "\n# TYPE %s %s\n", f->name, tn[f->type]);
+	for (size_t i = 0; i < f->n; i++) {
+		gk_snap_family sf = {.type = f->type, .series = f->v[i].series};
+		gk_json_iter it;
+		gk_snap_series s;
+		gk_snap_series_begin(&it, &sf);
+		while (gk_snap_series_next(&it, &sf, &s)) {
+			const struct proc *p = f->v[i].p;
+			if (f->type != GK_HISTOGRAM) {
+				add_series_name(out, f->name, "", p, s.labels,
+				    NULL);
+				gk_buf_addc(out, ' ');
+				gk_fmt_float(out, s.value);
+				gk_buf_addc(out, '\n');
+				continue;
+			}
+			gk_json_iter bi;
+			gk_json_iter_init(&bi, s.buckets);
+			double le, c;
+			bool inf = false;
+			while (gk_snap_bucket_next(&bi, &le, &c)) {
+				char les[64];
+				gk_buf lb = {0};
+				gk_fmt_float(&lb, le);
+				snprintf(les, sizeof les, "%s", gk_buf_cstr(&lb));
+				gk_buf_free(&lb);
+				if (le > 0 && le == le * 2) /* +Inf */
+					inf = true;
+				add_series_name(out, f->name, "_bucket", p,
+				    s.labels, les);
+				gk_buf_addc(out, ' ');
+				gk_fmt_float(out, c);
+				gk_buf_addc(out, '\n');
+			}
+			if (!inf) {
+				add_series_name(out, f->name, "_bucket", p,
+				    s.labels, "+Inf");
+				gk_buf_addc(out, ' ');
+				gk_fmt_float(out, s.count);
+				gk_buf_addc(out, '\n');
+			}
+			add_series_name(out, f->name, "_sum", p, s.labels,
+			    NULL);
+			gk_buf_addc(out, ' ');
+			gk_fmt_float(out, s.sum);
+			gk_buf_addc(out, '\n');
+			add_series_name(out, f->name, "_count", p, s.labels,
+			    NULL);
+			gk_buf_addc(out, ' ');
+			gk_fmt_float(out, s.count);
+			gk_buf_addc(out, '\n');
+		}
+	}
+}
+
+static int
+fam_cmp(const void *a, const void *b)
+{
+	const struct fam *x = *(struct fam *const *)a;
+	const struct fam *y = *(struct fam *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+static void
+render(gk_buf *out)
+{
+	uint64_t now = gk_loop_now(P.loop);
+	gk_smap *fams = gk_smap_new();
+	/* Parsed lines must stay put while we render: one index each. */
+	size_t nmsgs = 0, capmsgs = 0;
+	gk_wire_msg **msgs = NULL;
+	size_t pos = 0;
+	const char *key;
+	void *v;
+	while (gk_smap_next(P.procs, &pos, &key, &v)) {
+		struct proc *p = v;
+		if (!p->snap.len || expired(p, now))
+			continue;
+		for (size_t off = 0; off < p->snap.len;) {
+			const char *line = p->snap.data + off;
+			size_t n = strlen(line);
+			off += n + 1;
+			if (nmsgs == capmsgs) {
+				capmsgs = capmsgs ? capmsgs * 2 : 16;
+				msgs = gk_xrealloc(msgs,
+				    capmsgs * sizeof *msgs);
+			}
+			gk_wire_msg *m = gk_xmalloc(sizeof *m);
+			gk_wire_error err;
+			if (gk_wire_parse(m, line, n, &err)) {
+				free(m);
+				continue;
+			}
+			msgs[nmsgs++] = m;
+			gk_event ev = {.line = line, .len = n, .msg = m};
+			gk_snap_iter si;
+			gk_snap_family f;
+			gk_snap_begin(&si, &ev);
+			while (gk_snap_next(&si, &f)) {
+				char name[256];
+				sanitize(name, sizeof name - 8, f.name, true);
+				size_t nl = strlen(name);
+				if (f.type == GK_COUNTER &&
+				    (nl < 6 || strcmp(name + nl - 6, "_total")))
+					strcat(name, "_total");
+				void **slot = gk_smap_slot(fams, name,
+				    strlen(name), true);
+				struct fam *fm = *slot;
+				if (!fm) {
+					fm = gk_xcalloc(1, sizeof *fm);
+					snprintf(fm->name, sizeof fm->name,
+					    "%s", name);
+					fm->type = f.type;
+					fm->help = f.help;
+					*slot = fm;
+				}
+				if (fm->type != f.type)
+					continue; /* same name, other type */
+				if (fm->help.type != GK_JSON_STRING ||
+				    fm->help.len <= 2)
+					fm->help = f.help;
+				if (fm->n == fm->cap) {
+					fm->cap = fm->cap ? fm->cap * 2 : 4;
+					fm->v = gk_xrealloc(fm->v,
+					    fm->cap * sizeof *fm->v);
+				}
+				fm->v[fm->n++] =
+				    (struct fam_proc){p, f.series};
+				if (f.series.len > 2)
+					fm->has_series = true;
+			}
+		}
+	}
+	size_t nf = gk_smap_count(fams), i = 0;
+	struct fam **list = gk_xcalloc(nf + 1, sizeof *list);
+	pos = 0;
+	while (gk_smap_next(fams, &pos, &key, &v))
+		list[i++] = v;
+	qsort(list, nf, sizeof *list, fam_cmp);
+	for (i = 0; i < nf; i++) {
+		if (list[i]->has_series)
+			render_family(out, list[i]);
+		free(list[i]->v);
+		free(list[i]);
+	}
+	free(list);
+	gk_smap_free(fams);
+	for (i = 0; i < nmsgs; i++)
+		free(msgs[i]);
+	free(msgs);
+}
+
+/* ------------------------------------------------------------------ */
+/* HTTP                                                                */
+/* ------------------------------------------------------------------ */
+
+static void
+conn_close(struct conn *c)
+{
+	gk_loop_unwatch(P.loop, c->fd);
+	close(c->fd);
+	gk_http_parser_free(c->parser);
+	gk_buf_free(&c->out);
+	free(c);
+	P.nconns--;
+}
+
+static void
+respond(struct conn *c, int status, const char *ctype, const char *body,
+    size_t n, bool head, bool keep)
+{
+	gk_buf_addf(&c->out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+	    gk_http_reason(status), gk_http_date());
+	gk_buf_addf(&c->out, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+	    ctype, n);
+	if (!keep)
+		gk_buf_adds(&c->out, "Connection: close\r\n");
+	gk_buf_adds(&c->out, "\r\n");
+	if (!head)
+		gk_buf_add(&c->out, body, n);
+	c->close_after = !keep;
+}
+
+static void
+handle(struct conn *c)
+{
+	const gk_http_info *info = gk_http_parser_info(c->parser);
+	gk_buf *w = &P.tmp;
+	gk_buf_reset(w);
+	gk_http_parser_encode(c->parser, "1", "", 0, w);
+	gk_wire_msg m;
+	gk_wire_error err;
+	gk_buf path = {0};
+	if (gk_wire_parse(&m, w->data, w->len, &err) == 0)
+		gk_json_string(gk_wire_get(&m, "path"), &path);
+	bool get = !strcmp(info->method, "GET") || info->head;
+	const char *p = gk_buf_cstr(&path);
+	if (get && !strcmp(p, "/metrics")) {
+		gk_counter_add(P.m_scrapes, 1);
+		gk_buf_reset(&P.body);
+		render(&P.body);
+		respond(c, 200, "text/plain; version=0.0.4; charset=utf-8",
+		    P.body.data ? P.body.data : "", P.body.len, info->head,
+		    info->keep_alive);
+		if (P.body.cap > (1u << 20))
+			gk_buf_free(&P.body);
+	} else if (get && !strcmp(p, "/")) {
+		static const char idx[] = "gk-export-prometheus: see /metrics\n";
+		respond(c, 200, "text/plain; charset=utf-8", idx,
+		    sizeof idx - 1, info->head, info->keep_alive);
+	} else if (!get) {
+		respond(c, 405, "text/plain; charset=utf-8",
+		    "method not allowed\n", 19, info->head, false);
+	} else {
+		respond(c, 404, "text/plain; charset=utf-8", "not found\n", 10,
+		    info->head, info->keep_alive);
+	}
+	gk_buf_free(&path);
+}
+
+static bool
+flush_conn(struct conn *c)
+{
+	while (c->out.len) {
+		ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				gk_loop_modify(P.loop, c->fd, GK_READ | GK_WRITE);
+				return true;
+			}
+			conn_close(c);
+			return false;
+		}
+		gk_buf_consume(&c->out, (size_t)n);
+	}
+	if (c->close_after) {
+		conn_close(c);
+		return false;
+	}
+	gk_loop_modify(P.loop, c->fd, GK_READ);
+	return true;
+}
+
+static void
+conn_io(gk_loop *loop, int fd, unsigned events, void *arg)
+{
+	(void)loop;
+	struct conn *c = arg;
+	if (events & GK_WRITE) {
+		if (!flush_conn(c))
+			return;
+	}
+	if (!(events & GK_READ))
+		return;
+	char buf[8192];
+	ssize_t n = recv(fd, buf, sizeof buf, 0);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		conn_close(c);
+		return;
+	}
+	if (n < 0)
+		return;
+	size_t off = 0;
+	while (off < (size_t)n && !c->close_after) {
+		size_t used = 0;
+		enum gk_http_feed r = gk_http_parser_feed(c->parser, buf + off,
+		    (size_t)n - off, &used);
+		off += used;
+		if (r == GK_HTTP_REQUEST) {
+			handle(c);
+		} else if (r == GK_HTTP_ERROR) {
+			const gk_http_info *info = gk_http_parser_info(c->parser);
+			gk_http_render_simple(info->error_status, NULL, false,
+			    false, NULL, &c->out);
+			c->close_after = true;
+		} else if (r == GK_HTTP_CONTINUE) {
+			gk_buf_adds(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+		} else if (used == 0) {
+			break;
+		}
+	}
+	flush_conn(c);
+}
+
+static void
+on_accept(gk_loop *loop, int fd, unsigned events, void *arg)
+{
+	(void)events;
+	(void)arg;
+	for (int i = 0; i < 16; i++) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0)
+			return;
+		if (P.nconns >= MAX_CONNS) {
+			close(cfd);
+			gk_log(GK_WARN, "too many scrape connections: refused",
+			    "max=64");
+			continue;
+		}
+		struct conn *c = gk_xcalloc(1, sizeof *c);
+		c->fd = cfd;
+		gk_http_limits lim = {.max_header = MAX_REQ_BYTES,
+		                      .max_body = MAX_REQ_BYTES};
+		c->parser = gk_http_parser_new(&lim);
+		P.nconns++;
+		gk_loop_watch(loop, cfd, GK_READ, conn_io, c);
+	}
+}
+
+static bool
+keep_running(gk_export *ex, void *arg)
+{
+	(void)ex;
+	(void)arg;
+	return true; /* keep serving the last snapshots until TERM */
+}
+
+/* ------------------------------------------------------------------ */
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: gk-export-prometheus [-l ADDR] [--expire N] "
+	    "[--max-procs N]\n"
+	    "Serve the metrics snapshots read on stdin on GET /metrics "
+	    "(Prometheus text format 0.0.4).\n"
+	    "  -l, --listen ADDR  address to serve on (127.0.0.1:9464)\n"
+	    "  --expire N         drop a process's series after N of its "
+	    "intervals without a snapshot (3)\n"
+	    "  --max-procs N      processes tracked at most (10000)\n"
+	    "  --exit-on-eof      stop serving when stdin ends\n"
+	    "  -h, --help         this help\n"
+	    "  -V, --version      version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *listen_addr = "127.0.0.1:9464";
+	bool exit_on_eof = false;
+	P.expire = 3;
+	P.max_procs = 10000;
+	static const struct option opts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"expire", required_argument, NULL, 'e'},
+	    {"max-procs", required_argument, NULL, 'm'},
+	    {"exit-on-eof", no_argument, NULL, 'x'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0}};
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "l:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': listen_addr = optarg; break;
+		case 'e':
+			if (gk_parse_uint(optarg, 1, 1000, &v) < 0)
+				gk_usage_error("bad --expire: %s (expected 1 "
+				               "to 1000 intervals)",
+				    optarg);
+			P.expire = v;
+			break;
+		case 'm':
+			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
+				gk_usage_error("bad --max-procs: %s (expected "
+				               "a count)",
+				    optarg);
+			P.max_procs = v;
+			break;
+		case 'x': exit_on_eof = true; break;
+		case 'h': usage(stdout); return 0;
+		case 'V': gk_export_version("gk-export-prometheus"); return 0;
+		default: usage(stderr); return GK_EXIT_USAGE;
+		}
+	}
+	if (optind < argc) /* gk-exporter --to prometheus:ADDR */
+		listen_addr = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [ADDR])",
+		    argv[optind]);
+	gk_addr a;
+	const char *why;
+	if (gk_addr_parse(listen_addr, &a, &why) < 0)
+		gk_usage_error("bad --listen: %s (%s)", listen_addr, why);
+	gk_export_def def = {.name = "prometheus", .on_event = on_event,
+	                     .keep_running = exit_on_eof ? NULL : keep_running};
+	P.ex = gk_export_new(&def);
+	P.loop = gk_export_loop(P.ex);
+	P.procs = gk_smap_new();
+	if (gethostname(P.host, sizeof P.host - 1) < 0 || !P.host[0])
+		snprintf(P.host, sizeof P.host, "localhost");
+	P.m_scrapes = gk_metric_series(gk_counter_new(
+	    "gk_export_prometheus_scrapes_total", "Scrapes of /metrics", NULL));
+	P.m_procs = gk_metric_series(gk_gauge_new(
+	    "gk_export_prometheus_processes", "Processes whose series are served",
+	    NULL));
+	P.m_expired = gk_metric_series(gk_counter_new(
+	    "gk_export_prometheus_expired_total",
+	    "Processes whose series expired", NULL));
+	P.m_incomplete = gk_metric_series(gk_counter_new(
+	    "gk_export_prometheus_incomplete_total",
+	    "Snapshots dropped because a part was missing", NULL));
+	P.lfd = gk_addr_listen(&a, 128, 0);
+	if (P.lfd < 0)
+		gk_fatal(GK_EXIT_OSERR, "cannot listen on %s: %s", listen_addr,
+		    strerror(errno));
+	gk_loop_watch(P.loop, P.lfd, GK_READ, on_accept, NULL);
+	gk_timer_start(P.loop, &P.sweep, 1000, sweep, NULL);
+	char f[340];
+	snprintf(f, sizeof f, "addr=%s", listen_addr);
+	gk_log(GK_INFO, "serving /metrics", f);
+	return gk_export_run(P.ex);
+}

@@ -1,0 +1,958 @@
+/*
+ * export.c: the runtime of exporter plugins (see export.h): reading events
+ * from stdin, the plugin's own metrics, signals and drain; the bounded
+ * queue, backoff, snapshot walking and small helpers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "export.h"
+
+#define DEFAULT_MAX_LINE (4u << 20)
+
+struct gk_export {
+	gk_export_def def;
+	gk_loop *loop;
+	char proc[64];
+	gk_buf in;
+	size_t max_line;
+	bool skipping, eof, paused, draining, done, watching;
+	int status;
+	gk_wire_msg msg;
+	gk_buf wrap;
+	gk_timer metrics_timer, drain_timer;
+	uint64_t metrics_ms;
+	int64_t queue_bytes;
+	gk_series *m_events, *m_raw, *m_sent, *m_dropped, *m_errors,
+	    *m_reconnects, *m_queue, *m_toolong;
+};
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+/* ------------------------------------------------------------------ */
+
+static int
+digits(const char *p, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		v = v * 10 + (p[i] - '0');
+	}
+	return v;
+}
+
+uint64_t
+gk_event_ts_ms(const gk_event *ev)
+{
+	/* "2026-12-04T09:30:00.123456Z" */
+	if (ev->ts.type != GK_JSON_STRING || ev->ts.len < 22)
+		return 0;
+	const char *p = ev->ts.p + 1;
+	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
+	int h = digits(p + 11, 2), mi = digits(p + 14, 2), s = digits(p + 17, 2);
+	if (y < 0 || mo < 1 || d < 1 || h < 0 || mi < 0 || s < 0)
+		return 0;
+	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+	                .tm_hour = h, .tm_min = mi, .tm_sec = s};
+	time_t t = timegm(&tm);
+	if (t == (time_t)-1)
+		return 0;
+	uint64_t ms = (uint64_t)t * 1000;
+	if (p[19] == '.') {
+		int scale = 100;
+		for (const char *q = p + 20; *q >= '0' && *q <= '9' && scale;
+		     q++, scale /= 10)
+			ms += (uint64_t)(*q - '0') * (uint64_t)scale;
+	}
+	return ms;
+}
+
+enum gk_level
+gk_event_level(const gk_event *ev)
+{
+	static const char *const names[] = {"debug", "info", "warn", "error",
+	                                    "fatal"};
+	if (ev->level.type == GK_JSON_STRING) {
+		for (int i = 0; i < 5; i++)
+			if (gk_json_eq(ev->level, names[i]))
+				return (enum gk_level)i;
+		if (gk_json_eq(ev->level, "warning"))
+			return GK_WARN;
+		if (gk_json_eq(ev->level, "critical"))
+			return GK_FATAL;
+	}
+	return GK_INFO;
+}
+
+bool
+gk_event_common_key(gk_json key)
+{
+	static const char *const common[] = {"ts",  "type", "level", "proc",
+	                                     "pid", "svc",  "msg"};
+	for (size_t i = 0; i < sizeof common / sizeof *common; i++)
+		if (gk_json_eq(key, common[i]))
+			return true;
+	return false;
+}
+
+void
+gk_event_text(gk_json v, gk_buf *out)
+{
+	if (v.type == GK_JSON_STRING)
+		gk_json_string(v, out);
+	else if (v.type != GK_JSON_NONE)
+		gk_buf_add(out, v.p, v.len);
+}
+
+static void
+fill_event(gk_event *ev, const gk_wire_msg *m, bool raw)
+{
+	memset(ev, 0, sizeof *ev);
+	ev->line = m->line;
+	ev->len = m->len;
+	ev->msg = m;
+	ev->raw = raw;
+	ev->ts = gk_wire_get(m, "ts");
+	ev->proc = gk_wire_get(m, "proc");
+	ev->pid = gk_wire_get(m, "pid");
+	ev->svc = gk_wire_get(m, "svc");
+	ev->level = gk_wire_get(m, "level");
+	ev->text = gk_wire_get(m, "msg");
+	gk_json t = gk_wire_get(m, "type");
+	if (t.type == GK_JSON_NONE || gk_json_eq(t, "log"))
+		ev->type = GK_EV_LOG;
+	else if (gk_json_eq(t, "metrics"))
+		ev->type = GK_EV_METRICS;
+	else if (gk_json_eq(t, "span"))
+		ev->type = GK_EV_SPAN;
+	else if (gk_json_eq(t, "access"))
+		ev->type = GK_EV_ACCESS;
+	else
+		ev->type = GK_EV_OTHER;
+}
+
+static void
+format_now(char out[64])
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+	    tm.tm_sec, (long)(ts.tv_nsec / 1000));
+}
+
+void
+gk_export_feed(gk_export *ex, const char *line, size_t len)
+{
+	if (len && line[len - 1] == '\r')
+		len--;
+	if (!len)
+		return;
+	gk_counter_add(ex->m_events, 1);
+	gk_wire_error err;
+	gk_event ev;
+	if (gk_wire_parse(&ex->msg, line, len, &err) == 0) {
+		fill_event(&ev, &ex->msg, false);
+	} else {
+		/* Not an event: wrap it, never drop it silently. */
+		gk_counter_add(ex->m_raw, 1);
+		char ts[64];
+		format_now(ts);
+		gk_buf_reset(&ex->wrap);
+		gk_jw w;
+		gk_jw_init(&w, &ex->wrap);
+		gk_jw_object(&w);
+		gk_jw_key(&w, "ts");
+		gk_jw_cstr(&w, ts);
+		gk_jw_key(&w, "type");
+		gk_jw_cstr(&w, "log");
+		gk_jw_key(&w, "level");
+		gk_jw_cstr(&w, "info");
+		gk_jw_key(&w, "msg");
+		gk_jw_string(&w, line, len);
+		gk_jw_key(&w, "raw");
+		gk_jw_bool(&w, true);
+		gk_jw_object_end(&w);
+		if (gk_wire_parse(&ex->msg, ex->wrap.data, ex->wrap.len, &err))
+			return; /* cannot happen: we wrote it */
+		fill_event(&ev, &ex->msg, true);
+	}
+	if (ex->def.on_event)
+		ex->def.on_event(ex, &ev, ex->def.arg);
+}
+
+/* ------------------------------------------------------------------ */
+/* The runtime                                                         */
+/* ------------------------------------------------------------------ */
+
+static void start_drain(gk_export *ex);
+
+static void
+deliver(gk_export *ex)
+{
+	size_t start = 0;
+	while (start < ex->in.len) {
+		char *nl = memchr(ex->in.data + start, '\n', ex->in.len - start);
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - (ex->in.data + start));
+		if (ex->skipping)
+			ex->skipping = false;
+		else
+			gk_export_feed(ex, ex->in.data + start, len);
+		start += len + 1;
+	}
+	gk_buf_consume(&ex->in, start);
+	if (ex->in.len > ex->max_line) {
+		if (!ex->skipping) {
+			char f[64];
+			snprintf(f, sizeof f, "max_bytes=%zu", ex->max_line);
+			gk_log(GK_ERROR, "event line too long: dropped", f);
+			gk_counter_add(ex->m_toolong, 1);
+			gk_counter_add(ex->m_dropped, 1);
+		}
+		ex->skipping = true;
+		ex->in.len = 0;
+	}
+	if (!ex->in.len && ex->in.cap > (256u << 10))
+		gk_buf_free(&ex->in);
+}
+
+static void
+on_stdin(gk_loop *loop, int fd, unsigned events, void *arg)
+{
+	(void)loop;
+	(void)events;
+	gk_export *ex = arg;
+	int err = -1;
+	for (int rounds = 0; rounds < 16 && !ex->paused; rounds++) {
+		gk_buf_reserve(&ex->in, 65536);
+		size_t room = ex->in.cap - ex->in.len - 1;
+		ssize_t n = read(fd, ex->in.data + ex->in.len, room);
+		if (n > 0) {
+			ex->in.len += (size_t)n;
+			deliver(ex);
+			if ((size_t)n < room)
+				break;
+			continue;
+		}
+		if (n == 0)
+			err = 0;
+		else if (errno == EINTR)
+			continue;
+		else if (errno != EAGAIN)
+			err = errno;
+		break;
+	}
+	if (err >= 0) {
+		if (ex->in.len && !ex->skipping) /* a last line without \n */
+			gk_export_feed(ex, ex->in.data, ex->in.len);
+		ex->in.len = 0;
+		ex->eof = true;
+		gk_loop_unwatch(ex->loop, 0);
+		ex->watching = false;
+		if (err)
+			gk_logf(GK_ERROR, "reading events: %s", strerror(err));
+		if (ex->def.keep_running &&
+		    ex->def.keep_running(ex, ex->def.arg))
+			return;
+		start_drain(ex);
+	}
+}
+
+static void
+watch_stdin(gk_export *ex, bool on)
+{
+	if (on == ex->watching || ex->eof)
+		return;
+	if (on)
+		gk_loop_watch(ex->loop, 0, GK_READ, on_stdin, ex);
+	else
+		gk_loop_unwatch(ex->loop, 0);
+	ex->watching = on;
+}
+
+void
+gk_export_pause(gk_export *ex, bool paused)
+{
+	ex->paused = paused;
+	watch_stdin(ex, !paused);
+}
+
+void
+gk_export_set_max_line(gk_export *ex, size_t max)
+{
+	ex->max_line = max ? max : DEFAULT_MAX_LINE;
+}
+
+static void
+finish(gk_export *ex)
+{
+	if (ex->done)
+		return;
+	ex->done = true;
+	gk_loop_stop(ex->loop);
+}
+
+static void
+on_drain_timeout(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	gk_export *ex = arg;
+	if (ex->queue_bytes > 0) {
+		char f[64];
+		snprintf(f, sizeof f, "pending_bytes=%lld",
+		    (long long)ex->queue_bytes);
+		gk_log(GK_WARN, "drain timeout: pending events dropped", f);
+	}
+	finish(ex);
+}
+
+static void
+start_drain(gk_export *ex)
+{
+	if (ex->draining)
+		return;
+	ex->draining = true;
+	watch_stdin(ex, false);
+	ex->eof = true;
+	uint64_t ms = 5000;
+	const char *e = getenv("GK_EXPORT_DRAIN_TIMEOUT");
+	if (e && *e)
+		gk_parse_duration_ms(e, &ms);
+	gk_timer_start(ex->loop, &ex->drain_timer, ms, on_drain_timeout, ex);
+	if (ex->def.on_drain)
+		ex->def.on_drain(ex, ex->def.arg);
+	else
+		finish(ex);
+}
+
+void
+gk_export_done(gk_export *ex)
+{
+	finish(ex);
+}
+
+bool
+gk_export_draining(const gk_export *ex)
+{
+	return ex->draining;
+}
+
+static void
+on_term(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	gk_export *ex = arg;
+	if (ex->draining)
+		finish(ex); /* a second TERM: now */
+	else
+		start_drain(ex);
+}
+
+static void
+on_hup(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	gk_export *ex = arg;
+	if (ex->def.on_hup)
+		ex->def.on_hup(ex, ex->def.arg);
+}
+
+static void
+on_usr1(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	(void)arg;
+	gk_metrics_snapshot();
+}
+
+static void
+on_metrics(gk_loop *loop, void *arg)
+{
+	gk_export *ex = arg;
+	gk_metrics_snapshot();
+	gk_timer_start(loop, &ex->metrics_timer, ex->metrics_ms, on_metrics, ex);
+}
+
+static gk_series *
+counter(const char *name, const char *help)
+{
+	return gk_metric_series(gk_counter_new(name, help, NULL));
+}
+
+gk_export *
+gk_export_new(const gk_export_def *def)
+{
+	gk_export *ex = gk_xcalloc(1, sizeof *ex);
+	ex->def = *def;
+	snprintf(ex->proc, sizeof ex->proc, "gk-export-%s", def->name);
+	gk_events_init(ex->proc);
+	signal(SIGPIPE, SIG_IGN);
+	ex->loop = gk_loop_new();
+	ex->max_line = DEFAULT_MAX_LINE;
+	ex->m_events = counter("gk_export_events_total",
+	    "Events read from stdin");
+	ex->m_raw = counter("gk_export_raw_total",
+	    "Lines that were not JSON, wrapped as raw log events");
+	ex->m_sent = counter("gk_export_sent_total",
+	    "Records delivered to the backend");
+	ex->m_dropped = counter("gk_export_dropped_total",
+	    "Records dropped: queue bound, too long, or rejected");
+	ex->m_errors = counter("gk_export_errors_total", "Backend errors");
+	ex->m_reconnects = counter("gk_export_reconnects_total",
+	    "Connections to the backend established after a failure");
+	ex->m_toolong = counter("gk_export_too_long_total",
+	    "Event lines longer than the bound, dropped");
+	ex->m_queue = gk_metric_series(gk_gauge_new("gk_export_queue_bytes",
+	    "Bytes waiting for the backend", NULL));
+	int fl = fcntl(0, F_GETFL);
+	if (fl != -1)
+		fcntl(0, F_SETFL, fl | O_NONBLOCK);
+	gk_loop_signal(ex->loop, SIGTERM, on_term, ex);
+	gk_loop_signal(ex->loop, SIGINT, on_term, ex);
+	gk_loop_signal(ex->loop, SIGHUP, on_hup, ex);
+	gk_loop_signal(ex->loop, SIGUSR1, on_usr1, ex);
+	const char *mi = getenv("GK_METRICS_INTERVAL");
+	ex->metrics_ms = 10000;
+	if (mi && *mi && gk_parse_duration_ms(mi, &ex->metrics_ms) < 0)
+		ex->metrics_ms = 10000;
+	return ex;
+}
+
+gk_loop *
+gk_export_loop(gk_export *ex)
+{
+	return ex->loop;
+}
+
+int
+gk_export_run(gk_export *ex)
+{
+	if (ex->metrics_ms)
+		gk_timer_start(ex->loop, &ex->metrics_timer, ex->metrics_ms,
+		    on_metrics, ex);
+	if (fcntl(0, F_GETFD) == -1) {
+		ex->eof = true;
+		start_drain(ex);
+	} else {
+		watch_stdin(ex, !ex->paused);
+	}
+	if (!ex->done)
+		gk_loop_run(ex->loop);
+	gk_metrics_snapshot();
+	gk_events_flush();
+	return ex->status;
+}
+
+void
+gk_export_sent(gk_export *ex, uint64_t n)
+{
+	gk_counter_add(ex->m_sent, (double)n);
+}
+
+void
+gk_export_dropped(gk_export *ex, uint64_t n)
+{
+	gk_counter_add(ex->m_dropped, (double)n);
+}
+
+void
+gk_export_error(gk_export *ex, uint64_t n)
+{
+	gk_counter_add(ex->m_errors, (double)n);
+}
+
+void
+gk_export_reconnected(gk_export *ex)
+{
+	gk_counter_add(ex->m_reconnects, 1);
+}
+
+void
+gk_export_queue_change(gk_export *ex, int64_t delta)
+{
+	ex->queue_bytes += delta;
+	if (ex->queue_bytes < 0)
+		ex->queue_bytes = 0;
+	gk_gauge_set(ex->m_queue, (double)ex->queue_bytes);
+}
+
+void
+gk_export_version(const char *name)
+{
+	printf("%s %s\n", name, GK_VERSION);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bounded queue                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Records laid end to end in one buffer, each a 4-byte length then its
+ * bytes; head is the offset of the oldest.  The consumed front is moved
+ * away once it is more than half the buffer, so pushes and pops are
+ * amortised O(1) and memory stays within about twice the bound.
+ */
+struct gk_equeue {
+	gk_buf b;
+	size_t head;
+	size_t count, bytes, max_bytes, max_records;
+	uint64_t dropped;
+};
+
+gk_equeue *
+gk_equeue_new(size_t max_bytes, size_t max_records)
+{
+	gk_equeue *q = gk_xcalloc(1, sizeof *q);
+	q->max_bytes = max_bytes ? max_bytes : (4u << 20);
+	q->max_records = max_records;
+	return q;
+}
+
+void
+gk_equeue_free(gk_equeue *q)
+{
+	if (!q)
+		return;
+	gk_buf_free(&q->b);
+	free(q);
+}
+
+static uint32_t
+rec_len(const gk_equeue *q, size_t at)
+{
+	uint32_t n;
+	memcpy(&n, q->b.data + at, 4);
+	return n;
+}
+
+void
+gk_equeue_pop(gk_equeue *q)
+{
+	if (!q->count)
+		return;
+	uint32_t n = rec_len(q, q->head);
+	q->head += 4 + n;
+	q->count--;
+	q->bytes -= n;
+	if (!q->count) {
+		q->head = 0;
+		q->b.len = 0;
+		if (q->b.cap > (1u << 20))
+			gk_buf_free(&q->b);
+	} else if (q->head > q->b.len / 2 && q->head > 4096) {
+		memmove(q->b.data, q->b.data + q->head, q->b.len - q->head);
+		q->b.len -= q->head;
+		q->head = 0;
+	}
+}
+
+size_t
+gk_equeue_push(gk_equeue *q, const void *p, size_t n)
+{
+	size_t dropped = 0;
+	if (n > q->max_bytes || n > UINT32_MAX) {
+		q->dropped++;
+		return 1;
+	}
+	while (q->count && (q->bytes + n > q->max_bytes ||
+	                    (q->max_records && q->count >= q->max_records))) {
+		gk_equeue_pop(q);
+		dropped++;
+	}
+	uint32_t len = (uint32_t)n;
+	gk_buf_reserve(&q->b, 4 + n);
+	gk_buf_add(&q->b, &len, 4);
+	gk_buf_add(&q->b, p, n);
+	q->count++;
+	q->bytes += n;
+	q->dropped += dropped;
+	return dropped;
+}
+
+bool
+gk_equeue_peek(const gk_equeue *q, const char **p, size_t *n)
+{
+	if (!q->count)
+		return false;
+	*n = rec_len(q, q->head);
+	*p = q->b.data + q->head + 4;
+	return true;
+}
+
+size_t
+gk_equeue_count(const gk_equeue *q)
+{
+	return q->count;
+}
+
+size_t
+gk_equeue_bytes(const gk_equeue *q)
+{
+	return q->bytes;
+}
+
+uint64_t
+gk_equeue_dropped(const gk_equeue *q)
+{
+	return q->dropped;
+}
+
+/* ------------------------------------------------------------------ */
+/* Backoff                                                             */
+/* ------------------------------------------------------------------ */
+
+void
+gk_backoff_init(gk_backoff *b, uint64_t min_ms, uint64_t max_ms)
+{
+	b->min_ms = min_ms ? min_ms : 100;
+	b->max_ms = max_ms ? max_ms : 30000;
+	b->cur_ms = 0;
+}
+
+uint64_t
+gk_backoff_next(gk_backoff *b)
+{
+	if (!b->cur_ms)
+		b->cur_ms = b->min_ms;
+	else if (b->cur_ms < b->max_ms)
+		b->cur_ms = b->cur_ms * 2 > b->max_ms ? b->max_ms : b->cur_ms * 2;
+	/* +-20% jitter, so that many plugins do not retry in step. */
+	uint64_t span = b->cur_ms / 5;
+	uint64_t d = b->cur_ms - span;
+	if (span)
+		d += (uint64_t)random() % (2 * span + 1);
+	return d;
+}
+
+void
+gk_backoff_reset(gk_backoff *b)
+{
+	b->cur_ms = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshots                                                           */
+/* ------------------------------------------------------------------ */
+
+bool
+gk_snap_number(gk_json v, double *out)
+{
+	if (v.type == GK_JSON_NUMBER)
+		return gk_json_double(v, out);
+	if (v.type == GK_JSON_STRING) {
+		if (gk_json_eq(v, "NaN"))
+			*out = NAN;
+		else if (gk_json_eq(v, "+Inf") || gk_json_eq(v, "Inf"))
+			*out = INFINITY;
+		else if (gk_json_eq(v, "-Inf"))
+			*out = -INFINITY;
+		else
+			return false;
+		return true;
+	}
+	return false;
+}
+
+void
+gk_snap_begin(gk_snap_iter *it, const gk_event *ev)
+{
+	gk_json m = gk_wire_get(ev->msg, "metrics");
+	if (m.type != GK_JSON_ARRAY)
+		m = (gk_json){GK_JSON_ARRAY, "[]", 2};
+	gk_json_iter_init(&it->it, m);
+}
+
+bool
+gk_snap_next(gk_snap_iter *it, gk_snap_family *f)
+{
+	gk_json v;
+	while (gk_json_iter_next(&it->it, NULL, &v)) {
+		if (v.type != GK_JSON_OBJECT)
+			continue;
+		f->name = gk_json_member(v, "name");
+		f->help = gk_json_member(v, "help");
+		f->series = gk_json_member(v, "series");
+		gk_json t = gk_json_member(v, "type");
+		if (f->name.type != GK_JSON_STRING ||
+		    f->series.type != GK_JSON_ARRAY)
+			continue;
+		if (gk_json_eq(t, "counter"))
+			f->type = GK_COUNTER;
+		else if (gk_json_eq(t, "gauge"))
+			f->type = GK_GAUGE;
+		else if (gk_json_eq(t, "histogram"))
+			f->type = GK_HISTOGRAM;
+		else
+			continue;
+		return true;
+	}
+	return false;
+}
+
+void
+gk_snap_series_begin(gk_json_iter *it, const gk_snap_family *f)
+{
+	gk_json_iter_init(it, f->series);
+}
+
+bool
+gk_snap_series_next(gk_json_iter *it, const gk_snap_family *f,
+    gk_snap_series *s)
+{
+	gk_json v;
+	while (gk_json_iter_next(it, NULL, &v)) {
+		if (v.type != GK_JSON_OBJECT)
+			continue;
+		memset(s, 0, sizeof *s);
+		s->labels = gk_json_member(v, "labels");
+		if (s->labels.type != GK_JSON_OBJECT)
+			s->labels = (gk_json){GK_JSON_OBJECT, "{}", 2};
+		if (f->type == GK_HISTOGRAM) {
+			s->buckets = gk_json_member(v, "buckets");
+			if (s->buckets.type != GK_JSON_ARRAY ||
+			    !gk_snap_number(gk_json_member(v, "sum"), &s->sum) ||
+			    !gk_snap_number(gk_json_member(v, "count"),
+			        &s->count))
+				continue;
+		} else if (!gk_snap_number(gk_json_member(v, "value"),
+		               &s->value)) {
+			continue;
+		}
+		return true;
+	}
+	return false;
+}
+
+bool
+gk_snap_bucket_next(gk_json_iter *it, double *le, double *count)
+{
+	gk_json v;
+	while (gk_json_iter_next(it, NULL, &v)) {
+		if (v.type != GK_JSON_ARRAY)
+			continue;
+		gk_json_iter in;
+		gk_json a, b;
+		gk_json_iter_init(&in, v);
+		if (!gk_json_iter_next(&in, NULL, &a) ||
+		    !gk_json_iter_next(&in, NULL, &b))
+			continue;
+		if (gk_snap_number(a, le) && gk_snap_number(b, count))
+			return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+/* ------------------------------------------------------------------ */
+
+void
+gk_fmt_float(gk_buf *out, double v)
+{
+	if (isnan(v)) {
+		gk_buf_adds(out, "NaN");
+		return;
+	}
+	if (isinf(v)) {
+		gk_buf_adds(out, v > 0 ? "+Inf" : "-Inf");
+		return;
+	}
+	if (v == 0) {
+		gk_buf_adds(out, signbit(v) ? "-0" : "0");
+		return;
+	}
+	/* The shortest digits that read back as v; then Go's choice for the
+	 * shortest 'g' format: the exponent form when exp < -4 || exp >= 6. */
+	char e[40];
+	int prec;
+	for (prec = 1; prec <= 17; prec++) {
+		snprintf(e, sizeof e, "%.*e", prec - 1, v);
+		if (strtod(e, NULL) == v)
+			break;
+	}
+	const char *x = strchr(e, 'e');
+	int exp = x ? atoi(x + 1) : 0;
+	if (exp < -4 || exp >= 6) {
+		gk_buf_adds(out, e); /* C, like Go, writes two exponent digits */
+		return;
+	}
+	char buf[64];
+	int decimals = prec - 1 - exp;
+	if (decimals < 0)
+		decimals = 0;
+	snprintf(buf, sizeof buf, "%.*f", decimals, v);
+	gk_buf_adds(out, buf);
+}
+
+struct smap_slot {
+	char *key;
+	size_t klen;
+	uint64_t hash;
+	void *value;
+	bool tomb;
+};
+
+struct gk_smap {
+	struct smap_slot *slot;
+	size_t cap, count, used;
+};
+
+static uint64_t
+fnv(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+gk_smap *
+gk_smap_new(void)
+{
+	gk_smap *m = gk_xcalloc(1, sizeof *m);
+	m->cap = 16;
+	m->slot = gk_xcalloc(m->cap, sizeof *m->slot);
+	return m;
+}
+
+void
+gk_smap_free(gk_smap *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->cap; i++)
+		free(m->slot[i].key);
+	free(m->slot);
+	free(m);
+}
+
+static struct smap_slot *
+find(const gk_smap *m, const char *key, size_t n, uint64_t h,
+    struct smap_slot **free_slot)
+{
+	size_t mask = m->cap - 1;
+	*free_slot = NULL;
+	for (size_t i = h & mask;; i = (i + 1) & mask) {
+		struct smap_slot *s = &m->slot[i];
+		if (!s->key) {
+			if (!s->tomb) {
+				if (!*free_slot)
+					*free_slot = s;
+				return NULL;
+			}
+			if (!*free_slot)
+				*free_slot = s;
+			continue;
+		}
+		if (s->hash == h && s->klen == n && !memcmp(s->key, key, n))
+			return s;
+	}
+}
+
+static void
+grow(gk_smap *m)
+{
+	struct smap_slot *old = m->slot;
+	size_t oldcap = m->cap;
+	m->cap *= 2;
+	m->slot = gk_xcalloc(m->cap, sizeof *m->slot);
+	m->used = m->count;
+	for (size_t i = 0; i < oldcap; i++) {
+		if (!old[i].key)
+			continue;
+		size_t mask = m->cap - 1;
+		size_t j = old[i].hash & mask;
+		while (m->slot[j].key)
+			j = (j + 1) & mask;
+		m->slot[j] = old[i];
+	}
+	free(old);
+}
+
+void **
+gk_smap_slot(gk_smap *m, const char *key, size_t n, bool create)
+{
+	uint64_t h = fnv(key, n);
+	struct smap_slot *fs;
+	struct smap_slot *s = find(m, key, n, h, &fs);
+	if (s)
+		return &s->value;
+	if (!create)
+		return NULL;
+	if ((m->used + 1) * 4 > m->cap * 3) {
+		grow(m);
+		s = find(m, key, n, h, &fs);
+	}
+	if (!fs->tomb)
+		m->used++;
+	fs->tomb = false;
+	fs->key = gk_xmalloc(n + 1);
+	memcpy(fs->key, key, n);
+	fs->key[n] = 0;
+	fs->klen = n;
+	fs->hash = h;
+	fs->value = NULL;
+	m->count++;
+	return &fs->value;
+}
+
+void *
+gk_smap_get(const gk_smap *m, const char *key, size_t n)
+{
+	struct smap_slot *fs;
+	struct smap_slot *s = find(m, key, n, fnv(key, n), &fs);
+	return s ? s->value : NULL;
+}
+
+bool
+gk_smap_del(gk_smap *m, const char *key, size_t n)
+{
+	struct smap_slot *fs;
+	struct smap_slot *s = find(m, key, n, fnv(key, n), &fs);
+	if (!s)
+		return false;
+	free(s->key);
+	s->key = NULL;
+	s->tomb = true;
+	s->value = NULL;
+	m->count--;
+	return true;
+}
+
+size_t
+gk_smap_count(const gk_smap *m)
+{
+	return m->count;
+}
+
+bool
+gk_smap_next(const gk_smap *m, size_t *pos, const char **key, void **value)
+{
+	while (*pos < m->cap) {
+		struct smap_slot *s = &m->slot[(*pos)++];
+		if (s->key) {
+			*key = s->key;
+			*value = s->value;
+			return true;
+		}
+	}
+	return false;
+}

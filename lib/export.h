@@ -1,0 +1,286 @@
+/*
+ * export.h: what the exporter plugins (exporters/gk-export-NAME) have in
+ * common.  A plugin is a small program: it parses its options, calls
+ * gk_export_new() with its callbacks, and gk_export_run().  The runtime
+ * reads events (gk-events(5)) from stdin on a gk_loop, wraps lines that are
+ * not JSON as log events with "raw":true, writes the plugin's own metrics
+ * snapshots every GK_METRICS_INTERVAL, handles TERM/INT (drain, then exit 0),
+ * HUP and USR1, and offers the pieces every backend needs:
+ *
+ *   gk_equeue   a bounded queue of records that drops the oldest first and
+ *               counts what it dropped;
+ *   gk_backoff  exponential backoff with jitter;
+ *   gk_econn    a connection to a backend (TCP, UDP, unix stream or
+ *               datagram) that reconnects with backoff and keeps what it
+ *               could not send yet in a gk_equeue;
+ *   gk_ehttp    batches POSTed with libcurl from a sender thread, retried
+ *               with backoff in order, never reordered or sent twice once
+ *               acknowledged;
+ *   snapshot walking: the families and series of a metrics event.
+ *
+ * Every plugin counts, as metrics of its own (on its event fd):
+ *   gk_export_events_total     events read from stdin
+ *   gk_export_raw_total        lines that were not JSON, wrapped
+ *   gk_export_sent_total       records delivered to the backend
+ *   gk_export_dropped_total    records dropped (queue bound, rejected)
+ *   gk_export_errors_total     backend errors (send, connect, HTTP status)
+ *   gk_export_reconnects_total connections (re)established after a failure
+ *   gk_export_queue_bytes      bytes waiting for the backend (gauge)
+ */
+#ifndef GK_EXPORT_H
+#define GK_EXPORT_H
+
+#include "gokit.h"
+
+/* ------------------------------------------------------------------ */
+/* Events as a plugin sees them                                        */
+/* ------------------------------------------------------------------ */
+
+enum gk_event_type {
+	GK_EV_LOG = 0,
+	GK_EV_METRICS,
+	GK_EV_SPAN,
+	GK_EV_ACCESS,
+	GK_EV_OTHER,
+};
+
+typedef struct gk_event {
+	const char *line; /* the JSON object, without newline */
+	size_t len;
+	const gk_wire_msg *msg; /* its top-level members */
+	enum gk_event_type type;
+	bool raw; /* a line that was not JSON, wrapped as a log event */
+	/* Common members (GK_JSON_NONE when absent). */
+	gk_json ts, proc, pid, svc, level, text;
+} gk_event;
+
+/* ts as milliseconds since the epoch; 0 when absent or malformed. */
+uint64_t gk_event_ts_ms(const gk_event *ev);
+/* The level (GK_INFO when absent or unknown). */
+enum gk_level gk_event_level(const gk_event *ev);
+/* True for the common members (ts, type, level, proc, pid, svc, msg). */
+bool gk_event_common_key(gk_json key);
+/* Append the unescaped string value v, or the raw text of a non-string. */
+void gk_event_text(gk_json v, gk_buf *out);
+
+/* ------------------------------------------------------------------ */
+/* The plugin runtime                                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_export gk_export;
+
+typedef struct gk_export_def {
+	const char *name; /* "prometheus": proc is "gk-export-prometheus" */
+	/* Every event, in order. */
+	void (*on_event)(gk_export *ex, const gk_event *ev, void *arg);
+	/*
+	 * stdin reached EOF, or TERM/INT: deliver what is pending, then call
+	 * gk_export_done().  Without it the plugin ends at once.  The runtime
+	 * ends it anyway after the drain timeout (GK_EXPORT_DRAIN_TIMEOUT,
+	 * default 5s), counting what was left as dropped.
+	 */
+	void (*on_drain)(gk_export *ex, void *arg);
+	/* SIGHUP (reopen files). */
+	void (*on_hup)(gk_export *ex, void *arg);
+	/* Called when stdin reached EOF; return true to keep running (a
+	 * server, such as prometheus, that still answers scrapes).  TERM then
+	 * ends it. */
+	bool (*keep_running)(gk_export *ex, void *arg);
+	void *arg;
+} gk_export_def;
+
+/* Set up events, the loop, signals, metrics and the stdin reader. */
+gk_export *gk_export_new(const gk_export_def *def);
+gk_loop *gk_export_loop(gk_export *ex);
+/* Run until drained; returns the exit status. */
+int gk_export_run(gk_export *ex);
+/* Draining is finished (from on_drain or later). */
+void gk_export_done(gk_export *ex);
+bool gk_export_draining(const gk_export *ex);
+/* Stop reading stdin for a while (backpressure), or go on. */
+void gk_export_pause(gk_export *ex, bool paused);
+/* Lines longer than max (default 4 MiB) are dropped and counted. */
+void gk_export_set_max_line(gk_export *ex, size_t max);
+/* Feed one line as if read from stdin (tests, benchmarks). */
+void gk_export_feed(gk_export *ex, const char *line, size_t len);
+
+void gk_export_sent(gk_export *ex, uint64_t n);
+void gk_export_dropped(gk_export *ex, uint64_t n);
+void gk_export_error(gk_export *ex, uint64_t n);
+void gk_export_reconnected(gk_export *ex);
+/* queue_bytes is the sum of every queue's bytes; add a signed change. */
+void gk_export_queue_change(gk_export *ex, int64_t delta);
+
+/*
+ * A plugin's command line: the common options --help and --version are
+ * handled by the plugin; these print them in the common shape.
+ */
+void gk_export_version(const char *name);
+
+/* ------------------------------------------------------------------ */
+/* Bounded queue: drop oldest                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_equeue gk_equeue;
+
+/* max_bytes bounds the bytes of the records held (0: 4 MiB); max_records
+ * bounds their count (0: none). */
+gk_equeue *gk_equeue_new(size_t max_bytes, size_t max_records);
+void gk_equeue_free(gk_equeue *q);
+/*
+ * Append a record.  Older records are dropped to make room; a record larger
+ * than max_bytes is itself dropped.  Returns the count of records dropped.
+ */
+size_t gk_equeue_push(gk_equeue *q, const void *p, size_t n);
+/* The oldest record; false when empty.  Valid until the next push/pop. */
+bool gk_equeue_peek(const gk_equeue *q, const char **p, size_t *n);
+void gk_equeue_pop(gk_equeue *q);
+size_t gk_equeue_count(const gk_equeue *q);
+size_t gk_equeue_bytes(const gk_equeue *q);
+/* Records dropped since the queue was made. */
+uint64_t gk_equeue_dropped(const gk_equeue *q);
+
+/* ------------------------------------------------------------------ */
+/* Backoff                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_backoff {
+	uint64_t min_ms, max_ms, cur_ms;
+} gk_backoff;
+
+/* min 100ms, max 30s unless set otherwise */
+void gk_backoff_init(gk_backoff *b, uint64_t min_ms, uint64_t max_ms);
+/* The next delay (doubling, +-20% jitter). */
+uint64_t gk_backoff_next(gk_backoff *b);
+void gk_backoff_reset(gk_backoff *b);
+
+/* ------------------------------------------------------------------ */
+/* Reconnecting connection                                             */
+/* ------------------------------------------------------------------ */
+
+enum gk_econn_kind {
+	GK_ECONN_TCP = 1,
+	GK_ECONN_UDP,
+	GK_ECONN_UNIX_STREAM,
+	GK_ECONN_UNIX_DGRAM,
+};
+
+typedef struct gk_econn gk_econn;
+
+/*
+ * addr: "tcp:HOST:PORT", "udp:HOST:PORT", "unix:PATH" (datagram, then
+ * stream when the socket is a stream socket), "unixstream:PATH", or
+ * "HOST:PORT" of kind dflt.  Returns NULL with *why set when malformed.
+ * Records pushed wait in a queue of max_bytes (0: 4 MiB) while the
+ * connection is down, the oldest dropped first; on a stream each record is
+ * written whole and in order; on a datagram socket each is one datagram.
+ */
+gk_econn *gk_econn_new(gk_export *ex, const char *addr,
+    enum gk_econn_kind dflt, size_t max_bytes, const char **why);
+void gk_econn_send(gk_econn *c, const void *p, size_t n);
+size_t gk_econn_pending(const gk_econn *c);
+bool gk_econn_connected(const gk_econn *c);
+enum gk_econn_kind gk_econn_kind(const gk_econn *c);
+/* Called once the queue is empty (for drain); NULL to stop. */
+void gk_econn_on_empty(gk_econn *c, void (*fn)(gk_econn *, void *),
+    void *arg);
+void gk_econn_free(gk_econn *c);
+
+/* ------------------------------------------------------------------ */
+/* HTTP batches (libcurl, one sender thread)                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_ehttp gk_ehttp;
+
+/* What to do with an answer (status 0: no answer, a network error). */
+enum gk_ehttp_verdict {
+	GK_EHTTP_OK,    /* acknowledged: the batch is done */
+	GK_EHTTP_RETRY, /* send the same batch again after backoff */
+	GK_EHTTP_DROP,  /* rejected for good: count its records dropped */
+};
+
+typedef struct gk_ehttp_opts {
+	const char *url;
+	const char *method;       /* NULL: POST */
+	const char *content_type; /* "text/plain; charset=utf-8" */
+	const char *const *headers; /* "Name: value", NULL-terminated */
+	bool gzip;                  /* Content-Encoding: gzip */
+	size_t batch_bytes;         /* close a batch past this (0: 512 KiB) */
+	size_t batch_records;       /* ... or this many records (0: 5000) */
+	uint64_t batch_ms;          /* ... or this long after its first (1s) */
+	size_t max_bytes;           /* bound of the batches waiting (8 MiB) */
+	uint64_t timeout_ms;        /* per request (10s) */
+	/* NULL: 2xx OK; 408, 429, 5xx and network errors RETRY; else DROP */
+	enum gk_ehttp_verdict (*verdict)(long status, void *arg);
+	void *verdict_arg;
+	/* Between records of one batch (NULL: nothing; "\n" for lines). */
+	const char *separator;
+	/* Around a batch ("[" and "]" for a JSON array), NULL for none. */
+	const char *prefix, *suffix;
+} gk_ehttp_opts;
+
+gk_ehttp *gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o);
+/* Add one record to the open batch. */
+void gk_ehttp_add(gk_ehttp *h, const void *p, size_t n);
+/* Close the open batch now (drain calls it). */
+void gk_ehttp_flush(gk_ehttp *h);
+/* Close the open batch and call fn once every batch is done (drain). */
+void gk_ehttp_drain(gk_ehttp *h, void (*fn)(gk_ehttp *, void *), void *arg);
+void gk_ehttp_free(gk_ehttp *h);
+
+/* ------------------------------------------------------------------ */
+/* Metrics snapshots                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct gk_snap_family {
+	gk_json name, help; /* strings */
+	enum gk_metric_type type;
+	gk_json series; /* array */
+} gk_snap_family;
+
+typedef struct gk_snap_series {
+	gk_json labels; /* object of strings */
+	double value;   /* counter, gauge */
+	double sum;     /* histogram */
+	double count;
+	gk_json buckets; /* histogram: [[le, count], ...] cumulative */
+} gk_snap_series;
+
+/* Iterate the families of a metrics event; false at the end.  Families of
+ * an unknown type are skipped. */
+typedef struct gk_snap_iter {
+	gk_json_iter it;
+} gk_snap_iter;
+void gk_snap_begin(gk_snap_iter *it, const gk_event *ev);
+bool gk_snap_next(gk_snap_iter *it, gk_snap_family *f);
+/* Iterate the series of a family. */
+void gk_snap_series_begin(gk_json_iter *it, const gk_snap_family *f);
+bool gk_snap_series_next(gk_json_iter *it, const gk_snap_family *f,
+    gk_snap_series *s);
+/* Iterate buckets: le (+Inf as INFINITY), cumulative count. */
+bool gk_snap_bucket_next(gk_json_iter *it, double *le, double *count);
+/* A JSON number or "NaN"/"+Inf"/"-Inf" string as a double. */
+bool gk_snap_number(gk_json v, double *out);
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+/* A float as Go's strconv.FormatFloat(v, 'g', -1, 64) writes it (what
+ * Prometheus writes): "0.005", "1e-05", "2.5", "1e+06", "+Inf", "NaN". */
+void gk_fmt_float(gk_buf *out, double v);
+
+/* A string map (open addressing), values owned by the caller. */
+typedef struct gk_smap gk_smap;
+gk_smap *gk_smap_new(void);
+void gk_smap_free(gk_smap *m);
+/* The slot for key, created (NULL) when absent with create. */
+void **gk_smap_slot(gk_smap *m, const char *key, size_t n, bool create);
+void *gk_smap_get(const gk_smap *m, const char *key, size_t n);
+bool gk_smap_del(gk_smap *m, const char *key, size_t n);
+size_t gk_smap_count(const gk_smap *m);
+/* Iterate: *pos starts at 0; false at the end. */
+bool gk_smap_next(const gk_smap *m, size_t *pos, const char **key,
+    void **value);
+
+#endif

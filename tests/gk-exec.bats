@@ -1,0 +1,334 @@
+#!/usr/bin/env bats
+# gk-exec as a user sees it: a real gk-listener on loopback in front of
+# gk-exec running CGI scripts, and real curl.  Every stack runs in its own
+# process group (start_bg) and teardown ends it.
+
+load helpers/common
+
+setup() {
+	common_setup
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	ERR="$T/stack.err"
+	EXAMPLES="$BATS_TEST_DIRNAME/../contrib/examples"
+}
+
+teardown() {
+	stop_all
+}
+
+# script NAME <<'EOF' ... : an executable /bin/sh script $T/NAME.
+script() {
+	{
+		echo '#!/bin/sh'
+		cat
+	} >"$T/$1"
+	chmod +x "$T/$1"
+}
+
+_up_or_dead() {
+	bg_alive stack || return 0
+	_port_open 127.0.0.1 "$PORT"
+}
+
+# stack GK-EXEC-ARGS...: gk-listener -l 127.0.0.1:$PORT -- gk-exec ARGS.
+stack() {
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" -- gk-exec "$@"
+	wait_for -t 10 _up_or_dead
+	if ! bg_alive stack; then
+		cat "$ERR" >&2
+		return 1
+	fi
+}
+
+status() {
+	local url=$1
+	shift
+	curl -s -o /dev/null -m 10 -w '%{http_code}' "$@" "$url"
+}
+
+# The last value of a gauge in the metrics snapshots of the events.
+gauge() {
+	events "$ERR" "select(.type == \"metrics\") | .metrics[]
+		| select(.name == \"$1\") | .series[0].value" | tail -n 1
+}
+
+_gauge_is() {
+	[ "$(gauge "$1")" = "$2" ]
+}
+
+_lines_are() {
+	[ "$(grep -c '^+' "$1")" = "$2" ]
+}
+
+_not_running() {
+	[ ! -e "/proc/$1" ] && return 0
+	[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]
+}
+
+@test "an unchanged /bin/sh CGI script printing text/plain hello is answered 200" {
+	script hello.cgi <<'EOF'
+printf "Content-Type: text/plain\n\nhello"
+EOF
+	stack "$T/hello.cgi"
+	run curl -s -i -m 10 "$URL/"
+	assert_success
+	assert_line --index 0 --regexp '^HTTP/1\.1 200 '
+	assert_line --regexp '^content-type: text/plain'
+	assert_output --partial $'\r\n\r\nhello'
+}
+
+@test "contrib/examples/hello.cgi answers hello" {
+	stack "$EXAMPLES/hello.cgi"
+	run curl -s -m 10 "$URL/"
+	assert_success
+	assert_output hello
+}
+
+@test "meta-variables and HTTP_ headers reach the script" {
+	script env.cgi <<'EOF'
+printf 'Content-Type: text/plain\n\n'
+env
+EOF
+	stack "$T/env.cgi"
+	run curl -s -m 10 -H 'X-Custom-Thing: abc' -H 'Accept: text/x-test' \
+		"$URL/some/path?a=1&b=2"
+	assert_success
+	assert_line GATEWAY_INTERFACE=CGI/1.1
+	assert_line REQUEST_METHOD=GET
+	assert_line "SCRIPT_NAME=$T/env.cgi"
+	assert_line PATH_INFO=/some/path
+	assert_line 'QUERY_STRING=a=1&b=2'
+	assert_line SERVER_PROTOCOL=HTTP/1.1
+	assert_line SERVER_SOFTWARE=gokit/0.1.0
+	assert_line SERVER_NAME=127.0.0.1
+	assert_line "SERVER_PORT=$PORT"
+	assert_line REMOTE_ADDR=127.0.0.1
+	assert_line --regexp '^REMOTE_PORT=[0-9]+$'
+	assert_line HTTP_X_CUSTOM_THING=abc
+	assert_line HTTP_ACCEPT=text/x-test
+	assert_line "HTTP_HOST=127.0.0.1:$PORT"
+	assert_line --regexp '^HTTP_USER_AGENT=curl/'
+	assert_line --regexp '^PATH=.+'
+	refute_line --regexp '^CONTENT_LENGTH='
+	refute_line --regexp '^CONTENT_TYPE='
+}
+
+@test "the request body reaches the script on stdin with CONTENT_LENGTH and CONTENT_TYPE" {
+	script echo.cgi <<'EOF'
+printf 'Content-Type: text/plain\n\n'
+echo "method=$REQUEST_METHOD length=$CONTENT_LENGTH type=$CONTENT_TYPE"
+cat
+EOF
+	stack "$T/echo.cgi"
+	run curl -s -m 10 -H 'Content-Type: text/x-mine' --data-binary 'the body' \
+		"$URL/"
+	assert_success
+	assert_line --index 0 'method=POST length=8 type=text/x-mine'
+	assert_line --index 1 'the body'
+	refute_output --partial HTTP_CONTENT
+}
+
+@test "a 300 KB body (more than a pipe holds) reaches the script whole" {
+	script sum.cgi <<'EOF'
+printf 'Content-Type: text/plain\n\n'
+sha256sum | cut -d' ' -f1
+EOF
+	head -c 300000 /dev/urandom >"$T/big"
+	stack "$T/sum.cgi"
+	run curl -s -m 10 -H 'Content-Type: application/octet-stream' \
+		--data-binary @"$T/big" "$URL/"
+	assert_success
+	assert_output "$(sha256sum <"$T/big" | cut -d' ' -f1)"
+}
+
+@test "Status: 404 Not Found sets the status; other headers pass through lowercased" {
+	script status.cgi <<'EOF'
+printf 'Status: 404 Not Found\nContent-Type: text/plain\nX-Thing: Yes\nSet-Cookie: a=1\nSet-Cookie: b=2\n\nnope\n'
+EOF
+	stack "$T/status.cgi"
+	run curl -s -i -m 10 "$URL/"
+	assert_success
+	assert_line --index 0 --regexp '^HTTP/1\.1 404 '
+	assert_line --regexp '^x-thing: Yes'
+	assert_line --regexp '^set-cookie: a=1'
+	assert_line --regexp '^set-cookie: b=2'
+	assert_line nope
+}
+
+@test "CRLF line ends in the CGI header block work as LF does" {
+	script crlf.cgi <<'EOF'
+printf 'Status: 201 Created\r\nContent-Type: text/plain\r\n\r\ncreated'
+EOF
+	stack "$T/crlf.cgi"
+	run curl -s -i -m 10 "$URL/"
+	assert_success
+	assert_line --index 0 --regexp '^HTTP/1\.1 201 '
+	assert_line --regexp '^content-type: text/plain'
+	assert_output --partial $'\r\n\r\ncreated'
+	refute_output --partial $'\r\n\r\n\r\n'
+}
+
+@test "Location without Status is answered 302" {
+	script redirect.cgi <<'EOF'
+printf 'Location: http://example.com/elsewhere\n\n'
+EOF
+	stack "$T/redirect.cgi"
+	run curl -s -i -m 10 "$URL/"
+	assert_success
+	assert_line --index 0 --regexp '^HTTP/1\.1 302 '
+	assert_line --regexp '^location: http://example.com/elsewhere'
+}
+
+@test "binary output after the header block reaches the client byte for byte" {
+	script bin.cgi <<'EOF'
+printf 'Content-Type: application/octet-stream\n\n\377\376\000\001'
+EOF
+	stack "$T/bin.cgi"
+	curl -s -m 10 -o "$T/got" "$URL/"
+	run od -An -tx1 "$T/got"
+	assert_output --regexp '^ *ff fe 00 01$'
+}
+
+@test "a document with no header block is answered 502 and logged" {
+	script nohdr.cgi <<'EOF'
+echo "hello, no headers here"
+EOF
+	stack "$T/nohdr.cgi"
+	run status "$URL/"
+	assert_output 502
+	wait_event "$ERR" '.proc == "gk-exec" and .msg == "malformed CGI response"'
+}
+
+@test "a header block without its blank line is answered 502" {
+	script noblank.cgi <<'EOF'
+printf 'Content-Type: text/plain\n'
+EOF
+	stack "$T/noblank.cgi"
+	run status "$URL/"
+	assert_output 502
+}
+
+@test "a malformed Status is answered 502" {
+	script badstatus.cgi <<'EOF'
+printf 'Status: great\nContent-Type: text/plain\n\nx'
+EOF
+	stack "$T/badstatus.cgi"
+	run status "$URL/"
+	assert_output 502
+}
+
+@test "a CGI script that exits 3 is answered 502 and logged with its status" {
+	script exit3.cgi <<'EOF'
+printf 'Content-Type: text/plain\n\nalmost'
+exit 3
+EOF
+	stack "$T/exit3.cgi"
+	run status "$URL/"
+	assert_output 502
+	wait_event "$ERR" '.proc == "gk-exec" and .msg == "CGI script failed" and .status == 3'
+}
+
+@test "a CGI script killed by a signal is answered 502 and logged with the signal" {
+	script killed.cgi <<'EOF'
+kill -9 $$
+EOF
+	stack "$T/killed.cgi"
+	run status "$URL/"
+	assert_output 502
+	wait_event "$ERR" '.proc == "gk-exec" and .signal == "KILL"'
+}
+
+@test "the script's stderr goes to the event stream" {
+	script noisy.cgi <<'EOF'
+echo "a stray line from the script" >&2
+printf 'Content-Type: text/plain\n\nok'
+EOF
+	stack "$T/noisy.cgi"
+	run status "$URL/"
+	assert_output 200
+	wait_grep 'a stray line from the script' "$ERR"
+}
+
+@test "-t 500ms: a script that hangs is answered 504 within 5 s and its processes are gone" {
+	script hang.cgi <<EOF
+echo \$\$ >"$T/script.pid"
+sleep 30 &
+echo \$! >"$T/sleep.pid"
+wait
+EOF
+	stack -t 500ms "$T/hang.cgi"
+	run curl -s -o /dev/null -m 5 -w '%{http_code}' "$URL/"
+	assert_success
+	assert_output 504
+	# Answered once the script was reaped: it no longer exists.
+	pid=$(cat "$T/script.pid")
+	run _not_running "$pid"
+	assert_success
+	# Its process group was killed, so the sleep it started is gone too.
+	wait_for -t 5 _not_running "$(cat "$T/sleep.pid")"
+	wait_event "$ERR" '.proc == "gk-exec" and .msg == "CGI script timed out: killed"'
+}
+
+@test "a request whose client goes away kills its child" {
+	script hang.cgi <<EOF
+echo \$\$ >"$T/script.pid"
+exec sleep 30
+EOF
+	stack "$T/hang.cgi"
+	run curl -s -m 1 "$URL/"
+	assert_failure
+	wait_file "$T/script.pid"
+	wait_for -t 5 _not_running "$(cat "$T/script.pid")"
+}
+
+@test "-j 2 bounds concurrency: two children at once, the rest queued, all answered" {
+	script slow.cgi <<EOF
+echo "+ \$\$" >>"$T/log"
+while [ ! -e "$T/release" ]; do sleep 0.05; done
+echo "- \$\$" >>"$T/log"
+printf 'Content-Type: text/plain\n\ndone'
+EOF
+	export GK_METRICS_INTERVAL=100ms
+	stack -j 2 "$T/slow.cgi"
+	local pids=()
+	for i in 1 2 3 4 5; do
+		curl -s -o /dev/null -m 20 -w '%{http_code}\n' "$URL/$i" \
+			>"$T/code.$i" &
+		pids+=($!)
+	done
+	# Two running, three waiting: seen in gk-exec's own gauges.
+	wait_for -t 10 _gauge_is gk_exec_queue 3
+	run gauge gk_exec_children
+	assert_output 2
+	wait_for -t 10 _lines_are "$T/log" 2
+	touch "$T/release"
+	wait "${pids[@]}"
+	for i in 1 2 3 4 5; do
+		run cat "$T/code.$i"
+		assert_output 200
+	done
+	# Never more than two between a start and an end.
+	run awk '/^\+/ { n++; if (n > max) max = n } /^-/ { n-- }
+		END { print max }' "$T/log"
+	assert_output 2
+	run grep -c '^+' "$T/log"
+	assert_output 5
+}
+
+@test "usage errors exit 64; --help names the SCRIPT operand" {
+	run gk-exec
+	assert_failure 64
+	assert_output --partial 'gk-exec'
+	run gk-exec -j zero /bin/true
+	assert_failure 64
+	run gk-exec -t forever /bin/true
+	assert_failure 64
+	run gk-exec --help
+	assert_success
+	assert_output --partial 'SCRIPT'
+	assert_output --partial '--jobs'
+	run gk-exec --version
+	assert_success
+	assert_output --partial 'gk-exec 0.1.0'
+}

@@ -1,0 +1,834 @@
+#!/usr/bin/env bats
+# gk-listener as a user sees it: real curl and raw sockets against a real
+# listener on loopback.  Every listener runs in its own process group
+# (start_bg) and teardown ends it.
+
+load helpers/common
+
+setup() {
+	common_setup
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	ERR="$T/listener.err"
+	HANDLER_LOG="$T/south.log"
+	export HANDLER_LOG
+	write_handler
+}
+
+teardown() {
+	stop_all
+}
+
+# A wire handler that logs every line it reads to $HANDLER_LOG, writes its
+# pid to $HANDLER_LOG.pid, and answers by path:
+#   /hang...  never answered            /exit   exits with status 3
+#   /junk     a line that is not JSON   /rev/N  held until three /rev/ are
+#   anything else: 200, body "PATH\n"           in, then answered last first
+#   /slow     answered after 1 s
+# It exits 1 at start while $DOWN_FILE exists.
+write_handler() {
+	cat >"$T/handler.py" <<'PY'
+import json, os, sys, threading
+down = os.environ.get("DOWN_FILE")
+if down and os.path.exists(down):
+    sys.exit(1)
+log = open(os.environ["HANDLER_LOG"], "a", buffering=1)
+with open(os.environ["HANDLER_LOG"] + ".pid", "w") as f:
+    f.write(str(os.getpid()))
+out = sys.stdout
+held = []
+lock = threading.Lock()
+def answer(req):
+    body = req.get("path", "") + "\n"
+    with lock:
+        out.write(json.dumps({"id": req["id"], "status": 200,
+            "headers": {"content-type": "text/plain"}, "body": body}) + "\n")
+        out.flush()
+while True:
+    line = sys.stdin.buffer.readline()
+    if not line:
+        break
+    log.write(line.decode())
+    req = json.loads(line)
+    if req.get("cancel"):
+        continue
+    path = req.get("path", "")
+    if path.startswith("/hang"):
+        continue
+    if path == "/slow":
+        threading.Timer(1.0, answer, [req]).start()
+        continue
+    if path == "/exit":
+        sys.exit(3)
+    if path == "/junk":
+        out.write("this is not json\n")
+    elif path.startswith("/rev/"):
+        held.append(req)
+        if len(held) == 3:
+            for r in reversed(held):
+                answer(r)
+            held = []
+    else:
+        answer(req)
+    with lock:
+        out.flush()
+PY
+}
+
+# listener ARGS...: gk-listener -l 127.0.0.1:$PORT ARGS, started in the
+# background; returns once it accepts connections (no request is made, so
+# counts of requests and access events start at zero).
+listener() {
+	start_bg listener gk-listener -l "127.0.0.1:$PORT" "$@"
+	LPID=$BG_PID
+	wait_listening
+}
+
+_listening_or_dead() {
+	bg_alive listener || return 0
+	_port_open 127.0.0.1 "$PORT"
+}
+
+wait_listening() {
+	wait_for -t 10 _listening_or_dead
+	if ! bg_alive listener; then
+		echo "gk-listener exited at start:" >&2
+		cat "$ERR" >&2
+		return 1
+	fi
+}
+
+# The handler's pid, once it has started.
+handler_pid() {
+	wait_file "$HANDLER_LOG.pid" >&2 && cat "$HANDLER_LOG.pid"
+}
+
+# status URL [CURL ARGS]: the HTTP status code only.
+status() {
+	local url=$1
+	shift
+	curl -s -o /dev/null -m 10 -w '%{http_code}' "$@" "$url"
+}
+
+# The value of gk_http_requests_total{method,code} in the last metrics
+# snapshot of the events.
+requests_total() {
+	events "$ERR" "select(.type == \"metrics\")
+		| .metrics[] | select(.name == \"gk_http_requests_total\")
+		| .series[] | select(.labels.method == \"$1\" and .labels.code == \"$2\")
+		| .value" | tail -n 1
+}
+
+# A metrics snapshot now, and wait for it: every event written before it
+# is then in the file.
+snapshot() {
+	local before
+	before=$(count_events "$ERR" '.type == "metrics"')
+	kill -USR1 "$LPID"
+	wait_for -t 10 _more_events "$ERR" '.type == "metrics"' "$before"
+}
+
+_more_events() {
+	[ "$(count_events "$1" "$2")" -gt "$3" ]
+}
+
+# ---- requests through the stack ----
+
+@test "GET through gk-listener -- hello is 200 with Date and Content-Length" {
+	listener -- hello
+	run curl -s -i -m 10 "$URL/"
+	assert_success
+	assert_line --index 0 --regexp '^HTTP/1\.1 200 OK'
+	assert_line --regexp '^[Dd]ate: [A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9:]{8} GMT'
+	assert_line --regexp '^[Cc]ontent-[Ll]ength: 6'
+	assert_line --index 0 --partial '200'
+	assert_output --partial $'\r\n\r\nhello'
+}
+
+@test "POST with a body through gk-listener -- hello is 200" {
+	listener -- hello
+	run curl -s -i -m 10 --data-binary 'some body' "$URL/post"
+	assert_success
+	assert_line --index 0 --regexp '^HTTP/1\.1 200'
+	assert_line --regexp '^[Cc]ontent-[Ll]ength: 6'
+	assert_line --regexp '^[Dd]ate: '
+	assert_output --partial 'hello'
+}
+
+@test "the issue's jq handler line answers hi" {
+	listener -- jq -c --unbuffered '{id, status: 200, body: "hi\n"}'
+	run curl -s -m 10 -w '|%{http_code}' "$URL/anything?x=1"
+	assert_success
+	assert_output $'hi\n|200'
+}
+
+@test "keep-alive: two requests from curl share one connection" {
+	listener -- hello
+	run curl -s -m 10 -o /dev/null -o /dev/null -w '%{http_code} %{num_connects}\n' \
+		"$URL/a" "$URL/b"
+	assert_success
+	assert_line --index 0 '200 1'
+	assert_line --index 1 '200 0'
+}
+
+@test "pipelining: three requests in one write are answered in request order" {
+	# The handler answers the three last first; the client must not see that.
+	listener -- python3 "$T/handler.py"
+	run pyhttp '
+import gkhttp, sys
+s = gkhttp.connect(sys.argv[1])
+s.sendall(b"GET /rev/1 HTTP/1.1\r\nHost: x\r\n\r\n"
+          b"GET /rev/2 HTTP/1.1\r\nHost: x\r\n\r\n"
+          b"GET /rev/3 HTTP/1.1\r\nHost: x\r\n\r\n")
+for i in range(3):
+    st, h, body = gkhttp.read_response(s)
+    print(st, body.decode().strip())
+' "$PORT"
+	assert_success
+	assert_output $'200 /rev/1\n200 /rev/2\n200 /rev/3'
+}
+
+@test "HTTP/1.0 request is answered and the connection closed" {
+	listener -- hello
+	run curl -s -0 -m 10 -w '|%{http_code}' "$URL/"
+	assert_output $'hello\n|200'
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET / HTTP/1.0\r\n\r'
+	assert_output --partial 'hello'
+	assert_line --index 0 --regexp '^HTTP/1\.[01] 200'
+	assert_line 'closed'
+}
+
+@test "HTTP/1.0 with Connection: keep-alive keeps the connection" {
+	listener -- hello
+	run pyhttp '
+import gkhttp, sys
+s = gkhttp.connect(sys.argv[1])
+for i in range(2):
+    gkhttp.request(s, path="/k", headers={"Connection": "keep-alive"}, version="1.0")
+    print(gkhttp.read_response(s)[0])
+' "$PORT"
+	assert_success
+	assert_output $'200\n200'
+}
+
+@test "a chunked request body reaches the handler whole" {
+	listener -- jq -c --unbuffered '{id, status: 200, body: .body}'
+	run curl -s -m 10 -H 'Transfer-Encoding: chunked' --data-binary 'hello chunked world' "$URL/echo"
+	assert_success
+	assert_output 'hello chunked world'
+	# Two chunks sent by hand, and a trailer.
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /e HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nabcde\r\n3\r\nfgh\r\n0\r\nX-T: 1\r\n\r\n')
+	assert_output --partial $'\r\n\r\nabcdefgh'
+}
+
+@test "Expect: 100-continue gets 100 Continue before the body is sent" {
+	listener -- jq -c --unbuffered '{id, status: 200, body: .body}'
+	run curl -s -v -m 10 --expect100-timeout 10 -H 'Expect: 100-continue' \
+		--data-binary 'the body' "$URL/upload"
+	assert_success
+	assert_output --partial '< HTTP/1.1 100 Continue'
+	assert_output --partial 'the body'
+}
+
+@test "HEAD is answered with Content-Length and no body" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 200'
+	assert_line --regexp $'^[Cc]ontent-[Ll]ength: 6\r$'
+	refute_output --partial 'hello'
+	assert_line 'closed'
+	# and on a kept connection, the next response follows at once
+	run pyhttp '
+import gkhttp, sys
+s = gkhttp.connect(sys.argv[1])
+gkhttp.request(s, method="HEAD", path="/")
+st, h, b = gkhttp.read_response(s, head=True)
+print(st, h.get("content-length"), len(b))
+gkhttp.request(s, path="/")
+st, h, b = gkhttp.read_response(s)
+print(st, b.decode().strip())
+' "$PORT"
+	assert_output $'200 6 0\n200 hello'
+}
+
+@test "Connection: close is answered and the connection closed" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 200'
+	assert_line --regexp $'^[Cc]onnection: close\r$'
+	assert_line 'closed'
+}
+
+@test "the wire request carries method, path, query, lowercase headers, remote, deadline" {
+	listener --timeout 30s -- python3 "$T/handler.py"
+	run curl -s -m 10 -H 'X-Mixed-Case: Value' -H 'X-Twice: 1' -H 'X-Twice: 2' \
+		--data-binary 'b=1' "$URL/some/path?a=1&c=%20"
+	assert_output /some/path
+	run jq -c 'select(.path == "/some/path") | [.method, .query, .headers["x-mixed-case"], .headers["x-twice"], .body, (.id | type), (.remote | test("^127\\.0\\.0\\.1:[0-9]+$")), ((.deadline / 1000 - now) | . > 20 and . < 31)]' "$HANDLER_LOG"
+	assert_output '["POST","a=1&c=%20","Value",["1","2"],"b=1","string",true,true]'
+}
+
+@test "repeated response headers from the handler are sent as repeated lines" {
+	listener -- jq -c --unbuffered '{id, status: 201, headers: {"set-cookie": ["a=1", "b=2"], "x-one": "v"}, body: "ok\n"}'
+	run curl -s -i -m 10 "$URL/"
+	assert_line --index 0 --regexp '^HTTP/1\.1 201'
+	assert_line --regexp $'^[Ss]et-[Cc]ookie: a=1\r$'
+	assert_line --regexp $'^[Ss]et-[Cc]ookie: b=2\r$'
+	assert_line --regexp $'^[Xx]-[Oo]ne: v\r$'
+}
+
+@test "a 1 MB response and a binary request body travel whole" {
+	listener -- jq -c --unbuffered 'if .path == "/big" then {id, status: 200, body: ("x" * 1000000)} else {id, status: 200} + (if .body_b64 then {body_b64} else {body} end) end'
+	run curl -s -m 20 -o "$T/big.out" -w '%{http_code} %{size_download}' "$URL/big"
+	assert_output '200 1000000'
+	run tr -d x <"$T/big.out"
+	assert_output ''
+	head -c 300000 /dev/urandom >"$T/rnd"
+	curl -s -m 20 --data-binary @"$T/rnd" -o "$T/rnd.out" "$URL/echo"
+	cmp "$T/rnd" "$T/rnd.out"
+}
+
+@test "a hundred pipelined requests are all answered, in order" {
+	listener -- hello
+	run pyhttp '
+import gkhttp, sys
+s = gkhttp.connect(sys.argv[1], timeout=10)
+s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(100)))
+ok = 0
+for i in range(100):
+    r = gkhttp.read_response(s)
+    if r and r[0] == 200 and r[2] == b"hello\n":
+        ok += 1
+print(ok)
+' "$PORT"
+	assert_output 100
+	snapshot
+	run events "$ERR" 'select(.type == "access") | .path' 
+	assert_equal "$(echo "$output" | head -n 3 | paste -sd ' ')" '/0 /1 /2'
+	assert_equal "${#lines[@]}" 100
+	assert_equal "$(echo "$output" | tail -n 1)" '/99'
+}
+
+@test "a bad request after a good one in a pipeline: 200 then 400, then close" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET /a HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 200'
+	assert_line --regexp '^HTTP/1\.1 400'
+	assert_line closed
+	assert_equal "$(grep -c '^HTTP/1.1 ' <<<"$output")" 2
+}
+
+@test "HTTP/1.1 without Host is answered 400" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET / HTTP/1.1\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400'
+	assert_line closed
+}
+
+@test "Expect: 100-continue with a body over --max-body gets 413 and no 100" {
+	listener --max-body 1k -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 413'
+	refute_output --partial '100 Continue'
+}
+
+# ---- bounds ----
+
+@test "a malformed request is answered 400 and the connection closed" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'THIS IS NOT HTTP\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400'
+	assert_line --regexp '^[Dd]ate: '
+	assert_line --regexp '^[Cc]ontent-[Ll]ength: [0-9]+'
+	assert_line 'closed'
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400'
+	assert_line 'closed'
+	# the listener still serves
+	run status "$URL/"
+	assert_output 200
+}
+
+@test "Content-Length together with Transfer-Encoding is 400 (smuggling)" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400'
+	assert_line 'closed'
+	refute_output --partial 'hello'
+}
+
+@test "two differing Content-Length headers are 400" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400'
+	assert_line 'closed'
+	refute_output --partial 'hello'
+}
+
+@test "headers over --max-header are answered 431" {
+	listener --max-header 1k -- hello
+	big=$(head -c 2000 /dev/zero | tr '\0' a)
+	run status "$URL/" -H "X-Big: $big"
+	assert_output 431
+	run status "$URL/$big"
+	assert_output 431
+	# under the bound is fine
+	run status "$URL/" -H "X-Small: abc"
+	assert_output 200
+}
+
+@test "a body over --max-body is answered 413" {
+	listener --max-body 1k -- hello
+	head -c 2000 /dev/zero | tr '\0' a >"$T/big"
+	head -c 1000 /dev/zero | tr '\0' a >"$T/small"
+	run status "$URL/" --data-binary @"$T/big"
+	assert_output 413
+	# a chunked body that grows past it too
+	run status "$URL/" -H 'Transfer-Encoding: chunked' --data-binary @"$T/big"
+	assert_output 413
+	run status "$URL/" --data-binary @"$T/small"
+	assert_output 200
+}
+
+@test "headers not complete within --header-timeout get 408 and close" {
+	listener --header-timeout 500ms -- hello
+	run pyhttp '
+import gkhttp, sys, time
+s = gkhttp.connect(sys.argv[1], timeout=10)
+t0 = time.monotonic()
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+r = gkhttp.read_response(s)
+took = time.monotonic() - t0
+print(r[0] if r else "none", gkhttp.closed_within(s, 5), took >= 0.4)
+' "$PORT"
+	assert_success
+	assert_output '408 True True'
+	# a byte every 100 ms does not push the deadline back (slowloris)
+	run pyhttp '
+import gkhttp, sys, time
+s = gkhttp.connect(sys.argv[1], timeout=10)
+data = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200
+t0 = time.monotonic()
+s.setblocking(False)
+got = b""
+for i in range(len(data)):
+    try:
+        s.send(data[i:i+1])
+    except OSError:
+        break
+    time.sleep(0.1)
+    try:
+        got += s.recv(4096)
+    except BlockingIOError:
+        pass
+    except OSError:
+        break
+    if b"\r\n\r\n" in got or time.monotonic() - t0 > 10:
+        break
+print(got.split(b" ")[1].decode() if got else "none", time.monotonic() - t0 < 5)
+' "$PORT"
+	assert_success
+	assert_output '408 True'
+}
+
+@test "an unknown Transfer-Encoding is answered 501" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nxxxx')
+	assert_line --index 0 --regexp '^HTTP/1\.1 501'
+	assert_line 'closed'
+}
+
+@test "a handler that never answers gets 504 after --timeout" {
+	listener --timeout 500ms -- jq -c --unbuffered 'empty'
+	run curl -s -m 10 -w '|%{http_code}|%{time_total}' "$URL/"
+	assert_success
+	[[ $output == *'|504|'* ]]
+	took=${output##*|}
+	# not before the timeout (the upper bound is curl's -m)
+	python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.45 else 1)" "$took"
+}
+
+@test "a request answered 504 by --timeout is cancelled south" {
+	listener --timeout 500ms -- python3 "$T/handler.py"
+	run status "$URL/hang-timeout"
+	assert_output 504
+	id=$(jq -r 'select(.path == "/hang-timeout") | .id' "$HANDLER_LOG")
+	[ -n "$id" ]
+	_cancelled() { jq -e --arg id "$id" 'select(.id == $id and .cancel == true)' "$HANDLER_LOG" >/dev/null; }
+	wait_for -t 10 _cancelled
+}
+
+@test "--max-inflight 1 with a slow handler answers 503 with Retry-After" {
+	listener --max-inflight 1 --timeout 20s -- python3 "$T/handler.py"
+	curl -s -o /dev/null -m 20 "$URL/hang" &
+	# the first request is in the handler
+	wait_grep '"/hang"' "$HANDLER_LOG"
+	run curl -s -i -m 10 "$URL/second"
+	assert_line --index 0 --regexp '^HTTP/1\.1 503'
+	assert_line --regexp '^[Rr]etry-[Aa]fter: [0-9]+'
+	# it never went south
+	run grep -c '"/second"' "$HANDLER_LOG"
+	assert_output 0
+}
+
+@test "--max-conns N: connection N+1 gets 503 and the others still work" {
+	listener --max-conns 2 -- hello
+	run pyhttp '
+import gkhttp, sys
+port = sys.argv[1]
+a = gkhttp.connect(port); gkhttp.request(a); print("a", gkhttp.read_response(a)[0])
+b = gkhttp.connect(port); gkhttp.request(b); print("b", gkhttp.read_response(b)[0])
+c = gkhttp.connect(port)
+r = gkhttp.read_response(c)
+print("c", r[0] if r else "closed", gkhttp.closed_within(c, 5))
+gkhttp.request(a); print("a", gkhttp.read_response(a)[0])
+gkhttp.request(b); print("b", gkhttp.read_response(b)[0])
+a.close()
+# a freed slot is usable again
+import time
+for i in range(100):
+    d = gkhttp.connect(port); gkhttp.request(d); r = gkhttp.read_response(d)
+    if r and r[0] == 200:
+        break
+    time.sleep(0.05)
+print("d", r[0] if r else "closed")
+' "$PORT"
+	assert_success
+	assert_output $'a 200\nb 200\nc 503 True\na 200\nb 200\nd 200'
+}
+
+@test "--idle-timeout closes an idle keep-alive connection" {
+	listener --idle-timeout 500ms -- hello
+	run pyhttp '
+import gkhttp, sys, time
+s = gkhttp.connect(sys.argv[1])
+gkhttp.request(s)
+print(gkhttp.read_response(s)[0])
+t0 = time.monotonic()
+closed = gkhttp.closed_within(s, 5)
+print(closed, time.monotonic() - t0 >= 0.4)
+' "$PORT"
+	assert_success
+	assert_output $'200\nTrue True'
+}
+
+@test "a response header with CR LF from the handler becomes 502 and an error event" {
+	listener -- jq -c --unbuffered '{id, status: 200, headers: {"x-bad": "a\r\nInjected: yes"}, body: "x"}'
+	run curl -s -i -m 10 "$URL/"
+	assert_line --index 0 --regexp '^HTTP/1\.1 502'
+	refute_output --partial 'Injected'
+	wait_event "$ERR" '.type == "log" and .level == "error" and (.stage // "" | length > 0)'
+}
+
+@test "a response with status 700 becomes 502 and the error event names the stage" {
+	listener -- jq -c --unbuffered '{id, status: 700, body: "x", error: {stage: "gk-fake", reason: "test"}}'
+	run status "$URL/"
+	assert_output 502
+	wait_event "$ERR" '.type == "log" and .level == "error" and .stage == "gk-fake"'
+}
+
+@test "a header name with a NUL from the handler becomes 502" {
+	listener -- jq -c --unbuffered '{id, status: 200, headers: {"x-a\u0000b": "v"}, body: "x"}'
+	run status "$URL/"
+	assert_output 502
+}
+
+# ---- health ----
+
+@test "/healthz is 200 while the stack runs, 503 while the south child is down" {
+	export DOWN_FILE="$T/down"
+	listener -- python3 "$T/handler.py"
+	run curl -s -m 10 -w '|%{http_code}' "$URL/healthz"
+	assert_output $'ok\n|200'
+	handler_pid >/dev/null
+	# the health check is the listener's own: it never goes south
+	run grep -c healthz "$HANDLER_LOG"
+	assert_output 0
+	# the handler dies, and every restart fails while the down file exists
+	touch "$DOWN_FILE"
+	run status "$URL/exit"
+	assert_output 502
+	_health_503() { [ "$(status "$URL/healthz")" = 503 ]; }
+	wait_for -t 10 _health_503
+	rm -f "$DOWN_FILE"
+	_health_200() { [ "$(status "$URL/healthz")" = 200 ]; }
+	wait_for -t 15 _health_200
+	run status "$URL/again"
+	assert_output 200
+}
+
+@test "--health /ready moves the health check" {
+	listener --health /ready -- jq -c --unbuffered '{id, status: 200, body: "handler\n"}'
+	run curl -s -m 10 "$URL/ready"
+	assert_output 'ok'
+	run curl -s -m 10 "$URL/healthz"
+	assert_output 'handler'
+}
+
+# ---- addresses ----
+
+@test "several -l: IPv4, IPv6 and a unix socket with --mode 0600" {
+	python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' ||
+		skip "no IPv6 loopback here"
+	P6=$(free_port)
+	SOCK="$T/l.sock"
+	listener -l "[::1]:$P6" -l "unix:$SOCK" --mode 0600 -- hello
+	run curl -s -m 10 "$URL/"
+	assert_output hello
+	run curl -s -m 10 -g "http://[::1]:$P6/"
+	assert_output hello
+	run curl -s -m 10 --unix-socket "$SOCK" http://localhost/
+	assert_output hello
+	run stat -c '%a %F' "$SOCK"
+	assert_output '600 socket'
+}
+
+@test "-l json:HOST:PORT speaks wire JSON lines over TCP" {
+	JPORT=$(free_port)
+	start_bg listener gk-listener -l "json:127.0.0.1:$JPORT" -- hello
+	LPID=$BG_PID
+	wait_port 127.0.0.1 "$JPORT"
+	run pyhttp '
+import gkhttp, json, sys
+port = sys.argv[1]
+a = gkhttp.connect(port)
+b = gkhttp.connect(port)
+# the same id on two connections: ids are unique per connection only
+for s in (a, b):
+    s.sendall(b"{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\",\"headers\":{}}\n")
+for s in (a, b):
+    f = s.makefile("rb")
+    m = json.loads(f.readline())
+    print(m["id"], m["status"], m.get("body", "").strip())
+' "$JPORT"
+	assert_success
+	assert_output $'1 200 hello\n1 200 hello'
+	# no HTTP there
+	run http_raw 127.0.0.1 "$JPORT" 1 < <(printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+	refute_output --partial 'HTTP/1.1 200'
+}
+
+# ---- events and metrics ----
+
+@test "access events by default: method, path, status, bytes, duration, remote" {
+	listener -- hello
+	curl -s -o /dev/null -m 10 "$URL/one"
+	curl -s -o /dev/null -m 10 -d x "$URL/two"
+	_two_access() { [ "$(count_events "$ERR" '.type == "access"')" -ge 2 ]; }
+	wait_for -t 10 _two_access
+	run events "$ERR" 'select(.type == "access") | [.proc, .method, .path, .status, .bytes, (.duration | type), (.duration >= 0), (.remote | test("^127\\.0\\.0\\.1:[0-9]+$"))] | @tsv'
+	assert_line --index 0 $'gk-listener\tGET\t/one\t200\t6\tnumber\ttrue\ttrue'
+	assert_line --index 1 $'gk-listener\tPOST\t/two\t200\t6\tnumber\ttrue\ttrue'
+}
+
+@test "--no-access-log writes no access events" {
+	listener --no-access-log -- hello
+	for i in 1 2 3; do
+		run status "$URL/$i"
+		assert_output 200
+	done
+	snapshot
+	run count_events "$ERR" '.type == "access"'
+	assert_output 0
+	# the requests were counted all the same
+	run requests_total GET 200
+	assert_output 3
+}
+
+@test "--access-sample 3 keeps one access event in three" {
+	listener --access-sample 3 -- hello
+	for i in 1 2 3 4 5 6 7 8 9; do
+		run status "$URL/$i"
+		assert_output 200
+	done
+	snapshot
+	run count_events "$ERR" '.type == "access"'
+	assert_output 3
+}
+
+@test "SIGUSR1 writes a metrics snapshot with gk_http_requests_total{method,code}" {
+	listener -- hello
+	for i in 1 2 3; do status "$URL/g$i" >/dev/null; done
+	for i in 1 2; do status "$URL/p$i" -d x >/dev/null; done
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'BAD\r\n\r\n')
+	snapshot
+	run requests_total GET 200
+	assert_output 3
+	run requests_total POST 200
+	assert_output 2
+	run events "$ERR" 'select(.type == "metrics") | .metrics[] | .name'
+	assert_line gk_http_request_duration_seconds
+	assert_line gk_http_inflight
+	assert_line gk_http_connections
+	assert_line process_cpu_seconds_total
+	run events "$ERR" 'select(.type == "metrics") | .metrics[]
+		| select(.name == "gk_http_request_duration_seconds") | .series[0].count'
+	assert_line --index 0 --regexp '^[5-6]$'
+}
+
+# ---- faults ----
+
+@test "a handler line that is not JSON is logged with its first bytes; the listener keeps serving" {
+	listener --timeout 1s -- python3 "$T/handler.py"
+	run status "$URL/junk"
+	assert_output 504
+	wait_event "$ERR" '.type == "log" and .level == "error" and ((.line // "") | startswith("this is not json"))'
+	run status "$URL/fine"
+	assert_output 200
+}
+
+@test "a response for an unknown id is logged and dropped" {
+	listener --timeout 1s -- jq -c --unbuffered 'if .path == "/stray" then {id: "nope-\(.id)", status: 200, body: "stray\n"} else {id, status: 200, body: "ok\n"} end'
+	run curl -s -m 10 -w '|%{http_code}' "$URL/stray"
+	assert_output --partial '|504'
+	refute_output --partial stray
+	wait_event "$ERR" '.type == "log" and ((.id // "") | startswith("nope-"))'
+	run curl -s -m 10 "$URL/fine"
+	assert_output ok
+}
+
+@test "a handler killed mid-stream: 502 for what it held, restarted, next request works" {
+	listener --timeout 20s -- python3 "$T/handler.py"
+	pid1=$(handler_pid)
+	curl -s -o "$T/inflight.out" -m 20 -w '%{http_code}' "$URL/hang" >"$T/inflight.code" &
+	cpid=$!
+	wait_grep '"/hang"' "$HANDLER_LOG"
+	kill -KILL "$pid1"
+	wait "$cpid" || true
+	run cat "$T/inflight.code"
+	assert_output 502
+	wait_event "$ERR" '.type == "log" and .msg == "south exited" and .signal == "KILL"'
+	_restarted() { [ -s "$HANDLER_LOG.pid" ] && [ "$(cat "$HANDLER_LOG.pid")" != "$pid1" ]; }
+	wait_for -t 10 _restarted
+	_serves() { [ "$(status "$URL/after")" = 200 ]; }
+	wait_for -t 10 _serves
+	run curl -s -m 10 "$URL/after"
+	assert_output /after
+}
+
+@test "with --no-restart the listener exits 75 when the handler dies" {
+	listener --no-restart --timeout 20s -- python3 "$T/handler.py"
+	pid1=$(handler_pid)
+	curl -s -o /dev/null -m 20 -w '%{http_code}' "$URL/hang" >"$T/inflight.code" &
+	cpid=$!
+	wait_grep '"/hang"' "$HANDLER_LOG"
+	kill -KILL "$pid1"
+	wait "$cpid" || true
+	run cat "$T/inflight.code"
+	assert_output 502
+	wait_exit listener 10
+	[ "$BG_STATUS" = 75 ]
+}
+
+@test "a client that closes mid-request: no crash, a cancel line goes south" {
+	listener --timeout 20s -- python3 "$T/handler.py"
+	run pyhttp '
+import gkhttp, sys, time
+s = gkhttp.connect(sys.argv[1])
+gkhttp.request(s, path="/hang-gone")
+log = sys.argv[2]
+for i in range(200):
+    if "/hang-gone" in open(log).read():
+        break
+    time.sleep(0.05)
+s.close()
+' "$PORT" "$HANDLER_LOG"
+	assert_success
+	id=$(jq -r 'select(.path == "/hang-gone") | .id' "$HANDLER_LOG")
+	[ -n "$id" ]
+	_cancelled() { jq -e --arg id "$id" 'select(.id == $id and .cancel == true)' "$HANDLER_LOG" >/dev/null; }
+	wait_for -t 10 _cancelled
+	# and a client that goes away in the middle of its headers or body
+	pyhttp '
+import gkhttp, sys
+s = gkhttp.connect(sys.argv[1]); s.sendall(b"GET / HTTP/1.1\r\nHo"); s.close()
+s = gkhttp.connect(sys.argv[1]); s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"); s.close()
+' "$PORT"
+	run status "$URL/still"
+	assert_output 200
+	bg_alive listener
+}
+
+@test "SIGTERM under wrk load: every answer is 2xx and the listener exits 0" {
+	command -v wrk >/dev/null || skip "wrk is not installed"
+	listener --no-access-log -- hello
+	wrk -t1 -c20 -d3s --timeout 5s "$URL/" >"$T/wrk.out" 2>&1 &
+	wpid=$!
+	sleep 1 # load, not synchronisation: the signal lands mid-run
+	kill -TERM "$LPID"
+	wait_exit listener 15
+	wait "$wpid" || true
+	sed "s/^/# /" "$T/wrk.out" >&3
+	[ "$BG_STATUS" = 0 ]
+	run grep -E '^ +[0-9]+ requests in' "$T/wrk.out"
+	assert_success
+	n=$(awk '/requests in/ {print $1}' "$T/wrk.out")
+	[ "$n" -gt 0 ]
+	run grep 'Non-2xx or 3xx responses' "$T/wrk.out"
+	assert_failure
+	# the drain was logged, and the child reaped
+	run count_events "$ERR" '.type == "log" and .msg == "draining"'
+	refute_output 0
+}
+
+@test "SIGTERM: what is in flight is answered, new connections are refused, exit 0" {
+	listener --timeout 20s -- python3 "$T/handler.py"
+	curl -s -m 20 -w '|%{http_code}' "$URL/slow" >"$T/slow.out" &
+	cpid=$!
+	wait_grep '"/slow"' "$HANDLER_LOG"
+	kill -TERM "$LPID"
+	wait_event "$ERR" '.type == "log" and .msg == "draining"'
+	run curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL/new"
+	assert_output 000
+	wait "$cpid"
+	run cat "$T/slow.out"
+	assert_output $'/slow\n|200'
+	wait_exit listener 10
+	assert_equal "$BG_STATUS" 0
+	# the handler saw its stdin close and was reaped
+	wait_event "$ERR" '.type == "log" and .msg == "south exited"'
+}
+
+@test "--drain-timeout: what is still in flight then is answered 503, exit 0" {
+	listener --drain-timeout 500ms --timeout 20s -- python3 "$T/handler.py"
+	curl -s -m 20 -w '|%{http_code}' "$URL/hang" >"$T/hang.out" &
+	cpid=$!
+	wait_grep '"/hang"' "$HANDLER_LOG"
+	kill -TERM "$LPID"
+	wait "$cpid"
+	run cat "$T/hang.out"
+	assert_output --partial '|503'
+	wait_exit listener 15
+	assert_equal "$BG_STATUS" 0
+}
+
+# ---- the command line ----
+
+@test "usage errors exit 64 with one line naming the program" {
+	run gk-listener -l nonsense -- hello
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --regexp '^gk-listener: .*nonsense'
+	run gk-listener -l "127.0.0.1:$PORT" --max-body lots -- hello
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --regexp '^gk-listener: .*max-body.*lots'
+	run gk-listener -l "127.0.0.1:$PORT"
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --regexp '^gk-listener: .*south'
+	run gk-listener --no-such-option -- hello
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --regexp '^gk-listener: '
+}
+
+@test "--help and --version exit 0" {
+	run gk-listener --help
+	assert_success
+	assert_output --partial 'usage: gk-listener'
+	assert_output --partial '--max-body'
+	run gk-listener --version
+	assert_success
+	assert_output --regexp '^gk-listener [0-9]+\.[0-9]+\.[0-9]+$'
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bats
+# gk-log as a shell script uses it: one event per call, on stderr or on
+# GK_EVENTS_FD, checked with jq.
+
+bats_require_minimum_version 1.5.0
+load helpers/common
+
+setup() {
+	common_setup
+}
+
+@test "gk-log writes one valid JSON event with typed fields" {
+	run --separate-stderr gk-log -l warn "disk almost full" free=12 \
+		ratio=0.25 ok=true none=null name=sda1 big=99999999999999999999 \
+		flag
+	assert_success
+	assert_output ''
+	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
+	run jq -e -c '[.type, .level, .proc, .msg, .free, .ratio, .ok, .none,
+		.name, .big, .flag, (.pid | type), (.ts | test("Z$"))]' <<<"$stderr"
+	assert_success
+	assert_output '["log","warn","gk-log","disk almost full",12,0.25,true,null,"sda1","99999999999999999999",true,"number",true]'
+}
+
+@test "-p sets proc, -t sets type, GK_SERVICE sets svc" {
+	run --separate-stderr env GK_SERVICE=orders gk-log -p backup.sh \
+		-t access "nightly run" bytes=1024
+	assert_success
+	run jq -e -c '[.type, .proc, .svc, .msg, .bytes, .level]' <<<"$stderr"
+	assert_success
+	assert_output '["access","backup.sh","orders","nightly run",1024,"info"]'
+}
+
+@test "the event goes to GK_EVENTS_FD when it names an open fd" {
+	GK_EVENTS_FD=3 gk-log "to fd 3" n=1 3>"$T/events" 2>"$T/stderr"
+	run jq -e -c '[.msg, .n]' "$T/events"
+	assert_success
+	assert_output '["to fd 3",1]'
+	[ ! -s "$T/stderr" ]
+}
+
+@test "a level below GK_LOG_LEVEL writes nothing and exits 0" {
+	run --separate-stderr env GK_LOG_LEVEL=warn gk-log -l info "quiet"
+	assert_success
+	assert_equal "$stderr" ''
+}
+
+@test "reserved keys are renamed so the common members stay intact" {
+	run --separate-stderr gk-log "hello" level=error pid=1 msg=other
+	assert_success
+	run jq -e -c '[.level, (.pid | type), .msg, .field_level, .field_pid,
+		.field_msg]' <<<"$stderr"
+	assert_success
+	assert_output '["info","number","hello","error",1,"other"]'
+}
+
+@test "gk-log exits 64 on -l bogus, with one line naming the program" {
+	run --separate-stderr gk-log -l bogus "message"
+	assert_failure 64
+	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
+	assert_equal "${stderr%%:*}" gk-log
+	[[ $stderr == *bogus* ]]
+}
+
+@test "gk-log without a MESSAGE or with an unknown option exits 64" {
+	run gk-log
+	assert_failure 64
+	run gk-log --frobnicate x
+	assert_failure 64
+	run gk-log -l
+	assert_failure 64
+}
+
+@test "--help and --version exit 0" {
+	run gk-log --help
+	assert_success
+	assert_output --partial 'MESSAGE'
+	run gk-log --version
+	assert_success
+	assert_output 'gk-log 0.1.0'
+}

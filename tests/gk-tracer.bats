@@ -1,0 +1,386 @@
+#!/usr/bin/env bats
+# gk-tracer as a user sees it: a real gk-listener in front, real curl and
+# wrk, and a jq handler that echoes what it received (its headers and the
+# trace member) as the body.  The stack runs in its own process group
+# (start_bg) and teardown ends it.  Spans are read from the stack's stderr.
+
+load helpers/common
+
+TP_TRACE=4bf92f3577b34da6a3ce929d0e0e4736
+TP_SPAN=00f067aa0ba902b7
+
+setup() {
+	common_setup
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	ERR="$T/stack.err"
+}
+
+teardown() {
+	stop_all
+}
+
+# The handler answers the status in the request's x-status header (200),
+# with the headers and trace member it received as the body.
+HANDLER='{id, status: ((.headers["x-status"] // "200") | tonumber),
+	body: ({headers, trace} | tojson)}'
+
+# start_stack [TRACER OPTIONS...]
+start_stack() {
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-tracer "$@" -- jq -c --unbuffered "$HANDLER"
+	wait_http "$URL/healthz" 10
+}
+
+# get PATH [CURL ARGS...]: the body the handler echoed, into $BODY.
+get() {
+	local path=$1
+	shift
+	BODY=$(curl -sS -m 10 "$@" "$URL$path")
+}
+
+# seen FILTER: apply a jq filter to what the handler last received.
+seen() {
+	jq -r "$1" <<<"$BODY"
+}
+
+spans() {
+	count_events "$ERR" '.type == "span"'
+}
+
+_spans_at_least() {
+	[ "$(spans)" -ge "$1" ]
+}
+
+# A valid W3C traceparent that is not the all-zero one.
+valid_traceparent() {
+	[[ $1 =~ ^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$ ]] || return 1
+	[[ $1 != 00-00000000000000000000000000000000-* ]] || return 1
+	[[ $1 != *-0000000000000000-0[01] ]] || return 1
+}
+
+tracer_pid() {
+	pgrep -P "$(bg_pid stack)" -x gk-tracer
+}
+
+_metrics_more() {
+	[ "$(count_events "$ERR" '.type == "metrics" and .proc == "gk-tracer"')" -gt "$1" ]
+}
+
+# snapshot: ask the tracer for a metrics snapshot (SIGUSR1) and print it.
+snapshot() {
+	local before pid
+	before=$(count_events "$ERR" '.type == "metrics" and .proc == "gk-tracer"')
+	pid=$(tracer_pid)
+	kill -USR1 "$pid"
+	wait_for -t 10 _metrics_more "$before"
+	events "$ERR" 'select(.type == "metrics" and .proc == "gk-tracer")' | tail -n 1
+}
+
+# metric SNAPSHOT NAME [SERIES FILTER]: the sum of the matching series.
+metric() {
+	jq -r --arg n "$2" "[.metrics[] | select(.name == \$n) | .series[] |
+		select(${3:-true}) | .value] | add // 0" <<<"$1"
+}
+
+# marker: a sampled request after others; once its span is written, every
+# span of the requests before it is written too (one process, in order).
+marker() {
+	get /marker -H "traceparent: 00-$TP_TRACE-aaaaaaaaaaaaaaaa-01"
+	wait_event "$ERR" '.type == "span" and .attrs["url.path"] == "/marker"' 10
+}
+
+@test "a traceparent in is continued: same trace id, new span id, parent is the caller" {
+	start_stack
+	get /orders/42 -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" -D "$T/h"
+	tp=$(seen '.headers.traceparent')
+	valid_traceparent "$tp"
+	[[ $tp == "00-$TP_TRACE-"*-01 ]]
+	span=$(cut -d- -f3 <<<"$tp")
+	[ "$span" != "$TP_SPAN" ]
+	assert_equal "$(seen .trace.trace_id)" "$TP_TRACE"
+	assert_equal "$(seen .trace.span_id)" "$span"
+	assert_equal "$(seen .trace.parent_id)" "$TP_SPAN"
+	assert_equal "$(seen .trace.sampled)" true
+
+	# The sampled flag is honoured: 00 in, 00 out.
+	get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-00"
+	[[ $(seen '.headers.traceparent') == "00-$TP_TRACE-"*-00 ]]
+	assert_equal "$(seen .trace.sampled)" false
+}
+
+@test "traceresponse on the response names the server span" {
+	start_stack
+	get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" -D "$T/h"
+	tr=$(tr -d '\r' <"$T/h" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}')
+	assert_equal "$tr" "$(seen '.headers.traceparent')"
+	# A trace started here has one too.
+	curl -sS -o /dev/null -D "$T/h2" "$URL/"
+	tr=$(tr -d '\r' <"$T/h2" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}')
+	valid_traceparent "$tr"
+}
+
+@test "no trace header starts a trace with valid new ids" {
+	start_stack
+	get /
+	tp=$(seen '.headers.traceparent')
+	valid_traceparent "$tp"
+	assert_equal "$(seen '.trace | has("parent_id")')" false
+	[[ $(seen .trace.trace_id) =~ ^[0-9a-f]{32}$ ]]
+	[[ $(seen .trace.span_id) =~ ^[0-9a-f]{16}$ ]]
+	first=$(seen .trace.trace_id)
+	get /
+	[ "$(seen .trace.trace_id)" != "$first" ]
+	# No B3 header is invented for a W3C (or empty) caller.
+	assert_equal "$(seen '.headers | has("b3")')" false
+}
+
+@test "B3 single header is understood, and answered in kind" {
+	start_stack
+	get / -H "b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"
+	assert_equal "$(seen .trace.trace_id)" 80f198ee56343ba864fe8b2a57d3eff7
+	assert_equal "$(seen .trace.parent_id)" e457b5a2e4d86bd1
+	assert_equal "$(seen .trace.sampled)" true
+	tp=$(seen '.headers.traceparent')
+	[[ $tp == 00-80f198ee56343ba864fe8b2a57d3eff7-*-01 ]]
+	span=$(seen .trace.span_id)
+	assert_equal "$(seen '.headers.b3')" \
+		"80f198ee56343ba864fe8b2a57d3eff7-$span-1-e457b5a2e4d86bd1"
+
+	# 64-bit trace id: left-padded to 128 bits; "0" is not sampled.
+	get / -H "b3: a3ce929d0e0e4736-00f067aa0ba902b7-0"
+	assert_equal "$(seen .trace.trace_id)" 0000000000000000a3ce929d0e0e4736
+	assert_equal "$(seen .trace.sampled)" false
+	[[ $(seen '.headers.traceparent') == 00-0000000000000000a3ce929d0e0e4736-*-00 ]]
+}
+
+@test "B3 multi headers are understood and replaced" {
+	start_stack
+	get / -H "X-B3-TraceId: 463ac35c9f6413ad48485a3953bb6124" \
+		-H "X-B3-SpanId: a2fb4a1d1a96d312" -H "X-B3-ParentSpanId: 0020000000000001" \
+		-H "X-B3-Sampled: 1"
+	assert_equal "$(seen .trace.trace_id)" 463ac35c9f6413ad48485a3953bb6124
+	assert_equal "$(seen .trace.parent_id)" a2fb4a1d1a96d312
+	assert_equal "$(seen .trace.sampled)" true
+	[[ $(seen '.headers.traceparent') == 00-463ac35c9f6413ad48485a3953bb6124-*-01 ]]
+	# The caller's X-B3-* are not passed on as they came.
+	assert_equal "$(seen '[.headers | keys[] | select(startswith("x-b3-"))] | length')" 0
+
+	get / -H "X-B3-TraceId: 463ac35c9f6413ad" -H "X-B3-SpanId: a2fb4a1d1a96d312" \
+		-H "X-B3-Sampled: 0"
+	assert_equal "$(seen .trace.trace_id)" 0000000000000000463ac35c9f6413ad
+	assert_equal "$(seen .trace.sampled)" false
+}
+
+@test "invalid trace headers are replaced by a new trace, never passed on" {
+	start_stack
+	local bad=(
+		"traceparent: 00-00000000000000000000000000000000-$TP_SPAN-01"
+		"traceparent: 00-$TP_TRACE-0000000000000000-01"
+		"traceparent: ff-$TP_TRACE-$TP_SPAN-01"
+		"traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-$TP_SPAN-01"
+		"traceparent: 00-$TP_TRACE-00F067AA0BA902B7-01"
+		"traceparent: 00-${TP_TRACE}aa-$TP_SPAN-01"
+		"traceparent: 00-$TP_TRACE-${TP_SPAN:0:14}-01"
+		"traceparent: 00-$TP_TRACE-$TP_SPAN-01-extra"
+		"traceparent: garbage"
+		"b3: garbage"
+		"b3: 00000000000000000000000000000000-e457b5a2e4d86bd1-1"
+		"b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-7"
+		"b3: 80F198EE56343BA864FE8B2A57D3EFF7-e457b5a2e4d86bd1-1"
+	)
+	local h tp
+	for h in "${bad[@]}"; do
+		get / -H "$h"
+		tp=$(seen '.headers.traceparent')
+		valid_traceparent "$tp" || fail "not replaced by a valid traceparent: $h -> $tp"
+		assert_equal "$(seen '.headers.traceparent | type')" string
+		# A new trace: no parent, and nothing of the invalid value kept.
+		assert_equal "$(seen '.trace | has("parent_id")')" false
+		[[ $tp != *"$TP_TRACE"* ]] || fail "trace id of an invalid header kept: $h"
+		[[ $tp != *"$TP_SPAN"* ]] || fail "span id of an invalid header kept: $h"
+		case $h in
+		b3:*)
+			b3=$(seen '.headers.b3')
+			[ "$b3" != "${h#b3: }" ] || fail "invalid b3 passed on: $h"
+			[[ $b3 =~ ^[0-9a-f]{32}-[0-9a-f]{16}-[01]$ ]] ||
+				fail "b3 written is not valid: $b3"
+			;;
+		esac
+	done
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "traceparent"')" 9
+	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "b3"')" 4
+	assert_equal "$(metric "$snap" gk_tracer_traces_started_total)" 13
+}
+
+@test "tracestate is kept with a valid traceparent and dropped with an invalid one" {
+	start_stack
+	get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" -H "tracestate: congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+	assert_equal "$(seen '.headers.tracestate')" "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+	get / -H "traceparent: ff-$TP_TRACE-$TP_SPAN-01" -H "tracestate: congo=t61rcWkgMzE"
+	assert_equal "$(seen '.headers | has("tracestate")')" false
+	get / -H "tracestate: congo=t61rcWkgMzE"
+	assert_equal "$(seen '.headers | has("tracestate")')" false
+}
+
+@test "spans validate against the span fields of gk-events(5)" {
+	start_stack
+	get /orders/42 -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01"
+	span=$(seen .trace.span_id)
+	wait_event "$ERR" '.type == "span"' 10
+	run events "$ERR" 'select(.type == "span")'
+	assert_success
+	ev=$output
+	assert_equal "$(jq -c 'select(
+		.proc == "gk-tracer" and
+		(.ts | type) == "string" and
+		(.pid | type) == "number" and
+		.trace_id == "'"$TP_TRACE"'" and
+		.span_id == "'"$span"'" and
+		.parent_id == "'"$TP_SPAN"'" and
+		(.trace_id | test("^[0-9a-f]{32}$")) and
+		(.span_id | test("^[0-9a-f]{16}$")) and
+		(.parent_id | test("^[0-9a-f]{16}$")) and
+		(.name | type) == "string" and (.name | startswith("GET ")) and
+		.kind == "server" and
+		(.start_us | type) == "number" and .start_us == (.start_us | floor) and
+		.start_us > 1000000000000000 and
+		(.duration_us | type) == "number" and .duration_us >= 0 and
+		.duration_us == (.duration_us | floor) and
+		(.status | type) == "string" and .status == "ok" and
+		(.attrs | type) == "object" and
+		.attrs["http.request.method"] == "GET" and
+		.attrs["url.path"] == "/orders/42" and
+		.attrs["http.response.status_code"] == 200 and
+		.attrs["client.address"] == "127.0.0.1"
+		) | 1' <<<"$ev")" 1
+
+	# A trace started here: no parent_id; a 500 is status "error".
+	get /x -H "x-status: 500"
+	wait_event "$ERR" '.type == "span" and .attrs["url.path"] == "/x"' 10
+	ev=$(events "$ERR" 'select(.type == "span" and .attrs["url.path"] == "/x")')
+	assert_equal "$(jq -r 'has("parent_id")' <<<"$ev")" false
+	assert_equal "$(jq -r .status <<<"$ev")" error
+	assert_equal "$(jq -r '.attrs["http.response.status_code"]' <<<"$ev")" 500
+	[[ $(jq -r .trace_id <<<"$ev") =~ ^[0-9a-f]{32}$ ]]
+	# start_us is the wall clock, in microseconds.
+	now_us=$(($(date +%s) * 1000000))
+	start=$(jq -r .start_us <<<"$ev")
+	[ $((now_us - start)) -lt 60000000 ] && [ $((start - now_us)) -lt 60000000 ]
+}
+
+@test "--sample 0.1 samples 10% of 10,000 requests within 2%" {
+	start_stack --sample 0.1
+	# 10,000 requests, 20 at a time on keep-alive connections.
+	timeout 60 curl -s --no-progress-meter --parallel --parallel-max 20 -m 10 \
+		-w 'CODE=%{http_code}\n' "$URL/r[1-10000]" >"$T/load.out" 2>"$T/load.err"
+	assert_equal "$(grep -o 'CODE=[0-9]*' "$T/load.out" | grep -c '^CODE=200$')" 10000
+	snap=$(snapshot)
+	sampled=$(metric "$snap" gk_tracer_requests_total '.labels.decision == "sampled"')
+	unsampled=$(metric "$snap" gk_tracer_requests_total '.labels.decision == "unsampled"')
+	total=$((sampled + unsampled))
+	assert_equal "$total" 10000
+	ratio=$(jq -n "$sampled / $total")
+	jq -en "($ratio - 0.1) | fabs < 0.02" >/dev/null ||
+		fail "sampled ratio $ratio ($sampled of $total)"
+	# Every sampled request is one span event (the last ones may still
+	# be on their way when wrk stops: wait for them).
+	wait_for -t 10 _spans_at_least "$sampled"
+	spans_written=$(spans)
+	assert_equal "$spans_written" "$sampled"
+}
+
+@test "a caller's sampled=0 yields no span and sampled=0 passed on" {
+	start_stack
+	get /unsampled -H "traceparent: 00-$TP_TRACE-$TP_SPAN-00"
+	[[ $(seen '.headers.traceparent') == *-00 ]]
+	get /unsampled-error -H "traceparent: 00-$TP_TRACE-$TP_SPAN-00" -H "x-status: 500"
+	[[ $(seen '.headers.traceparent') == *-00 ]]
+	marker
+	assert_equal "$(count_events "$ERR" '.type == "span" and (.attrs["url.path"] | startswith("/unsampled"))')" 0
+	assert_equal "$(spans)" 1
+}
+
+@test "--sample-errors: a span for a 5xx even when the caller said sampled=0" {
+	start_stack --sample-errors
+	get /ok -H "traceparent: 00-$TP_TRACE-$TP_SPAN-00"
+	get /fail -H "traceparent: 00-$TP_TRACE-$TP_SPAN-00" -H "x-status: 500"
+	[[ $(seen '.headers.traceparent') == *-00 ]]
+	marker
+	assert_equal "$(count_events "$ERR" '.type == "span" and .attrs["url.path"] == "/ok"')" 0
+	ev=$(events "$ERR" 'select(.type == "span" and .attrs["url.path"] == "/fail")')
+	assert_equal "$(jq -r .status <<<"$ev")" error
+	assert_equal "$(jq -r .trace_id <<<"$ev")" "$TP_TRACE"
+	assert_equal "$(jq -r '.attrs["http.response.status_code"]' <<<"$ev")" 500
+}
+
+@test "--no-parent ignores the caller's sampled flag" {
+	start_stack --no-parent
+	get /a -H "traceparent: 00-$TP_TRACE-$TP_SPAN-00"
+	# Still the caller's trace, but our decision (--sample 1): sampled.
+	[[ $(seen '.headers.traceparent') == "00-$TP_TRACE-"*-01 ]]
+	assert_equal "$(seen .trace.parent_id)" "$TP_SPAN"
+	wait_event "$ERR" '.type == "span" and .attrs["url.path"] == "/a"' 10
+	stop_all
+
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	ERR="$T/stack.err"
+	start_stack --no-parent --sample 0
+	get /b -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01"
+	[[ $(seen '.headers.traceparent') == "00-$TP_TRACE-"*-00 ]]
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_tracer_requests_total '.labels.decision == "sampled"')" 0
+	assert_equal "$(metric "$snap" gk_tracer_spans_total)" 0
+	assert_equal "$(spans)" 0
+}
+
+@test "--sample-rate 5/s caps the spans written" {
+	start_stack --sample-rate 5/s
+	t0=$(date +%s%N)
+	timeout 30 curl -s --no-progress-meter -m 10 -w 'CODE=%{http_code}\n' \
+		"$URL/r[1-200]" >"$T/load.out" 2>"$T/load.err"
+	t1=$(date +%s%N)
+	assert_equal "$(grep -o 'CODE=[0-9]*' "$T/load.out" | grep -c '^CODE=200$')" 200
+	snap=$(snapshot)
+	sampled=$(metric "$snap" gk_tracer_requests_total '.labels.decision == "sampled"')
+	unsampled=$(metric "$snap" gk_tracer_requests_total '.labels.decision == "unsampled"')
+	assert_equal "$((sampled + unsampled))" 200
+	# A bucket of 5, refilled at 5 a second over the time the load took.
+	secs=$(((t1 - t0) / 1000000000 + 1))
+	[ "$sampled" -ge 5 ] || fail "only $sampled sampled"
+	[ "$sampled" -le $((5 + 5 * secs)) ] || fail "$sampled sampled in ${secs}s"
+	wait_for -t 10 _spans_at_least "$sampled"
+	assert_equal "$(spans)" "$sampled"
+}
+
+@test "a stage's log event carries the trace_id of the request" {
+	cat >"$T/fail.sh" <<'SH'
+#!/bin/sh
+exit 3
+SH
+	chmod +x "$T/fail.sh"
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-tracer -- gk-exec "$T/fail.sh"
+	wait_http "$URL/healthz" 10
+	curl -sS -o /dev/null -m 10 -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" "$URL/"
+	wait_event "$ERR" '.type == "log" and .proc == "gk-exec" and .level == "error"' 10
+	ev=$(events "$ERR" 'select(.type == "log" and .proc == "gk-exec" and .level == "error")' | tail -n 1)
+	assert_equal "$(jq -r .trace_id <<<"$ev")" "$TP_TRACE"
+}
+
+@test "bad options exit 64 with one line" {
+	run bash -c 'gk-tracer --sample 1.5 -- cat 2>&1 >/dev/null'
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --partial "1.5"
+	assert_output --partial "gk-tracer"
+	run bash -c 'gk-tracer --sample-rate 10/x -- cat 2>&1 >/dev/null'
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --partial "10/x"
+	run bash -c 'gk-tracer --sample -0.1 -- cat 2>&1 >/dev/null'
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+}

@@ -1,0 +1,298 @@
+# tests/helpers/common.bash: shared helpers for the bats suites.
+#
+#   load helpers/common
+#
+#   setup()    { common_setup; }          # optional: sets $T (a temp dir)
+#   teardown() { stop_all; }              # ends every group start_bg made
+#
+# Every server a test starts goes through start_bg, so it runs in its own
+# process group and teardown can end it, even when the test failed.
+# Every wait is a bounded poll; nothing here sleeps as synchronisation.
+
+load /usr/lib/bats/bats-support/load
+load /usr/lib/bats/bats-assert/load
+
+: "${GK_BUILD:=build}"
+export GK_BUILD
+
+# A temporary directory of the test, and the events written as JSON.
+common_setup() {
+	T="$BATS_TEST_TMPDIR"
+	export GK_EVENTS_FORMAT=json
+}
+
+# free_port: a TCP port on 127.0.0.1 nobody listens on now.
+free_port() {
+	python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# start_bg NAME CMD ARGS...: run CMD in its own session and process group,
+# stdout in $BATS_TEST_TMPDIR/NAME.out, stderr in NAME.err, pid in NAME.pid.
+# The pid is the process group id.  Also sets $BG_PID.
+start_bg() {
+	local name=$1
+	shift
+	local d="$BATS_TEST_TMPDIR"
+	setsid "$@" >"$d/$name.out" 2>"$d/$name.err" </dev/null &
+	BG_PID=$!
+	echo "$BG_PID" >"$d/$name.pid"
+	echo "$name" >>"$d/.bg_names"
+}
+
+# bg_pid NAME: the pid start_bg recorded.
+bg_pid() {
+	cat "$BATS_TEST_TMPDIR/$1.pid"
+}
+
+# bg_alive NAME: true while the process is running (and not a zombie).
+bg_alive() {
+	local pid
+	pid=$(bg_pid "$1") || return 1
+	[ -e "/proc/$pid" ] || return 1
+	local state
+	state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+	[ "$state" != Z ]
+}
+
+# wait_for [-t SECONDS] CMD ARGS...: poll CMD every 50 ms until it succeeds,
+# at most SECONDS (default 10).  Returns 1 on timeout.
+wait_for() {
+	local deadline_s=10
+	if [ "${1:-}" = -t ]; then
+		deadline_s=$2
+		shift 2
+	fi
+	local tries=$((deadline_s * 20))
+	local i
+	for ((i = 0; i < tries; i++)); do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "wait_for: timed out after ${deadline_s}s: $*" >&2
+	return 1
+}
+
+# wait_file FILE [SECONDS]: until FILE exists and is not empty.
+wait_file() {
+	wait_for -t "${2:-10}" test -s "$1"
+}
+
+# wait_grep PATTERN FILE [SECONDS]: until FILE holds a line matching PATTERN.
+wait_grep() {
+	wait_for -t "${3:-10}" grep -q -- "$1" "$2"
+}
+
+_http_up() {
+	# Any HTTP answer counts: the server is accepting and speaking.
+	local code
+	code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$@") || true
+	[ -n "$code" ] && [ "$code" != 000 ]
+}
+
+# wait_http URL [SECONDS] [CURL ARGS...]: until URL answers anything over HTTP.
+wait_http() {
+	local url=$1
+	local deadline_s=${2:-10}
+	shift 2 2>/dev/null || shift $#
+	wait_for -t "$deadline_s" _http_up "$@" "$url"
+}
+
+_port_open() {
+	python3 -c 'import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
+s.close()' "$1" "$2"
+}
+
+# wait_port HOST PORT [SECONDS]: until a TCP connect succeeds.
+wait_port() {
+	wait_for -t "${3:-10}" _port_open "$1" "$2"
+}
+
+# wait_exit NAME [SECONDS]: until the process start_bg started has exited;
+# its exit status is then in $BG_STATUS.
+wait_exit() {
+	local pid
+	pid=$(bg_pid "$1")
+	wait_for -t "${2:-10}" _not_running "$pid" || return 1
+	BG_STATUS=0
+	wait "$pid" 2>/dev/null || BG_STATUS=$?
+	return 0
+}
+
+_not_running() {
+	[ ! -e "/proc/$1" ] && return 0
+	[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]
+}
+
+# stop_all: in teardown.  TERM each recorded group, wait up to 2 s, KILL.
+stop_all() {
+	local d="$BATS_TEST_TMPDIR"
+	[ -f "$d/.bg_names" ] || return 0
+	local name pid pids=()
+	while read -r name; do
+		pid=$(cat "$d/$name.pid" 2>/dev/null) || continue
+		pids+=("$pid")
+		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+	done <"$d/.bg_names"
+	local i alive
+	for ((i = 0; i < 40; i++)); do
+		alive=0
+		for pid in "${pids[@]}"; do
+			if kill -0 -- "-$pid" 2>/dev/null; then
+				alive=1
+			fi
+		done
+		[ "$alive" = 0 ] && break
+		sleep 0.05
+	done
+	for pid in "${pids[@]}"; do
+		kill -KILL -- "-$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -f "$d/.bg_names"
+	return 0
+}
+
+# events FILE [JQ FILTER]: the JSON events in a stderr capture, one per line
+# (compact), through jq; lines that are not JSON objects are skipped.
+events() {
+	local file=$1
+	local filter=${2:-.}
+	jq -R -c 'fromjson? | objects' "$file" | jq -r -c "$filter"
+}
+
+# count_events FILE JQ_SELECT: how many events match a jq condition.
+count_events() {
+	jq -R -c 'fromjson? | objects' "$1" | jq -s "map(select($2)) | length"
+}
+
+# wait_event FILE JQ_SELECT [SECONDS]: until an event matching the condition
+# is in FILE.
+_has_event() {
+	[ "$(count_events "$1" "$2")" -gt 0 ]
+}
+wait_event() {
+	wait_for -t "${3:-10}" _has_event "$1" "$2"
+}
+
+# http_raw HOST PORT [SECONDS]: send stdin as raw bytes, print everything
+# the server answers until it closes the connection, or until SECONDS
+# (default 5) pass without a byte.  When the server closed, the last line
+# printed on stderr is "closed"; otherwise "open".
+http_raw() {
+	python3 -c "$_HTTP_RAW_PY" "$1" "$2" "${3:-5}"
+}
+
+_HTTP_RAW_PY='
+import socket, sys
+host, port, wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+data = sys.stdin.buffer.read()
+s = socket.create_connection((host, port), timeout=wait)
+s.sendall(data)
+out = b""
+state = "open"
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            state = "closed"
+            break
+        out += b
+except socket.timeout:
+    pass
+except ConnectionResetError:
+    state = "closed"
+sys.stdout.buffer.write(out)
+sys.stdout.flush()
+sys.stderr.write(state + "\n")
+'
+
+# pyhttp SCRIPT [ARGS...]: run a python3 program with the module gkhttp on
+# its path: connect(port, host), request(sock, method, path, headers, body),
+# read_response(sock, head=False) -> (status, headers, body) or None when
+# the server closed first, closed_within(sock, seconds) -> True when the
+# server closes the connection in time.
+pyhttp() {
+	local dir="${BATS_TEST_TMPDIR:-${TMPDIR:-/tmp}}/.pylib"
+	if [ ! -f "$dir/gkhttp.py" ]; then
+		mkdir -p "$dir"
+		printf '%s\n' "$_GKHTTP_PY" >"$dir/gkhttp.py"
+	fi
+	local script=$1
+	shift
+	PYTHONPATH="$dir${PYTHONPATH:+:$PYTHONPATH}" python3 -c "$script" "$@"
+}
+
+_GKHTTP_PY='
+import socket, time
+
+def connect(port, host="127.0.0.1", timeout=5.0):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, int(port)))
+    return s
+
+def request(s, method="GET", path="/", headers=None, body=b"", version="1.1"):
+    h = {"Host": "test"}
+    h.update(headers or {})
+    if body and "Content-Length" not in h and "Transfer-Encoding" not in h:
+        h["Content-Length"] = str(len(body))
+    lines = ["%s %s HTTP/%s" % (method, path, version)]
+    lines += ["%s: %s" % kv for kv in h.items()]
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    s.sendall(data)
+
+_buffers = {}
+
+def _recv(s):
+    try:
+        return s.recv(65536)
+    except ConnectionResetError:
+        return b""
+
+def read_response(s, head=False):
+    buf = _buffers.pop(s.fileno(), b"")
+    while b"\r\n\r\n" not in buf:
+        b = _recv(s)
+        if not b:
+            return None
+        buf += b
+    top, rest = buf.split(b"\r\n\r\n", 1)
+    lines = top.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for l in lines[1:]:
+        k, v = l.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    n = 0 if head or status in (100, 204, 304) else int(headers.get("content-length", "0"))
+    while len(rest) < n:
+        b = _recv(s)
+        if not b:
+            break
+        rest += b
+    body, extra = rest[:n], rest[n:]
+    if extra:
+        _buffers[s.fileno()] = extra
+    return status, headers, body
+
+def closed_within(s, seconds):
+    s.settimeout(seconds)
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+'

@@ -1,0 +1,192 @@
+#!/usr/bin/env bats
+# gk-listener under systemd: socket activation (LISTEN_FDS) through
+# systemd-socket-activate, sd_notify to a NOTIFY_SOCKET the test listens on,
+# and the units in contrib/systemd checked by systemd-analyze verify.
+
+load helpers/common
+
+setup() {
+	common_setup
+	command -v systemd-socket-activate >/dev/null ||
+		skip "systemd-socket-activate is not installed"
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	NOTIFY="$T/notify.sock"
+	NOTES="$T/notify.out"
+	ERR="$T/activate.err"
+}
+
+teardown() {
+	stop_all
+}
+
+# A NOTIFY_SOCKET: a unix datagram socket that appends each message it
+# receives to $NOTES, every line prefixed with the sender's pid
+# ("4242 READY=1"), as systemd sees it (SO_PASSCRED).
+notify_listener() {
+	start_bg notify python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+s.bind(sys.argv[1])
+out = open(sys.argv[2], "a", buffering=1)
+open(sys.argv[2] + ".ready", "w").close()
+while True:
+    data, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(12))
+    pid = "?"
+    for level, kind, d in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = str(struct.unpack("iII", d[:12])[0])
+    for line in data.decode(errors="replace").split("\n"):
+        if line:
+            out.write(pid + " " + line + "\n")
+' "$NOTIFY" "$NOTES"
+	wait_for -t 10 test -e "$NOTES.ready"
+}
+
+# activate [ACTIVATE OPTIONS...] -- gk-listener ARGS: systemd-socket-activate
+# on 127.0.0.1:$PORT, passing NOTIFY_SOCKET on.  systemd-socket-activate
+# starts the program at the first connection, so wait for the port only.
+activate() {
+	local opts=()
+	while [ "$1" != -- ]; do
+		opts+=("$1")
+		shift
+	done
+	shift
+	start_bg activate env NOTIFY_SOCKET="$NOTIFY" \
+		systemd-socket-activate -E NOTIFY_SOCKET "${opts[@]}" \
+		-l "127.0.0.1:$PORT" "$@"
+	APID=$BG_PID
+	cp /dev/null "$ERR"
+	wait_port 127.0.0.1 "$PORT"
+}
+
+@test "under systemd-socket-activate gk-listener serves on the socket it was given" {
+	notify_listener
+	activate -- gk-listener -- hello
+	run curl -s -m 10 -w '|%{http_code}' "$URL/"
+	assert_output $'hello\n|200'
+	run curl -s -m 10 "$URL/healthz"
+	assert_output ok
+	# the one process: systemd-socket-activate exec'd gk-listener, which
+	# bound nothing itself (it had no -l)
+	run cat "/proc/$APID/comm"
+	assert_output gk-listener
+	run events "$T/activate.err" 'select(.type == "access") | .path'
+	assert_line /
+}
+
+@test "gk-listener sends READY=1 to NOTIFY_SOCKET, and STOPPING=1 on SIGTERM" {
+	notify_listener
+	activate -- gk-listener -- hello
+	run curl -s -m 10 "$URL/"
+	assert_output hello
+	wait_grep "^$APID READY=1\$" "$NOTES"
+	kill -TERM "$APID"
+	wait_exit activate 10
+	assert_equal "$BG_STATUS" 0
+	wait_grep "^$APID STOPPING=1\$" "$NOTES"
+	# READY came before STOPPING
+	run grep -E "^$APID (READY|STOPPING)=1\$" "$NOTES"
+	assert_line --index 0 "$APID READY=1"
+	assert_line --index 1 "$APID STOPPING=1"
+}
+
+@test "only gk-listener talks to NOTIFY_SOCKET, not the stack it spawned" {
+	# systemd takes READY=1 from the main pid only (NotifyAccess=main) and
+	# logs every other sender; sd_notify(3) unsets NOTIFY_SOCKET for this.
+	notify_listener
+	activate -- gk-listener -- hello
+	run curl -s -m 10 "$URL/"
+	assert_output hello
+	wait_grep "^$APID READY=1\$" "$NOTES"
+	kill -TERM "$APID"
+	wait_exit activate 10
+	wait_grep "^$APID STOPPING=1\$" "$NOTES"
+	run grep -v "^$APID " "$NOTES"
+	assert_output ''
+}
+
+@test "WATCHDOG_USEC makes gk-listener send WATCHDOG=1" {
+	notify_listener
+	activate -E WATCHDOG_USEC=400000 -- gk-listener -- hello
+	run curl -s -m 10 "$URL/"
+	assert_output hello
+	wait_grep "^$APID WATCHDOG=1\$" "$NOTES" 10
+}
+
+@test "a socket named json by LISTEN_FDNAMES speaks the wire protocol" {
+	activate --fdname=json -- gk-listener -- hello
+	run pyhttp '
+import gkhttp, json, sys
+s = gkhttp.connect(sys.argv[1])
+s.sendall(b"{\"id\":\"a\",\"method\":\"GET\",\"path\":\"/\",\"headers\":{}}\n")
+m = json.loads(s.makefile("rb").readline())
+print(m["id"], m["status"], m["body"].strip())
+' "$PORT"
+	assert_success
+	assert_output 'a 200 hello'
+}
+
+# The units in contrib/systemd, copied to $T with the programs they run
+# pointed at this build (systemd-analyze checks that ExecStart exists).
+copy_units() {
+	local src dst f name
+	mkdir -p "$T/units"
+	for src in contrib/systemd/*; do
+		[ -f "$src" ] || continue
+		f=$(basename "$src")
+		case $f in
+		*.in) dst="$T/units/${f%.in}" ;;
+		*.service | *.socket | *.target | *.path | *.timer) dst="$T/units/$f" ;;
+		*) continue ;;
+		esac
+		sed -e "s|@PREFIX@|/usr/local|g" -e "s|@BINDIR@|/usr/local/bin|g" "$src" >"$dst"
+	done
+	# Programs named by absolute path in Exec*= lines: this build's copy.
+	for f in "$T"/units/*; do
+		[ -f "$f" ] || continue
+		for name in $(grep -E '^Exec[A-Za-z]*=' "$f" | grep -o -E '/[^ ;]*/[A-Za-z0-9_.-]+' | sort -u); do
+			local base=${name##*/}
+			if [ -x "$GK_BUILD/bin/$base" ]; then
+				sed -i "s|$name|$GK_BUILD/bin/$base|g" "$f"
+			elif [ -x "$GK_BUILD/examples/$base" ]; then
+				sed -i "s|$name|$GK_BUILD/examples/$base|g" "$f"
+			fi
+		done
+	done
+	# Documentation=man:... is checked with man(1): this build's pages.
+	local page sec
+	for page in "$GK_BUILD"/man/*.[1-9] man/*.[1-9]; do
+		[ -f "$page" ] || continue
+		sec=${page##*.}
+		mkdir -p "$T/man/man$sec"
+		[ -e "$T/man/man$sec/${page##*/}" ] || cp "$page" "$T/man/man$sec/"
+	done
+	export MANPATH="$T/man"
+}
+
+@test "the units in contrib/systemd pass systemd-analyze verify" {
+	command -v systemd-analyze >/dev/null || skip "systemd-analyze is not installed"
+	compgen -G 'contrib/systemd/*.s*' >/dev/null || compgen -G 'contrib/systemd/*.in' >/dev/null ||
+		skip "no units in contrib/systemd yet"
+	copy_units
+	run compgen -G "$T/units/*.service"
+	assert_success
+	run compgen -G "$T/units/*.socket"
+	assert_success
+	# a socket-activated service of Type=notify
+	run grep -l -E '^Type=notify' "$T"/units/*.service
+	assert_success
+	cd "$T/units"
+	run systemd-analyze verify ./*
+	echo "$output" >&2
+	assert_success
+	# It also reports on unrelated units installed on the machine; every
+	# line about one of ours is a finding (warnings included).
+	local u
+	for u in *; do
+		refute_output --partial "$u:"
+	done
+}

@@ -1,0 +1,200 @@
+/* test_limiter.c: GCRA and Gradient2 of lib/limiter.c, on a fake clock. */
+#include "key.h"
+#include "limiter.h"
+#include "unit.h"
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+
+/* An arbitrary monotonic start, far from 0. */
+static const uint64_t T0 = 123456 * SEC + 789;
+
+static unsigned
+take_n(const gk_gcra *g, gk_gcra_state *s, uint64_t now, unsigned n)
+{
+	unsigned ok = 0;
+	gk_rate_result r;
+	for (unsigned i = 0; i < n; i++)
+		ok += gk_gcra_take(g, s, now, 0, &r);
+	return ok;
+}
+
+TEST(gcra_idle_key_admits_burst_plus_one_exactly)
+{
+	gk_gcra g;
+	gk_gcra_init(&g, 100, 20);
+	gk_gcra_state s = {0};
+	CHECK(take_n(&g, &s, T0, 25) == 21);
+	/* The next slot opens exactly one interval (10 ms) later. */
+	CHECK(take_n(&g, &s, T0 + 10 * MS - 1, 1) == 0);
+	CHECK(take_n(&g, &s, T0 + 10 * MS, 1) == 1);
+	CHECK(take_n(&g, &s, T0 + 10 * MS, 1) == 0);
+	gk_gcra_init(&g, 5, 0);
+	gk_gcra_state z = {0};
+	CHECK(take_n(&g, &z, T0, 3) == 1);
+}
+
+TEST(gcra_headers_describe_the_decision)
+{
+	gk_gcra g;
+	gk_gcra_init(&g, 1.0 / 60, 10); /* 1/m */
+	gk_gcra_state s = {0};
+	gk_rate_result r;
+	CHECK(gk_gcra_take(&g, &s, T0, 0, &r));
+	CHECK(r.limit == 11 && r.remaining == 10 && r.delay_ns == 0);
+	CHECK(r.reset_ns == 60 * SEC);
+	for (int i = 0; i < 10; i++)
+		gk_gcra_take(&g, &s, T0, 0, &r);
+	CHECK(r.allowed && r.remaining == 0);
+	CHECK(!gk_gcra_take(&g, &s, T0 + SEC, 0, &r));
+	CHECK(r.delay_ns == 59 * SEC);
+	CHECK(r.reset_ns == 11 * 60 * SEC - SEC);
+	/* Retry after delay_ns: admitted, not a nanosecond before. */
+	CHECK(!gk_gcra_take(&g, &s, T0 + 60 * SEC - 1, 0, &r));
+	CHECK(gk_gcra_take(&g, &s, T0 + 60 * SEC, 0, &r));
+}
+
+/* Offer 10x the rate for hours; count what is admitted. */
+static uint64_t
+overload(double rate, uint64_t burst, uint64_t seconds)
+{
+	gk_gcra g;
+	gk_gcra_init(&g, rate, burst);
+	gk_gcra_state s = {0};
+	gk_rate_result r;
+	uint64_t offered = (uint64_t)(rate * 10 * (double)seconds);
+	uint64_t ok = 0;
+	for (uint64_t i = 0; i <= offered; i++) {
+		/* Arrivals spread evenly over [0, seconds], exactly. */
+		uint64_t t = (uint64_t)((unsigned __int128)i * seconds * SEC /
+		    offered);
+		ok += gk_gcra_take(&g, &s, T0 + t, 0, &r);
+	}
+	return ok;
+}
+
+static bool
+within_one(uint64_t got, double want)
+{
+	double d = (double)got - want;
+	if (d > 1 || d < -1)
+		printf("#   admitted %llu, expected %.3f\n",
+		    (unsigned long long)got, want);
+	return d <= 1 && d >= -1;
+}
+
+TEST(gcra_ten_hours_at_ten_times_overload_does_not_drift)
+{
+	const uint64_t H10 = 10 * 3600;
+	CHECK(within_one(overload(100, 20, H10), 100.0 * H10 + 20));
+	/* An interval that is no whole number of nanoseconds. */
+	CHECK(within_one(overload(7, 3, H10), 7.0 * H10 + 3));
+	CHECK(within_one(overload(6000.0 / 60, 0, H10), 100.0 * H10));
+	CHECK(within_one(overload(10.0 / 3600, 2, H10), 100.0 + 2));
+	CHECK(within_one(overload(3.0 / 7, 1, H10), 3.0 / 7 * H10 + 1));
+}
+
+TEST(gcra_wait_reserves_slots_within_the_bound)
+{
+	gk_gcra g;
+	gk_gcra_init(&g, 10, 0);
+	gk_gcra_state s = {0};
+	gk_rate_result r;
+	uint64_t want[] = {0, 100 * MS, 200 * MS, 300 * MS};
+	for (int i = 0; i < 4; i++) {
+		CHECK(gk_gcra_take(&g, &s, T0, 300 * MS, &r));
+		CHECK(r.delay_ns == want[i]);
+	}
+	CHECK(!gk_gcra_take(&g, &s, T0, 300 * MS, &r));
+	CHECK(r.delay_ns == 400 * MS);
+	/* A rejection reserves nothing. */
+	CHECK(gk_gcra_take(&g, &s, T0 + 100 * MS, 300 * MS, &r));
+	CHECK(r.delay_ns == 300 * MS);
+}
+
+TEST(keys_are_isolated)
+{
+	gk_gcra g;
+	gk_gcra_init(&g, 10, 4);
+	gk_keytable *t = gk_keytable_new(100, sizeof(gk_gcra_state), NULL,
+	    NULL);
+	gk_gcra_state *a = gk_keytable_get(t, "a", 1, NULL);
+	CHECK(take_n(&g, a, T0, 1000) == 5);
+	gk_gcra_state *b = gk_keytable_get(t, "b", 1, NULL);
+	CHECK(take_n(&g, b, T0, 1000) == 5);
+	a = gk_keytable_get(t, "a", 1, NULL);
+	CHECK(take_n(&g, a, T0, 1) == 0);
+	CHECK(gk_keytable_count(t) == 2);
+	gk_keytable_free(t);
+}
+
+TEST(gradient_rises_while_latency_holds)
+{
+	gk_gradient g;
+	gk_gradient_init(&g, 20, 1, 200);
+	unsigned prev = gk_gradient_limit(&g), rises = 0;
+	for (int w = 0; w < 400; w++)
+		for (int i = 0; i < GK_GRADIENT_WINDOW; i++)
+			if (gk_gradient_sample(&g, 10 * MS,
+				gk_gradient_limit(&g))) {
+				unsigned now = gk_gradient_limit(&g);
+				CHECK(now >= prev);
+				rises += now > prev;
+				prev = now;
+			}
+	CHECK(rises > 20);
+	CHECK(gk_gradient_limit(&g) == 200);
+}
+
+TEST(gradient_falls_when_queueing_starts)
+{
+	gk_gradient g;
+	gk_gradient_init(&g, 20, 1, 1000);
+	for (int w = 0; w < 100; w++)
+		for (int i = 0; i < GK_GRADIENT_WINDOW; i++)
+			gk_gradient_sample(&g, 10 * MS, gk_gradient_limit(&g));
+	unsigned peak = gk_gradient_limit(&g);
+	CHECK(peak > 60);
+	/* A queue builds: each window 5% slower than the last. */
+	double rtt = 10 * MS;
+	for (int w = 0; w < 40; w++) {
+		rtt *= 1.05;
+		for (int i = 0; i < GK_GRADIENT_WINDOW; i++)
+			gk_gradient_sample(&g, (uint64_t)rtt,
+			    gk_gradient_limit(&g));
+	}
+	unsigned low = gk_gradient_limit(&g);
+	CHECK(low < peak / 2);
+	/* It never goes below --min. */
+	gk_gradient_init(&g, 20, 15, 100);
+	rtt = 10 * MS;
+	for (int w = 0; w < 200; w++) {
+		rtt *= 1.1;
+		for (int i = 0; i < GK_GRADIENT_WINDOW; i++)
+			gk_gradient_sample(&g, (uint64_t)rtt, 100);
+	}
+	CHECK(gk_gradient_limit(&g) == 15);
+}
+
+TEST(gradient_does_not_grow_when_application_limited)
+{
+	gk_gradient g;
+	gk_gradient_init(&g, 40, 1, 1000);
+	for (int i = 0; i < 50 * GK_GRADIENT_WINDOW; i++)
+		gk_gradient_sample(&g, 10 * MS, 5);
+	CHECK(gk_gradient_limit(&g) == 40);
+}
+
+int
+main(void)
+{
+	RUN(gcra_idle_key_admits_burst_plus_one_exactly);
+	RUN(gcra_headers_describe_the_decision);
+	RUN(gcra_ten_hours_at_ten_times_overload_does_not_drift);
+	RUN(gcra_wait_reserves_slots_within_the_bound);
+	RUN(keys_are_isolated);
+	RUN(gradient_rises_while_latency_holds);
+	RUN(gradient_falls_when_queueing_starts);
+	RUN(gradient_does_not_grow_when_application_limited);
+	return UNIT_END();
+}
