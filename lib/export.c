@@ -153,6 +153,27 @@ format_now(char out[64])
 }
 
 void
+gk_event_wrap_raw(gk_buf *out, const char *line, size_t len)
+{
+	char ts[64];
+	format_now(ts);
+	gk_jw w;
+	gk_jw_init(&w, out);
+	gk_jw_object(&w);
+	gk_jw_key(&w, "ts");
+	gk_jw_cstr(&w, ts);
+	gk_jw_key(&w, "type");
+	gk_jw_cstr(&w, "log");
+	gk_jw_key(&w, "level");
+	gk_jw_cstr(&w, "info");
+	gk_jw_key(&w, "msg");
+	gk_jw_string(&w, line, len);
+	gk_jw_key(&w, "raw");
+	gk_jw_bool(&w, true);
+	gk_jw_object_end(&w);
+}
+
+void
 gk_export_feed(gk_export *ex, const char *line, size_t len)
 {
 	if (len && line[len - 1] == '\r')
@@ -167,23 +188,8 @@ gk_export_feed(gk_export *ex, const char *line, size_t len)
 	} else {
 		/* Not an event: wrap it, never drop it silently. */
 		gk_counter_add(ex->m_raw, 1);
-		char ts[64];
-		format_now(ts);
 		gk_buf_reset(&ex->wrap);
-		gk_jw w;
-		gk_jw_init(&w, &ex->wrap);
-		gk_jw_object(&w);
-		gk_jw_key(&w, "ts");
-		gk_jw_cstr(&w, ts);
-		gk_jw_key(&w, "type");
-		gk_jw_cstr(&w, "log");
-		gk_jw_key(&w, "level");
-		gk_jw_cstr(&w, "info");
-		gk_jw_key(&w, "msg");
-		gk_jw_string(&w, line, len);
-		gk_jw_key(&w, "raw");
-		gk_jw_bool(&w, true);
-		gk_jw_object_end(&w);
+		gk_event_wrap_raw(&ex->wrap, line, len);
 		if (gk_wire_parse(&ex->msg, ex->wrap.data, ex->wrap.len, &err))
 			return; /* cannot happen: we wrote it */
 		fill_event(&ev, &ex->msg, true);

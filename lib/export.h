@@ -62,6 +62,9 @@ enum gk_level gk_event_level(const gk_event *ev);
 bool gk_event_common_key(gk_json key);
 /* Append the unescaped string value v, or the raw text of a non-string. */
 void gk_event_text(gk_json v, gk_buf *out);
+/* Append line (not JSON) wrapped as a log event with "raw":true: ts now,
+ * level info, the text as msg; no newline. */
+void gk_event_wrap_raw(gk_buf *out, const char *line, size_t len);
 
 /* ------------------------------------------------------------------ */
 /* The plugin runtime                                                  */
