@@ -76,8 +76,8 @@ asan:
 
 fuzz:
 	@mkdir -p $(BUILD)/fuzz
-	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_wire fuzz/fuzz_wire.c $(filter-out lib/http%.c,$(LIB_SRC)) -ljansson -lhttp_parser -ljq -lpthread -lm
-	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_http fuzz/fuzz_http.c $(LIB_SRC) -lhttp_parser -ljq -lpthread -lm
+	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_wire fuzz/fuzz_wire.c $(LIB_SRC) $(LIBS) -ljansson
+	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_http fuzz/fuzz_http.c $(LIB_SRC) $(LIBS)
 	$(BUILD)/fuzz/fuzz_wire -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 fuzz/corpus/wire
 	$(BUILD)/fuzz/fuzz_http -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 fuzz/corpus/http
 
