@@ -220,6 +220,10 @@ typedef struct gk_ehttp_opts {
 	const char *separator;
 	/* Around a batch ("[" and "]" for a JSON array), NULL for none. */
 	const char *prefix, *suffix;
+	/* Backoff between retries of a batch (0: 100ms and 30s).  A
+	 * Retry-After in the answer (seconds or an HTTP date) is honoured
+	 * instead, up to 60s.  verdict is called on the sender thread. */
+	uint64_t backoff_min_ms, backoff_max_ms;
 } gk_ehttp_opts;
 
 gk_ehttp *gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o);
@@ -229,6 +233,8 @@ void gk_ehttp_add(gk_ehttp *h, const void *p, size_t n);
 void gk_ehttp_flush(gk_ehttp *h);
 /* Close the open batch and call fn once every batch is done (drain). */
 void gk_ehttp_drain(gk_ehttp *h, void (*fn)(gk_ehttp *, void *), void *arg);
+/* Records not yet acknowledged (open batch, queued, in flight). */
+size_t gk_ehttp_pending(gk_ehttp *h);
 void gk_ehttp_free(gk_ehttp *h);
 
 /* ------------------------------------------------------------------ */

@@ -1,0 +1,661 @@
+/*
+ * export_http.c: batches of records POSTed with libcurl from a sender
+ * thread (see gk_ehttp in export.h).
+ *
+ * The loop thread adds records to the open batch, which closes past
+ * batch_bytes or batch_records, or batch_ms after its first record, and
+ * joins the queue of closed batches.  The sender thread sends the oldest
+ * closed batch, and only takes it off the queue once the answer's verdict
+ * is OK or DROP; on RETRY it waits (Retry-After, else backoff) and sends
+ * the same bytes again.  So batches leave in order, and a batch that was
+ * acknowledged is never sent again.  Past max_bytes the oldest batch that
+ * is not being sent is dropped, its records counted.
+ *
+ * The sender never touches metrics or events: it leaves counts and log
+ * lines in the shared state and wakes the loop through a pipe, and the
+ * loop thread reports them.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "export.h"
+
+#define MAX_NOTES 32
+#define RETRY_AFTER_MAX_MS 60000
+
+struct batch {
+	struct batch *next;
+	gk_buf body;
+	gk_buf gz; /* the gzipped body, made at its first send */
+	size_t records;
+};
+
+/* A log line the sender leaves for the loop thread. */
+struct note {
+	enum gk_level level;
+	char msg[64];
+	char f1[160], f2[96];
+};
+
+struct gk_ehttp {
+	gk_export *ex;
+	gk_loop *loop;
+	char *url, *method, *sep, *prefix, *suffix;
+	struct curl_slist *hdrs;
+	bool gzip;
+	size_t batch_bytes, batch_records, max_bytes;
+	uint64_t batch_ms, timeout_ms;
+	enum gk_ehttp_verdict (*verdict)(long, void *);
+	void *verdict_arg;
+
+	/* Loop thread only. */
+	struct batch *open;
+	gk_timer batch_timer;
+	int64_t gauge_seen;
+	void (*drain_fn)(gk_ehttp *, void *);
+	void *drain_arg;
+
+	/* Shared, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct batch *head, *tail;
+	size_t qbytes, qrecords;
+	bool sending; /* head is being sent */
+	bool stop;
+	uint64_t r_sent, r_dropped, r_errors, r_reconnects;
+	struct note notes[MAX_NOTES];
+	size_t nnotes, notes_lost;
+
+	atomic_bool abort_now;
+	int wake[2];
+	pthread_t thread;
+	bool thread_started;
+	gk_backoff backoff;
+	bool failing;
+	long retry_after_ms; /* of the answer being read, -1 when none */
+};
+
+static void
+batch_free(struct batch *b)
+{
+	gk_buf_free(&b->body);
+	gk_buf_free(&b->gz);
+	free(b);
+}
+
+/* Under mu.  A note for the loop thread to log. */
+static void
+note(gk_ehttp *h, enum gk_level level, const char *msg, const char *f1,
+    const char *f2)
+{
+	if (h->nnotes == MAX_NOTES) {
+		h->notes_lost++;
+		return;
+	}
+	struct note *n = &h->notes[h->nnotes++];
+	n->level = level;
+	snprintf(n->msg, sizeof n->msg, "%s", msg);
+	snprintf(n->f1, sizeof n->f1, "%s", f1 ? f1 : "");
+	snprintf(n->f2, sizeof n->f2, "%s", f2 ? f2 : "");
+}
+
+static void
+wake_loop(gk_ehttp *h)
+{
+	char c = 1;
+	ssize_t r = write(h->wake[1], &c, 1);
+	(void)r; /* a full pipe already wakes the loop */
+}
+
+/* ------------------------------------------------------------------ */
+/* The sender thread                                                   */
+/* ------------------------------------------------------------------ */
+
+static size_t
+discard_body(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return size * n;
+}
+
+static size_t
+on_header(char *p, size_t size, size_t n, void *arg)
+{
+	gk_ehttp *h = arg;
+	size_t len = size * n;
+	static const char name[] = "retry-after:";
+	if (len > sizeof name - 1 && !strncasecmp(p, name, sizeof name - 1)) {
+		char v[128];
+		size_t vl = len - (sizeof name - 1);
+		if (vl >= sizeof v)
+			vl = sizeof v - 1;
+		memcpy(v, p + sizeof name - 1, vl);
+		v[vl] = 0;
+		char *s = v;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		char *e = s + strlen(s);
+		while (e > s && (e[-1] == '\r' || e[-1] == '\n' ||
+		                 e[-1] == ' ' || e[-1] == '\t'))
+			*--e = 0;
+		char *end;
+		errno = 0;
+		long secs = strtol(s, &end, 10);
+		if (*s && !*end && !errno && secs >= 0) {
+			h->retry_after_ms = secs > RETRY_AFTER_MAX_MS / 1000
+			    ? RETRY_AFTER_MAX_MS
+			    : secs * 1000;
+		} else {
+			time_t t = curl_getdate(s, NULL);
+			if (t != -1) {
+				long d = (long)(t - time(NULL));
+				if (d < 0)
+					d = 0;
+				h->retry_after_ms =
+				    d > RETRY_AFTER_MAX_MS / 1000
+				    ? RETRY_AFTER_MAX_MS
+				    : d * 1000;
+			}
+		}
+	}
+	return len;
+}
+
+static int
+on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c,
+    curl_off_t d)
+{
+	(void)a, (void)b, (void)c, (void)d;
+	gk_ehttp *h = arg;
+	return atomic_load(&h->abort_now) ? 1 : 0;
+}
+
+static bool
+gzip_body(const gk_buf *in, gk_buf *out)
+{
+	z_stream z;
+	memset(&z, 0, sizeof z);
+	if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+	        Z_DEFAULT_STRATEGY) != Z_OK)
+		return false;
+	uLong bound = deflateBound(&z, (uLong)in->len);
+	gk_buf_reset(out);
+	gk_buf_reserve(out, bound + 1);
+	z.next_in = (Bytef *)(in->data ? in->data : "");
+	z.avail_in = (uInt)in->len;
+	z.next_out = (Bytef *)out->data;
+	z.avail_out = (uInt)bound;
+	int r = deflate(&z, Z_FINISH);
+	if (r == Z_STREAM_END)
+		out->len = z.total_out;
+	deflateEnd(&z);
+	return r == Z_STREAM_END;
+}
+
+static enum gk_ehttp_verdict
+default_verdict(long status, void *arg)
+{
+	(void)arg;
+	if (status >= 200 && status < 300)
+		return GK_EHTTP_OK;
+	if (status == 0 || status == 408 || status == 429 || status >= 500)
+		return GK_EHTTP_RETRY;
+	return GK_EHTTP_DROP;
+}
+
+/* Send b once: the HTTP status, or 0 with err set. */
+static long
+send_once(gk_ehttp *h, CURL *c, struct batch *b, char *err)
+{
+	const gk_buf *body = &b->body;
+	if (h->gzip) {
+		if (!b->gz.len && !gzip_body(&b->body, &b->gz)) {
+			snprintf(err, CURL_ERROR_SIZE, "gzip failed");
+			return 0;
+		}
+		body = &b->gz;
+	}
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body->data ? body->data : "");
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+	    (curl_off_t)body->len);
+	h->retry_after_ms = -1;
+	err[0] = 0;
+	CURLcode rc = curl_easy_perform(c);
+	if (rc != CURLE_OK) {
+		if (!err[0])
+			snprintf(err, CURL_ERROR_SIZE, "%s",
+			    curl_easy_strerror(rc));
+		return 0;
+	}
+	long status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (!status)
+		snprintf(err, CURL_ERROR_SIZE, "no HTTP status");
+	return status;
+}
+
+/* Under mu: wait ms, or until stop. */
+static void
+wait_ms(gk_ehttp *h, uint64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	while (!h->stop) {
+		if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT)
+			break;
+	}
+}
+
+static void *
+sender(void *arg)
+{
+	gk_ehttp *h = arg;
+	CURL *c = curl_easy_init();
+	char err[CURL_ERROR_SIZE];
+	if (c) {
+		curl_easy_setopt(c, CURLOPT_URL, h->url);
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->hdrs);
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		if (h->method && strcmp(h->method, "POST"))
+			curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, h->method);
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)h->timeout_ms);
+		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+		    (long)h->timeout_ms);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_body);
+		curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+		curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
+	}
+	pthread_mutex_lock(&h->mu);
+	while (!h->stop) {
+		if (!h->head) {
+			pthread_cond_wait(&h->cv, &h->mu);
+			continue;
+		}
+		struct batch *b = h->head;
+		h->sending = true;
+		pthread_mutex_unlock(&h->mu);
+		long status = 0;
+		if (c)
+			status = send_once(h, c, b, err);
+		else
+			snprintf(err, sizeof err, "curl_easy_init failed");
+		enum gk_ehttp_verdict v = h->verdict(status, h->verdict_arg);
+		pthread_mutex_lock(&h->mu);
+		h->sending = false;
+		char f1[160], f2[96];
+		if (status)
+			snprintf(f1, sizeof f1, "status=%ld", status);
+		else
+			snprintf(f1, sizeof f1, "error=%s", err);
+		snprintf(f2, sizeof f2, "records=%zu", b->records);
+		if (v == GK_EHTTP_RETRY && h->stop)
+			break; /* stays queued: counted dropped at free */
+		if (v == GK_EHTTP_OK || v == GK_EHTTP_DROP) {
+			h->head = b->next;
+			if (!h->head)
+				h->tail = NULL;
+			h->qbytes -= b->body.len;
+			h->qrecords -= b->records;
+			if (v == GK_EHTTP_OK) {
+				h->r_sent += b->records;
+				if (h->failing) {
+					h->r_reconnects++;
+					note(h, GK_INFO, "backend accepts "
+					     "batches again", NULL, NULL);
+				}
+				h->failing = false;
+				gk_backoff_reset(&h->backoff);
+			} else {
+				h->r_dropped += b->records;
+				h->r_errors++;
+				note(h, GK_ERROR, "batch rejected: dropped", f1,
+				    f2);
+			}
+			batch_free(b);
+			wake_loop(h);
+			continue;
+		}
+		/* RETRY: the same batch again, later. */
+		h->r_errors++;
+		uint64_t delay = gk_backoff_next(&h->backoff);
+		if (h->retry_after_ms >= 0)
+			delay = (uint64_t)h->retry_after_ms;
+		char f3[96];
+		snprintf(f3, sizeof f3, "retry_in_ms=%llu",
+		    (unsigned long long)delay);
+		if (!h->failing)
+			note(h, GK_WARN, "batch not accepted: retrying", f1, f3);
+		h->failing = true;
+		wake_loop(h);
+		wait_ms(h, delay);
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (c)
+		curl_easy_cleanup(c);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The loop thread                                                     */
+/* ------------------------------------------------------------------ */
+
+static void check_drain(gk_ehttp *h);
+
+static size_t
+open_records(const gk_ehttp *h)
+{
+	return h->open ? h->open->records : 0;
+}
+
+static void
+report(gk_ehttp *h)
+{
+	struct note notes[MAX_NOTES];
+	pthread_mutex_lock(&h->mu);
+	uint64_t sent = h->r_sent, dropped = h->r_dropped;
+	uint64_t errors = h->r_errors, rec = h->r_reconnects;
+	size_t nn = h->nnotes, lost = h->notes_lost;
+	memcpy(notes, h->notes, nn * sizeof *notes);
+	h->r_sent = h->r_dropped = h->r_errors = h->r_reconnects = 0;
+	h->nnotes = h->notes_lost = 0;
+	int64_t bytes = (int64_t)h->qbytes;
+	pthread_mutex_unlock(&h->mu);
+	if (h->open)
+		bytes += (int64_t)h->open->body.len;
+	gk_export_queue_change(h->ex, bytes - h->gauge_seen);
+	h->gauge_seen = bytes;
+	if (sent)
+		gk_export_sent(h->ex, sent);
+	if (dropped)
+		gk_export_dropped(h->ex, dropped);
+	if (errors)
+		gk_export_error(h->ex, errors);
+	while (rec--)
+		gk_export_reconnected(h->ex);
+	char u[300];
+	snprintf(u, sizeof u, "url=%s", h->url);
+	for (size_t i = 0; i < nn; i++)
+		gk_log(notes[i].level, notes[i].msg, u,
+		    notes[i].f1[0] ? notes[i].f1 : NULL,
+		    notes[i].f2[0] ? notes[i].f2 : NULL);
+	if (lost) {
+		char f[64];
+		snprintf(f, sizeof f, "count=%zu", lost);
+		gk_log(GK_WARN, "backend messages not logged", u, f);
+	}
+}
+
+static void
+on_wake(gk_loop *loop, int fd, unsigned events, void *arg)
+{
+	(void)loop;
+	(void)events;
+	gk_ehttp *h = arg;
+	char buf[256];
+	while (read(fd, buf, sizeof buf) > 0)
+		;
+	report(h);
+	check_drain(h);
+}
+
+/* Close the open batch: it joins the queue, older ones dropped past the
+ * bound. */
+static void
+close_batch(gk_ehttp *h)
+{
+	struct batch *b = h->open;
+	if (!b)
+		return;
+	h->open = NULL;
+	gk_timer_stop(h->loop, &h->batch_timer);
+	if (h->suffix)
+		gk_buf_adds(&b->body, h->suffix);
+	size_t dropped = 0, dropped_batches = 0;
+	pthread_mutex_lock(&h->mu);
+	/* Make room: the oldest batches that are not being sent go. */
+	while (h->qbytes + b->body.len > h->max_bytes) {
+		struct batch **pp = &h->head;
+		if (*pp && h->sending)
+			pp = &(*pp)->next;
+		struct batch *old = *pp;
+		if (!old)
+			break;
+		*pp = old->next;
+		if (h->tail == old) {
+			h->tail = h->head;
+			while (h->tail && h->tail->next)
+				h->tail = h->tail->next;
+		}
+		h->qbytes -= old->body.len;
+		h->qrecords -= old->records;
+		dropped += old->records;
+		dropped_batches++;
+		batch_free(old);
+	}
+	if (h->qbytes + b->body.len > h->max_bytes && (h->head || h->sending)) {
+		/* Only the batch being sent is left, and this one does not
+		 * fit beside it. */
+		dropped += b->records;
+		dropped_batches++;
+		batch_free(b);
+		b = NULL;
+	}
+	if (b) {
+		if (h->tail)
+			h->tail->next = b;
+		else
+			h->head = b;
+		h->tail = b;
+		h->qbytes += b->body.len;
+		h->qrecords += b->records;
+		pthread_cond_signal(&h->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (dropped) {
+		gk_export_dropped(h->ex, dropped);
+		char f1[64], f2[64], f3[300];
+		snprintf(f1, sizeof f1, "records=%zu", dropped);
+		snprintf(f2, sizeof f2, "max_bytes=%zu", h->max_bytes);
+		snprintf(f3, sizeof f3, "url=%s", h->url);
+		gk_log(GK_WARN, "queue full: oldest batch dropped", f3, f1, f2);
+		(void)dropped_batches;
+	}
+	report(h);
+}
+
+static void
+on_batch_timer(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	close_batch(arg);
+}
+
+void
+gk_ehttp_add(gk_ehttp *h, const void *p, size_t n)
+{
+	if (n + 64 > h->max_bytes) {
+		gk_export_dropped(h->ex, 1);
+		char f[64];
+		snprintf(f, sizeof f, "bytes=%zu", n);
+		gk_log(GK_WARN, "record larger than the queue: dropped", f);
+		return;
+	}
+	if (h->open && h->open->body.len + n > h->batch_bytes)
+		close_batch(h);
+	if (!h->open) {
+		h->open = gk_xcalloc(1, sizeof *h->open);
+		if (h->prefix)
+			gk_buf_adds(&h->open->body, h->prefix);
+		gk_timer_start(h->loop, &h->batch_timer, h->batch_ms,
+		    on_batch_timer, h);
+	} else if (h->sep) {
+		gk_buf_adds(&h->open->body, h->sep);
+	}
+	gk_buf_add(&h->open->body, p, n);
+	h->open->records++;
+	int64_t d = (int64_t)n + (h->sep ? (int64_t)strlen(h->sep) : 0);
+	gk_export_queue_change(h->ex, d);
+	h->gauge_seen += d;
+	if (h->open->records >= h->batch_records ||
+	    h->open->body.len >= h->batch_bytes)
+		close_batch(h);
+}
+
+void
+gk_ehttp_flush(gk_ehttp *h)
+{
+	close_batch(h);
+}
+
+static void
+check_drain(gk_ehttp *h)
+{
+	if (!h->drain_fn || h->open)
+		return;
+	pthread_mutex_lock(&h->mu);
+	bool empty = !h->head && !h->sending;
+	pthread_mutex_unlock(&h->mu);
+	if (!empty)
+		return;
+	void (*fn)(gk_ehttp *, void *) = h->drain_fn;
+	h->drain_fn = NULL;
+	fn(h, h->drain_arg);
+}
+
+void
+gk_ehttp_drain(gk_ehttp *h, void (*fn)(gk_ehttp *, void *), void *arg)
+{
+	close_batch(h);
+	h->drain_fn = fn;
+	h->drain_arg = arg;
+	check_drain(h);
+}
+
+size_t
+gk_ehttp_pending(gk_ehttp *h)
+{
+	pthread_mutex_lock(&h->mu);
+	size_t n = h->qrecords;
+	pthread_mutex_unlock(&h->mu);
+	return n + open_records(h);
+}
+
+static void
+curl_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+gk_ehttp *
+gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	gk_ehttp *h = gk_xcalloc(1, sizeof *h);
+	h->ex = ex;
+	h->loop = gk_export_loop(ex);
+	h->url = gk_xstrdup(o->url);
+	h->method = o->method ? gk_xstrdup(o->method) : NULL;
+	h->sep = o->separator ? gk_xstrdup(o->separator) : NULL;
+	h->prefix = o->prefix ? gk_xstrdup(o->prefix) : NULL;
+	h->suffix = o->suffix ? gk_xstrdup(o->suffix) : NULL;
+	h->gzip = o->gzip;
+	h->batch_bytes = o->batch_bytes ? o->batch_bytes : (512u << 10);
+	h->batch_records = o->batch_records ? o->batch_records : 5000;
+	h->batch_ms = o->batch_ms ? o->batch_ms : 1000;
+	h->max_bytes = o->max_bytes ? o->max_bytes : (8u << 20);
+	h->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
+	h->verdict = o->verdict ? o->verdict : default_verdict;
+	h->verdict_arg = o->verdict_arg;
+	gk_backoff_init(&h->backoff, o->backoff_min_ms, o->backoff_max_ms);
+	pthread_once(&once, curl_init);
+	char ct[256];
+	snprintf(ct, sizeof ct, "Content-Type: %s",
+	    o->content_type ? o->content_type : "text/plain; charset=utf-8");
+	h->hdrs = curl_slist_append(h->hdrs, ct);
+	h->hdrs = curl_slist_append(h->hdrs, "Expect:");
+	if (h->gzip)
+		h->hdrs = curl_slist_append(h->hdrs, "Content-Encoding: gzip");
+	for (const char *const *p = o->headers; p && *p; p++)
+		h->hdrs = curl_slist_append(h->hdrs, *p);
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pipe2(h->wake, O_NONBLOCK | O_CLOEXEC) < 0)
+		gk_fatal(GK_EXIT_OSERR, "unable to make a pipe: %s",
+		    strerror(errno));
+	gk_loop_watch(h->loop, h->wake[0], GK_READ, on_wake, h);
+	if (pthread_create(&h->thread, NULL, sender, h))
+		gk_fatal(GK_EXIT_OSERR, "unable to start the sender thread");
+	h->thread_started = true;
+	return h;
+}
+
+void
+gk_ehttp_free(gk_ehttp *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	atomic_store(&h->abort_now, true);
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	if (h->thread_started)
+		pthread_join(h->thread, NULL);
+	report(h);
+	size_t left = open_records(h) + h->qrecords;
+	if (h->open)
+		batch_free(h->open);
+	gk_timer_stop(h->loop, &h->batch_timer);
+	while (h->head) {
+		struct batch *b = h->head;
+		h->head = b->next;
+		batch_free(b);
+	}
+	if (left) {
+		gk_export_dropped(h->ex, left);
+		char f1[64], f2[300];
+		snprintf(f1, sizeof f1, "records=%zu", left);
+		snprintf(f2, sizeof f2, "url=%s", h->url);
+		gk_log(GK_WARN, "exiting: records not delivered, dropped", f2,
+		    f1);
+	}
+	gk_export_queue_change(h->ex, -h->gauge_seen);
+	gk_loop_unwatch(h->loop, h->wake[0]);
+	close(h->wake[0]);
+	close(h->wake[1]);
+	curl_slist_free_all(h->hdrs);
+	pthread_mutex_destroy(&h->mu);
+	pthread_cond_destroy(&h->cv);
+	free(h->url);
+	free(h->method);
+	free(h->sep);
+	free(h->prefix);
+	free(h->suffix);
+	free(h);
+}
