@@ -2,7 +2,12 @@
  * key.c: request keys and the per-key table.  jq keys are compiled once
  * with libjq; the request is handed to jq as parsed JSON only for jq keys,
  * so the other kinds stay on the splice-only fast path.
+ *
+ * libjq (and the libonig and libm it pulls in, about half a megabyte of
+ * resident memory) is loaded with dlopen(3) the first time a jq key is
+ * given, not at every start of every stage that can take -k.
  */
+#include <dlfcn.h>
 #include <jq.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +22,68 @@ struct gk_key_spec {
 	jq_state *jq;
 };
 
+/* The libjq functions key.c calls, found once by jq_load(). */
+static struct {
+	bool loaded;
+	__typeof__(&jq_init) init;
+	__typeof__(&jq_set_error_cb) set_error_cb;
+	__typeof__(&jq_compile) compile;
+	__typeof__(&jq_start) start;
+	__typeof__(&jq_next) next;
+	__typeof__(&jq_teardown) teardown;
+	__typeof__(&jv_parse_sized) parse_sized;
+	__typeof__(&jv_get_kind) get_kind;
+	__typeof__(&jv_copy) copy;
+	__typeof__(&jv_free) free;
+	__typeof__(&jv_string_value) string_value;
+	__typeof__(&jv_string_length_bytes) string_length_bytes;
+	__typeof__(&jv_dump_string) dump_string;
+} J;
+
+#define GK_LIBJQ "libjq.so.1"
+
+/* Exits 71 when libjq is missing: not a usage error. */
+static void
+jq_load(void)
+{
+	if (J.loaded)
+		return;
+	void *h = dlopen(GK_LIBJQ, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		gk_fatal(GK_EXIT_OSERR, "unable to load %s: %s", GK_LIBJQ,
+		    dlerror());
+#define SYM(field, name)                                                  \
+	if (!(*(void **)&J.field = dlsym(h, #name)))                      \
+		gk_fatal(GK_EXIT_OSERR, "unable to find %s in %s", #name, \
+		    GK_LIBJQ);
+	SYM(init, jq_init)
+	SYM(set_error_cb, jq_set_error_cb)
+	SYM(compile, jq_compile)
+	SYM(start, jq_start)
+	SYM(next, jq_next)
+	SYM(teardown, jq_teardown)
+	SYM(parse_sized, jv_parse_sized)
+	SYM(get_kind, jv_get_kind)
+	SYM(copy, jv_copy)
+	SYM(free, jv_free)
+	SYM(string_value, jv_string_value)
+	SYM(string_length_bytes, jv_string_length_bytes)
+	SYM(dump_string, jv_dump_string)
+#undef SYM
+	J.loaded = true; /* h stays open for the life of the process */
+}
+
+static bool
+jv_ok(jv v)
+{
+	return J.get_kind(v) != JV_KIND_INVALID;
+}
+
 static void
 jq_error(void *arg, jv msg)
 {
 	(void)arg;
-	jv_free(msg);
+	J.free(msg);
 }
 
 gk_key_spec *
@@ -40,16 +102,17 @@ gk_key_spec_new(const char *s, const char **why)
 				*p = (char)(*p + 32);
 	} else if (!strncmp(s, "jq:", 3) && s[3]) {
 		k->kind = KEY_JQ;
-		k->jq = jq_init();
+		jq_load();
+		k->jq = J.init();
 		if (!k->jq) {
 			*why = "unable to start jq";
 			free(k);
 			return NULL;
 		}
-		jq_set_error_cb(k->jq, jq_error, NULL);
-		if (!jq_compile(k->jq, s + 3)) {
+		J.set_error_cb(k->jq, jq_error, NULL);
+		if (!J.compile(k->jq, s + 3)) {
 			*why = "jq program does not compile";
-			jq_teardown(&k->jq);
+			J.teardown(&k->jq);
 			free(k);
 			return NULL;
 		}
@@ -67,7 +130,7 @@ gk_key_spec_free(gk_key_spec *k)
 	if (!k)
 		return;
 	if (k->jq)
-		jq_teardown(&k->jq);
+		J.teardown(&k->jq);
 	free(k->header);
 	free(k);
 }
@@ -75,30 +138,30 @@ gk_key_spec_free(gk_key_spec *k)
 static int
 key_jq(const gk_key_spec *k, const gk_msg *msg, gk_buf *out)
 {
-	jv in = jv_parse_sized(msg->line.data, (int)msg->line.len);
-	if (!jv_is_valid(in)) {
-		jv_free(in);
+	jv in = J.parse_sized(msg->line.data, (int)msg->line.len);
+	if (!jv_ok(in)) {
+		J.free(in);
 		return -1;
 	}
-	jq_start(k->jq, in, 0);
-	jv v = jq_next(k->jq);
+	J.start(k->jq, in, 0);
+	jv v = J.next(k->jq);
 	int rc = -1;
-	if (jv_get_kind(v) == JV_KIND_STRING) {
-		gk_buf_add(out, jv_string_value(v),
-		    (size_t)jv_string_length_bytes(jv_copy(v)));
+	if (J.get_kind(v) == JV_KIND_STRING) {
+		gk_buf_add(out, J.string_value(v),
+		    (size_t)J.string_length_bytes(J.copy(v)));
 		rc = 0;
-	} else if (jv_is_valid(v) && jv_get_kind(v) != JV_KIND_NULL) {
-		jv s = jv_dump_string(jv_copy(v), 0);
-		gk_buf_adds(out, jv_string_value(s));
-		jv_free(s);
+	} else if (jv_ok(v) && J.get_kind(v) != JV_KIND_NULL) {
+		jv s = J.dump_string(J.copy(v), 0);
+		gk_buf_adds(out, J.string_value(s));
+		J.free(s);
 		rc = 0;
 	}
-	jv_free(v);
+	J.free(v);
 	/* Drain the rest of the outputs: only the first one counts. */
 	for (;;) {
-		jv more = jq_next(k->jq);
-		bool valid = jv_is_valid(more);
-		jv_free(more);
+		jv more = J.next(k->jq);
+		bool valid = jv_ok(more);
+		J.free(more);
 		if (!valid)
 			break;
 	}

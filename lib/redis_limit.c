@@ -10,7 +10,11 @@
  * lost): the waiting requests, and every request until it is back, get
  * the local limit; one event says so per outage, and the gauge
  * gk_limiter_redis_up shows it.
+ *
+ * hiredis is loaded with dlopen(3) when the first --redis limit is made,
+ * so that a limiter without --redis does not carry it in memory.
  */
+#include <dlfcn.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -18,6 +22,49 @@
 #include <string.h>
 
 #include "redis_limit.h"
+
+/* The hiredis functions called here, found once by hiredis_load(). */
+static struct {
+	bool loaded;
+	__typeof__(&redisAsyncConnect) connect;
+	__typeof__(&redisAsyncFree) free;
+	__typeof__(&redisAsyncHandleRead) handle_read;
+	__typeof__(&redisAsyncHandleWrite) handle_write;
+	__typeof__(&redisAsyncSetConnectCallback) set_connect_cb;
+	__typeof__(&redisAsyncSetDisconnectCallback) set_disconnect_cb;
+	__typeof__(&redisAsyncCommand) command;
+	__typeof__(&redisAsyncCommandArgv) command_argv;
+} H;
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define GK_LIBHIREDIS "libhiredis.so." STR(HIREDIS_SONAME)
+
+/* Exits 71 when the library that hiredis's headers name is missing. */
+static void
+hiredis_load(void)
+{
+	if (H.loaded)
+		return;
+	void *h = dlopen(GK_LIBHIREDIS, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		gk_fatal(GK_EXIT_OSERR, "unable to load %s: %s", GK_LIBHIREDIS,
+		    dlerror());
+#define SYM(field, name)                                                  \
+	if (!(*(void **)&H.field = dlsym(h, #name)))                      \
+		gk_fatal(GK_EXIT_OSERR, "unable to find %s in %s", #name, \
+		    GK_LIBHIREDIS);
+	SYM(connect, redisAsyncConnect)
+	SYM(free, redisAsyncFree)
+	SYM(handle_read, redisAsyncHandleRead)
+	SYM(handle_write, redisAsyncHandleWrite)
+	SYM(set_connect_cb, redisAsyncSetConnectCallback)
+	SYM(set_disconnect_cb, redisAsyncSetDisconnectCallback)
+	SYM(command, redisAsyncCommand)
+	SYM(command_argv, redisAsyncCommandArgv)
+#undef SYM
+	H.loaded = true; /* h stays open for the life of the process */
+}
 
 /*
  * KEYS[1] the key; ARGV: T and tau in microseconds, the longest delay a
@@ -94,9 +141,9 @@ on_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 	gk_redis_limit *r = arg;
 	/* A read may end the connection (and free the context). */
 	if ((ev & GK_READ) && r->ac)
-		redisAsyncHandleRead(r->ac);
+		H.handle_read(r->ac);
 	if ((ev & GK_WRITE) && r->ac)
-		redisAsyncHandleWrite(r->ac);
+		H.handle_write(r->ac);
 }
 
 static void
@@ -207,7 +254,7 @@ drop(gk_redis_limit *r, const char *why)
 	redisAsyncContext *ac = r->ac;
 	went_down(r, why);
 	if (ac)
-		redisAsyncFree(ac);
+		H.free(ac);
 }
 
 static void
@@ -269,7 +316,7 @@ on_connect_timeout(gk_loop *loop, void *arg)
 static void
 start_connect(gk_redis_limit *r)
 {
-	redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+	redisAsyncContext *ac = H.connect(r->host, r->port);
 	if (!ac) {
 		went_down(r, "out of memory");
 		return;
@@ -277,7 +324,7 @@ start_connect(gk_redis_limit *r)
 	if (ac->err) {
 		char why[200];
 		snprintf(why, sizeof why, "%s", ac->errstr);
-		redisAsyncFree(ac);
+		H.free(ac);
 		r->ac = NULL;
 		r->state = R_CONNECTING; /* so went_down does its work */
 		went_down(r, why);
@@ -286,10 +333,10 @@ start_connect(gk_redis_limit *r)
 	attach(r, ac);
 	r->ac = ac;
 	r->state = R_CONNECTING;
-	redisAsyncSetConnectCallback(ac, on_connect);
-	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	H.set_connect_cb(ac, on_connect);
+	H.set_disconnect_cb(ac, on_disconnect);
 	/* Queued now, sent once connected. */
-	redisAsyncCommand(ac, on_script_loaded, NULL, "SCRIPT LOAD %s", script);
+	H.command(ac, on_script_loaded, NULL, "SCRIPT LOAD %s", script);
 	uint64_t ct = r->timeout_ms * 10 < 1000 ? 1000 : r->timeout_ms * 10;
 	gk_timer_start(r->loop, &r->connect_timer, ct, on_connect_timeout, r);
 }
@@ -298,6 +345,7 @@ gk_redis_limit *
 gk_redis_limit_new(gk_loop *loop, const char *host, int port,
     const char *prefix, uint64_t timeout_ms, double per_second, uint64_t burst)
 {
+	hiredis_load();
 	gk_redis_limit *r = gk_xcalloc(1, sizeof *r);
 	r->loop = loop;
 	r->host = gk_xstrdup(host);
@@ -328,7 +376,7 @@ gk_redis_limit_free(gk_redis_limit *r)
 	r->ac = NULL;
 	r->state = R_DOWN;
 	if (ac)
-		redisAsyncFree(ac);
+		H.free(ac);
 	free(r->host);
 	free(r->prefix);
 	free(r);
@@ -438,7 +486,7 @@ send_op(gk_redis_limit *r, gk_redis_op *op, bool by_sha)
 	size_t len[8];
 	for (int i = 0; i < 8; i++)
 		len[i] = strlen(argv[i]);
-	return redisAsyncCommandArgv(r->ac, on_reply, op, 8, argv, len) ==
+	return H.command_argv(r->ac, on_reply, op, 8, argv, len) ==
 	    REDIS_OK;
 }
 
