@@ -160,8 +160,8 @@ for i in range(100):
 
 @test "a route command that dies is reported, restarted on the next event, losses counted" {
 	mkfifo "$T/fifo"
-	start_bg filt env GK_EVENTS_FD=2 gk-filter \
-		--route '.level == "error"' "sh -c 'head -n 1 >> $T/got'" . <"$T/fifo"
+	start_bg_in "$T/fifo" filt env GK_EVENTS_FD=2 gk-filter \
+		--route '.level == "error"' "sh -c 'head -n 1 >> $T/got'" .
 	# Hold the fifo open and feed it one event at a time.
 	exec 4>"$T/fifo"
 	for i in 1 2 3; do
@@ -184,7 +184,7 @@ for i in range(100):
 
 @test "a live stream is answered line by line, not held back" {
 	mkfifo "$T/fifo"
-	start_bg live gk-filter '.n' <"$T/fifo"
+	start_bg_in "$T/fifo" live gk-filter '.n'
 	exec 4>"$T/fifo"
 	echo '{"n":1}' >&4
 	wait_grep '^1$' "$T/live.out" 10
@@ -197,7 +197,7 @@ for i in range(100):
 
 @test "SIGUSR1 writes a metrics snapshot; SIGTERM ends with status 0" {
 	mkfifo "$T/fifo"
-	start_bg sig env GK_EVENTS_FD=2 gk-filter . <"$T/fifo"
+	start_bg_in "$T/fifo" sig env GK_EVENTS_FD=2 gk-filter .
 	exec 4>"$T/fifo"
 	echo '{"n":1}' >&4
 	wait_grep '"n":1' "$T/sig.out" 10

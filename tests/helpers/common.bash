@@ -33,15 +33,35 @@ s.close()'
 # start_bg NAME CMD ARGS...: run CMD in its own session and process group,
 # stdout in $BATS_TEST_TMPDIR/NAME.out, stderr in NAME.err, pid in NAME.pid.
 # The pid is the process group id.  Also sets $BG_PID.
+# Its stdin is /dev/null unless the caller redirected it
+# (`start_bg NAME CMD <FILE`).  For a fifo use start_bg_in: the caller's
+# shell would block opening a fifo that has no writer yet.
 start_bg() {
 	local name=$1
 	shift
+	if [ "$(readlink /proc/$BASHPID/fd/0)" != "$GK_BATS_STDIN" ]; then
+		start_bg_in /dev/stdin "$name" "$@"
+	else
+		start_bg_in /dev/null "$name" "$@"
+	fi
+}
+
+# start_bg_in FILE NAME CMD ARGS...: start_bg with stdin from FILE, opened
+# by the background process itself (so a fifo's writer may come later).
+start_bg_in() {
+	local in=$1 name=$2
+	shift 2
 	local d="$BATS_TEST_TMPDIR"
-	setsid "$@" >"$d/$name.out" 2>"$d/$name.err" </dev/null &
+	if [ "$in" = /dev/stdin ]; then
+		setsid "$@" >"$d/$name.out" 2>"$d/$name.err" &
+	else
+		setsid "$@" >"$d/$name.out" 2>"$d/$name.err" <"$in" &
+	fi
 	BG_PID=$!
 	echo "$BG_PID" >"$d/$name.pid"
 	echo "$name" >>"$d/.bg_names"
 }
+GK_BATS_STDIN=$(readlink /proc/$BASHPID/fd/0)
 
 # bg_pid NAME: the pid start_bg recorded.
 bg_pid() {
