@@ -1,0 +1,352 @@
+/*
+ * gk-export-otlp: send the events read on stdin to an OpenTelemetry
+ * collector over OTLP/HTTP with JSON encoding: spans to /v1/traces,
+ * metrics snapshots to /v1/metrics, every other event to /v1/logs.
+ * See gk-export-otlp(1); the encoding is in lib/otlp_json.c.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "otlp.h"
+
+#define MAX_HEADERS 32
+#define MAX_PROCS 10000
+
+enum { SIG_TRACES, SIG_METRICS, SIG_LOGS, NSIG_ };
+
+static const char *const sig_name[NSIG_] = {"traces", "metrics", "logs"};
+static const char *const sig_prefix[NSIG_] = {
+    "{\"resourceSpans\":[", "{\"resourceMetrics\":[", "{\"resourceLogs\":["};
+
+static struct {
+	gk_export *ex;
+	gk_ehttp *h[NSIG_];
+	int draining;
+	gk_smap *starts; /* "proc\0pid" -> process start, ns (uint64_t *) */
+	gk_buf rec, key;
+	gk_series *m_invalid;
+	uint64_t invalid_logged_ms;
+	uint64_t invalid_since_log;
+} O;
+
+/* OTLP/HTTP: retry only what the specification calls retryable. */
+static enum gk_ehttp_verdict
+verdict(long status, void *arg)
+{
+	(void)arg;
+	if (status >= 200 && status < 300)
+		return GK_EHTTP_OK;
+	if (status == 0 || status == 429 || status == 502 || status == 503 ||
+	    status == 504)
+		return GK_EHTTP_RETRY;
+	return GK_EHTTP_DROP;
+}
+
+static void
+invalid(gk_export *ex, const char *why)
+{
+	gk_export_dropped(ex, 1);
+	gk_counter_add(O.m_invalid, 1);
+	O.invalid_since_log++;
+	uint64_t now = gk_monotonic_ms();
+	if (O.invalid_logged_ms && now - O.invalid_logged_ms < 1000)
+		return; /* at most one a second, with the count */
+	char f1[160], f2[64];
+	snprintf(f1, sizeof f1, "reason=%s", why);
+	snprintf(f2, sizeof f2, "count=%llu",
+	    (unsigned long long)O.invalid_since_log);
+	gk_log(GK_ERROR, "event not encodable as OTLP: dropped", f1, f2);
+	O.invalid_logged_ms = now;
+	O.invalid_since_log = 0;
+}
+
+/* The start of the process of a metrics event: from its snapshot, or as
+ * remembered from an earlier part. */
+static uint64_t
+process_start(const gk_event *ev)
+{
+	gk_buf *k = &O.key;
+	gk_buf_reset(k);
+	gk_event_text(ev->proc, k);
+	gk_buf_addc(k, 0);
+	gk_event_text(ev->pid, k);
+	uint64_t ns = 0;
+	uint64_t *slot = gk_smap_get(O.starts, k->data, k->len);
+	if (gk_otlp_snapshot_start(ev, &ns)) {
+		if (!slot) {
+			if (gk_smap_count(O.starts) >= MAX_PROCS)
+				return ns; /* not remembered past the bound */
+			slot = gk_xmalloc(sizeof *slot);
+			*gk_smap_slot(O.starts, k->data, k->len, true) = slot;
+		}
+		*slot = ns;
+		return ns;
+	}
+	return slot ? *slot : 0;
+}
+
+static void
+on_event(gk_export *ex, const gk_event *ev, void *arg)
+{
+	(void)arg;
+	const char *why = NULL;
+	int r;
+	int sig;
+	gk_buf_reset(&O.rec);
+	if (ev->type == GK_EV_SPAN) {
+		sig = SIG_TRACES;
+		if (!O.h[sig])
+			return;
+		r = gk_otlp_span(ev, &O.rec, &why);
+	} else if (ev->type == GK_EV_METRICS) {
+		sig = SIG_METRICS;
+		if (!O.h[sig])
+			return;
+		r = gk_otlp_metrics(ev, process_start(ev), &O.rec, &why);
+	} else {
+		sig = SIG_LOGS;
+		if (!O.h[sig])
+			return;
+		r = gk_otlp_log(ev, &O.rec, &why);
+	}
+	if (r < 0)
+		invalid(ex, why);
+	else if (r == 0)
+		gk_ehttp_add(O.h[sig], O.rec.data, O.rec.len);
+	if (O.rec.cap > (1u << 20))
+		gk_buf_free(&O.rec);
+}
+
+static void
+drained(gk_ehttp *h, void *arg)
+{
+	(void)h;
+	gk_export *ex = arg;
+	if (--O.draining == 0)
+		gk_export_done(ex);
+}
+
+static void
+on_drain(gk_export *ex, void *arg)
+{
+	(void)arg;
+	O.draining = 1; /* held until every drain is asked for */
+	for (int i = 0; i < NSIG_; i++) {
+		if (O.h[i]) {
+			O.draining++;
+			gk_ehttp_drain(O.h[i], drained, ex);
+		}
+	}
+	drained(NULL, ex);
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: gk-export-otlp [OPTIONS] [URL]\n"
+	    "Send events to an OpenTelemetry collector over OTLP/HTTP (JSON):\n"
+	    "spans to URL/v1/traces, metrics to URL/v1/metrics, the others "
+	    "to URL/v1/logs.\n"
+	    "  URL                    base URL (http://127.0.0.1:4318)\n"
+	    "  -H, --header K=V       add a request header (auth); repeatable\n"
+	    "  -z, --gzip             compress bodies (Content-Encoding: gzip)\n"
+	    "  --signals LIST         of traces,metrics,logs (all)\n"
+	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
+	    "  --batch-records N      ... or N records (1000)\n"
+	    "  --batch-interval DUR   ... or DUR after its first record (1s)\n"
+	    "  --max-queue SIZE       batches waiting, per signal (8MiB)\n"
+	    "  --timeout DUR          per request (10s)\n"
+	    "  --retry-min DUR        first retry delay (500ms)\n"
+	    "  --retry-max DUR        longest retry delay (30s)\n"
+	    "  -h, --help             this help\n"
+	    "  -V, --version          version\n");
+}
+
+static uint64_t
+duration_arg(const char *opt, const char *v, uint64_t min)
+{
+	uint64_t ms;
+	if (gk_parse_duration_ms(v, &ms) < 0 || ms < min)
+		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
+		               "or 2s, at least %llums)",
+		    opt, v, (unsigned long long)min);
+	return ms;
+}
+
+static size_t
+size_arg(const char *opt, const char *v, size_t min)
+{
+	size_t n;
+	if (gk_parse_size(v, &n) < 0 || n < min)
+		gk_usage_error("bad %s: %s (expected a size such as 64KiB, at "
+		               "least %zu bytes)",
+		    opt, v, min);
+	return n;
+}
+
+/* "Name=value" as "Name: value"; NULL when malformed. */
+static char *
+header_arg(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	if (!eq || eq == arg)
+		return NULL;
+	for (const char *p = arg; p < eq; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c <= ' ' || c >= 127 || strchr("()<>@,;:\\\"/[]?={}", c))
+			return NULL;
+	}
+	if (strpbrk(eq + 1, "\r\n"))
+		return NULL;
+	gk_buf b = {0};
+	gk_buf_add(&b, arg, (size_t)(eq - arg));
+	gk_buf_adds(&b, ": ");
+	gk_buf_adds(&b, eq + 1);
+	return gk_buf_cstr(&b);
+}
+
+int
+main(int argc, char **argv)
+{
+	gk_events_init("gk-export-otlp");
+	gk_ehttp_opts o = {.content_type = "application/json",
+	                   .separator = ",",
+	                   .suffix = "]}",
+	                   .batch_records = 1000,
+	                   .backoff_min_ms = 500,
+	                   .verdict = verdict};
+	const char *headers[MAX_HEADERS + 1] = {0};
+	int nheaders = 0;
+	bool want[NSIG_] = {true, true, true};
+	static const struct option opts[] = {
+	    {"header", required_argument, NULL, 'H'},
+	    {"gzip", no_argument, NULL, 'z'},
+	    {"signals", required_argument, NULL, 's'},
+	    {"batch-bytes", required_argument, NULL, 'b'},
+	    {"batch-records", required_argument, NULL, 'r'},
+	    {"batch-interval", required_argument, NULL, 'i'},
+	    {"max-queue", required_argument, NULL, 'q'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"retry-min", required_argument, NULL, 'm'},
+	    {"retry-max", required_argument, NULL, 'M'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0}};
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "H:zhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			if (nheaders == MAX_HEADERS)
+				gk_usage_error("too many --header options "
+				               "(at most %d)",
+				    MAX_HEADERS);
+			if (!(headers[nheaders++] = header_arg(optarg)))
+				gk_usage_error("bad --header: %s (expected "
+				               "NAME=VALUE)",
+				    optarg);
+			break;
+		case 'z': o.gzip = true; break;
+		case 's': {
+			want[0] = want[1] = want[2] = false;
+			char *dup = gk_xstrdup(optarg), *save = NULL;
+			for (char *t = strtok_r(dup, ",", &save); t;
+			     t = strtok_r(NULL, ",", &save)) {
+				int i;
+				for (i = 0; i < NSIG_; i++)
+					if (!strcmp(t, sig_name[i]))
+						break;
+				if (i == NSIG_)
+					gk_usage_error("bad --signals: %s "
+					               "(expected traces, "
+					               "metrics, logs)",
+					    t);
+				want[i] = true;
+			}
+			free(dup);
+			break;
+		}
+		case 'b': o.batch_bytes = size_arg("--batch-bytes", optarg, 1024); break;
+		case 'r':
+			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
+				gk_usage_error("bad --batch-records: %s "
+				               "(expected 1 to 1000000)",
+				    optarg);
+			o.batch_records = v;
+			break;
+		case 'i': o.batch_ms = duration_arg("--batch-interval", optarg, 1); break;
+		case 'q': o.max_bytes = size_arg("--max-queue", optarg, 4096); break;
+		case 't': o.timeout_ms = duration_arg("--timeout", optarg, 1); break;
+		case 'm': o.backoff_min_ms = duration_arg("--retry-min", optarg, 1); break;
+		case 'M': o.backoff_max_ms = duration_arg("--retry-max", optarg, 1); break;
+		case 'h': usage(stdout); return 0;
+		case 'V': gk_export_version("gk-export-otlp"); return 0;
+		default: usage(stderr); return GK_EXIT_USAGE;
+		}
+	}
+	const char *base = "http://127.0.0.1:4318";
+	if (optind < argc)
+		base = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [URL])",
+		    argv[optind]);
+	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
+		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
+		               "https://...)",
+		    base);
+	if (o.backoff_max_ms && o.backoff_max_ms < o.backoff_min_ms)
+		gk_usage_error("bad --retry-max: shorter than --retry-min");
+	if (o.max_bytes && o.batch_bytes && o.batch_bytes > o.max_bytes)
+		gk_usage_error("bad --batch-bytes: larger than --max-queue");
+	o.headers = headers;
+
+	gk_export_def def = {.name = "otlp", .on_event = on_event,
+	                     .on_drain = on_drain};
+	O.ex = gk_export_new(&def);
+	O.starts = gk_smap_new();
+	O.m_invalid = gk_metric_series(gk_counter_new(
+	    "gk_export_otlp_invalid_total",
+	    "Events that could not be encoded as OTLP (bad ids, times)", NULL));
+	size_t blen = strlen(base);
+	while (blen && base[blen - 1] == '/')
+		blen--;
+	char url[NSIG_][2048];
+	for (int i = 0; i < NSIG_; i++) {
+		if (!want[i])
+			continue;
+		snprintf(url[i], sizeof url[i], "%.*s/v1/%s", (int)blen, base,
+		    sig_name[i]);
+		o.url = url[i];
+		o.prefix = sig_prefix[i];
+		O.h[i] = gk_ehttp_new(O.ex, &o);
+	}
+	char f[2100];
+	snprintf(f, sizeof f, "url=%.*s", (int)blen, base);
+	gk_log(GK_INFO, "sending OTLP/HTTP JSON", f);
+	int status = gk_export_run(O.ex);
+	size_t left = 0;
+	for (int i = 0; i < NSIG_; i++) {
+		if (!O.h[i])
+			continue;
+		left += gk_ehttp_pending(O.h[i]);
+		gk_ehttp_free(O.h[i]);
+	}
+	if (left) { /* what was dropped at exit shows in a last snapshot */
+		gk_metrics_snapshot();
+		gk_events_flush();
+	}
+	size_t pos = 0;
+	const char *key;
+	void *val;
+	while (gk_smap_next(O.starts, &pos, &key, &val))
+		free(val);
+	gk_smap_free(O.starts);
+	gk_buf_free(&O.rec);
+	gk_buf_free(&O.key);
+	for (int i = 0; i < nheaders; i++)
+		free((char *)headers[i]);
+	return status;
+}

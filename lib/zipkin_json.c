@@ -1,0 +1,164 @@
+/*
+ * zipkin_json.c: span events as Zipkin v2 JSON span objects (see otlp.h),
+ * as zipkin-api's zipkin2-api.yaml describes them: lowercase hex ids,
+ * timestamp and duration in microseconds (JSON numbers), kind in upper
+ * case (absent for a local span), localEndpoint.serviceName, tags a map of
+ * strings.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "otlp.h"
+
+/* A JSON value as a Zipkin tag value: a string. */
+static void
+tag_value(gk_jw *w, gk_json v)
+{
+	if (v.type == GK_JSON_STRING)
+		gk_jw_raw(w, v.p, v.len);
+	else
+		gk_jw_string(w, v.p, v.len); /* its JSON text */
+}
+
+static void
+remote_endpoint(gk_jw *w, gk_json attrs)
+{
+	gk_json addr = gk_json_member(attrs, "client.address");
+	gk_json port = gk_json_member(attrs, "client.port");
+	gk_buf a = {0};
+	if (addr.type == GK_JSON_STRING)
+		gk_json_string(addr, &a);
+	const char *s = gk_buf_cstr(&a);
+	unsigned char bin[16];
+	const char *key = NULL;
+	if (inet_pton(AF_INET, s, bin) == 1)
+		key = "ipv4";
+	else if (inet_pton(AF_INET6, s, bin) == 1)
+		key = "ipv6";
+	int64_t p = 0;
+	bool has_port = gk_json_int(port, &p) && p > 0 && p < 65536;
+	if (key) {
+		gk_jw_key(w, "remoteEndpoint");
+		gk_jw_object(w);
+		gk_jw_key(w, key);
+		gk_jw_cstr(w, s);
+		if (has_port) {
+			gk_jw_key(w, "port");
+			gk_jw_int(w, p);
+		}
+		gk_jw_object_end(w);
+	}
+	gk_buf_free(&a);
+}
+
+int
+gk_zipkin_span(const gk_event *ev, gk_buf *out, const char **why)
+{
+	static const char *const kinds[][2] = {
+	    {"server", "SERVER"},     {"client", "CLIENT"},
+	    {"producer", "PRODUCER"}, {"consumer", "CONSUMER"},
+	    {"SERVER", "SERVER"},     {"CLIENT", "CLIENT"},
+	    {"PRODUCER", "PRODUCER"}, {"CONSUMER", "CONSUMER"}};
+	const gk_wire_msg *m = ev->msg;
+	char trace[33], span[17], parent[17];
+	int64_t start_us, dur_us = 0;
+	if (!gk_otlp_hex_id(gk_wire_get(m, "trace_id"), 32, trace)) {
+		*why = "trace_id is not 32 hexadecimal digits";
+		return -1;
+	}
+	if (!gk_otlp_hex_id(gk_wire_get(m, "span_id"), 16, span)) {
+		*why = "span_id is not 16 hexadecimal digits";
+		return -1;
+	}
+	gk_json pj = gk_wire_get(m, "parent_id");
+	bool has_parent = pj.type != GK_JSON_NONE && pj.type != GK_JSON_NULL;
+	if (has_parent && !gk_otlp_hex_id(pj, 16, parent)) {
+		*why = "parent_id is not 16 hexadecimal digits";
+		return -1;
+	}
+	if (!gk_json_int(gk_wire_get(m, "start_us"), &start_us) ||
+	    start_us <= 0) {
+		*why = "start_us is not a count of microseconds";
+		return -1;
+	}
+	gk_json dj = gk_wire_get(m, "duration_us");
+	if (dj.type != GK_JSON_NONE &&
+	    (!gk_json_int(dj, &dur_us) || dur_us < 0)) {
+		*why = "duration_us is not a count of microseconds";
+		return -1;
+	}
+	gk_json name = gk_wire_get(m, "name");
+	gk_json kind = gk_wire_get(m, "kind");
+	gk_json attrs = gk_wire_get(m, "attrs");
+	if (attrs.type != GK_JSON_OBJECT)
+		attrs = (gk_json){GK_JSON_OBJECT, "{}", 2};
+
+	gk_jw w;
+	gk_jw_init(&w, out);
+	gk_jw_object(&w);
+	gk_jw_key(&w, "traceId");
+	gk_jw_cstr(&w, trace);
+	gk_jw_key(&w, "id");
+	gk_jw_cstr(&w, span);
+	if (has_parent) {
+		gk_jw_key(&w, "parentId");
+		gk_jw_cstr(&w, parent);
+	}
+	if (name.type == GK_JSON_STRING) {
+		gk_jw_key(&w, "name");
+		gk_jw_raw(&w, name.p, name.len);
+	}
+	for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+		if (gk_json_eq(kind, kinds[i][0])) {
+			gk_jw_key(&w, "kind");
+			gk_jw_cstr(&w, kinds[i][1]);
+			break;
+		}
+	}
+	gk_jw_key(&w, "timestamp");
+	gk_jw_int(&w, start_us);
+	/* Zipkin rounds a duration under 1 us up to 1. */
+	gk_jw_key(&w, "duration");
+	gk_jw_int(&w, dur_us < 1 ? 1 : dur_us);
+	gk_jw_key(&w, "localEndpoint");
+	gk_jw_object(&w);
+	gk_jw_key(&w, "serviceName");
+	if (ev->svc.type == GK_JSON_STRING && ev->svc.len > 2)
+		gk_jw_raw(&w, ev->svc.p, ev->svc.len);
+	else if (ev->proc.type == GK_JSON_STRING)
+		gk_jw_raw(&w, ev->proc.p, ev->proc.len);
+	else
+		gk_jw_cstr(&w, "unknown");
+	gk_jw_object_end(&w);
+	remote_endpoint(&w, attrs);
+	gk_jw_key(&w, "tags");
+	gk_jw_object(&w);
+	gk_json_iter it;
+	gk_json k, v;
+	bool has_error_tag = false;
+	gk_json_iter_init(&it, attrs);
+	while (gk_json_iter_next(&it, &k, &v)) {
+		if (v.type == GK_JSON_NULL)
+			continue;
+		if (gk_json_eq(k, "error"))
+			has_error_tag = true;
+		gk_jw_raw(&w, k.p, k.len);
+		gk_buf_addc(out, ':');
+		w.after_key = true;
+		tag_value(&w, v);
+	}
+	if (gk_json_eq(gk_wire_get(m, "status"), "error") && !has_error_tag) {
+		/* Zipkin marks a failed span with an "error" tag holding
+		 * the error's description. */
+		gk_json et = gk_json_member(attrs, "error.type");
+		gk_jw_key(&w, "error");
+		if (et.type == GK_JSON_STRING)
+			gk_jw_raw(&w, et.p, et.len);
+		else
+			gk_jw_cstr(&w, "error");
+	}
+	gk_jw_object_end(&w);
+	gk_jw_object_end(&w);
+	return 0;
+}
