@@ -187,27 +187,6 @@ size_arg(const char *opt, const char *v, size_t min)
 	return n;
 }
 
-/* "Name=value" as "Name: value"; NULL when malformed. */
-static char *
-header_arg(const char *arg)
-{
-	const char *eq = strchr(arg, '=');
-	if (!eq || eq == arg)
-		return NULL;
-	for (const char *p = arg; p < eq; p++) {
-		unsigned char c = (unsigned char)*p;
-		if (c <= ' ' || c >= 127 || strchr("()<>@,;:\\\"/[]?={}", c))
-			return NULL;
-	}
-	if (strpbrk(eq + 1, "\r\n"))
-		return NULL;
-	gk_buf b = {0};
-	gk_buf_add(&b, arg, (size_t)(eq - arg));
-	gk_buf_adds(&b, ": ");
-	gk_buf_adds(&b, eq + 1);
-	return gk_buf_cstr(&b);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -244,7 +223,7 @@ main(int argc, char **argv)
 				gk_usage_error("too many --header options "
 				               "(at most %d)",
 				    MAX_HEADERS);
-			if (!(headers[nheaders++] = header_arg(optarg)))
+			if (!(headers[nheaders++] = gk_ehttp_header_arg(optarg)))
 				gk_usage_error("bad --header: %s (expected "
 				               "NAME=VALUE)",
 				    optarg);

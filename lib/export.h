@@ -235,6 +235,9 @@ void gk_ehttp_flush(gk_ehttp *h);
 void gk_ehttp_drain(gk_ehttp *h, void (*fn)(gk_ehttp *, void *), void *arg);
 /* Records not yet acknowledged (open batch, queued, in flight). */
 size_t gk_ehttp_pending(gk_ehttp *h);
+/* A command line's "Name=value" as a header line "Name: value" (malloc'd);
+ * NULL when the name is not an HTTP token or the value holds CR or LF. */
+char *gk_ehttp_header_arg(const char *arg);
 void gk_ehttp_free(gk_ehttp *h);
 
 /* ------------------------------------------------------------------ */

@@ -553,6 +553,26 @@ gk_ehttp_drain(gk_ehttp *h, void (*fn)(gk_ehttp *, void *), void *arg)
 	check_drain(h);
 }
 
+char *
+gk_ehttp_header_arg(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	if (!eq || eq == arg)
+		return NULL;
+	for (const char *p = arg; p < eq; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c <= ' ' || c >= 127 || strchr("()<>@,;:\\\"/[]?={}", c))
+			return NULL;
+	}
+	if (strpbrk(eq + 1, "\r\n"))
+		return NULL;
+	gk_buf b = {0};
+	gk_buf_add(&b, arg, (size_t)(eq - arg));
+	gk_buf_adds(&b, ": ");
+	gk_buf_adds(&b, eq + 1);
+	return gk_buf_cstr(&b);
+}
+
 size_t
 gk_ehttp_pending(gk_ehttp *h)
 {

@@ -1,0 +1,226 @@
+/*
+ * gk-export-zipkin: send the span events read on stdin to Zipkin, as a
+ * JSON array of v2 spans POSTed to /api/v2/spans.  Other events are not
+ * for Zipkin and are passed over.  See gk-export-zipkin(1); the encoding
+ * is in lib/zipkin_json.c.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "otlp.h"
+
+#define MAX_HEADERS 32
+
+static struct {
+	gk_ehttp *h;
+	gk_buf rec;
+	gk_series *m_invalid, *m_skipped;
+	uint64_t invalid_logged_ms, invalid_since_log;
+} Z;
+
+static void
+invalid(gk_export *ex, const char *why)
+{
+	gk_export_dropped(ex, 1);
+	gk_counter_add(Z.m_invalid, 1);
+	Z.invalid_since_log++;
+	uint64_t now = gk_monotonic_ms();
+	if (Z.invalid_logged_ms && now - Z.invalid_logged_ms < 1000)
+		return; /* at most one a second, with the count */
+	char f1[160], f2[64];
+	snprintf(f1, sizeof f1, "reason=%s", why);
+	snprintf(f2, sizeof f2, "count=%llu",
+	    (unsigned long long)Z.invalid_since_log);
+	gk_log(GK_ERROR, "span not encodable for Zipkin: dropped", f1, f2);
+	Z.invalid_logged_ms = now;
+	Z.invalid_since_log = 0;
+}
+
+static void
+on_event(gk_export *ex, const gk_event *ev, void *arg)
+{
+	(void)arg;
+	if (ev->type != GK_EV_SPAN) {
+		gk_counter_add(Z.m_skipped, 1);
+		return;
+	}
+	const char *why = NULL;
+	gk_buf_reset(&Z.rec);
+	if (gk_zipkin_span(ev, &Z.rec, &why) < 0)
+		invalid(ex, why);
+	else
+		gk_ehttp_add(Z.h, Z.rec.data, Z.rec.len);
+	if (Z.rec.cap > (1u << 20))
+		gk_buf_free(&Z.rec);
+}
+
+static void
+drained(gk_ehttp *h, void *arg)
+{
+	(void)h;
+	gk_export_done(arg);
+}
+
+static void
+on_drain(gk_export *ex, void *arg)
+{
+	(void)arg;
+	gk_ehttp_drain(Z.h, drained, ex);
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: gk-export-zipkin [OPTIONS] [URL]\n"
+	    "Send span events to Zipkin: JSON v2 spans POSTed to "
+	    "URL/api/v2/spans.\n"
+	    "  URL                    Zipkin's base URL (http://127.0.0.1:9411)\n"
+	    "  -H, --header K=V       add a request header (auth); repeatable\n"
+	    "  -z, --gzip             compress bodies (Content-Encoding: gzip)\n"
+	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
+	    "  --batch-records N      ... or N spans (1000)\n"
+	    "  --batch-interval DUR   ... or DUR after its first span (1s)\n"
+	    "  --max-queue SIZE       batches waiting (8MiB)\n"
+	    "  --timeout DUR          per request (10s)\n"
+	    "  --retry-min DUR        first retry delay (500ms)\n"
+	    "  --retry-max DUR        longest retry delay (30s)\n"
+	    "  -h, --help             this help\n"
+	    "  -V, --version          version\n");
+}
+
+static uint64_t
+duration_arg(const char *opt, const char *v)
+{
+	uint64_t ms;
+	if (gk_parse_duration_ms(v, &ms) < 0 || ms < 1)
+		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
+		               "or 2s)",
+		    opt, v);
+	return ms;
+}
+
+static size_t
+size_arg(const char *opt, const char *v, size_t min)
+{
+	size_t n;
+	if (gk_parse_size(v, &n) < 0 || n < min)
+		gk_usage_error("bad %s: %s (expected a size such as 64KiB, at "
+		               "least %zu bytes)",
+		    opt, v, min);
+	return n;
+}
+
+int
+main(int argc, char **argv)
+{
+	gk_events_init("gk-export-zipkin");
+	gk_ehttp_opts o = {.content_type = "application/json",
+	                   .prefix = "[",
+	                   .separator = ",",
+	                   .suffix = "]",
+	                   .batch_records = 1000,
+	                   .backoff_min_ms = 500};
+	const char *headers[MAX_HEADERS + 1] = {0};
+	int nheaders = 0;
+	static const struct option opts[] = {
+	    {"header", required_argument, NULL, 'H'},
+	    {"gzip", no_argument, NULL, 'z'},
+	    {"batch-bytes", required_argument, NULL, 'b'},
+	    {"batch-records", required_argument, NULL, 'r'},
+	    {"batch-interval", required_argument, NULL, 'i'},
+	    {"max-queue", required_argument, NULL, 'q'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"retry-min", required_argument, NULL, 'm'},
+	    {"retry-max", required_argument, NULL, 'M'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0}};
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "H:zhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			if (nheaders == MAX_HEADERS)
+				gk_usage_error("too many --header options "
+				               "(at most %d)",
+				    MAX_HEADERS);
+			if (!(headers[nheaders++] = gk_ehttp_header_arg(optarg)))
+				gk_usage_error("bad --header: %s (expected "
+				               "NAME=VALUE)",
+				    optarg);
+			break;
+		case 'z': o.gzip = true; break;
+		case 'b': o.batch_bytes = size_arg("--batch-bytes", optarg, 1024); break;
+		case 'r':
+			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
+				gk_usage_error("bad --batch-records: %s "
+				               "(expected 1 to 1000000)",
+				    optarg);
+			o.batch_records = v;
+			break;
+		case 'i': o.batch_ms = duration_arg("--batch-interval", optarg); break;
+		case 'q': o.max_bytes = size_arg("--max-queue", optarg, 4096); break;
+		case 't': o.timeout_ms = duration_arg("--timeout", optarg); break;
+		case 'm': o.backoff_min_ms = duration_arg("--retry-min", optarg); break;
+		case 'M': o.backoff_max_ms = duration_arg("--retry-max", optarg); break;
+		case 'h': usage(stdout); return 0;
+		case 'V': gk_export_version("gk-export-zipkin"); return 0;
+		default: usage(stderr); return GK_EXIT_USAGE;
+		}
+	}
+	const char *base = "http://127.0.0.1:9411";
+	if (optind < argc)
+		base = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [URL])",
+		    argv[optind]);
+	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
+		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
+		               "https://...)",
+		    base);
+	if (o.backoff_max_ms && o.backoff_max_ms < o.backoff_min_ms)
+		gk_usage_error("bad --retry-max: shorter than --retry-min");
+	if (o.max_bytes && o.batch_bytes && o.batch_bytes > o.max_bytes)
+		gk_usage_error("bad --batch-bytes: larger than --max-queue");
+	o.headers = headers;
+	/* The base URL, or the full one already ending in /api/v2/spans. */
+	char url[2048];
+	size_t blen = strlen(base);
+	while (blen && base[blen - 1] == '/')
+		blen--;
+	static const char path[] = "/api/v2/spans";
+	if (blen >= sizeof path - 1 &&
+	    !memcmp(base + blen - (sizeof path - 1), path, sizeof path - 1))
+		snprintf(url, sizeof url, "%.*s", (int)blen, base);
+	else
+		snprintf(url, sizeof url, "%.*s%s", (int)blen, base, path);
+	o.url = url;
+
+	gk_export_def def = {.name = "zipkin", .on_event = on_event,
+	                     .on_drain = on_drain};
+	gk_export *ex = gk_export_new(&def);
+	Z.m_invalid = gk_metric_series(gk_counter_new(
+	    "gk_export_zipkin_invalid_total",
+	    "Span events that could not be encoded (bad ids, times)", NULL));
+	Z.m_skipped = gk_metric_series(gk_counter_new(
+	    "gk_export_zipkin_skipped_total",
+	    "Events passed over: not spans", NULL));
+	Z.h = gk_ehttp_new(ex, &o);
+	char f[2100];
+	snprintf(f, sizeof f, "url=%s", url);
+	gk_log(GK_INFO, "sending Zipkin v2 spans", f);
+	int status = gk_export_run(ex);
+	size_t left = gk_ehttp_pending(Z.h);
+	gk_ehttp_free(Z.h);
+	if (left) { /* what was dropped at exit shows in a last snapshot */
+		gk_metrics_snapshot();
+		gk_events_flush();
+	}
+	gk_buf_free(&Z.rec);
+	for (int i = 0; i < nheaders; i++)
+		free((char *)headers[i]);
+	return status;
+}
