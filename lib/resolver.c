@@ -16,6 +16,7 @@ struct gk_resolver {
 	void *arg;
 	const gk_resolver_source *src;
 	void *state;
+	char *uri;
 	gk_endpoint *set;
 	size_t n;
 	bool published, failing;
@@ -60,8 +61,10 @@ gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
 		s[k++] = s[i];
 	}
 	if (r->failing) {
+		char u[300];
+		snprintf(u, sizeof u, "source=%s", r->uri);
 		r->failing = false;
-		gk_log(GK_INFO, "resolver source recovered");
+		gk_log(GK_INFO, "resolver source recovered", u);
 	}
 	gk_timer_stop(r->loop, &r->invalidate);
 	if (r->published && same_set(r->set, r->n, s, k)) {
@@ -82,7 +85,9 @@ on_invalidate(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	gk_resolver *r = arg;
-	gk_log(GK_WARN, "resolver: last good set invalidated");
+	char u[300];
+	snprintf(u, sizeof u, "source=%s", r->uri);
+	gk_log(GK_WARN, "resolver: last good set invalidated", u);
 	r->n = 0;
 	gk_gauge_set(r->m_size, 0);
 	r->fn(r->set, 0, r->arg);
@@ -93,15 +98,19 @@ gk__resolver_error(gk_resolver *r, const char *what)
 {
 	gk_counter_add(r->m_errors, 1);
 	if (!r->failing) {
-		char w[300];
+		char w[300], u[300];
 		snprintf(w, sizeof w, "error=%s", what);
-		gk_log(GK_WARN, "resolver source failed: keeping the last good set",
-		    w);
+		snprintf(u, sizeof u, "source=%s", r->uri);
+		gk_log(GK_WARN, r->n ?
+		    "resolver source failed: keeping the last good set" :
+		    "resolver source failed", w, u);
 		r->failing = true;
 		if (r->opts.invalidate_after_ms && r->n)
 			gk_timer_start(r->loop, &r->invalidate,
 			    r->opts.invalidate_after_ms, on_invalidate, r);
 	}
+	if (r->opts.on_error)
+		r->opts.on_error(what, r->opts.error_arg);
 }
 
 gk_resolver *
@@ -133,6 +142,7 @@ gk_resolver_new(gk_loop *loop, const char *uri, const gk_resolver_options *opts,
 	r->fn = fn;
 	r->arg = arg;
 	r->src = src;
+	r->uri = gk_xstrdup(uri);
 	r->m_errors = gk_metric_series(gk_counter_new(
 	    "gk_resolver_errors_total", "Source errors (lookups, watches)",
 	    NULL));
@@ -141,6 +151,8 @@ gk_resolver_new(gk_loop *loop, const char *uri, const gk_resolver_options *opts,
 	r->m_changes = gk_metric_series(gk_counter_new(
 	    "gk_resolver_changes_total", "Times the set changed", NULL));
 	if (src->start(r, colon + 1, &r->state, why) < 0) {
+		free(r->set);
+		free(r->uri);
 		free(r);
 		return NULL;
 	}
@@ -156,6 +168,7 @@ gk_resolver_free(gk_resolver *r)
 	if (r->src->stop)
 		r->src->stop(r->state);
 	free(r->set);
+	free(r->uri);
 	free(r);
 }
 
@@ -185,14 +198,26 @@ gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep)
 	if (strlen(tok) >= sizeof ep->addr || !strrchr(tok, ':'))
 		return -1;
 	strcpy(ep->addr, tok);
-	if ((tok = strtok_r(NULL, " \t\r", &save))) {
+	/* WEIGHT, then TAGS ("-": none), then priority=N, each optional
+	 * from the right. */
+	for (int field = 0; (tok = strtok_r(NULL, " \t\r", &save)); field++) {
 		char *end;
-		long w = strtol(tok, &end, 10);
-		if (*end || w < 1 || w > 1000000)
+		if (!strncmp(tok, "priority=", 9)) {
+			long p = strtol(tok + 9, &end, 10);
+			if (end == tok + 9 || *end || p < 0 || p > 65535)
+				return -1;
+			ep->priority = (unsigned)p;
+			field = 2;
+		} else if (field == 0) {
+			long w = strtol(tok, &end, 10);
+			if (end == tok || *end || w < 1 || w > 1000000)
+				return -1;
+			ep->weight = (unsigned)w;
+		} else if (field == 1) {
+			if (strcmp(tok, "-"))
+				snprintf(ep->tags, sizeof ep->tags, "%s", tok);
+		} else
 			return -1;
-		ep->weight = (unsigned)w;
-		if ((tok = strtok_r(NULL, " \t\r", &save)))
-			snprintf(ep->tags, sizeof ep->tags, "%s", tok);
 	}
 	return 0;
 }

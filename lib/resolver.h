@@ -20,8 +20,17 @@ typedef struct gk_resolver_options {
 	const char *nameserver;      /* "HOST:PORT" for dns sources, or NULL */
 	uint64_t invalidate_after_ms; /* drop the last good set after a source
 	                                 error lasting this long; 0: never */
-	uint64_t min_refresh_ms;     /* floor for re-resolution (DNS TTL 0) */
+	uint64_t min_refresh_ms;     /* floor for re-resolution (DNS TTL 0)
+	                                and between Consul queries */
+	/* Called on every source error, after the core has logged it (the
+	 * last good set is kept); NULL for none. */
+	void (*on_error)(const char *what, void *arg);
+	void *error_arg;
 } gk_resolver_options;
+
+/* At most this many endpoints in a set; a source drops the rest and
+ * counts them in gk_resolver_dropped_total{reason="bound"}. */
+#define GK_RESOLVER_MAX_ENDPOINTS 10000
 
 /* The set, sorted by addr; n may be 0 (no endpoints). */
 typedef void gk_resolver_fn(const gk_endpoint *set, size_t n, void *arg);
@@ -35,5 +44,18 @@ gk_resolver *gk_resolver_new(gk_loop *loop, const char *uri,
 void gk_resolver_free(gk_resolver *r);
 /* The last good set (borrowed until the next callback). */
 const gk_endpoint *gk_resolver_set(const gk_resolver *r, size_t *n);
+
+/*
+ * The endpoints format (what file: reads, what gk-resolver -o writes):
+ * one endpoint a line, "HOST:PORT WEIGHT TAGS", TAGS comma-separated or
+ * "-" for none, then " priority=N" when the SRV priority is not 0.
+ */
+void gk_resolver_format_lines(gk_buf *out, const gk_endpoint *set, size_t n);
+/* One JSON object: {"endpoints":[{"addr","host","port","weight",
+ * "priority","tags":[...]}]}, no newline. */
+void gk_resolver_format_json(gk_buf *out, const gk_endpoint *set, size_t n);
+/* Replace path atomically with data: a temporary file in the same
+ * directory, fsync, rename.  -1 with errno set. */
+int gk_write_file_atomic(const char *path, const char *data, size_t len);
 
 #endif

@@ -22,6 +22,8 @@ extern const gk_resolver_source gk_resolver_static;
 extern const gk_resolver_source gk_resolver_file;
 extern const gk_resolver_source gk_resolver_dns;
 extern const gk_resolver_source gk_resolver_dns_srv;
+extern const gk_resolver_source gk_resolver_consul;
+extern const gk_resolver_source gk_resolver_etcd;
 /* Registered by the sources that exist; the core looks them up by name. */
 const gk_resolver_source *gk__resolver_source(const char *scheme);
 

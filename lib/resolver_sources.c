@@ -8,6 +8,8 @@ static const gk_resolver_source *const sources[] = {
     &gk_resolver_file,
     &gk_resolver_dns,
     &gk_resolver_dns_srv,
+    &gk_resolver_consul,
+    &gk_resolver_etcd,
     NULL,
 };
 

@@ -1,0 +1,381 @@
+/*
+ * gk-resolver: names to live endpoint sets, and registration.  Options
+ * and callbacks; the sources are lib/resolver*.c, registration
+ * lib/resolver_register*.c.  See gk-resolver(1).
+ *
+ *	gk-resolver [--json] [--watch] [-o FILE] [--nameserver HOST:PORT]
+ *	    [--invalidate-after DUR] [--timeout DUR] URI
+ *	gk-resolver register URI --name NAME --addr HOST:PORT --ttl DUR
+ *	    [--check URL] [--weight N] [--tags T,...]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gokit.h"
+#include "resolver.h"
+#include "resolver_register.h"
+
+#define EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE */
+#define EXIT_CANTCREAT 73   /* EX_CANTCREAT */
+#define EXIT_IOERR 74       /* EX_IOERR */
+
+static struct {
+	gk_loop *loop;
+	gk_resolver *res;
+	gk_register *reg;
+	const char *uri, *out;
+	bool json, watch, got_set, stopping;
+	int status;
+	gk_timer timeout, metrics;
+	uint64_t metrics_ms;
+	gk_series *m_writes, *m_write_errors;
+} X;
+
+static void
+usage(void)
+{
+	printf("gk-resolver: names to live endpoint sets, and registration\n\n"
+	    "usage: gk-resolver [options] URI\n"
+	    "       gk-resolver register URI --name NAME --addr HOST:PORT "
+	    "--ttl DUR [options]\n\n"
+	    "URI: static:H:P,...  file:PATH  dns:NAME:PORT  "
+	    "dns+srv:_svc._tcp.NAME\n"
+	    "     consul:http://H:P/SERVICE[?tag=T&passing]  "
+	    "etcd:http://H:P/PREFIX\n\n"
+	    "  -j, --json                 one JSON object per set\n"
+	    "  -w, --watch                a new set on every change, until "
+	    "SIGTERM\n"
+	    "  -o, --output FILE          write the set to FILE atomically, in "
+	    "the\n"
+	    "                             endpoints format of gk-client "
+	    "--endpoints\n"
+	    "      --nameserver HOST:PORT DNS server for dns: and dns+srv:\n"
+	    "      --invalidate-after DUR drop the last good set after DUR of "
+	    "source errors\n"
+	    "      --timeout DUR          without --watch: give up after DUR "
+	    "(10s)\n\n"
+	    "register:\n"
+	    "      --name NAME            the service\n"
+	    "      --addr HOST:PORT       this instance\n"
+	    "      --ttl DUR              lease or check TTL, kept alive every "
+	    "third\n"
+	    "      --check URL            keep alive only while URL answers 2xx\n"
+	    "      --weight N             the instance's weight (1)\n"
+	    "      --tags T,...           tags (Consul; after the weight in "
+	    "etcd)\n\n"
+	    "  -h, --help                 this help\n"
+	    "  -V, --version              the version\n\n"
+	    "Exit: 0 done, 64 usage, 69 source unavailable or deregistration "
+	    "failed,\n73 unable to write FILE, 74 unable to write the output. "
+	    "See gk-resolver(1).\n");
+}
+
+static uint64_t
+duration(const char *opt, const char *v)
+{
+	uint64_t ms;
+	if (gk_parse_duration_ms(v, &ms) < 0)
+		gk_usage_error("bad --%s: %s (expected a duration: 250ms, 2s)",
+		    opt, v);
+	return ms;
+}
+
+static void
+finish(int status)
+{
+	X.status = status;
+	gk_loop_stop(X.loop);
+}
+
+static void
+emit(const gk_endpoint *set, size_t n)
+{
+	gk_buf b = {0};
+	if (X.out) {
+		gk_resolver_format_lines(&b, set, n);
+		if (gk_write_file_atomic(X.out, b.data ? b.data : "", b.len) < 0) {
+			int e = errno;
+			gk_counter_add(X.m_write_errors, 1);
+			if (!X.watch)
+				gk_fatal(EXIT_CANTCREAT, "unable to write %s: %s",
+				    X.out, strerror(e));
+			char f[300], w[300];
+			snprintf(f, sizeof f, "file=%s", X.out);
+			snprintf(w, sizeof w, "error=%s", strerror(e));
+			gk_log(GK_ERROR, "unable to write the endpoints file", f, w);
+		} else
+			gk_counter_add(X.m_writes, 1);
+	} else {
+		if (X.json) {
+			gk_resolver_format_json(&b, set, n);
+			gk_buf_addc(&b, '\n');
+		} else {
+			gk_resolver_format_lines(&b, set, n);
+			if (X.watch) /* a blank line ends each set */
+				gk_buf_addc(&b, '\n');
+		}
+		if ((b.len && fwrite(b.data, 1, b.len, stdout) != b.len) ||
+		    fflush(stdout) == EOF)
+			gk_fatal(EXIT_IOERR, "unable to write the output: %s",
+			    strerror(errno));
+	}
+	gk_buf_free(&b);
+}
+
+static void
+on_set(const gk_endpoint *set, size_t n, void *arg)
+{
+	(void)arg;
+	if (X.stopping)
+		return;
+	char k[32];
+	snprintf(k, sizeof k, "endpoints=%zu", n);
+	gk_log(GK_DEBUG, "endpoint set", k);
+	emit(set, n);
+	X.got_set = true;
+	if (!X.watch) {
+		X.stopping = true;
+		finish(0);
+	}
+}
+
+static void
+on_error(const char *what, void *arg)
+{
+	(void)arg;
+	if (!X.watch && !X.got_set && !X.stopping) {
+		X.stopping = true;
+		gk_fatal(EXIT_UNAVAILABLE, "unable to resolve %s: %s", X.uri, what);
+	}
+}
+
+static void
+on_timeout(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	(void)arg;
+	gk_fatal(EXIT_UNAVAILABLE, "unable to resolve %s: timed out", X.uri);
+}
+
+static void
+on_metrics(gk_loop *loop, void *arg)
+{
+	gk_metrics_snapshot();
+	gk_timer_start(loop, &X.metrics, X.metrics_ms, on_metrics, arg);
+}
+
+static void
+on_usr1(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	(void)arg;
+	gk_metrics_snapshot();
+}
+
+static void
+on_deregistered(bool ok, void *arg)
+{
+	(void)arg;
+	finish(ok ? 0 : EXIT_UNAVAILABLE);
+}
+
+static void
+on_term(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	(void)arg;
+	if (X.reg && !X.stopping) {
+		/* Take the registration out first; a second signal ends
+		 * at once. */
+		X.stopping = true;
+		gk_register_stop(X.reg, on_deregistered, NULL);
+		return;
+	}
+	X.stopping = true;
+	finish(X.reg ? EXIT_UNAVAILABLE : 0);
+}
+
+static void
+bad_option(char **argv)
+{
+	if (optopt)
+		gk_usage_error("unknown option -%c (see --help)", optopt);
+	gk_usage_error("unknown option %s (see --help)", argv[optind - 1]);
+}
+
+static void
+start_loop(bool long_running)
+{
+	signal(SIGPIPE, SIG_IGN);
+	X.loop = gk_loop_new();
+	gk_loop_signal(X.loop, SIGTERM, on_term, NULL);
+	gk_loop_signal(X.loop, SIGINT, on_term, NULL);
+	gk_loop_signal(X.loop, SIGUSR1, on_usr1, NULL);
+	X.metrics_ms = 10000;
+	const char *mi = getenv("GK_METRICS_INTERVAL");
+	if (mi && *mi && gk_parse_duration_ms(mi, &X.metrics_ms) < 0)
+		X.metrics_ms = 10000;
+	if (long_running && X.metrics_ms)
+		gk_timer_start(X.loop, &X.metrics, X.metrics_ms, on_metrics,
+		    NULL);
+}
+
+static int
+register_main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+	    {"name", required_argument, NULL, 'n'},
+	    {"addr", required_argument, NULL, 'a'},
+	    {"ttl", required_argument, NULL, 't'},
+	    {"check", required_argument, NULL, 'c'},
+	    {"weight", required_argument, NULL, 'W'},
+	    {"tags", required_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0},
+	};
+	gk_register_options o = {0};
+	uint64_t w;
+	int c;
+	optind = 1; /* argv[0] is "register" */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hV", lo, NULL)) != -1) {
+		switch (c) {
+		case 'n': o.name = optarg; break;
+		case 'a': o.addr = optarg; break;
+		case 't': o.ttl_ms = duration("ttl", optarg); break;
+		case 'c':
+			if (strncmp(optarg, "http://", 7) &&
+			    strncmp(optarg, "https://", 8))
+				gk_usage_error("bad --check: %s (expected an "
+				    "http:// or https:// URL)", optarg);
+			o.check_url = optarg;
+			break;
+		case 'W':
+			if (gk_parse_uint(optarg, 1, 1000000, &w) < 0)
+				gk_usage_error("bad --weight: %s (expected 1 to "
+				    "1000000)", optarg);
+			o.weight = (unsigned)w;
+			break;
+		case 'T': o.tags = optarg; break;
+		case 'h': usage(); return 0;
+		case 'V': printf("gk-resolver %s\n", GK_VERSION); return 0;
+		case ':':
+			gk_usage_error("option %s needs a value",
+			    argv[optind - 1]);
+		default: bad_option(argv);
+		}
+	}
+	if (optind != argc - 1)
+		gk_usage_error(optind >= argc ? "register: expected a URI "
+		    "(etcd:http://H:P/PREFIX or consul:http://H:P)" :
+		    "register: one URI only (see --help)");
+	o.uri = argv[optind];
+	if (!o.name || !o.addr || !o.ttl_ms)
+		gk_usage_error("register needs --name NAME, --addr HOST:PORT "
+		    "and --ttl DUR");
+	start_loop(true);
+	const char *why = NULL;
+	X.reg = gk_register_new(X.loop, &o, &why);
+	if (!X.reg)
+		gk_usage_error("bad registration: %s (%s)", o.uri, why);
+	gk_notify("READY=1");
+	gk_loop_run(X.loop);
+	gk_register_free(X.reg);
+	gk_metrics_snapshot();
+	gk_events_flush();
+	return X.status;
+}
+
+int
+main(int argc, char **argv)
+{
+	gk_events_init("gk-resolver");
+	if (argc > 1 && !strcmp(argv[1], "register"))
+		return register_main(argc - 1, argv + 1);
+	static const struct option lo[] = {
+	    {"json", no_argument, NULL, 'j'},
+	    {"watch", no_argument, NULL, 'w'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"nameserver", required_argument, NULL, 'N'},
+	    {"invalidate-after", required_argument, NULL, 'I'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0},
+	};
+	gk_resolver_options ro = {0};
+	uint64_t timeout_ms = 10000;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":jwo:hV", lo, NULL)) != -1) {
+		switch (c) {
+		case 'j': X.json = true; break;
+		case 'w': X.watch = true; break;
+		case 'o': X.out = optarg; break;
+		case 'N': {
+			const char *colon = strrchr(optarg, ':');
+			if (!colon || colon == optarg || !colon[1] ||
+			    strspn(colon + 1, "0123456789") != strlen(colon + 1))
+				gk_usage_error("bad --nameserver: %s (expected "
+				    "IP:PORT)", optarg);
+			ro.nameserver = optarg;
+			break;
+		}
+		case 'I':
+			ro.invalidate_after_ms = duration("invalidate-after",
+			    optarg);
+			break;
+		case 't': timeout_ms = duration("timeout", optarg); break;
+		case 'h': usage(); return 0;
+		case 'V': printf("gk-resolver %s\n", GK_VERSION); return 0;
+		case ':':
+			gk_usage_error("option %s needs a value",
+			    argv[optind - 1]);
+		default: bad_option(argv);
+		}
+	}
+	if (optind >= argc)
+		gk_usage_error("expected a URI (static:, file:, dns:, dns+srv:, "
+		    "consul:, etcd:; see --help)");
+	if (optind != argc - 1)
+		gk_usage_error("unexpected argument: %s (one URI only)",
+		    argv[optind + 1]);
+	if (X.json && X.out)
+		gk_usage_error("--json with -o: the file is always written in "
+		    "the endpoints format");
+	if (!timeout_ms)
+		gk_usage_error("bad --timeout: 0 (expected a duration above 0)");
+	X.uri = argv[optind];
+	start_loop(X.watch);
+	X.m_writes = gk_metric_series(gk_counter_new(
+	    "gk_resolver_file_writes_total", "Sets written to the -o file",
+	    NULL));
+	X.m_write_errors = gk_metric_series(gk_counter_new(
+	    "gk_resolver_file_write_errors_total",
+	    "Sets that could not be written to the -o file", NULL));
+	ro.on_error = on_error;
+	const char *why = NULL;
+	X.res = gk_resolver_new(X.loop, X.uri, &ro, on_set, NULL, &why);
+	if (!X.res)
+		gk_usage_error("bad URI: %s (%s)", X.uri, why);
+	if (!X.stopping) {
+		if (!X.watch)
+			gk_timer_start(X.loop, &X.timeout, timeout_ms, on_timeout,
+			    NULL);
+		gk_notify("READY=1");
+		gk_loop_run(X.loop);
+	}
+	gk_timer_stop(X.loop, &X.timeout);
+	gk_resolver_free(X.res);
+	if (X.watch)
+		gk_metrics_snapshot();
+	gk_events_flush();
+	return X.status;
+}
