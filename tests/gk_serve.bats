@@ -1,0 +1,122 @@
+#!/usr/bin/env bats
+# gk_serve(3) as a service author sees it, through the hello example: the
+# same binary on stdin/stdout, on a wire socket, as an HTTP server, and as
+# the south side of a gk-listener that reaches it with --to.
+
+load helpers/common
+
+setup() {
+	common_setup
+}
+
+teardown() {
+	stop_all
+}
+
+# wire_exchange PATH LINE...: connect to the unix socket PATH, send each
+# LINE, print the answers (one per line) once every LINE is answered.
+wire_exchange() {
+	python3 - "$@" <<'PY'
+import socket, sys
+path, lines = sys.argv[1], sys.argv[2:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(path)
+s.sendall("".join(l + "\n" for l in lines).encode())
+buf = b""
+while buf.count(b"\n") < len(lines):
+    b = s.recv(65536)
+    if not b:
+        break
+    buf += b
+sys.stdout.write(buf.decode())
+PY
+}
+
+# body_is URL WANT: the body of a GET of URL is WANT (for wait_for).
+body_is() {
+	[ "$(curl -s -m 2 "$1")" = "$2" ]
+}
+
+@test "on stdin, hello answers each wire request by id and exits 0 at EOF" {
+	run bash -c 'printf "%s\n" "{\"id\":\"a\",\"method\":\"GET\",\"path\":\"/\"}" \
+		"{\"id\":\"b\",\"method\":\"GET\",\"path\":\"/x\"}" | hello 2>/dev/null'
+	assert_success
+	[ "$(echo "$output" | wc -l)" -eq 2 ]
+	assert_equal "$(echo "$output" | jq -r -s 'map(.id) | sort | join(",")')" "a,b"
+	assert_equal "$(echo "$output" | jq -r -s 'map(.status) | unique | join(",")')" "200"
+	assert_equal "$(echo "$output" | jq -r -s '.[0].body')" "hello"
+}
+
+@test "a line that is not JSON on stdin is dropped with an event; the next request is answered" {
+	run bash -c 'printf "%s\n" "not json" "{\"id\":\"ok\",\"method\":\"GET\",\"path\":\"/\"}" |
+		GK_EVENTS_FORMAT=json hello 2>"$BATS_TEST_TMPDIR/err"'
+	assert_success
+	assert_equal "$(echo "$output" | jq -r .id)" ok
+	[ "$(count_events "$T/err" '.level == "warn" or .level == "error"')" -ge 1 ]
+}
+
+@test "hello --http -l serves HTTP/1.1 itself, with health, Date and Content-Length" {
+	port=$(free_port)
+	start_bg hello hello --http -l "127.0.0.1:$port"
+	wait_http "http://127.0.0.1:$port/healthz" 10
+	run curl -s -i "http://127.0.0.1:$port/"
+	assert_success
+	assert_line --partial "HTTP/1.1 200"
+	assert_line --regexp '^[Dd]ate: '
+	assert_line --regexp '^[Cc]ontent-[Ll]ength: 6'
+	assert_line "hello"
+	run curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz"
+	assert_output 200
+	# The same bounds as gk-listener: a malformed request is 400.
+	run bash -c "printf 'BOGUS\r\n\r\n' | python3 -c '
+import socket, sys
+s = socket.create_connection((\"127.0.0.1\", $port), timeout=5)
+s.sendall(sys.stdin.buffer.read())
+print(s.recv(100).decode().split(\"\\r\\n\")[0])'"
+	assert_output --partial " 400 "
+}
+
+@test "hello -l unix:PATH speaks the wire protocol, many requests on one connection" {
+	start_bg hello hello -l "unix:$T/hello.sock"
+	wait_for -t 10 test -S "$T/hello.sock"
+	run wire_exchange "$T/hello.sock" \
+		'{"id":"1","method":"GET","path":"/"}' \
+		'{"id":"2","method":"GET","path":"/"}' \
+		'{"id":"3","method":"GET","path":"/"}'
+	assert_success
+	assert_equal "$(echo "$output" | jq -r -s 'map(.id) | sort | join(",")')" "1,2,3"
+	assert_equal "$(echo "$output" | jq -r -s 'map(.body) | unique | join(",")')" "hello"
+}
+
+@test "gk-listener --to unix:PATH reaches a hello listening there, and reconnects when it comes back" {
+	port=$(free_port)
+	start_bg hello hello -l "unix:$T/hello.sock"
+	wait_for -t 10 test -S "$T/hello.sock"
+	start_bg listener gk-listener -l "127.0.0.1:$port" --to "unix:$T/hello.sock"
+	wait_http "http://127.0.0.1:$port/healthz" 10
+	wait_for -t 10 body_is "http://127.0.0.1:$port/" hello
+
+	# hello goes away: requests are answered by the listener, not hung.
+	kill -TERM -- "-$(bg_pid hello)"
+	wait_exit hello 10
+	rm -f "$T/hello.sock"
+	code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' "http://127.0.0.1:$port/")
+	[ "$code" -ge 500 ] && [ "$code" -le 504 ]
+
+	# hello comes back on the same path: the listener reconnects by itself.
+	start_bg hello2 hello -l "unix:$T/hello.sock"
+	wait_for -t 10 test -S "$T/hello.sock"
+	wait_for -t 15 body_is "http://127.0.0.1:$port/" hello
+	bg_alive listener
+}
+
+@test "gk_serve usage errors exit 64 with one line naming the program" {
+	run hello --jobs nope
+	assert_failure 64
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "hello:"
+	run hello --bogus
+	assert_failure 64
+	[ "${#lines[@]}" -eq 1 ]
+}

@@ -1,0 +1,130 @@
+/*
+ * test_serve.c: gk_serve(3) with worker threads.  A handler that blocks
+ * must not stop the loop: with -j N, N requests run at once and the rest
+ * wait; without -j they run one after another on the loop's thread.  The
+ * serving process is a child of the test (gk_serve owns its process: loop,
+ * signals, exit), fed wire requests on a pipe.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gokit.h"
+#include "unit.h"
+
+/* Shared with the child: how many handlers ran at once, at most. */
+struct counts {
+	atomic_int now, peak, calls;
+};
+static struct counts *shared;
+
+static void
+slow_handler(const gk_request *req, gk_response *resp, void *arg)
+{
+	(void)arg;
+	int n = atomic_fetch_add(&shared->now, 1) + 1;
+	int peak = atomic_load(&shared->peak);
+	while (n > peak && !atomic_compare_exchange_weak(&shared->peak, &peak, n))
+		;
+	atomic_fetch_add(&shared->calls, 1);
+	/* Long enough that requests given together overlap on a loaded
+	 * machine; the assertions count overlap, never time. */
+	struct timespec ts = {0, 150 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	atomic_fetch_sub(&shared->now, 1);
+	gk_response_printf(resp, "%s %s\n", gk_request_method(req),
+	    gk_request_path(req));
+}
+
+/* Serve REQS wire requests with ARGV; returns the responses read (lines). */
+static int
+serve_requests(char **argv, int argc, int reqs, char *out, size_t outsz)
+{
+	int in[2], res[2];
+	if (pipe(in) || pipe(res))
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(res[1], 1);
+		close(in[0]);
+		close(in[1]);
+		close(res[0]);
+		close(res[1]);
+		/* Events off the TAP stream; failures show in the counts. */
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0)
+			dup2(null, 2);
+		_exit(gk_serve(argc, argv, slow_handler, NULL));
+	}
+	close(in[0]);
+	close(res[1]);
+	char line[128];
+	for (int i = 0; i < reqs; i++) {
+		int n = snprintf(line, sizeof line,
+		    "{\"id\":\"%d\",\"method\":\"GET\",\"path\":\"/p%d\"}\n", i, i);
+		if (write(in[1], line, (size_t)n) != n)
+			return -1;
+	}
+	size_t got = 0;
+	int lines = 0;
+	while (lines < reqs && got < outsz - 1) {
+		ssize_t r = read(res[0], out + got, outsz - 1 - got);
+		if (r <= 0)
+			break;
+		for (ssize_t i = 0; i < r; i++)
+			lines += out[got + (size_t)i] == '\n';
+		got += (size_t)r;
+	}
+	out[got] = 0;
+	close(in[1]); /* EOF north: gk_serve drains and exits */
+	int status;
+	waitpid(pid, &status, 0);
+	close(res[0]);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? lines : -1;
+}
+
+TEST(without_workers_a_blocking_handler_runs_one_at_a_time)
+{
+	memset(shared, 0, sizeof *shared);
+	char *argv[] = {"test_serve", NULL};
+	char out[4096];
+	CHECK(serve_requests(argv, 1, 4, out, sizeof out) == 4);
+	CHECK(atomic_load(&shared->calls) == 4);
+	CHECK(atomic_load(&shared->peak) == 1);
+}
+
+TEST(with_j_4_blocking_handlers_overlap_but_never_more_than_4)
+{
+	memset(shared, 0, sizeof *shared);
+	char *argv[] = {"test_serve", "-j", "4", NULL};
+	char out[8192];
+	CHECK(serve_requests(argv, 3, 12, out, sizeof out) == 12);
+	CHECK(atomic_load(&shared->calls) == 12);
+	CHECK(atomic_load(&shared->peak) >= 2);
+	CHECK(atomic_load(&shared->peak) <= 4);
+	/* Every request got its own answer, matched by id. */
+	for (int i = 0; i < 12; i++) {
+		char want[64];
+		snprintf(want, sizeof want, "\"id\":\"%d\"", i);
+		CHECK(strstr(out, want) != NULL);
+		snprintf(want, sizeof want, "GET /p%d\\n", i);
+		CHECK(strstr(out, want) != NULL);
+	}
+}
+
+int
+main(void)
+{
+	shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared == MAP_FAILED)
+		return 1;
+	RUN(without_workers_a_blocking_handler_runs_one_at_a_time);
+	RUN(with_j_4_blocking_handlers_overlap_but_never_more_than_4);
+	return UNIT_END();
+}
