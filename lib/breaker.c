@@ -53,7 +53,7 @@ struct gk_breaker {
 	gk_metric *m_state;
 	gk_series *m_to_open, *m_to_half, *m_to_closed;
 	gk_series *m_success, *m_failure, *m_timeout, *m_slow, *m_rejected;
-	gk_series *m_evictions;
+	gk_series *m_evictions, *m_open_answer;
 };
 
 size_t
@@ -153,6 +153,13 @@ gk_breaker_new(gk_loop *loop, const gk_breaker_config *cfg)
 	b->m_evictions = gk_metric_series(gk_counter_new(
 	    "gk_breaker_evictions_total",
 	    "Per-key breakers dropped to stay within --max-keys", NULL));
+	static const double ob[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+	    0.005, 0.01, 0.1};
+	b->m_open_answer = gk_metric_series(gk_histogram_new(
+	    "gk_breaker_open_answer_seconds",
+	    "Time from the loop turn that read a request to the breaker's "
+	    "answer while open or half-open",
+	    NULL, ob, sizeof ob / sizeof ob[0]));
 	if (cfg->key)
 		b->keys = gk_keytable_new(cfg->max_keys, sizeof(struct circuit),
 		    evict_circuit, b);
@@ -358,6 +365,11 @@ reject_open(gk_breaker *b, struct circuit *c, gk_req *req, const char *why)
 	    b->cfg.fallback_body ? b->cfg.fallback_body
 				 : "service unavailable: circuit open\n",
 	    why);
+	/* From the start of the turn that read it: an upper bound of the
+	 * time the request spent in this process. */
+	uint64_t now_us = gk_monotonic_us(), read_us = gk_loop_now_us(b->loop);
+	gk_histogram_observe(b->m_open_answer,
+	    now_us > read_us ? (double)(now_us - read_us) / 1e6 : 0);
 }
 
 void

@@ -47,6 +47,114 @@ limiter_pid() {
 	pgrep -P "$(bg_pid "$1")" -x gk-limiter
 }
 
+# A wire handler for the concurrency tests.  Every request it reads is one
+# line in $RECEIVED.  HOLD mode: nothing is answered until the file
+# $RELEASE exists, then everything at once.  LATENCY mode: each answer
+# after 50 ms; while the file $SLOW exists, at most 4 are served at once
+# and the rest queue inside the handler, as in an overloaded service.
+write_handler() {
+	cat >"$T/handler.py" <<'PY'
+import json, os, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+mode = os.environ["MODE"]
+received = open(os.environ["RECEIVED"], "a", buffering=1)
+release, slow = os.environ.get("RELEASE", ""), os.environ.get("SLOW", "")
+out = threading.Lock()
+held, held_lock = [], threading.Lock()
+capacity = threading.Semaphore(4)
+def answer(req):
+    line = json.dumps({"id": req["id"], "status": 200,
+        "headers": {"content-type": "text/plain"}, "body": "ok\n"})
+    with out:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+def releaser():
+    while True:
+        if os.path.exists(release):
+            with held_lock:
+                for r in held:
+                    answer(r)
+                held.clear()
+        time.sleep(0.02)
+def serve(req):
+    if os.path.exists(slow):
+        with capacity:
+            time.sleep(0.05)
+    else:
+        time.sleep(0.05)
+    answer(req)
+pool = ThreadPoolExecutor(max_workers=256)
+if mode == "hold":
+    threading.Thread(target=releaser, daemon=True).start()
+for line in sys.stdin:
+    req = json.loads(line)
+    if req.get("cancel"):
+        continue
+    received.write(req.get("path", "") + "\n")
+    if mode == "hold":
+        with held_lock:
+            if os.path.exists(release):
+                answer(req)
+            else:
+                held.append(req)
+    else:
+        pool.submit(serve, req)
+PY
+	RECEIVED="$T/received"
+	RELEASE="$T/release"
+	SLOW="$T/slow"
+	export RECEIVED RELEASE SLOW
+	: >"$RECEIVED"
+}
+
+# start_held NAME PORT LIMITER-ARGS...: the limiter in front of the
+# handler in HOLD mode.
+start_held() {
+	local name=$1 port=$2
+	shift 2
+	write_handler
+	MODE=hold start_bg "$name" gk-listener -l "127.0.0.1:$port" \
+		--no-access-log -- gk-limiter "$@" -- python3 -u "$T/handler.py"
+	wait_port 127.0.0.1 "$port"
+}
+
+received() {
+	wc -l <"$RECEIVED" | tr -d ' '
+}
+
+_received_is() {
+	[ "$(received)" -eq "$1" ]
+}
+
+# _codes_at_least FILE CODE N: N answers with CODE in FILE.
+_codes_at_least() {
+	[ "$(grep -c "^$2\$" "$1")" -ge "$3" ]
+}
+
+# snapshot NAME: a fresh metrics snapshot of the limiter of stack NAME
+# (SIGUSR1), as one object {metric name: series list}.
+_limiter_snaps() {
+	count_events "$T/$1.err" '.proc == "gk-limiter" and .type == "metrics"'
+}
+_snaps_more() {
+	[ "$(_limiter_snaps "$1")" -gt "$2" ]
+}
+snapshot() {
+	local before
+	before=$(_limiter_snaps "$1")
+	kill -USR1 "$(limiter_pid "$1")"
+	wait_for -t 10 _snaps_more "$1" "$before"
+	# A snapshot may come in parts: take the parts of the last seq.
+	events "$T/$1.err" 'select(.proc == "gk-limiter" and .type == "metrics")' |
+		jq -s -c '(last.seq) as $q | [.[] | select(.seq == $q) | .metrics[]] |
+		    map({(.name): .series}) | add'
+}
+
+# value SNAPSHOT NAME [SERIES FILTER]: the sum of the matching series.
+value() {
+	jq -r --arg n "$2" "[.[\$n][]? | select(${3:-true}) | .value] | add // 0" <<<"$1"
+}
+
 start_redis() {
 	local name=$1 port=$2
 	start_bg "$name" redis-server --port "$port" --bind 127.0.0.1 \
@@ -75,8 +183,9 @@ metric_is() {
 	port=$(free_port)
 	export GK_METRICS_INTERVAL=1
 	start_stack s "$port" -r 100/s -b 10
-	# 10 connections at ~100 requests/s each: ~10x the rate.
-	run wrk -t1 -c10 -d10s -s "$T/count.lua" "http://127.0.0.1:$port/"
+	# 12 connections at up to ~100 requests/s each: over 10x the rate even
+	# when a loaded machine delivers a little less.
+	run wrk -t1 -c12 -d10s -s "$T/count.lua" "http://127.0.0.1:$port/"
 	assert_success
 	local res
 	res=$(grep '^RESULT' <<<"$output")
@@ -269,6 +378,133 @@ metric_is() {
 	wait_event "$T/s.err" "$(metric_is gk_limiter_redis_up '' 1)"
 }
 
+@test "-c 64: at most 64 in flight south, the rest answered 429 at once" {
+	local port
+	port=$(free_port)
+	start_held s "$port" -c 64
+	# Line-buffered: each answer is counted as it comes.
+	timeout 60 stdbuf -oL curl -s --no-progress-meter --parallel --parallel-immediate \
+		--parallel-max 100 -m 30 -o /dev/null -w '%{http_code}\n' \
+		"http://127.0.0.1:$port/r[1-100]" >"$T/codes" 2>"$T/curl.err" &
+	local curl=$!
+	# While the handler holds the 64, the other 36 are refused.
+	wait_for -t 20 _codes_at_least "$T/codes" 429 36
+	wait_for -t 10 _received_is 64
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_inflight)" 64
+	assert_equal "$(value "$snap" gk_limiter_concurrency_limit)" 64
+	assert_equal "$(value "$snap" gk_limiter_allowed_total)" 64
+	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "concurrency_limited"')" 36
+	assert_equal "$(grep -c . "$T/codes")" 36
+	touch "$RELEASE"
+	wait "$curl"
+	assert_equal "$(grep -c '^200$' "$T/codes")" 64
+	assert_equal "$(grep -c '^429$' "$T/codes")" 36
+	assert_equal "$(received)" 64
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_inflight)" 0
+}
+
+@test "--wait with a full --queue answers 429 at once; the queued go south in order" {
+	local port
+	port=$(free_port)
+	start_held s "$port" -c 2 --wait 20s --queue 3
+	# Line-buffered: each answer is counted as it comes.
+	timeout 60 stdbuf -oL curl -s --no-progress-meter --parallel --parallel-immediate \
+		--parallel-max 10 -m 30 -o /dev/null -w '%{http_code}\n' \
+		"http://127.0.0.1:$port/r[1-10]" >"$T/codes" 2>"$T/curl.err" &
+	local curl=$!
+	# 2 in flight, 3 held: the other 5 are refused while those wait,
+	# long before the 20 s bound.
+	wait_for -t 15 _codes_at_least "$T/codes" 429 5
+	wait_for -t 10 _received_is 2
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_queue_length)" 3
+	assert_equal "$(value "$snap" gk_limiter_queued_total)" 3
+	assert_equal "$(value "$snap" gk_limiter_inflight)" 2
+	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "concurrency_limited"')" 5
+	assert_equal "$(grep -c . "$T/codes")" 5
+	touch "$RELEASE"
+	wait "$curl"
+	assert_equal "$(grep -c '^200$' "$T/codes")" 5
+	assert_equal "$(received)" 5
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_queue_length)" 0
+	assert_equal "$(value "$snap" gk_limiter_allowed_total)" 5
+	# The three that waited are in the wait-time histogram.
+	assert_equal "$(jq -r '.gk_limiter_wait_seconds[0].count' <<<"$snap")" 3
+	assert_equal "$(jq -r '.gk_limiter_wait_seconds[0].buckets | last | .[1]' <<<"$snap")" 3
+}
+
+@test "-k jq:EXPR keys each tenant apart; requests without it share the empty key" {
+	local port
+	port=$(free_port)
+	start_stack s "$port" -r 1/m -b 0 -k 'jq:.headers["x-tenant"]'
+	local got="" h
+	for h in a a b b "" ""; do
+		got+="$(curl -s -o /dev/null -w '%{http_code}' ${h:+-H "x-tenant: $h"} \
+			"http://127.0.0.1:$port/") "
+	done
+	assert_equal "$got" "200 429 200 429 200 429 "
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_keys)" 3
+	assert_equal "$(value "$snap" gk_limiter_allowed_total)" 3
+	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "rate_limited"')" 3
+	# The log of a refusal names the key jq found.
+	wait_event "$T/s.err" '.msg == "rate limited" and .key == "a"'
+}
+
+@test "--max-keys 2 evicts the least recently used key and counts it" {
+	local port
+	port=$(free_port)
+	start_stack s "$port" -r 1/m -b 0 -k header:x-api-key --max-keys 2
+	local got="" k
+	# a, b; a again (refused, now the most recent); c evicts b; a is
+	# still refused; b comes back fresh (evicting c); so does c.
+	for k in a b a c a b c; do
+		got+="$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $k" \
+			"http://127.0.0.1:$port/") "
+	done
+	assert_equal "$got" "200 200 429 200 429 200 200 "
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_keys)" 2
+	assert_equal "$(value "$snap" gk_limiter_evictions_total)" 3
+}
+
+@test "--adaptive: the limit rises while latency holds and falls when queueing starts" {
+	local port
+	port=$(free_port)
+	write_handler
+	export GK_METRICS_INTERVAL=200ms
+	MODE=latency start_bg s gk-listener -l "127.0.0.1:$port" --no-access-log \
+		-- gk-limiter --adaptive -c 10 --min 4 --max 40 --wait 20s \
+		--queue 1000 -- python3 -u "$T/handler.py"
+	wait_port 127.0.0.1 "$port"
+	# 60 connections keep more requests offered than any limit allows.
+	start_bg load timeout 60 wrk -t1 -c60 -d50s "http://127.0.0.1:$port/"
+	local gauge='.proc == "gk-limiter" and .type == "metrics" and
+	    any(.metrics[]; .name == "gk_limiter_concurrency_limit")'
+	local limits="[.metrics[] | select(.name == \"gk_limiter_concurrency_limit\") | .series[0].value] | first"
+	# Each request takes 50 ms however many are in flight: the limit
+	# climbs from 10 (it may settle anywhere up to --max).
+	wait_event "$T/s.err" "$gauge and ($limits) >= 24" 20
+	local peak n
+	peak=$(events "$T/s.err" "select($gauge) | $limits" | sort -n | tail -n 1)
+	n=$(count_events "$T/s.err" "$gauge")
+	echo "# limit before queueing: $peak" >&3
+	# Now the service serves 4 at a time: latency grows with the limit.
+	touch "$SLOW"
+	_fell() {
+		events "$T/s.err" "select($gauge) | $limits" | tail -n "+$((n + 1))" |
+			awk -v p="$1" '$1 <= p / 2 { f = 1 } END { exit !f }'
+	}
+	wait_for -t 20 _fell "$peak"
+	events "$T/s.err" "select($gauge) | $limits" | tail -n "+$((n + 1))" |
+		sort -n | head -n 1 | sed 's/^/# lowest after queueing: /' >&3
+	# Within --min and --max all along.
+	[ "$(count_events "$T/s.err" "$gauge and (($limits) < 4 or ($limits) > 40)")" -eq 0 ]
+}
+
 @test "bad options exit 64 with one line" {
 	run gk-limiter -r 10/x -- hello
 	[ "$status" -eq 64 ]
@@ -286,4 +522,12 @@ metric_is() {
 	[ "$status" -eq 64 ]
 	[ "${#lines[@]}" -eq 1 ]
 	assert_output --partial "nothing to limit"
+	run gk-limiter -r 10/s -k 'jq:.[' -- hello
+	[ "$status" -eq 64 ]
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "gk-limiter: usage: bad --key: jq:.[ (jq program does not compile)"
+	run gk-limiter --adaptive --min 50 --max 10 -- hello
+	[ "$status" -eq 64 ]
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "--min is above --max"
 }
