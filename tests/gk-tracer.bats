@@ -370,6 +370,31 @@ SH
 	assert_equal "$(jq -r .trace_id <<<"$ev")" "$TP_TRACE"
 }
 
+@test "the limiter's and breaker's events carry the trace id the tracer started" {
+	# A handler that fails every request: the first opens the breaker.
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-tracer -- gk-limiter -r 1/m -b 0 -- gk-breaker --consecutive 1 \
+		--open-for 60s -- jq -c --unbuffered '{id, status: 500, body: "no\n"}'
+	wait_port 127.0.0.1 "$PORT"
+	# No trace header: the tracer starts each trace; traceresponse names it.
+	local code1 code2 t1 t2
+	code1=$(curl -sS -m 10 -o /dev/null -D "$T/h1" -w '%{http_code}' "$URL/one")
+	code2=$(curl -sS -m 10 -o /dev/null -D "$T/h2" -w '%{http_code}' "$URL/two")
+	assert_equal "$code1" 500
+	assert_equal "$code2" 429
+	t1=$(tr -d '\r' <"$T/h1" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}' | cut -d- -f2)
+	t2=$(tr -d '\r' <"$T/h2" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}' | cut -d- -f2)
+	[[ $t1 =~ ^[0-9a-f]{32}$ ]] && [[ $t2 =~ ^[0-9a-f]{32}$ ]] && [ "$t1" != "$t2" ]
+	wait_event "$ERR" '.proc == "gk-breaker" and .msg == "circuit opened"' 10
+	wait_event "$ERR" '.proc == "gk-limiter" and .msg == "rate limited"' 10
+	assert_equal "$(events "$ERR" 'select(.proc == "gk-breaker" and .msg == "circuit opened") | .trace_id')" "$t1"
+	assert_equal "$(events "$ERR" 'select(.proc == "gk-limiter" and .msg == "rate limited") | .trace_id')" "$t2"
+	# And the spans of both requests are in the same traces.
+	wait_for -t 10 _spans_at_least 2
+	assert_equal "$(count_events "$ERR" ".type == \"span\" and .trace_id == \"$t1\" and .attrs[\"http.response.status_code\"] == 500")" 1
+	assert_equal "$(count_events "$ERR" ".type == \"span\" and .trace_id == \"$t2\" and .attrs[\"http.response.status_code\"] == 429")" 1
+}
+
 @test "bad options exit 64 with one line" {
 	run bash -c 'gk-tracer --sample 1.5 -- cat 2>&1 >/dev/null'
 	assert_equal "$status" 64
