@@ -108,6 +108,8 @@ option(int short_name, const char *name, const char *v, void *arg)
 		cfg.max_response = sz;
 	} else if (!strcmp(name, "preserve-host"))
 		cfg.preserve_host = true;
+	else if (!strcmp(name, "http2"))
+		cfg.http2 = true;
 	else if (!strcmp(name, "max-conns-per-endpoint")) {
 		if (gk_parse_uint(v, 1, 100000, &n) < 0)
 			return -1;
@@ -179,6 +181,7 @@ main(int argc, char **argv)
 	    {"invalidate-after", 0, true, "DUR", "drop the last good set after DUR of errors"},
 	    {"max-response", 0, true, "SIZE", "largest upstream body; 502 past it (8m)"},
 	    {"preserve-host", 0, false, NULL, "pass the client's Host header upstream"},
+	    {"http2", 0, false, NULL, "HTTP/2 (prior knowledge) to every endpoint"},
 	    {"max-conns-per-endpoint", 0, true, "N", "connections per endpoint at most"},
 	    {0},
 	};

@@ -55,10 +55,23 @@ gk_balancer_free(gk_balancer *b)
 	if (!b)
 		return;
 	for (size_t i = 0; i < b->n; i++)
-		free(b->be[i]);
+		gk_backend_unref(b->be[i]);
 	free(b->be);
 	free(b->ring);
 	free(b);
+}
+
+void
+gk_backend_ref(gk_backend *be)
+{
+	be->refs++;
+}
+
+void
+gk_backend_unref(gk_backend *be)
+{
+	if (be && !--be->refs)
+		free(be);
 }
 
 static uint32_t
@@ -118,14 +131,16 @@ gk_balancer_update(gk_balancer *b, const gk_endpoint *set, size_t n)
 				b->be[j] = NULL;
 				break;
 			}
-		if (!be[i])
+		if (!be[i]) {
 			be[i] = gk_xcalloc(1, sizeof *be[i]);
+			be[i]->refs = 1;
+		}
 		be[i]->ep = set[i];
 		if (!be[i]->ep.weight)
 			be[i]->ep.weight = 1;
 	}
 	for (size_t j = 0; j < b->n; j++)
-		free(b->be[j]);
+		gk_backend_unref(b->be[j]); /* NULL when kept */
 	free(b->be);
 	b->be = be;
 	b->n = n;
@@ -178,11 +193,18 @@ eligible(gk_balancer *b, size_t i, uint64_t now, unsigned prio,
 	    (allow_avoid || be != avoid);
 }
 
+#define UNMEASURED_PENALTY 1e12 /* as Finagle's PeakEwma penalty */
+
 static double
 cost(const gk_backend *be, uint64_t now_us)
 {
-	/* Peak EWMA decays toward zero while idle; an unmeasured backend
-	 * costs little, so new ones get tried. */
+	/* An unmeasured backend costs nothing while idle, so that new ones
+	 * get tried, but a huge penalty once it has a call in flight: until
+	 * its first answer nobody knows whether it is fast, and without the
+	 * penalty every request of a burst would go to it. */
+	if (!be->ewma_stamp_us)
+		return be->outstanding ? UNMEASURED_PENALTY * be->outstanding : 0;
+	/* Peak EWMA decays toward zero while idle. */
 	double w = be->ewma_us;
 	if (be->ewma_stamp_us && now_us > be->ewma_stamp_us)
 		w *= exp(-(double)(now_us - be->ewma_stamp_us) / EWMA_DECAY_US);

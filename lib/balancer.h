@@ -31,8 +31,12 @@ typedef struct gk_backend {
 	unsigned ejections;
 	uint64_t ejected_until_ms; /* 0: in rotation */
 	bool check_failed;         /* active check says down */
+	/* One reference for the set, one for each request that holds it:
+	 * a backend dropped from the set lives on until its last request
+	 * is done with it. */
+	unsigned refs;
 	gk_series *m_requests, *m_errors, *m_ejections, *m_ejected;
-	gk_series *m_duration;
+	gk_series *m_duration, *m_pool;
 } gk_backend;
 
 typedef struct gk_balancer gk_balancer;
@@ -51,9 +55,12 @@ gk_backend *gk_balancer_at(gk_balancer *b, size_t i);
  */
 gk_backend *gk_balancer_pick(gk_balancer *b, uint64_t now_ms,
     const char *key, size_t keylen, const gk_backend *avoid);
-/* Record a call's end: latency for EWMA, outstanding count. */
+/* Record a call's start and end: outstanding count, latency for EWMA. */
 void gk_balancer_started(gk_backend *be);
 void gk_balancer_finished(gk_backend *be, uint64_t now_us, uint64_t took_us);
 bool gk_backend_available(const gk_backend *be, uint64_t now_ms);
+/* Hold be past a change of the set; release it (freed at the last). */
+void gk_backend_ref(gk_backend *be);
+void gk_backend_unref(gk_backend *be);
 
 #endif

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "client.h"
 #include "curl_loop.h"
@@ -29,24 +31,44 @@ struct gk_client {
 		unsigned requests, retries;
 	} budget[BUDGET_SECONDS];
 	gk_timer check_timer;
+	gk_timer eject_timer; /* at the earliest end of an ejection */
 	CURL *spare[64];
 	unsigned nspare;
+	/* The pool gauge of the endpoint each open upstream socket belongs
+	 * to, by fd, so that closing it counts down the right one. */
+	gk_series **fdpool;
+	size_t nfdpool;
 	gk_metric *m_requests, *m_errors, *m_ejections, *m_ejected, *m_duration;
+	gk_metric *m_pool;
 	gk_series *m_endpoints, *m_retries, *m_budget_exhausted, *m_no_ep;
-	gk_series *m_connects;
+	gk_series *m_connects, *m_not_resent;
+	/* libcurl before 8.0.0 fails every reuse of an HTTP/2 connection
+	 * made with prior knowledge (curl issue 10634, fixed by PR 10643). */
+	bool h2_no_reuse, h2_warned;
 };
 
 struct hdr {
 	char *name, *value;
 };
 
+/* Whom a socket libcurl opens belongs to. */
+struct sockowner {
+	gk_client *c;
+	gk_series *pool; /* the endpoint's pool gauge */
+};
+
 struct cstate {
 	gk_client *c;
+	struct sockowner so;
 	gk_req *req;
 	CURL *easy;
-	gk_backend *be;
+	gk_backend *be;   /* holds a reference */
 	unsigned tries;
 	bool running;
+	bool idempotent;
+	unsigned prereqs; /* requests libcurl sent in this try */
+	bool not_resent;  /* libcurl wanted to send it again: refused */
+	gk_buf method;
 	struct curl_slist *headers;
 	gk_buf body;      /* request body, decoded */
 	gk_buf response;  /* response body */
@@ -98,6 +120,54 @@ backend_metrics(gk_client *c, gk_backend *be)
 	be->m_ejections = gk_series_get(c->m_ejections, be->ep.addr, (char *)0);
 	be->m_ejected = gk_series_get(c->m_ejected, be->ep.addr, (char *)0);
 	be->m_duration = gk_series_get(c->m_duration, be->ep.addr, (char *)0);
+	be->m_pool = gk_series_get(c->m_pool, be->ep.addr, (char *)0);
+}
+
+/* ---- the connection pool, counted per endpoint ---- */
+
+static curl_socket_t
+open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	(void)purpose;
+	struct sockowner *o = arg;
+	gk_client *c = o->c;
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (fd < 0)
+		return CURL_SOCKET_BAD;
+	if ((size_t)fd >= c->nfdpool) {
+		size_t n = c->nfdpool ? c->nfdpool : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		c->fdpool = gk_xrealloc(c->fdpool, n * sizeof *c->fdpool);
+		memset(c->fdpool + c->nfdpool, 0,
+		    (n - c->nfdpool) * sizeof *c->fdpool);
+		c->nfdpool = n;
+	}
+	c->fdpool[fd] = o->pool;
+	if (c->fdpool[fd])
+		gk_gauge_add(c->fdpool[fd], 1);
+	return fd;
+}
+
+static int
+close_socket(void *arg, curl_socket_t fd)
+{
+	gk_client *c = arg;
+	if (fd >= 0 && (size_t)fd < c->nfdpool && c->fdpool[fd]) {
+		gk_gauge_add(c->fdpool[fd], -1);
+		c->fdpool[fd] = NULL;
+	}
+	return close(fd);
+}
+
+static void
+pool_options(CURL *e, struct sockowner *o)
+{
+	gk_client *c = o->c;
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, o);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
 }
 
 static void
@@ -147,6 +217,7 @@ budget_allows(gk_client *c)
 
 struct check {
 	gk_client *c;
+	struct sockowner so;
 	char addr[262];
 };
 
@@ -192,6 +263,7 @@ on_check_timer(gk_loop *loop, void *arg)
 		gk_backend *be = gk_balancer_at(c->bal, i);
 		struct check *k = gk_xcalloc(1, sizeof *k);
 		k->c = c;
+		k->so = (struct sockowner){c, be->m_pool};
 		snprintf(k->addr, sizeof k->addr, "%s", be->ep.addr);
 		char url[600];
 		snprintf(url, sizeof url, "http://%s%s", be->ep.addr,
@@ -202,6 +274,15 @@ on_check_timer(gk_loop *loop, void *arg)
 		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+		pool_options(e, &k->so);
+		if (c->cfg.http2 || strstr(be->ep.tags, "h2")) {
+			curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+			    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+			if (c->h2_no_reuse) {
+				curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+				curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+			}
+		}
 		if (gk_curl_start(c->curl, e, check_done, k) < 0) {
 			curl_easy_cleanup(e);
 			free(k);
@@ -231,6 +312,8 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 	    "1 while an endpoint is out of rotation", "endpoint");
 	c->m_duration = gk_histogram_new("gk_client_request_duration_seconds",
 	    "Upstream latency of a try, by endpoint", "endpoint", NULL, 0);
+	c->m_pool = gk_gauge_new("gk_client_connections",
+	    "Upstream connections open (the pool), by endpoint", "endpoint");
 	c->m_endpoints = gk_metric_series(gk_gauge_new("gk_client_endpoints",
 	    "Endpoints in the current set", NULL));
 	c->m_retries = gk_metric_series(gk_counter_new(
@@ -244,6 +327,14 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 	c->m_connects = gk_metric_series(gk_counter_new(
 	    "gk_client_connections_opened_total",
 	    "Upstream connections opened (the rest reused one)", NULL));
+	c->m_not_resent = gk_metric_series(gk_counter_new(
+	    "gk_client_not_resent_total",
+	    "Non-idempotent requests answered 502 rather than sent again on a "
+	    "new connection after a reused one closed", NULL));
+	gk_gauge_set(gk_metric_series(gk_gauge_new("gk_client_pool_max",
+	    "Idle upstream connections kept for reuse at most, all endpoints",
+	    NULL)), GK_CURL_MAX_IDLE);
+	c->h2_no_reuse = curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
 	c->res = gk_resolver_new(c->loop, cfg->source, &cfg->ropts,
 	    on_endpoints, c, why);
 	if (!c->res)
@@ -477,36 +568,93 @@ answer_from_upstream(struct cstate *s, int status)
 	gk_pass(req, m);
 }
 
+/* ---- outlier ejection ---- */
+
+static void
+on_eject_timer(gk_loop *loop, void *arg)
+{
+	gk_client *c = arg;
+	uint64_t now = gk_loop_now(loop), next = 0;
+	for (size_t i = 0; i < gk_balancer_size(c->bal); i++) {
+		gk_backend *be = gk_balancer_at(c->bal, i);
+		if (!be->ejected_until_ms)
+			continue;
+		if (be->ejected_until_ms <= now) {
+			be->ejected_until_ms = 0;
+			gk_gauge_set(be->m_ejected, be->check_failed);
+			char a[300];
+			snprintf(a, sizeof a, "endpoint=%s", be->ep.addr);
+			gk_log(GK_INFO, "endpoint back in rotation", a);
+		} else if (!next || be->ejected_until_ms < next)
+			next = be->ejected_until_ms;
+	}
+	if (next)
+		gk_timer_start(loop, &c->eject_timer, next - now, on_eject_timer,
+		    c);
+}
+
 static void
 eject_maybe(gk_client *c, gk_backend *be)
 {
 	if (!c->cfg.eject_after || be->consecutive_failures < c->cfg.eject_after)
 		return;
 	uint64_t now = gk_loop_now(c->loop);
+	if (!gk_backend_available(be, now))
+		return; /* already out (a late answer of an ejected one) */
 	size_t n = gk_balancer_size(c->bal), out = 0;
-	for (size_t i = 0; i < n; i++)
-		out += !gk_backend_available(gk_balancer_at(c->bal, i), now);
+	bool member = false;
+	for (size_t i = 0; i < n; i++) {
+		gk_backend *x = gk_balancer_at(c->bal, i);
+		out += !gk_backend_available(x, now);
+		member |= x == be;
+	}
+	if (!member)
+		return; /* no longer in the set */
 	if ((double)(out + 1) > c->cfg.max_ejected * (double)n)
 		return; /* never more than --max-ejected of the set */
 	be->ejections++;
 	be->consecutive_failures = 0;
 	uint64_t ms = c->cfg.eject_base_ms * be->ejections;
-	if (ms > 300000)
-		ms = 300000;
+	if (ms > GK_CLIENT_MAX_EJECT_MS)
+		ms = GK_CLIENT_MAX_EJECT_MS;
 	be->ejected_until_ms = now + ms;
 	gk_counter_add(be->m_ejections, 1);
 	gk_gauge_set(be->m_ejected, 1);
-	char a[300], t[48];
+	if (!gk_timer_armed(&c->eject_timer) ||
+	    c->eject_timer.when_ms > be->ejected_until_ms)
+		gk_timer_start(c->loop, &c->eject_timer, ms, on_eject_timer, c);
+	char a[300], t[48], k[32];
 	snprintf(a, sizeof a, "endpoint=%s", be->ep.addr);
 	snprintf(t, sizeof t, "for_ms=%llu", (unsigned long long)ms);
-	gk_log(GK_WARN, "endpoint ejected", a, t);
+	snprintf(k, sizeof k, "ejections=%u", be->ejections);
+	gk_log(GK_WARN, "endpoint ejected", a, t, k);
 }
+
+/* ---- the end of a try ---- */
 
 static void
 on_retry_timer(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	try_once(arg);
+}
+
+static bool
+retry_status(const gk_client *c, int status)
+{
+	for (int i = 0; i < c->cfg.nretry_on; i++)
+		if (c->cfg.retry_on[i] == status)
+			return true;
+	return false;
+}
+
+static void
+set_backend(struct cstate *s, gk_backend *be)
+{
+	if (be)
+		gk_backend_ref(be);
+	gk_backend_unref(s->be);
+	s->be = be;
 }
 
 static void
@@ -520,9 +668,8 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	long code = 0, connects = 0;
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
 	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
-	long request_size = 0;
-	curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_size);
-	gk_counter_add(c->m_connects, (double)connects);
+	if (connects)
+		gk_counter_add(c->m_connects, (double)connects);
 	gk_backend *be = s->be;
 	gk_balancer_finished(be, now_us, took);
 	gk_histogram_observe(be->m_duration, (double)took / 1e6);
@@ -535,45 +682,46 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	} else
 		be->consecutive_failures = 0;
 
-	gk_msg *rq = gk_req_msg(s->req);
-	gk_buf method = {0};
-	if (gk_json_string(gk_msg_get(rq, "method"), &method) < 0)
-		gk_buf_adds(&method, "GET");
-	const char *m = gk_buf_cstr(&method);
-
-	/* Safe to try again?  Nothing reached the upstream, or an idempotent
-	 * method got a status the operator named. */
+	/*
+	 * Safe to try again?  Nothing reached the upstream (no connection),
+	 * or an idempotent method got an answer the operator named in
+	 * --retry-on: the upstream's status, or the one gk-client answers
+	 * for a broken connection (502) or a try that timed out (504).
+	 */
 	bool unsent = result == CURLE_COULDNT_CONNECT ||
 	    result == CURLE_COULDNT_RESOLVE_HOST ||
-	    (transport_error && request_size == 0 && !s->too_big);
-	bool retryable_status = false;
-	if (!transport_error && idempotent(m))
-		for (int i = 0; i < c->cfg.nretry_on; i++)
-			retryable_status |= c->cfg.retry_on[i] == code;
+	    (result == CURLE_OPERATION_TIMEDOUT && s->prereqs == 0);
+	int would = (int)code;
+	if (transport_error)
+		would = result == CURLE_OPERATION_TIMEDOUT ? 504 : 502;
+	bool retryable = unsent || (s->idempotent && !s->too_big &&
+	    !s->not_resent && retry_status(c, would));
 	uint64_t deadline = gk_req_deadline(s->req);
-	if ((unsent || retryable_status) && s->tries <= c->cfg.retries) {
+	if (retryable && s->tries <= c->cfg.retries) {
 		uint64_t cap = c->cfg.backoff_base_ms << (s->tries - 1);
 		if (cap > c->cfg.backoff_max_ms)
 			cap = c->cfg.backoff_max_ms;
 		uint64_t wait = (uint64_t)(gk_random_unit() * (double)cap);
-		if (deadline && gk_realtime_ms() + wait >= deadline) {
+		if (deadline && gk_loop_realtime_ms(c->loop) + wait >= deadline) {
 			/* no time left: answer with what we have */
 		} else if (!budget_allows(c)) {
 			gk_counter_add(c->m_budget_exhausted, 1);
 		} else {
 			budget_note(c, true);
 			gk_counter_add(c->m_retries, 1);
-			gk_buf_free(&method);
 			reset_try(s);
 			gk_timer_start(c->loop, &s->retry_timer, wait,
 			    on_retry_timer, s);
 			return;
 		}
 	}
-	char *url = NULL;
-	curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
-	emit_client_span(s, transport_error ? 0 : (int)code, m, url ? url : "");
-	gk_buf_free(&method);
+	const char *m = gk_buf_cstr(&s->method);
+	if (s->sampled) {
+		char *url = NULL;
+		curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+		emit_client_span(s, transport_error ? 0 : (int)code, m,
+		    url ? url : "");
+	}
 	if (!transport_error) {
 		answer_from_upstream(s, (int)code);
 		return;
@@ -584,7 +732,11 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	else if (s->too_big)
 		gk_answer(s->req, 502, NULL, "bad gateway\n",
 		    "upstream response too large");
-	else
+	else if (s->not_resent) {
+		gk_counter_add(c->m_not_resent, 1);
+		gk_answer(s->req, 502, NULL, "bad gateway\n",
+		    "upstream closed the connection");
+	} else
 		gk_answer(s->req, 502, NULL, "bad gateway\n",
 		    unsent ? "connect failed" : curl_easy_strerror(result));
 }
@@ -599,16 +751,52 @@ reset_try(struct cstate *s)
 		easy_put(c, s->easy);
 		s->easy = NULL;
 	}
-	if (s->running && s->be)
-		gk_balancer_finished(s->be, gk_monotonic_us(), 0);
+	/* A try cut short (deadline, client gone) took at least this long:
+	 * a sample for the peak EWMA like any other. */
+	if (s->running && s->be) {
+		uint64_t now = gk_monotonic_us();
+		gk_balancer_finished(s->be, now, now - s->try_start_us);
+	}
 	s->running = false;
 	curl_slist_free_all(s->headers);
 	s->headers = NULL;
 	s->response.len = 0;
 	s->too_big = false;
+	s->prereqs = 0;
+	s->not_resent = false;
 	for (size_t i = 0; i < s->nrh; i++)
 		free(s->rh[i].name), free(s->rh[i].value);
 	s->nrh = 0;
+}
+
+/*
+ * Called by libcurl each time it is about to send the request.  A second
+ * time in one try means a reused connection closed before any answer came
+ * back and libcurl wants to send it again on a new one: for a method that
+ * is not idempotent the upstream may have acted on the first, so refuse.
+ */
+static int
+on_prereq(void *arg, char *ip, char *local_ip, int port, int local_port)
+{
+	(void)ip;
+	(void)local_ip;
+	(void)port;
+	(void)local_port;
+	struct cstate *s = arg;
+	if (++s->prereqs > 1 && !s->idempotent) {
+		s->not_resent = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
+}
+
+static void
+add_header(struct cstate *s, const char *line)
+{
+	struct curl_slist *l = curl_slist_append(s->headers, line);
+	if (!l)
+		gk_fatal(GK_EXIT_NOMEM, "out of memory");
+	s->headers = l;
 }
 
 static void
@@ -629,7 +817,8 @@ try_once(struct cstate *s)
 		    "service unavailable: no endpoints\n", "no endpoints");
 		return;
 	}
-	s->be = be;
+	set_backend(s, be);
+	s->so = (struct sockowner){c, be->m_pool};
 	s->tries++;
 	backend_metrics(c, be);
 	gk_counter_add(be->m_requests, 1);
@@ -647,21 +836,41 @@ try_once(struct cstate *s)
 	s->easy = e;
 	curl_easy_setopt(e, CURLOPT_URL, gk_buf_cstr(&url));
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	if (c->cfg.http2 || strstr(be->ep.tags, "h2")) {
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+		    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+		if (c->h2_no_reuse) {
+			curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+			if (!c->h2_warned) {
+				char v[64];
+				snprintf(v, sizeof v, "libcurl=%s",
+				    curl_version_info(CURLVERSION_NOW)->version);
+				c->h2_warned = true;
+				gk_log(GK_WARN, "libcurl before 8.0.0 cannot reuse "
+				    "HTTP/2 connections made with prior knowledge: "
+				    "one connection per request", v);
+			}
+		}
+	} else
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+		    (long)CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	    (long)c->cfg.connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+	pool_options(e, &s->so);
 
 	uint64_t timeout = c->cfg.try_timeout_ms;
 	uint64_t deadline = gk_req_deadline(req);
 	char remaining[48] = "";
 	if (deadline) {
-		uint64_t real = gk_realtime_ms();
+		uint64_t real = gk_loop_realtime_ms(c->loop);
 		uint64_t left = deadline > real ? deadline - real : 1;
 		if (!timeout || left < timeout)
 			timeout = left;
@@ -672,15 +881,11 @@ try_once(struct cstate *s)
 	if (timeout)
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
 
-	gk_buf method = {0};
-	if (gk_json_string(gk_msg_get(m, "method"), &method) < 0)
-		gk_buf_adds(&method, "GET");
-	const char *meth = gk_buf_cstr(&method);
-	if (!strcmp(meth, "HEAD"))
+	const char *meth = gk_buf_cstr(&s->method);
+	bool get = !strcmp(meth, "GET"), head = !strcmp(meth, "HEAD");
+	if (head)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	else if (strcmp(meth, "GET"))
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, meth);
-	if (s->body.len || (strcmp(meth, "GET") && strcmp(meth, "HEAD"))) {
+	else if (s->body.len || !get) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS,
 		    s->body.data ? s->body.data : "");
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
@@ -694,7 +899,7 @@ try_once(struct cstate *s)
 	gk_json_iter it;
 	gk_json k, v;
 	gk_json_iter_init(&it, h);
-	bool have_host = false;
+	gk_buf line = {0};
 	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
 		tmp.len = 0;
 		gk_json_string(k, &tmp);
@@ -703,40 +908,35 @@ try_once(struct cstate *s)
 		if (hop_by_hop(name, nl) || !strcmp(name, "x-gk-timeout-ms") ||
 		    (s->has_trace && !strcmp(name, "traceparent")))
 			continue;
-		if (!strcmp(name, "host")) {
-			if (!c->cfg.preserve_host)
-				continue;
-			have_host = true;
-		}
-		gk_json one[1];
+		if (!strcmp(name, "host") && !c->cfg.preserve_host)
+			continue;
+		gk_json one;
 		gk_json_iter vi;
 		bool arr = v.type == GK_JSON_ARRAY;
 		if (arr)
 			gk_json_iter_init(&vi, v);
-		while (arr ? gk_json_iter_next(&vi, NULL, &one[0]) : (one[0] = v, true)) {
-			gk_buf line = {0};
+		while (arr ? gk_json_iter_next(&vi, NULL, &one) : (one = v, true)) {
+			line.len = 0;
 			gk_buf_add(&line, name, nl);
 			gk_buf_adds(&line, ": ");
-			gk_json_string(one[0], &line);
-			s->headers = curl_slist_append(s->headers, gk_buf_cstr(&line));
-			gk_buf_free(&line);
+			gk_json_string(one, &line);
+			add_header(s, gk_buf_cstr(&line));
 			if (!arr)
 				break;
 		}
 	}
-	(void)have_host;
-	s->headers = curl_slist_append(s->headers, "Expect:");
+	gk_buf_free(&line);
+	add_header(s, "Expect:");
 	if (remaining[0])
-		s->headers = curl_slist_append(s->headers, remaining);
+		add_header(s, remaining);
 	if (s->has_trace) {
-		char tp[56], line[80];
+		char tp[56], tl[80];
 		gk_random_id(s->span_id, 8);
 		gk_traceparent_format(s->trace_id, s->span_id, s->sampled, tp);
-		snprintf(line, sizeof line, "traceparent: %s", tp);
-		s->headers = curl_slist_append(s->headers, line);
+		snprintf(tl, sizeof tl, "traceparent: %s", tp);
+		add_header(s, tl);
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
-	gk_buf_free(&method);
 	gk_buf_free(&url);
 	gk_buf_free(&tmp);
 
@@ -760,9 +960,12 @@ unhex_id(gk_json v, uint8_t *out, size_t n)
 		for (size_t i = 0; i < n && rc == 0; i++) {
 			unsigned x;
 			char two[3] = {b.data[2 * i], b.data[2 * i + 1], 0};
-			if (sscanf(two, "%2x", &x) != 1)
+			if (!isxdigit((unsigned char)two[0]) ||
+			    !isxdigit((unsigned char)two[1]) ||
+			    sscanf(two, "%2x", &x) != 1)
 				rc = -1;
-			out[i] = (uint8_t)x;
+			else
+				out[i] = (uint8_t)x;
 		}
 	}
 	gk_buf_free(&b);
@@ -778,12 +981,21 @@ gk_client_request(gk_client *c, gk_req *req)
 	s->req = req;
 	s->start_us = gk_monotonic_us();
 	gk_msg *m = gk_req_msg(req);
+	if (gk_json_string(gk_msg_get(m, "method"), &s->method) < 0 ||
+	    !s->method.len) {
+		s->method.len = 0;
+		gk_buf_adds(&s->method, "GET");
+	}
+	s->idempotent = idempotent(gk_buf_cstr(&s->method));
 	gk_json body = gk_msg_get(m, "body");
 	if (body.type == GK_JSON_STRING)
 		gk_json_string(body, &s->body);
 	else if ((body = gk_msg_get(m, "body_b64")).type == GK_JSON_STRING &&
-	    body.len >= 2)
-		gk_base64_decode(&s->body, body.p + 1, body.len - 2);
+	    body.len >= 2 &&
+	    gk_base64_decode(&s->body, body.p + 1, body.len - 2) < 0) {
+		gk_answer(req, 400, NULL, "bad request\n", "invalid body_b64");
+		return;
+	}
 	gk_json tr = gk_msg_get(m, "trace");
 	if (tr.type == GK_JSON_OBJECT &&
 	    unhex_id(gk_json_member(tr, "trace_id"), s->trace_id, 16) == 0 &&
@@ -805,8 +1017,10 @@ gk_client_done(gk_client *c, gk_req *req, int status)
 	gk_timer_stop(c->loop, &s->retry_timer);
 	/* Answered by a deadline or the client left: stop the transfer. */
 	reset_try(s);
+	set_backend(s, NULL);
 	gk_buf_free(&s->body);
 	gk_buf_free(&s->response);
+	gk_buf_free(&s->method);
 	free(s->rh);
 	s->c = NULL;
 }

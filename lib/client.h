@@ -33,8 +33,12 @@ typedef struct gk_client_config {
 	uint64_t check_every_ms;
 	size_t max_response;        /* bytes (8 MiB) */
 	bool preserve_host;
+	bool http2;                 /* HTTP/2 with prior knowledge, every endpoint */
 	long max_host_connections;  /* 0: no bound */
 } gk_client_config;
+
+/* An ejection lasts --eject-time times the endpoint's ejections, at most: */
+#define GK_CLIENT_MAX_EJECT_MS 300000
 
 typedef struct gk_client gk_client;
 

@@ -111,7 +111,7 @@ gk_curl_new(gk_loop *loop, long max_host_connections)
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 1024L);
+	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)GK_CURL_MAX_IDLE);
 	if (max_host_connections > 0)
 		curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
 		    max_host_connections);

@@ -10,6 +10,9 @@
 
 #include "gokit.h"
 
+/* Idle connections the multi handle keeps for reuse, at most. */
+#define GK_CURL_MAX_IDLE 1024
+
 typedef struct gk_curl gk_curl;
 /* A transfer ended: result and the easy handle (still owned by the
  * caller, who frees or reuses it). */

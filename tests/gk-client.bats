@@ -1,0 +1,411 @@
+#!/usr/bin/env bats
+# gk-client as a user sees it: real nginx upstreams started by the test
+# (tests/helpers/upstreams.bash: each with its own config, on a free
+# loopback port, in its own process group), a real gk-listener in front,
+# driven with curl.  Where a request went is read from the upstreams'
+# access logs; the stack's events (and metrics on SIGUSR1) from its stderr.
+
+load helpers/common
+load helpers/upstreams
+
+setup() {
+	common_setup
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	ERR="$T/stack.err"
+}
+
+teardown() {
+	stop_all
+}
+
+# stack [GK-CLIENT OPTIONS...]: gk-listener -- gk-client OPTIONS.
+stack() {
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-client "$@"
+	wait_http "$URL/healthz" 10
+}
+
+# traced_stack [GK-CLIENT OPTIONS...]: gk-tracer in front of gk-client.
+traced_stack() {
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-tracer -- gk-client "$@"
+	wait_http "$URL/healthz" 10
+}
+
+client_pid() {
+	pgrep -x gk-client -s "$(bg_pid stack)" | head -n 1
+}
+
+# The last complete snapshot of gk-client (a snapshot larger than PIPE_BUF
+# comes in parts sharing one seq), as one object {seq, metrics}.
+_last_snapshot() {
+	jq -R -c 'fromjson? | objects | select(.type == "metrics" and .proc == "gk-client")' "$ERR" |
+		jq -s -c '(group_by(.seq) | map(select(length == .[0].parts)) | last) as $l |
+			if $l then {seq: $l[0].seq, metrics: ($l | map(.metrics) | add)}
+			else {seq: 0, metrics: []} end'
+}
+
+_snapshot_after() {
+	[ "$(_last_snapshot | jq .seq)" -gt "$1" ]
+}
+
+# snapshot: ask gk-client for a metrics snapshot (SIGUSR1) and print it.
+snapshot() {
+	local before
+	before=$(_last_snapshot | jq .seq)
+	kill -USR1 "$(client_pid)"
+	wait_for -t 10 _snapshot_after "$before"
+	_last_snapshot
+}
+
+# metric SNAPSHOT NAME [ENDPOINT]: the value (a histogram: its count) of the
+# series of NAME, summed, for one endpoint when given.
+metric() {
+	jq -r --arg n "$2" --arg e "${3:-}" '[.metrics[] | select(.name == $n) |
+		.series[] | select($e == "" or .labels.endpoint == $e) |
+		(.value // .count)] | add // 0' <<<"$1"
+}
+
+# statuses FILE: "count status" lines, most frequent first.
+count_status() {
+	grep -c "^$2\$" "$1" || true
+}
+
+@test "round robin spreads 300 requests evenly over three upstreams" {
+	upstream_start 1
+	upstream_start 2
+	upstream_start 3
+	stack -b round-robin -e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}" -e "${UP_ADDR[3]}"
+	fetch_many 300 "$URL/rr" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 300
+	assert_equal "$(hits 1 ' /rr ')" 100
+	assert_equal "$(hits 2 ' /rr ')" 100
+	assert_equal "$(hits 3 ' /rr ')" 100
+}
+
+@test "weights in the endpoints file are honoured: 3:1 exactly by round robin" {
+	upstream_start 1
+	upstream_start 2
+	printf '%s 3\n%s 1\n' "${UP_ADDR[1]}" "${UP_ADDR[2]}" >"$T/endpoints"
+	stack -b round-robin --endpoints "$T/endpoints"
+	fetch_many 400 "$URL/w" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 400
+	assert_equal "$(hits 1 ' /w ')" 300
+	assert_equal "$(hits 2 ' /w ')" 100
+}
+
+@test "weights are honoured by random balancing: 3:1 over 2000 requests within 5%" {
+	upstream_start 1
+	upstream_start 2
+	printf '%s 3\n%s 1\n' "${UP_ADDR[1]}" "${UP_ADDR[2]}" >"$T/endpoints"
+	stack -b random --endpoints "$T/endpoints"
+	fetch_many 2000 "$URL/w" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 2000
+	local one
+	one=$(hits 1 ' /w ')
+	assert_equal "$(($(hits 2 ' /w ') + one))" 2000
+	# expected 1500; 5% of the requests either way
+	[ "$one" -ge 1400 ] && [ "$one" -le 1600 ] || fail "upstream 1 got $one of 2000"
+}
+
+@test "hash on -k path sends every key to one upstream, and the keys to all three" {
+	upstream_start 1
+	upstream_start 2
+	upstream_start 3
+	stack -b hash -k path -e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}" -e "${UP_ADDR[3]}"
+	local r k
+	for r in 1 2 3 4 5; do
+		for k in $(seq 1 40 | shuf); do
+			echo "$URL/key/$k"
+		done
+	done >"$T/urls"
+	fetch_urls "$T/urls" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 200
+	# key -> the upstreams that served it
+	cat "$T"/up*/access.log | awk '$3 ~ /^\/key\// { print $3, $1 }' | sort -u >"$T/served"
+	assert_equal "$(wc -l <"$T/served")" 40
+	assert_equal "$(awk '{ print $2 }' "$T/served" | sort -u | wc -l)" 3
+	for k in 1 17 40; do
+		assert_equal "$(awk -v p="/key/$k" '$3 == p' "$T"/up*/access.log | wc -l)" 5
+	done
+}
+
+@test "least outstanding sends few requests to a slow upstream under concurrency" {
+	upstream_start 1
+	upstream_start 2 slow
+	stack -b least -e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}"
+	fetch_many 300 "$URL/" --parallel --parallel-max 8 >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 300
+	local slow
+	slow=$(hits 2 ' / ')
+	assert_equal "$(($(hits 1 ' / ') + slow))" 300
+	[ "$slow" -le 30 ] || fail "the slow upstream got $slow of 300"
+}
+
+@test "p2c-ewma sends few requests to a slow upstream under concurrency" {
+	upstream_start 1
+	upstream_start 2 slow
+	stack -b p2c-ewma -e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}"
+	fetch_many 300 "$URL/" --parallel --parallel-max 8 >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 300
+	local slow
+	slow=$(hits 2 ' / ')
+	assert_equal "$(($(hits 1 ' / ') + slow))" 300
+	# one try while it is unmeasured, then it is known to be slow
+	[ "$slow" -le 3 ] || fail "the slow upstream got $slow of 300"
+}
+
+@test "an upstream stopped mid-run is ejected and every GET is still answered 200" {
+	upstream_start 1
+	upstream_start 2
+	upstream_start 3
+	stack -b round-robin --retry-on 502,503 --eject-after 3 \
+		-e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}" -e "${UP_ADDR[3]}"
+	fetch_many 1500 "$URL/run" --rate 400/s >"$T/codes" &
+	local loader=$!
+	_two_busy() { [ "$(hits 2)" -ge 60 ]; }
+	wait_for -t 20 _two_busy
+	upstream_stop 2
+	local at_stop=$(($(hits 1) + $(hits 3)))
+	wait_for -t 60 _not_running "$loader"
+	wait "$loader" || true
+	assert_equal "$(wc -l <"$T/codes")" 1500
+	assert_equal "$(count_status "$T/codes" 200)" 1500
+	# the run went on well after the stop
+	[ $(($(hits 1) + $(hits 3) - at_stop)) -ge 300 ] || fail "too few requests after the stop"
+	assert_equal "$(count_events "$ERR" ".msg == \"endpoint ejected\" and .endpoint == \"${UP_ADDR[2]}\"")" 1
+	local snap
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_client_ejections_total "${UP_ADDR[2]}")" 1
+	assert_equal "$(metric "$snap" gk_client_ejected "${UP_ADDR[2]}")" 1
+	assert_equal "$(metric "$snap" gk_client_ejected "${UP_ADDR[1]}")" 0
+}
+
+@test "a POST is never sent twice: the upstream closed the connection, 502, one hit" {
+	upstream_start 1
+	stack --retry-on 502,503 -e "${UP_ADDR[1]}"
+	# a keep-alive connection to the upstream is in the pool now
+	run curl -s -o /dev/null -w '%{http_code}' "$URL/"
+	assert_output 200
+	# nginx reads the POST and closes without an answer (444): libcurl
+	# would send it again on a new connection; gk-client refuses
+	run curl -s -o /dev/null -w '%{http_code}' -d 'pay=1' "$URL/drop"
+	assert_output 502
+	assert_equal "$(hits 1 'POST /drop')" 1
+	assert_equal "$(metric "$(snapshot)" gk_client_not_resent_total)" 1
+	# a GET may be tried again
+	run curl -s -o /dev/null -w '%{http_code}' "$URL/drop"
+	assert_output 502
+	[ "$(hits 1 'GET /drop')" -ge 2 ] || fail "the GET was not retried"
+}
+
+@test "--retry-on 503 retries a GET but never a POST" {
+	upstream_start 1
+	stack --retry-on 503 --retries 2 --eject-after 0 -e "${UP_ADDR[1]}"
+	run curl -s -o /dev/null -w '%{http_code}' -d 'x=1' "$URL/503"
+	assert_output 503
+	assert_equal "$(hits 1 'POST /503')" 1
+	run curl -s -o /dev/null -w '%{http_code}' "$URL/503"
+	assert_output 503
+	assert_equal "$(hits 1 'GET /503')" 3
+	# a status not named is not retried
+	run curl -s -o /dev/null -w '%{http_code}' "$URL/500"
+	assert_output 500
+	assert_equal "$(hits 1 'GET /500')" 1
+}
+
+@test "the retry budget stops a retry storm: 500 requests to an all-503 set, retries within 20%" {
+	upstream_start 1 503
+	upstream_start 2 503
+	stack -b round-robin --retry-on 503 --retries 2 --retry-budget 20% \
+		--retry-min 1/s --eject-after 0 -e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}"
+	fetch_many 500 "$URL/" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 503)" 500
+	# without a budget: 1500 tries.  With it: 500, plus 20% of them, plus
+	# the minimum of 1/s over the 10 s window
+	local tries
+	tries=$(all_hits ' / ')
+	[ "$tries" -ge 500 ] && [ "$tries" -le 611 ] || fail "$tries tries for 500 requests"
+	local snap
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_client_retries_total)" $((tries - 500))
+	# every request that was not retried at all was refused by the budget
+	[ "$(metric "$snap" gk_client_retry_budget_exhausted_total)" -ge $((1000 - tries)) ]
+}
+
+@test "the deadline from north is honoured (504) and what is left of it goes upstream" {
+	upstream_start 1
+	stack -e "${UP_ADDR[1]}"
+	# gk-listener gives every request a deadline (--timeout, 30 s)
+	run curl -s -o /dev/null -w '%{http_code}' "$URL/none"
+	assert_output 200
+	local t
+	t=$(sed -n 's|.* /none .* t=\([0-9]*\) .*|\1|p' "$T/up1/access.log")
+	[ -n "$t" ] && [ "$t" -gt 0 ] && [ "$t" -le 30000 ] || fail "x-gk-timeout-ms upstream: '$t'"
+	run curl -s -o /dev/null -w '%{http_code}' -H 'x-gk-timeout-ms: 5000' "$URL/left"
+	assert_output 200
+	t=$(sed -n 's|.* /left .* t=\([0-9]*\) .*|\1|p' "$T/up1/access.log")
+	[ -n "$t" ] && [ "$t" -gt 0 ] && [ "$t" -le 5000 ] || fail "x-gk-timeout-ms upstream: '$t'"
+	# a slow answer (about 1 s) against 300 ms left
+	run curl -s -o /dev/null -w '%{http_code}' -H 'x-gk-timeout-ms: 300' "$URL/slow"
+	assert_output 504
+	t=$(sed -n 's|.* /slow .* t=\([0-9]*\) .*|\1|p' "$T/up1/access.log")
+	[ -n "$t" ] && [ "$t" -le 300 ] || fail "x-gk-timeout-ms upstream: '$t'"
+}
+
+@test "traceparent goes upstream with a client span id, and a client span is written when sampled" {
+	upstream_start 1
+	traced_stack -e "${UP_ADDR[1]}"
+	local tr=4bf92f3577b34da6a3ce929d0e0e4736 caller=00f067aa0ba902b7
+	run curl -s -o /dev/null -w '%{http_code}' \
+		-H "traceparent: 00-$tr-$caller-01" "$URL/traced"
+	assert_output 200
+	local tp
+	tp=$(sed -n 's|.* /traced .* tp=\([^ ]*\) .*|\1|p' "$T/up1/access.log")
+	[[ $tp =~ ^00-$tr-([0-9a-f]{16})-01$ ]] || fail "traceparent upstream: $tp"
+	local sent=${BASH_REMATCH[1]}
+	[ "$sent" != "$caller" ] || fail "the caller's span id went upstream"
+	wait_event "$ERR" ".type == \"span\" and .kind == \"client\" and .trace_id == \"$tr\"" 10
+	local client server
+	client=$(events "$ERR" "select(.type == \"span\" and .kind == \"client\" and .trace_id == \"$tr\")")
+	assert_equal "$(jq -r .span_id <<<"$client")" "$sent"
+	assert_equal "$(jq -r '.attrs["http.response.status_code"]' <<<"$client")" 200
+	assert_equal "$(jq -r .proc <<<"$client")" gk-client
+	wait_event "$ERR" ".type == \"span\" and .kind == \"server\" and .trace_id == \"$tr\"" 10
+	server=$(events "$ERR" "select(.type == \"span\" and .kind == \"server\" and .trace_id == \"$tr\")")
+	# the client span is the child of gk-tracer's server span
+	assert_equal "$(jq -r .parent_id <<<"$client")" "$(jq -r .span_id <<<"$server")"
+
+	# not sampled: the context still goes upstream, no client span
+	local tr2=0af7651916cd43dd8448eb211c80319c
+	run curl -s -o /dev/null -w '%{http_code}' \
+		-H "traceparent: 00-$tr2-b7ad6b7169203331-00" "$URL/quiet"
+	assert_output 200
+	tp=$(sed -n 's|.* /quiet .* tp=\([^ ]*\) .*|\1|p' "$T/up1/access.log")
+	[[ $tp =~ ^00-$tr2-[0-9a-f]{16}-00$ ]] || fail "traceparent upstream: $tp"
+	# a sampled request after it: once its span is out, so would the other be
+	local tr3=11111111111111111111111111111111
+	curl -s -o /dev/null -H "traceparent: 00-$tr3-$caller-01" "$URL/marker"
+	wait_event "$ERR" ".type == \"span\" and .kind == \"client\" and .trace_id == \"$tr3\"" 10
+	assert_equal "$(count_events "$ERR" ".type == \"span\" and .trace_id == \"$tr2\"")" 0
+}
+
+@test "metrics on SIGUSR1: requests, errors, latency, ejections and pool size per endpoint" {
+	upstream_start 1
+	upstream_start 2
+	stack -b round-robin --eject-after 0 -e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}"
+	fetch_many 10 "$URL/" >"$T/codes"
+	fetch_many 4 "$URL/500" >>"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 10
+	assert_equal "$(count_status "$T/codes" 500)" 4
+	local snap e
+	snap=$(snapshot)
+	for e in "${UP_ADDR[1]}" "${UP_ADDR[2]}"; do
+		assert_equal "$(metric "$snap" gk_client_requests_total "$e")" 7
+		assert_equal "$(metric "$snap" gk_client_errors_total "$e")" 2
+		assert_equal "$(metric "$snap" gk_client_request_duration_seconds "$e")" 7
+		assert_equal "$(metric "$snap" gk_client_ejections_total "$e")" 0
+		assert_equal "$(metric "$snap" gk_client_ejected "$e")" 0
+		# one curl, one request at a time: one connection to each
+		assert_equal "$(metric "$snap" gk_client_connections "$e")" 1
+	done
+	assert_equal "$(metric "$snap" gk_client_endpoints)" 2
+	assert_equal "$(metric "$snap" gk_client_connections_opened_total)" 2
+	assert_equal "$(metric "$snap" gk_client_pool_max)" 1024
+	# the pool shrinks when an upstream goes away
+	upstream_stop 2
+	_pool_empty() {
+		[ "$(metric "$(snapshot)" gk_client_connections "${UP_ADDR[2]}")" = 0 ]
+	}
+	fetch_many 4 "$URL/" >/dev/null
+	wait_for -t 10 _pool_empty
+}
+
+@test "no endpoint at all: 503 with error {stage: gk-client, reason: no endpoints}" {
+	: >"$T/endpoints"
+	run bash -c "printf '%s\n' '{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\"}' |
+		gk-client --endpoints '$T/endpoints' 2>/dev/null"
+	assert_success
+	assert_equal "$(jq -r .status <<<"$output")" 503
+	assert_equal "$(jq -c .error <<<"$output")" '{"stage":"gk-client","reason":"no endpoints"}'
+	stack --endpoints "$T/endpoints"
+	run curl -s -D "$T/head" "$URL/"
+	assert_output --partial "no endpoints"
+	grep -qi '^retry-after: 1' "$T/head"
+	head -n 1 "$T/head" | grep -q ' 503 '
+	assert_equal "$(metric "$(snapshot)" gk_client_no_endpoint_total)" 1
+}
+
+@test "the endpoints file replaced by a rename, then rewritten in place, is picked up" {
+	upstream_start 1
+	upstream_start 2
+	echo "${UP_ADDR[1]}" >"$T/endpoints"
+	stack --endpoints "$T/endpoints"
+	fetch_many 10 "$URL/a" >/dev/null
+	assert_equal "$(hits 1 ' /a ')" 10
+	# the SmartStack way: write a new file, rename it over the old one
+	echo "${UP_ADDR[2]}" >"$T/endpoints.new"
+	mv "$T/endpoints.new" "$T/endpoints"
+	_moved_to() {
+		curl -s -o /dev/null "$URL/probe$1"
+		[ "$(hits "$1" " /probe$1 ")" -gt 0 ]
+	}
+	wait_for -t 10 _moved_to 2
+	fetch_many 20 "$URL/b" >/dev/null
+	assert_equal "$(hits 2 ' /b ')" 20
+	assert_equal "$(hits 1 ' /b ')" 0
+	# an editor's way: the same file written again
+	echo "${UP_ADDR[1]}" >"$T/endpoints"
+	wait_for -t 10 _moved_to 1
+	fetch_many 20 "$URL/c" >/dev/null
+	assert_equal "$(hits 1 ' /c ')" 20
+	assert_equal "$(hits 2 ' /c ')" 0
+}
+
+@test "--check takes an upstream whose health check fails out of rotation" {
+	upstream_start 1
+	upstream_start 2 sick
+	stack -b round-robin --check /healthz --check-interval 200ms \
+		-e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}"
+	wait_event "$ERR" ".msg == \"endpoint check fails\" and .endpoint == \"${UP_ADDR[2]}\"" 10
+	fetch_many 20 "$URL/" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 20
+	assert_equal "$(hits 1 ' / ')" 20
+	assert_equal "$(hits 2 ' / ')" 0
+	[ "$(hits 2 ' /healthz ')" -ge 1 ]
+}
+
+# Debian 12's libcurl 7.88.1 cannot reuse an HTTP/2 connection made with
+# prior knowledge (curl issue 10634, fixed in 8.0.0): there gk-client opens
+# one per request and says so in a warning; the answers are right either way.
+@test "HTTP/2 with prior knowledge to an upstream tagged h2, and to all with --http2" {
+	upstream_start 1 h2
+	printf '%s 1 h2\n' "${UP_ADDR[1]}" >"$T/endpoints"
+	stack --endpoints "$T/endpoints"
+	fetch_many 5 "$URL/two" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 5
+	assert_equal "$(hits 1 ' /two .*proto=HTTP/2.0')" 5
+	# a second stack, every endpoint spoken to in HTTP/2
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	start_bg stack2 gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-client --http2 -e "${UP_ADDR[1]}"
+	wait_http "$URL/healthz" 10
+	fetch_many 5 "$URL/all" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 5
+	assert_equal "$(hits 1 ' /all .*proto=HTTP/2.0')" 5
+}
+
+@test "bad options exit 64 with one line" {
+	local bad
+	for bad in "--balance fastest -e 127.0.0.1:1" "--retry-on 99 -e 127.0.0.1:1" \
+		"--retry-budget 150% -e 127.0.0.1:1" "--eject-time soon -e 127.0.0.1:1" \
+		"-b hash -e 127.0.0.1:1" "--resolve gopher:x" "" \
+		"-e 127.0.0.1:1 --endpoints /nonexistent/x" "--retries many -e 127.0.0.1:1"; do
+		run bash -c "gk-client $bad 2>&1 >/dev/null </dev/null"
+		assert_equal "$status" 64
+		assert_equal "${#lines[@]}" 1
+		assert_output --partial "gk-client"
+	done
+}
