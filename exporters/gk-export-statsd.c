@@ -1,0 +1,525 @@
+/*
+ * gk-export-statsd: send the metrics snapshots read on stdin to a statsd
+ * server over UDP: counters as the increase since the last snapshot of
+ * their process, gauges as they are, histograms as timers (|ms) or, with
+ * --dogstatsd, distributions (|d) with the labels as DogStatsD tags.
+ * See gk-export-statsd(1).
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "export.h"
+#include "export_fold.h"
+
+/* A process, by proc and pid: the seq of its first snapshot we saw. */
+struct proc {
+	int64_t first_seq;
+	uint64_t seen_ms;
+};
+
+static struct {
+	gk_export *ex;
+	gk_loop *loop;
+	gk_econn *conn;
+	const char *prefix;
+	bool dogstatsd;
+	size_t max_packet;
+	uint64_t expire_ms;
+	gk_deltas *deltas;
+	gk_smap *procs;
+	size_t max_procs;
+	gk_buf pkt, line, path, tags, key, t;
+	gk_timer sweep;
+	gk_series *m_lines, *m_not_finite, *m_max_series, *m_too_long;
+} S;
+
+/* ------------------------------------------------------------------ */
+/* Packets                                                             */
+/* ------------------------------------------------------------------ */
+
+static void
+flush_packet(void)
+{
+	if (!S.pkt.len)
+		return;
+	gk_econn_send(S.conn, S.pkt.data, S.pkt.len);
+	S.pkt.len = 0;
+}
+
+/* Add one unit (a line, or lines that must travel together) to the
+ * packet; a packet never exceeds max_packet and never splits a unit. */
+static void
+add_unit(const char *p, size_t n)
+{
+	if (n > S.max_packet) {
+		gk_counter_add(S.m_too_long, 1);
+		gk_export_dropped(S.ex, 1);
+		return;
+	}
+	if (S.pkt.len && S.pkt.len + 1 + n > S.max_packet)
+		flush_packet();
+	if (S.pkt.len)
+		gk_buf_addc(&S.pkt, '\n');
+	gk_buf_add(&S.pkt, p, n);
+	gk_counter_add(S.m_lines, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Names                                                               */
+/* ------------------------------------------------------------------ */
+
+/* A DogStatsD tag part: no ',', '|', '#', newline. */
+static void
+add_tag_text(gk_buf *out, gk_json v, bool key)
+{
+	gk_buf *t = &S.t;
+	gk_buf_reset(t);
+	gk_event_text(v, t);
+	if (!t->len)
+		gk_buf_addc(out, '_');
+	for (size_t i = 0; i < t->len; i++) {
+		char c = t->data[i];
+		bool bad = c == ',' || c == '|' || c == '#' || c == '\n' ||
+		           c == '\r' || (key && c == ':');
+		gk_buf_addc(out, bad ? '_' : c);
+	}
+}
+
+static void
+add_tag(gk_buf *out, gk_json k, gk_json v)
+{
+	if (out->len)
+		gk_buf_addc(out, ',');
+	add_tag_text(out, k, true);
+	gk_buf_addc(out, ':');
+	add_tag_text(out, v, false);
+}
+
+static gk_json
+cjson(const char *s)
+{
+	/* A bare JSON text that gk_event_text copies as it is. */
+	return (gk_json){GK_JSON_NUMBER, s, strlen(s)};
+}
+
+/* S.path: the metric name; S.tags: its DogStatsD tags (or none). */
+static void
+make_name(const gk_event *ev, gk_json name, gk_json labels)
+{
+	gk_buf_reset(&S.path);
+	gk_buf_reset(&S.tags);
+	if (S.prefix && *S.prefix) {
+		gk_fold_component(&S.path, S.prefix, strlen(S.prefix));
+		gk_buf_addc(&S.path, '.');
+	}
+	gk_fold_json(&S.path, name);
+	if (S.dogstatsd) {
+		gk_json_iter it;
+		gk_json k, v;
+		gk_json_iter_init(&it, labels);
+		while (gk_json_iter_next(&it, &k, &v))
+			add_tag(&S.tags, k, v);
+		if (ev->svc.type != GK_JSON_NONE)
+			add_tag(&S.tags, cjson("svc"), ev->svc);
+		add_tag(&S.tags, cjson("proc"),
+		    ev->proc.type != GK_JSON_NONE ? ev->proc : cjson("unknown"));
+		return;
+	}
+	gk_fold_labels(&S.path, labels);
+	if (ev->svc.type != GK_JSON_NONE) {
+		gk_buf_adds(&S.path, ".svc.");
+		gk_fold_json(&S.path, ev->svc);
+	}
+	gk_buf_adds(&S.path, ".proc.");
+	if (ev->proc.type != GK_JSON_NONE)
+		gk_fold_json(&S.path, ev->proc);
+	else
+		gk_buf_adds(&S.path, "unknown");
+}
+
+/* "PATH:VALUE|TYPE[|@RATE][|#TAGS]" into S.line (appended). */
+static void
+add_line(double value, const char *type, double rate)
+{
+	gk_buf_add(&S.line, S.path.data, S.path.len);
+	gk_buf_addc(&S.line, ':');
+	gk_fmt_value(&S.line, value);
+	gk_buf_addc(&S.line, '|');
+	gk_buf_adds(&S.line, type);
+	if (rate < 1) {
+		/* statsd reads the rate as digits and dots only. */
+		char r[64];
+		snprintf(r, sizeof r, "%.20f", rate);
+		size_t n = strlen(r);
+		while (n > 1 && r[n - 1] == '0')
+			r[--n] = 0;
+		gk_buf_addf(&S.line, "|@%s", r);
+	}
+	if (S.tags.len) {
+		gk_buf_add(&S.line, "|#", 2);
+		gk_buf_add(&S.line, S.tags.data, S.tags.len);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshots                                                           */
+/* ------------------------------------------------------------------ */
+
+static void
+add_raw(gk_buf *b, gk_json v)
+{
+	if (v.len)
+		gk_buf_add(b, v.p, v.len);
+}
+
+/* proc US pid */
+static void
+proc_key(const gk_event *ev, gk_buf *k)
+{
+	add_raw(k, ev->proc);
+	gk_buf_addc(k, 0x1f);
+	add_raw(k, ev->pid);
+}
+
+/* key: proc US pid US name US labels [US suffix], from the raw JSON. */
+static void
+make_key(const gk_event *ev, gk_json name, gk_json labels,
+    const char *suffix)
+{
+	gk_buf *k = &S.key;
+	gk_buf_reset(k);
+	proc_key(ev, k);
+	gk_buf_addc(k, 0x1f);
+	add_raw(k, name);
+	gk_buf_addc(k, 0x1f);
+	add_raw(k, labels);
+	if (suffix) {
+		gk_buf_addc(k, 0x1f);
+		gk_buf_adds(k, suffix);
+	}
+}
+
+/* The increase of one cumulative value; false when there is none to
+ * send (a baseline, or the table is full). */
+static bool
+delta(const gk_event *ev, gk_json name, gk_json labels, const char *suffix,
+    double value, bool from_zero, double *d)
+{
+	make_key(ev, name, labels, suffix);
+	switch (gk_deltas_update(S.deltas, S.key.data, S.key.len, value,
+	    from_zero, gk_loop_now(S.loop), d)) {
+	case GK_DELTA_OK:
+		/* 15 digits: no 0.30000000000000004 from a subtraction. */
+		if (isfinite(*d) && *d != 0) {
+			char t[40];
+			snprintf(t, sizeof t, "%.15g", *d);
+			*d = strtod(t, NULL);
+		}
+		return true;
+	case GK_DELTA_BASELINE: return false;
+	case GK_DELTA_FULL:
+		gk_counter_add(S.m_max_series, 1);
+		gk_export_dropped(S.ex, 1);
+		return false;
+	}
+	return false;
+}
+
+static bool
+ends_with(gk_json s, const char *suffix)
+{
+	size_t n = strlen(suffix);
+	/* s is a JSON string: its text is between the quotes. */
+	return s.len >= n + 2 && !memcmp(s.p + s.len - 1 - n, suffix, n);
+}
+
+static void
+do_histogram(const gk_event *ev, const gk_snap_family *f,
+    const gk_snap_series *s, bool from_zero)
+{
+	/* Observations per bucket since the last snapshot. */
+	double bounds[64], counts[64];
+	size_t nb = 0;
+	gk_json_iter bi;
+	gk_json_iter_init(&bi, s->buckets);
+	double le, c, prev = 0;
+	char suffix[40];
+	bool ok = true;
+	while (nb < 64 && gk_snap_bucket_next(&bi, &le, &c)) {
+		snprintf(suffix, sizeof suffix, "le=%.17g", le);
+		double d;
+		if (!delta(ev, f->name, s->labels, suffix, c, from_zero, &d))
+			ok = false;
+		bounds[nb] = le;
+		counts[nb] = d - prev > 0 ? d - prev : 0;
+		prev = d;
+		nb++;
+	}
+	double dsum, dcount;
+	if (!delta(ev, f->name, s->labels, "sum", s->sum, from_zero, &dsum) ||
+	    !delta(ev, f->name, s->labels, "count", s->count, from_zero,
+	        &dcount) ||
+	    !ok || dcount <= 0)
+		return;
+	size_t nonempty = 0;
+	for (size_t i = 0; i < nb; i++)
+		nonempty += counts[i] > 0;
+	bool ms = !S.dogstatsd && ends_with(f->name, "_seconds");
+	make_name(ev, f->name, s->labels);
+	for (size_t i = 0; i < nb; i++) {
+		if (counts[i] <= 0)
+			continue;
+		double lo = i ? bounds[i - 1] : (bounds[0] > 0 ? 0 : bounds[0]);
+		double hi = bounds[i];
+		double v;
+		if (nonempty == 1 && isfinite(dsum / dcount))
+			v = dsum / dcount; /* exact: every one in this bucket */
+		else if (isinf(hi))
+			v = lo;
+		else
+			v = (lo + hi) / 2;
+		if (ms)
+			v *= 1000;
+		if (!isfinite(v) || (!S.dogstatsd && v < 0)) {
+			gk_counter_add(S.m_not_finite, 1);
+			continue;
+		}
+		gk_buf_reset(&S.line);
+		add_line(v, S.dogstatsd ? "d" : "ms", 1 / counts[i]);
+		add_unit(S.line.data, S.line.len);
+	}
+}
+
+static void
+on_event(gk_export *ex, const gk_event *ev, void *arg)
+{
+	(void)arg;
+	if (ev->type != GK_EV_METRICS)
+		return;
+	int64_t seq = 0;
+	gk_json_int(gk_wire_get(ev->msg, "seq"), &seq);
+	uint64_t now = gk_loop_now(S.loop);
+	/* The process: proc US pid. */
+	gk_buf_reset(&S.key);
+	proc_key(ev, &S.key);
+	void **slot = gk_smap_slot(S.procs, S.key.data, S.key.len, false);
+	struct proc *p = slot ? *slot : NULL;
+	if (!p) {
+		if (gk_smap_count(S.procs) >= S.max_procs) {
+			gk_counter_add(S.m_max_series, 1);
+			gk_export_dropped(ex, 1);
+			return;
+		}
+		slot = gk_smap_slot(S.procs, S.key.data, S.key.len, true);
+		p = gk_xcalloc(1, sizeof *p);
+		p->first_seq = seq;
+		*slot = p;
+	}
+	p->seen_ms = now;
+	/*
+	 * Counters count from zero when the process is new (its first
+	 * snapshot), or when we have seen an earlier snapshot of it.  The
+	 * first snapshot we see of a process that was already running only
+	 * sets the baseline: its counts before it were sent by whoever read
+	 * its events then, or are unknown.
+	 */
+	bool from_zero = seq <= 1 || seq > p->first_seq;
+	gk_snap_iter si;
+	gk_snap_family f;
+	gk_snap_begin(&si, ev);
+	while (gk_snap_next(&si, &f)) {
+		gk_json_iter it;
+		gk_snap_series s;
+		gk_snap_series_begin(&it, &f);
+		while (gk_snap_series_next(&it, &f, &s)) {
+			double d;
+			switch (f.type) {
+			case GK_COUNTER:
+				if (!delta(ev, f.name, s.labels, NULL, s.value,
+				        from_zero, &d) ||
+				    !(d > 0))
+					break;
+				if (!isfinite(d)) {
+					gk_counter_add(S.m_not_finite, 1);
+					break;
+				}
+				make_name(ev, f.name, s.labels);
+				gk_buf_reset(&S.line);
+				add_line(d, "c", 1);
+				add_unit(S.line.data, S.line.len);
+				break;
+			case GK_GAUGE:
+				if (!isfinite(s.value)) {
+					gk_counter_add(S.m_not_finite, 1);
+					break;
+				}
+				make_name(ev, f.name, s.labels);
+				gk_buf_reset(&S.line);
+				/* A signed value changes a statsd gauge: set
+				 * it to 0 first, in the same packet. */
+				if (s.value < 0) {
+					add_line(0, "g", 1);
+					gk_buf_addc(&S.line, '\n');
+				}
+				add_line(s.value, "g", 1);
+				add_unit(S.line.data, S.line.len);
+				break;
+			case GK_HISTOGRAM:
+				do_histogram(ev, &f, &s, from_zero);
+				break;
+			}
+		}
+	}
+	flush_packet();
+}
+
+static void
+sweep(gk_loop *loop, void *arg)
+{
+	(void)arg;
+	uint64_t now = gk_loop_now(loop);
+	if (now > S.expire_ms) {
+		uint64_t before = now - S.expire_ms;
+		gk_deltas_expire(S.deltas, before);
+		size_t pos = 0;
+		const char *k;
+		void *v;
+		while (gk_smap_next(S.procs, &pos, &k, &v)) {
+			struct proc *p = v;
+			if (p->seen_ms < before) {
+				free(p);
+				gk_smap_del(S.procs, k, strlen(k));
+			}
+		}
+	}
+	gk_timer_start(loop, &S.sweep, 10000, sweep, NULL);
+}
+
+static void
+on_empty(gk_econn *c, void *arg)
+{
+	(void)c;
+	gk_export_done(arg);
+}
+
+static void
+on_drain(gk_export *ex, void *arg)
+{
+	(void)arg;
+	flush_packet();
+	gk_econn_on_empty(S.conn, on_empty, ex);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: gk-export-statsd [--dogstatsd] [--prefix P] "
+	    "[--max-packet N] [ADDR]\n"
+	    "Send the metrics snapshots read on stdin to statsd over UDP: "
+	    "counters as deltas,\ngauges, histograms as timers (|ms) or "
+	    "distributions (|d).\n"
+	    "  ADDR                host:port, udp:host:port or unix:PATH "
+	    "(127.0.0.1:8125)\n"
+	    "  --dogstatsd         labels as DogStatsD tags (|#k:v), "
+	    "histograms as |d\n"
+	    "  --prefix P          put P. before every metric name\n"
+	    "  --max-packet N      bytes per datagram at most (1432)\n"
+	    "  --max-series N      counter series tracked at most (100000)\n"
+	    "  --expire DUR        forget a series not seen for DUR (10m)\n"
+	    "  --queue SIZE        bound of the datagrams waiting (1m)\n"
+	    "  -h, --help          this help\n"
+	    "  -V, --version       version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *addr = "127.0.0.1:8125";
+	size_t queue = 1u << 20;
+	uint64_t max_series = 100000;
+	S.max_packet = 1432;
+	S.expire_ms = 600000;
+	static const struct option opts[] = {
+	    {"dogstatsd", no_argument, NULL, 'd'},
+	    {"prefix", required_argument, NULL, 'p'},
+	    {"max-packet", required_argument, NULL, 'm'},
+	    {"max-series", required_argument, NULL, 's'},
+	    {"expire", required_argument, NULL, 'e'},
+	    {"queue", required_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0}};
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': S.dogstatsd = true; break;
+		case 'p': S.prefix = optarg; break;
+		case 'm':
+			if (gk_parse_uint(optarg, 64, 65507, &v) < 0)
+				gk_usage_error("bad --max-packet: %s (expected "
+				               "64 to 65507 bytes)",
+				    optarg);
+			S.max_packet = (size_t)v;
+			break;
+		case 's':
+			if (gk_parse_uint(optarg, 1, 100000000, &max_series) <
+			    0)
+				gk_usage_error("bad --max-series: %s (expected "
+				               "a count)",
+				    optarg);
+			break;
+		case 'e':
+			if (gk_parse_duration_ms(optarg, &S.expire_ms) < 0 ||
+			    !S.expire_ms)
+				gk_usage_error("bad --expire: %s (expected a "
+				               "duration such as 10m)",
+				    optarg);
+			break;
+		case 'q':
+			if (gk_parse_size(optarg, &queue) < 0 || !queue)
+				gk_usage_error("bad --queue: %s (expected a "
+				               "size such as 1m)",
+				    optarg);
+			break;
+		case 'h': usage(stdout); return 0;
+		case 'V': gk_export_version("gk-export-statsd"); return 0;
+		default: usage(stderr); return GK_EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		addr = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [ADDR])",
+		    argv[optind]);
+	gk_export_def def = {.name = "statsd", .on_event = on_event,
+	                     .on_drain = on_drain};
+	S.ex = gk_export_new(&def);
+	S.loop = gk_export_loop(S.ex);
+	const char *why = NULL;
+	S.conn = gk_econn_new(S.ex, addr, GK_ECONN_UDP, queue, &why);
+	if (!S.conn)
+		gk_usage_error("bad ADDR: %s (%s)", addr,
+		    why ? why : "expected host:port");
+	S.deltas = gk_deltas_new((size_t)max_series);
+	S.procs = gk_smap_new();
+	S.max_procs = 100000;
+	gk_metric *skipped = gk_counter_new("gk_export_statsd_skipped_total",
+	    "Values not sent, by reason", "reason");
+	S.m_not_finite = gk_series_get(skipped, "not_finite", NULL);
+	S.m_max_series = gk_series_get(skipped, "max_series", NULL);
+	S.m_too_long = gk_series_get(skipped, "too_long", NULL);
+	S.m_lines = gk_metric_series(gk_counter_new(
+	    "gk_export_statsd_lines_total", "statsd lines sent", NULL));
+	gk_timer_start(S.loop, &S.sweep, 10000, sweep, NULL);
+	char f[340];
+	snprintf(f, sizeof f, "addr=%s", addr);
+	gk_log(GK_INFO, "sending metrics to statsd", f);
+	return gk_export_run(S.ex);
+}
