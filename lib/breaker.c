@@ -126,6 +126,8 @@ evict_circuit(void *value, void *arg)
 	struct circuit *c = value;
 	free(c->ring);
 	free(c->buckets);
+	/* Forgotten: the key starts closed when it comes back. */
+	gk_gauge_set(c->m_state, GK_CLOSED);
 	gk_counter_add(b->m_evictions, 1);
 }
 
