@@ -120,7 +120,9 @@ void gk_logfile_free(gk_logfile *f);
 
 typedef struct gk_loki gk_loki;
 
-/* labels: the event members whose values become labels; at most
+/* labels: the event members whose values become labels ("type" is the
+ * event type, "level" a log event's level, read as gk_event_level does);
+ * static_labels: "name=value" on every stream; at most
  * max_streams distinct label sets, past that events go to a stream whose
  * chosen labels are all "_overflow" (counted). */
 gk_loki *gk_loki_new(const char *const *labels, size_t nlabels,

@@ -1,0 +1,284 @@
+/*
+ * gk-export-loki: events to Grafana Loki's push API, POST
+ * /loki/api/v1/push (JSON), labelled by chosen members, batched by size
+ * and time, retried in order on 429 and 5xx.  See gk-export-loki(1).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "logship.h"
+
+#define MAX_LABELS 16
+#define MAX_HEADERS 16
+
+static struct {
+	gk_export *ex;
+	gk_ehttp *http;
+	gk_loki *loki;
+	unsigned types;
+	gk_buf entry;
+	gk_series *m_skipped;
+} L;
+
+static void
+on_event(gk_export *ex, const gk_event *ev, void *arg)
+{
+	(void)ex;
+	(void)arg;
+	if (!(L.types & GK_EVMASK(ev->type))) {
+		gk_counter_add(L.m_skipped, 1);
+		return;
+	}
+	gk_buf_reset(&L.entry);
+	gk_loki_entry(L.loki, ev, &L.entry);
+	gk_ehttp_add(L.http, L.entry.data, L.entry.len);
+}
+
+static void
+on_drained(gk_ehttp *h, void *arg)
+{
+	(void)h;
+	gk_export_done(arg);
+}
+
+static void
+on_drain(gk_export *ex, void *arg)
+{
+	(void)arg;
+	gk_ehttp_drain(L.http, on_drained, ex);
+}
+
+static bool
+label_name_ok(const char *s, size_t n)
+{
+	if (!n || (s[0] >= '0' && s[0] <= '9'))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		        (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return !(n >= 2 && s[0] == '_' && s[1] == '_');
+}
+
+static uint64_t
+duration_arg(const char *opt, const char *v)
+{
+	uint64_t ms;
+	if (gk_parse_duration_ms(v, &ms) < 0 || ms < 1)
+		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
+		               "or 2s)",
+		    opt, v);
+	return ms;
+}
+
+static size_t
+size_arg(const char *opt, const char *v, size_t min)
+{
+	size_t n;
+	if (gk_parse_size(v, &n) < 0 || n < min)
+		gk_usage_error("bad %s: %s (expected a size of %zu bytes or "
+		               "more)",
+		    opt, v, min);
+	return n;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: gk-export-loki [OPTIONS] [URL]\n"
+	    "Send events to Grafana Loki: JSON POSTed to "
+	    "URL/loki/api/v1/push.\n"
+	    "  URL                    Loki's base URL (http://127.0.0.1:3100)\n"
+	    "  -l, --label KEY        a member whose value is a label; "
+	    "repeatable (svc, level)\n"
+	    "  --static-label K=V     a label on every stream; repeatable\n"
+	    "  --max-streams N        distinct label sets, then _overflow "
+	    "(1000)\n"
+	    "  --types LIST           event types sent (log,access)\n"
+	    "  --tenant ID            X-Scope-OrgID header\n"
+	    "  -H, --header K=V       add a request header (auth); repeatable\n"
+	    "  -z, --gzip             compress bodies (Content-Encoding: gzip)\n"
+	    "  --batch-bytes SIZE     close a batch past SIZE (1MiB)\n"
+	    "  --batch-records N      ... or N events (5000)\n"
+	    "  --batch-interval DUR   ... or DUR after its first event (1s)\n"
+	    "  --max-queue SIZE       batches waiting (8MiB)\n"
+	    "  --timeout DUR          per request (10s)\n"
+	    "  --retry-min DUR        first retry delay (500ms)\n"
+	    "  --retry-max DUR        longest retry delay (30s)\n"
+	    "  -h, --help             this help\n"
+	    "  -V, --version          version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *labels[MAX_LABELS], *statics[MAX_LABELS];
+	const char *headers[MAX_HEADERS + 2];
+	size_t nlabels = 0, nstatic = 0, nheaders = 0;
+	uint64_t max_streams = 1000, v;
+	char tenant[300];
+	gk_ehttp_opts o = {.content_type = "application/json",
+	                   .prefix = "{\"streams\":[",
+	                   .separator = ",",
+	                   .suffix = "]}",
+	                   .batch_bytes = 1u << 20,
+	                   .backoff_min_ms = 500,
+	                   .backoff_max_ms = 30000};
+	L.types = GK_EVMASK(GK_EV_LOG) | GK_EVMASK(GK_EV_ACCESS);
+	static const struct option opts[] = {
+	    {"label", required_argument, NULL, 'l'},
+	    {"static-label", required_argument, NULL, 's'},
+	    {"max-streams", required_argument, NULL, 'S'},
+	    {"types", required_argument, NULL, 'T'},
+	    {"tenant", required_argument, NULL, 'O'},
+	    {"header", required_argument, NULL, 'H'},
+	    {"gzip", no_argument, NULL, 'z'},
+	    {"batch-bytes", required_argument, NULL, 'b'},
+	    {"batch-records", required_argument, NULL, 'r'},
+	    {"batch-interval", required_argument, NULL, 'i'},
+	    {"max-queue", required_argument, NULL, 'q'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"retry-min", required_argument, NULL, 'm'},
+	    {"retry-max", required_argument, NULL, 'M'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "l:H:zhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (nlabels == MAX_LABELS)
+				gk_usage_error("too many --label options (at "
+				               "most %d)",
+				    MAX_LABELS);
+			if (!label_name_ok(optarg, strlen(optarg)))
+				gk_usage_error("bad --label: %s (expected a "
+				               "Loki label name: letters, "
+				               "digits, _)",
+				    optarg);
+			labels[nlabels++] = optarg;
+			break;
+		case 's': {
+			const char *eq = strchr(optarg, '=');
+			if (nstatic == MAX_LABELS)
+				gk_usage_error("too many --static-label "
+				               "options (at most %d)",
+				    MAX_LABELS);
+			if (!eq || !eq[1] ||
+			    !label_name_ok(optarg, (size_t)(eq - optarg)))
+				gk_usage_error("bad --static-label: %s "
+				               "(expected NAME=VALUE)",
+				    optarg);
+			statics[nstatic++] = optarg;
+			break;
+		}
+		case 'S':
+			if (gk_parse_uint(optarg, 1, 1000000, &max_streams) < 0)
+				gk_usage_error("bad --max-streams: %s (expected "
+				               "1 to 1000000)",
+				    optarg);
+			break;
+		case 'T':
+			if (gk_evmask_parse(optarg, &L.types) < 0)
+				gk_usage_error("bad --types: %s (expected a "
+				               "list of log, access, span, "
+				               "metrics, other, or all)",
+				    optarg);
+			break;
+		case 'O':
+			if (!*optarg || strpbrk(optarg, "\r\n"))
+				gk_usage_error("bad --tenant: %s", optarg);
+			snprintf(tenant, sizeof tenant, "X-Scope-OrgID: %s",
+			    optarg);
+			headers[nheaders++] = tenant;
+			break;
+		case 'H':
+			if (nheaders >= MAX_HEADERS)
+				gk_usage_error("too many --header options "
+				               "(at most %d)",
+				    MAX_HEADERS);
+			if (!(headers[nheaders++] = gk_ehttp_header_arg(optarg)))
+				gk_usage_error("bad --header: %s (expected "
+				               "NAME=VALUE)",
+				    optarg);
+			break;
+		case 'z': o.gzip = true; break;
+		case 'b':
+			o.batch_bytes = size_arg("--batch-bytes", optarg, 1024);
+			break;
+		case 'r':
+			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
+				gk_usage_error("bad --batch-records: %s "
+				               "(expected 1 to 1000000)",
+				    optarg);
+			o.batch_records = v;
+			break;
+		case 'i':
+			o.batch_ms = duration_arg("--batch-interval", optarg);
+			break;
+		case 'q':
+			o.max_bytes = size_arg("--max-queue", optarg, 65536);
+			break;
+		case 't': o.timeout_ms = duration_arg("--timeout", optarg); break;
+		case 'm':
+			o.backoff_min_ms = duration_arg("--retry-min", optarg);
+			break;
+		case 'M':
+			o.backoff_max_ms = duration_arg("--retry-max", optarg);
+			break;
+		case 'h': usage(stdout); return 0;
+		case 'V': gk_export_version("gk-export-loki"); return 0;
+		default: usage(stderr); return GK_EXIT_USAGE;
+		}
+	}
+	const char *base = "http://127.0.0.1:3100";
+	if (optind < argc)
+		base = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [URL])",
+		    argv[optind]);
+	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
+		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
+		               "https://...)",
+		    base);
+	if (o.backoff_max_ms < o.backoff_min_ms)
+		gk_usage_error("bad --retry-max: shorter than --retry-min");
+	if (!nlabels) {
+		labels[nlabels++] = "svc";
+		labels[nlabels++] = "level";
+	}
+	headers[nheaders] = NULL;
+	o.headers = headers;
+	/* URL/loki/api/v1/push, unless the path is given already. */
+	gk_buf url = {0};
+	gk_buf_adds(&url, base);
+	if (!strstr(base, "/loki/api/v1/push")) {
+		while (url.len && url.data[url.len - 1] == '/')
+			url.len--;
+		gk_buf_adds(&url, "/loki/api/v1/push");
+	}
+	o.url = gk_buf_cstr(&url);
+	gk_export_def def = {.name = "loki", .on_event = on_event,
+	                     .on_drain = on_drain};
+	L.ex = gk_export_new(&def);
+	L.m_skipped = gk_metric_series(gk_counter_new(
+	    "gk_export_loki_skipped_total", "Events of a type not in --types",
+	    NULL));
+	L.loki = gk_loki_new(labels, nlabels, statics, nstatic,
+	    (size_t)max_streams);
+	L.http = gk_ehttp_new(L.ex, &o);
+	char f[600];
+	snprintf(f, sizeof f, "url=%s", o.url);
+	gk_log(GK_INFO, "sending events to Loki", f);
+	int rc = gk_export_run(L.ex);
+	gk_ehttp_free(L.http);
+	gk_loki_free(L.loki);
+	gk_buf_free(&url);
+	gk_buf_free(&L.entry);
+	return rc;
+}
