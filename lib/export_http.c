@@ -308,7 +308,7 @@ sender(void *arg)
 		if (status)
 			snprintf(f1, sizeof f1, "status=%ld", status);
 		else
-			snprintf(f1, sizeof f1, "error=%s", err);
+			snprintf(f1, sizeof f1, "error=%.150s", err);
 		snprintf(f2, sizeof f2, "records=%zu", b->records);
 		if (v == GK_EHTTP_RETRY && h->stop)
 			break; /* stays queued: counted dropped at free */

@@ -271,3 +271,32 @@ span_ids() {
 	[ "$(plugin_metric "$T/plugin.err" gk_export_otlp_invalid_total)" = 2 ]
 	[ "$(plugin_metric "$T/plugin.err" gk_export_dropped_total)" = 2 ]
 }
+
+@test "a backend that keeps answering 503: at the drain timeout the plugin exits 0 and counts the undelivered spans dropped" {
+	start_sink sink --then 503
+	spans 3 >"$EV"
+	run_plugin "$EV" env GK_EXPORT_DRAIN_TIMEOUT=1s gk-export-otlp \
+		--retry-min 100ms --retry-max 200ms "http://127.0.0.1:$SINK_PORT"
+	[ "$PLUGIN_STATUS" = 0 ]
+	[ "$(sink_count "$SINK_DIR" '.status == 503')" -ge 1 ]
+	[ "$(count_events "$T/plugin.err" '.msg == "exiting: records not delivered, dropped" and .records == 3')" = 1 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_dropped_total)" = 3 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_sent_total)" = 0 ]
+}
+
+@test "gk-exporter fans one stream out to otlp (with its options) and zipkin: the same span reaches both" {
+	start_sink otlp
+	OTLP_DIR=$SINK_DIR OTLP_PORT=$SINK_PORT
+	start_sink zipkin
+	spans 1 >"$EV"
+	run_plugin "$EV" gk-exporter \
+		--to "otlp:--gzip,--batch-interval,50ms,http://127.0.0.1:$OTLP_PORT" \
+		--to "zipkin:--batch-interval,50ms,http://127.0.0.1:$SINK_PORT"
+	[ "$PLUGIN_STATUS" = 0 ]
+	run sink_count "$OTLP_DIR" '.path == "/v1/traces" and .headers["content-encoding"] == "gzip"'
+	assert_output 1
+	run jq -r '.resourceSpans[0].scopeSpans[0].spans[0] | .traceId + " " + .spanId' "$OTLP_DIR/0001.json"
+	assert_output "$TRACE 0000000000000001"
+	run jq -r '.[0] | .traceId + " " + .id' "$SINK_DIR/0001.json"
+	assert_output "$TRACE 0000000000000001"
+}
