@@ -187,6 +187,9 @@ enum gk_econn_kind gk_econn_kind(const gk_econn *c);
 /* Called once the queue is empty (for drain); NULL to stop. */
 void gk_econn_on_empty(gk_econn *c, void (*fn)(gk_econn *, void *),
     void *arg);
+/* Wait between reconnections from min_ms, doubling up to max_ms (the
+ * default is 100ms to 30s). */
+void gk_econn_set_backoff(gk_econn *c, uint64_t min_ms, uint64_t max_ms);
 void gk_econn_free(gk_econn *c);
 
 /* ------------------------------------------------------------------ */

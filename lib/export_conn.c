@@ -401,6 +401,12 @@ gk_econn_on_empty(gk_econn *c, void (*fn)(gk_econn *, void *), void *arg)
 }
 
 void
+gk_econn_set_backoff(gk_econn *c, uint64_t min_ms, uint64_t max_ms)
+{
+	gk_backoff_init(&c->backoff, min_ms, max_ms);
+}
+
+void
 gk_econn_free(gk_econn *c)
 {
 	if (!c)
