@@ -11,6 +11,7 @@ CFLAGS += -DGK_LIBEXEC='"$(PREFIX)/libexec/gokit"'
 CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fPIC -Ilib $(SAN_FLAGS)
 LDFLAGS += $(SAN_FLAGS)
 LIBS = -lhttp_parser -ljq -lpipeline -lhiredis -lcurl -lcares -lz -lpthread -lm
+LIBS_gk-export-kafka = -lrdkafka
 
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -53,6 +54,12 @@ $(BUILD)/examples/%: contrib/examples/%.c $(BUILD)/libgokit.a
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libgokit.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libgokit.a $(LIBS) -ljansson
+
+# A test helper, not a unit test (tests/run runs only build/tests/test_*).
+all: $(BUILD)/tests/kafka-mock
+$(BUILD)/tests/kafka-mock: tests/helpers/kafka-mock.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lrdkafka
 
 $(BUILD)/gokit.pc: contrib/gokit.pc.in
 	@mkdir -p $(dir $@)
