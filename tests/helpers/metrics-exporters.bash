@@ -43,11 +43,13 @@ hit() {
 	done
 }
 
-# record_stack FILE N: run a stack alone, serve N requests, stop it, and
-# keep every event it wrote (metrics snapshots included, the one at exit
-# last) in FILE.  The events are those of real gokit programs.
+# record_stack FILE N [SNAPSHOTS]: run a stack alone, serve N requests,
+# wait for SNAPSHOTS (default 1) snapshots of the listener, the last with
+# the N requests, stop it, and keep every event it wrote (metrics
+# snapshots included, the one at exit last) in FILE.  The events are those
+# of real gokit programs.
 record_stack() {
-	local file=$1 n=$2 port
+	local file=$1 n=$2 snaps=${3:-1} port
 	port=$(free_port)
 	start_bg rec env GK_METRICS_INTERVAL=1 GK_EVENTS_FORMAT=json \
 		gk-listener -l "127.0.0.1:$port" -- hello
@@ -56,15 +58,56 @@ record_stack() {
 	hit "$port" "$n"
 	# A snapshot after the requests, then TERM: the exit snapshot.
 	wait_for -t 20 _snapshot_with_requests "$BATS_TEST_TMPDIR/rec.err" "$n"
+	wait_for -t 20 _listener_seq_ge "$BATS_TEST_TMPDIR/rec.err" "$snaps"
 	kill -TERM "$(bg_pid rec)"
 	wait_exit rec 20
 	cp "$BATS_TEST_TMPDIR/rec.err" "$file"
+}
+
+_listener_seq_ge() {
+	jq -R -c 'fromjson? | select(.type == "metrics" and
+		.proc == "gk-listener") | .seq' "$1" 2>/dev/null |
+		awk -v n="$2" '$1 >= n {f = 1} END {exit !f}'
 }
 
 _snapshot_with_requests() {
 	jq -R -c 'fromjson? | select(.type == "metrics") | .metrics[]
 		| select(.name == "gk_http_requests_total") | .series[].value' \
 		"$1" 2>/dev/null | grep -qx "$2"
+}
+
+# fifo_plugin NAME CMD ARGS...: start a plugin (start_bg) reading a fifo
+# that this shell holds open on fd 8: feed it with `cat FILE >&8`, end its
+# input with `exec 8>&-`.  Its events (own metrics every second) go to
+# $BATS_TEST_TMPDIR/NAME.err.
+fifo_plugin() {
+	local name=$1
+	shift
+	local fifo=$BATS_TEST_TMPDIR/$name.in
+	rm -f "$fifo"
+	mkfifo "$fifo"
+	start_bg "$name" env GK_METRICS_INTERVAL=1 GK_EVENTS_FORMAT=json \
+		sh -c 'exec "$@" <"$0"' "$fifo" "$@"
+	exec 8>"$fifo"
+}
+
+# own_metric FILE NAME: the last value of a plugin's own (unlabelled)
+# metric NAME in its events FILE; 0 before its first snapshot.
+own_metric() {
+	local v
+	v=$(jq -R -r --arg n "$2" 'fromjson? | select(.type == "metrics")
+		| .metrics[] | select(.name == $n) | .series[0].value // empty' \
+		"$1" 2>/dev/null | tail -n 1)
+	echo "${v:-0}"
+}
+
+_metric_ge() {
+	[ "$(own_metric "$1" "$2")" -ge "$3" ]
+}
+
+# wait_metric_ge FILE NAME MIN [SECONDS]: until own_metric >= MIN.
+wait_metric_ge() {
+	wait_for -t "${4:-20}" _metric_ge "$1" "$2" "$3"
 }
 
 # ------------------------------------------------------------------
@@ -233,7 +276,8 @@ wsp_values() {
 	local f
 	f=$(wsp "$1")
 	[ -f "$f" ] || return 0
-	whisper-fetch --from=0 "$f" 2>/dev/null | awk '$2 != "None" {print $2}'
+	whisper-fetch --from=0 "$f" 2>/dev/null |
+		awk '$2 != "None" {printf "%.15g\n", $2}'
 }
 
 # wsp_last PATH: the last value stored for PATH ("none" when none).

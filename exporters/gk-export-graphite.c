@@ -1,0 +1,209 @@
+/*
+ * gk-export-graphite: send the metrics snapshots read on stdin to Graphite
+ * (carbon) in the plaintext protocol, "path value timestamp\n" over TCP,
+ * reconnecting with backoff and holding the lines in a bounded queue while
+ * the backend is down.  See gk-export-graphite(1).
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "export.h"
+#include "export_fold.h"
+
+static struct {
+	gk_export *ex;
+	gk_econn *conn;
+	const char *prefix;
+	bool with_pid;
+	gk_buf line, tail;
+	gk_series *m_points, *m_not_finite;
+} G;
+
+static void
+on_empty(gk_econn *c, void *arg)
+{
+	(void)c;
+	gk_export_done(arg);
+}
+
+static void
+on_drain(gk_export *ex, void *arg)
+{
+	(void)arg;
+	gk_econn_on_empty(G.conn, on_empty, ex);
+}
+
+/*
+ * One point: PREFIX.NAME[SUFFIX].LABELS[.le.LE] + tail, value, seconds.
+ * tail is ".svc.S.proc.P[.pid.N]", the same for the whole event.
+ */
+static void
+point(const char *ts, gk_json name, const char *suffix, gk_json labels,
+    const char *le, double value)
+{
+	if (!isfinite(value)) {
+		gk_counter_add(G.m_not_finite, 1);
+		return;
+	}
+	gk_buf *l = &G.line;
+	gk_buf_reset(l);
+	if (G.prefix && *G.prefix) {
+		gk_fold_component(l, G.prefix, strlen(G.prefix));
+		gk_buf_addc(l, '.');
+	}
+	gk_fold_json(l, name);
+	gk_buf_adds(l, suffix);
+	gk_fold_labels(l, labels);
+	if (le) {
+		gk_buf_adds(l, ".le.");
+		gk_fold_component(l, le, strlen(le));
+	}
+	gk_buf_add(l, G.tail.data, G.tail.len);
+	gk_buf_addc(l, ' ');
+	gk_fmt_value(l, value);
+	gk_buf_addc(l, ' ');
+	gk_buf_adds(l, ts);
+	gk_buf_addc(l, '\n');
+	gk_counter_add(G.m_points, 1);
+	gk_econn_send(G.conn, l->data, l->len);
+}
+
+static void
+on_event(gk_export *ex, const gk_event *ev, void *arg)
+{
+	(void)ex;
+	(void)arg;
+	if (ev->type != GK_EV_METRICS)
+		return;
+	uint64_t ms = gk_event_ts_ms(ev);
+	if (!ms)
+		ms = gk_realtime_ms();
+	char ts[32];
+	snprintf(ts, sizeof ts, "%llu", (unsigned long long)(ms / 1000));
+	gk_buf_reset(&G.tail);
+	if (ev->svc.type != GK_JSON_NONE) {
+		gk_buf_adds(&G.tail, ".svc.");
+		gk_fold_json(&G.tail, ev->svc);
+	}
+	gk_buf_adds(&G.tail, ".proc.");
+	if (ev->proc.type != GK_JSON_NONE)
+		gk_fold_json(&G.tail, ev->proc);
+	else
+		gk_buf_adds(&G.tail, "unknown");
+	if (G.with_pid && ev->pid.type != GK_JSON_NONE) {
+		gk_buf_adds(&G.tail, ".pid.");
+		gk_fold_json(&G.tail, ev->pid);
+	}
+	gk_snap_iter si;
+	gk_snap_family f;
+	gk_snap_begin(&si, ev);
+	while (gk_snap_next(&si, &f)) {
+		gk_json_iter it;
+		gk_snap_series s;
+		gk_snap_series_begin(&it, &f);
+		while (gk_snap_series_next(&it, &f, &s)) {
+			if (f.type != GK_HISTOGRAM) {
+				point(ts, f.name, "", s.labels, NULL, s.value);
+				continue;
+			}
+			gk_json_iter bi;
+			gk_json_iter_init(&bi, s.buckets);
+			double le, c;
+			gk_buf b = {0};
+			while (gk_snap_bucket_next(&bi, &le, &c)) {
+				gk_buf_reset(&b);
+				gk_fmt_float(&b, le);
+				point(ts, f.name, "_bucket", s.labels,
+				    gk_buf_cstr(&b), c);
+			}
+			gk_buf_free(&b);
+			point(ts, f.name, "_sum", s.labels, NULL, s.sum);
+			point(ts, f.name, "_count", s.labels, NULL, s.count);
+		}
+	}
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: gk-export-graphite [--prefix P] [--pid] [--queue SIZE] "
+	    "[ADDR]\n"
+	    "Send the metrics snapshots read on stdin to Graphite "
+	    "(plaintext: path value timestamp).\n"
+	    "  ADDR               host:port, tcp:host:port, udp:host:port or "
+	    "unix:PATH (127.0.0.1:2003)\n"
+	    "  --prefix P         put P. before every path\n"
+	    "  --pid              add .pid.N to every path\n"
+	    "  --queue SIZE       bound of the lines held while the backend "
+	    "is down (4m)\n"
+	    "  --backoff-max DUR  longest wait between reconnections (30s)\n"
+	    "  -h, --help         this help\n"
+	    "  -V, --version      version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *addr = "127.0.0.1:2003";
+	size_t queue = 4u << 20;
+	uint64_t backoff_max = 30000;
+	static const struct option opts[] = {
+	    {"prefix", required_argument, NULL, 'p'},
+	    {"pid", no_argument, NULL, 'i'},
+	    {"queue", required_argument, NULL, 'q'},
+	    {"backoff-max", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p': G.prefix = optarg; break;
+		case 'i': G.with_pid = true; break;
+		case 'q':
+			if (gk_parse_size(optarg, &queue) < 0 || !queue)
+				gk_usage_error("bad --queue: %s (expected a "
+				               "size such as 4m)",
+				    optarg);
+			break;
+		case 'b':
+			if (gk_parse_duration_ms(optarg, &backoff_max) < 0 ||
+			    backoff_max < 100)
+				gk_usage_error("bad --backoff-max: %s (expected "
+				               "a duration of 100ms or more)",
+				    optarg);
+			break;
+		case 'h': usage(stdout); return 0;
+		case 'V': gk_export_version("gk-export-graphite"); return 0;
+		default: usage(stderr); return GK_EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		addr = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [ADDR])",
+		    argv[optind]);
+	gk_export_def def = {.name = "graphite", .on_event = on_event,
+	                     .on_drain = on_drain};
+	G.ex = gk_export_new(&def);
+	const char *why = NULL;
+	G.conn = gk_econn_new(G.ex, addr, GK_ECONN_TCP, queue, &why);
+	if (!G.conn)
+		gk_usage_error("bad ADDR: %s (%s)", addr,
+		    why ? why : "expected host:port");
+	gk_econn_set_backoff(G.conn, 100, backoff_max);
+	G.m_points = gk_metric_series(gk_counter_new(
+	    "gk_export_graphite_points_total",
+	    "Points made from snapshots (sent, queued or dropped)", NULL));
+	G.m_not_finite = gk_metric_series(gk_counter_new(
+	    "gk_export_graphite_not_finite_total",
+	    "NaN or infinite values, not sent", NULL));
+	char f[340];
+	snprintf(f, sizeof f, "addr=%s", addr);
+	gk_log(GK_INFO, "sending metrics to graphite", f);
+	return gk_export_run(G.ex);
+}
