@@ -152,7 +152,7 @@ usage(FILE *f)
 	    "to URL/v1/logs.\n"
 	    "  URL                    base URL (http://127.0.0.1:4318)\n"
 	    "  -H, --header K=V       add a request header (auth); repeatable\n"
-	    "  -z, --gzip             compress bodies (Content-Encoding: gzip)\n"
+	    "  -z, --gzip             gzip bodies (Content-Encoding: gzip)\n"
 	    "  --signals LIST         of traces,metrics,logs (all)\n"
 	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
 	    "  --batch-records N      ... or N records (1000)\n"
@@ -223,7 +223,8 @@ main(int argc, char **argv)
 				gk_usage_error("too many --header options "
 				               "(at most %d)",
 				    MAX_HEADERS);
-			if (!(headers[nheaders++] = gk_ehttp_header_arg(optarg)))
+			headers[nheaders] = gk_ehttp_header_arg(optarg);
+			if (!headers[nheaders++])
 				gk_usage_error("bad --header: %s (expected "
 				               "NAME=VALUE)",
 				    optarg);
@@ -248,7 +249,9 @@ main(int argc, char **argv)
 			free(dup);
 			break;
 		}
-		case 'b': o.batch_bytes = size_arg("--batch-bytes", optarg, 1024); break;
+		case 'b':
+			o.batch_bytes = size_arg("--batch-bytes", optarg, 1024);
+			break;
 		case 'r':
 			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
 				gk_usage_error("bad --batch-records: %s "
@@ -256,11 +259,24 @@ main(int argc, char **argv)
 				    optarg);
 			o.batch_records = v;
 			break;
-		case 'i': o.batch_ms = duration_arg("--batch-interval", optarg, 1); break;
-		case 'q': o.max_bytes = size_arg("--max-queue", optarg, 4096); break;
-		case 't': o.timeout_ms = duration_arg("--timeout", optarg, 1); break;
-		case 'm': o.backoff_min_ms = duration_arg("--retry-min", optarg, 1); break;
-		case 'M': o.backoff_max_ms = duration_arg("--retry-max", optarg, 1); break;
+		case 'i':
+			o.batch_ms = duration_arg("--batch-interval",
+			    optarg, 1);
+			break;
+		case 'q':
+			o.max_bytes = size_arg("--max-queue", optarg, 4096);
+			break;
+		case 't':
+			o.timeout_ms = duration_arg("--timeout", optarg, 1);
+			break;
+		case 'm':
+			o.backoff_min_ms = duration_arg("--retry-min",
+			    optarg, 1);
+			break;
+		case 'M':
+			o.backoff_max_ms = duration_arg("--retry-max",
+			    optarg, 1);
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-otlp"); return 0;
 		default: usage(stderr); return GK_EXIT_USAGE;

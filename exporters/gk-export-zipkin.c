@@ -77,9 +77,9 @@ usage(FILE *f)
 	    "usage: gk-export-zipkin [OPTIONS] [URL]\n"
 	    "Send span events to Zipkin: JSON v2 spans POSTed to "
 	    "URL/api/v2/spans.\n"
-	    "  URL                    Zipkin's base URL (http://127.0.0.1:9411)\n"
+	    "  URL                    base URL (http://127.0.0.1:9411)\n"
 	    "  -H, --header K=V       add a request header (auth); repeatable\n"
-	    "  -z, --gzip             compress bodies (Content-Encoding: gzip)\n"
+	    "  -z, --gzip             gzip bodies (Content-Encoding: gzip)\n"
 	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
 	    "  --batch-records N      ... or N spans (1000)\n"
 	    "  --batch-interval DUR   ... or DUR after its first span (1s)\n"
@@ -147,13 +147,16 @@ main(int argc, char **argv)
 				gk_usage_error("too many --header options "
 				               "(at most %d)",
 				    MAX_HEADERS);
-			if (!(headers[nheaders++] = gk_ehttp_header_arg(optarg)))
+			headers[nheaders] = gk_ehttp_header_arg(optarg);
+			if (!headers[nheaders++])
 				gk_usage_error("bad --header: %s (expected "
 				               "NAME=VALUE)",
 				    optarg);
 			break;
 		case 'z': o.gzip = true; break;
-		case 'b': o.batch_bytes = size_arg("--batch-bytes", optarg, 1024); break;
+		case 'b':
+			o.batch_bytes = size_arg("--batch-bytes", optarg, 1024);
+			break;
 		case 'r':
 			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
 				gk_usage_error("bad --batch-records: %s "
@@ -161,11 +164,21 @@ main(int argc, char **argv)
 				    optarg);
 			o.batch_records = v;
 			break;
-		case 'i': o.batch_ms = duration_arg("--batch-interval", optarg); break;
-		case 'q': o.max_bytes = size_arg("--max-queue", optarg, 4096); break;
-		case 't': o.timeout_ms = duration_arg("--timeout", optarg); break;
-		case 'm': o.backoff_min_ms = duration_arg("--retry-min", optarg); break;
-		case 'M': o.backoff_max_ms = duration_arg("--retry-max", optarg); break;
+		case 'i':
+			o.batch_ms = duration_arg("--batch-interval", optarg);
+			break;
+		case 'q':
+			o.max_bytes = size_arg("--max-queue", optarg, 4096);
+			break;
+		case 't':
+			o.timeout_ms = duration_arg("--timeout", optarg);
+			break;
+		case 'm':
+			o.backoff_min_ms = duration_arg("--retry-min", optarg);
+			break;
+		case 'M':
+			o.backoff_max_ms = duration_arg("--retry-max", optarg);
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-zipkin"); return 0;
 		default: usage(stderr); return GK_EXIT_USAGE;

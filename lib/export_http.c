@@ -346,7 +346,8 @@ sender(void *arg)
 		snprintf(f3, sizeof f3, "retry_in_ms=%llu",
 		    (unsigned long long)delay);
 		if (!h->failing)
-			note(h, GK_WARN, "batch not accepted: retrying", f1, f3);
+			note(h, GK_WARN, "batch not accepted: retrying", f1,
+			    f3);
 		h->failing = true;
 		wake_loop(h);
 		wait_ms(h, delay);

@@ -52,7 +52,8 @@ gk_otlp_ts_ns(gk_json ts)
 	    p[16] != ':')
 		return 0;
 	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
-	int h = digits(p + 11, 2), mi = digits(p + 14, 2), s = digits(p + 17, 2);
+	int h = digits(p + 11, 2), mi = digits(p + 14, 2);
+	int s = digits(p + 17, 2);
 	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
 	    h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60)
 		return 0;
