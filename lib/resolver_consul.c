@@ -5,6 +5,7 @@
  * back the X-Consul-Index of the last answer as index (and wait), the
  * index starts over from 0 when it goes backwards, a returned 0 is used as
  * 1, and queries are rate limited because an answer may come back at once.
+ * After an error the retry does not block, so a recovery is seen at once.
  * The query string is passed on as written (tag, passing, dc, filter,
  * ...); wait is ours too (default 5m, as Consul's).  CONSUL_HTTP_TOKEN is
  * sent as X-Consul-Token.
@@ -221,6 +222,9 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 	else
 		snprintf(what, sizeof what, "consul: %s", gk__rhttp_error(&c->h));
 	gk__resolver_error(c->r, what);
+	/* The retry asks without blocking: a recovered agent's answer is
+	 * seen at once, not when a wait runs out. */
+	c->index = 0;
 	uint64_t wait = RETRY_MIN_MS << (c->failures < 5 ? c->failures : 5);
 	if (wait > RETRY_MAX_MS)
 		wait = RETRY_MAX_MS;

@@ -1,0 +1,415 @@
+#!/usr/bin/env bats
+# gk-resolver: names to endpoint sets, against real peers on loopback:
+# dnsmasq (A and SRV records), etcd 3.4 (v3 JSON gateway: range, watch,
+# leases), files; and registration.
+#
+# Consul has no server in Debian: the consul: source and Consul
+# registration are tested against tests/helpers/consul-recorded.py, which
+# serves recorded answers of Consul's documented health API
+# (/v1/health/service/NAME) with its documented blocking-query behaviour
+# (X-Consul-Index, requests held on ?index= until a change or ?wait=), and
+# the documented agent endpoints (service/register, check/pass,
+# service/deregister), and logs every request it gets.
+
+bats_require_minimum_version 1.5.0
+
+load helpers/common
+load helpers/resolver
+
+setup() {
+	common_setup
+}
+
+teardown() {
+	stop_all
+}
+
+# one_line_error: the usage error is one line on stderr, exit 64.
+usage_fails() {
+	run --separate-stderr gk-resolver "$@"
+	assert_equal "$status" 64
+	assert_equal "${#stderr_lines[@]}" 1
+	[[ $stderr == gk-resolver:\ usage:* ]]
+}
+
+@test "bad options and URIs exit 64 with one line naming the problem" {
+	usage_fails
+	usage_fails --bogus static:1.2.3.4:80
+	usage_fails -o
+	usage_fails --timeout 5parsecs static:1.2.3.4:80
+	usage_fails --invalidate-after x static:1.2.3.4:80
+	usage_fails --nameserver nonsense dns:a.test:80
+	usage_fails --json -o "$T/f" static:1.2.3.4:80
+	usage_fails nope:x
+	usage_fails static:1.2.3.4:80 extra
+	usage_fails 'static:1.2.3.4'
+	usage_fails 'consul:http://127.0.0.1:8500/'
+	usage_fails 'consul:http://127.0.0.1:8500/web?index=3'
+	usage_fails 'consul:http://127.0.0.1:8500/web?wait=1h'
+	usage_fails 'etcd:http://127.0.0.1:2379'
+	usage_fails 'dns:a.test'
+	usage_fails register etcd:http://127.0.0.1:2379/s --name a --addr 1.2.3.4:80
+	usage_fails register etcd:http://127.0.0.1:2379/s --name a --addr nope --ttl 5s
+	usage_fails register etcd:http://127.0.0.1:2379/s --name a --addr 1.2.3.4:80 --ttl 500ms
+	usage_fails register zk:x --name a --addr 1.2.3.4:80 --ttl 5s
+	usage_fails register etcd:http://127.0.0.1:2379/s --name a --addr 1.2.3.4:80 --ttl 5s --check ftp://x
+	run gk-resolver --version
+	assert_success
+	assert_output --regexp '^gk-resolver [0-9]'
+	run gk-resolver --help
+	assert_success
+	assert_output --partial 'register'
+}
+
+@test "static: prints the set as HOST:PORT WEIGHT TAGS lines, or JSON with --json" {
+	run --separate-stderr gk-resolver 'static:10.0.0.2:81*3,10.0.0.1:80'
+	assert_success
+	assert_equal "$output" "$(printf '10.0.0.1:80 1 -\n10.0.0.2:81 3 -')"
+	run --separate-stderr gk-resolver --json 'static:10.0.0.1:80,[::1]:81*2'
+	assert_success
+	assert_equal "$(jq -c '.endpoints | map([.addr, .host, .port, .weight])' <<<"$output")" \
+		'[["10.0.0.1:80","10.0.0.1",80,1],["[::1]:81","::1",81,2]]'
+}
+
+@test "-o FILE round-trips through the file: source that gk-client --endpoints uses" {
+	printf '10.0.0.1:80 5 a,b priority=2\n# comment\n\n10.0.0.2:80\n10.0.0.3:80 2 - priority=1\n' >"$T/in"
+	run gk-resolver -o "$T/out" "file:$T/in"
+	assert_success
+	assert_equal "$(cat "$T/out")" "$(printf '10.0.0.1:80 5 a,b priority=2\n10.0.0.2:80 1 -\n10.0.0.3:80 2 - priority=1')"
+	run --separate-stderr gk-resolver --json "file:$T/out"
+	assert_success
+	assert_equal "$(jq -c '.endpoints | map([.addr, .weight, .priority, .tags])' <<<"$output")" \
+		'[["10.0.0.1:80",5,2,["a","b"]],["10.0.0.2:80",1,0,[]],["10.0.0.3:80",2,1,[]]]'
+	# no temporary file left beside it
+	assert_equal "$(ls -A "$T" | grep -c '^\.out\.')" 0
+}
+
+@test "file: an atomic rename and an in-place rewrite are both seen" {
+	printf '10.0.0.1:80\n' >"$T/eps"
+	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.1:80
+	# the SmartStack way: write elsewhere, rename over
+	printf '10.0.0.1:80\n10.0.0.2:80\n' >"$T/eps.new"
+	mv "$T/eps.new" "$T/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.1:80 10.0.0.2:80
+	# in place: truncate and write the same inode
+	printf '10.0.0.3:80 4\n' >"$T/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.3:80
+	grep -qx '10.0.0.3:80 4 -' "$T/out"
+}
+
+@test "file: a file with only bad lines keeps the last good set and says so" {
+	printf '10.0.0.1:80\n' >"$T/eps"
+	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.1:80
+	printf 'not an endpoint at all\n' >"$T/eps"
+	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set"'
+	set_is "$T/out" 10.0.0.1:80
+	printf '10.0.0.9:80\n' >"$T/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.9:80
+	wait_event "$T/res.err" '.msg == "resolver source recovered"'
+}
+
+# --- DNS: a real dnsmasq ----------------------------------------------
+
+@test "dns: the A records of a name are the set, at the port given" {
+	printf '127.0.0.2 web.example.test\n127.0.0.3 web.example.test\n' >"$T/hosts"
+	start_dnsmasq dns --addn-hosts="$T/hosts" --local-ttl=60
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns:web.example.test:8080
+	assert_success
+	assert_equal "$output" "$(printf '127.0.0.2:8080 1 -\n127.0.0.3:8080 1 -')"
+}
+
+@test "dns: a name that does not exist exits 69 with the reason" {
+	start_dnsmasq dns --host-record=a.example.test,127.0.0.2
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns:nothing.example.test:80
+	assert_equal "$status" 69
+	assert_equal "$output" ""
+	[[ $stderr == *'unable to resolve dns:nothing.example.test:80'* ]]
+}
+
+srv_dnsmasq() {
+	start_dnsmasq dns --local-ttl=60 \
+		--host-record=a.example.test,127.0.0.11 \
+		--host-record=b.example.test,127.0.0.12 \
+		--host-record=c.example.test,127.0.0.13 \
+		--host-record=d.example.test,127.0.0.14 \
+		--srv-host=_web._tcp.example.test,a.example.test,8001,1,50 \
+		--srv-host=_web._tcp.example.test,b.example.test,8002,1,30 \
+		--srv-host=_web._tcp.example.test,c.example.test,8003,1,20 \
+		--srv-host=_web._tcp.example.test,d.example.test,8004,2,100
+}
+
+@test "dns+srv: each SRV target's addresses with its port, weight and priority" {
+	srv_dnsmasq
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_web._tcp.example.test
+	assert_success
+	assert_equal "$output" "$(printf '%s\n' \
+		'127.0.0.11:8001 50 - priority=1' \
+		'127.0.0.12:8002 30 - priority=1' \
+		'127.0.0.13:8003 20 - priority=1' \
+		'127.0.0.14:8004 100 - priority=2')"
+}
+
+@test "dns+srv: gk-client's balancer honours SRV weights over 10,000 picks within 5% and leaves the backup priority alone" {
+	srv_dnsmasq
+	gk-resolver --nameserver "127.0.0.1:$DNS_PORT" -o "$T/eps" dns+srv:_web._tcp.example.test
+	# The set as gk-client --endpoints reads it, fed to lib/balancer.c's
+	# pick function: "POLICY ADDR WEIGHT PRIORITY PICKS".
+	run "$GK_BUILD/tests/test_balancer" --picks 10000 "$T/eps"
+	assert_success
+	echo "$output"
+	assert_equal "$(wc -l <<<"$output")" 8
+	# round robin is exact (5% of each share); random within 5% of the
+	# picks; priority 2 (the backup) gets none while priority 1 is up.
+	run awk '
+		$4 == 1 { tot[$1] += $3 }
+		{ line[NR] = $0 }
+		END {
+			bad = 0
+			for (i = 1; i <= NR; i++) {
+				split(line[i], f, " ")
+				if (f[4] != 1) { if (f[5] != 0) bad++; continue }
+				want = 10000 * f[3] / tot[f[1]]
+				d = f[5] - want; if (d < 0) d = -d
+				if (f[1] == "round-robin" && d > 0.05 * want) bad++
+				if (f[1] == "random" && d > 0.05 * 10000) bad++
+			}
+			print bad
+		}' <<<"$output"
+	assert_output 0
+}
+
+@test "dns: a changed record is seen within one TTL" {
+	printf '127.0.0.2 web.example.test\n' >"$T/hosts"
+	start_dnsmasq dns --addn-hosts="$T/hosts" --local-ttl=2
+	start_bg res gk-resolver --watch -o "$T/out" --nameserver "127.0.0.1:$DNS_PORT" dns:web.example.test:80
+	wait_for -t 10 set_is "$T/out" 127.0.0.2:80
+	printf '127.0.0.3 web.example.test\n' >"$T/hosts"
+	kill -HUP "$(bg_pid dns)"
+	# The TTL is 2 s: re-resolved when it runs out.  1 s of slack for a
+	# loaded machine.
+	within_ms 3000 set_is "$T/out" 127.0.0.3:80
+}
+
+# --- etcd: a real etcd 3.4 --------------------------------------------
+
+@test "etcd: keys put under the prefix appear, and deleted ones disappear, within 1 s" {
+	start_etcd etcd
+	ectl put /svc/orders/a '127.0.0.1:9001 3' >/dev/null
+	ectl put /svc/ordersX/z '127.0.0.1:9999' >/dev/null # not under the prefix
+	start_bg res gk-resolver --watch -o "$T/out" "etcd:$ETCD_URL/svc/orders/"
+	wait_for -t 10 set_is "$T/out" 127.0.0.1:9001
+	grep -qx '127.0.0.1:9001 3 -' "$T/out"
+	ectl put /svc/orders/b '127.0.0.1:9002' >/dev/null
+	within_ms 1000 set_is "$T/out" 127.0.0.1:9001 127.0.0.1:9002
+	ectl put /svc/orders/c '127.0.0.1:9003 7' >/dev/null
+	within_ms 1000 set_is "$T/out" 127.0.0.1:9001 127.0.0.1:9002 127.0.0.1:9003
+	ectl del /svc/orders/a >/dev/null
+	within_ms 1000 set_is "$T/out" 127.0.0.1:9002 127.0.0.1:9003
+	ectl del --prefix /svc/orders/ >/dev/null
+	within_ms 1000 set_is "$T/out"
+}
+
+@test "etcd: a value that is not HOST:PORT [WEIGHT] is left out with a warning" {
+	start_etcd etcd
+	ectl put /svc/a '127.0.0.1:9001' >/dev/null
+	ectl put /svc/b 'garbage' >/dev/null
+	run --separate-stderr gk-resolver "etcd:$ETCD_URL/svc/"
+	assert_success
+	assert_output '127.0.0.1:9001 1 -'
+	[ "$(count_events <(printf '%s\n' "$stderr") '.msg | startswith("etcd: value is not")')" = 1 ]
+}
+
+@test "etcd: through an etcd restart the last good set is kept, and changes made meanwhile are seen" {
+	start_etcd etcd
+	ectl put /svc/a '127.0.0.1:9001' >/dev/null
+	start_bg res gk-resolver --watch -o "$T/out" "etcd:$ETCD_URL/svc/"
+	wait_for -t 10 set_is "$T/out" 127.0.0.1:9001
+	kill -TERM -- "-$(bg_pid etcd)"
+	wait_exit etcd 20
+	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set"' 20
+	set_is "$T/out" 127.0.0.1:9001
+	restart_etcd etcd
+	ectl put /svc/b '127.0.0.1:9002' >/dev/null
+	wait_for -t 20 set_is "$T/out" 127.0.0.1:9001 127.0.0.1:9002
+	wait_event "$T/res.err" '.msg == "resolver source recovered"'
+}
+
+@test "etcd register: the key lives while kept alive, and disappears when the process is killed -9 and the lease expires" {
+	start_etcd etcd
+	export GK_METRICS_INTERVAL=1
+	start_bg reg gk-resolver register "etcd:$ETCD_URL/services" --name orders \
+		--addr 127.0.0.1:8080 --weight 5 --ttl 2s
+	start_bg res gk-resolver --watch -o "$T/out" "etcd:$ETCD_URL/services/orders/"
+	wait_for -t 10 set_is "$T/out" 127.0.0.1:8080
+	grep -qx '127.0.0.1:8080 5 -' "$T/out"
+	# Six keepalives at a third of the TTL: two TTLs, and still there.
+	wait_event "$T/reg.err" '.type == "metrics" and ([.metrics[] | select(.name == "gk_register_keepalives_total") | .series[0].value] | first) >= 6' 30
+	set_is "$T/out" 127.0.0.1:8080
+	assert_equal "$(ectl get --print-value-only /services/orders/127.0.0.1:8080)" '127.0.0.1:8080 5'
+	kill -KILL -- "-$(bg_pid reg)"
+	# The lease (2 s) runs out: etcd deletes the key, the watch sees it.
+	wait_for -t 15 set_is "$T/out"
+	assert_equal "$(ectl get --prefix --keys-only /services/ | grep -c .)" 0
+}
+
+@test "etcd register: SIGTERM revokes the lease, so the key is gone at once" {
+	start_etcd etcd
+	start_bg reg gk-resolver register "etcd:$ETCD_URL/services" --name orders \
+		--addr 127.0.0.1:8080 --ttl 60s
+	wait_for -t 10 etcd_has /services/orders/
+	wait_event "$T/reg.err" '.msg == "registered"'
+	kill -TERM "$(bg_pid reg)"
+	wait_exit reg 10
+	assert_equal "$BG_STATUS" 0
+	# The TTL is 60 s: only the revoke can have removed it.
+	assert_equal "$(ectl get --prefix --keys-only /services/ | grep -c .)" 0
+	wait_event "$T/reg.err" '.msg == "deregistered"'
+}
+
+@test "etcd register: a lease lost while running (revoked elsewhere) is granted and put again" {
+	start_etcd etcd
+	start_bg reg gk-resolver register "etcd:$ETCD_URL/services" --name orders \
+		--addr 127.0.0.1:8080 --ttl 3s
+	wait_for -t 10 etcd_has /services/orders/
+	local lease
+	# int64: past what jq keeps exact, so read it as text
+	lease=$(ectl get /services/orders/127.0.0.1:8080 -w json | grep -o '"lease":[0-9]*' | cut -d: -f2)
+	ectl lease revoke "$(printf '%x' "$lease")" >/dev/null
+	wait_event "$T/reg.err" '.msg == "registration lost: registering again"' 15
+	wait_for -t 10 etcd_has /services/orders/
+}
+
+# --- Consul: recorded answers of its documented API -------------------
+
+consul_script() {
+	# Three states of the health API for "web": the index goes 10 -> 12,
+	# then backwards to 7 (as after a snapshot restore).
+	cat >"$T/script.json" <<'EOF'
+[
+ {"index": 10, "body": [
+  {"Node": {"Node": "n1", "Address": "10.1.0.1"},
+   "Service": {"ID": "web-1", "Service": "web", "Address": "10.2.0.1", "Port": 8080,
+               "Tags": ["v1", "blue"], "Weights": {"Passing": 10, "Warning": 1}},
+   "Checks": [{"CheckID": "serfHealth", "Status": "passing"}]},
+  {"Node": {"Node": "n2", "Address": "10.1.0.2"},
+   "Service": {"ID": "web-2", "Service": "web", "Address": "", "Port": 8081,
+               "Tags": [], "Weights": {"Passing": 10, "Warning": 2}},
+   "Checks": [{"CheckID": "serfHealth", "Status": "passing"},
+              {"CheckID": "service:web-2", "Status": "warning"}]}
+ ]},
+ {"index": 12, "body": [
+  {"Node": {"Node": "n3", "Address": "10.1.0.3"},
+   "Service": {"ID": "web-3", "Service": "web", "Address": "10.2.0.3", "Port": 9090,
+               "Tags": null, "Weights": {"Passing": 4, "Warning": 1}},
+   "Checks": []}
+ ]},
+ {"index": 7, "body": [
+  {"Node": {"Node": "n4", "Address": "10.1.0.4"},
+   "Service": {"ID": "web-4", "Service": "web", "Address": "10.2.0.4", "Port": 80,
+               "Tags": [], "Weights": {"Passing": 1, "Warning": 1}},
+   "Checks": []}
+ ]}
+]
+EOF
+}
+
+@test "consul: the health API's instances are the set: Service.Address over Node.Address, weights by check status, tags" {
+	consul_script
+	start_consul consul "$T/script.json"
+	run --separate-stderr env CONSUL_HTTP_TOKEN=s3cret gk-resolver "consul:$CONSUL_URL/web?tag=v1&passing"
+	assert_success
+	assert_equal "$output" "$(printf '10.1.0.2:8081 2 -\n10.2.0.1:8080 10 v1,blue')"
+	# the query as written, plus wait; no index on the first query
+	assert_equal "$(consul_requests '.path == "/v1/health/service/web" and .query.tag == "v1" and (.query | has("passing")) and .query.wait == "5m" and (.query | has("index") | not) and .token == "s3cret"')" 1
+}
+
+@test "consul: blocking queries pass back X-Consul-Index, a held query's answer is seen, and a backwards index starts over" {
+	consul_script
+	start_consul consul "$T/script.json"
+	start_bg res gk-resolver --watch -o "$T/out" "consul:$CONSUL_URL/web?wait=30s"
+	wait_for -t 10 set_is "$T/out" 10.1.0.2:8081 10.2.0.1:8080
+	# The second query blocks with the index of the first answer (it is
+	# logged once answered).
+	consul_ctl next
+	wait_for -t 10 set_is "$T/out" 10.2.0.3:9090
+	wait_for -t 10 _logged '.query.index == "10" and .answered_index == 12 and .query.wait == "30s"'
+	grep -qx '10.2.0.3:9090 4 -' "$T/out"
+	# The index goes backwards (12 -> 7): the answer is used, and the
+	# next query starts over without an index, then blocks on 7.
+	consul_ctl next
+	wait_for -t 10 set_is "$T/out" 10.2.0.4:80
+	wait_for -t 10 _logged '.query.index == "12" and .answered_index == 7'
+	# in order of arrival: none, 10, 12, then (backwards) none, 7 held
+	wait_for -t 10 _arrivals_are "none 10 12 none 7"
+	wait_event "$T/res.err" '.msg == "consul: index went backwards, starting over"'
+}
+
+_failing_checks_since() {
+	[ "$(jq -s ".[$1:] | map(select(.path == \"/_control/health\" and .status == 500)) | length" "$CONSUL_LOG")" -ge "$2" ]
+}
+
+_arrivals_are() {
+	[ "$(consul_arrivals)" = "$1" ]
+}
+
+_logged() {
+	[ "$(consul_requests "$1")" -ge 1 ]
+}
+
+@test "consul: an agent answering errors keeps the last good set, says so, and --invalidate-after drops it" {
+	consul_script
+	start_consul consul "$T/script.json"
+	start_bg res gk-resolver --watch -o "$T/out" --invalidate-after 2s "consul:$CONSUL_URL/web?wait=30s"
+	wait_for -t 10 set_is "$T/out" 10.1.0.2:8081 10.2.0.1:8080
+	consul_ctl fail
+	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set" and (.error | test("HTTP 500"))'
+	set_is "$T/out" 10.1.0.2:8081 10.2.0.1:8080
+	# the errors last past --invalidate-after: the set is dropped
+	wait_event "$T/res.err" '.msg == "resolver: last good set invalidated"' 15
+	wait_for -t 5 set_is "$T/out"
+	consul_ctl recover
+	wait_for -t 20 set_is "$T/out" 10.1.0.2:8081 10.2.0.1:8080
+}
+
+@test "consul register: registers with a TTL check, passes it at a third of the TTL, deregisters on SIGTERM" {
+	consul_script
+	start_consul consul "$T/script.json"
+	start_bg reg gk-resolver register "consul:$CONSUL_URL" --name web \
+		--addr 10.0.0.5:8080 --ttl 3s --tags v1,blue --weight 7
+	wait_for -t 10 _logged '.path == "/v1/agent/service/register"'
+	run jq -c -s 'map(select(.path == "/v1/agent/service/register"))[0].body | fromjson |
+		[.ID, .Name, .Address, .Port, .Tags, .Weights.Passing, .Check.CheckID, .Check.TTL, .Check.Status]' "$CONSUL_LOG"
+	assert_output '["web-10.0.0.5-8080","web","10.0.0.5",8080,["v1","blue"],7,"service:web-10.0.0.5-8080","3s","passing"]'
+	wait_for -t 15 consul_at_least 3 '.path == "/v1/agent/check/pass/service:web-10.0.0.5-8080" and .status == 200'
+	# The agent restarts and forgets it: registered again.
+	consul_ctl forget
+	wait_for -t 15 consul_at_least 2 '.path == "/v1/agent/service/register"'
+	kill -TERM "$(bg_pid reg)"
+	wait_exit reg 10
+	assert_equal "$BG_STATUS" 0
+	assert_equal "$(consul_requests '.path == "/v1/agent/service/deregister/web-10.0.0.5-8080" and .status == 200')" 1
+}
+
+@test "register --check: the registration is only kept alive while the check URL answers 2xx" {
+	consul_script
+	start_consul consul "$T/script.json"
+	consul_ctl health/503
+	start_bg reg gk-resolver register "consul:$CONSUL_URL" --name web \
+		--addr 10.0.0.5:8080 --ttl 3s --check "$CONSUL_URL/_control/health"
+	# failing checks: nothing registered
+	wait_for -t 15 consul_at_least 2 '.path == "/_control/health"'
+	assert_equal "$(consul_requests '.path | startswith("/v1/agent/")')" 0
+	wait_event "$T/reg.err" '.msg == "health check failed: not keeping the registration alive"'
+	consul_ctl health/200
+	wait_for -t 15 _logged '.path == "/v1/agent/check/pass/service:web-10.0.0.5-8080"'
+	consul_ctl health/500
+	local n
+	n=$(jq -s 'length' "$CONSUL_LOG")
+	# two more failing checks after the switch, and no pass among them
+	wait_for -t 15 _failing_checks_since "$n" 2
+	local first
+	first=$(jq -s "[.[$n:] | to_entries[] | select(.value.status == 500) | .key][0]" "$CONSUL_LOG")
+	assert_equal "$(jq -s ".[$((n + first)):] | map(select(.path | startswith(\"/v1/agent/check/pass/\"))) | length" "$CONSUL_LOG")" 0
+}

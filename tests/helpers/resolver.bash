@@ -1,0 +1,143 @@
+# tests/helpers/resolver.bash: real peers for the gk-resolver suite.
+#
+#   load helpers/common
+#   load helpers/resolver
+#
+# start_dnsmasq NAME ARGS...   dnsmasq on a free loopback port ($DNS_PORT)
+# start_etcd NAME              etcd 3.4 on free loopback ports ($ETCD_URL)
+# ectl ARGS...                 etcdctl (API 3) against $ETCD_URL
+# start_consul NAME SCRIPT     tests/helpers/consul-recorded.py ($CONSUL_URL,
+#                              its request log in $CONSUL_LOG)
+# within_ms MS CMD ARGS...     poll CMD every 20 ms; fail after MS ms
+# set_of FILE                  the endpoints of an endpoints file, sorted,
+#                              one "ADDR" a line
+
+start_dnsmasq() {
+	local name=$1
+	shift
+	local i
+	# dnsmasq binds UDP and TCP: retry when the picked port was taken.
+	for i in 1 2 3; do
+		DNS_PORT=$(free_port)
+		start_bg "$name" dnsmasq --no-daemon --port="$DNS_PORT" \
+			--listen-address=127.0.0.1 --bind-interfaces --no-resolv \
+			--no-hosts --conf-file=/dev/null "$@"
+		if wait_for -t 10 _dns_up "$DNS_PORT"; then
+			return 0
+		fi
+		bg_alive "$name" && return 1
+	done
+	return 1
+}
+
+_dns_up() {
+	python3 -c 'import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+s.close()' "$1"
+}
+
+start_etcd() {
+	local name=$1 cport pport
+	cport=$(free_port)
+	pport=$(free_port)
+	ETCD_URL="http://127.0.0.1:$cport"
+	ETCD_DATA="$BATS_TEST_TMPDIR/$name.data"
+	ETCD_CPORT=$cport
+	ETCD_PPORT=$pport
+	_run_etcd "$name"
+}
+
+# restart_etcd NAME: the same member again, same ports and data.
+restart_etcd() {
+	_run_etcd "$1"
+}
+
+_run_etcd() {
+	local name=$1
+	start_bg "$name" etcd --name default --data-dir "$ETCD_DATA" \
+		--listen-client-urls "http://127.0.0.1:$ETCD_CPORT" \
+		--advertise-client-urls "http://127.0.0.1:$ETCD_CPORT" \
+		--listen-peer-urls "http://127.0.0.1:$ETCD_PPORT" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PPORT" \
+		--initial-cluster "default=http://127.0.0.1:$ETCD_PPORT" \
+		--log-level error
+	wait_for -t 30 _etcd_up
+}
+
+_etcd_up() {
+	curl -sf -m 2 -X POST "$ETCD_URL/v3/kv/range" -d '{"key":"AA=="}' \
+		>/dev/null
+}
+
+ectl() {
+	ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" --command-timeout=5s "$@"
+}
+
+start_consul() {
+	local name=$1 script=$2
+	local pf="$BATS_TEST_TMPDIR/$name.port"
+	CONSUL_LOG="$BATS_TEST_TMPDIR/$name.log"
+	: >"$CONSUL_LOG"
+	: >"$CONSUL_LOG.arrivals"
+	start_bg "$name" python3 "$BATS_TEST_DIRNAME/helpers/consul-recorded.py" \
+		"$pf" "$CONSUL_LOG" "$script"
+	wait_file "$pf" 10 || return 1
+	CONSUL_URL="http://127.0.0.1:$(cat "$pf")"
+}
+
+consul_ctl() {
+	curl -sf -m 5 -X POST "$CONSUL_URL/_control/$1" >/dev/null
+}
+
+# consul_requests JQ_SELECT: how many logged requests match.
+consul_requests() {
+	jq -s "map(select($1)) | length" "$CONSUL_LOG"
+}
+
+# consul_at_least N JQ_SELECT: at least N logged requests match.
+consul_at_least() {
+	[ "$(consul_requests "$2")" -ge "$1" ]
+}
+
+# consul_arrivals: the index= of each health query in order of arrival
+# ("none" when it had none), space-separated.
+consul_arrivals() {
+	jq -r -s 'map(.query.index // "none") | join(" ")' "$CONSUL_LOG.arrivals"
+}
+
+# etcd_has PREFIX: some key exists under PREFIX.
+etcd_has() {
+	[ -n "$(ectl get --prefix --keys-only "$1")" ]
+}
+
+within_ms() {
+	local ms=$1
+	shift
+	local start now
+	start=$(date +%s%3N)
+	while :; do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		now=$(date +%s%3N)
+		if ((now - start > ms)); then
+			echo "within_ms: not within ${ms} ms: $*" >&2
+			return 1
+		fi
+		sleep 0.02
+	done
+}
+
+set_of() {
+	awk '!/^#/ && NF { print $1 }' "$1" | sort
+}
+
+# set_is FILE ADDR...: the endpoints file holds exactly these addresses.
+set_is() {
+	local file=$1
+	shift
+	[ -f "$file" ] || return 1
+	local want=""
+	[ $# -gt 0 ] && want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
+	[ "$(set_of "$file" | tr '\n' ' ')" = "$want" ]
+}

@@ -1,0 +1,161 @@
+/*
+ * test_balancer: gk-client's balancer (lib/balancer.c) honours the
+ * weights and priorities of an endpoint set.
+ *
+ * Without arguments: unit tests on a set built here (SRV-like weights
+ * 50/30/20 at priority 1, a backup at priority 2).
+ *
+ * With "--picks N FILE": the set is read from FILE through the file:
+ * resolver source, exactly as gk-client --endpoints FILE reads it (the
+ * gk-resolver bats suite writes FILE with gk-resolver -o from a real
+ * dnsmasq's SRV records), N picks are made with each weighted policy, and
+ * one line per endpoint is printed: "POLICY ADDR WEIGHT PRIORITY PICKS".
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "balancer.h"
+#include "resolver.h"
+#include "unit.h"
+
+#define PICKS 10000
+
+static const gk_endpoint srv_set[] = {
+    {.addr = "127.0.0.11:8001", .weight = 50, .priority = 1},
+    {.addr = "127.0.0.12:8002", .weight = 30, .priority = 1},
+    {.addr = "127.0.0.13:8003", .weight = 20, .priority = 1},
+    {.addr = "127.0.0.14:8004", .weight = 100, .priority = 2},
+};
+#define NSRV (sizeof srv_set / sizeof srv_set[0])
+
+/* counts[i]: picks of set[i] in n picks with policy how. */
+static void
+pick_counts(enum gk_balance how, const gk_endpoint *set, size_t nset,
+    unsigned n, unsigned *counts)
+{
+	gk_balancer *b = gk_balancer_new(how);
+	gk_balancer_update(b, set, nset);
+	memset(counts, 0, nset * sizeof *counts);
+	for (unsigned i = 0; i < n; i++) {
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL);
+		if (!be)
+			continue;
+		for (size_t k = 0; k < nset; k++)
+			if (!strcmp(be->ep.addr, set[k].addr))
+				counts[k]++;
+	}
+	gk_balancer_free(b);
+}
+
+/* Each endpoint of priority 1 gets its weight's share of the picks within
+ * tol (a fraction of all picks), the backup none. */
+static void
+check_shares(enum gk_balance how, double tol)
+{
+	unsigned counts[NSRV];
+	pick_counts(how, srv_set, NSRV, PICKS, counts);
+	double total = 50 + 30 + 20;
+	for (size_t k = 0; k < 3; k++) {
+		double want = srv_set[k].weight / total;
+		double got = (double)counts[k] / PICKS;
+		if (fabs(got - want) > tol)
+			printf("#   %s: %u picks, want %.0f\n", srv_set[k].addr,
+			    counts[k], want * PICKS);
+		CHECK(fabs(got - want) <= tol);
+	}
+	CHECK(counts[3] == 0);
+}
+
+TEST(round_robin_weights_within_5_percent_backup_unused)
+{
+	/* Smooth weighted round robin is exact: 5% of each share. */
+	unsigned counts[NSRV];
+	pick_counts(GK_BALANCE_ROUND_ROBIN, srv_set, NSRV, PICKS, counts);
+	for (size_t k = 0; k < 3; k++) {
+		double want = PICKS * srv_set[k].weight / 100.0;
+		CHECK(fabs(counts[k] - want) <= 0.05 * want);
+	}
+	CHECK(counts[3] == 0);
+}
+
+TEST(random_weights_within_5_points_backup_unused)
+{
+	check_shares(GK_BALANCE_RANDOM, 0.05);
+}
+
+TEST(backup_priority_is_used_when_the_first_is_unavailable)
+{
+	gk_balancer *b = gk_balancer_new(GK_BALANCE_RANDOM);
+	gk_balancer_update(b, srv_set, NSRV);
+	for (size_t i = 0; i < gk_balancer_size(b); i++)
+		if (gk_balancer_at(b, i)->ep.priority == 1)
+			gk_balancer_at(b, i)->ejected_until_ms = 5000;
+	unsigned backup = 0;
+	for (int i = 0; i < 100; i++) {
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL);
+		if (be && be->ep.priority == 2)
+			backup++;
+	}
+	CHECK(backup == 100);
+	gk_balancer_free(b);
+}
+
+static const gk_endpoint *loaded;
+static size_t nloaded;
+
+static void
+on_set(const gk_endpoint *set, size_t n, void *arg)
+{
+	(void)arg;
+	gk_endpoint *copy = gk_xcalloc(n ? n : 1, sizeof *copy);
+	memcpy(copy, set, n * sizeof *copy);
+	free((void *)loaded);
+	loaded = copy;
+	nloaded = n;
+}
+
+static int
+picks_main(const char *nstr, const char *file)
+{
+	unsigned n = (unsigned)atoi(nstr);
+	char uri[4200];
+	snprintf(uri, sizeof uri, "file:%s", file);
+	gk_loop *loop = gk_loop_new();
+	const char *why = NULL;
+	gk_resolver *r = gk_resolver_new(loop, uri, NULL, on_set, NULL, &why);
+	if (!r || !loaded) {
+		fprintf(stderr, "test_balancer: unable to read %s: %s\n", file,
+		    why ? why : "no set");
+		return 1;
+	}
+	static const struct {
+		const char *name;
+		enum gk_balance how;
+	} pol[] = {{"round-robin", GK_BALANCE_ROUND_ROBIN},
+	    {"random", GK_BALANCE_RANDOM}};
+	unsigned *counts = gk_xcalloc(nloaded ? nloaded : 1, sizeof *counts);
+	for (size_t p = 0; p < 2; p++) {
+		pick_counts(pol[p].how, loaded, nloaded, n, counts);
+		for (size_t k = 0; k < nloaded; k++)
+			printf("%s %s %u %u %u\n", pol[p].name, loaded[k].addr,
+			    loaded[k].weight, loaded[k].priority, counts[k]);
+	}
+	free(counts);
+	gk_resolver_free(r);
+	free((void *)loaded);
+	gk_loop_free(loop);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc == 4 && !strcmp(argv[1], "--picks"))
+		return picks_main(argv[2], argv[3]);
+	RUN(round_robin_weights_within_5_percent_backup_unused);
+	RUN(random_weights_within_5_points_backup_unused);
+	RUN(backup_priority_is_used_when_the_first_is_unavailable);
+	return UNIT_END();
+}
