@@ -35,7 +35,8 @@ struct sink {
 	char label[80]; /* sink label: name, or name#N when repeated */
 	char **argv;    /* argv[0] is "gk-export-NAME" */
 	pid_t pid;
-	int fd; /* write end of the child's stdin, -1 when none */
+	int fd;  /* write end of the child's stdin, -1 when none */
+	int rfd; /* its read end, kept to count what a dead plugin left */
 	bool want_write, closed_for_eof;
 	uint64_t started_ms;
 	gk_equeue *q;
@@ -55,11 +56,13 @@ static struct {
 	int nsinks;
 	size_t buffer_bytes, buffer_events;
 	gk_buf in;
-	bool eof, terminating;
-	gk_timer tick, kill_timer;
+	bool eof, terminating, skipping;
+	gk_timer tick, kill_timer, file_timer;
 	uint64_t eof_ms, drain_ms;
 	char selfdir[PATH_MAX];
 	gk_metric *f_sent, *f_dropped, *f_restarts, *f_lost, *f_queue;
+	gk_series *m_raw;
+	gk_buf wrap;
 } X;
 
 /* ------------------------------------------------------------------ */
@@ -117,6 +120,8 @@ exec_plugin(const char *name, char **argv)
 static void sink_io(gk_loop *loop, int fd, unsigned events, void *arg);
 static void on_child(gk_loop *loop, pid_t pid, int wstatus, void *arg);
 static void maybe_finish(void);
+static void start_drain(void);
+static void on_kill(gk_loop *loop, void *arg);
 
 static void
 sink_start(struct sink *s)
@@ -147,8 +152,10 @@ sink_start(struct sink *s)
 		    s->name, strerror(errno));
 		_exit(127);
 	}
-	close(p[0]);
+	/* The read end stays open here (close-on-exec): when the plugin
+	 * dies, what it left unread in the pipe is counted as lost. */
 	fcntl(p[1], F_SETFL, O_NONBLOCK);
+	s->rfd = p[0];
 	s->fd = p[1];
 	s->pid = pid;
 	s->want_write = false;
@@ -157,7 +164,7 @@ sink_start(struct sink *s)
 	gk_loop_child(X.loop, pid, on_child, s);
 	char f[100], g[40];
 	snprintf(f, sizeof f, "sink=%s", s->label);
-	snprintf(g, sizeof g, "pid=%d", (int)pid);
+	snprintf(g, sizeof g, "plugin_pid=%d", (int)pid);
 	gk_log(GK_INFO, "plugin started", f, g);
 }
 
@@ -168,6 +175,48 @@ on_restart(gk_loop *loop, void *arg)
 	struct sink *s = arg;
 	if (!X.terminating && !X.eof)
 		sink_start(s);
+}
+
+/* Drop what the sink holds and has not written whole (the rest of cur,
+ * its buffer), counted; returns the count. */
+static size_t
+discard(struct sink *s)
+{
+	size_t n = gk_equeue_count(s->q);
+	for (size_t i = 0; i < s->nends; i++)
+		if (s->ends[i] > s->cur_off)
+			n++;
+	s->cur.len = s->cur_off = 0;
+	s->nends = 0;
+	while (gk_equeue_count(s->q))
+		gk_equeue_pop(s->q);
+	gk_counter_add(s->m_dropped, (double)n);
+	return n;
+}
+
+/* Close the read end; returns the events left unread in the pipe. */
+static size_t
+close_rfd(struct sink *s)
+{
+	size_t lines = 0;
+	if (s->rfd < 0)
+		return 0;
+	/* Only what is there: the read end is blocking (it is the plugin's
+	 * stdin, and O_NONBLOCK would be shared with it). */
+	char buf[65536];
+	int avail = 0;
+	while (ioctl(s->rfd, FIONREAD, &avail) == 0 && avail > 0) {
+		size_t want = (size_t)avail < sizeof buf ? (size_t)avail
+		                                         : sizeof buf;
+		ssize_t n = read(s->rfd, buf, want);
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	}
+	close(s->rfd);
+	s->rfd = -1;
+	return lines;
 }
 
 static void
@@ -186,30 +235,38 @@ on_child(gk_loop *loop, pid_t pid, int wstatus, void *arg)
 {
 	(void)pid;
 	struct sink *s = arg;
-	/* What it had not taken: the bytes still in its pipe, and the
-	 * events we had not finished writing to it. */
-	int unread = 0;
-	if (s->fd >= 0)
-		ioctl(s->fd, FIONREAD, &unread);
-	size_t lost = 0;
-	for (size_t i = 0; i < s->nends; i++)
-		if (s->ends[i] > s->cur_off)
-			lost++;
-	s->cur.len = s->cur_off = 0;
-	s->nends = 0;
+	/* Written to it whole but never read: lost.  An event we were in
+	 * the middle of writing is dropped; those not begun stay in cur
+	 * for the plugin started next. */
+	size_t lost = close_rfd(s);
+	gk_counter_add(s->m_lost, (double)lost);
+	for (size_t i = 0; i < s->nends; i++) {
+		if (s->ends[i] <= s->cur_off)
+			continue;
+		size_t start = i ? s->ends[i - 1] : 0;
+		if (start < s->cur_off) {
+			gk_counter_add(s->m_dropped, 1);
+			s->cur_off = s->ends[i];
+		}
+		break;
+	}
 	close_pipe(s);
 	s->pid = 0;
-	gk_counter_add(s->m_lost, (double)lost);
-	char f[100], g[64], h[40], k[40];
+	char f[100], g[64], h[40];
 	snprintf(f, sizeof f, "sink=%s", s->label);
 	if (WIFEXITED(wstatus))
 		snprintf(g, sizeof g, "status=%d", WEXITSTATUS(wstatus));
 	else
 		snprintf(g, sizeof g, "signal=%d", WTERMSIG(wstatus));
 	snprintf(h, sizeof h, "lost_events=%zu", lost);
-	snprintf(k, sizeof k, "unread_bytes=%d", unread);
-	if (X.terminating || (X.eof && s->closed_for_eof)) {
-		gk_log(GK_INFO, "plugin exited", f, g);
+	if (X.eof) {
+		if (!s->closed_for_eof) {
+			/* Died while draining: what it had not taken is
+			 * dropped. */
+			discard(s);
+			s->closed_for_eof = true;
+		}
+		gk_log(lost ? GK_WARN : GK_INFO, "plugin exited", f, g, h);
 		maybe_finish();
 		return;
 	}
@@ -219,7 +276,7 @@ on_child(gk_loop *loop, pid_t pid, int wstatus, void *arg)
 	uint64_t d = gk_backoff_next(&s->backoff);
 	char r[40];
 	snprintf(r, sizeof r, "restart_in_ms=%llu", (unsigned long long)d);
-	gk_log(GK_ERROR, "plugin exited: restarting", f, g, h, k, r);
+	gk_log(GK_ERROR, "plugin exited: restarting", f, g, h, r);
 	gk_counter_add(s->m_restarts, 1);
 	gk_timer_start(loop, &s->restart, d, on_restart, s);
 }
@@ -312,9 +369,37 @@ sink_io(gk_loop *loop, int fd, unsigned events, void *arg)
 	pump(arg);
 }
 
+/* True when line (without its newline) is one JSON object. */
+static bool
+is_object(const char *line, size_t len)
+{
+	size_t i = 0;
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	if (i == len || line[i] != '{')
+		return false;
+	gk_wire_error err;
+	return gk_json_validate(line, len, &err) == 0;
+}
+
 static void
 push_line(const char *line, size_t len)
 {
+	/* len counts the newline.  A line that is not an event is wrapped
+	 * as a log event with "raw":true: every sink gets events only. */
+	size_t n = len - 1;
+	if (n && line[n - 1] == '\r')
+		n--;
+	if (!n)
+		return;
+	if (!is_object(line, n)) {
+		gk_counter_add(X.m_raw, 1);
+		gk_buf_reset(&X.wrap);
+		gk_event_wrap_raw(&X.wrap, line, n);
+		gk_buf_addc(&X.wrap, '\n');
+		line = X.wrap.data;
+		len = X.wrap.len;
+	}
 	for (int i = 0; i < X.nsinks; i++) {
 		struct sink *s = &X.sink[i];
 		size_t d = gk_equeue_push(s->q, line, len);
@@ -355,18 +440,32 @@ on_stdin(gk_loop *loop, int fd, unsigned events, void *arg)
 				if (!nl)
 					break;
 				size_t end = (size_t)(nl - X.in.data) + 1;
-				if (end - start > 1)
+				if (X.skipping)
+					X.skipping = false;
+				else if (end - start > 1)
 					push_line(X.in.data + start,
 					    end - start);
 				start = end;
 			}
 			gk_buf_consume(&X.in, start);
 			if (X.in.len > X.buffer_bytes) {
-				/* No sink could hold it: drop it everywhere. */
-				for (int i = 0; i < X.nsinks; i++)
-					gk_counter_add(X.sink[i].m_dropped, 1);
+				/* No sink could hold it: drop it everywhere,
+				 * up to its newline. */
+				if (!X.skipping) {
+					for (int i = 0; i < X.nsinks; i++)
+						gk_counter_add(
+						    X.sink[i].m_dropped, 1);
+					char f[64];
+					snprintf(f, sizeof f, "max_bytes=%zu",
+					    X.buffer_bytes);
+					gk_log(GK_ERROR, "event longer than the "
+					                 "sink buffer: dropped", f);
+				}
+				X.skipping = true;
 				X.in.len = 0;
 			}
+			/* Let the sinks take this chunk before the next. */
+			on_turn_end(loop, NULL);
 			if ((size_t)n < room)
 				break;
 			continue;
@@ -381,7 +480,22 @@ on_stdin(gk_loop *loop, int fd, unsigned events, void *arg)
 	}
 	if (err < 0)
 		return;
-	if (X.in.len) { /* a last line without newline */
+	start_drain();
+}
+
+/*
+ * stdin ended, or TERM/INT: no more events.  Each sink gets what its
+ * buffer holds, then EOF on its stdin (a plugin's signal to deliver what
+ * it has and exit); a sink whose plugin is down loses its buffer, counted
+ * as dropped.  on_tick closes the sinks that take longer than the drain
+ * timeout; on_kill ends the plugins that do not exit after that.
+ */
+static void
+start_drain(void)
+{
+	if (X.eof)
+		return;
+	if (X.in.len && !X.skipping) { /* a last line without newline */
 		gk_buf_addc(&X.in, '\n');
 		push_line(X.in.data, X.in.len);
 		X.in.len = 0;
@@ -392,12 +506,34 @@ on_stdin(gk_loop *loop, int fd, unsigned events, void *arg)
 	for (int i = 0; i < X.nsinks; i++) {
 		struct sink *s = &X.sink[i];
 		gk_timer_stop(X.loop, &s->restart);
-		if (s->fd < 0)
+		if (s->fd < 0) {
 			s->closed_for_eof = true;
-		else
+			size_t left = discard(s);
+			if (left) {
+				char f[100], g[40];
+				snprintf(f, sizeof f, "sink=%s", s->label);
+				snprintf(g, sizeof g, "dropped=%zu", left);
+				gk_log(GK_WARN, "plugin down at drain: events "
+				                "dropped", f, g);
+			}
+		} else {
 			pump(s);
+		}
 	}
+	gk_timer_start(X.loop, &X.kill_timer, X.drain_ms + 2000, on_kill,
+	    NULL);
 	maybe_finish();
+}
+
+static void
+on_file_tick(gk_loop *loop, void *arg)
+{
+	(void)arg;
+	if (X.eof)
+		return;
+	on_stdin(loop, 0, GK_READ, NULL);
+	if (!X.eof)
+		gk_timer_start(loop, &X.file_timer, 0, on_file_tick, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -436,14 +572,11 @@ on_tick(gk_loop *loop, void *arg)
 		 * within the drain timeout is closed anyway. */
 		if (X.eof && !s->closed_for_eof &&
 		    gk_loop_now(loop) - X.eof_ms > X.drain_ms) {
-			size_t left = gk_equeue_count(s->q);
-			gk_counter_add(s->m_dropped, (double)left);
+			size_t left = discard(s);
 			char f[100], g[40];
 			snprintf(f, sizeof f, "sink=%s", s->label);
 			snprintf(g, sizeof g, "dropped=%zu", left);
 			gk_log(GK_WARN, "drain timeout: sink closed", f, g);
-			while (gk_equeue_count(s->q))
-				gk_equeue_pop(s->q);
 			s->closed_for_eof = true;
 			close_pipe(s);
 		}
@@ -457,30 +590,25 @@ on_kill(gk_loop *loop, void *arg)
 	(void)loop;
 	(void)arg;
 	for (int i = 0; i < X.nsinks; i++)
-		if (X.sink[i].pid)
+		if (X.sink[i].pid) {
+			char f[100];
+			snprintf(f, sizeof f, "sink=%s", X.sink[i].label);
+			gk_log(GK_WARN, "plugin did not exit: killed", f);
 			kill(X.sink[i].pid, SIGKILL);
+		}
 }
 
 static void
 on_term(gk_loop *loop, int signo, void *arg)
 {
+	(void)signo;
 	(void)arg;
-	if (X.terminating) {
+	if (X.terminating) { /* a second one: now */
 		on_kill(loop, NULL);
 		return;
 	}
 	X.terminating = true;
-	gk_loop_unwatch(loop, 0);
-	for (int i = 0; i < X.nsinks; i++) {
-		struct sink *s = &X.sink[i];
-		gk_timer_stop(loop, &s->restart);
-		pump(s);
-		close_pipe(s);
-		if (s->pid)
-			kill(s->pid, signo);
-	}
-	gk_timer_start(loop, &X.kill_timer, X.drain_ms, on_kill, NULL);
-	maybe_finish();
+	start_drain();
 }
 
 static void
@@ -493,10 +621,14 @@ on_hup(gk_loop *loop, int signo, void *arg)
 			kill(X.sink[i].pid, signo);
 }
 
+/* USR1 is not passed on: its default action ends a plugin that does not
+ * handle it (a script).  Each plugin writes its own snapshots. */
 static void
 on_usr1(gk_loop *loop, int signo, void *arg)
 {
-	on_hup(loop, signo, arg);
+	(void)loop;
+	(void)signo;
+	(void)arg;
 	gk_metrics_snapshot();
 }
 
@@ -587,6 +719,7 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
+	gk_events_init("gk-exporter");
 	find_selfdir();
 	X.buffer_bytes = 4u << 20;
 	X.drain_ms = 5000;
@@ -602,8 +735,9 @@ main(int argc, char **argv)
 	    {0}};
 	int c;
 	uint64_t v;
+	opterr = 0;
 	/* '+': options end at the plugin name (gk-exporter NAME -l ...). */
-	while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (ntos == MAX_SINKS)
@@ -633,21 +767,28 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("gk-exporter %s\n", GK_VERSION); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		case ':':
+			gk_usage_error("%s: expected a value (see --help)",
+			    argv[optind - 1]);
+			break;
+		default:
+			if (optopt)
+				gk_usage_error("unknown option -%c (see --help)",
+				    optopt);
+			gk_usage_error("unknown option %s (see --help)",
+			    argv[optind - 1]);
 		}
 	}
 	if (!ntos) {
-		if (optind >= argc) {
-			usage(stderr);
-			return GK_EXIT_USAGE;
-		}
+		if (optind >= argc)
+			gk_usage_error("expected a plugin NAME [ARGS...] or "
+			               "--to NAME[:ARGS] (see --help)");
 		const char *name = argv[optind];
 		if (!*name || strchr(name, '/'))
 			gk_usage_error("bad plugin name: %s (expected NAME, "
 			               "e.g. prometheus)",
 			    name);
 		exec_plugin(name, argv + optind);
-		gk_events_init("gk-exporter");
 		gk_fatal(127, "cannot run plugin gk-export-%s: %s", name,
 		    strerror(errno));
 	}
@@ -656,23 +797,26 @@ main(int argc, char **argv)
 		               "is a --to)",
 		    argv[optind]);
 
-	gk_events_init("gk-exporter");
 	signal(SIGPIPE, SIG_IGN);
 	X.loop = gk_loop_new();
 	X.f_sent = gk_counter_new("gk_exporter_sent_total",
 	    "Events written to each sink's plugin", "sink");
 	X.f_dropped = gk_counter_new("gk_exporter_dropped_total",
-	    "Events dropped because a sink's buffer was full", "sink");
+	    "Events never written whole to a sink's plugin: buffer full, "
+	    "drain timeout, plugin down at the end", "sink");
 	X.f_restarts = gk_counter_new("gk_exporter_restarts_total",
 	    "Restarts of a sink's plugin", "sink");
 	X.f_lost = gk_counter_new("gk_exporter_lost_total",
-	    "Events being written to a plugin when it died", "sink");
+	    "Events written to a plugin and left unread when it exited",
+	    "sink");
 	X.f_queue = gk_gauge_new("gk_exporter_queue_bytes",
 	    "Bytes in a sink's buffer", "sink");
+	X.m_raw = gk_metric_series(gk_counter_new("gk_exporter_raw_total",
+	    "Lines that were not JSON, wrapped as raw log events", NULL));
 	for (int i = 0; i < ntos; i++) {
 		struct sink *s = &X.sink[X.nsinks];
 		s->index = X.nsinks++;
-		s->fd = -1;
+		s->fd = s->rfd = -1;
 		parse_to(tos[i], s);
 		int same = 0;
 		for (int j = 0; j < s->index; j++)
@@ -706,8 +850,9 @@ main(int argc, char **argv)
 		sink_start(&X.sink[i]);
 	if (fl == -1)
 		on_stdin(X.loop, 0, 0, NULL);
-	else
-		gk_loop_watch(X.loop, 0, GK_READ, on_stdin, NULL);
+	else if (gk_loop_watch(X.loop, 0, GK_READ, on_stdin, NULL) < 0)
+		/* A regular file: always readable, epoll cannot watch it. */
+		gk_timer_start(X.loop, &X.file_timer, 0, on_file_tick, NULL);
 	gk_timer_start(X.loop, &X.tick, 1000, on_tick, NULL);
 	const char *mi = getenv("GK_METRICS_INTERVAL");
 	metrics_ms = 10000;

@@ -28,6 +28,8 @@ struct gk_export {
 	gk_wire_msg msg;
 	gk_buf wrap;
 	gk_timer metrics_timer, drain_timer;
+	gk_timer file_timer; /* stdin is a regular file: epoll cannot watch it */
+	bool file_in;
 	uint64_t metrics_ms;
 	int64_t queue_bytes;
 	gk_series *m_events, *m_raw, *m_sent, *m_dropped, *m_errors,
@@ -277,16 +279,37 @@ on_stdin(gk_loop *loop, int fd, unsigned events, void *arg)
 	}
 }
 
+/* A regular file (or /dev/null) is always readable: read it a turn at a
+ * time from a timer instead. */
+static void
+on_file_tick(gk_loop *loop, void *arg)
+{
+	gk_export *ex = arg;
+	if (!ex->watching || ex->eof)
+		return;
+	on_stdin(loop, 0, GK_READ, ex);
+	if (ex->watching && !ex->eof)
+		gk_timer_start(loop, &ex->file_timer, 0, on_file_tick, ex);
+}
+
 static void
 watch_stdin(gk_export *ex, bool on)
 {
 	if (on == ex->watching || ex->eof)
 		return;
-	if (on)
-		gk_loop_watch(ex->loop, 0, GK_READ, on_stdin, ex);
-	else
-		gk_loop_unwatch(ex->loop, 0);
 	ex->watching = on;
+	if (ex->file_in || (on && gk_loop_watch(ex->loop, 0, GK_READ,
+	                              on_stdin, ex) < 0 && errno == EPERM)) {
+		ex->file_in = true;
+		if (on)
+			gk_timer_start(ex->loop, &ex->file_timer, 0,
+			    on_file_tick, ex);
+		else
+			gk_timer_stop(ex->loop, &ex->file_timer);
+		return;
+	}
+	if (!on)
+		gk_loop_unwatch(ex->loop, 0);
 }
 
 void

@@ -1,0 +1,321 @@
+#!/usr/bin/env bats
+# gk-exporter: run an exporter plugin, or feed one event stream to several.
+#
+# The sinks here are test plugins: a plugin may be any executable named
+# gk-export-NAME, so small shell scripts on PATH stand in for backends that
+# record, stall, die or stop reading.
+
+load helpers/common
+
+setup() {
+	common_setup
+	mkdir -p "$T/plugins"
+	export PATH="$T/plugins:$PATH"
+	# tee: appends what it reads to the file given as its argument.
+	plugin tee 'exec cat >>"$1"'
+	# gate: reads nothing until the file $2 exists (at most 60 s), then
+	# appends everything to $1: a backend that stalls, then recovers.
+	plugin gate 'i=0
+while [ ! -e "$2" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+exec cat >>"$1"'
+	# stall: never reads its stdin.
+	plugin stall 'exec sleep 600'
+	# once: takes one event, then exits 3.
+	plugin once 'head -n 1 >>"$1"; exit 3'
+	# args: records its name and arguments, one a line, and its stdin.
+	plugin args 'printf "%s\n" "$(basename "$0")" "$@" >"$ARGS_OUT"; exec cat >>"$ARGS_OUT.in"'
+}
+
+teardown() {
+	stop_all
+}
+
+# plugin NAME BODY: an executable gk-export-NAME in $T/plugins.
+plugin() {
+	printf '#!/bin/sh\n%s\n' "$2" >"$T/plugins/gk-export-$1"
+	chmod +x "$T/plugins/gk-export-$1"
+}
+
+# gen N [PAD]: N log events, {"type":"log","n":I,"pad":"xxx..."}.
+gen() {
+	python3 -c '
+import sys
+n, pad = int(sys.argv[1]), "x" * int(sys.argv[2])
+w = sys.stdout.write
+for i in range(n):
+    w("{\"type\":\"log\",\"level\":\"info\",\"n\":%d,\"pad\":\"%s\"}\n" % (i, pad))' "$1" "${2:-0}"
+}
+
+# metric FILE NAME SINK: the value of NAME{sink=SINK} in the last snapshot.
+metric() {
+	jq -R -r --arg n "$2" --arg s "$3" 'fromjson? | select(.type == "metrics")
+	  | .metrics[] | select(.name == $n) | .series[]
+	  | select(.labels.sink == $s or $s == "") | .value' "$1" | tail -n 1
+}
+
+# live_metric NAME SINK: ask the running exporter "ex" for a snapshot
+# (SIGUSR1), wait for it, and print NAME{sink=SINK} from it.
+live_metric() {
+	local before
+	before=$(count_events "$T/ex.err" '.type == "metrics"')
+	kill -USR1 "$(bg_pid ex)"
+	wait_for -t 10 events_ge "$T/ex.err" '.type == "metrics"' $((before + 1)) || return 1
+	metric "$T/ex.err" "$1" "$2"
+}
+
+# start_in NAME FILE CMD ARGS...: start_bg with stdin from FILE (a fifo is
+# opened by the started process, so this does not wait for a writer).
+start_in() {
+	local name=$1 file=$2
+	shift 2
+	start_bg "$name" sh -c 'f=$1; shift; exec "$@" <"$f"' sh "$file" "$@"
+}
+
+lines_of() {
+	if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi
+}
+
+# The predicates below are re-evaluated on every poll of wait_for (an
+# argument "$(...)" would be expanded once, before the first).
+
+# lines_ge FILE N: FILE has at least N lines.
+lines_ge() {
+	[ "$(lines_of "$1")" -ge "$2" ]
+}
+
+# events_ge FILE SELECT N: at least N events of FILE match SELECT.
+events_ge() {
+	[ "$(count_events "$1" "$2")" -ge "$3" ]
+}
+
+# live_metric_ge NAME SINK N: a fresh snapshot has NAME{sink} >= N.
+live_metric_ge() {
+	local v
+	v=$(live_metric "$1" "$2") || return 1
+	[ -n "$v" ] && [ "$v" -ge "$3" ]
+}
+
+@test "gk-exporter NAME ARGS runs gk-export-NAME with ARGS as given, no shell, stdin passed on" {
+	export ARGS_OUT="$T/args.out"
+	echo '{"type":"log","msg":"hi"}' | gk-exporter args -l 'a b,c' '$HOME' "it's"
+	wait_file "$T/args.out.in"
+	run cat "$T/args.out"
+	assert_line -n 0 gk-export-args
+	assert_line -n 1 -- -l
+	assert_line -n 2 'a b,c'
+	assert_line -n 3 '$HOME'
+	assert_line -n 4 "it's"
+	[ "${#lines[@]}" -eq 5 ]
+	assert_equal "$(cat "$T/args.out.in")" '{"type":"log","msg":"hi"}'
+}
+
+@test "plugin lookup: GK_EXPORTER_DIR, then next to gk-exporter (../libexec/gokit, ../exporters), then PATH" {
+	# An installed layout: PREFIX/bin/gk-exporter, PREFIX/libexec/gokit.
+	mkdir -p "$T/inst/bin" "$T/inst/libexec/gokit" "$T/inst/exporters" "$T/override" "$T/onpath"
+	cp "$(command -v gk-exporter)" "$T/inst/bin/"
+	for d in inst/libexec/gokit inst/exporters override onpath; do
+		printf '#!/bin/sh\necho %s\n' "$d" >"$T/$d/gk-export-where"
+		chmod +x "$T/$d/gk-export-where"
+	done
+	export PATH="$T/onpath:$PATH"
+	run "$T/inst/bin/gk-exporter" where </dev/null
+	assert_output inst/libexec/gokit
+	GK_EXPORTER_DIR="$T/override" run "$T/inst/bin/gk-exporter" where </dev/null
+	assert_output override
+	rm "$T/inst/libexec/gokit/gk-export-where"
+	run "$T/inst/bin/gk-exporter" where </dev/null
+	assert_output inst/exporters
+	rm "$T/inst/exporters/gk-export-where"
+	run "$T/inst/bin/gk-exporter" where </dev/null
+	assert_output onpath
+	# The build tree: build/bin/gk-exporter finds build/exporters, which
+	# is not on PATH.
+	run gk-exporter prometheus --version
+	[ "$status" -eq 0 ]
+	assert_output --regexp '^gk-export-prometheus [0-9]'
+}
+
+@test "an unknown plugin: one fatal line naming it, exit 127" {
+	run gk-exporter nosuchbackend </dev/null
+	[ "$status" -eq 127 ]
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial 'gk-export-nosuchbackend'
+	assert_output --partial 'No such file or directory'
+}
+
+@test "--to NAME:ARGS twice feeds the whole stream, in order, to each sink; arguments split on commas" {
+	gen 5000 40 >"$T/in"
+	export ARGS_OUT="$T/args.out"
+	run gk-exporter --to "tee:$T/a" --to "tee:$T/b" --to 'args:x\,y,,z' <"$T/in"
+	[ "$status" -eq 0 ]
+	cmp "$T/in" "$T/a"
+	cmp "$T/in" "$T/b"
+	cmp "$T/in" "$T/args.out.in"
+	assert_equal "$(cat "$T/args.out")" "$(printf 'gk-export-args\nx,y\n\nz')"
+	# its own metrics: per sink, the repeated name told apart
+	gk-exporter --to "tee:$T/c" --to "tee:$T/d" <"$T/in" 2>"$T/ev"
+	[ "$(metric "$T/ev" gk_exporter_sent_total tee)" = 5000 ]
+	[ "$(metric "$T/ev" gk_exporter_sent_total 'tee#2')" = 5000 ]
+	[ "$(metric "$T/ev" gk_exporter_dropped_total tee)" = 0 ]
+}
+
+@test "a sink that stops reading blocks neither the stack nor the other sinks; it drops oldest first, counted and told" {
+	gen 40000 200 >"$T/in" # about 9 MB, far past the 4m bound + pipe
+	mkfifo "$T/fifo"
+	start_in ex "$T/fifo" gk-exporter --drain-timeout 60s \
+		--to "tee:$T/fast" --to "gate:$T/slow,$T/open"
+	# The stack's side: every line is taken although one sink is stuck.
+	start_bg writer sh -c "cat '$T/in' >'$T/fifo'; echo done >'$T/written'"
+	wait_file "$T/written" 30
+	wait_for -t 30 lines_ge "$T/fast" 40000
+	cmp "$T/in" "$T/fast"
+	wait_event "$T/ex.err" '.msg == "sink buffer full: oldest events dropped" and .sink == "gate"' 10
+	# The backend recovers: it gets what the bound kept, the newest last.
+	touch "$T/open"
+	# stdin has ended: it exits once the recovered sink took its buffer
+	wait_exit ex 30
+	[ "$BG_STATUS" -eq 0 ]
+	dropped=$(metric "$T/ex.err" gk_exporter_dropped_total gate)
+	got=$(lines_of "$T/slow")
+	[ "$dropped" -gt 0 ]
+	# nothing unaccounted for: what arrived plus what was dropped is all
+	[ $((got + dropped)) -eq 40000 ]
+	# what arrived is in order, and what is missing is one run in the
+	# middle: the oldest of the buffer went first, the newest stayed.
+	run jq -s -r '[.[].n] as $n | [range(1; $n | length) | select($n[.] != $n[. - 1] + 1)]
+	  | length' "$T/slow"
+	assert_output 1
+	[ "$(jq -s '[.[].n] | . == sort' "$T/slow")" = true ]
+	[ "$(head -1 "$T/slow" | jq .n)" = 0 ]
+	[ "$(metric "$T/ex.err" gk_exporter_dropped_total tee)" = 0 ]
+}
+
+@test "a sink that never reads does not hold up the exit: drain timeout, its buffer counted as dropped, exit 0" {
+	gen 3000 100 >"$T/in"
+	start_in ex "$T/in" gk-exporter --drain-timeout 1s --to stall --to "tee:$T/a"
+	wait_exit ex 20
+	[ "$BG_STATUS" -eq 0 ]
+	cmp "$T/in" "$T/a"
+	wait_event "$T/ex.err" '.msg == "drain timeout: sink closed" and .sink == "stall"' 1
+	sent=$(metric "$T/ex.err" gk_exporter_sent_total stall)
+	dropped=$(metric "$T/ex.err" gk_exporter_dropped_total stall)
+	lost=$(metric "$T/ex.err" gk_exporter_lost_total stall)
+	[ "$dropped" -gt 0 ]
+	# written into its pipe and never read counts as lost
+	[ "$lost" -gt 0 ]
+	[ $((sent + dropped)) -eq 3000 ]
+}
+
+@test "a plugin that exits is restarted with backoff and what it left unread is counted as lost" {
+	mkfifo "$T/fifo"
+	start_in ex "$T/fifo" gk-exporter --to "once:$T/got"
+	exec 4>"$T/fifo"
+	for i in 1 2 3; do
+		echo "{\"type\":\"log\",\"n\":$i}" >&4
+		wait_for -t 10 lines_ge "$T/got" "$i"
+		wait_for -t 10 events_ge "$T/ex.err" '.msg == "plugin exited: restarting"' "$i"
+		# the next one goes to the restarted plugin
+		wait_for -t 10 events_ge "$T/ex.err" '.msg == "plugin started"' $((i + 1))
+	done
+	exec 4>&-
+	wait_exit ex 10
+	[ "$BG_STATUS" -eq 0 ]
+	run jq -c .n "$T/got"
+	assert_output "$(printf '1\n2\n3')"
+	# the delays grow: 100 ms, then 200 ms, then 400 ms (+-20%)
+	run events "$T/ex.err" 'select(.msg == "plugin exited: restarting") | .restart_in_ms'
+	[ "${lines[0]}" -ge 80 ] && [ "${lines[0]}" -le 120 ]
+	[ "${lines[1]}" -ge 160 ] && [ "${lines[1]}" -le 240 ]
+	[ "${lines[2]}" -ge 320 ] && [ "${lines[2]}" -le 480 ]
+	[ "$(events "$T/ex.err" 'select(.msg == "plugin exited: restarting") | .status' | sort -u)" = 3 ]
+	[ "$(metric "$T/ex.err" gk_exporter_restarts_total once)" = 3 ]
+}
+
+@test "a plugin that dies with events in its pipe: they are counted lost, the restarted plugin gets the rest" {
+	# die: reads one line, then sleeps until told to exit (file $2).
+	plugin die 'head -n 1 >>"$1"
+i=0
+while [ ! -e "$2" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+exit 1'
+	mkfifo "$T/fifo"
+	start_in ex "$T/fifo" gk-exporter --to "die:$T/got,$T/exit"
+	exec 4>"$T/fifo"
+	echo '{"n":1}' >&4
+	wait_for -t 10 lines_ge "$T/got" 1
+	# head has exited; these wait in the pipe of a plugin that will die
+	for i in 2 3 4; do echo "{\"n\":$i}" >&4; done
+	wait_for -t 10 live_metric_ge gk_exporter_sent_total die 4
+	touch "$T/exit"
+	wait_event "$T/ex.err" '.msg == "plugin exited: restarting" and .lost_events == 3' 10
+	rm "$T/exit"
+	echo '{"n":5}' >&4
+	wait_for -t 10 lines_ge "$T/got" 2
+	touch "$T/exit"
+	exec 4>&-
+	wait_exit ex 10
+	[ "$BG_STATUS" -eq 0 ]
+	run jq -c .n "$T/got"
+	assert_output "$(printf '1\n5')"
+	[ "$(metric "$T/ex.err" gk_exporter_lost_total die)" -eq 3 ]
+}
+
+@test "lines that are not JSON objects reach every sink wrapped as raw log events, counted" {
+	printf '%s\n' 'plain text' '{"type":"log","n":1}' '[1,2]' '{"broken":' '{"type":"log","n":2}' >"$T/in"
+	gk-exporter --to "tee:$T/a" --to "tee:$T/b" <"$T/in" 2>"$T/ev"
+	cmp "$T/a" "$T/b"
+	[ "$(wc -l <"$T/a")" -eq 5 ]
+	run jq -c -s 'map(if .raw then [.type, .level, .msg] else .n end)' "$T/a"
+	assert_output '[["log","info","plain text"],1,["log","info","[1,2]"],["log","info","{\"broken\":"],2]'
+	[ "$(jq -s 'map(select(.raw) | .ts | test("^[0-9-]{10}T[0-9:.]+Z$")) | all' "$T/a")" = true ]
+	[ "$(metric "$T/ev" gk_exporter_raw_total '')" = 3 ]
+}
+
+@test "an event of 1 MiB passes through to every sink unchanged" {
+	python3 -c 'import json; print(json.dumps({"type":"log","msg":"x" * (1 << 20)}, separators=(",", ":")))' >"$T/in"
+	echo '{"type":"log","n":2}' >>"$T/in"
+	run gk-exporter --to "tee:$T/a" --to "tee:$T/b" <"$T/in"
+	[ "$status" -eq 0 ]
+	cmp "$T/in" "$T/a"
+	cmp "$T/in" "$T/b"
+}
+
+@test "SIGTERM drains: every event read so far is delivered, plugins exit, status 0" {
+	gen 2000 50 >"$T/in"
+	mkfifo "$T/fifo"
+	start_in ex "$T/fifo" gk-exporter --to "tee:$T/a" --to "tee:$T/b"
+	exec 4>"$T/fifo"
+	cat "$T/in" >&4
+	wait_for -t 20 lines_ge "$T/a" 2000
+	# a last line without newline is delivered too, at TERM
+	printf '{"type":"log","n":"last"}' >&4
+	wait_for -t 10 live_metric_ge gk_exporter_sent_total tee 2000
+	kill -TERM "$(bg_pid ex)"
+	wait_exit ex 10
+	exec 4>&-
+	[ "$BG_STATUS" -eq 0 ]
+	[ "$(tail -1 "$T/a")" = '{"type":"log","n":"last"}' ]
+	[ "$(tail -1 "$T/b")" = '{"type":"log","n":"last"}' ]
+	[ "$(wc -l <"$T/b")" -eq 2001 ]
+	# both plugins exited on their own (EOF), none was killed
+	[ "$(count_events "$T/ex.err" '.msg == "plugin exited" and .status == 0')" -eq 2 ]
+	[ "$(count_events "$T/ex.err" '.msg == "plugin did not exit: killed"')" -eq 0 ]
+}
+
+@test "usage errors: one line on stderr, exit 64" {
+	for args in "" "--bogus" "-x" "--to" "--to :x" "--to a/b" "--buffer 1x --to tee" \
+		"--buffer-events 0 --to tee" "--drain-timeout soon --to tee" "--to tee extra" "../evil"; do
+		run gk-exporter $args </dev/null
+		[ "$status" -eq 64 ] || { echo "args: $args: status $status: $output"; false; }
+		[ "${#lines[@]}" -eq 1 ] || { echo "args: $args: $output"; false; }
+		[[ "${lines[0]}" == gk-exporter:* ]]
+	done
+}
+
+@test "--help and --version" {
+	run gk-exporter --help
+	[ "$status" -eq 0 ]
+	assert_output --partial '--to NAME'
+	run gk-exporter --version
+	[ "$status" -eq 0 ]
+	assert_output --regexp '^gk-exporter [0-9]'
+}
