@@ -34,6 +34,11 @@ spans() {
 	done
 }
 
+# _sink_has DIR TEXT: a body recorded in DIR holds TEXT
+_sink_has() {
+	grep -qsF -- "$2" "$1"/*.json
+}
+
 # the span ids of the spans in the bodies on stdin, one a line
 span_ids() {
 	jq -r '.resourceSpans[].scopeSpans[].spans[].spanId'
@@ -96,6 +101,28 @@ span_ids() {
 		[.["service.name"].stringValue, .["process.executable.name"].stringValue,
 		 (.["process.pid"].intValue | test("^[0-9]+$"))] | @tsv' "$T/span"
 	assert_output "orders	gk-tracer	true"
+
+	# A real metrics snapshot of the listener (SIGUSR1 asks for one now):
+	# its request counter is a monotonic cumulative sum, and its latency
+	# histogram's bucket counts add up to its count.
+	listener=$(pgrep -x -g "$(bg_pid stack)" gk-listener)
+	kill -USR1 "$listener"
+	wait_for -t 20 _sink_has "$SINK_DIR" '"gk_http_request_duration_seconds"'
+	sink_bodies "$SINK_DIR" '.path == "/v1/metrics"' |
+		jq -c '.resourceMetrics[] | select(any(.resource.attributes[];
+			.key == "process.executable.name" and
+			.value.stringValue == "gk-listener")) |
+			.scopeMetrics[].metrics[]' >"$T/metrics"
+	run jq -r -s '[.[] | select(.name == "gk_http_requests_total") | .sum |
+		.isMonotonic, .aggregationTemporality,
+		(.dataPoints | map(.asDouble) | add >= 1)] | unique | map(tostring) | join(",")' "$T/metrics"
+	assert_output "true,2"
+	run jq -r -s '[.[] | select(.name == "gk_http_request_duration_seconds") |
+		.histogram.dataPoints[] | [((.bucketCounts | map(tonumber) | add) == (.count | tonumber)),
+		((.bucketCounts | length) == (.explicitBounds | length) + 1),
+		((.count | tonumber) >= 1), (.startTimeUnixNano | test("^[0-9]{19}$"))]] |
+		flatten | unique | map(tostring) | join(",")' "$T/metrics"
+	assert_output "true"
 }
 
 @test "a metrics snapshot becomes a cumulative monotonic sum, a gauge, and a histogram whose bucket counts sum to its count" {
