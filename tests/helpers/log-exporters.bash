@@ -148,3 +148,49 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 '
+
+# --- Kafka --------------------------------------------------------------
+
+# kafka_mock_start TOPIC...: build/tests/kafka-mock (librdkafka's mock
+# cluster: one in-process broker speaking the real Kafka protocol, not
+# Apache Kafka) with TOPICs; its bootstrap servers in $KAFKA_BOOT, what it
+# consumes in $KAFKA_OUT (one JSON line a message, after the first line).
+# Its stdin is a fifo held on fd 8, for kafka_mock_cmd.
+kafka_mock_start() {
+	local fifo="$BATS_TEST_TMPDIR/kafka.in"
+	rm -f "$fifo"
+	mkfifo "$fifo"
+	start_bg kafka sh -c 'exec "$@" <"$0"' "$fifo" \
+		"$GK_BUILD/tests/kafka-mock" "$@"
+	exec 8>"$fifo"
+	KAFKA_OUT="$BATS_TEST_TMPDIR/kafka.out"
+	wait_file "$KAFKA_OUT" 20
+	KAFKA_BOOT=$(head -n 1 "$KAFKA_OUT")
+}
+
+# kafka_mock_cmd CMD: send a command (down, up, fail N ERR) and wait for
+# the mock to say it is done.
+kafka_mock_cmd() {
+	printf '%s\n' "$1" >&8
+	wait_for -t 10 grep -qxF "ok $1" "$KAFKA_OUT"
+}
+
+kafka_mock_end() {
+	exec 8>&- 2>/dev/null || true
+}
+
+# kafka_msgs [TOPIC]: the messages consumed (of TOPIC), one JSON a line.
+kafka_msgs() {
+	tail -n +2 "$KAFKA_OUT" | grep '^{' | jq -c --arg t "${1:-}" \
+		'select($t == "" or .topic == $t)'
+}
+
+kafka_count() {
+	kafka_msgs "$@" | wc -l
+}
+
+# kafka_has N [TOPIC]: true when N messages (of TOPIC) were consumed; for
+# wait_for, which runs it again each time.
+kafka_has() {
+	[ "$(kafka_count "${2:-}")" = "$1" ]
+}
