@@ -298,9 +298,14 @@ wsp_count() {
 # start_influx: influxd with a config of its own, HTTP on $INFLUX_PORT,
 # every other service off; waits for /ping.
 start_influx() {
+	INFLUX_PORT=$(free_port)
+	start_influx_on
+}
+
+# start_influx_on: the same on $INFLUX_PORT, chosen by the caller.
+start_influx_on() {
 	local d=$BATS_TEST_TMPDIR/influx
 	mkdir -p "$d/meta" "$d/data" "$d/wal"
-	INFLUX_PORT=$(free_port)
 	local rpc
 	rpc=$(free_port)
 	cat >"$d/influxdb.conf" <<EOF

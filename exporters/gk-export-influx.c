@@ -1,0 +1,332 @@
+/*
+ * gk-export-influx: write the metrics snapshots and log events read on
+ * stdin to InfluxDB as line protocol points, batched and POSTed with
+ * libcurl: /write?db= (1.x) or /api/v2/write?org=&bucket= with a token
+ * (2.x).  See gk-export-influx(1).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "export.h"
+#include "influx_line.h"
+
+#define MAX_HEADERS 16
+
+static struct {
+	gk_ehttp *h;
+	gk_influx_opts o;
+	gk_influx_stats st, st_seen;
+	gk_buf out;
+	gk_series *m_points, *m_not_finite, *m_empty;
+} I;
+
+static void
+on_event(gk_export *ex, const gk_event *ev, void *arg)
+{
+	(void)ex;
+	(void)arg;
+	gk_buf_reset(&I.out);
+	size_t n = gk_influx_event(ev, &I.o, &I.out, &I.st);
+	/* One record per point: a batch never splits a line. */
+	for (size_t off = 0; n && off < I.out.len;) {
+		const char *nl = memchr(I.out.data + off, '\n', I.out.len - off);
+		size_t len = (size_t)(nl - (I.out.data + off));
+		gk_ehttp_add(I.h, I.out.data + off, len);
+		off += len + 1;
+	}
+	gk_counter_add(I.m_points, (double)n);
+	if (I.st.not_finite != I.st_seen.not_finite)
+		gk_counter_add(I.m_not_finite,
+		    (double)(I.st.not_finite - I.st_seen.not_finite));
+	if (I.st.empty != I.st_seen.empty)
+		gk_counter_add(I.m_empty, (double)(I.st.empty - I.st_seen.empty));
+	I.st_seen = I.st;
+	if (I.out.cap > (1u << 20))
+		gk_buf_free(&I.out);
+}
+
+static void
+drained(gk_ehttp *h, void *arg)
+{
+	(void)h;
+	gk_export_done(arg);
+}
+
+static void
+on_drain(gk_export *ex, void *arg)
+{
+	(void)arg;
+	gk_ehttp_drain(I.h, drained, ex);
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: gk-export-influx --db DB [--rp RP] [OPTIONS] [URL]\n"
+	    "       gk-export-influx --org ORG --bucket B --token-file F "
+	    "[OPTIONS] [URL]\n"
+	    "Write metrics snapshots and log events as InfluxDB line protocol "
+	    "points.\n"
+	    "  URL                    base URL (http://127.0.0.1:8086)\n"
+	    "  --db DB                1.x: POST URL/write?db=DB\n"
+	    "  --rp RP                1.x: the retention policy\n"
+	    "  --org ORG              2.x: POST URL/api/v2/write?org=ORG&"
+	    "bucket=B\n"
+	    "  --bucket B             2.x: the bucket\n"
+	    "  --token-file FILE      2.x: Authorization: Token (first line "
+	    "of FILE;\n"
+	    "                         else $INFLUX_TOKEN)\n"
+	    "  --logs-measurement M   measurement of log events (logs)\n"
+	    "  --no-logs              metrics only\n"
+	    "  --pid-tag              a pid tag on metric points\n"
+	    "  -H, --header K=V       add a request header; repeatable\n"
+	    "  -z, --gzip             gzip bodies\n"
+	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
+	    "  --batch-records N      ... or N points (5000)\n"
+	    "  --batch-interval DUR   ... or DUR after its first point (1s)\n"
+	    "  --max-queue SIZE       batches waiting (8MiB)\n"
+	    "  --timeout DUR          per request (10s)\n"
+	    "  --retry-max DUR        longest retry delay (30s)\n"
+	    "  -h, --help             this help\n"
+	    "  -V, --version          version\n");
+}
+
+static uint64_t
+duration_arg(const char *opt, const char *v)
+{
+	uint64_t ms;
+	if (gk_parse_duration_ms(v, &ms) < 0 || ms < 1)
+		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
+		               "or 2s)",
+		    opt, v);
+	return ms;
+}
+
+static size_t
+size_arg(const char *opt, const char *v, size_t min)
+{
+	size_t n;
+	if (gk_parse_size(v, &n) < 0 || n < min)
+		gk_usage_error("bad %s: %s (expected a size such as 64KiB, at "
+		               "least %zu bytes)",
+		    opt, v, min);
+	return n;
+}
+
+/* Append v percent-encoded for a query string. */
+static void
+add_query_value(gk_buf *b, const char *v)
+{
+	for (; *v; v++) {
+		unsigned char c = (unsigned char)*v;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		    c == '.' || c == '~')
+			gk_buf_addc(b, (char)c);
+		else
+			gk_buf_addf(b, "%%%02X", c);
+	}
+}
+
+static char *
+read_token(const char *file)
+{
+	if (!file) {
+		const char *e = getenv("INFLUX_TOKEN");
+		return e && *e ? gk_xstrdup(e) : NULL;
+	}
+	FILE *f = fopen(file, "r");
+	if (!f)
+		gk_fatal(66 /* EX_NOINPUT */, "unable to read %s: %m",
+		    file);
+	char line[4096];
+	char *r = fgets(line, sizeof line, f);
+	fclose(f);
+	if (!r)
+		gk_usage_error("bad --token-file: %s (empty)", file);
+	line[strcspn(line, "\r\n")] = 0;
+	if (!*line)
+		gk_usage_error("bad --token-file: %s (empty first line)", file);
+	return gk_xstrdup(line);
+}
+
+int
+main(int argc, char **argv)
+{
+	gk_events_init("gk-export-influx");
+	gk_ehttp_opts o = {.content_type = "text/plain; charset=utf-8",
+	                   .separator = "\n",
+	                   .backoff_min_ms = 500};
+	const char *headers[MAX_HEADERS + 2] = {0};
+	int nheaders = 0;
+	const char *db = NULL, *rp = NULL, *org = NULL, *bucket = NULL;
+	const char *token_file = NULL;
+	I.o.logs = "logs";
+	static const struct option opts[] = {
+	    {"db", required_argument, NULL, 'd'},
+	    {"rp", required_argument, NULL, 'R'},
+	    {"org", required_argument, NULL, 'o'},
+	    {"bucket", required_argument, NULL, 'B'},
+	    {"token-file", required_argument, NULL, 'T'},
+	    {"logs-measurement", required_argument, NULL, 'L'},
+	    {"no-logs", no_argument, NULL, 'N'},
+	    {"pid-tag", no_argument, NULL, 'P'},
+	    {"header", required_argument, NULL, 'H'},
+	    {"gzip", no_argument, NULL, 'z'},
+	    {"batch-bytes", required_argument, NULL, 'b'},
+	    {"batch-records", required_argument, NULL, 'r'},
+	    {"batch-interval", required_argument, NULL, 'i'},
+	    {"max-queue", required_argument, NULL, 'q'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"retry-max", required_argument, NULL, 'M'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0}};
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "H:zhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': db = optarg; break;
+		case 'R': rp = optarg; break;
+		case 'o': org = optarg; break;
+		case 'B': bucket = optarg; break;
+		case 'T': token_file = optarg; break;
+		case 'L':
+			if (!*optarg)
+				gk_usage_error("bad --logs-measurement: empty");
+			I.o.logs = optarg;
+			break;
+		case 'N': I.o.logs = NULL; break;
+		case 'P': I.o.pid_tag = true; break;
+		case 'H':
+			if (nheaders == MAX_HEADERS)
+				gk_usage_error("too many --header options "
+				               "(at most %d)",
+				    MAX_HEADERS);
+			headers[nheaders] = gk_ehttp_header_arg(optarg);
+			if (!headers[nheaders++])
+				gk_usage_error("bad --header: %s (expected "
+				               "NAME=VALUE)",
+				    optarg);
+			break;
+		case 'z': o.gzip = true; break;
+		case 'b':
+			o.batch_bytes = size_arg("--batch-bytes", optarg, 1024);
+			break;
+		case 'r':
+			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
+				gk_usage_error("bad --batch-records: %s "
+				               "(expected 1 to 1000000)",
+				    optarg);
+			o.batch_records = v;
+			break;
+		case 'i':
+			o.batch_ms = duration_arg("--batch-interval", optarg);
+			break;
+		case 'q':
+			o.max_bytes = size_arg("--max-queue", optarg, 4096);
+			break;
+		case 't':
+			o.timeout_ms = duration_arg("--timeout", optarg);
+			break;
+		case 'M':
+			o.backoff_max_ms = duration_arg("--retry-max", optarg);
+			if (o.backoff_max_ms < o.backoff_min_ms)
+				o.backoff_min_ms = o.backoff_max_ms;
+			break;
+		case 'h': usage(stdout); return 0;
+		case 'V': gk_export_version("gk-export-influx"); return 0;
+		default: usage(stderr); return GK_EXIT_USAGE;
+		}
+	}
+	const char *base = "http://127.0.0.1:8086";
+	if (optind < argc)
+		base = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [URL])",
+		    argv[optind]);
+	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
+		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
+		               "https://...)",
+		    base);
+	bool v2 = org || bucket;
+	if (v2 && db)
+		gk_usage_error("--db (InfluxDB 1.x) and --org/--bucket (2.x) "
+		               "exclude each other");
+	if (!v2 && !db)
+		gk_usage_error("expected --db DB (1.x) or --org ORG --bucket B "
+		               "(2.x)");
+	if (v2 && (!org || !bucket))
+		gk_usage_error("2.x needs both --org and --bucket");
+	if (o.max_bytes && o.batch_bytes && o.batch_bytes > o.max_bytes)
+		gk_usage_error("bad --batch-bytes: larger than --max-queue");
+	gk_buf url = {0};
+	size_t blen = strlen(base);
+	while (blen && base[blen - 1] == '/')
+		blen--;
+	gk_buf_add(&url, base, blen);
+	char *auth = NULL;
+	if (v2) {
+		char *token = read_token(token_file);
+		if (!token)
+			gk_usage_error("2.x needs a token: --token-file FILE or "
+			               "INFLUX_TOKEN");
+		size_t n = strlen(token) + 32;
+		auth = gk_xmalloc(n);
+		snprintf(auth, n, "Authorization: Token %s", token);
+		free(token);
+		headers[nheaders++] = auth;
+		gk_buf_adds(&url, "/api/v2/write?org=");
+		add_query_value(&url, org);
+		gk_buf_adds(&url, "&bucket=");
+		add_query_value(&url, bucket);
+	} else {
+		gk_buf_adds(&url, "/write?db=");
+		add_query_value(&url, db);
+		if (rp) {
+			gk_buf_adds(&url, "&rp=");
+			add_query_value(&url, rp);
+		}
+	}
+	gk_buf_adds(&url, "&precision=ns");
+	o.url = gk_buf_cstr(&url);
+	o.headers = headers;
+	char host[256];
+	if (gethostname(host, sizeof host - 1) == 0 && host[0]) {
+		host[sizeof host - 1] = 0;
+		I.o.host = host;
+	}
+
+	gk_export_def def = {.name = "influx", .on_event = on_event,
+	                     .on_drain = on_drain};
+	gk_export *ex = gk_export_new(&def);
+	I.m_points = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_points_total", "Points made from events", NULL));
+	I.m_not_finite = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_not_finite_total",
+	    "NaN or infinite values left out of their point", NULL));
+	I.m_empty = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_empty_total",
+	    "Series with no finite value: no point", NULL));
+	I.h = gk_ehttp_new(ex, &o);
+	/* The URL without the query: the token is never in it anyway. */
+	char f[2100];
+	snprintf(f, sizeof f, "url=%s", o.url);
+	gk_log(GK_INFO, "writing InfluxDB line protocol", f);
+	int status = gk_export_run(ex);
+	size_t left = gk_ehttp_pending(I.h);
+	gk_ehttp_free(I.h);
+	if (left) { /* what was dropped at exit shows in a last snapshot */
+		gk_metrics_snapshot();
+		gk_events_flush();
+	}
+	gk_buf_free(&I.out);
+	gk_buf_free(&url);
+	for (int i = 0; i < nheaders; i++)
+		free((char *)headers[i]);
+	return status;
+}

@@ -1,0 +1,271 @@
+/*
+ * influx_line.c: events as InfluxDB line protocol (see influx_line.h).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "export_fold.h"
+#include "influx_line.h"
+
+void
+gk_influx_name(gk_buf *out, const char *s, size_t n, bool is_measurement)
+{
+	gk_buf_reserve(out, n + 8);
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '\n' || c == '\r' || c == '\t')
+			c = ' ';
+		if (c == ',' || c == ' ' || (!is_measurement && c == '='))
+			gk_buf_addc(out, '\\');
+		else if (c == '\\' && i + 1 == n)
+			gk_buf_addc(out, '\\'); /* not to escape what follows */
+		gk_buf_addc(out, c);
+	}
+}
+
+void
+gk_influx_string(gk_buf *out, const char *s, size_t n)
+{
+	gk_buf_reserve(out, n + 2);
+	gk_buf_addc(out, '"');
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			gk_buf_addc(out, '\\');
+		gk_buf_addc(out, s[i]);
+	}
+	gk_buf_addc(out, '"');
+}
+
+uint64_t
+gk_influx_ts_ns(const gk_event *ev)
+{
+	uint64_t ms = gk_event_ts_ms(ev);
+	if (!ms)
+		return 0;
+	/* Down to the microseconds the event holds: "...:ss.uuuuuuZ". */
+	uint64_t ns = (ms / 1000) * 1000000000ull;
+	const char *p = ev->ts.p + 1, *end = ev->ts.p + ev->ts.len - 1;
+	if (end - p > 20 && p[19] == '.') {
+		uint64_t scale = 100000000;
+		for (const char *q = p + 20; q < end && *q >= '0' && *q <= '9' &&
+		     scale;
+		     q++, scale /= 10)
+			ns += (uint64_t)(*q - '0') * scale;
+	}
+	return ns;
+}
+
+static void
+json_name(gk_buf *out, gk_json v, bool is_measurement, gk_buf *tmp)
+{
+	gk_buf_reset(tmp);
+	gk_event_text(v, tmp);
+	gk_influx_name(out, tmp->data ? tmp->data : "", tmp->len,
+	    is_measurement);
+}
+
+/* ",key=value" unless the value is empty. */
+static void
+tag(gk_buf *out, const char *k, size_t kn, const char *v, size_t vn)
+{
+	if (!vn || !kn)
+		return;
+	gk_buf_addc(out, ',');
+	gk_influx_name(out, k, kn, false);
+	gk_buf_addc(out, '=');
+	gk_influx_name(out, v, vn, false);
+}
+
+static void
+json_tag(gk_buf *out, gk_json k, gk_json v, gk_buf *kt, gk_buf *vt)
+{
+	gk_buf_reset(kt);
+	gk_buf_reset(vt);
+	gk_event_text(k, kt);
+	gk_event_text(v, vt);
+	tag(out, kt->data, kt->len, vt->data, vt->len);
+}
+
+static void
+common_tags(gk_buf *out, const gk_event *ev, const gk_influx_opts *o,
+    bool pid, gk_buf *kt, gk_buf *vt)
+{
+	static const gk_json proc_k = {GK_JSON_NUMBER, "proc", 4};
+	static const gk_json svc_k = {GK_JSON_NUMBER, "svc", 3};
+	static const gk_json pid_k = {GK_JSON_NUMBER, "pid", 3};
+	if (ev->svc.type != GK_JSON_NONE)
+		json_tag(out, svc_k, ev->svc, kt, vt);
+	if (ev->proc.type != GK_JSON_NONE)
+		json_tag(out, proc_k, ev->proc, kt, vt);
+	if (o->host && *o->host)
+		tag(out, "host", 4, o->host, strlen(o->host));
+	if (pid && ev->pid.type != GK_JSON_NONE)
+		json_tag(out, pid_k, ev->pid, kt, vt);
+}
+
+/* ",key=number" or " key=number" for the first. */
+static bool
+num_field(gk_buf *out, bool *first, const char *k, size_t kn, double v,
+    gk_influx_stats *st)
+{
+	if (!isfinite(v)) {
+		st->not_finite++;
+		return false;
+	}
+	gk_buf_addc(out, *first ? ' ' : ',');
+	*first = false;
+	gk_influx_name(out, k, kn, false);
+	gk_buf_addc(out, '=');
+	gk_fmt_value(out, v);
+	return true;
+}
+
+static void
+timestamp(gk_buf *out, uint64_t ns)
+{
+	if (ns) {
+		gk_buf_addc(out, ' ');
+		gk_buf_adduint(out, ns);
+	}
+	gk_buf_addc(out, '\n');
+}
+
+static size_t
+metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
+    gk_influx_stats *st)
+{
+	gk_buf kt = {0}, vt = {0}, name = {0};
+	uint64_t ns = gk_influx_ts_ns(ev);
+	size_t points = 0;
+	gk_snap_iter si;
+	gk_snap_family f;
+	gk_snap_begin(&si, ev);
+	while (gk_snap_next(&si, &f)) {
+		gk_json_iter it;
+		gk_snap_series s;
+		gk_snap_series_begin(&it, &f);
+		while (gk_snap_series_next(&it, &f, &s)) {
+			size_t start = out->len;
+			json_name(out, f.name, true, &name);
+			gk_json_iter li;
+			gk_json k, v;
+			gk_json_iter_init(&li, s.labels);
+			while (gk_json_iter_next(&li, &k, &v)) {
+				/* A label named as a tag of ours is renamed. */
+				if (gk_json_eq(k, "svc") ||
+				    gk_json_eq(k, "proc") ||
+				    gk_json_eq(k, "host") ||
+				    gk_json_eq(k, "pid")) {
+					gk_buf_reset(&name);
+					gk_buf_adds(&name, "label_");
+					gk_event_text(k, &name);
+					gk_buf_reset(&vt);
+					gk_event_text(v, &vt);
+					tag(out, name.data, name.len, vt.data,
+					    vt.len);
+					continue;
+				}
+				json_tag(out, k, v, &kt, &vt);
+			}
+			common_tags(out, ev, o, o->pid_tag, &kt, &vt);
+			bool first = true;
+			if (f.type != GK_HISTOGRAM) {
+				num_field(out, &first, "value", 5, s.value, st);
+			} else {
+				num_field(out, &first, "sum", 3, s.sum, st);
+				num_field(out, &first, "count", 5, s.count, st);
+				gk_json_iter bi;
+				gk_json_iter_init(&bi, s.buckets);
+				double le, c;
+				while (gk_snap_bucket_next(&bi, &le, &c)) {
+					gk_buf_reset(&name);
+					gk_fmt_float(&name, le);
+					num_field(out, &first, name.data, name.len,
+					    c, st);
+				}
+			}
+			if (first) { /* no field: not a point */
+				out->len = start;
+				st->empty++;
+				continue;
+			}
+			timestamp(out, ns);
+			points++;
+		}
+	}
+	gk_buf_free(&kt);
+	gk_buf_free(&vt);
+	gk_buf_free(&name);
+	return points;
+}
+
+static size_t
+log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out)
+{
+	gk_buf kt = {0}, vt = {0};
+	gk_influx_name(out, o->logs, strlen(o->logs), true);
+	enum gk_level lv = gk_event_level(ev);
+	static const char *const names[] = {"debug", "info", "warn", "error",
+	                                    "fatal"};
+	tag(out, "level", 5, names[lv], strlen(names[lv]));
+	common_tags(out, ev, o, false, &kt, &vt);
+	/* msg first (every log event has one, "" when it had none). */
+	gk_buf_adds(out, " msg=");
+	gk_buf_reset(&vt);
+	gk_event_text(ev->text, &vt);
+	gk_influx_string(out, vt.data ? vt.data : "", vt.len);
+	if (ev->pid.type == GK_JSON_NUMBER) {
+		gk_buf_adds(out, ",pid=");
+		gk_buf_add(out, ev->pid.p, ev->pid.len);
+		gk_buf_addc(out, 'i');
+	}
+	for (unsigned i = 0; i < ev->msg->nfields; i++) {
+		gk_json k = ev->msg->field[i].key, v = ev->msg->field[i].value;
+		if (gk_event_common_key(k) || v.type == GK_JSON_NULL)
+			continue;
+		gk_buf_addc(out, ',');
+		json_name(out, k, false, &kt);
+		if (gk_json_eq(k, "time")) /* InfluxDB refuses that key */
+			gk_buf_addc(out, '_');
+		gk_buf_addc(out, '=');
+		double d;
+		switch (v.type) {
+		case GK_JSON_NUMBER:
+			/* Always a float: a member that is 1 in one event and
+			 * 1.5 in the next keeps one field type. */
+			if (gk_json_double(v, &d) && isfinite(d)) {
+				gk_fmt_value(out, d);
+				break;
+			}
+			gk_influx_string(out, v.p, v.len);
+			break;
+		case GK_JSON_TRUE: gk_buf_adds(out, "true"); break;
+		case GK_JSON_FALSE: gk_buf_adds(out, "false"); break;
+		case GK_JSON_STRING:
+			gk_buf_reset(&vt);
+			gk_json_string(v, &vt);
+			gk_influx_string(out, vt.data ? vt.data : "", vt.len);
+			break;
+		default: /* objects, arrays: their JSON text */
+			gk_influx_string(out, v.p, v.len);
+			break;
+		}
+	}
+	timestamp(out, gk_influx_ts_ns(ev));
+	gk_buf_free(&kt);
+	gk_buf_free(&vt);
+	return 1;
+}
+
+size_t
+gk_influx_event(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
+    gk_influx_stats *st)
+{
+	if (ev->type == GK_EV_METRICS)
+		return metric_points(ev, o, out, st);
+	if (ev->type == GK_EV_LOG && o->logs && *o->logs)
+		return log_point(ev, o, out);
+	return 0;
+}

@@ -1,0 +1,50 @@
+/*
+ * influx_line.h: events as InfluxDB line protocol (internal; used by
+ * gk-export-influx).
+ *
+ *   measurement[,tag=value...] field=value[,field=value...] timestamp
+ *
+ * Escaping, as the line protocol reference of InfluxDB 1.x and 2.x gives
+ * it: in a measurement, commas and spaces take a backslash; in tag keys,
+ * tag values and field keys, commas, equals signs and spaces do; in a
+ * string field value, double quotes and backslashes do.  A newline cannot
+ * be escaped outside a string field value: it is written as a space
+ * there.  Tags with an empty value are left out (InfluxDB refuses them).
+ * Timestamps are nanoseconds.
+ */
+#ifndef GK_INFLUX_LINE_H
+#define GK_INFLUX_LINE_H
+
+#include "export.h"
+
+typedef struct gk_influx_opts {
+	const char *host;        /* the host tag; NULL for none */
+	bool pid_tag;            /* a pid tag on metric points */
+	const char *logs;        /* measurement of log events; NULL: none */
+} gk_influx_opts;
+
+/* Counts of what could not be written. */
+typedef struct gk_influx_stats {
+	uint64_t not_finite; /* NaN or infinite values left out */
+	uint64_t empty;      /* points with no field left, not written */
+} gk_influx_stats;
+
+/* Append to out the escaped text: measurement (is_measurement) or a tag
+ * key, tag value or field key. */
+void gk_influx_name(gk_buf *out, const char *s, size_t n,
+    bool is_measurement);
+/* Append "..." a string field value, escaped. */
+void gk_influx_string(gk_buf *out, const char *s, size_t n);
+/* The event's ts in nanoseconds since the epoch (0 when absent). */
+uint64_t gk_influx_ts_ns(const gk_event *ev);
+
+/*
+ * The points of one event, each line ended by '\n', appended to out: one
+ * per series of a metrics event (counter and gauge: field value;
+ * histogram: sum, count, and one field per bucket named by its bound),
+ * one for a log event when o->logs is set.  Returns how many.
+ */
+size_t gk_influx_event(const gk_event *ev, const gk_influx_opts *o,
+    gk_buf *out, gk_influx_stats *st);
+
+#endif
