@@ -13,6 +13,7 @@
 
 #include "addr.h"
 #include "export.h"
+#include "exposition.h"
 #include "http.h"
 
 #define MAX_CONNS 64
@@ -38,20 +39,6 @@ struct conn {
 	gk_http_parser *parser;
 	gk_buf out;
 	bool close_after;
-};
-
-struct fam_proc {
-	struct proc *p;
-	gk_json series;
-};
-
-struct fam {
-	char name[256];
-	gk_json help;
-	enum gk_metric_type type;
-	struct fam_proc *v;
-	size_t n, cap;
-	bool has_series;
 };
 
 static struct {
@@ -192,10 +179,11 @@ sweep(gk_loop *loop, void *arg)
 		size_t n = strlen(dead[i]);
 		n += 1 + strlen(dead[i] + n + 1);
 		struct proc *p = gk_smap_get(P.procs, dead[i], n);
+		/* "proc" and "pid" are the plugin's own members. */
 		char f[320];
 		snprintf(f, sizeof f, "instance=%s", p->instance);
 		char g[160];
-		snprintf(g, sizeof g, "proc=%s", p->proc);
+		snprintf(g, sizeof g, "process=%s", p->proc);
 		gk_log(GK_INFO, "process gone: its series expired", g, f);
 		gk_smap_del(P.procs, dead[i], n);
 		free_proc(p);
@@ -206,180 +194,15 @@ sweep(gk_loop *loop, void *arg)
 }
 
 /* ------------------------------------------------------------------ */
-/* Exposition                                                          */
+/* Exposition (lib/exposition.c)                                       */
 /* ------------------------------------------------------------------ */
-
-static void
-sanitize(char *out, size_t cap, gk_json v, bool metric)
-{
-	gk_buf b = {0};
-	gk_json_string(v, &b);
-	size_t o = 0;
-	for (size_t i = 0; i < b.len && o + 2 < cap; i++) {
-		unsigned char c = (unsigned char)b.data[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		          c == '_' || (metric && c == ':') ||
-		          (i > 0 && c >= '0' && c <= '9');
-		if (i == 0 && c >= '0' && c <= '9')
-			out[o++] = '_';
-		out[o++] = ok || (c >= '0' && c <= '9') ? (char)c : '_';
-	}
-	if (!o)
-		out[o++] = '_';
-	out[o] = 0;
-	gk_buf_free(&b);
-}
-
-static void
-add_escaped(gk_buf *out, const char *s, size_t n, bool quote)
-{
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (c == '\\')
-			gk_buf_add(out, "\\\\", 2);
-		else if (c == '\n')
-			gk_buf_add(out, "\\n", 2);
-		else if (c == '"' && quote)
-			gk_buf_add(out, "\\\"", 2);
-		else
-			gk_buf_addc(out, c);
-	}
-}
-
-static void
-add_label(gk_buf *out, bool *first, const char *name, const char *v,
-    size_t n)
-{
-	gk_buf_addc(out, *first ? '{' : ',');
-	*first = false;
-	gk_buf_adds(out, name);
-	gk_buf_add(out, "=\"", 2);
-	add_escaped(out, v, n, true);
-	gk_buf_addc(out, '"');
-}
-
-/* name{labels..., svc, proc, instance[, le]} */
-static void
-add_series_name(gk_buf *out, const char *name, const char *suffix,
-    const struct proc *p, gk_json labels, const char *le)
-{
-	gk_buf_adds(out, name);
-	gk_buf_adds(out, suffix);
-	bool first = true;
-	gk_json_iter it;
-	gk_json k, v;
-	gk_json_iter_init(&it, labels);
-	gk_buf *val = &P.tmp;
-	while (gk_json_iter_next(&it, &k, &v)) {
-		char ln[256];
-		sanitize(ln, sizeof ln - 9, k, false);
-		if (!strcmp(ln, "svc") || !strcmp(ln, "proc") ||
-		    !strcmp(ln, "instance") || !strcmp(ln, "le") ||
-		    !strncmp(ln, "__", 2)) {
-			char t[256];
-			memcpy(t, ln, sizeof t);
-			snprintf(ln, sizeof ln, "exported_%.230s", t);
-		}
-		gk_buf_reset(val);
-		gk_event_text(v, val);
-		add_label(out, &first, ln, val->data ? val->data : "", val->len);
-	}
-	if (p->has_svc)
-		add_label(out, &first, "svc", p->svc, strlen(p->svc));
-	add_label(out, &first, "proc", p->proc, strlen(p->proc));
-	add_label(out, &first, "instance", p->instance, strlen(p->instance));
-	if (le)
-		add_label(out, &first, "le", le, strlen(le));
-	if (!first)
-		gk_buf_addc(out, '}');
-}
-
-static void
-render_family(gk_buf *out, const struct fam *f)
-{
-	static const char *const tn[] = {"counter", "gauge", "histogram"};
-	gk_buf_adds(out, "# HELP ");
-	gk_buf_adds(out, f->name);
-	gk_buf_addc(out, ' ');
-	gk_buf *h = &P.tmp;
-	gk_buf_reset(h);
-	if (f->help.type == GK_JSON_STRING)
-		gk_json_string(f->help, h);
-	if (h->len)
-		add_escaped(out, h->data, h->len, false);
-	else
-		gk_buf_addf(out, "Metric %s.", f->name);
-	gk_buf_addf(out, "\n# TYPE %s %s\n", f->name, tn[f->type]);
-	for (size_t i = 0; i < f->n; i++) {
-		gk_snap_family sf = {.type = f->type, .series = f->v[i].series};
-		gk_json_iter it;
-		gk_snap_series s;
-		gk_snap_series_begin(&it, &sf);
-		while (gk_snap_series_next(&it, &sf, &s)) {
-			const struct proc *p = f->v[i].p;
-			if (f->type != GK_HISTOGRAM) {
-				add_series_name(out, f->name, "", p, s.labels,
-				    NULL);
-				gk_buf_addc(out, ' ');
-				gk_fmt_float(out, s.value);
-				gk_buf_addc(out, '\n');
-				continue;
-			}
-			gk_json_iter bi;
-			gk_json_iter_init(&bi, s.buckets);
-			double le, c;
-			bool inf = false;
-			while (gk_snap_bucket_next(&bi, &le, &c)) {
-				char les[64];
-				gk_buf lb = {0};
-				gk_fmt_float(&lb, le);
-				snprintf(les, sizeof les, "%s", gk_buf_cstr(&lb));
-				gk_buf_free(&lb);
-				if (le > 0 && le == le * 2) /* +Inf */
-					inf = true;
-				add_series_name(out, f->name, "_bucket", p,
-				    s.labels, les);
-				gk_buf_addc(out, ' ');
-				gk_fmt_float(out, c);
-				gk_buf_addc(out, '\n');
-			}
-			if (!inf) {
-				add_series_name(out, f->name, "_bucket", p,
-				    s.labels, "+Inf");
-				gk_buf_addc(out, ' ');
-				gk_fmt_float(out, s.count);
-				gk_buf_addc(out, '\n');
-			}
-			add_series_name(out, f->name, "_sum", p, s.labels,
-			    NULL);
-			gk_buf_addc(out, ' ');
-			gk_fmt_float(out, s.sum);
-			gk_buf_addc(out, '\n');
-			add_series_name(out, f->name, "_count", p, s.labels,
-			    NULL);
-			gk_buf_addc(out, ' ');
-			gk_fmt_float(out, s.count);
-			gk_buf_addc(out, '\n');
-		}
-	}
-}
-
-static int
-fam_cmp(const void *a, const void *b)
-{
-	const struct fam *x = *(struct fam *const *)a;
-	const struct fam *y = *(struct fam *const *)b;
-	return strcmp(x->name, y->name);
-}
 
 static void
 render(gk_buf *out)
 {
 	uint64_t now = gk_loop_now(P.loop);
-	gk_smap *fams = gk_smap_new();
-	/* Parsed lines must stay put while we render: one index each. */
-	size_t nmsgs = 0, capmsgs = 0;
-	gk_wire_msg **msgs = NULL;
+	size_t n = 0, cap = gk_smap_count(P.procs) + 1;
+	gk_expo_src *src = gk_xcalloc(cap, sizeof *src);
 	size_t pos = 0;
 	const char *key;
 	void *v;
@@ -387,78 +210,14 @@ render(gk_buf *out)
 		struct proc *p = v;
 		if (!p->snap.len || expired(p, now))
 			continue;
-		for (size_t off = 0; off < p->snap.len;) {
-			const char *line = p->snap.data + off;
-			size_t n = strlen(line);
-			off += n + 1;
-			if (nmsgs == capmsgs) {
-				capmsgs = capmsgs ? capmsgs * 2 : 16;
-				msgs = gk_xrealloc(msgs,
-				    capmsgs * sizeof *msgs);
-			}
-			gk_wire_msg *m = gk_xmalloc(sizeof *m);
-			gk_wire_error err;
-			if (gk_wire_parse(m, line, n, &err)) {
-				free(m);
-				continue;
-			}
-			msgs[nmsgs++] = m;
-			gk_event ev = {.line = line, .len = n, .msg = m};
-			gk_snap_iter si;
-			gk_snap_family f;
-			gk_snap_begin(&si, &ev);
-			while (gk_snap_next(&si, &f)) {
-				char name[256];
-				sanitize(name, sizeof name - 8, f.name, true);
-				size_t nl = strlen(name);
-				if (f.type == GK_COUNTER &&
-				    (nl < 6 || strcmp(name + nl - 6, "_total")))
-					strcat(name, "_total");
-				void **slot = gk_smap_slot(fams, name,
-				    strlen(name), true);
-				struct fam *fm = *slot;
-				if (!fm) {
-					fm = gk_xcalloc(1, sizeof *fm);
-					snprintf(fm->name, sizeof fm->name,
-					    "%s", name);
-					fm->type = f.type;
-					fm->help = f.help;
-					*slot = fm;
-				}
-				if (fm->type != f.type)
-					continue; /* same name, other type */
-				if (fm->help.type != GK_JSON_STRING ||
-				    fm->help.len <= 2)
-					fm->help = f.help;
-				if (fm->n == fm->cap) {
-					fm->cap = fm->cap ? fm->cap * 2 : 4;
-					fm->v = gk_xrealloc(fm->v,
-					    fm->cap * sizeof *fm->v);
-				}
-				fm->v[fm->n++] =
-				    (struct fam_proc){p, f.series};
-				if (f.series.len > 2)
-					fm->has_series = true;
-			}
-		}
+		src[n++] = (gk_expo_src){.snap = p->snap.data,
+		                         .len = p->snap.len,
+		                         .svc = p->has_svc ? p->svc : NULL,
+		                         .proc = p->proc,
+		                         .instance = p->instance};
 	}
-	size_t nf = gk_smap_count(fams), i = 0;
-	struct fam **list = gk_xcalloc(nf + 1, sizeof *list);
-	pos = 0;
-	while (gk_smap_next(fams, &pos, &key, &v))
-		list[i++] = v;
-	qsort(list, nf, sizeof *list, fam_cmp);
-	for (i = 0; i < nf; i++) {
-		if (list[i]->has_series)
-			render_family(out, list[i]);
-		free(list[i]->v);
-		free(list[i]);
-	}
-	free(list);
-	gk_smap_free(fams);
-	for (i = 0; i < nmsgs; i++)
-		free(msgs[i]);
-	free(msgs);
+	gk_expo_render(out, src, n, NULL);
+	free(src);
 }
 
 /* ------------------------------------------------------------------ */
@@ -664,7 +423,8 @@ main(int argc, char **argv)
 	    {0}};
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "l:hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":l:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': listen_addr = optarg; break;
 		case 'e':
@@ -684,7 +444,16 @@ main(int argc, char **argv)
 		case 'x': exit_on_eof = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-prometheus"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		case ':':
+			gk_usage_error("%s: expected a value (see --help)",
+			    argv[optind - 1]);
+			break;
+		default:
+			if (optopt)
+				gk_usage_error("unknown option -%c (see --help)",
+				    optopt);
+			gk_usage_error("unknown option %s (see --help)",
+			    argv[optind - 1]);
 		}
 	}
 	if (optind < argc) /* gk-exporter --to prometheus:ADDR */
