@@ -1,0 +1,345 @@
+/*
+ * exposition.c: snapshots in the Prometheus text exposition format 0.0.4,
+ * and snapshots assembled from their parts (see exposition.h).  Moved here
+ * from gk-export-prometheus, which it serves unchanged, so that
+ * gk-export-pushgateway writes the same text.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exposition.h"
+
+struct fam_src {
+	const gk_expo_src *src;
+	gk_json series;
+};
+
+struct fam {
+	char name[256];
+	gk_json help;
+	enum gk_metric_type type;
+	struct fam_src *v;
+	size_t n, cap;
+	bool has_series;
+};
+
+static gk_buf tmp; /* scratch for label values and help */
+
+static void
+sanitize(char *out, size_t cap, gk_json v, bool metric)
+{
+	gk_buf b = {0};
+	gk_json_string(v, &b);
+	size_t o = 0;
+	for (size_t i = 0; i < b.len && o + 2 < cap; i++) {
+		unsigned char c = (unsigned char)b.data[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		          c == '_' || (metric && c == ':') ||
+		          (i > 0 && c >= '0' && c <= '9');
+		if (i == 0 && c >= '0' && c <= '9')
+			out[o++] = '_';
+		out[o++] = ok || (c >= '0' && c <= '9') ? (char)c : '_';
+	}
+	if (!o)
+		out[o++] = '_';
+	out[o] = 0;
+	gk_buf_free(&b);
+}
+
+static void
+add_escaped(gk_buf *out, const char *s, size_t n, bool quote)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '\\')
+			gk_buf_add(out, "\\\\", 2);
+		else if (c == '\n')
+			gk_buf_add(out, "\\n", 2);
+		else if (c == '"' && quote)
+			gk_buf_add(out, "\\\"", 2);
+		else
+			gk_buf_addc(out, c);
+	}
+}
+
+static void
+add_label(gk_buf *out, bool *first, const char *name, const char *v,
+    size_t n)
+{
+	gk_buf_addc(out, *first ? '{' : ',');
+	*first = false;
+	gk_buf_adds(out, name);
+	gk_buf_add(out, "=\"", 2);
+	add_escaped(out, v, n, true);
+	gk_buf_addc(out, '"');
+}
+
+/* name{labels..., svc, proc, instance[, le]} */
+static void
+add_series_name(gk_buf *out, const char *name, const char *suffix,
+    const gk_expo_src *p, gk_json labels, const char *le,
+    const gk_expo_opts *o)
+{
+	gk_buf_adds(out, name);
+	gk_buf_adds(out, suffix);
+	bool first = true;
+	gk_json_iter it;
+	gk_json k, v;
+	gk_json_iter_init(&it, labels);
+	gk_buf *val = &tmp;
+	while (gk_json_iter_next(&it, &k, &v)) {
+		char ln[256];
+		sanitize(ln, sizeof ln - 9, k, false);
+		if (!strcmp(ln, "svc") || !strcmp(ln, "proc") ||
+		    !strcmp(ln, "instance") || !strcmp(ln, "le") ||
+		    !strncmp(ln, "__", 2) ||
+		    (o->rename_job && !strcmp(ln, "job"))) {
+			char t[256];
+			memcpy(t, ln, sizeof t);
+			snprintf(ln, sizeof ln, "exported_%.230s", t);
+		}
+		gk_buf_reset(val);
+		gk_event_text(v, val);
+		add_label(out, &first, ln, val->data ? val->data : "", val->len);
+	}
+	if (p->svc)
+		add_label(out, &first, "svc", p->svc, strlen(p->svc));
+	if (p->proc)
+		add_label(out, &first, "proc", p->proc, strlen(p->proc));
+	if (p->instance)
+		add_label(out, &first, "instance", p->instance,
+		    strlen(p->instance));
+	if (le)
+		add_label(out, &first, "le", le, strlen(le));
+	if (!first)
+		gk_buf_addc(out, '}');
+}
+
+static void
+render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o)
+{
+	static const char *const tn[] = {"counter", "gauge", "histogram"};
+	gk_buf_adds(out, "# HELP ");
+	gk_buf_adds(out, f->name);
+	gk_buf_addc(out, ' ');
+	gk_buf *h = &tmp;
+	gk_buf_reset(h);
+	if (f->help.type == GK_JSON_STRING)
+		gk_json_string(f->help, h);
+	if (h->len)
+		add_escaped(out, h->data, h->len, false);
+	else
+		gk_buf_addf(out, "Metric %s.", f->name);
+	gk_buf_addf(out, "\n# TYPE %s %s\n", f->name, tn[f->type]);
+	for (size_t i = 0; i < f->n; i++) {
+		gk_snap_family sf = {.type = f->type, .series = f->v[i].series};
+		gk_json_iter it;
+		gk_snap_series s;
+		gk_snap_series_begin(&it, &sf);
+		while (gk_snap_series_next(&it, &sf, &s)) {
+			const gk_expo_src *p = f->v[i].src;
+			if (f->type != GK_HISTOGRAM) {
+				add_series_name(out, f->name, "", p, s.labels,
+				    NULL, o);
+				gk_buf_addc(out, ' ');
+				gk_fmt_float(out, s.value);
+				gk_buf_addc(out, '\n');
+				continue;
+			}
+			gk_json_iter bi;
+			gk_json_iter_init(&bi, s.buckets);
+			double le, c;
+			bool inf = false;
+			while (gk_snap_bucket_next(&bi, &le, &c)) {
+				char les[64];
+				gk_buf lb = {0};
+				gk_fmt_float(&lb, le);
+				snprintf(les, sizeof les, "%s", gk_buf_cstr(&lb));
+				gk_buf_free(&lb);
+				if (le > 0 && le == le * 2) /* +Inf */
+					inf = true;
+				add_series_name(out, f->name, "_bucket", p,
+				    s.labels, les, o);
+				gk_buf_addc(out, ' ');
+				gk_fmt_float(out, c);
+				gk_buf_addc(out, '\n');
+			}
+			if (!inf) {
+				add_series_name(out, f->name, "_bucket", p,
+				    s.labels, "+Inf", o);
+				gk_buf_addc(out, ' ');
+				gk_fmt_float(out, s.count);
+				gk_buf_addc(out, '\n');
+			}
+			add_series_name(out, f->name, "_sum", p, s.labels, NULL,
+			    o);
+			gk_buf_addc(out, ' ');
+			gk_fmt_float(out, s.sum);
+			gk_buf_addc(out, '\n');
+			add_series_name(out, f->name, "_count", p, s.labels,
+			    NULL, o);
+			gk_buf_addc(out, ' ');
+			gk_fmt_float(out, s.count);
+			gk_buf_addc(out, '\n');
+		}
+	}
+}
+
+static int
+fam_cmp(const void *a, const void *b)
+{
+	const struct fam *x = *(struct fam *const *)a;
+	const struct fam *y = *(struct fam *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+void
+gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t nsrc,
+    const gk_expo_opts *o)
+{
+	static const gk_expo_opts dflt;
+	if (!o)
+		o = &dflt;
+	gk_smap *fams = gk_smap_new();
+	/* Parsed lines must stay put while we render: one index each. */
+	size_t nmsgs = 0, capmsgs = 0;
+	gk_wire_msg **msgs = NULL;
+	for (size_t si_ = 0; si_ < nsrc; si_++) {
+		const gk_expo_src *p = &src[si_];
+		for (size_t off = 0; off < p->len;) {
+			const char *line = p->snap + off;
+			size_t n = strlen(line);
+			off += n + 1;
+			if (nmsgs == capmsgs) {
+				capmsgs = capmsgs ? capmsgs * 2 : 16;
+				msgs = gk_xrealloc(msgs,
+				    capmsgs * sizeof *msgs);
+			}
+			gk_wire_msg *m = gk_xmalloc(sizeof *m);
+			gk_wire_error err;
+			if (gk_wire_parse(m, line, n, &err)) {
+				free(m);
+				continue;
+			}
+			msgs[nmsgs++] = m;
+			gk_event ev = {.line = line, .len = n, .msg = m};
+			gk_snap_iter si;
+			gk_snap_family f;
+			gk_snap_begin(&si, &ev);
+			while (gk_snap_next(&si, &f)) {
+				char name[256];
+				sanitize(name, sizeof name - 8, f.name, true);
+				size_t nl = strlen(name);
+				if (f.type == GK_COUNTER &&
+				    (nl < 6 || strcmp(name + nl - 6, "_total")))
+					strcat(name, "_total");
+				void **slot = gk_smap_slot(fams, name,
+				    strlen(name), true);
+				struct fam *fm = *slot;
+				if (!fm) {
+					fm = gk_xcalloc(1, sizeof *fm);
+					snprintf(fm->name, sizeof fm->name,
+					    "%s", name);
+					fm->type = f.type;
+					fm->help = f.help;
+					*slot = fm;
+				}
+				if (fm->type != f.type)
+					continue; /* same name, other type */
+				if (fm->help.type != GK_JSON_STRING ||
+				    fm->help.len <= 2)
+					fm->help = f.help;
+				if (fm->n == fm->cap) {
+					fm->cap = fm->cap ? fm->cap * 2 : 4;
+					fm->v = gk_xrealloc(fm->v,
+					    fm->cap * sizeof *fm->v);
+				}
+				fm->v[fm->n++] = (struct fam_src){p, f.series};
+				if (f.series.len > 2)
+					fm->has_series = true;
+			}
+		}
+	}
+	size_t nf = gk_smap_count(fams), i = 0, pos = 0;
+	const char *key;
+	void *v;
+	struct fam **list = gk_xcalloc(nf + 1, sizeof *list);
+	while (gk_smap_next(fams, &pos, &key, &v))
+		list[i++] = v;
+	qsort(list, nf, sizeof *list, fam_cmp);
+	for (i = 0; i < nf; i++) {
+		if (list[i]->has_series)
+			render_family(out, list[i], o);
+		free(list[i]->v);
+		free(list[i]);
+	}
+	free(list);
+	gk_smap_free(fams);
+	for (i = 0; i < nmsgs; i++)
+		free(msgs[i]);
+	free(msgs);
+	if (tmp.cap > 65536)
+		gk_buf_free(&tmp);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parts                                                               */
+/* ------------------------------------------------------------------ */
+
+void
+gk_snapasm_init(gk_snapasm *a)
+{
+	memset(a, 0, sizeof *a);
+	a->seq = -1;
+}
+
+void
+gk_snapasm_free(gk_snapasm *a)
+{
+	gk_buf_free(&a->pend);
+}
+
+enum gk_snapasm_result
+gk_snapasm_add(gk_snapasm *a, const gk_event *ev, gk_buf *snap,
+    uint64_t *ts_ms)
+{
+	int64_t seq = 0, part = 1, parts = 1;
+	gk_json_int(gk_wire_get(ev->msg, "seq"), &seq);
+	gk_json_int(gk_wire_get(ev->msg, "part"), &part);
+	gk_json_int(gk_wire_get(ev->msg, "parts"), &parts);
+	if (parts < 1 || part < 1 || part > parts)
+		return GK_SNAPASM_INVALID;
+	enum gk_snapasm_result r = GK_SNAPASM_PENDING;
+	if (part == 1) {
+		if (a->seq >= 0 && a->pend.len)
+			r = GK_SNAPASM_INCOMPLETE;
+		gk_buf_reset(&a->pend);
+		a->seq = seq;
+		a->next = 1;
+		a->parts = parts;
+		a->ts_ms = gk_event_ts_ms(ev);
+	}
+	if (seq != a->seq || part != a->next || parts != a->parts) {
+		/* A part is missing: this snapshot cannot complete. */
+		if (a->pend.len)
+			r = GK_SNAPASM_INCOMPLETE;
+		gk_buf_reset(&a->pend);
+		a->seq = -1;
+		return r;
+	}
+	gk_buf_add(&a->pend, ev->line, ev->len);
+	gk_buf_addc(&a->pend, 0);
+	a->next++;
+	if (part < parts)
+		return r;
+	gk_buf t = *snap;
+	*snap = a->pend;
+	a->pend = t;
+	gk_buf_reset(&a->pend);
+	if (a->pend.cap > 65536)
+		gk_buf_free(&a->pend);
+	*ts_ms = a->ts_ms;
+	a->seq = -1;
+	return GK_SNAPASM_COMPLETE;
+}

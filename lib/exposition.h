@@ -1,0 +1,60 @@
+/*
+ * exposition.h: metrics snapshots (gk-events(5)) in the Prometheus text
+ * exposition format 0.0.4, and snapshots assembled from their parts
+ * (internal; used by gk-export-prometheus and gk-export-pushgateway).
+ */
+#ifndef GK_EXPOSITION_H
+#define GK_EXPOSITION_H
+
+#include "export.h"
+
+/*
+ * The complete snapshot of one process: its metrics events (all the parts
+ * of one seq), each line NUL-terminated, laid end to end in snap, and the
+ * labels added to each of its series (NULL for none).
+ */
+typedef struct gk_expo_src {
+	const char *snap;
+	size_t len;
+	const char *svc, *proc, *instance;
+} gk_expo_src;
+
+typedef struct gk_expo_opts {
+	/* Also rename a series label "job" to "exported_job" (a label the
+	 * Pushgateway owns).  Labels named svc, proc, instance, le or
+	 * starting with "__" always are. */
+	bool rename_job;
+} gk_expo_opts;
+
+/*
+ * Append the exposition of the sources to out: families merged across
+ * sources and sorted by name (a counter's name gains "_total" when it
+ * lacks it); in each, the series of each source in the order given.  A
+ * family of the same name but another type than the first seen is left
+ * out, as is a family with no series.
+ */
+void gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t n,
+    const gk_expo_opts *o);
+
+/* Assembling a snapshot from its parts (seq, part, parts). */
+typedef struct gk_snapasm {
+	gk_buf pend;
+	int64_t seq, next, parts;
+	uint64_t ts_ms;
+} gk_snapasm;
+
+enum gk_snapasm_result {
+	GK_SNAPASM_PENDING,    /* more parts to come */
+	GK_SNAPASM_COMPLETE,   /* *snap now holds the whole snapshot */
+	GK_SNAPASM_INCOMPLETE, /* a part was missing: what was held is gone */
+	GK_SNAPASM_INVALID,    /* part/parts out of range: ignored */
+};
+
+void gk_snapasm_init(gk_snapasm *a);
+void gk_snapasm_free(gk_snapasm *a);
+/* Feed one metrics event of the process; on COMPLETE, snap is replaced by
+ * the snapshot (lines NUL-terminated) and *ts_ms set to its time. */
+enum gk_snapasm_result gk_snapasm_add(gk_snapasm *a, const gk_event *ev,
+    gk_buf *snap, uint64_t *ts_ms);
+
+#endif
