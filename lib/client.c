@@ -45,10 +45,14 @@ struct gk_client {
 	/* libcurl before 8.0.0 fails every reuse of an HTTP/2 connection
 	 * made with prior knowledge (curl issue 10634, fixed by PR 10643). */
 	bool h2_no_reuse, h2_warned;
+	gk_buf url, tmp, line; /* scratch of try_once: libcurl copies */
 };
 
+/* A response header: offsets of its NUL-terminated name (lowercase) and
+ * value in the request's header arena. */
 struct hdr {
-	char *name, *value;
+	size_t name, value;
+	bool used; /* already written as part of a repeated header */
 };
 
 /* Whom a socket libcurl opens belongs to. */
@@ -58,8 +62,8 @@ struct sockowner {
 };
 
 struct cstate {
+	struct sockowner so; /* first: the socket hooks get a cstate */
 	gk_client *c;
-	struct sockowner so;
 	gk_req *req;
 	CURL *easy;
 	gk_backend *be;   /* holds a reference */
@@ -74,6 +78,7 @@ struct cstate {
 	gk_buf response;  /* response body */
 	struct hdr *rh;   /* response headers */
 	size_t nrh, caprh;
+	gk_buf harena;    /* their bytes */
 	bool too_big;
 	uint64_t start_us, try_start_us;
 	gk_timer retry_timer;
@@ -125,15 +130,13 @@ backend_metrics(gk_client *c, gk_backend *be)
 
 /* ---- the connection pool, counted per endpoint ---- */
 
-static curl_socket_t
-open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+/* A socket was opened for the transfer whose arg is a (the state of a
+ * request or of a check: both begin with their struct sockowner). */
+static void
+pool_opened(void *a, int fd)
 {
-	(void)purpose;
-	struct sockowner *o = arg;
+	struct sockowner *o = a;
 	gk_client *c = o->c;
-	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-	if (fd < 0)
-		return CURL_SOCKET_BAD;
 	if ((size_t)fd >= c->nfdpool) {
 		size_t n = c->nfdpool ? c->nfdpool : 64;
 		while (n <= (size_t)fd)
@@ -144,30 +147,18 @@ open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 		c->nfdpool = n;
 	}
 	c->fdpool[fd] = o->pool;
-	if (c->fdpool[fd])
-		gk_gauge_add(c->fdpool[fd], 1);
-	return fd;
+	if (o->pool)
+		gk_gauge_add(o->pool, 1);
 }
 
-static int
-close_socket(void *arg, curl_socket_t fd)
+static void
+pool_closed(void *arg, int fd)
 {
 	gk_client *c = arg;
 	if (fd >= 0 && (size_t)fd < c->nfdpool && c->fdpool[fd]) {
 		gk_gauge_add(c->fdpool[fd], -1);
 		c->fdpool[fd] = NULL;
 	}
-	return close(fd);
-}
-
-static void
-pool_options(CURL *e, struct sockowner *o)
-{
-	gk_client *c = o->c;
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, o);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
 }
 
 static void
@@ -216,8 +207,8 @@ budget_allows(gk_client *c)
 /* ---- active checks ---- */
 
 struct check {
+	struct sockowner so; /* first, as in struct cstate */
 	gk_client *c;
-	struct sockowner so;
 	char addr[262];
 };
 
@@ -274,7 +265,6 @@ on_check_timer(gk_loop *loop, void *arg)
 		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-		pool_options(e, &k->so);
 		if (c->cfg.http2 || strstr(be->ep.tags, "h2")) {
 			curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
 			    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
@@ -300,6 +290,7 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 	c->st = st;
 	c->loop = gk_stage_loop(st);
 	c->curl = gk_curl_new(c->loop, cfg->max_host_connections);
+	gk_curl_socket_hooks(c->curl, pool_opened, pool_closed, c);
 	c->bal = gk_balancer_new(cfg->balance);
 	c->m_requests = gk_counter_new("gk_client_requests_total",
 	    "Requests sent upstream, by endpoint (tries, retries included)",
@@ -371,9 +362,8 @@ on_header(char *p, size_t size, size_t n, void *arg)
 	if (len >= 5 && !strncmp(p, "HTTP/", 5)) {
 		/* A new status line (after 100 Continue, or a redirect):
 		 * only the last response's headers count. */
-		for (size_t i = 0; i < s->nrh; i++)
-			free(s->rh[i].name), free(s->rh[i].value);
 		s->nrh = 0;
+		s->harena.len = 0;
 		return len;
 	}
 	char *colon = memchr(p, ':', len);
@@ -390,15 +380,18 @@ on_header(char *p, size_t size, size_t n, void *arg)
 		s->caprh = s->caprh ? s->caprh * 2 : 16;
 		s->rh = gk_xrealloc(s->rh, s->caprh * sizeof *s->rh);
 	}
-	char *name = gk_xmalloc(nl + 1);
-	for (size_t i = 0; i < nl; i++)
-		name[i] = (char)tolower((unsigned char)p[i]);
-	name[nl] = 0;
 	size_t vl = (size_t)(end - v);
-	char *value = gk_xmalloc(vl + 1);
-	memcpy(value, v, vl);
-	value[vl] = 0;
-	s->rh[s->nrh++] = (struct hdr){name, value};
+	gk_buf *a = &s->harena;
+	gk_buf_reserve(a, nl + vl + 2);
+	size_t name = a->len;
+	for (size_t i = 0; i < nl; i++)
+		a->data[a->len++] = (char)tolower((unsigned char)p[i]);
+	a->data[a->len++] = 0;
+	size_t value = a->len;
+	memcpy(a->data + a->len, v, vl);
+	a->len += vl;
+	a->data[a->len++] = 0;
+	s->rh[s->nrh++] = (struct hdr){name, value, false};
 	return len;
 }
 
@@ -515,33 +508,35 @@ answer_from_upstream(struct cstate *s, int status)
 	gk_buf_adds(&b, ",\"headers\":{");
 	/* Repeated headers become arrays, in order. */
 	bool first = true;
+	const char *arena = s->harena.data;
 	for (size_t i = 0; i < s->nrh; i++) {
-		const char *name = s->rh[i].name;
-		if (!name || hop_by_hop(name, strlen(name)))
+		if (s->rh[i].used)
+			continue;
+		const char *name = arena + s->rh[i].name;
+		size_t nl = strlen(name);
+		if (hop_by_hop(name, nl))
 			continue;
 		size_t count = 0;
 		for (size_t j = i; j < s->nrh; j++)
-			if (s->rh[j].name && !strcmp(s->rh[j].name, name))
+			if (!strcmp(arena + s->rh[j].name, name))
 				count++;
 		if (!first)
 			gk_buf_addc(&b, ',');
 		first = false;
-		gk_json_quote(&b, name, strlen(name));
+		gk_json_quote(&b, name, nl);
 		gk_buf_addc(&b, ':');
 		if (count > 1)
 			gk_buf_addc(&b, '[');
 		bool vfirst = true;
 		for (size_t j = i; j < s->nrh; j++) {
-			if (!s->rh[j].name || strcmp(s->rh[j].name, name))
+			if (s->rh[j].used || strcmp(arena + s->rh[j].name, name))
 				continue;
 			if (!vfirst)
 				gk_buf_addc(&b, ',');
 			vfirst = false;
-			gk_json_quote(&b, s->rh[j].value, strlen(s->rh[j].value));
-			if (j != i) {
-				free(s->rh[j].name);
-				s->rh[j].name = NULL;
-			}
+			const char *value = arena + s->rh[j].value;
+			gk_json_quote(&b, value, strlen(value));
+			s->rh[j].used = true;
 		}
 		if (count > 1)
 			gk_buf_addc(&b, ']');
@@ -764,9 +759,8 @@ reset_try(struct cstate *s)
 	s->too_big = false;
 	s->prereqs = 0;
 	s->not_resent = false;
-	for (size_t i = 0; i < s->nrh; i++)
-		free(s->rh[i].name), free(s->rh[i].value);
 	s->nrh = 0;
+	s->harena.len = 0;
 }
 
 /*
@@ -823,7 +817,8 @@ try_once(struct cstate *s)
 	backend_metrics(c, be);
 	gk_counter_add(be->m_requests, 1);
 
-	gk_buf url = {0}, tmp = {0};
+	gk_buf url = c->url, tmp = c->tmp;
+	url.len = tmp.len = 0;
 	gk_buf_adds(&url, "http://");
 	gk_buf_adds(&url, be->ep.addr);
 	if (gk_json_string(gk_msg_get(m, "path"), &url) < 0)
@@ -864,7 +859,9 @@ try_once(struct cstate *s)
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	pool_options(e, &s->so);
+	/* Upstreams are reached directly: no http_proxy from the
+	 * environment (and no getenv of it for every request). */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
 
 	uint64_t timeout = c->cfg.try_timeout_ms;
 	uint64_t deadline = gk_req_deadline(req);
@@ -899,7 +896,7 @@ try_once(struct cstate *s)
 	gk_json_iter it;
 	gk_json k, v;
 	gk_json_iter_init(&it, h);
-	gk_buf line = {0};
+	gk_buf line = c->line;
 	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
 		tmp.len = 0;
 		gk_json_string(k, &tmp);
@@ -925,7 +922,7 @@ try_once(struct cstate *s)
 				break;
 		}
 	}
-	gk_buf_free(&line);
+	c->line = line;
 	add_header(s, "Expect:");
 	if (remaining[0])
 		add_header(s, remaining);
@@ -937,8 +934,8 @@ try_once(struct cstate *s)
 		add_header(s, tl);
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
-	gk_buf_free(&url);
-	gk_buf_free(&tmp);
+	c->url = url;
+	c->tmp = tmp;
 
 	s->try_start_us = gk_monotonic_us();
 	gk_balancer_started(be);
@@ -1021,6 +1018,7 @@ gk_client_done(gk_client *c, gk_req *req, int status)
 	gk_buf_free(&s->body);
 	gk_buf_free(&s->response);
 	gk_buf_free(&s->method);
+	gk_buf_free(&s->harena);
 	free(s->rh);
 	s->c = NULL;
 }

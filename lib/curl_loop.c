@@ -3,31 +3,59 @@
  * fds to watch (CURLMOPT_SOCKETFUNCTION) and when to call it back
  * (CURLMOPT_TIMERFUNCTION); we tell it what happened
  * (curl_multi_socket_action) and collect finished transfers.
+ *
+ * libcurl stops watching a connection's socket when its transfer ends
+ * (CURL_POLL_REMOVE) and watches it again when the next transfer reuses
+ * it: two epoll_ctl calls a request.  The sockets we open ourselves stay
+ * in the epoll set while idle, watched for reading only (a peer that
+ * closes an idle connection is then taken out); they leave it when
+ * libcurl closes them, which it does through our close callback.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "curl_loop.h"
 
 struct transfer {
 	gk_curl_done_fn *done;
 	void *arg;
+	gk_curl *c;
 };
+
+enum { FD_FOREIGN = 0, FD_ACTIVE, FD_IDLE };
 
 struct gk_curl {
 	gk_loop *loop;
 	CURLM *multi;
 	gk_timer timer;
 	int running;
+	unsigned char *fdstate; /* by fd: sockets we opened */
+	size_t nfd;
+	gk_curl_sock_fn *on_open, *on_close;
+	void *hook_arg;
 };
+
+static unsigned char
+fd_state(const gk_curl *c, curl_socket_t s)
+{
+	return s >= 0 && (size_t)s < c->nfd ? c->fdstate[s] : FD_FOREIGN;
+}
 
 static void check_done(gk_curl *c);
 
 static void
 on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
-	(void)loop;
 	gk_curl *c = arg;
+	if (fd_state(c, fd) == FD_IDLE) {
+		/* The peer closed an idle connection (or sent what nobody
+		 * asked for): stop watching; libcurl finds it dead before
+		 * any reuse and closes it. */
+		gk_loop_unwatch(loop, fd);
+		return;
+	}
 	int what = (ev & GK_READ ? CURL_CSELECT_IN : 0) |
 	    (ev & GK_WRITE ? CURL_CSELECT_OUT : 0);
 	curl_multi_socket_action(c->multi, fd, what, &c->running);
@@ -41,9 +69,16 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	(void)socketp;
 	gk_curl *c = userp;
 	if (what == CURL_POLL_REMOVE) {
-		gk_loop_unwatch(c->loop, s);
+		if (fd_state(c, s) == FD_FOREIGN)
+			gk_loop_unwatch(c->loop, s);
+		else {
+			c->fdstate[s] = FD_IDLE;
+			gk_loop_modify(c->loop, s, GK_READ);
+		}
 		return 0;
 	}
+	if (fd_state(c, s) == FD_IDLE)
+		c->fdstate[s] = FD_ACTIVE;
 	unsigned ev = (what & CURL_POLL_IN ? GK_READ : 0) |
 	    (what & CURL_POLL_OUT ? GK_WRITE : 0);
 	if (gk_loop_modify(c->loop, s, ev) < 0)
@@ -126,7 +161,53 @@ gk_curl_free(gk_curl *c)
 		return;
 	gk_timer_stop(c->loop, &c->timer);
 	curl_multi_cleanup(c->multi);
+	free(c->fdstate);
 	free(c);
+}
+
+static curl_socket_t
+open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	(void)purpose;
+	struct transfer *t = arg;
+	gk_curl *c = t->c;
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (fd < 0)
+		return CURL_SOCKET_BAD;
+	if ((size_t)fd >= c->nfd) {
+		size_t n = c->nfd ? c->nfd : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		c->fdstate = gk_xrealloc(c->fdstate, n);
+		memset(c->fdstate + c->nfd, 0, n - c->nfd);
+		c->nfd = n;
+	}
+	c->fdstate[fd] = FD_ACTIVE;
+	if (c->on_open)
+		c->on_open(t->arg, fd);
+	return fd;
+}
+
+static int
+close_socket(void *arg, curl_socket_t fd)
+{
+	gk_curl *c = arg;
+	if (fd_state(c, fd) != FD_FOREIGN) {
+		gk_loop_unwatch(c->loop, fd);
+		c->fdstate[fd] = FD_FOREIGN;
+	}
+	if (c->on_close)
+		c->on_close(c->hook_arg, fd);
+	return close(fd);
+}
+
+void
+gk_curl_socket_hooks(gk_curl *c, gk_curl_sock_fn *on_open,
+    gk_curl_sock_fn *on_close, void *hook_arg)
+{
+	c->on_open = on_open;
+	c->on_close = on_close;
+	c->hook_arg = hook_arg;
 }
 
 int
@@ -135,7 +216,12 @@ gk_curl_start(gk_curl *c, CURL *easy, gk_curl_done_fn *done, void *arg)
 	struct transfer *t = gk_xmalloc(sizeof *t);
 	t->done = done;
 	t->arg = arg;
+	t->c = c;
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, t);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+	curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, c);
 	if (curl_multi_add_handle(c->multi, easy) != CURLM_OK) {
 		free(t);
 		curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);

@@ -24,6 +24,16 @@ void gk_curl_free(gk_curl *c);
 int gk_curl_start(gk_curl *c, CURL *easy, gk_curl_done_fn *done, void *arg);
 /* Stop a transfer early (done is not called). */
 void gk_curl_cancel(gk_curl *c, CURL *easy);
+/*
+ * The sockets of transfers started here are opened and closed by this
+ * module (CURLOPT_OPENSOCKETFUNCTION and CURLOPT_CLOSESOCKETFUNCTION are
+ * set by gk_curl_start).  on_open runs with the arg of the transfer that
+ * opened fd, on_close with hook_arg, just before it is closed.  Either
+ * may be NULL.
+ */
+typedef void gk_curl_sock_fn(void *arg, int fd);
+void gk_curl_socket_hooks(gk_curl *c, gk_curl_sock_fn *on_open,
+    gk_curl_sock_fn *on_close, void *hook_arg);
 /* Transfers running now. */
 int gk_curl_running(const gk_curl *c);
 

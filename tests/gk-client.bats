@@ -147,13 +147,16 @@ count_status() {
 	upstream_start 1
 	upstream_start 2 slow
 	stack -b p2c-ewma -e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}"
-	fetch_many 300 "$URL/" --parallel --parallel-max 8 >"$T/codes"
-	assert_equal "$(count_status "$T/codes" 200)" 300
+	# a few requests one at a time: each upstream is measured once (a
+	# burst at a cold start is spread over both: nothing is known yet)
+	fetch_many 4 "$URL/" >"$T/codes"
+	fetch_many 300 "$URL/" --parallel --parallel-max 8 >>"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 304
 	local slow
 	slow=$(hits 2 ' / ')
-	assert_equal "$(($(hits 1 ' / ') + slow))" 300
+	assert_equal "$(($(hits 1 ' / ') + slow))" 304
 	# one try while it is unmeasured, then it is known to be slow
-	[ "$slow" -le 3 ] || fail "the slow upstream got $slow of 300"
+	[ "$slow" -le 3 ] || fail "the slow upstream got $slow of 304"
 }
 
 @test "an upstream stopped mid-run is ejected and every GET is still answered 200" {
