@@ -35,6 +35,7 @@ struct dns_state {
 	/* one round of lookups */
 	unsigned pending;
 	bool failed;
+	int status; /* the first failure's c-ares status */
 	uint32_t min_ttl;
 	gk_endpoint *set;
 	size_t n, cap;
@@ -156,7 +157,10 @@ round_done(struct dns_state *d)
 		return;
 	uint64_t next;
 	if (d->failed && !d->n) {
-		gk__resolver_error(d->r, "dns lookup failed");
+		char w[400];
+		snprintf(w, sizeof w, "dns: %s: %s", d->name,
+		    ares_strerror(d->status));
+		gk__resolver_error(d->r, w);
 		next = ERROR_RETRY_MS;
 	} else {
 		gk__resolver_publish(d->r, d->set, d->n);
@@ -208,10 +212,12 @@ on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 					    q->priority);
 				}
 		}
-	} else if (status != ARES_ENODATA && status != ARES_ENOTFOUND)
+	} else if ((status != ARES_ENODATA && status != ARES_ENOTFOUND) ||
+	    (status == ARES_ENOTFOUND && !q->v6)) {
+		if (!d->failed)
+			d->status = status;
 		d->failed = true;
-	else if (status == ARES_ENOTFOUND && !q->v6)
-		d->failed = true;
+	}
 	free(q);
 	round_done(d);
 }
@@ -237,6 +243,8 @@ on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	struct ares_srv_reply *srv = NULL;
 	if (status != ARES_SUCCESS ||
 	    ares_parse_srv_reply(abuf, alen, &srv) != ARES_SUCCESS) {
+		if (!d->failed)
+			d->status = status != ARES_SUCCESS ? status : ARES_EBADRESP;
 		d->failed = true;
 		round_done(d);
 		return;

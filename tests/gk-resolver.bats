@@ -377,11 +377,11 @@ _logged() {
 	consul_script
 	start_consul consul "$T/script.json"
 	start_bg reg gk-resolver register "consul:$CONSUL_URL" --name web \
-		--addr 10.0.0.5:8080 --ttl 3s --tags v1,blue --weight 7
+		--addr 10.0.0.5:8080 --ttl 1s --tags v1,blue --weight 7
 	wait_for -t 10 _logged '.path == "/v1/agent/service/register"'
 	run jq -c -s 'map(select(.path == "/v1/agent/service/register"))[0].body | fromjson |
 		[.ID, .Name, .Address, .Port, .Tags, .Weights.Passing, .Check.CheckID, .Check.TTL, .Check.Status]' "$CONSUL_LOG"
-	assert_output '["web-10.0.0.5-8080","web","10.0.0.5",8080,["v1","blue"],7,"service:web-10.0.0.5-8080","3s","passing"]'
+	assert_output '["web-10.0.0.5-8080","web","10.0.0.5",8080,["v1","blue"],7,"service:web-10.0.0.5-8080","1s","passing"]'
 	wait_for -t 15 consul_at_least 3 '.path == "/v1/agent/check/pass/service:web-10.0.0.5-8080" and .status == 200'
 	# The agent restarts and forgets it: registered again.
 	consul_ctl forget
@@ -397,7 +397,7 @@ _logged() {
 	start_consul consul "$T/script.json"
 	consul_ctl health/503
 	start_bg reg gk-resolver register "consul:$CONSUL_URL" --name web \
-		--addr 10.0.0.5:8080 --ttl 3s --check "$CONSUL_URL/_control/health"
+		--addr 10.0.0.5:8080 --ttl 1s --check "$CONSUL_URL/_control/health"
 	# failing checks: nothing registered
 	wait_for -t 15 consul_at_least 2 '.path == "/_control/health"'
 	assert_equal "$(consul_requests '.path | startswith("/v1/agent/")')" 0
