@@ -178,6 +178,16 @@ on_usr1(gk_loop *loop, int signo, void *arg)
 }
 
 static void
+on_hup(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	(void)arg;
+	/* Nothing to reload: the sources follow their names themselves. */
+	gk_log(GK_INFO, "SIGHUP ignored: nothing to reload");
+}
+
+static void
 on_deregistered(bool ok, void *arg)
 {
 	(void)arg;
@@ -217,6 +227,7 @@ start_loop(bool long_running)
 	gk_loop_signal(X.loop, SIGTERM, on_term, NULL);
 	gk_loop_signal(X.loop, SIGINT, on_term, NULL);
 	gk_loop_signal(X.loop, SIGUSR1, on_usr1, NULL);
+	gk_loop_signal(X.loop, SIGHUP, on_hup, NULL);
 	X.metrics_ms = 10000;
 	const char *mi = getenv("GK_METRICS_INTERVAL");
 	if (mi && *mi && gk_parse_duration_ms(mi, &X.metrics_ms) < 0)

@@ -211,6 +211,27 @@ srv_dnsmasq() {
 	within_ms 1000 set_is "$T/out"
 }
 
+@test "etcd: gk-client --resolve follows the watched set in-process: 200 through the endpoint, 503 once its key is deleted" {
+	start_etcd etcd
+	local up lp
+	up=$(free_port)
+	lp=$(free_port)
+	mkdir "$T/www" && echo hello >"$T/www/index.html"
+	start_bg up python3 -m http.server "$up" --bind 127.0.0.1 --directory "$T/www"
+	wait_port 127.0.0.1 "$up"
+	ectl put /up/a "127.0.0.1:$up" >/dev/null
+	start_bg stack gk-listener -l "127.0.0.1:$lp" -- gk-client --resolve "etcd:$ETCD_URL/up/"
+	wait_port 127.0.0.1 "$lp"
+	wait_for -t 10 _status_is 200 "http://127.0.0.1:$lp/index.html"
+	assert_equal "$(curl -s "http://127.0.0.1:$lp/index.html")" hello
+	ectl del /up/a >/dev/null
+	wait_for -t 5 _status_is 503 "http://127.0.0.1:$lp/index.html"
+}
+
+_status_is() {
+	[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$2")" = "$1" ]
+}
+
 @test "etcd: a value that is not HOST:PORT [WEIGHT] is left out with a warning" {
 	start_etcd etcd
 	ectl put /svc/a '127.0.0.1:9001' >/dev/null
