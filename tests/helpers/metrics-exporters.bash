@@ -361,7 +361,12 @@ influx_q() {
 
 start_pushgateway() {
 	PGW_PORT=$(free_port)
-	start_bg pushgateway prometheus-pushgateway \
+	start_pushgateway_on
+}
+
+# start_pushgateway_on: the same on $PGW_PORT, chosen by the caller.
+start_pushgateway_on() {
+	start_bg pushgateway prometheus-pushgateway --persistence.file= \
 		--web.listen-address="127.0.0.1:$PGW_PORT"
 	wait_http "http://127.0.0.1:$PGW_PORT/-/ready" 30
 }
