@@ -386,7 +386,9 @@ main(int argc, char **argv)
 		rd_kafka_purge(K.rk, RD_KAFKA_PURGE_F_QUEUE |
 		                         RD_KAFKA_PURGE_F_INFLIGHT |
 		                         RD_KAFKA_PURGE_F_NON_BLOCKING);
-		rd_kafka_poll(K.rk, 0); /* purged: reported as failed */
+		/* Purged messages are reported as failed: serve them. */
+		for (int i = 0; i < 20 && rd_kafka_outq_len(K.rk) > 0; i++)
+			rd_kafka_poll(K.rk, 50);
 		gk_metrics_snapshot();
 		gk_events_flush();
 	}
