@@ -50,7 +50,8 @@ void
 gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
 {
 	gk_endpoint *s = gk_xcalloc(n ? n : 1, sizeof *s);
-	memcpy(s, set, n * sizeof *s);
+	if (n)
+		memcpy(s, set, n * sizeof *s);
 	qsort(s, n, sizeof *s, ep_cmp);
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {

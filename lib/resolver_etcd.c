@@ -143,7 +143,7 @@ put(struct etcd_state *e, const char *key, size_t keylen, const char *val,
 	del(e, key, keylen);
 	const char *nl = memchr(val, '\n', vallen);
 	if (nl && (size_t)(nl - val) + 1 == vallen)
-		vallen--; /* "etcdctl put k "$(...)"" leaves none, echo one */
+		vallen--; /* one trailing newline, as "echo ... | etcdctl put" leaves */
 	if (memchr(val, '\n', vallen) || memchr(val, 0, vallen) ||
 	    gk__resolver_parse_line(val, vallen, &ep) != 0) {
 		char k[300];
