@@ -3,15 +3,16 @@
 #
 #   gk-filter -f schema.jq
 #
-#   log      ts, type, level (debug|info|warn|error|fatal), proc, pid, msg
+#   log      ts, level (debug|info|warn|error|fatal), proc, pid, msg
 #   span     trace_id, span_id, name, kind, start_us, duration_us, status
 #   access   method, path, status, bytes, duration, remote
-#   metrics  ts, type, proc, pid, metrics (an array)
-# An event without a type is a log event; another type is an error.
+#   metrics  ts, proc, pid, metrics (an array)
+# An event without a type is a log event (gk-events(5)); a type that is not
+# a string, or none of these four, is an error.
 # Members are checked in that order, problems joined with "; ".
 def gk_schema:
   {
-    "log": [["ts", "string"], ["type", "string"], ["level", "string"],
+    "log": [["ts", "string"], ["level", "string"],
             ["proc", "string"], ["pid", "number"], ["msg", "string"]],
     "span": [["trace_id", "string"], ["span_id", "string"], ["name", "string"],
              ["kind", "string"], ["start_us", "number"],
@@ -19,7 +20,7 @@ def gk_schema:
     "access": [["method", "string"], ["path", "string"], ["status", "number"],
                ["bytes", "number"], ["duration", "number"],
                ["remote", "string"]],
-    "metrics": [["ts", "string"], ["type", "string"], ["proc", "string"],
+    "metrics": [["ts", "string"], ["proc", "string"],
                 ["pid", "number"], ["metrics", "array"]]
   };
 
