@@ -69,6 +69,25 @@ ns_in() {
 	assert_line --index 1 --partial '\"type\":\"access\"'
 }
 
+@test "gk-listener's access events reach the access topic, keyed by path" {
+	kafka_mock_start access logs
+	port=$(free_port)
+	start_bg stack sh -c 'gk-listener -l "127.0.0.1:$1" -- hello 2>&1 >/dev/null |
+		gk-exporter kafka --topic-access access --topic-log logs --key path "$2"' \
+		sh "$port" "$KAFKA_BOOT"
+	wait_port 127.0.0.1 "$port" 20
+	for p in /a /b /a; do
+		curl -s -o /dev/null "http://127.0.0.1:$port$p"
+	done
+	wait_for -t 20 kafka_has 3 access
+	run kafka_msgs access
+	assert_line --index 0 --regexp '"key":"/a".*\\"method\\":\\"GET\\"'
+	assert_line --index 1 --partial '"key":"/b"'
+	assert_line --index 2 --partial '"key":"/a"'
+	run bash -c "tail -n +2 '$KAFKA_OUT' | grep '^{' | jq -r 'select(.topic == \"access\") | .value | fromjson | [.path, .status] | @tsv'"
+	assert_output "$(printf '/a\t200\n/b\t200\n/a\t200')"
+}
+
 @test "an event counts as sent only once the broker acknowledged it: none while it is down, all once it is up" {
 	kafka_mock_start logs
 	kafka_mock_cmd down
