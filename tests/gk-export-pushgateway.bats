@@ -123,6 +123,26 @@ pgw_groups() {
 	wait_metric_ge "$T/plugin.err" gk_export_reconnects_total 1
 }
 
+@test "a push the pushgateway refuses (a metric of another type in another group) is logged with its reason and counted" {
+	start_pushgateway
+	# Another group already holds gk_http_requests_total as a gauge.
+	printf '# TYPE gk_http_requests_total gauge\ngk_http_requests_total 1\n' |
+		curl -s -f --data-binary @- "http://127.0.0.1:$PGW_PORT/metrics/job/other"
+	record_stack "$T/run.jsonl" 1
+	gk-export-pushgateway "http://127.0.0.1:$PGW_PORT" <"$T/run.jsonl" 2>"$T/plugin.err"
+	run jq -R -r 'fromjson? | select(.msg == "push rejected") | "\(.status) \(.error)"' "$T/plugin.err"
+	assert_line --index 0 --partial "400 "
+	assert_line --index 0 --partial "gk_http_requests_total"
+	rejected=$(own_metric "$T/plugin.err" gk_export_pushgateway_rejected_total)
+	[ "$rejected" -ge 1 ]
+	run own_metric "$T/plugin.err" gk_export_dropped_total
+	assert_output "$rejected"
+	# hello's snapshots hold no such metric: its group was accepted.
+	hpid=$(jq -r 'select(.proc == "hello") | .pid' "$T/run.jsonl" | head -n 1)
+	run pgw_groups
+	assert_line "gokit/$(hostname):$hpid"
+}
+
 @test "bad options are one-line usage errors with exit 64" {
 	run gk-export-pushgateway --min-interval soon
 	assert_failure 64
