@@ -8,7 +8,6 @@ load helpers/metrics-exporters
 
 setup() {
 	common_setup
-	require_statsd
 }
 
 teardown() {

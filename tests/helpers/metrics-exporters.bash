@@ -127,6 +127,7 @@ require_statsd() {
 # flush as one JSON line to $STATSD_FLUSH; every line received is dumped
 # (dumpMessages) to statsd.out.
 start_statsd() {
+	require_statsd
 	local d=$BATS_TEST_TMPDIR
 	STATSD_PORT=$(free_udp_port)
 	STATSD_FLUSH=$d/statsd-flush.jsonl
