@@ -26,6 +26,7 @@ Control, for the test:
     POST /_control/forget     the agent forgets its services (as a restart)
 """
 import json
+import os
 import sys
 import threading
 import time
@@ -163,10 +164,18 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200, {"state": cur["i"]})
 
 
+def orphan_guard(parent):
+    # A test run killed before its teardown leaves no server behind.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+threading.Thread(target=orphan_guard, args=(os.getppid(),),
+                 daemon=True).start()
 srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 srv.daemon_threads = True
 with open(port_file + ".tmp", "w") as f:
     f.write(str(srv.server_address[1]))
-import os  # noqa: E402
 os.rename(port_file + ".tmp", port_file)
 srv.serve_forever()
