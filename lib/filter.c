@@ -744,6 +744,7 @@ route_flush(gk_filter *f, struct route *r)
 		return;
 	route_check(f, r);
 	size_t off = 0;
+	bool retried = false;
 	while (r->fd >= 0 && off < r->out.len) {
 		ssize_t w = write(r->fd, r->out.data + off, r->out.len - off);
 		if (w >= 0) {
@@ -752,10 +753,26 @@ route_flush(gk_filter *f, struct route *r)
 		}
 		if (errno == EINTR)
 			continue;
-		/* EPIPE: the command is gone; the rest is lost. */
-		size_t rest = r->out.len - off;
-		size_t lines = count_lines(r->out.data + off, rest);
-		route_died(f, r, lines);
+		/*
+		 * EPIPE: the command is gone.  Once per flush, when its
+		 * backoff allows, it is started again and given the rest from
+		 * the start of the line being written; otherwise the rest is
+		 * lost, counted.
+		 */
+		size_t lines = count_lines(r->out.data + off, r->out.len - off);
+		if (retried) {
+			route_died(f, r, lines);
+			break;
+		}
+		retried = true;
+		route_died(f, r, 0);
+		if (gk_monotonic_ms() >= r->next_start_ms && route_start(f, r)) {
+			while (off > 0 && r->out.data[off - 1] != '\n')
+				off--;
+			continue;
+		}
+		r->undelivered += lines;
+		gk_counter_add(r->lost, (double)lines);
 	}
 	gk_buf_reset(&r->out);
 	r->out_lines = 0;
