@@ -27,8 +27,9 @@ text_line(const gk_event *ev, gk_buf *out)
 	/* 2026-12-04T09:30:00.123456Z WARN gk-limiter[4242]: msg k=v */
 	gk_event_text(ev->ts, out);
 	gk_buf_addc(out, ' ');
-	const char *t = ev->type == GK_EV_LOG ? gk_level_name(gk_event_level(ev))
-	                                      : gk_event_type_name(ev->type);
+	const char *t = ev->type == GK_EV_LOG
+	                    ? gk_level_name(gk_event_level(ev))
+	                    : gk_event_type_name(ev->type);
 	for (const char *p = t; *p; p++)
 		gk_buf_addc(out, (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p));
 	gk_buf_addc(out, ' ');
@@ -91,31 +92,33 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: gk-export-file [options] PATH\n"
-	    "Append events to PATH, one a line; rotate, keep, reopen on "
-	    "SIGHUP.\n"
-	    "  -s, --max-size SIZE    rotate past SIZE bytes (10M; 0: "
-	    "never)\n"
-	    "  -r, --rotate WHEN      also rotate every DURATION (1h), or "
-	    "daily at midnight\n"
-	    "  -k, --keep N           rotated files kept, PATH.1 .. PATH.N "
-	    "(5)\n"
-	    "      --fsync POLICY     never, batch or always (batch)\n"
-	    "      --buffer SIZE      bytes held while the file cannot be "
-	    "written (4m)\n"
-	    "      --format FMT       json (the events as read) or text "
-	    "(json)\n"
-	    "      --types LIST       event types written (all)\n"
-	    "      --mode OCTAL       mode of a new file (0644)\n"
-	    "  -h, --help             this help\n"
-	    "  -V, --version          version\n");
+	        "usage: gk-export-file [options] PATH\n"
+	        "Append events to PATH, one a line; rotate, keep, reopen on "
+	        "SIGHUP.\n"
+	        "  -s, --max-size SIZE    rotate past SIZE bytes (10M; 0: "
+	        "never)\n"
+	        "  -r, --rotate WHEN      also rotate every DURATION (1h), or "
+	        "daily at midnight\n"
+	        "  -k, --keep N           rotated files kept, PATH.1 .. PATH.N "
+	        "(5)\n"
+	        "      --fsync POLICY     never, batch or always (batch)\n"
+	        "      --buffer SIZE      bytes held while the file cannot be "
+	        "written (4m)\n"
+	        "      --format FMT       json (the events as read) or text "
+	        "(json)\n"
+	        "      --types LIST       event types written (all)\n"
+	        "      --mode OCTAL       mode of a new file (0644)\n"
+	        "  -h, --help             this help\n"
+	        "  -V, --version          version\n");
 }
 
 int
 main(int argc, char **argv)
 {
-	gk_logfile_opts o = {.max_size = 10u << 20, .keep = 5,
-	                     .fsync = GK_FSYNC_BATCH, .max_buffer = 4u << 20,
+	gk_logfile_opts o = {.max_size = 10u << 20,
+	                     .keep = 5,
+	                     .fsync = GK_FSYNC_BATCH,
+	                     .max_buffer = 4u << 20,
 	                     .mode = 0644};
 	F.types = GK_EVMASK_ALL;
 	static const struct option opts[] = {
@@ -140,7 +143,7 @@ main(int argc, char **argv)
 			if (gk_parse_size(optarg, &sz) < 0)
 				gk_usage_error("bad --max-size: %s (expected "
 				               "a size: 10M, 512k, 0)",
-				    optarg);
+				               optarg);
 			o.max_size = sz;
 			break;
 		case 'r':
@@ -152,7 +155,7 @@ main(int argc, char **argv)
 				gk_usage_error("bad --rotate: %s (expected a "
 				               "duration of 1s or more, or "
 				               "daily)",
-				    optarg);
+				               optarg);
 			} else {
 				o.rotate_ms = v;
 				o.daily = false;
@@ -162,7 +165,7 @@ main(int argc, char **argv)
 			if (gk_parse_uint(optarg, 1, 1000, &v) < 0)
 				gk_usage_error("bad --keep: %s (expected 1 to "
 				               "1000)",
-				    optarg);
+				               optarg);
 			o.keep = (unsigned)v;
 			break;
 		case 'S':
@@ -175,13 +178,13 @@ main(int argc, char **argv)
 			else
 				gk_usage_error("bad --fsync: %s (expected "
 				               "never, batch or always)",
-				    optarg);
+				               optarg);
 			break;
 		case 'B':
 			if (gk_parse_size(optarg, &sz) < 0 || sz < 1024)
 				gk_usage_error("bad --buffer: %s (expected a "
 				               "size of 1k or more)",
-				    optarg);
+				               optarg);
 			o.max_buffer = sz;
 			break;
 		case 'F':
@@ -192,14 +195,14 @@ main(int argc, char **argv)
 			else
 				gk_usage_error("bad --format: %s (expected "
 				               "json or text)",
-				    optarg);
+				               optarg);
 			break;
 		case 'T':
 			if (gk_evmask_parse(optarg, &F.types) < 0)
 				gk_usage_error("bad --types: %s (expected a "
 				               "list of log, access, span, "
 				               "metrics, other, or all)",
-				    optarg);
+				               optarg);
 			break;
 		case 'm':
 			errno = 0;
@@ -207,7 +210,7 @@ main(int argc, char **argv)
 			if (errno || *end || !*optarg || v > 07777)
 				gk_usage_error("bad --mode: %s (expected an "
 				               "octal mode such as 0640)",
-				    optarg);
+				               optarg);
 			o.mode = (unsigned)v;
 			break;
 		case 'h': usage(stdout); return 0;
@@ -220,15 +223,17 @@ main(int argc, char **argv)
 	o.path = argv[optind++];
 	if (optind < argc)
 		gk_usage_error("unexpected argument: %s (expected one PATH)",
-		    argv[optind]);
+		               argv[optind]);
 	if (!*o.path)
 		gk_usage_error("bad PATH: empty");
-	gk_export_def def = {.name = "file", .on_event = on_event,
-	                     .on_drain = on_drain, .on_hup = on_hup};
+	gk_export_def def = {.name = "file",
+	                     .on_event = on_event,
+	                     .on_drain = on_drain,
+	                     .on_hup = on_hup};
 	F.ex = gk_export_new(&def);
-	F.m_skipped = gk_metric_series(gk_counter_new(
-	    "gk_export_file_skipped_total", "Events of a type not in --types",
-	    NULL));
+	F.m_skipped = gk_metric_series(
+	    gk_counter_new("gk_export_file_skipped_total",
+	                   "Events of a type not in --types", NULL));
 	F.file = gk_logfile_new(F.ex, &o);
 	if (!F.file)
 		gk_fatal(73, "unable to open %s: %s", o.path, strerror(errno));

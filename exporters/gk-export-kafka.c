@@ -74,7 +74,7 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	char e[400], c[120];
 	snprintf(e, sizeof e, "error=%s", reason);
 	snprintf(c, sizeof c, "code=%s",
-	    rd_kafka_err2name((rd_kafka_resp_err_t)err));
+	         rd_kafka_err2name((rd_kafka_resp_err_t)err));
 	gk_log(GK_WARN, "kafka error", c, e);
 }
 
@@ -83,10 +83,10 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	(void)rk;
 	/* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
-	enum gk_level l = level <= 3 ? GK_ERROR
-	                : level == 4 ? GK_WARN
-	                : level <= 6 ? GK_INFO
-	                             : GK_DEBUG;
+	enum gk_level l = level <= 3   ? GK_ERROR
+	                  : level == 4 ? GK_WARN
+	                  : level <= 6 ? GK_INFO
+	                               : GK_DEBUG;
 	char f[80], m[600];
 	snprintf(f, sizeof f, "facility=%s", fac);
 	snprintf(m, sizeof m, "text=%s", buf);
@@ -140,8 +140,9 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		}
 	}
 	uint64_t us = gk_event_ts_us(ev);
-	rd_kafka_resp_err_t err = rd_kafka_producev(K.rk,
-	    RD_KAFKA_V_RKT(t), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+	rd_kafka_resp_err_t err = rd_kafka_producev(
+	    K.rk, RD_KAFKA_V_RKT(t),
+	    RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
 	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 	    RD_KAFKA_V_VALUE((void *)ev->line, ev->len),
 	    RD_KAFKA_V_KEY(key, keylen),
@@ -187,7 +188,8 @@ on_drain(gk_export *ex, void *arg)
 static void
 usage(FILE *f)
 {
-	fprintf(f,
+	fprintf(
+	    f,
 	    "usage: gk-export-kafka [OPTIONS] [BROKERS]\n"
 	    "Send events to Kafka, a topic per event type; sent once "
 	    "acknowledged.\n"
@@ -245,7 +247,7 @@ main(int argc, char **argv)
 		if (c >= 0x100 && c < 0x105) {
 			if (!*optarg)
 				gk_usage_error("bad --topic-%s: empty",
-				    gk_event_type_name(c - 0x100));
+				               gk_event_type_name(c - 0x100));
 			K.topic_name[c - 0x100] = optarg;
 			continue;
 		}
@@ -265,23 +267,23 @@ main(int argc, char **argv)
 			if (gk_parse_uint(optarg, 1, 10000000, &qmsgs) < 0)
 				gk_usage_error("bad --queue-messages: %s "
 				               "(expected 1 to 10000000)",
-				    optarg);
+				               optarg);
 			break;
 		case 'K':
 			if (gk_parse_uint(optarg, 1, 2147483647, &qkb) < 0)
 				gk_usage_error("bad --queue-kbytes: %s "
 				               "(expected 1 to 2147483647)",
-				    optarg);
+				               optarg);
 			break;
 		case 'X':
 			if (!strchr(optarg, '=') || optarg[0] == '=')
 				gk_usage_error("bad --property: %s (expected "
 				               "NAME=VALUE)",
-				    optarg);
+				               optarg);
 			if (nprops == MAX_PROPS)
 				gk_usage_error("too many --property options "
 				               "(at most %d)",
-				    MAX_PROPS);
+				               MAX_PROPS);
 			props[nprops++] = optarg;
 			break;
 		case 'h': usage(stdout); return 0;
@@ -293,12 +295,12 @@ main(int argc, char **argv)
 		if (brokers)
 			gk_usage_error("unexpected argument: %s (--brokers "
 			               "given already)",
-			    argv[optind]);
+			               argv[optind]);
 		brokers = argv[optind++];
 	}
 	if (optind < argc)
 		gk_usage_error("unexpected argument: %s (expected [BROKERS])",
-		    argv[optind]);
+		               argv[optind]);
 	if (!brokers)
 		brokers = "127.0.0.1:9092";
 	bool any = false;
@@ -330,13 +332,13 @@ main(int argc, char **argv)
 	rd_kafka_conf_set_error_cb(conf, on_error);
 	rd_kafka_conf_set_log_cb(conf, on_log);
 
-	gk_export_def def = {.name = "kafka", .on_event = on_event,
-	                     .on_drain = on_drain};
+	gk_export_def def = {
+	    .name = "kafka", .on_event = on_event, .on_drain = on_drain};
 	K.ex = gk_export_new(&def);
 	K.loop = gk_export_loop(K.ex);
-	K.m_skipped = gk_metric_series(gk_counter_new(
-	    "gk_export_kafka_skipped_total",
-	    "Events of a type that has no topic", NULL));
+	K.m_skipped = gk_metric_series(
+	    gk_counter_new("gk_export_kafka_skipped_total",
+	                   "Events of a type that has no topic", NULL));
 	K.m_full = gk_metric_series(gk_counter_new(
 	    "gk_export_kafka_queue_full_total",
 	    "Events dropped because librdkafka's queue was full", NULL));
@@ -347,9 +349,10 @@ main(int argc, char **argv)
 	char err[512];
 	K.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
 	if (!K.rk)
-		gk_fatal(GK_EXIT_SOFTWARE, "unable to create the kafka "
-		                           "producer: %s",
-		    err);
+		gk_fatal(GK_EXIT_SOFTWARE,
+		         "unable to create the kafka "
+		         "producer: %s",
+		         err);
 	rd_kafka_set_log_queue(K.rk, NULL); /* logs to the main queue */
 	for (int i = 0; i < 5; i++) {
 		if (!K.topic_name[i])
@@ -360,12 +363,12 @@ main(int argc, char **argv)
 			    !strcmp(K.topic_name[j], K.topic_name[i]))
 				K.topic[i] = K.topic[j];
 		if (!K.topic[i])
-			K.topic[i] = rd_kafka_topic_new(K.rk, K.topic_name[i],
-			    NULL);
+			K.topic[i] =
+			    rd_kafka_topic_new(K.rk, K.topic_name[i], NULL);
 		if (!K.topic[i])
 			gk_fatal(GK_EXIT_SOFTWARE, "unable to use topic %s: %s",
-			    K.topic_name[i],
-			    rd_kafka_err2str(rd_kafka_last_error()));
+			         K.topic_name[i],
+			         rd_kafka_err2str(rd_kafka_last_error()));
 	}
 	if (pipe2(K.wake, O_NONBLOCK | O_CLOEXEC) < 0)
 		gk_fatal(GK_EXIT_OSERR, "pipe: %s", strerror(errno));

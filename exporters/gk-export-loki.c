@@ -58,7 +58,7 @@ label_name_ok(const char *s, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		        (c >= '0' && c <= '9') || c == '_'))
+		      (c >= '0' && c <= '9') || c == '_'))
 			return false;
 	}
 	return !(n >= 2 && s[0] == '_' && s[1] == '_');
@@ -71,7 +71,7 @@ duration_arg(const char *opt, const char *v)
 	if (gk_parse_duration_ms(v, &ms) < 0 || ms < 1)
 		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
 		               "or 2s)",
-		    opt, v);
+		               opt, v);
 	return ms;
 }
 
@@ -82,14 +82,15 @@ size_arg(const char *opt, const char *v, size_t min)
 	if (gk_parse_size(v, &n) < 0 || n < min)
 		gk_usage_error("bad %s: %s (expected a size of %zu bytes or "
 		               "more)",
-		    opt, v, min);
+		               opt, v, min);
 	return n;
 }
 
 static void
 usage(FILE *f)
 {
-	fprintf(f,
+	fprintf(
+	    f,
 	    "usage: gk-export-loki [OPTIONS] [URL]\n"
 	    "Send events to Grafana Loki: JSON POSTed to "
 	    "URL/loki/api/v1/push.\n"
@@ -102,7 +103,8 @@ usage(FILE *f)
 	    "  --types LIST           event types sent (log,access)\n"
 	    "  --tenant ID            X-Scope-OrgID header\n"
 	    "  -H, --header K=V       add a request header (auth); repeatable\n"
-	    "  -z, --gzip             compress bodies (Content-Encoding: gzip)\n"
+	    "  -z, --gzip             compress bodies (Content-Encoding: "
+	    "gzip)\n"
 	    "  --batch-bytes SIZE     close a batch past SIZE (1MiB)\n"
 	    "  --batch-records N      ... or N events (5000)\n"
 	    "  --batch-interval DUR   ... or DUR after its first event (1s)\n"
@@ -155,12 +157,12 @@ main(int argc, char **argv)
 			if (nlabels == MAX_LABELS)
 				gk_usage_error("too many --label options (at "
 				               "most %d)",
-				    MAX_LABELS);
+				               MAX_LABELS);
 			if (!label_name_ok(optarg, strlen(optarg)))
 				gk_usage_error("bad --label: %s (expected a "
 				               "Loki label name: letters, "
 				               "digits, _)",
-				    optarg);
+				               optarg);
 			labels[nlabels++] = optarg;
 			break;
 		case 's': {
@@ -168,19 +170,20 @@ main(int argc, char **argv)
 			if (nstatic == MAX_LABELS)
 				gk_usage_error("too many --static-label "
 				               "options (at most %d)",
-				    MAX_LABELS);
+				               MAX_LABELS);
 			if (!eq || !eq[1] ||
 			    !label_name_ok(optarg, (size_t)(eq - optarg)))
 				gk_usage_error("bad --static-label: %s "
 				               "(expected NAME=VALUE)",
-				    optarg);
+				               optarg);
 			statics[nstatic++] = optarg;
 			break;
 		}
 		case 'S':
 			if (gk_parse_uint(optarg, 1, 1000000, &max_streams) < 0)
-				gk_usage_error("bad --max-streams: %s (expected "
-				               "1 to 1000000)",
+				gk_usage_error(
+				    "bad --max-streams: %s (expected "
+				    "1 to 1000000)",
 				    optarg);
 			break;
 		case 'T':
@@ -188,24 +191,25 @@ main(int argc, char **argv)
 				gk_usage_error("bad --types: %s (expected a "
 				               "list of log, access, span, "
 				               "metrics, other, or all)",
-				    optarg);
+				               optarg);
 			break;
 		case 'O':
 			if (!*optarg || strpbrk(optarg, "\r\n"))
 				gk_usage_error("bad --tenant: %s", optarg);
 			snprintf(tenant, sizeof tenant, "X-Scope-OrgID: %s",
-			    optarg);
+			         optarg);
 			headers[nheaders++] = tenant;
 			break;
 		case 'H':
 			if (nheaders >= MAX_HEADERS)
 				gk_usage_error("too many --header options "
 				               "(at most %d)",
-				    MAX_HEADERS);
-			if (!(headers[nheaders++] = gk_ehttp_header_arg(optarg)))
+				               MAX_HEADERS);
+			if (!(headers[nheaders++] =
+			          gk_ehttp_header_arg(optarg)))
 				gk_usage_error("bad --header: %s (expected "
 				               "NAME=VALUE)",
-				    optarg);
+				               optarg);
 			break;
 		case 'z': o.gzip = true; break;
 		case 'b':
@@ -215,7 +219,7 @@ main(int argc, char **argv)
 			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
 				gk_usage_error("bad --batch-records: %s "
 				               "(expected 1 to 1000000)",
-				    optarg);
+				               optarg);
 			o.batch_records = v;
 			break;
 		case 'i':
@@ -224,7 +228,9 @@ main(int argc, char **argv)
 		case 'q':
 			o.max_bytes = size_arg("--max-queue", optarg, 65536);
 			break;
-		case 't': o.timeout_ms = duration_arg("--timeout", optarg); break;
+		case 't':
+			o.timeout_ms = duration_arg("--timeout", optarg);
+			break;
 		case 'm':
 			o.backoff_min_ms = duration_arg("--retry-min", optarg);
 			break;
@@ -241,11 +247,11 @@ main(int argc, char **argv)
 		base = argv[optind++];
 	if (optind < argc)
 		gk_usage_error("unexpected argument: %s (expected [URL])",
-		    argv[optind]);
+		               argv[optind]);
 	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
 		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
 		               "https://...)",
-		    base);
+		               base);
 	if (o.backoff_max_ms < o.backoff_min_ms)
 		gk_usage_error("bad --retry-max: shorter than --retry-min");
 	if (!nlabels) {
@@ -263,14 +269,14 @@ main(int argc, char **argv)
 		gk_buf_adds(&url, "/loki/api/v1/push");
 	}
 	o.url = gk_buf_cstr(&url);
-	gk_export_def def = {.name = "loki", .on_event = on_event,
-	                     .on_drain = on_drain};
+	gk_export_def def = {
+	    .name = "loki", .on_event = on_event, .on_drain = on_drain};
 	L.ex = gk_export_new(&def);
-	L.m_skipped = gk_metric_series(gk_counter_new(
-	    "gk_export_loki_skipped_total", "Events of a type not in --types",
-	    NULL));
-	L.loki = gk_loki_new(labels, nlabels, statics, nstatic,
-	    (size_t)max_streams);
+	L.m_skipped = gk_metric_series(
+	    gk_counter_new("gk_export_loki_skipped_total",
+	                   "Events of a type not in --types", NULL));
+	L.loki =
+	    gk_loki_new(labels, nlabels, statics, nstatic, (size_t)max_streams);
 	L.http = gk_ehttp_new(L.ex, &o);
 	char f[600];
 	snprintf(f, sizeof f, "url=%s", o.url);

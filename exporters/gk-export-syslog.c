@@ -38,8 +38,7 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	if (cut)
 		gk_counter_add(S.m_truncated, 1);
 	enum gk_econn_kind k = gk_econn_kind(S.conn);
-	if (k == GK_ECONN_TCP ||
-	    (k == GK_ECONN_UNIX_STREAM && S.rfc5424)) {
+	if (k == GK_ECONN_TCP || (k == GK_ECONN_UNIX_STREAM && S.rfc5424)) {
 		/* RFC 6587 octet counting: "LEN SP MSG". */
 		gk_buf_reset(&S.frame);
 		gk_buf_adduint(&S.frame, S.msg.len);
@@ -72,7 +71,8 @@ on_drain(gk_export *ex, void *arg)
 static void
 usage(FILE *f)
 {
-	fprintf(f,
+	fprintf(
+	    f,
 	    "usage: gk-export-syslog [options] [udp:HOST:PORT | tcp:HOST:PORT "
 	    "| unix:PATH]\n"
 	    "Send events to syslog: without an address as syslog(3) does "
@@ -125,7 +125,7 @@ main(int argc, char **argv)
 				gk_usage_error("bad --facility: %s (expected "
 				               "user, daemon, local0..local7, "
 				               "...)",
-				    optarg);
+				               optarg);
 			break;
 		case 'i':
 			if (!*optarg)
@@ -140,7 +140,7 @@ main(int argc, char **argv)
 			if (strcmp(optarg, "3164") && strcmp(optarg, "5424"))
 				gk_usage_error("bad --format: %s (expected "
 				               "3164 or 5424)",
-				    optarg);
+				               optarg);
 			format = optarg;
 			break;
 		case 'D':
@@ -149,7 +149,7 @@ main(int argc, char **argv)
 				gk_usage_error("bad --sd-id: %s (expected up "
 				               "to 32 characters, no space, "
 				               "'=', ']' or '\"')",
-				    optarg);
+				               optarg);
 			S.so.sd_id = optarg;
 			break;
 		case 'H': hostname = optarg; break;
@@ -158,21 +158,21 @@ main(int argc, char **argv)
 				gk_usage_error("bad --types: %s (expected a "
 				               "list of log, access, span, "
 				               "metrics, other, or all)",
-				    optarg);
+				               optarg);
 			break;
 		case 'M':
 			if (gk_parse_size(optarg, &max_msg) < 0 ||
 			    max_msg < 480 || max_msg > 65000)
 				gk_usage_error("bad --max-message: %s "
 				               "(expected 480 to 65000 bytes)",
-				    optarg);
+				               optarg);
 			break;
 		case 'B':
 			if (gk_parse_size(optarg, &buffer) < 0 ||
 			    buffer < 65536)
 				gk_usage_error("bad --buffer: %s (expected a "
 				               "size of 64k or more)",
-				    optarg);
+				               optarg);
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-syslog"); return 0;
@@ -184,14 +184,14 @@ main(int argc, char **argv)
 		addr = argv[optind++];
 	if (optind < argc)
 		gk_usage_error("unexpected argument: %s (expected one address)",
-		    argv[optind]);
+		               argv[optind]);
 	if (addr && sock_given)
 		gk_usage_error("--socket and an address: give one");
 	if (addr && strncmp(addr, "udp:", 4) && strncmp(addr, "tcp:", 4) &&
 	    strncmp(addr, "unix:", 5))
 		gk_usage_error("bad address: %s (expected udp:HOST:PORT, "
 		               "tcp:HOST:PORT or unix:PATH)",
-		    addr);
+		               addr);
 	S.rfc5424 = format ? !strcmp(format, "5424") : addr != NULL;
 	S.so.max_bytes = max_msg;
 	char host[256];
@@ -207,15 +207,15 @@ main(int argc, char **argv)
 		snprintf(local, sizeof local, "unix:%s", sock);
 		addr = local;
 	}
-	gk_export_def def = {.name = "syslog", .on_event = on_event,
-	                     .on_drain = on_drain};
+	gk_export_def def = {
+	    .name = "syslog", .on_event = on_event, .on_drain = on_drain};
 	S.ex = gk_export_new(&def);
-	S.m_truncated = gk_metric_series(gk_counter_new(
-	    "gk_export_syslog_truncated_total",
-	    "Messages cut to --max-message", NULL));
-	S.m_skipped = gk_metric_series(gk_counter_new(
-	    "gk_export_syslog_skipped_total",
-	    "Events of a type not in --types", NULL));
+	S.m_truncated = gk_metric_series(
+	    gk_counter_new("gk_export_syslog_truncated_total",
+	                   "Messages cut to --max-message", NULL));
+	S.m_skipped = gk_metric_series(
+	    gk_counter_new("gk_export_syslog_skipped_total",
+	                   "Events of a type not in --types", NULL));
 	const char *why;
 	S.conn = gk_econn_new(S.ex, addr, GK_ECONN_UDP, buffer, &why);
 	if (!S.conn)
@@ -224,7 +224,7 @@ main(int argc, char **argv)
 	snprintf(f, sizeof f, "addr=%s", addr);
 	snprintf(g, sizeof g, "format=rfc%s", S.rfc5424 ? "5424" : "3164");
 	snprintf(h, sizeof h, "facility=%s",
-	    gk_syslog_facility_name(S.so.facility));
+	         gk_syslog_facility_name(S.so.facility));
 	gk_log(GK_INFO, "sending events to syslog", f, g, h);
 	int rc = gk_export_run(S.ex);
 	gk_econn_free(S.conn);

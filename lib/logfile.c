@@ -63,7 +63,7 @@ static int
 open_file(gk_logfile *f)
 {
 	int fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-	    f->o.mode ? f->o.mode : 0644);
+	              f->o.mode ? f->o.mode : 0644);
 	if (fd < 0)
 		return -1;
 	struct stat st;
@@ -167,7 +167,7 @@ on_retry(gk_loop *loop, void *arg)
 			char p[300], d[64];
 			snprintf(p, sizeof p, "path=%s", f->path);
 			snprintf(d, sizeof d, "dropped=%llu",
-			    (unsigned long long)lost);
+			         (unsigned long long)lost);
 			gk_log(GK_WARN, "buffer full: events dropped", p, d);
 			f->dropped_told += lost;
 			f->told_ms = now;
@@ -191,11 +191,11 @@ block(gk_logfile *f, int err)
 		snprintf(p, sizeof p, "path=%s", f->path);
 		snprintf(e, sizeof e, "error=%s", strerror(err));
 		snprintf(b, sizeof b, "buffer_bytes=%zu", f->o.max_buffer);
-		gk_log(GK_ERROR, "cannot write the log file: holding events",
-		    p, e, b);
+		gk_log(GK_ERROR, "cannot write the log file: holding events", p,
+		       e, b);
 	}
 	gk_timer_start(f->loop, &f->retry, gk_backoff_next(&f->backoff),
-	    on_retry, f);
+	               on_retry, f);
 }
 
 static void
@@ -210,10 +210,10 @@ unblock(gk_logfile *f)
 	char p[300], d[64], s[64];
 	snprintf(p, sizeof p, "path=%s", f->path);
 	snprintf(d, sizeof d, "dropped=%llu", (unsigned long long)lost);
-	snprintf(s, sizeof s, "blocked_ms=%llu",
+	snprintf(
+	    s, sizeof s, "blocked_ms=%llu",
 	    (unsigned long long)(gk_loop_now(f->loop) - f->blocked_since_ms));
-	gk_log(lost ? GK_WARN : GK_INFO, "writing the log file again", p, d,
-	    s);
+	gk_log(lost ? GK_WARN : GK_INFO, "writing the log file again", p, d, s);
 }
 
 static void
@@ -290,7 +290,7 @@ flush(gk_logfile *f)
 			}
 		}
 		ssize_t w = write(f->fd, f->cur.data + f->cur_off,
-		    f->cur.len - f->cur_off);
+		                  f->cur.len - f->cur_off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
@@ -338,7 +338,8 @@ next_rotation_ms(const gk_logfile *f)
 		tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
 		tm.tm_isdst = -1;
 		time_t next = mktime(&tm);
-		return next > t ? (uint64_t)(next - t) * 1000 - now % 1000 : 1000;
+		return next > t ? (uint64_t)(next - t) * 1000 - now % 1000
+		                : 1000;
 	}
 	uint64_t p = f->o.rotate_ms;
 	return (now / p + 1) * p - now;
@@ -354,7 +355,7 @@ on_rotate_timer(gk_loop *loop, void *arg)
 		flush(f);
 	}
 	gk_timer_start(loop, &f->rotate_timer, next_rotation_ms(f),
-	    on_rotate_timer, f);
+	               on_rotate_timer, f);
 }
 
 gk_logfile *
@@ -383,9 +384,9 @@ gk_logfile_new(gk_export *ex, const gk_logfile_opts *o)
 	    "gk_export_file_rotations_total", "Log files rotated", NULL));
 	f->m_fsyncs = gk_metric_series(gk_counter_new(
 	    "gk_export_file_fsyncs_total", "fdatasync calls made", NULL));
-	f->m_reopens = gk_metric_series(gk_counter_new(
-	    "gk_export_file_reopens_total", "Log file reopened (SIGHUP)",
-	    NULL));
+	f->m_reopens = gk_metric_series(
+	    gk_counter_new("gk_export_file_reopens_total",
+	                   "Log file reopened (SIGHUP)", NULL));
 	f->m_blocked = gk_metric_series(gk_counter_new(
 	    "gk_export_file_blocked_total",
 	    "Times writing stopped on an error (a full disk), events held",
@@ -393,7 +394,7 @@ gk_logfile_new(gk_export *ex, const gk_logfile_opts *o)
 	gk_loop_on_turn_end(f->loop, on_turn_end, f);
 	if (f->o.rotate_ms || f->o.daily)
 		gk_timer_start(f->loop, &f->rotate_timer, next_rotation_ms(f),
-		    on_rotate_timer, f);
+		               on_rotate_timer, f);
 	return f;
 }
 

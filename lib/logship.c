@@ -31,12 +31,17 @@ gk_event_ts_us(const gk_event *ev)
 	    p[13] != ':' || p[16] != ':')
 		return 0;
 	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
-	int h = digits(p + 11, 2), mi = digits(p + 14, 2), s = digits(p + 17, 2);
+	int h = digits(p + 11, 2), mi = digits(p + 14, 2),
+	    s = digits(p + 17, 2);
 	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
 	    h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60)
 		return 0;
-	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-	                .tm_hour = h, .tm_min = mi, .tm_sec = s};
+	struct tm tm = {.tm_year = y - 1900,
+	                .tm_mon = mo - 1,
+	                .tm_mday = d,
+	                .tm_hour = h,
+	                .tm_min = mi,
+	                .tm_sec = s};
 	time_t t = timegm(&tm);
 	if (t == (time_t)-1)
 		return 0;
@@ -53,8 +58,8 @@ gk_event_ts_us(const gk_event *ev)
 	if (q < end && (*q == '+' || *q == '-') && end - q >= 6) {
 		int oh = digits(q + 1, 2), om = digits(q + 4, 2);
 		if (oh >= 0 && om >= 0) {
-			uint64_t off = ((uint64_t)oh * 3600 + (uint64_t)om * 60) *
-			    1000000;
+			uint64_t off =
+			    ((uint64_t)oh * 3600 + (uint64_t)om * 60) * 1000000;
 			if (*q == '+')
 				us = us > off ? us - off : 0;
 			else
@@ -71,8 +76,8 @@ gk_event_ts_us_or_now(const gk_event *ev)
 	return us ? us : gk_realtime_us();
 }
 
-static const char *const type_names[] = {"log", "metrics", "span",
-                                         "access", "other"};
+static const char *const type_names[] = {"log", "metrics", "span", "access",
+                                         "other"};
 
 const char *
 gk_event_type_name(enum gk_event_type t)

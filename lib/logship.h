@@ -52,11 +52,11 @@ const char *gk_syslog_facility_name(int code);
 int gk_syslog_severity(const gk_event *ev);
 
 typedef struct gk_syslog_opts {
-	int facility;       /* 0-23 */
-	const char *ident;  /* APP-NAME / TAG; NULL: the event's proc */
-	const char *host;   /* HOSTNAME (5424) */
-	const char *sd_id;  /* "gokit@32473" */
-	size_t max_bytes;   /* of a message (0: 8192); longer is cut */
+	int facility;      /* 0-23 */
+	const char *ident; /* APP-NAME / TAG; NULL: the event's proc */
+	const char *host;  /* HOSTNAME (5424) */
+	const char *sd_id; /* "gokit@32473" */
+	size_t max_bytes;  /* of a message (0: 8192); longer is cut */
 } gk_syslog_opts;
 
 /*
@@ -67,15 +67,13 @@ typedef struct gk_syslog_opts {
  * '\' and ']'; MSG the msg member.  Returns true when the message had to
  * be cut to max_bytes (SD left out first, then MSG shortened).
  */
-bool gk_syslog_5424(const gk_event *ev, const gk_syslog_opts *o,
-    gk_buf *out);
+bool gk_syslog_5424(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out);
 /*
  * RFC 3164 as glibc's syslog(3) writes it to /dev/log:
  * <PRI>Mmm dd hh:mm:ss TAG[PID]: MSG (local time, no hostname), MSG the
  * msg member then the other members as key=value.
  */
-bool gk_syslog_3164(const gk_event *ev, const gk_syslog_opts *o,
-    gk_buf *out);
+bool gk_syslog_3164(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out);
 
 /* ------------------------------------------------------------------ */
 /* A rotating log file                                                 */
@@ -89,13 +87,13 @@ enum gk_fsync_policy {
 
 typedef struct gk_logfile_opts {
 	const char *path;
-	uint64_t max_size;     /* rotate past this many bytes (0: never) */
-	uint64_t rotate_ms;    /* rotate at each multiple of this (0: never) */
-	bool daily;            /* rotate at local midnight */
-	unsigned keep;         /* PATH.1 .. PATH.keep (1 at least) */
+	uint64_t max_size;  /* rotate past this many bytes (0: never) */
+	uint64_t rotate_ms; /* rotate at each multiple of this (0: never) */
+	bool daily;         /* rotate at local midnight */
+	unsigned keep;      /* PATH.1 .. PATH.keep (1 at least) */
 	enum gk_fsync_policy fsync;
-	size_t max_buffer;     /* bytes held while the file cannot be written */
-	unsigned mode;         /* of a new file (0: 0644) */
+	size_t max_buffer; /* bytes held while the file cannot be written */
+	unsigned mode;     /* of a new file (0: 0644) */
 } gk_logfile_opts;
 
 typedef struct gk_logfile gk_logfile;
@@ -110,7 +108,7 @@ void gk_logfile_reopen(gk_logfile *f);
 void gk_logfile_rotate(gk_logfile *f);
 /* Write what is held, and call fn once nothing is (drain). */
 void gk_logfile_drain(gk_logfile *f, void (*fn)(gk_logfile *, void *),
-    void *arg);
+                      void *arg);
 size_t gk_logfile_pending(const gk_logfile *f);
 void gk_logfile_free(gk_logfile *f);
 
@@ -126,7 +124,8 @@ typedef struct gk_loki gk_loki;
  * max_streams distinct label sets, past that events go to a stream whose
  * chosen labels are all "_overflow" (counted). */
 gk_loki *gk_loki_new(const char *const *labels, size_t nlabels,
-    const char *const *static_labels, size_t nstatic, size_t max_streams);
+                     const char *const *static_labels, size_t nstatic,
+                     size_t max_streams);
 void gk_loki_free(gk_loki *l);
 /* Append one streams entry for ev:
  * {"stream":{labels},"values":[["<ns>","<line>"]]}. */

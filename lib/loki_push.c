@@ -28,7 +28,8 @@ struct gk_loki {
 
 gk_loki *
 gk_loki_new(const char *const *labels, size_t nlabels,
-    const char *const *static_labels, size_t nstatic, size_t max_streams)
+            const char *const *static_labels, size_t nstatic,
+            size_t max_streams)
 {
 	gk_loki *l = gk_xcalloc(1, sizeof *l);
 	l->labels = gk_xcalloc(nlabels + 1, sizeof *l->labels);
@@ -91,7 +92,8 @@ label_value(gk_loki *l, const gk_event *ev, size_t i)
 		gk_buf_adds(&l->val, gk_event_type_name(ev->type));
 	else if (!strcmp(l->labels[i], "level") && ev->type == GK_EV_LOG)
 		gk_buf_adds(&l->val, gk_level_name(gk_event_level(ev)));
-	else if ((v = gk_wire_get(ev->msg, l->labels[i])).type != GK_JSON_NONE &&
+	else if ((v = gk_wire_get(ev->msg, l->labels[i])).type !=
+	             GK_JSON_NONE &&
 	         v.type != GK_JSON_NULL)
 		gk_event_text(v, &l->val);
 	return l->val.len > 0;
@@ -110,17 +112,17 @@ gk_loki_entry(gk_loki *l, const gk_event *ev, gk_buf *out)
 		gk_buf_addc(&l->key, 0);
 	}
 	bool overflow = false;
-	if (!gk_smap_get(l->seen, l->key.data ? l->key.data : "",
-	        l->key.len)) {
+	if (!gk_smap_get(l->seen, l->key.data ? l->key.data : "", l->key.len)) {
 		if (gk_smap_count(l->seen) >= l->max_streams) {
 			overflow = true;
 			gk_counter_add(l->m_overflow, 1);
 		} else {
-			void **slot = gk_smap_slot(l->seen,
-			    l->key.data ? l->key.data : "", l->key.len, true);
+			void **slot = gk_smap_slot(
+			    l->seen, l->key.data ? l->key.data : "", l->key.len,
+			    true);
 			*slot = l; /* any non-NULL: seen */
 			gk_gauge_set(l->m_streams,
-			    (double)gk_smap_count(l->seen));
+			             (double)gk_smap_count(l->seen));
 		}
 	}
 	gk_jw w;
@@ -148,7 +150,7 @@ gk_loki_entry(gk_loki *l, const gk_event *ev, gk_buf *out)
 	gk_jw_array(&w);
 	char ns[32];
 	snprintf(ns, sizeof ns, "%llu000",
-	    (unsigned long long)gk_event_ts_us_or_now(ev));
+	         (unsigned long long)gk_event_ts_us_or_now(ev));
 	gk_jw_cstr(&w, ns);
 	gk_jw_string(&w, ev->line, ev->len);
 	gk_jw_array_end(&w);

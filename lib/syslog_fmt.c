@@ -12,10 +12,10 @@
 #define DEFAULT_MAX 8192
 
 static const char *const facilities[24] = {
-    "kern",   "user",   "mail",   "daemon", "auth",   "syslog",
-    "lpr",    "news",   "uucp",   "cron",   "authpriv", "ftp",
-    "ntp",    "security", "console", "solaris-cron", "local0", "local1",
-    "local2", "local3", "local4", "local5", "local6", "local7"};
+    "kern",   "user",     "mail",    "daemon",       "auth",     "syslog",
+    "lpr",    "news",     "uucp",    "cron",         "authpriv", "ftp",
+    "ntp",    "security", "console", "solaris-cron", "local0",   "local1",
+    "local2", "local3",   "local4",  "local5",       "local6",   "local7"};
 
 int
 gk_syslog_facility(const char *name)
@@ -70,7 +70,8 @@ add_sd_name(gk_buf *out, const char *p, size_t n)
 	size_t w = 0;
 	for (size_t i = 0; i < n && w < 32; i++, w++) {
 		unsigned char c = (unsigned char)p[i];
-		bool ok = c >= 33 && c <= 126 && c != '=' && c != ']' && c != '"';
+		bool ok =
+		    c >= 33 && c <= 126 && c != '=' && c != ']' && c != '"';
 		gk_buf_addc(out, ok ? (char)c : '_');
 	}
 	if (!w)
@@ -144,10 +145,10 @@ gk_syslog_5424(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out)
 	struct tm tm;
 	gmtime_r(&t, &tm);
 	gk_buf_addf(out, "<%d>1 %04d-%02d-%02dT%02d:%02d:%02d.%06uZ ", pri,
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	    tm.tm_min, tm.tm_sec, (unsigned)(us % 1000000));
+	            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	            tm.tm_min, tm.tm_sec, (unsigned)(us % 1000000));
 	add_token(out, o->host ? o->host : "-", o->host ? strlen(o->host) : 1,
-	    255);
+	          255);
 	gk_buf_addc(out, ' ');
 	if (o->ident)
 		add_token(out, o->ident, strlen(o->ident), 48);
@@ -186,9 +187,9 @@ gk_syslog_5424(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out)
 bool
 gk_syslog_3164(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out)
 {
-	static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr", "May",
-	                                  "Jun", "Jul", "Aug", "Sep", "Oct",
-	                                  "Nov", "Dec"};
+	static const char *const mon[] = {"Jan", "Feb", "Mar", "Apr",
+	                                  "May", "Jun", "Jul", "Aug",
+	                                  "Sep", "Oct", "Nov", "Dec"};
 	size_t max = o->max_bytes ? o->max_bytes : DEFAULT_MAX;
 	size_t start = out->len;
 	gk_buf tmp = {0};
@@ -198,7 +199,7 @@ gk_syslog_3164(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out)
 	localtime_r(&t, &tm);
 	/* glibc: "<%d>%h %e %T %s[%d]: " */
 	gk_buf_addf(out, "<%d>%s %2d %02d:%02d:%02d ", pri, mon[tm.tm_mon],
-	    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 	/* A TAG is alphanumeric and at most 32 characters; keep it a token. */
 	if (o->ident)
 		add_token(out, o->ident, strlen(o->ident), 32);

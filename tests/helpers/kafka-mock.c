@@ -88,7 +88,7 @@ command(rd_kafka_mock_cluster_t *mc, char *line)
 		rd_kafka_resp_err_t e = err_by_name(name);
 		for (int i = 0; i < n; i++)
 			rd_kafka_mock_push_request_errors(mc, 0 /* Produce */,
-			    1, e);
+			                                  1, e);
 	} else {
 		printf("error unknown command: %s\n", line);
 		fflush(stdout);
@@ -113,8 +113,8 @@ main(int argc, char **argv)
 	/* The handle that owns the mock cluster. */
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-	rd_kafka_t *owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err,
-	    sizeof err);
+	rd_kafka_t *owner =
+	    rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
 	if (!owner)
 		die("rd_kafka_new", err);
 	rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(owner, 1);
@@ -128,17 +128,17 @@ main(int argc, char **argv)
 	/* A consumer of every topic from the start, no group. */
 	conf = rd_kafka_conf_new();
 	if (rd_kafka_conf_set(conf, "bootstrap.servers", boot, err,
-	        sizeof err) ||
+	                      sizeof err) ||
 	    rd_kafka_conf_set(conf, "group.id", "kafka-mock", err,
-	        sizeof err) ||
+	                      sizeof err) ||
 	    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err,
-	        sizeof err) ||
+	                      sizeof err) ||
 	    rd_kafka_conf_set(conf, "fetch.wait.max.ms", "50", err,
-	        sizeof err) ||
+	                      sizeof err) ||
 	    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err))
 		die("consumer config", err);
-	rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err,
-	    sizeof err);
+	rd_kafka_t *cons =
+	    rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
 	if (!cons)
 		die("rd_kafka_new consumer", err);
 	rd_kafka_topic_partition_list_t *parts =
@@ -162,7 +162,7 @@ main(int argc, char **argv)
 			struct pollfd pfd = {.fd = 0, .events = POLLIN};
 			while (poll(&pfd, 1, 0) > 0) {
 				ssize_t n = read(0, line + used,
-				    sizeof line - 1 - used);
+				                 sizeof line - 1 - used);
 				if (n <= 0) {
 					stdin_open = false;
 					break;
@@ -173,7 +173,8 @@ main(int argc, char **argv)
 				while ((nl = strchr(line, '\n'))) {
 					*nl = 0;
 					command(mc, line);
-					size_t rest = used - (size_t)(nl + 1 - line);
+					size_t rest =
+					    used - (size_t)(nl + 1 - line);
 					memmove(line, nl + 1, rest + 1);
 					used = rest;
 				}
@@ -187,7 +188,7 @@ main(int argc, char **argv)
 		if (m->err) {
 			if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 				fprintf(stderr, "kafka-mock: consume: %s\n",
-				    rd_kafka_message_errstr(m));
+				        rd_kafka_message_errstr(m));
 			rd_kafka_message_destroy(m);
 			continue;
 		}
@@ -195,7 +196,7 @@ main(int argc, char **argv)
 		const char *t = rd_kafka_topic_name(m->rkt);
 		put_json_string(t, strlen(t));
 		printf(",\"partition\":%d,\"offset\":%lld,\"key\":",
-		    (int)m->partition, (long long)m->offset);
+		       (int)m->partition, (long long)m->offset);
 		if (m->key)
 			put_json_string(m->key, m->key_len);
 		else
