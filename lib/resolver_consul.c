@@ -20,6 +20,7 @@
 #define DEFAULT_WAIT_MS (5 * 60 * 1000)
 #define MAX_WAIT_MS (10 * 60 * 1000)
 #define MIN_GAP_MS 500 /* between the starts of two queries */
+#define NO_INDEX_POLL_MS 5000 /* an answer without X-Consul-Index */
 #define RETRY_MIN_MS 500
 #define RETRY_MAX_MS 10000
 
@@ -179,6 +180,7 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 	struct consul_state *c = arg;
 	(void)h;
 	uint64_t now = gk_loop_now(c->loop);
+	bool bad_body = false;
 	if (ok) {
 		uint64_t idx = 0;
 		char *end;
@@ -188,11 +190,9 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 			if (*end || !*c->h.header_value)
 				have = false, idx = 0;
 		}
-		if (parse(c, c->h.body.data, c->h.body.len) < 0) {
-			ok = false;
-			snprintf(c->h.why, sizeof c->h.why,
-			    "consul: not a health API answer (expected a JSON array)");
-		} else {
+		if (parse(c, c->h.body.data, c->h.body.len) < 0)
+			bad_body = true;
+		else {
 			if (have && idx < c->index) {
 				/* Backwards (a snapshot restore, a leader
 				 * change): start the blocking loop over. */
@@ -211,14 +211,16 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 				c->index = 0; /* no blocking: polled */
 			c->failures = 0;
 			uint64_t since = now - c->started_ms;
+			uint64_t gap = have ? c->gap_ms : NO_INDEX_POLL_MS;
 			gk_timer_start(c->loop, &c->next,
-			    since >= c->gap_ms ? 0 : c->gap_ms - since, on_next, c);
+			    since >= gap ? 0 : gap - since, on_next, c);
 			return;
 		}
 	}
 	char what[400];
-	if (ok) /* the transfer worked, the body did not parse */
-		snprintf(what, sizeof what, "%s", c->h.why);
+	if (bad_body)
+		snprintf(what, sizeof what, "consul: not a health API answer "
+		    "(expected a JSON array)");
 	else
 		snprintf(what, sizeof what, "consul: %s", gk__rhttp_error(&c->h));
 	gk__resolver_error(c->r, what);
