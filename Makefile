@@ -93,6 +93,7 @@ run: deps all
 
 bench: deps all
 	bench/run $(BUILD)
+	bench/filter $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
