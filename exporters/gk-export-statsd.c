@@ -33,7 +33,8 @@ static struct {
 	size_t max_procs;
 	gk_buf pkt, line, path, tags, key, t;
 	gk_timer sweep;
-	gk_series *m_lines, *m_not_finite, *m_max_series, *m_too_long;
+	gk_series *m_lines, *m_not_finite, *m_negative, *m_max_series,
+	    *m_too_long;
 } S;
 
 /* ------------------------------------------------------------------ */
@@ -241,14 +242,20 @@ do_histogram(const gk_event *ev, const gk_snap_family *f,
     const gk_snap_series *s, bool from_zero)
 {
 	/* Observations per bucket since the last snapshot. */
-	double bounds[64], counts[64];
+	static double *bounds, *counts;
+	static size_t cap;
 	size_t nb = 0;
 	gk_json_iter bi;
 	gk_json_iter_init(&bi, s->buckets);
 	double le, c, prev = 0;
 	char suffix[40];
 	bool ok = true;
-	while (nb < 64 && gk_snap_bucket_next(&bi, &le, &c)) {
+	while (gk_snap_bucket_next(&bi, &le, &c)) {
+		if (nb == cap) {
+			cap = cap ? cap * 2 : 32;
+			bounds = gk_xrealloc(bounds, cap * sizeof *bounds);
+			counts = gk_xrealloc(counts, cap * sizeof *counts);
+		}
 		snprintf(suffix, sizeof suffix, "le=%.17g", le);
 		double d;
 		if (!delta(ev, f->name, s->labels, suffix, c, from_zero, &d))
@@ -283,8 +290,12 @@ do_histogram(const gk_event *ev, const gk_snap_family *f,
 			v = (lo + hi) / 2;
 		if (ms)
 			v *= 1000;
-		if (!isfinite(v) || (!S.dogstatsd && v < 0)) {
+		if (!isfinite(v)) {
 			gk_counter_add(S.m_not_finite, 1);
+			continue;
+		}
+		if (!S.dogstatsd && v < 0) { /* statsd refuses such timers */
+			gk_counter_add(S.m_negative, 1);
 			continue;
 		}
 		gk_buf_reset(&S.line);
@@ -515,6 +526,7 @@ main(int argc, char **argv)
 	S.m_not_finite = gk_series_get(skipped, "not_finite", NULL);
 	S.m_max_series = gk_series_get(skipped, "max_series", NULL);
 	S.m_too_long = gk_series_get(skipped, "too_long", NULL);
+	S.m_negative = gk_series_get(skipped, "negative_timer", NULL);
 	S.m_lines = gk_metric_series(gk_counter_new(
 	    "gk_export_statsd_lines_total", "statsd lines sent", NULL));
 	gk_timer_start(S.loop, &S.sweep, 10000, sweep, NULL);
