@@ -23,8 +23,9 @@ option(int short_name, const char *name, const char *v, void *arg)
 			gk_usage_error("bad --sample: %s (expected a probability from 0 to 1)", v);
 		cfg.sample = p;
 	} else if (!strcmp(name, "sample-rate")) {
-		if (gk_parse_rate(v, &cfg.sample_rate) < 0)
-			gk_usage_error("bad --sample-rate: %s (expected a rate: 100/s, 6000/m)", v);
+		if (gk_parse_rate(v, &cfg.sample_rate) < 0 ||
+		    !(cfg.sample_rate > 0))
+			gk_usage_error("bad --sample-rate: %s (expected a rate above 0: 100/s, 6000/m)", v);
 	} else if (!strcmp(name, "sample-errors"))
 		cfg.sample_errors = true;
 	else if (!strcmp(name, "no-parent"))

@@ -408,4 +408,9 @@ SH
 	run bash -c 'gk-tracer --sample -0.1 -- cat 2>&1 >/dev/null'
 	assert_equal "$status" 64
 	assert_equal "${#lines[@]}" 1
+	# A cap of nothing is a mistake, not "no cap".
+	run bash -c 'gk-tracer --sample-rate 0/s -- cat 2>&1 >/dev/null'
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --partial "bad --sample-rate: 0/s (expected a rate above 0"
 }
