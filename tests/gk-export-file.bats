@@ -2,10 +2,11 @@
 # gk-export-file: appending, rotation by size and time, --keep, reopening
 # on SIGHUP, the fsync policy, and a full disk.
 #
-# logrotate is not among the packages the project installs, so the two
-# styles it uses are done here by hand, the way logrotate does them:
-# "create" renames the file and sends SIGHUP; "copytruncate" copies the
-# file and truncates it in place, sending nothing.
+# logrotate's two styles are tested twice: done by hand the way logrotate
+# does them ("create" renames the file and sends SIGHUP; "copytruncate"
+# copies the file and truncates it in place, sending nothing), and with
+# the real logrotate(8) and a config of the test's own, when the logrotate
+# package is installed (those two are skipped, saying so, where it is not).
 #
 # The full disk is real: a small tmpfs mounted by the test (the suite runs
 # as root, as CI does) and filled with a file, so write(2) fails with
@@ -140,6 +141,55 @@ fill_fs() {
 	[ "$(ns "$LOG")" = 3 ]
 	# No hole of NUL bytes where the old content was.
 	[ "$(stat -c %s "$LOG")" = "$(($(ev info three '"n":3' | wc -c) + 1))" ]
+}
+
+need_logrotate() {
+	command -v logrotate >/dev/null ||
+		skip "logrotate is not installed (Debian package logrotate)"
+}
+
+@test "logrotate (create, postrotate SIGHUP) rotates the file and events go on in the new one" {
+	need_logrotate
+	plugin_start plug gk-export-file "$LOG"
+	cat >"$T/logrotate.conf" <<EOF
+$LOG {
+    rotate 3
+    create 0640
+    postrotate
+        kill -HUP $(bg_pid plug)
+    endscript
+}
+EOF
+	feed "$(ev info 'one' '"n":1')"
+	wait_for -t 20 grep -q one "$LOG"
+	logrotate -f -s "$T/logrotate.state" "$T/logrotate.conf"
+	wait_event "$BATS_TEST_TMPDIR/plug.err" '.msg == "log file reopened"' 20
+	feed "$(ev info 'two' '"n":2')"
+	feed_end
+	wait_exit plug 20
+	[ "$(ns "$LOG.1")" = 1 ]
+	[ "$(ns "$LOG")" = 2 ]
+	[ "$(stat -c %a "$LOG")" = 640 ] # logrotate's new file, kept
+}
+
+@test "logrotate copytruncate: no signal needed, events go on at the start of the emptied file" {
+	need_logrotate
+	plugin_start plug gk-export-file "$LOG"
+	cat >"$T/logrotate.conf" <<EOF
+$LOG {
+    rotate 3
+    copytruncate
+}
+EOF
+	feed "$(ev info 'one' '"n":1')"
+	wait_for -t 20 grep -q one "$LOG"
+	logrotate -f -s "$T/logrotate.state" "$T/logrotate.conf"
+	feed "$(ev info 'two' '"n":2')"
+	feed_end
+	wait_exit plug 20
+	[ "$(ns "$LOG.1")" = 1 ]
+	[ "$(ns "$LOG")" = 2 ]
+	[ "$(stat -c %s "$LOG")" = "$(($(ev info two '"n":2' | wc -c) + 1))" ]
 }
 
 @test "--fsync always syncs after each event, batch once per write round, never not at all" {
