@@ -52,9 +52,9 @@ void
 gk_fmt_value(gk_buf *out, double v)
 {
 	if (isfinite(v) && v == floor(v) && fabs(v) < 9007199254740992.0) {
-		gk_buf_addf(out, "%.0f", v);
-		if (out->len >= 2 && !strcmp(out->data + out->len - 2, "-0"))
-			out->data[out->len - 2] = '0', out->len--;
+		char t[32];
+		snprintf(t, sizeof t, "%.0f", v == 0 ? 0.0 : v); /* no "-0" */
+		gk_buf_adds(out, t);
 		return;
 	}
 	gk_fmt_float(out, v);

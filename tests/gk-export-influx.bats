@@ -27,11 +27,11 @@ last_of() {
 	influx_q "$1" "$2" | jq -r '.results[0].series[0].values[-1][1] // "none"'
 }
 
-@test "v1: a live stack's counters and histograms are points in /write?db=, read back with /query" {
+@test "v1: a live stack's counters and histograms are points in /write?db= (gzipped bodies), read back with /query" {
 	start_influx
 	create_db gk
 	PORT=$(free_port)
-	start_stack stack "$PORT" gk-exporter influx --db gk --batch-interval 200ms "http://127.0.0.1:$INFLUX_PORT"
+	start_stack stack "$PORT" gk-exporter influx --db gk --gzip --batch-interval 200ms "http://127.0.0.1:$INFLUX_PORT"
 	hit "$PORT" 5
 	wait_eq 5 30 last_of gk "SELECT last(\"value\") FROM gk_http_requests_total WHERE proc = 'gk-listener' AND method = 'GET' AND code = '200'"
 	wait_eq 5 30 last_of gk "SELECT last(\"count\") FROM gk_http_request_duration_seconds WHERE proc = 'gk-listener'"
