@@ -49,6 +49,22 @@ teardown() {
 	assert_output --regexp '^daemon\.err backup [0-9]+ - \| ?disk failed dev=sda\|'
 }
 
+@test "local mode: messages wait while the daemon is away and arrive, in order, once it is back" {
+	stop_all
+	rm -f "$RS_OUT"
+	plugin_start plug gk-export-syslog --socket "$RS_SOCK"
+	for i in 1 2 3; do feed "$(ev info "held $i")"; done
+	wait_event "$BATS_TEST_TMPDIR/plug.err" \
+		'.msg == "cannot connect to the backend" or .msg == "send to the backend failed"' 20
+	start_bg rsyslogd rsyslogd -n -f "$BATS_TEST_TMPDIR/rsyslog/rsyslog.conf" \
+		-i "$BATS_TEST_TMPDIR/rsyslog/rsyslogd.pid"
+	wait_for -t 30 grep -q 'held 3' "$RS_OUT"
+	run rs_lines 'held'
+	[ "${#lines[@]}" = 3 ]
+	assert_line --index 0 --regexp '^user\.info orders-api 4242 - \| ?held 1\|'
+	assert_line --index 2 --regexp '^user\.info orders-api 4242 - \| ?held 3\|'
+}
+
 @test "RFC 5424 over UDP: the event's other members are structured data, with \", \\ and ] escaped" {
 	plugin_start plug gk-export-syslog --facility local5 "udp:127.0.0.1:$RS_UDP"
 	feed "$(ev warn 'odd path' '"path":"/a]b","q":"say \"hi\"","win":"C:\\tmp","n":3,"ok":true')"
