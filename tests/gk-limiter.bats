@@ -442,16 +442,20 @@ metric_is() {
 	assert_equal "$(jq -r '.gk_limiter_wait_seconds[0].buckets | last | .[1]' <<<"$snap")" 3
 }
 
-@test "-k jq:EXPR keys each tenant apart; requests without it share the empty key" {
+@test "-k jq:EXPR keys each tenant apart; requests it finds no key in share the empty key" {
 	local port
 	port=$(free_port)
-	start_stack s "$port" -r 1/m -b 0 -k 'jq:.headers["x-tenant"]'
-	local got="" h
-	for h in a a b b "" ""; do
+	# Without the header jq stops with an error: the empty key, and the
+	# limiter goes on.
+	start_stack s "$port" -r 1/m -b 0 -k 'jq:.headers["x-tenant"] | ascii_downcase'
+	local pid got="" h
+	pid=$(limiter_pid s)
+	for h in a A b b "" ""; do
 		got+="$(curl -s -o /dev/null -w '%{http_code}' ${h:+-H "x-tenant: $h"} \
 			"http://127.0.0.1:$port/") "
 	done
 	assert_equal "$got" "200 429 200 429 200 429 "
+	assert_equal "$(limiter_pid s)" "$pid"
 	snap=$(snapshot s)
 	assert_equal "$(value "$snap" gk_limiter_keys)" 3
 	assert_equal "$(value "$snap" gk_limiter_allowed_total)" 3

@@ -1,4 +1,6 @@
 /* test_key.c: request keys and the LRU key table. */
+#include <dlfcn.h>
+
 #include "key.h"
 #include "unit.h"
 
@@ -50,6 +52,72 @@ TEST(jq_key_is_compiled_once_and_used)
 	CHECK(gk_key_spec_new("bogus", &why) == NULL);
 }
 
+/* Run first: libjq is loaded by the first jq key, not before. */
+TEST(libjq_is_loaded_only_for_a_jq_key)
+{
+	void *pre = dlopen("libjq.so.1", RTLD_LAZY | RTLD_NOLOAD);
+	if (pre) {
+		/* Linked without --as-needed (gcc leaves it out with
+		 * -fsanitize): every library is loaded at start anyway. */
+		printf("# libjq is a link-time dependency of this build\n");
+		dlclose(pre);
+		return;
+	}
+	CHECK_STR(key_of("header:x", "{\"id\":\"1\",\"headers\":{\"x\":\"v\"}}"),
+	    "v");
+	CHECK(dlopen("libjq.so.1", RTLD_LAZY | RTLD_NOLOAD) == NULL);
+	CHECK_STR(key_of("jq:.id", "{\"id\":\"1\"}"), "1");
+	void *h = dlopen("libjq.so.1", RTLD_LAZY | RTLD_NOLOAD);
+	CHECK(h != NULL);
+	if (h)
+		dlclose(h);
+}
+
+TEST(jq_key_outputs)
+{
+	const char *why = NULL;
+	gk_key_spec *k;
+	gk_buf out = {0};
+	gk_msg *m = msg("{\"id\":\"1\",\"o\":{\"a\":[1,2]},\"z\":null}");
+	/* Not a string: the JSON text. */
+	k = gk_key_spec_new("jq:.o", &why);
+	CHECK(gk_key_of(k, m, &out) == 0);
+	CHECK_STR(gk_buf_cstr(&out), "{\"a\":[1,2]}");
+	gk_key_spec_free(k);
+	/* Several outputs: the first. */
+	out.len = 0;
+	k = gk_key_spec_new("jq:.o.a[]", &why);
+	CHECK(gk_key_of(k, m, &out) == 0);
+	CHECK_STR(gk_buf_cstr(&out), "1");
+	/* The same compiled program serves the next request. */
+	out.len = 0;
+	CHECK(gk_key_of(k, m, &out) == 0);
+	CHECK_STR(gk_buf_cstr(&out), "1");
+	gk_key_spec_free(k);
+	/* A generator is not run past its first output. */
+	out.len = 0;
+	k = gk_key_spec_new("jq:range(1e12)", &why);
+	for (int i = 0; i < 3; i++) {
+		out.len = 0;
+		CHECK(gk_key_of(k, m, &out) == 0);
+		CHECK_STR(gk_buf_cstr(&out), "0");
+	}
+	gk_key_spec_free(k);
+	/* null, an error, no output: no key (the empty one). */
+	const char *none[] = {"jq:.z", "jq:.missing", "jq:error(\"x\")",
+	    "jq:empty", "jq:.headers[\"x\"] | ascii_downcase"};
+	for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
+		out.len = 0;
+		k = gk_key_spec_new(none[i], &why);
+		CHECK(k != NULL);
+		CHECK(gk_key_of(k, m, &out) == -1);
+		CHECK(out.len == 0);
+		gk_key_spec_free(k);
+	}
+	gk_msg_free(m);
+	gk_buf_free(&out);
+}
+
 static int evicted;
 static void
 count_evict(void *v, void *arg)
@@ -94,7 +162,9 @@ TEST(table_holds_many_keys_within_its_bound)
 int
 main(void)
 {
+	RUN(libjq_is_loaded_only_for_a_jq_key);
 	RUN(remote_key_drops_the_port);
+	RUN(jq_key_outputs);
 	RUN(header_and_path_keys);
 	RUN(jq_key_is_compiled_once_and_used);
 	RUN(table_evicts_least_recently_used);
