@@ -38,6 +38,8 @@ struct sink {
 	int fd;  /* write end of the child's stdin, -1 when none */
 	int rfd; /* its read end, kept to count what a dead plugin left */
 	bool want_write, closed_for_eof;
+	uint64_t closed_ms;  /* when its stdin was closed at the end */
+	uint64_t kill_at_ms; /* SIGTERM sent: SIGKILL after this */
 	uint64_t started_ms;
 	gk_equeue *q;
 	gk_buf cur; /* events moved out of q, being written */
@@ -159,6 +161,7 @@ sink_start(struct sink *s)
 	s->fd = p[1];
 	s->pid = pid;
 	s->want_write = false;
+	s->kill_at_ms = 0;
 	s->started_ms = gk_loop_now(X.loop);
 	gk_loop_watch(X.loop, s->fd, 0, sink_io, s);
 	gk_loop_child(X.loop, pid, on_child, s);
@@ -356,6 +359,7 @@ pump(struct sink *s)
 	if (X.eof && !s->closed_for_eof && !gk_equeue_count(s->q)) {
 		/* Everything is written: EOF tells the plugin to drain. */
 		s->closed_for_eof = true;
+		s->closed_ms = gk_loop_now(X.loop);
 		close_pipe(s);
 	}
 }
@@ -520,8 +524,6 @@ start_drain(void)
 			pump(s);
 		}
 	}
-	gk_timer_start(X.loop, &X.kill_timer, X.drain_ms + 2000, on_kill,
-	    NULL);
 	maybe_finish();
 }
 
@@ -548,6 +550,26 @@ maybe_finish(void)
 			return;
 	if (X.eof || X.terminating)
 		gk_loop_stop(X.loop);
+}
+
+/* Bytes written to the plugin's pipe that it has not read yet. */
+static int
+unread_bytes(const struct sink *s)
+{
+	int avail = 0;
+	if (s->rfd < 0 || ioctl(s->rfd, FIONREAD, &avail) < 0)
+		return 0;
+	return avail;
+}
+
+/* SIGTERM now, SIGKILL 2 s later if it still runs (on_tick). */
+static void
+stop_plugin(struct sink *s)
+{
+	if (!s->pid || s->kill_at_ms)
+		return;
+	kill(s->pid, SIGTERM);
+	s->kill_at_ms = gk_loop_now(X.loop) + 2000;
 }
 
 static void
@@ -578,7 +600,25 @@ on_tick(gk_loop *loop, void *arg)
 			snprintf(g, sizeof g, "dropped=%zu", left);
 			gk_log(GK_WARN, "drain timeout: sink closed", f, g);
 			s->closed_for_eof = true;
+			s->closed_ms = gk_loop_now(loop);
 			close_pipe(s);
+			/* It did not read: it will not drain either. */
+			stop_plugin(s);
+		}
+		/* On TERM, a plugin that has read everything and still runs
+		 * a second later (a server, such as prometheus) is told to
+		 * stop too. */
+		if (X.terminating && s->pid && !s->kill_at_ms &&
+		    s->closed_for_eof &&
+		    gk_loop_now(loop) - s->closed_ms >= 1000 &&
+		    !unread_bytes(s))
+			stop_plugin(s);
+		if (s->pid && s->kill_at_ms && gk_loop_now(loop) >= s->kill_at_ms) {
+			char f[100];
+			snprintf(f, sizeof f, "sink=%s", s->label);
+			gk_log(GK_WARN, "plugin did not exit: killed", f);
+			kill(s->pid, SIGKILL);
+			s->kill_at_ms = UINT64_MAX;
 		}
 	}
 	gk_timer_start(loop, &X.tick, 1000, on_tick, NULL);
@@ -609,6 +649,8 @@ on_term(gk_loop *loop, int signo, void *arg)
 	}
 	X.terminating = true;
 	start_drain();
+	/* The last resort, whatever the plugins do. */
+	gk_timer_start(loop, &X.kill_timer, X.drain_ms + 4000, on_kill, NULL);
 }
 
 static void

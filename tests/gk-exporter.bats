@@ -159,6 +159,25 @@ live_metric_ge() {
 	[ "$(metric "$T/ev" gk_exporter_dropped_total tee)" = 0 ]
 }
 
+@test "--to prometheus:ADDR twice: two real plugins fed one stream serve the same snapshot, and stop on TERM" {
+	p1=$(free_port)
+	p2=$(free_port)
+	mkfifo "$T/fifo"
+	start_in ex "$T/fifo" gk-exporter --to "prometheus:127.0.0.1:$p1" --to "prometheus:-l,127.0.0.1:$p2"
+	exec 4>"$T/fifo"
+	echo '{"ts":"2026-12-04T09:30:00.000000Z","type":"metrics","proc":"svc","pid":7,"seq":1,"part":1,"parts":1,"metrics":[{"name":"jobs_total","type":"counter","help":"Jobs","series":[{"labels":{},"value":42}]}]}' >&4
+	for p in "$p1" "$p2"; do
+		wait_for -t 10 sh -c "curl -sf http://127.0.0.1:$p/metrics | grep -q '^jobs_total{proc=\"svc\",instance=\"[^\"]*:7\"} 42\$'"
+	done
+	# at the end of input they serve on; TERM stops them, gently
+	exec 4>&-
+	kill -TERM "$(bg_pid ex)"
+	wait_exit ex 15
+	[ "$BG_STATUS" -eq 0 ]
+	[ "$(count_events "$T/ex.err" '.msg == "plugin exited" and .status == 0')" -eq 2 ]
+	[ "$(count_events "$T/ex.err" '.msg == "plugin did not exit: killed"')" -eq 0 ]
+}
+
 @test "a sink that stops reading blocks neither the stack nor the other sinks; it drops oldest first, counted and told" {
 	gen 40000 200 >"$T/in" # about 9 MB, far past the 4m bound + pipe
 	mkfifo "$T/fifo"
