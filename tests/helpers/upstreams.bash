@@ -6,6 +6,7 @@
 #   upstream_start 1            # nginx "upstream 1" on a free loopback port
 #   upstream_start 2 slow       # its / answers slowly (limit_rate)
 #   curl ... "${UP_ADDR[1]}"    # 127.0.0.1:PORT
+#   settle ' /x ' 300           # until 300 lines for /x are logged, in all
 #   hits 1                      # requests its access log holds
 #   upstream_stop 2             # TERM its process group, until the port closes
 #
@@ -116,6 +117,18 @@ all_hits() {
 		sum=$((sum + $(hits "$n" "${1:-}")))
 	done
 	echo "$sum"
+}
+
+_hits_reach() {
+	[ "$(all_hits "$1")" -ge "$2" ]
+}
+
+# settle ERE COUNT: until the upstreams' access logs hold COUNT lines
+# matching ERE, at most 10 s.  nginx writes a request's line just after it
+# has sent the answer, so a client can have its answer before the line is
+# there: count only once the lines of every request made are in.
+settle() {
+	wait_for -t 10 _hits_reach "$1" "$2"
 }
 
 # fetch_many COUNT URL [CURL ARGS...]: COUNT requests of URL from one curl
