@@ -515,6 +515,31 @@ metric_is() {
 	[ "$(count_events "$T/s.err" "$gauge and (($limits) < 4 or ($limits) > 40)")" -eq 0 ]
 }
 
+@test "without a jq key or --redis, the stages load neither libjq nor hiredis" {
+	[ -z "${GK_SANITIZED:-}" ] || skip "sanitizer builds link every library at start"
+	local port
+	port=$(free_port)
+	start_bg s gk-listener -l "127.0.0.1:$port" --no-access-log -- \
+		gk-tracer -- gk-limiter -r 100/s -k header:x-api-key -- \
+		gk-breaker -k path -- hello
+	wait_port 127.0.0.1 "$port"
+	run curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/"
+	assert_output 200
+	local p name
+	for name in gk-tracer gk-limiter gk-breaker; do
+		p=$(pgrep -s "$(bg_pid s)" -x "$name")
+		[ -n "$p" ]
+		echo "# $name: $(grep VmRSS "/proc/$p/status" | tr -s ' \t' ' ')" >&3
+		! grep -E 'libjq|libonig|libhiredis|libcurl' "/proc/$p/maps" ||
+			fail "$name maps a library it does not use"
+	done
+	stop_all
+	# A jq key loads libjq when it is given.
+	port=$(free_port)
+	start_stack j "$port" -r 100/s -k 'jq:.path'
+	grep -q libjq "/proc/$(limiter_pid j)/maps"
+}
+
 @test "bad options exit 64 with one line" {
 	run gk-limiter -r 10/x -- hello
 	[ "$status" -eq 64 ]
