@@ -74,7 +74,8 @@ main(int argc, char **argv)
 	gk_filter_route *routes = gk_xcalloc((size_t)argc, sizeof *routes);
 	const char *file = NULL;
 	int c;
-	while ((c = getopt_long(argc, argv, "+f:hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:f:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			file = optarg;
@@ -106,8 +107,16 @@ main(int argc, char **argv)
 		case 'V':
 			printf("gk-filter %s\n", GK_VERSION);
 			return 0;
+		case ':':
+			gk_usage_error("%s: expected a value (see --help)",
+			    argv[optind - 1]);
+			break;
 		default:
-			gk_usage_error("see gk-filter --help");
+			if (optopt)
+				gk_usage_error("unknown option -%c (see --help)",
+				    optopt);
+			gk_usage_error("unknown option %s (see --help)",
+			    argv[optind - 1]);
 		}
 	}
 	char *text = NULL;

@@ -75,6 +75,13 @@ metric() {
 	assert_output --partial 'route 1 expression does not compile'
 	run gk-filter --arg onlyname
 	[ "$status" -eq 64 ]
+	# one line each, naming what was wrong
+	for args in "--bogus ." "-x ." "-f" "--raw-proc" ". extra"; do
+		run gk-filter $args </dev/null
+		[ "$status" -eq 64 ] || { echo "$args: $status: $output"; false; }
+		[ "${#lines[@]}" -eq 1 ] || { echo "$args: $output"; false; }
+		[[ "${lines[0]}" == gk-filter:* ]]
+	done
 }
 
 @test "lines that are not JSON objects are wrapped as raw log events and go through the program" {
