@@ -116,7 +116,7 @@ format:
 	clang-format -i lib/*.c lib/*.h bin/*.c contrib/examples/*.c tests/unit/*.c tests/unit/*.h
 
 lint:
-	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr -D_GNU_SOURCE --suppress=missingIncludeSystem -Ilib lib bin contrib/examples
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr -D_GNU_SOURCE --suppress=missingIncludeSystem -Ilib lib bin exporters contrib/examples
 
 clean:
 	rm -rf build build-asan

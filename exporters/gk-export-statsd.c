@@ -523,10 +523,10 @@ main(int argc, char **argv)
 	S.max_procs = 100000;
 	gk_metric *skipped = gk_counter_new("gk_export_statsd_skipped_total",
 	    "Values not sent, by reason", "reason");
-	S.m_not_finite = gk_series_get(skipped, "not_finite", NULL);
-	S.m_max_series = gk_series_get(skipped, "max_series", NULL);
-	S.m_too_long = gk_series_get(skipped, "too_long", NULL);
-	S.m_negative = gk_series_get(skipped, "negative_timer", NULL);
+	S.m_not_finite = gk_series_get(skipped, "not_finite", (char *)0);
+	S.m_max_series = gk_series_get(skipped, "max_series", (char *)0);
+	S.m_too_long = gk_series_get(skipped, "too_long", (char *)0);
+	S.m_negative = gk_series_get(skipped, "negative_timer", (char *)0);
 	S.m_lines = gk_metric_series(gk_counter_new(
 	    "gk_export_statsd_lines_total", "statsd lines sent", NULL));
 	gk_timer_start(S.loop, &S.sweep, 10000, sweep, NULL);
