@@ -39,6 +39,7 @@ struct sink {
 	int rfd; /* its read end, kept to count what a dead plugin left */
 	bool want_write, closed_for_eof;
 	uint64_t closed_ms;  /* when its stdin was closed at the end */
+	uint64_t progress_ms; /* when its plugin last took bytes */
 	uint64_t kill_at_ms; /* SIGTERM sent: SIGKILL after this */
 	uint64_t started_ms;
 	gk_equeue *q;
@@ -59,6 +60,7 @@ static struct {
 	size_t buffer_bytes, buffer_events;
 	gk_buf in;
 	bool eof, terminating, skipping;
+	bool file_in; /* stdin is a regular file: see on_file_tick */
 	gk_timer tick, kill_timer, file_timer;
 	uint64_t eof_ms, drain_ms;
 	char selfdir[PATH_MAX];
@@ -123,6 +125,7 @@ static void sink_io(gk_loop *loop, int fd, unsigned events, void *arg);
 static void on_child(gk_loop *loop, pid_t pid, int wstatus, void *arg);
 static void maybe_finish(void);
 static void start_drain(void);
+static bool sinks_busy(void);
 static void on_kill(gk_loop *loop, void *arg);
 
 static void
@@ -162,7 +165,7 @@ sink_start(struct sink *s)
 	s->pid = pid;
 	s->want_write = false;
 	s->kill_at_ms = 0;
-	s->started_ms = gk_loop_now(X.loop);
+	s->started_ms = s->progress_ms = gk_loop_now(X.loop);
 	gk_loop_watch(X.loop, s->fd, 0, sink_io, s);
 	gk_loop_child(X.loop, pid, on_child, s);
 	char f[100], g[40];
@@ -347,6 +350,7 @@ pump(struct sink *s)
 		}
 		size_t before = s->cur_off, done = 0;
 		s->cur_off += (size_t)w;
+		s->progress_ms = gk_loop_now(X.loop);
 		for (size_t i = 0; i < s->nends; i++)
 			if (s->ends[i] > before && s->ends[i] <= s->cur_off)
 				done++;
@@ -434,6 +438,13 @@ on_stdin(gk_loop *loop, int fd, unsigned events, void *arg)
 	for (int round = 0; round < 16; round++) {
 		gk_buf_reserve(&X.in, CHUNK);
 		size_t room = X.in.cap - X.in.len - 1;
+		if (X.file_in) {
+			/* A file: a bit at a time, while the sinks keep up. */
+			if (round && sinks_busy())
+				break;
+			if (room > X.buffer_bytes / 4)
+				room = X.buffer_bytes / 4;
+		}
 		ssize_t n = read(fd, X.in.data + X.in.len, room);
 		if (n > 0) {
 			X.in.len += (size_t)n;
@@ -527,15 +538,36 @@ start_drain(void)
 	maybe_finish();
 }
 
+/*
+ * stdin is a regular file: nothing upstream can be held up, so it is read
+ * only as fast as the sinks take it, except a sink whose plugin took
+ * nothing for a second (stuck, or dead): that one drops as usual.
+ */
+static bool
+sinks_busy(void)
+{
+	uint64_t now = gk_loop_now(X.loop);
+	for (int i = 0; i < X.nsinks; i++) {
+		struct sink *s = &X.sink[i];
+		if (s->fd >= 0 && now - s->progress_ms < 1000 &&
+		    gk_equeue_bytes(s->q) > X.buffer_bytes / 2)
+			return true;
+	}
+	return false;
+}
+
 static void
 on_file_tick(gk_loop *loop, void *arg)
 {
 	(void)arg;
 	if (X.eof)
 		return;
-	on_stdin(loop, 0, GK_READ, NULL);
+	bool busy = sinks_busy();
+	if (!busy)
+		on_stdin(loop, 0, GK_READ, NULL);
 	if (!X.eof)
-		gk_timer_start(loop, &X.file_timer, 0, on_file_tick, NULL);
+		gk_timer_start(loop, &X.file_timer, busy ? 2 : 0, on_file_tick,
+		    NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -892,9 +924,11 @@ main(int argc, char **argv)
 		sink_start(&X.sink[i]);
 	if (fl == -1)
 		on_stdin(X.loop, 0, 0, NULL);
-	else if (gk_loop_watch(X.loop, 0, GK_READ, on_stdin, NULL) < 0)
+	else if (gk_loop_watch(X.loop, 0, GK_READ, on_stdin, NULL) < 0) {
 		/* A regular file: always readable, epoll cannot watch it. */
+		X.file_in = true;
 		gk_timer_start(X.loop, &X.file_timer, 0, on_file_tick, NULL);
+	}
 	gk_timer_start(X.loop, &X.tick, 1000, on_tick, NULL);
 	const char *mi = getenv("GK_METRICS_INTERVAL");
 	metrics_ms = 10000;

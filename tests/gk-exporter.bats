@@ -225,6 +225,18 @@ live_metric_ge() {
 	[ $((sent + dropped)) -eq 3000 ]
 }
 
+@test "from a regular file, reading keeps pace with the live sinks (nothing dropped), not with a stuck one" {
+	gen 40000 200 >"$T/in" # about 9 MB, 140 times the 64k bound
+	start_in ex "$T/in" gk-exporter --buffer 64k --drain-timeout 1s \
+		--to "tee:$T/a" --to "tee:$T/b" --to stall
+	wait_exit ex 60
+	[ "$BG_STATUS" -eq 0 ]
+	cmp "$T/in" "$T/a"
+	cmp "$T/in" "$T/b"
+	[ "$(metric "$T/ex.err" gk_exporter_dropped_total tee)" = 0 ]
+	[ "$(metric "$T/ex.err" gk_exporter_dropped_total stall)" -gt 0 ]
+}
+
 @test "a plugin that exits is restarted with backoff and what it left unread is counted as lost" {
 	mkfifo "$T/fifo"
 	start_in ex "$T/fifo" gk-exporter --to "once:$T/got"
