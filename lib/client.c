@@ -113,6 +113,22 @@ gk_client_parse_retry_on(gk_client_config *cfg, const char *s)
 	return 0;
 }
 
+/* True when the comma-separated tags hold tag exactly. */
+static bool
+has_tag(const char *tags, const char *tag)
+{
+	size_t n = strlen(tag);
+	for (const char *p = tags; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == n && !strncmp(p, tag, n))
+			return true;
+		p += len;
+		if (*p)
+			p++;
+	}
+	return false;
+}
+
 /* ---- per-endpoint metrics ---- */
 
 static void
@@ -265,7 +281,7 @@ on_check_timer(gk_loop *loop, void *arg)
 		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-		if (c->cfg.http2 || strstr(be->ep.tags, "h2")) {
+		if (c->cfg.http2 || has_tag(be->ep.tags, "h2")) {
 			curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
 			    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
 			if (c->h2_no_reuse) {
@@ -831,7 +847,7 @@ try_once(struct cstate *s)
 	s->easy = e;
 	curl_easy_setopt(e, CURLOPT_URL, gk_buf_cstr(&url));
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	if (c->cfg.http2 || strstr(be->ep.tags, "h2")) {
+	if (c->cfg.http2 || has_tag(be->ep.tags, "h2")) {
 		curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
 		    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
 		if (c->h2_no_reuse) {
