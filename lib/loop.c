@@ -25,6 +25,7 @@ struct watch {
 	gk_io_fn *fn;
 	void *arg;
 	unsigned events;
+	bool parked; /* out of the epoll set while events is 0 */
 };
 
 struct child {
@@ -138,7 +139,7 @@ gk_loop_watch(gk_loop *l, int fd, unsigned events, gk_io_fn *fn, void *arg)
 	struct epoll_event ev = {.events = to_epoll(events), .data.fd = fd};
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		return -1;
-	l->watch[fd] = (struct watch){fn, arg, events};
+	l->watch[fd] = (struct watch){fn, arg, events, false};
 	return 0;
 }
 
@@ -147,12 +148,27 @@ gk_loop_modify(gk_loop *l, int fd, unsigned events)
 {
 	if (fd < 0 || fd >= l->nwatch || !l->watch[fd].fn)
 		return -1;
-	if (l->watch[fd].events == events)
+	struct watch *w = &l->watch[fd];
+	if (w->events == events)
 		return 0;
+	/*
+	 * An fd nobody wants events from leaves the epoll set: epoll reports
+	 * EPOLLHUP whatever the interest, so a pipe at EOF left in the set
+	 * with no interest would wake every turn (a drain spun at 100% CPU).
+	 */
+	if (!events) {
+		if (!w->parked && epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL) < 0)
+			return -1;
+		w->parked = true;
+		w->events = 0;
+		return 0;
+	}
 	struct epoll_event ev = {.events = to_epoll(events), .data.fd = fd};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+	if (epoll_ctl(l->epfd, w->parked ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd,
+	        &ev) < 0)
 		return -1;
-	l->watch[fd].events = events;
+	w->parked = false;
+	w->events = events;
 	return 0;
 }
 
@@ -161,7 +177,8 @@ gk_loop_unwatch(gk_loop *l, int fd)
 {
 	if (fd < 0 || fd >= l->nwatch || !l->watch[fd].fn)
 		return;
-	epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+	if (!l->watch[fd].parked)
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
 	l->watch[fd].fn = NULL;
 }
 

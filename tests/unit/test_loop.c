@@ -175,6 +175,46 @@ TEST(many_timers_fire_in_order_with_random_stops)
 	gk_loop_free(l);
 }
 
+static int hup_calls;
+
+static void
+on_eof_stop_reading(gk_loop *l, int fd, unsigned events, void *arg)
+{
+	(void)events;
+	(void)arg;
+	char b[16];
+	hup_calls++;
+	if (read(fd, b, sizeof b) == 0)
+		gk_loop_modify(l, fd, 0); /* at EOF: no more interest */
+}
+
+/*
+ * A pipe at EOF that nobody reads any more must not wake the loop: epoll
+ * reports EPOLLHUP whatever the interest, and a stage draining with stdin
+ * at EOF once spun at 100% CPU.  Modifying back to GK_READ watches it
+ * again.
+ */
+TEST(an_fd_with_no_interest_left_does_not_wake_the_loop)
+{
+	gk_loop *l = gk_loop_new();
+	int p[2];
+	CHECK(pipe(p) == 0);
+	close(p[1]);
+	hup_calls = 0;
+	CHECK(gk_loop_watch(l, p[0], GK_READ, on_eof_stop_reading, NULL) == 0);
+	gk_timer end = {0};
+	gk_timer_start(l, &end, 100, stop_loop, NULL);
+	gk_loop_run(l);
+	CHECK(hup_calls == 1);
+	CHECK(gk_loop_modify(l, p[0], GK_READ) == 0);
+	gk_timer_start(l, &end, 50, stop_loop, NULL);
+	gk_loop_run(l);
+	CHECK(hup_calls == 2);
+	gk_loop_unwatch(l, p[0]);
+	close(p[0]);
+	gk_loop_free(l);
+}
+
 int
 main(void)
 {
@@ -184,5 +224,6 @@ main(void)
 	RUN(signals_arrive_as_loop_events);
 	RUN(children_are_reaped_with_their_status);
 	RUN(many_timers_fire_in_order_with_random_stops);
+	RUN(an_fd_with_no_interest_left_does_not_wake_the_loop);
 	return UNIT_END();
 }
