@@ -58,7 +58,7 @@ activate() {
 		systemd-socket-activate -E NOTIFY_SOCKET "${opts[@]}" \
 		-l "127.0.0.1:$PORT" "$@"
 	APID=$BG_PID
-	cp /dev/null "$ERR"
+	touch "$ERR" # exists even before the child opens it; never truncated
 	wait_port 127.0.0.1 "$PORT"
 }
 
