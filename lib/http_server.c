@@ -280,7 +280,8 @@ method_label(const char *m)
 }
 
 static void
-record(struct conn *c, struct pending *p, int status, size_t bytes)
+record(struct conn *c, struct pending *p, int status, size_t bytes,
+    const char *trace_id)
 {
 	gk_http_server *srv = c->srv;
 	const char *m = method_label(p->info.method);
@@ -312,6 +313,10 @@ record(struct conn *c, struct pending *p, int status, size_t bytes)
 	gk_jw_double(w, dur);
 	gk_jw_key(w, "remote");
 	gk_jw_cstr(w, c->remote);
+	if (trace_id) {
+		gk_jw_key(w, "trace_id");
+		gk_jw_cstr(w, trace_id);
+	}
 	gk_event_end();
 }
 
@@ -325,7 +330,7 @@ answer_simple(struct conn *c, struct pending *p, int status, const char *body,
 	    &p->bytes);
 	p->close_after = !keep;
 	p->ready = true;
-	record(c, p, status, body ? strlen(body) : 0);
+	record(c, p, status, body ? strlen(body) : 0, NULL);
 }
 
 static void
@@ -343,6 +348,30 @@ error_event(gk_msg *resp, const char *why)
 	    gk_buf_cstr(&stage), gk_buf_cstr(&w));
 	gk_buf_free(&stage);
 	gk_buf_free(&w);
+}
+
+/*
+ * The trace id of a response that a gk-tracer south of us answered: its
+ * traceresponse header (version-traceid-spanid-flags), so that access
+ * events join the spans and logs of the same request.
+ */
+static const char *
+response_trace_id(const gk_msg *resp, char out[33])
+{
+	gk_buf v = {0};
+	const char *id = NULL;
+	if (gk_msg_header(resp, "traceresponse", &v) == 0 && v.len >= 55 &&
+	    v.data[2] == '-' && v.data[35] == '-') {
+		memcpy(out, v.data + 3, 32);
+		out[32] = 0;
+		id = out;
+		for (int i = 0; i < 32; i++)
+			if (!((out[i] >= '0' && out[i] <= '9') ||
+			        (out[i] >= 'a' && out[i] <= 'f')))
+				id = NULL;
+	}
+	gk_buf_free(&v);
+	return id;
 }
 
 static void
@@ -369,7 +398,9 @@ http_respond(gk_north *n, gk_req *req, gk_msg *resp)
 	} else {
 		p->close_after = !keep;
 		p->ready = true;
-		record(c, p, gk_msg_status(resp), body);
+		char trace_id[33];
+		record(c, p, gk_msg_status(resp), body,
+		    response_trace_id(resp, trace_id));
 	}
 	gk_msg_free(resp);
 	conn_release(c);

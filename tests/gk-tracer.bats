@@ -355,6 +355,18 @@ marker() {
 	assert_equal "$(spans)" "$sampled"
 }
 
+@test "the listener's access event carries the trace id of the tracer's span" {
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" -- gk-tracer -- hello
+	wait_http "$URL/healthz" 10
+	curl -sS -o /dev/null -m 10 -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" "$URL/"
+	wait_event "$ERR" '.type == "access" and .path == "/"' 10
+	ev=$(events "$ERR" 'select(.type == "access" and .path == "/")' | tail -n 1)
+	assert_equal "$(jq -r .trace_id <<<"$ev")" "$TP_TRACE"
+	# and a request without a tracer south has none
+	run jq -r 'select(.type == "access" and .path == "/healthz") | has("trace_id")' <<<"$(events "$ERR")"
+	refute_output --partial true
+}
+
 @test "a stage's log event carries the trace_id of the request" {
 	cat >"$T/fail.sh" <<'SH'
 #!/bin/sh
