@@ -775,7 +775,8 @@ run(gk_req *req)
 		char a[512], b2[256];
 		snprintf(a, sizeof a, "script=%s", cgi.cfg.argv[0]);
 		snprintf(b2, sizeof b2, "error=%s", strerror(err));
-		gk_log(GK_ERROR, "unable to spawn the CGI script", a, b2);
+		gk_log_trace(GK_ERROR, gk_req_trace_id(req),
+		    "unable to spawn the CGI script", a, b2, (char *)0);
 		gk_counter_add(cgi.m_error, 1);
 		gk_buf_free(&j->in);
 		free(j);

@@ -518,6 +518,10 @@ const char *gk_request_header(const gk_request *r, const char *name);
 const char *gk_request_body(const gk_request *r, size_t *len);
 const char *gk_request_remote(const gk_request *r);
 const char *gk_request_id(const gk_request *r);
+/* The trace id a gk-tracer north of the handler gave the request (its
+ * trace.trace_id), or NULL: pass it to gk_log_trace() so that the
+ * handler's logs join the request's span. */
+const char *gk_request_trace_id(const gk_request *r);
 /* Any other top-level member of the wire request. */
 gk_json gk_request_field(const gk_request *r, const char *key);
 

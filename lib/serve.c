@@ -117,6 +117,14 @@ gk_request_id(const gk_request *r)
 }
 
 const char *
+gk_request_trace_id(const gk_request *r)
+{
+	gk_json t = gk_json_member(gk_msg_get(r->msg, "trace"), "trace_id");
+	return t.type == GK_JSON_STRING ? string_member((gk_request *)r, t, NULL)
+	                                : NULL;
+}
+
+const char *
 gk_request_header(const gk_request *rc, const char *name)
 {
 	gk_request *r = (gk_request *)rc;
@@ -241,7 +249,8 @@ pass_line(gk_req *req, gk_buf *line)
 	gk_wire_error err;
 	gk_msg *m = gk_msg_adopt(line, &err);
 	if (!m) {
-		gk_log(GK_ERROR, "handler response invalid", err.reason);
+		gk_log_trace(GK_ERROR, gk_req_trace_id(req),
+		    "handler response invalid", err.reason, (char *)0);
 		gk_answer(req, 500, NULL, "internal error\n", "invalid response");
 		return;
 	}
