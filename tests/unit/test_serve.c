@@ -40,6 +40,17 @@ slow_handler(const gk_request *req, gk_response *resp, void *arg)
 	    gk_request_path(req));
 }
 
+static void
+trace_handler(const gk_request *req, gk_response *resp, void *arg)
+{
+	(void)arg;
+	const char *t = gk_request_trace_id(req);
+	gk_response_printf(resp, "%s", t ? t : "none");
+}
+
+static gk_handler *handler = slow_handler;
+static const char *request_extra = "";
+
 /* Serve REQS wire requests with ARGV; returns the responses read (lines). */
 static int
 serve_requests(char **argv, int argc, int reqs, char *out, size_t outsz)
@@ -59,14 +70,15 @@ serve_requests(char **argv, int argc, int reqs, char *out, size_t outsz)
 		int null = open("/dev/null", O_WRONLY);
 		if (null >= 0)
 			dup2(null, 2);
-		_exit(gk_serve(argc, argv, slow_handler, NULL));
+		_exit(gk_serve(argc, argv, handler, NULL));
 	}
 	close(in[0]);
 	close(res[1]);
-	char line[128];
+	char line[512];
 	for (int i = 0; i < reqs; i++) {
 		int n = snprintf(line, sizeof line,
-		    "{\"id\":\"%d\",\"method\":\"GET\",\"path\":\"/p%d\"}\n", i, i);
+		    "{\"id\":\"%d\",\"method\":\"GET\",\"path\":\"/p%d\"%s}\n", i,
+		    i, request_extra);
 		if (write(in[1], line, (size_t)n) != n)
 			return -1;
 	}
@@ -117,6 +129,21 @@ TEST(with_j_4_blocking_handlers_overlap_but_never_more_than_4)
 	}
 }
 
+TEST(a_handler_reads_the_trace_id_a_tracer_gave_the_request)
+{
+	char *argv[] = {"test_serve", NULL};
+	char out[4096];
+	handler = trace_handler;
+	request_extra = ",\"trace\":{\"trace_id\":"
+	                "\"0af7651916cd43dd8448eb211c80319c\",\"sampled\":true}";
+	CHECK(serve_requests(argv, 1, 1, out, sizeof out) == 1);
+	CHECK(strstr(out, "\"body\":\"0af7651916cd43dd8448eb211c80319c\"") != NULL);
+	request_extra = "";
+	CHECK(serve_requests(argv, 1, 1, out, sizeof out) == 1);
+	CHECK(strstr(out, "\"body\":\"none\"") != NULL);
+	handler = slow_handler;
+}
+
 int
 main(void)
 {
@@ -126,5 +153,6 @@ main(void)
 		return 1;
 	RUN(without_workers_a_blocking_handler_runs_one_at_a_time);
 	RUN(with_j_4_blocking_handlers_overlap_but_never_more_than_4);
+	RUN(a_handler_reads_the_trace_id_a_tracer_gave_the_request);
 	return UNIT_END();
 }
