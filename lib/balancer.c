@@ -238,7 +238,8 @@ pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
 			if (!best || be->current_weight > best->current_weight)
 				best = be;
 		}
-		best->current_weight -= (int)total;
+		if (best) /* always: total > 0 means one was eligible */
+			best->current_weight -= (int)total;
 		return best;
 	}
 	case GK_BALANCE_RANDOM: {

@@ -32,7 +32,7 @@ gk_gcra_init(gk_gcra *g, double per_second, uint64_t burst)
 		n = 1;
 	if (n > (double)GK_GCRA_PERIOD_NS)
 		n = (double)GK_GCRA_PERIOD_NS;
-	g->n = (uint64_t)n;
+	g->n = (uint64_t)n ? (uint64_t)n : 1; /* n >= 1 above; for cppcheck */
 	g->t_ns = GK_GCRA_PERIOD_NS / g->n;
 	g->t_fr = GK_GCRA_PERIOD_NS % g->n;
 	g->burst = burst;
