@@ -332,6 +332,50 @@ exit 1'
 	[ "$(count_events "$T/ex.err" '.msg == "plugin did not exit: killed"')" -eq 0 ]
 }
 
+@test "a line longer than --buffer is dropped from every sink, counted and told; the lines around it pass" {
+	{
+		echo '{"type":"log","n":1}'
+		python3 -c 'print("{\"type\":\"log\",\"pad\":\"" + "x" * 10000 + "\"}")'
+		echo '{"type":"log","n":2}'
+	} >"$T/in"
+	gk-exporter --buffer 4k --to "tee:$T/a" --to "tee:$T/b" <"$T/in" 2>"$T/ev"
+	run jq -c .n "$T/a"
+	assert_output "$(printf '1\n2')"
+	cmp "$T/a" "$T/b"
+	[ "$(metric "$T/ev" gk_exporter_dropped_total tee)" = 1 ]
+	[ "$(metric "$T/ev" gk_exporter_dropped_total tee#2)" = 1 ]
+	[ "$(metric "$T/ev" gk_exporter_sent_total tee#2)" = 2 ]
+	[ "$(count_events "$T/ev" '.msg == "event longer than the sink buffer: dropped" and .max_bytes == 4096')" -eq 1 ]
+}
+
+@test "SIGHUP is passed on to every plugin, SIGUSR1 to none" {
+	# sig: records the HUP and USR1 it gets in $1, reads stdin to its end
+	# (from a cat in the background: fd 3, as the shell gives a background
+	# command /dev/null for its stdin).
+	plugin sig 'trap "echo hup >>\"\$1\"" HUP
+trap "echo usr1 >>\"\$1\"" USR1
+exec 3<&0
+cat >/dev/null <&3 &
+c=$!
+echo ready >>"$1"
+while kill -0 $c 2>/dev/null; do wait $c; done'
+	mkfifo "$T/fifo"
+	start_in ex "$T/fifo" gk-exporter --to "sig:$T/a" --to "sig:$T/b"
+	exec 4>"$T/fifo"
+	wait_grep ready "$T/a" 10
+	wait_grep ready "$T/b" 10
+	# the snapshot answers USR1: it has been handled, and not passed on
+	[ -n "$(live_metric gk_exporter_restarts_total sig)" ]
+	kill -HUP "$(bg_pid ex)"
+	wait_grep hup "$T/a" 10
+	wait_grep hup "$T/b" 10
+	exec 4>&-
+	wait_exit ex 10
+	[ "$BG_STATUS" -eq 0 ]
+	! grep -q usr1 "$T/a" "$T/b"
+	[ "$(metric "$T/ex.err" gk_exporter_restarts_total sig)" = 0 ]
+}
+
 @test "usage errors: one line on stderr, exit 64" {
 	for args in "" "--bogus" "-x" "--to" "--to :x" "--to a/b" "--buffer 1x --to tee" \
 		"--buffer-events 0 --to tee" "--drain-timeout soon --to tee" "--to tee extra" "../evil"; do
