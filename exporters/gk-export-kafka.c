@@ -205,8 +205,8 @@ usage(FILE *f)
 	    "  -k, --key MEMBER         the message key: this member's value "
 	    "(none)\n"
 	    "  --queue-messages N       queue.buffering.max.messages "
-	    "(100000)\n"
-	    "  --queue-kbytes N         queue.buffering.max.kbytes (65536)\n"
+	    "(10000)\n"
+	    "  --queue-kbytes N         queue.buffering.max.kbytes (2048)\n"
 	    "  -X, --property K=V       any librdkafka property; repeatable\n"
 	    "  -h, --help               this help\n"
 	    "  -V, --version            version\n");
@@ -226,7 +226,11 @@ main(int argc, char **argv)
 	const char *brokers = NULL, *all_topic = NULL;
 	const char *props[MAX_PROPS];
 	size_t nprops = 0;
-	uint64_t qmsgs = 100000, qkb = 65536;
+	/* librdkafka's own defaults (100000 messages, 1 GiB) let a burst
+	 * hold tens of MiB: each message costs its payload, its copy in a
+	 * produce request and a few hundred bytes of its own.  These keep
+	 * the plugin under 16 MiB resident. */
+	uint64_t qmsgs = 10000, qkb = 2048;
 	static const struct option opts[] = {
 	    {"brokers", required_argument, NULL, 'b'},
 	    {"topic", required_argument, NULL, 't'},

@@ -105,10 +105,10 @@ usage(FILE *f)
 	    "  -H, --header K=V       add a request header (auth); repeatable\n"
 	    "  -z, --gzip             compress bodies (Content-Encoding: "
 	    "gzip)\n"
-	    "  --batch-bytes SIZE     close a batch past SIZE (1MiB)\n"
+	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
 	    "  --batch-records N      ... or N events (5000)\n"
 	    "  --batch-interval DUR   ... or DUR after its first event (1s)\n"
-	    "  --max-queue SIZE       batches waiting (8MiB)\n"
+	    "  --max-queue SIZE       batches waiting (2MiB)\n"
 	    "  --timeout DUR          per request (10s)\n"
 	    "  --retry-min DUR        first retry delay (500ms)\n"
 	    "  --retry-max DUR        longest retry delay (30s)\n"
@@ -128,7 +128,7 @@ main(int argc, char **argv)
 	                   .prefix = "{\"streams\":[",
 	                   .separator = ",",
 	                   .suffix = "]}",
-	                   .batch_bytes = 1u << 20,
+	                   .batch_bytes = 512u << 10,
 	                   .backoff_min_ms = 500,
 	                   .backoff_max_ms = 30000};
 	L.types = GK_EVMASK(GK_EV_LOG) | GK_EVMASK(GK_EV_ACCESS);

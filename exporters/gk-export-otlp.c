@@ -154,10 +154,10 @@ usage(FILE *f)
 	    "  -H, --header K=V       add a request header (auth); repeatable\n"
 	    "  -z, --gzip             gzip bodies (Content-Encoding: gzip)\n"
 	    "  --signals LIST         of traces,metrics,logs (all)\n"
-	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
+	    "  --batch-bytes SIZE     close a batch past SIZE (256KiB)\n"
 	    "  --batch-records N      ... or N records (1000)\n"
 	    "  --batch-interval DUR   ... or DUR after its first record (1s)\n"
-	    "  --max-queue SIZE       batches waiting, per signal (8MiB)\n"
+	    "  --max-queue SIZE       batches waiting, per signal (1MiB)\n"
 	    "  --timeout DUR          per request (10s)\n"
 	    "  --retry-min DUR        first retry delay (500ms)\n"
 	    "  --retry-max DUR        longest retry delay (30s)\n"
@@ -195,6 +195,7 @@ main(int argc, char **argv)
 	                   .separator = ",",
 	                   .suffix = "]}",
 	                   .batch_records = 1000,
+	                   .max_bytes = 1u << 20, /* per signal: 3 in all */
 	                   .backoff_min_ms = 500,
 	                   .verdict = verdict};
 	const char *headers[MAX_HEADERS + 1] = {0};

@@ -211,10 +211,10 @@ typedef struct gk_ehttp_opts {
 	const char *content_type; /* "text/plain; charset=utf-8" */
 	const char *const *headers; /* "Name: value", NULL-terminated */
 	bool gzip;                  /* Content-Encoding: gzip */
-	size_t batch_bytes;         /* close a batch past this (0: 512 KiB) */
+	size_t batch_bytes;         /* close a batch past this (0: 256 KiB) */
 	size_t batch_records;       /* ... or this many records (0: 5000) */
 	uint64_t batch_ms;          /* ... or this long after its first (1s) */
-	size_t max_bytes;           /* bound of the batches waiting (8 MiB) */
+	size_t max_bytes;           /* bound of the batches waiting (2 MiB) */
 	uint64_t timeout_ms;        /* per request (10s) */
 	/* NULL: 2xx OK; 408, 429, 5xx and network errors RETRY; else DROP */
 	enum gk_ehttp_verdict (*verdict)(long status, void *arg);

@@ -14,10 +14,18 @@
  * The sender never touches metrics or events: it leaves counts and log
  * lines in the shared state and wakes the loop through a pipe, and the
  * loop thread reports them.
+ *
+ * Memory: what is held is the open batch (about batch_bytes), the closed
+ * batches (at most max_bytes, the one being sent included) and, with gzip,
+ * the compressed copy of the batch being sent.  So that the process's
+ * resident size follows that, and not what glibc keeps after a burst, the
+ * first gk_ehttp_new() tunes malloc for the whole process (see
+ * tune_malloc()).
  */
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,6 +40,12 @@
 
 #define MAX_NOTES 32
 #define RETRY_AFTER_MAX_MS 60000
+/* The defaults of gk_ehttp_opts (export.h); the plugins' man pages give
+ * them too. */
+#define DEFAULT_BATCH_BYTES (256u << 10)
+#define DEFAULT_MAX_BYTES (2u << 20)
+/* libcurl's buffer for sending a body (its default is 64 KiB). */
+#define UPLOAD_BUFFER 16384
 
 struct batch {
 	struct batch *next;
@@ -286,6 +300,8 @@ sender(void *arg)
 		curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
 		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
+		curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE,
+		    (long)UPLOAD_BUFFER);
 	}
 	pthread_mutex_lock(&h->mu);
 	while (!h->stop) {
@@ -583,9 +599,29 @@ gk_ehttp_pending(gk_ehttp *h)
 	return n + open_records(h);
 }
 
+/*
+ * glibc's defaults suit a process that keeps what it allocates; batches
+ * come and go, a few hundred KiB each, allocated by the loop thread and
+ * freed by a sender.  Left alone, the first batch freed raises the mmap
+ * threshold to its size (glibc's dynamic threshold), so later batches are
+ * carved from the heap, which fragments and is only trimmed past twice
+ * that size; and each sender thread gets a malloc arena of its own.  A
+ * fixed threshold (which turns the dynamic one off) gives every batch its
+ * own mapping, returned whole when the batch is done; one arena serves
+ * every thread (a sender allocates little, and seldom).
+ */
+static void
+tune_malloc(void)
+{
+	mallopt(M_MMAP_THRESHOLD, 64 << 10);
+	mallopt(M_TRIM_THRESHOLD, 256 << 10);
+	mallopt(M_ARENA_MAX, 1);
+}
+
 static void
 curl_init(void)
 {
+	tune_malloc();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
@@ -602,10 +638,10 @@ gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o)
 	h->prefix = o->prefix ? gk_xstrdup(o->prefix) : NULL;
 	h->suffix = o->suffix ? gk_xstrdup(o->suffix) : NULL;
 	h->gzip = o->gzip;
-	h->batch_bytes = o->batch_bytes ? o->batch_bytes : (512u << 10);
+	h->batch_bytes = o->batch_bytes ? o->batch_bytes : DEFAULT_BATCH_BYTES;
 	h->batch_records = o->batch_records ? o->batch_records : 5000;
 	h->batch_ms = o->batch_ms ? o->batch_ms : 1000;
-	h->max_bytes = o->max_bytes ? o->max_bytes : (8u << 20);
+	h->max_bytes = o->max_bytes ? o->max_bytes : DEFAULT_MAX_BYTES;
 	h->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
 	h->verdict = o->verdict ? o->verdict : default_verdict;
 	h->verdict_arg = o->verdict_arg;
