@@ -85,8 +85,11 @@ fuzz:
 	@mkdir -p $(BUILD)/fuzz
 	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_wire fuzz/fuzz_wire.c $(LIB_SRC) $(LIBS) -ljansson
 	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_http fuzz/fuzz_http.c $(LIB_SRC) $(LIBS)
-	$(BUILD)/fuzz/fuzz_wire -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 fuzz/corpus/wire
-	$(BUILD)/fuzz/fuzz_http -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 fuzz/corpus/http
+	@mkdir -p $(BUILD)/fuzz/new-wire $(BUILD)/fuzz/new-http
+	# new inputs go to the first directory, under build/: the checked-in
+	# seeds stay as they are
+	$(BUILD)/fuzz/fuzz_wire -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 $(BUILD)/fuzz/new-wire fuzz/corpus/wire
+	$(BUILD)/fuzz/fuzz_http -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 $(BUILD)/fuzz/new-http fuzz/corpus/http
 
 run: deps all
 	contrib/run-demo $(BUILD)
@@ -94,6 +97,7 @@ run: deps all
 bench: deps all
 	bench/run $(BUILD)
 	bench/filter $(BUILD)
+	bench/client $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
