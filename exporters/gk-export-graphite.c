@@ -23,17 +23,11 @@ static struct {
 } G;
 
 static void
-on_empty(gk_econn *c, void *arg)
-{
-	(void)c;
-	gk_export_done(arg);
-}
-
-static void
 on_drain(gk_export *ex, void *arg)
 {
+	(void)ex;
 	(void)arg;
-	gk_econn_on_empty(G.conn, on_empty, ex);
+	gk_econn_drain(G.conn);
 }
 
 /*
@@ -50,11 +44,7 @@ point(const char *ts, gk_json name, const char *suffix, gk_json labels,
 	}
 	gk_buf *l = &G.line;
 	gk_buf_reset(l);
-	if (G.prefix && *G.prefix) {
-		gk_fold_component(l, G.prefix, strlen(G.prefix));
-		gk_buf_addc(l, '.');
-	}
-	gk_fold_json(l, name);
+	gk_fold_name(l, G.prefix, name);
 	gk_buf_adds(l, suffix);
 	gk_fold_labels(l, labels);
 	if (le) {
@@ -72,6 +62,28 @@ point(const char *ts, gk_json name, const char *suffix, gk_json labels,
 }
 
 static void
+series(const gk_snap_family *f, const gk_snap_series *s, void *arg)
+{
+	const char *ts = arg;
+	if (f->type != GK_HISTOGRAM) {
+		point(ts, f->name, "", s->labels, NULL, s->value);
+		return;
+	}
+	gk_json_iter bi;
+	gk_json_iter_init(&bi, s->buckets);
+	double le, c;
+	gk_buf b = {0};
+	while (gk_snap_bucket_next(&bi, &le, &c)) {
+		gk_buf_reset(&b);
+		gk_fmt_float(&b, le);
+		point(ts, f->name, "_bucket", s->labels, gk_buf_cstr(&b), c);
+	}
+	gk_buf_free(&b);
+	point(ts, f->name, "_sum", s->labels, NULL, s->sum);
+	point(ts, f->name, "_count", s->labels, NULL, s->count);
+}
+
+static void
 on_event(gk_export *ex, const gk_event *ev, void *arg)
 {
 	(void)ex;
@@ -84,46 +96,12 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	char ts[32];
 	snprintf(ts, sizeof ts, "%llu", (unsigned long long)(ms / 1000));
 	gk_buf_reset(&G.tail);
-	if (ev->svc.type != GK_JSON_NONE) {
-		gk_buf_adds(&G.tail, ".svc.");
-		gk_fold_json(&G.tail, ev->svc);
-	}
-	gk_buf_adds(&G.tail, ".proc.");
-	if (ev->proc.type != GK_JSON_NONE)
-		gk_fold_json(&G.tail, ev->proc);
-	else
-		gk_buf_adds(&G.tail, "unknown");
+	gk_fold_origin(&G.tail, ev);
 	if (G.with_pid && ev->pid.type != GK_JSON_NONE) {
 		gk_buf_adds(&G.tail, ".pid.");
 		gk_fold_json(&G.tail, ev->pid);
 	}
-	gk_snap_iter si;
-	gk_snap_family f;
-	gk_snap_begin(&si, ev);
-	while (gk_snap_next(&si, &f)) {
-		gk_json_iter it;
-		gk_snap_series s;
-		gk_snap_series_begin(&it, &f);
-		while (gk_snap_series_next(&it, &f, &s)) {
-			if (f.type != GK_HISTOGRAM) {
-				point(ts, f.name, "", s.labels, NULL, s.value);
-				continue;
-			}
-			gk_json_iter bi;
-			gk_json_iter_init(&bi, s.buckets);
-			double le, c;
-			gk_buf b = {0};
-			while (gk_snap_bucket_next(&bi, &le, &c)) {
-				gk_buf_reset(&b);
-				gk_fmt_float(&b, le);
-				point(ts, f.name, "_bucket", s.labels,
-				    gk_buf_cstr(&b), c);
-			}
-			gk_buf_free(&b);
-			point(ts, f.name, "_sum", s.labels, NULL, s.sum);
-			point(ts, f.name, "_count", s.labels, NULL, s.count);
-		}
-	}
+	gk_snap_walk(ev, series, ts);
 }
 
 static void
@@ -182,11 +160,7 @@ main(int argc, char **argv)
 		default: usage(stderr); return GK_EXIT_USAGE;
 		}
 	}
-	if (optind < argc)
-		addr = argv[optind++];
-	if (optind < argc)
-		gk_usage_error("unexpected argument: %s (expected [ADDR])",
-		    argv[optind]);
+	addr = gk_export_operand(argc, argv, optind, addr, "[ADDR]");
 	gk_export_def def = {.name = "graphite", .on_event = on_event,
 	                     .on_drain = on_drain};
 	G.ex = gk_export_new(&def);

@@ -112,11 +112,7 @@ make_name(const gk_event *ev, gk_json name, gk_json labels)
 {
 	gk_buf_reset(&S.path);
 	gk_buf_reset(&S.tags);
-	if (S.prefix && *S.prefix) {
-		gk_fold_component(&S.path, S.prefix, strlen(S.prefix));
-		gk_buf_addc(&S.path, '.');
-	}
-	gk_fold_json(&S.path, name);
+	gk_fold_name(&S.path, S.prefix, name);
 	if (S.dogstatsd) {
 		gk_json_iter it;
 		gk_json k, v;
@@ -130,15 +126,7 @@ make_name(const gk_event *ev, gk_json name, gk_json labels)
 		return;
 	}
 	gk_fold_labels(&S.path, labels);
-	if (ev->svc.type != GK_JSON_NONE) {
-		gk_buf_adds(&S.path, ".svc.");
-		gk_fold_json(&S.path, ev->svc);
-	}
-	gk_buf_adds(&S.path, ".proc.");
-	if (ev->proc.type != GK_JSON_NONE)
-		gk_fold_json(&S.path, ev->proc);
-	else
-		gk_buf_adds(&S.path, "unknown");
+	gk_fold_origin(&S.path, ev);
 }
 
 /* "PATH:VALUE|TYPE[|@RATE][|#TAGS]" into S.line (appended). */
@@ -304,6 +292,62 @@ do_histogram(const gk_event *ev, const gk_snap_family *f,
 	}
 }
 
+/* A snapshot being sent. */
+struct snap {
+	const gk_event *ev;
+	/*
+	 * Counters count from zero when the process is new (its first
+	 * snapshot), or when we have seen an earlier snapshot of it.  The
+	 * first snapshot we see of a process that was already running only
+	 * sets the baseline: its counts before it were sent by whoever read
+	 * its events then, or are unknown.
+	 */
+	bool from_zero;
+};
+
+static void
+series(const gk_snap_family *f, const gk_snap_series *s, void *arg)
+{
+	const struct snap *sn = arg;
+	const gk_event *ev = sn->ev;
+	double d;
+	switch (f->type) {
+	case GK_COUNTER:
+		if (!delta(ev, f->name, s->labels, NULL, s->value,
+		        sn->from_zero, &d) ||
+		    !(d > 0))
+			break;
+		if (!isfinite(d)) {
+			gk_counter_add(S.m_not_finite, 1);
+			break;
+		}
+		make_name(ev, f->name, s->labels);
+		gk_buf_reset(&S.line);
+		add_line(d, "c", 1);
+		add_unit(S.line.data, S.line.len);
+		break;
+	case GK_GAUGE:
+		if (!isfinite(s->value)) {
+			gk_counter_add(S.m_not_finite, 1);
+			break;
+		}
+		make_name(ev, f->name, s->labels);
+		gk_buf_reset(&S.line);
+		/* A signed value changes a statsd gauge: set it to 0 first,
+		 * in the same packet. */
+		if (s->value < 0) {
+			add_line(0, "g", 1);
+			gk_buf_addc(&S.line, '\n');
+		}
+		add_line(s->value, "g", 1);
+		add_unit(S.line.data, S.line.len);
+		break;
+	case GK_HISTOGRAM:
+		do_histogram(ev, f, s, sn->from_zero);
+		break;
+	}
+}
+
 static void
 on_event(gk_export *ex, const gk_event *ev, void *arg)
 {
@@ -337,53 +381,8 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	 * sets the baseline: its counts before it were sent by whoever read
 	 * its events then, or are unknown.
 	 */
-	bool from_zero = seq <= 1 || seq > p->first_seq;
-	gk_snap_iter si;
-	gk_snap_family f;
-	gk_snap_begin(&si, ev);
-	while (gk_snap_next(&si, &f)) {
-		gk_json_iter it;
-		gk_snap_series s;
-		gk_snap_series_begin(&it, &f);
-		while (gk_snap_series_next(&it, &f, &s)) {
-			double d;
-			switch (f.type) {
-			case GK_COUNTER:
-				if (!delta(ev, f.name, s.labels, NULL, s.value,
-				        from_zero, &d) ||
-				    !(d > 0))
-					break;
-				if (!isfinite(d)) {
-					gk_counter_add(S.m_not_finite, 1);
-					break;
-				}
-				make_name(ev, f.name, s.labels);
-				gk_buf_reset(&S.line);
-				add_line(d, "c", 1);
-				add_unit(S.line.data, S.line.len);
-				break;
-			case GK_GAUGE:
-				if (!isfinite(s.value)) {
-					gk_counter_add(S.m_not_finite, 1);
-					break;
-				}
-				make_name(ev, f.name, s.labels);
-				gk_buf_reset(&S.line);
-				/* A signed value changes a statsd gauge: set
-				 * it to 0 first, in the same packet. */
-				if (s.value < 0) {
-					add_line(0, "g", 1);
-					gk_buf_addc(&S.line, '\n');
-				}
-				add_line(s.value, "g", 1);
-				add_unit(S.line.data, S.line.len);
-				break;
-			case GK_HISTOGRAM:
-				do_histogram(ev, &f, &s, from_zero);
-				break;
-			}
-		}
-	}
+	struct snap sn = {ev, seq <= 1 || seq > p->first_seq};
+	gk_snap_walk(ev, series, &sn);
 	flush_packet();
 }
 
@@ -410,18 +409,12 @@ sweep(gk_loop *loop, void *arg)
 }
 
 static void
-on_empty(gk_econn *c, void *arg)
-{
-	(void)c;
-	gk_export_done(arg);
-}
-
-static void
 on_drain(gk_export *ex, void *arg)
 {
+	(void)ex;
 	(void)arg;
 	flush_packet();
-	gk_econn_on_empty(S.conn, on_empty, ex);
+	gk_econn_drain(S.conn);
 }
 
 /* ------------------------------------------------------------------ */
@@ -504,11 +497,7 @@ main(int argc, char **argv)
 		default: usage(stderr); return GK_EXIT_USAGE;
 		}
 	}
-	if (optind < argc)
-		addr = argv[optind++];
-	if (optind < argc)
-		gk_usage_error("unexpected argument: %s (expected [ADDR])",
-		    argv[optind]);
+	addr = gk_export_operand(argc, argv, optind, addr, "[ADDR]");
 	gk_export_def def = {.name = "statsd", .on_event = on_event,
 	                     .on_drain = on_drain};
 	S.ex = gk_export_new(&def);

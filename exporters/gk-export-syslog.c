@@ -55,17 +55,11 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 }
 
 static void
-on_empty(gk_econn *c, void *arg)
-{
-	(void)c;
-	gk_export_done(arg);
-}
-
-static void
 on_drain(gk_export *ex, void *arg)
 {
+	(void)ex;
 	(void)arg;
-	gk_econn_on_empty(S.conn, on_empty, ex);
+	gk_econn_drain(S.conn);
 }
 
 static void
@@ -179,12 +173,8 @@ main(int argc, char **argv)
 		default: usage(stderr); return GK_EXIT_USAGE;
 		}
 	}
-	const char *addr = NULL;
-	if (optind < argc)
-		addr = argv[optind++];
-	if (optind < argc)
-		gk_usage_error("unexpected argument: %s (expected one address)",
-		               argv[optind]);
+	const char *addr =
+	    gk_export_operand(argc, argv, optind, NULL, "one address");
 	if (addr && sock_given)
 		gk_usage_error("--socket and an address: give one");
 	if (addr && strncmp(addr, "udp:", 4) && strncmp(addr, "tcp:", 4) &&

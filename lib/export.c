@@ -527,6 +527,18 @@ gk_export_version(const char *name)
 	printf("%s %s\n", name, GK_VERSION);
 }
 
+const char *
+gk_export_operand(int argc, char **argv, int first, const char *dflt,
+    const char *expected)
+{
+	if (first >= argc)
+		return dflt;
+	if (first + 1 < argc)
+		gk_usage_error("unexpected argument: %s (expected %s)",
+		    argv[first + 1], expected);
+	return argv[first];
+}
+
 /* ------------------------------------------------------------------ */
 /* Bounded queue                                                       */
 /* ------------------------------------------------------------------ */
@@ -785,6 +797,23 @@ gk_snap_bucket_next(gk_json_iter *it, double *le, double *count)
 			return true;
 	}
 	return false;
+}
+
+void
+gk_snap_walk(const gk_event *ev,
+    void (*fn)(const gk_snap_family *f, const gk_snap_series *s, void *arg),
+    void *arg)
+{
+	gk_snap_iter si;
+	gk_snap_family f;
+	gk_snap_begin(&si, ev);
+	while (gk_snap_next(&si, &f)) {
+		gk_json_iter it;
+		gk_snap_series s;
+		gk_snap_series_begin(&it, &f);
+		while (gk_snap_series_next(&it, &f, &s))
+			fn(&f, &s, arg);
+	}
 }
 
 /* ------------------------------------------------------------------ */

@@ -119,6 +119,11 @@ void gk_export_queue_change(gk_export *ex, int64_t delta);
  * handled by the plugin; these print them in the common shape.
  */
 void gk_export_version(const char *name);
+/* The one optional operand argv[first] (an address, a URL; first is
+ * getopt's optind), or dflt when there is none; more is a usage error:
+ * "unexpected argument: X (expected EXPECTED)". */
+const char *gk_export_operand(int argc, char **argv, int first,
+    const char *dflt, const char *expected);
 
 /* ------------------------------------------------------------------ */
 /* Bounded queue: drop oldest                                          */
@@ -187,6 +192,9 @@ enum gk_econn_kind gk_econn_kind(const gk_econn *c);
 /* Called once the queue is empty (for drain); NULL to stop. */
 void gk_econn_on_empty(gk_econn *c, void (*fn)(gk_econn *, void *),
     void *arg);
+/* A plugin's on_drain whose records all go through c: gk_export_done()
+ * once c's queue is empty. */
+void gk_econn_drain(gk_econn *c);
 /* Wait between reconnections from min_ms, doubling up to max_ms (the
  * default is 100ms to 30s). */
 void gk_econn_set_backoff(gk_econn *c, uint64_t min_ms, uint64_t max_ms);
@@ -272,6 +280,10 @@ bool gk_snap_next(gk_snap_iter *it, gk_snap_family *f);
 void gk_snap_series_begin(gk_json_iter *it, const gk_snap_family *f);
 bool gk_snap_series_next(gk_json_iter *it, const gk_snap_family *f,
     gk_snap_series *s);
+/* Call fn for every series of every family of a metrics event, in order. */
+void gk_snap_walk(const gk_event *ev,
+    void (*fn)(const gk_snap_family *f, const gk_snap_series *s, void *arg),
+    void *arg);
 /* Iterate buckets: le (+Inf as INFINITY), cumulative count. */
 bool gk_snap_bucket_next(gk_json_iter *it, double *le, double *count);
 /* A JSON number or "NaN"/"+Inf"/"-Inf" string as a double. */

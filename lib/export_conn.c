@@ -400,6 +400,19 @@ gk_econn_on_empty(gk_econn *c, void (*fn)(gk_econn *, void *), void *arg)
 		fn(c, arg);
 }
 
+static void
+drained(gk_econn *c, void *arg)
+{
+	(void)arg;
+	gk_export_done(c->ex);
+}
+
+void
+gk_econn_drain(gk_econn *c)
+{
+	gk_econn_on_empty(c, drained, NULL);
+}
+
 void
 gk_econn_set_backoff(gk_econn *c, uint64_t min_ms, uint64_t max_ms)
 {

@@ -49,6 +49,30 @@ gk_fold_labels(gk_buf *out, gk_json labels)
 }
 
 void
+gk_fold_name(gk_buf *out, const char *prefix, gk_json name)
+{
+	if (prefix && *prefix) {
+		gk_fold_component(out, prefix, strlen(prefix));
+		gk_buf_addc(out, '.');
+	}
+	gk_fold_json(out, name);
+}
+
+void
+gk_fold_origin(gk_buf *out, const gk_event *ev)
+{
+	if (ev->svc.type != GK_JSON_NONE) {
+		gk_buf_adds(out, ".svc.");
+		gk_fold_json(out, ev->svc);
+	}
+	gk_buf_adds(out, ".proc.");
+	if (ev->proc.type != GK_JSON_NONE)
+		gk_fold_json(out, ev->proc);
+	else
+		gk_buf_adds(out, "unknown");
+}
+
+void
 gk_fmt_value(gk_buf *out, double v)
 {
 	if (isfinite(v) && v == floor(v) && fabs(v) < 9007199254740992.0) {

@@ -24,6 +24,11 @@ void gk_fold_component(gk_buf *out, const char *s, size_t n);
 void gk_fold_json(gk_buf *out, gk_json v);
 /* Append ".KEY.VALUE" for every label of the object labels. */
 void gk_fold_labels(gk_buf *out, gk_json labels);
+/* Append "PREFIX.NAME", or "NAME" when prefix is NULL or empty. */
+void gk_fold_name(gk_buf *out, const char *prefix, gk_json name);
+/* Append ".svc.SVC" (when the event has a svc) and ".proc.PROC" ("unknown"
+ * when it has none). */
+void gk_fold_origin(gk_buf *out, const gk_event *ev);
 
 void gk_fmt_value(gk_buf *out, double v);
 
