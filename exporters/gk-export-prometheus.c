@@ -21,8 +21,7 @@
 
 struct proc {
 	char *key; /* proc NUL pid, as in the map */
-	char proc[128], svc[128], instance[300];
-	bool has_svc;
+	gk_expo_origin o;
 	/* The latest complete snapshot: its lines, each NUL-terminated. */
 	gk_buf snap;
 	uint64_t snap_ts_ms;
@@ -97,19 +96,7 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		slot = gk_smap_slot(P.procs, k->data, k->len, true);
 		p = gk_xcalloc(1, sizeof *p);
 		*slot = p;
-		gk_buf b = {0};
-		gk_event_text(ev->proc, &b);
-		snprintf(p->proc, sizeof p->proc, "%s",
-		    b.len ? gk_buf_cstr(&b) : "unknown");
-		b.len = 0;
-		if (ev->svc.type != GK_JSON_NONE) {
-			gk_event_text(ev->svc, &b);
-			snprintf(p->svc, sizeof p->svc, "%s", gk_buf_cstr(&b));
-			p->has_svc = b.len > 0;
-		}
-		gk_buf_free(&b);
-		snprintf(p->instance, sizeof p->instance, "%s:%lld", P.host,
-		    (long long)pid);
+		gk_expo_origin_set(&p->o, ev, P.host);
 		p->interval_ms = 10000;
 		p->pend_seq = -1;
 		p->recv_ms = gk_loop_now(P.loop);
@@ -181,9 +168,9 @@ sweep(gk_loop *loop, void *arg)
 		struct proc *p = gk_smap_get(P.procs, dead[i], n);
 		/* "proc" and "pid" are the plugin's own members. */
 		char f[320];
-		snprintf(f, sizeof f, "instance=%s", p->instance);
+		snprintf(f, sizeof f, "instance=%s", p->o.instance);
 		char g[160];
-		snprintf(g, sizeof g, "process=%s", p->proc);
+		snprintf(g, sizeof g, "process=%s", p->o.proc);
 		gk_log(GK_INFO, "process gone: its series expired", g, f);
 		gk_smap_del(P.procs, dead[i], n);
 		free_proc(p);
@@ -212,9 +199,9 @@ render(gk_buf *out)
 			continue;
 		src[n++] = (gk_expo_src){.snap = p->snap.data,
 		                         .len = p->snap.len,
-		                         .svc = p->has_svc ? p->svc : NULL,
-		                         .proc = p->proc,
-		                         .instance = p->instance};
+		                         .svc = p->o.has_svc ? p->o.svc : NULL,
+		                         .proc = p->o.proc,
+		                         .instance = p->o.instance};
 	}
 	gk_expo_render(out, src, n, NULL);
 	free(src);
@@ -448,19 +435,12 @@ main(int argc, char **argv)
 			gk_usage_error("%s: expected a value (see --help)",
 			    argv[optind - 1]);
 			break;
-		default:
-			if (optopt)
-				gk_usage_error("unknown option -%c (see --help)",
-				    optopt);
-			gk_usage_error("unknown option %s (see --help)",
-			    argv[optind - 1]);
+		default: gk_usage_bad_option(argv);
 		}
 	}
-	if (optind < argc) /* gk-exporter --to prometheus:ADDR */
-		listen_addr = argv[optind++];
-	if (optind < argc)
-		gk_usage_error("unexpected argument: %s (expected [ADDR])",
-		    argv[optind]);
+	/* gk-exporter --to prometheus:ADDR */
+	listen_addr =
+	    gk_export_operand(argc, argv, optind, listen_addr, "[ADDR]");
 	gk_addr a;
 	const char *why;
 	if (gk_addr_parse(listen_addr, &a, &why) < 0)

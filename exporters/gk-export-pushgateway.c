@@ -17,8 +17,7 @@
 
 struct proc {
 	char *key; /* the map's copy: proc US pid */
-	char proc[128], svc[128], instance[300];
-	bool has_svc;
+	gk_expo_origin o;
 	char *url;
 	gk_snapasm asm_;
 	gk_buf snap;   /* the latest complete snapshot */
@@ -256,8 +255,8 @@ maybe_push(struct proc *p)
 	gk_buf_reset(&p->body);
 	gk_expo_src src = {.snap = p->snap.data,
 	                   .len = p->snap.len,
-	                   .svc = p->has_svc ? p->svc : NULL,
-	                   .proc = p->proc};
+	                   .svc = p->o.has_svc ? p->o.svc : NULL,
+	                   .proc = p->o.proc};
 	gk_expo_opts o = {.rename_job = true};
 	gk_expo_render(&p->body, &src, 1, &o);
 	p->dirty = false;
@@ -290,25 +289,13 @@ find_proc(const gk_event *ev)
 	p->key[k->len] = 0;
 	slot = gk_smap_slot(U.procs, k->data, k->len, true);
 	*slot = p;
-	gk_buf b = {0};
-	gk_event_text(ev->proc, &b);
-	snprintf(p->proc, sizeof p->proc, "%s",
-	    b.len ? gk_buf_cstr(&b) : "unknown");
-	b.len = 0;
-	if (ev->svc.type != GK_JSON_NONE) {
-		gk_event_text(ev->svc, &b);
-		snprintf(p->svc, sizeof p->svc, "%s", gk_buf_cstr(&b));
-		p->has_svc = b.len > 0;
-	}
-	gk_buf_free(&b);
-	snprintf(p->instance, sizeof p->instance, "%s:%lld", U.host,
-	    (long long)pid);
+	gk_expo_origin_set(&p->o, ev, U.host);
 	gk_buf u = {0};
 	gk_buf_adds(&u, U.base);
 	gk_buf_adds(&u, "/metrics");
 	add_group_label(&u, "job", U.job ? U.job
-	                                 : (p->has_svc ? p->svc : "gokit"));
-	add_group_label(&u, "instance", p->instance);
+	                                 : (p->o.has_svc ? p->o.svc : "gokit"));
+	add_group_label(&u, "instance", p->o.instance);
 	p->url = gk_xstrdup(gk_buf_cstr(&u));
 	gk_buf_free(&u);
 	gk_snapasm_init(&p->asm_);
@@ -367,8 +354,8 @@ sweep(gk_loop *loop, void *arg)
 	for (size_t i = 0; i < n; i++) {
 		struct proc *p = gone[i];
 		char f[340], g[160];
-		snprintf(f, sizeof f, "instance=%s", p->instance);
-		snprintf(g, sizeof g, "process=%s", p->proc);
+		snprintf(f, sizeof f, "instance=%s", p->o.instance);
+		snprintf(g, sizeof g, "process=%s", p->o.proc);
 		gk_timer_stop(U.loop, &p->timer);
 		if (U.keep) {
 			gk_log(GK_INFO, "process gone quiet: its group is kept",
@@ -509,12 +496,8 @@ main(int argc, char **argv)
 		default: usage(stderr); return GK_EXIT_USAGE;
 		}
 	}
-	const char *base = "http://127.0.0.1:9091";
-	if (optind < argc)
-		base = argv[optind++];
-	if (optind < argc)
-		gk_usage_error("unexpected argument: %s (expected [URL])",
-		    argv[optind]);
+	const char *base = gk_export_operand(argc, argv, optind,
+	    "http://127.0.0.1:9091", "[URL]");
 	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
 		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
 		               "https://...)",

@@ -288,6 +288,27 @@ gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t nsrc,
 /* ------------------------------------------------------------------ */
 
 void
+gk_expo_origin_set(gk_expo_origin *o, const gk_event *ev, const char *host)
+{
+	int64_t pid = 0;
+	gk_json_int(ev->pid, &pid);
+	memset(o, 0, sizeof *o);
+	gk_buf b = {0};
+	gk_event_text(ev->proc, &b);
+	snprintf(o->proc, sizeof o->proc, "%s",
+	    b.len ? gk_buf_cstr(&b) : "unknown");
+	b.len = 0;
+	if (ev->svc.type != GK_JSON_NONE) {
+		gk_event_text(ev->svc, &b);
+		snprintf(o->svc, sizeof o->svc, "%s", gk_buf_cstr(&b));
+		o->has_svc = b.len > 0;
+	}
+	gk_buf_free(&b);
+	snprintf(o->instance, sizeof o->instance, "%s:%lld", host,
+	    (long long)pid);
+}
+
+void
 gk_snapasm_init(gk_snapasm *a)
 {
 	memset(a, 0, sizeof *a);

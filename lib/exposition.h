@@ -36,6 +36,17 @@ typedef struct gk_expo_opts {
 void gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t n,
     const gk_expo_opts *o);
 
+/* The process a snapshot comes from, named as its series are labelled:
+ * proc ("unknown" when the event has none), svc (has_svc when the event
+ * has a non-empty one) and instance "HOST:PID". */
+typedef struct gk_expo_origin {
+	char proc[128], svc[128], instance[300];
+	bool has_svc;
+} gk_expo_origin;
+
+void gk_expo_origin_set(gk_expo_origin *o, const gk_event *ev,
+    const char *host);
+
 /* Assembling a snapshot from its parts (seq, part, parts). */
 typedef struct gk_snapasm {
 	gk_buf pend;
