@@ -33,30 +33,6 @@ on_hup(gk_loop *loop, int signo, void *arg)
 	gk_fanout_signal(arg, signo);
 }
 
-/* USR1 is not passed on: its default action ends a plugin that does not
- * handle it (a script).  Each plugin writes its own snapshots. */
-static void
-on_usr1(gk_loop *loop, int signo, void *arg)
-{
-	(void)loop;
-	(void)signo;
-	(void)arg;
-	gk_metrics_snapshot();
-}
-
-struct metrics_timer {
-	gk_timer timer;
-	uint64_t ms;
-};
-
-static void
-on_metrics(gk_loop *loop, void *arg)
-{
-	struct metrics_timer *m = arg;
-	gk_metrics_snapshot();
-	gk_timer_start(loop, &m->timer, m->ms, on_metrics, m);
-}
-
 static void
 usage(FILE *f)
 {
@@ -129,12 +105,7 @@ main(int argc, char **argv)
 			gk_usage_error("%s: expected a value (see --help)",
 			    argv[optind - 1]);
 			break;
-		default:
-			if (optopt)
-				gk_usage_error("unknown option -%c (see --help)",
-				    optopt);
-			gk_usage_error("unknown option %s (see --help)",
-			    argv[optind - 1]);
+		default: gk_usage_bad_option(argv);
 		}
 	}
 	if (!ntos) {
@@ -165,14 +136,12 @@ main(int argc, char **argv)
 	gk_loop_signal(loop, SIGTERM, on_term, f);
 	gk_loop_signal(loop, SIGINT, on_term, f);
 	gk_loop_signal(loop, SIGHUP, on_hup, f);
-	gk_loop_signal(loop, SIGUSR1, on_usr1, NULL);
+	/* USR1 is not passed on: its default action ends a plugin that does
+	 * not handle it (a script).  Each plugin writes its own snapshots. */
+	gk_loop_signal(loop, SIGUSR1, gk_metrics_on_signal, NULL);
 	gk_fanout_start(f, 0);
-	struct metrics_timer mt = {.ms = 10000};
-	const char *mi = getenv("GK_METRICS_INTERVAL");
-	if (mi && *mi && gk_parse_duration_ms(mi, &mt.ms) < 0)
-		mt.ms = 10000;
-	if (mt.ms)
-		gk_timer_start(loop, &mt.timer, mt.ms, on_metrics, &mt);
+	gk_metrics_timer mt;
+	gk_metrics_every(loop, &mt);
 	gk_loop_run(loop);
 	gk_fanout_finish(f); /* say what was dropped, last */
 	gk_metrics_snapshot();

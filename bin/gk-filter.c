@@ -111,12 +111,7 @@ main(int argc, char **argv)
 			gk_usage_error("%s: expected a value (see --help)",
 			    argv[optind - 1]);
 			break;
-		default:
-			if (optopt)
-				gk_usage_error("unknown option -%c (see --help)",
-				    optopt);
-			gk_usage_error("unknown option %s (see --help)",
-			    argv[optind - 1]);
+		default: gk_usage_bad_option(argv);
 		}
 	}
 	char *text = NULL;

@@ -30,8 +30,8 @@ static struct {
 	const char *uri, *out;
 	bool json, watch, got_set, stopping;
 	int status;
-	gk_timer timeout, metrics;
-	uint64_t metrics_ms;
+	gk_timer timeout;
+	gk_metrics_timer metrics;
 	gk_series *m_writes, *m_write_errors;
 } X;
 
@@ -162,22 +162,6 @@ on_timeout(gk_loop *loop, void *arg)
 }
 
 static void
-on_metrics(gk_loop *loop, void *arg)
-{
-	gk_metrics_snapshot();
-	gk_timer_start(loop, &X.metrics, X.metrics_ms, on_metrics, arg);
-}
-
-static void
-on_usr1(gk_loop *loop, int signo, void *arg)
-{
-	(void)loop;
-	(void)signo;
-	(void)arg;
-	gk_metrics_snapshot();
-}
-
-static void
 on_hup(gk_loop *loop, int signo, void *arg)
 {
 	(void)loop;
@@ -212,29 +196,16 @@ on_term(gk_loop *loop, int signo, void *arg)
 }
 
 static void
-bad_option(char **argv)
-{
-	if (optopt)
-		gk_usage_error("unknown option -%c (see --help)", optopt);
-	gk_usage_error("unknown option %s (see --help)", argv[optind - 1]);
-}
-
-static void
 start_loop(bool long_running)
 {
 	signal(SIGPIPE, SIG_IGN);
 	X.loop = gk_loop_new();
 	gk_loop_signal(X.loop, SIGTERM, on_term, NULL);
 	gk_loop_signal(X.loop, SIGINT, on_term, NULL);
-	gk_loop_signal(X.loop, SIGUSR1, on_usr1, NULL);
+	gk_loop_signal(X.loop, SIGUSR1, gk_metrics_on_signal, NULL);
 	gk_loop_signal(X.loop, SIGHUP, on_hup, NULL);
-	X.metrics_ms = 10000;
-	const char *mi = getenv("GK_METRICS_INTERVAL");
-	if (mi && *mi && gk_parse_duration_ms(mi, &X.metrics_ms) < 0)
-		X.metrics_ms = 10000;
-	if (long_running && X.metrics_ms)
-		gk_timer_start(X.loop, &X.metrics, X.metrics_ms, on_metrics,
-		    NULL);
+	if (long_running)
+		gk_metrics_every(X.loop, &X.metrics);
 }
 
 static int
@@ -280,7 +251,7 @@ register_main(int argc, char **argv)
 		case ':':
 			gk_usage_error("option %s needs a value",
 			    argv[optind - 1]);
-		default: bad_option(argv);
+		default: gk_usage_bad_option(argv);
 		}
 	}
 	if (optind != argc - 1)
@@ -349,7 +320,7 @@ main(int argc, char **argv)
 		case ':':
 			gk_usage_error("option %s needs a value",
 			    argv[optind - 1]);
-		default: bad_option(argv);
+		default: gk_usage_bad_option(argv);
 		}
 	}
 	if (optind >= argc)

@@ -328,6 +328,16 @@ uint64_t gk_loop_now_us(gk_loop *loop);
 uint64_t gk_loop_realtime_ms(gk_loop *loop);
 uint64_t gk_monotonic_ms(void);
 uint64_t gk_monotonic_us(void);
+
+/* Metrics snapshots of a program on a loop: a gk_signal_fn for SIGUSR1
+ * that writes one now, and one every GK_METRICS_INTERVAL (10s when unset
+ * or malformed; 0: none) on a timer the caller owns. */
+void gk_metrics_on_signal(gk_loop *loop, int signo, void *arg);
+typedef struct gk_metrics_timer {
+	gk_timer timer;
+	uint64_t ms;
+} gk_metrics_timer;
+void gk_metrics_every(gk_loop *loop, gk_metrics_timer *m);
 /* Wall clock, milliseconds and microseconds since the epoch. */
 uint64_t gk_realtime_ms(void);
 uint64_t gk_realtime_us(void);
@@ -347,6 +357,9 @@ int gk_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* One-line usage error naming the program, then exit 64. */
 void gk_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
+/* getopt_long (with opterr = 0) returned '?': the usage error naming the
+ * unknown option, "unknown option -x (see --help)", then exit 64. */
+void gk_usage_bad_option(char *const *argv) __attribute__((noreturn));
 
 /* ------------------------------------------------------------------ */
 /* systemd: socket activation and notification                         */

@@ -234,9 +234,7 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 		case 'h': usage(def, http_opts); exit(0);
 		case 'V': printf("%s %s\n", def->ops.name, GK_VERSION); exit(0);
 		case '?':
-			if (optopt)
-				gk_usage_error("unknown option -%c (see --help)", optopt);
-			gk_usage_error("unknown option %s (see --help)", argv[optind - 1]);
+			gk_usage_bad_option(argv);
 		case ':':
 			gk_usage_error("option %s needs a value", argv[optind - 1]);
 		default: {

@@ -246,3 +246,11 @@ gk_usage_error(const char *fmt, ...)
 	gk_buf_free(&b);
 	exit(GK_EXIT_USAGE);
 }
+
+void
+gk_usage_bad_option(char *const *argv)
+{
+	if (optopt)
+		gk_usage_error("unknown option -%c (see --help)", optopt);
+	gk_usage_error("unknown option %s (see --help)", argv[optind - 1]);
+}
