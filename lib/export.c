@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "stream.h"
 
 #define DEFAULT_MAX_LINE (4u << 20)
 
@@ -27,10 +28,10 @@ struct gk_export {
 	int status;
 	gk_wire_msg msg;
 	gk_buf wrap;
-	gk_timer metrics_timer, drain_timer;
+	gk_metrics_timer metrics;
+	gk_timer drain_timer;
 	gk_timer file_timer; /* stdin is a regular file: epoll cannot watch it */
 	bool file_in;
-	uint64_t metrics_ms;
 	int64_t queue_bytes;
 	gk_series *m_events, *m_raw, *m_sent, *m_dropped, *m_errors,
 	    *m_reconnects, *m_queue, *m_toolong;
@@ -245,23 +246,12 @@ on_stdin(gk_loop *loop, int fd, unsigned events, void *arg)
 	gk_export *ex = arg;
 	int err = -1;
 	for (int rounds = 0; rounds < 16 && !ex->paused; rounds++) {
-		gk_buf_reserve(&ex->in, 65536);
-		size_t room = ex->in.cap - ex->in.len - 1;
-		ssize_t n = read(fd, ex->in.data + ex->in.len, room);
-		if (n > 0) {
-			ex->in.len += (size_t)n;
-			deliver(ex);
-			if ((size_t)n < room)
-				break;
-			continue;
-		}
-		if (n == 0)
-			err = 0;
-		else if (errno == EINTR)
-			continue;
-		else if (errno != EAGAIN)
-			err = errno;
-		break;
+		bool full;
+		if (!gk_read_chunk(fd, &ex->in, 0, &full, &err))
+			break;
+		deliver(ex);
+		if (!full)
+			break;
 	}
 	if (err >= 0) {
 		if (ex->in.len && !ex->skipping) /* a last line without \n */
@@ -401,23 +391,6 @@ on_hup(gk_loop *loop, int signo, void *arg)
 		ex->def.on_hup(ex, ex->def.arg);
 }
 
-static void
-on_usr1(gk_loop *loop, int signo, void *arg)
-{
-	(void)loop;
-	(void)signo;
-	(void)arg;
-	gk_metrics_snapshot();
-}
-
-static void
-on_metrics(gk_loop *loop, void *arg)
-{
-	gk_export *ex = arg;
-	gk_metrics_snapshot();
-	gk_timer_start(loop, &ex->metrics_timer, ex->metrics_ms, on_metrics, ex);
-}
-
 static gk_series *
 counter(const char *name, const char *help)
 {
@@ -455,11 +428,7 @@ gk_export_new(const gk_export_def *def)
 	gk_loop_signal(ex->loop, SIGTERM, on_term, ex);
 	gk_loop_signal(ex->loop, SIGINT, on_term, ex);
 	gk_loop_signal(ex->loop, SIGHUP, on_hup, ex);
-	gk_loop_signal(ex->loop, SIGUSR1, on_usr1, ex);
-	const char *mi = getenv("GK_METRICS_INTERVAL");
-	ex->metrics_ms = 10000;
-	if (mi && *mi && gk_parse_duration_ms(mi, &ex->metrics_ms) < 0)
-		ex->metrics_ms = 10000;
+	gk_loop_signal(ex->loop, SIGUSR1, gk_metrics_on_signal, NULL);
 	return ex;
 }
 
@@ -472,9 +441,7 @@ gk_export_loop(gk_export *ex)
 int
 gk_export_run(gk_export *ex)
 {
-	if (ex->metrics_ms)
-		gk_timer_start(ex->loop, &ex->metrics_timer, ex->metrics_ms,
-		    on_metrics, ex);
+	gk_metrics_every(ex->loop, &ex->metrics);
 	if (fcntl(0, F_GETFD) == -1) {
 		ex->eof = true;
 		start_drain(ex);

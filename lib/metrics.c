@@ -851,3 +851,31 @@ gk_metrics_snapshot(void)
 	}
 	free(p.v);
 }
+
+void
+gk_metrics_on_signal(gk_loop *loop, int signo, void *arg)
+{
+	(void)loop;
+	(void)signo;
+	(void)arg;
+	gk_metrics_snapshot();
+}
+
+static void
+on_metrics_timer(gk_loop *loop, void *arg)
+{
+	gk_metrics_timer *m = arg;
+	gk_metrics_snapshot();
+	gk_timer_start(loop, &m->timer, m->ms, on_metrics_timer, m);
+}
+
+void
+gk_metrics_every(gk_loop *loop, gk_metrics_timer *m)
+{
+	const char *e = getenv("GK_METRICS_INTERVAL");
+	m->ms = 10000;
+	if (e && *e && gk_parse_duration_ms(e, &m->ms) < 0)
+		m->ms = 10000;
+	if (m->ms)
+		gk_timer_start(loop, &m->timer, m->ms, on_metrics_timer, m);
+}

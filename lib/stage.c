@@ -71,8 +71,9 @@ struct gk_stage {
 	bool south_up;
 	uint64_t backoff_ms, south_started;
 	gk_timer restart_timer, drain_timer, drain_poll, kill_timer;
-	gk_timer metrics_timer, watchdog_timer;
-	uint64_t metrics_ms, watchdog_ms;
+	gk_metrics_timer metrics;
+	gk_timer watchdog_timer;
+	uint64_t watchdog_ms;
 	bool draining, stopping;
 	int exit_status, kill_stage;
 
@@ -979,30 +980,12 @@ on_term(gk_loop *loop, int signo, void *arg)
 }
 
 static void
-on_usr1(gk_loop *loop, int signo, void *arg)
-{
-	(void)loop;
-	(void)signo;
-	(void)arg;
-	gk_metrics_snapshot();
-}
-
-static void
 on_hup(gk_loop *loop, int signo, void *arg)
 {
 	(void)loop;
 	(void)signo;
 	(void)arg;
 	gk_log(GK_INFO, "SIGHUP: nothing to reload");
-}
-
-static void
-on_metrics_timer(gk_loop *loop, void *arg)
-{
-	gk_stage *st = arg;
-	gk_metrics_snapshot();
-	gk_timer_start(loop, &st->metrics_timer, st->metrics_ms,
-	    on_metrics_timer, st);
 }
 
 static void
@@ -1113,7 +1096,7 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 
 	gk_loop_signal(st->loop, SIGTERM, on_term, st);
 	gk_loop_signal(st->loop, SIGINT, on_term, st);
-	gk_loop_signal(st->loop, SIGUSR1, on_usr1, st);
+	gk_loop_signal(st->loop, SIGUSR1, gk_metrics_on_signal, NULL);
 	gk_loop_signal(st->loop, SIGHUP, on_hup, st);
 
 	if (st->south_kind != SOUTH_NONE) {
@@ -1123,13 +1106,7 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	}
 	listen_all(st);
 
-	const char *mi = getenv("GK_METRICS_INTERVAL");
-	st->metrics_ms = 10000;
-	if (mi && gk_parse_duration_ms(mi, &st->metrics_ms) < 0)
-		st->metrics_ms = 10000;
-	if (st->metrics_ms)
-		gk_timer_start(st->loop, &st->metrics_timer, st->metrics_ms,
-		    on_metrics_timer, st);
+	gk_metrics_every(st->loop, &st->metrics);
 	if (st->watchdog_ms)
 		gk_timer_start(st->loop, &st->watchdog_timer, st->watchdog_ms,
 		    on_watchdog, st);
