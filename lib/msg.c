@@ -13,6 +13,10 @@
 static _Thread_local gk_msg *spare[SPARE_MAX];
 static _Thread_local unsigned nspare;
 
+/* One line buffer kept for gk_msg_set, when no larger than this. */
+#define SPARE_LINE_MAX 16384
+static _Thread_local gk_buf set_spare;
+
 static gk_msg *
 msg_alloc(void)
 {
@@ -96,6 +100,9 @@ gk_msg_header(const gk_msg *m, const char *name, gk_buf *out)
 	return gk_json_string(v, out);
 }
 
+/* wire.c: a value validated at the depth of a top-level member. */
+int gk__json_validate_member(const char *s, size_t len, gk_wire_error *err);
+
 /* A bug in the calling stage: never send a broken line on. */
 static void
 misuse(const char *what, const char *key)
@@ -136,8 +143,12 @@ gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 	gk_wire_error e;
 	size_t klen = strlen(key);
 
-	if (gk_json_validate(raw, rawlen, &e) < 0)
-		misuse("invalid JSON value", key);
+	/* Checked at the depth of a member, so that the line needs no new
+	 * pass: the index moves by a known amount. */
+	if (gk__json_validate_member(raw, rawlen, &e) < 0)
+		misuse(strcmp(e.reason, "too deep") == 0 &&
+		    gk_json_validate(raw, rawlen, &e) == 0 ? "too deep" :
+		    "invalid JSON value", key);
 	if (!gk_utf8_valid(key, klen))
 		misuse("key is not UTF-8", key);
 
@@ -152,7 +163,12 @@ gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 	if (i < 0 && w->nfields == GK_WIRE_MAX_FIELDS)
 		return;
 
-	gk_buf nb = {0};
+	/* The new line goes into the buffer an earlier set left over, and
+	 * the old line's buffer is kept for the next: no allocation a set
+	 * once lines have reached their size. */
+	gk_buf nb = set_spare;
+	set_spare = (gk_buf){0};
+	nb.len = 0;
 	gk_wire_splice(w, key, raw, rawlen, &nb);
 
 	/* The value's span inside raw, without surrounding whitespace. */
@@ -161,16 +177,6 @@ gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 		lead++, vlen--;
 	while (is_ws(raw[lead + vlen - 1]))
 		vlen--;
-
-	if (raw[lead] == '{' || raw[lead] == '[') {
-		/* A container adds nesting, which only a full pass can
-		 * check against the depth limit. */
-		gk_buf_free(&m->line);
-		m->line = nb;
-		if (gk_wire_parse(w, nb.data, nb.len, &e) < 0)
-			misuse(e.reason, key);
-		return;
-	}
 
 	/* Re-index without a pass: every span moves by a known amount. */
 	const char *ob = m->line.data, *nbase = nb.data;
@@ -205,7 +211,10 @@ gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 		f->value = (gk_json){raw_type(raw[lead]), kp + qlen + 1 + lead,
 		    vlen};
 	}
-	gk_buf_free(&m->line);
+	if (m->line.cap <= SPARE_LINE_MAX)
+		set_spare = m->line;
+	else
+		gk_buf_free(&m->line);
 	m->line = nb;
 	w->line = nb.data;
 	w->len = nb.len;

@@ -127,24 +127,32 @@ gk_b3_parse(const char *s, size_t n, gk_trace_ctx *c, int *sampling_only)
 	return 0;
 }
 
+/* A header value of n bytes equals the C string lit. */
+static bool
+is(const char *v, size_t n, const char *lit)
+{
+	return v && strlen(lit) == n && memcmp(v, lit, n) == 0;
+}
+
 int
-gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
-    const char *flags, gk_trace_ctx *c)
+gk_b3_multi_parsen(const char *trace, size_t tn, const char *span, size_t sn,
+    const char *sampled, size_t smn, const char *flags, size_t fn,
+    gk_trace_ctx *c)
 {
 	memset(c, 0, sizeof *c);
 	if (!trace || !span)
 		return -1;
-	if (parse_trace_id(trace, strlen(trace), c->trace_id) < 0 ||
-	    strlen(span) != 16 || unhex(span, 8, c->span_id) < 0)
+	if (parse_trace_id(trace, tn, c->trace_id) < 0 || sn != 16 ||
+	    unhex(span, 8, c->span_id) < 0)
 		return -1;
 	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
 		return -1;
-	if (flags && !strcmp(flags, "1")) {
+	if (is(flags, fn, "1")) {
 		c->debug = c->sampled = c->sampled_known = true;
 	} else if (sampled) {
-		if (!strcmp(sampled, "1") || !strcmp(sampled, "true"))
+		if (is(sampled, smn, "1") || is(sampled, smn, "true"))
 			c->sampled = c->sampled_known = true;
-		else if (!strcmp(sampled, "0") || !strcmp(sampled, "false"))
+		else if (is(sampled, smn, "0") || is(sampled, smn, "false"))
 			c->sampled_known = true;
 		else
 			return -1;
@@ -152,14 +160,27 @@ gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
 	return 0;
 }
 
+int
+gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
+    const char *flags, gk_trace_ctx *c)
+{
+	return gk_b3_multi_parsen(trace, trace ? strlen(trace) : 0, span,
+	    span ? strlen(span) : 0, sampled, sampled ? strlen(sampled) : 0,
+	    flags, flags ? strlen(flags) : 0, c);
+}
+
+/* The two hex digits of every byte. */
+#define H4(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7" \
+	#x "8" #x "9" #x "a" #x "b" #x "c" #x "d" #x "e" #x "f"
+static const char hex_pairs[513] = H4(0) H4(1) H4(2) H4(3) H4(4) H4(5)
+    H4(6) H4(7) H4(8) H4(9) H4(a) H4(b) H4(c) H4(d) H4(e) H4(f);
+#undef H4
+
 void
 gk_hex(const uint8_t *p, size_t n, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
+	for (size_t i = 0; i < n; i++)
+		memcpy(out + 2 * i, hex_pairs + 2 * p[i], 2);
 	out[2 * n] = 0;
 }
 

@@ -28,6 +28,7 @@ struct tstate {
 	bool sampled;
 	uint64_t start_us; /* epoch */
 	uint64_t start_mono_us;
+	char tp[56]; /* our traceparent, answered as traceresponse */
 };
 
 size_t
@@ -65,16 +66,6 @@ gk_tracer_free(gk_tracer *t)
 	free(t);
 }
 
-/* A header of msg as a C string in buf (first value); NULL if absent. */
-static const char *
-header(const gk_msg *m, const char *name, gk_buf *buf)
-{
-	buf->len = 0;
-	if (gk_msg_header(m, name, buf) < 0)
-		return NULL;
-	return gk_buf_cstr(buf);
-}
-
 static bool
 rate_allows(gk_tracer *t)
 {
@@ -106,48 +97,172 @@ ratio_allows(const gk_tracer *t, const uint8_t trace_id[16])
 	return (double)(v >> 11) * 0x1.0p-53 < t->cfg.sample;
 }
 
-static const char *const propagation_headers[] = {"traceparent",
-    "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
-    "x-b3-sampled", "x-b3-flags", NULL};
+/*
+ * The propagation headers, read and replaced in one pass over the request's
+ * headers object.  Every one is dropped from what goes south: ours replace
+ * them, valid or not.
+ */
+enum { H_TRACEPARENT, H_TRACESTATE, H_B3, H_TRACEID, H_SPANID,
+	H_PARENTSPANID, H_SAMPLED, H_FLAGS, H_COUNT };
+
+static const struct {
+	const char *name;
+	size_t len;
+} prop[H_COUNT] = {
+#define P(s) {s, sizeof s - 1}
+    P("traceparent"), P("tracestate"), P("b3"), P("x-b3-traceid"),
+    P("x-b3-spanid"), P("x-b3-parentspanid"), P("x-b3-sampled"),
+    P("x-b3-flags"),
+#undef P
+};
+
+/* Which propagation header key (a JSON string) names; -1 for none. */
+static int
+prop_index(gk_json key)
+{
+	const char *b = key.p + 1;
+	size_t n = key.len - 2;
+	if (key.len < 3 || (*b != 't' && *b != 'b' && *b != 'x' && *b != '\\'))
+		return -1;
+	if (memchr(b, '\\', n)) {
+		for (int i = 0; i < H_COUNT; i++)
+			if (gk_json_eqn(key, prop[i].name, prop[i].len))
+				return i;
+		return -1;
+	}
+	for (int i = 0; i < H_COUNT; i++)
+		if (n == prop[i].len && memcmp(b, prop[i].name, n) == 0)
+			return i;
+	return -1;
+}
+
+/* A header's text: its first value, unescaped (as gk_msg_header reads it). */
+struct hval {
+	const char *p; /* NULL: absent or not a string */
+	size_t n;
+	size_t full; /* unescaped length, a NUL included */
+	bool plain;  /* p..n is the JSON text between the quotes, as it is */
+};
+
+/*
+ * Escaped values (rare) are unescaped into per-thread buffers, one per
+ * header that is read; read up to the first NUL, as a C string is.
+ */
+static _Thread_local gk_buf unesc[H_COUNT];
+
+static struct hval
+hval_of(gk_json v, int which)
+{
+	struct hval h = {0};
+	if (v.type == GK_JSON_ARRAY) {
+		gk_json_iter it;
+		gk_json_iter_init(&it, v);
+		if (!gk_json_iter_next(&it, NULL, &v))
+			return h;
+	}
+	if (v.type != GK_JSON_STRING || v.len < 2)
+		return h;
+	if (!memchr(v.p + 1, '\\', v.len - 2)) {
+		h.p = v.p + 1, h.n = h.full = v.len - 2, h.plain = true;
+		return h;
+	}
+	gk_buf *b = &unesc[which];
+	b->len = 0;
+	gk_json_string(v, b);
+	h.full = b->len;
+	h.p = gk_buf_cstr(b);
+	h.n = strlen(h.p);
+	return h;
+}
+
+/* Append s as a JSON string: copied when it came plain off the wire. */
+static void
+put_str(gk_buf *b, const char *s, size_t n, bool plain)
+{
+	if (!plain) {
+		gk_json_quote(b, s, n);
+		return;
+	}
+	gk_buf_reserve(b, n + 2);
+	b->data[b->len++] = '"';
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len++] = '"';
+}
+
+#define ADDLIT(b, s) gk_buf_add((b), (s), sizeof(s) - 1)
+
+/* The headers object under construction, kept per thread (see
+ * msg_headers.c); a buffer grown past this by a huge object is freed. */
+#define HDR_BUF_KEEP 16384
+static _Thread_local gk_buf hdr_buf;
 
 void
 gk_tracer_request(gk_tracer *t, gk_req *req)
 {
 	struct tstate *s = gk_req_state(req);
 	gk_msg *m = gk_req_msg(req);
-	gk_buf tmp = {0}, tracestate = {0};
 	gk_trace_ctx in;
 	bool have = false, from_b3 = false;
 	int b3_only = -1;
 
-	const char *v = header(m, "traceparent", &tmp);
-	if (v) {
-		have = gk_traceparent_parse(v, strlen(v), &in) == 0;
+	/* One pass: the headers we keep go into hb as they are; the
+	 * propagation headers (first of each) are noted for reading. */
+	gk_json hv[H_COUNT] = {0};
+	gk_json h = gk_msg_get(m, "headers");
+	gk_buf *hb = &hdr_buf;
+	hb->len = 0;
+	gk_buf_reserve(hb, (h.type == GK_JSON_OBJECT ? h.len : 2) + 320);
+	hb->data[hb->len++] = '{';
+	if (h.type == GK_JSON_OBJECT) {
+		gk_json_iter it;
+		gk_json key, val;
+		gk_json_iter_init(&it, h);
+		while (gk_json_iter_next(&it, &key, &val)) {
+			int i = prop_index(key);
+			if (i >= 0) {
+				if (hv[i].type == GK_JSON_NONE)
+					hv[i] = val;
+				continue;
+			}
+			gk_buf_reserve(hb, key.len + val.len + 2);
+			if (hb->len > 1)
+				hb->data[hb->len++] = ',';
+			memcpy(hb->data + hb->len, key.p, key.len);
+			hb->len += key.len;
+			hb->data[hb->len++] = ':';
+			memcpy(hb->data + hb->len, val.p, val.len);
+			hb->len += val.len;
+		}
+	}
+
+	struct hval tracestate = {0};
+	struct hval v = hval_of(hv[H_TRACEPARENT], H_TRACEPARENT);
+	if (v.p) {
+		have = gk_traceparent_parse(v.p, v.n, &in) == 0;
 		if (!have)
 			gk_counter_add(t->m_bad_traceparent, 1);
-		else if (gk_msg_header(m, "tracestate", &tracestate) < 0)
-			tracestate.len = 0;
+		else
+			tracestate = hval_of(hv[H_TRACESTATE], H_TRACESTATE);
 	}
-	if (!have && (v = header(m, "b3", &tmp))) {
-		have = gk_b3_parse(v, strlen(v), &in, &b3_only) == 0;
+	if (!have && (v = hval_of(hv[H_B3], H_B3)).p) {
+		have = gk_b3_parse(v.p, v.n, &in, &b3_only) == 0;
 		if (!have && b3_only < 0)
 			gk_counter_add(t->m_bad_b3, 1);
 		from_b3 = true;
 	}
 	if (!have && b3_only < 0) {
-		gk_buf a = {0}, b = {0}, c = {0}, d = {0};
-		const char *tid = header(m, "x-b3-traceid", &a);
-		const char *sid = header(m, "x-b3-spanid", &b);
-		if (tid || sid) {
-			have = gk_b3_multi_parse(tid, sid,
-			    header(m, "x-b3-sampled", &c),
-			    header(m, "x-b3-flags", &d), &in) == 0;
+		struct hval tid = hval_of(hv[H_TRACEID], H_TRACEID);
+		struct hval sid = hval_of(hv[H_SPANID], H_SPANID);
+		if (tid.p || sid.p) {
+			struct hval smp = hval_of(hv[H_SAMPLED], H_SAMPLED);
+			struct hval flg = hval_of(hv[H_FLAGS], H_FLAGS);
+			have = gk_b3_multi_parsen(tid.p, tid.n, sid.p, sid.n,
+			    smp.p, smp.n, flg.p, flg.n, &in) == 0;
 			if (!have)
 				gk_counter_add(t->m_bad_b3, 1);
 			from_b3 = true;
 		}
-		gk_buf_free(&a), gk_buf_free(&b), gk_buf_free(&c),
-		    gk_buf_free(&d);
 	}
 
 	memset(s, 0, sizeof *s);
@@ -172,45 +287,59 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	s->start_us = gk_realtime_us();
 	s->start_mono_us = gk_monotonic_us();
 
-	/* The headers: ours replace whatever came in, valid or not. */
-	char tp[56], b3[80], trace_hex[33], span_hex[17], parent_hex[17];
-	gk_traceparent_format(s->ctx.trace_id, s->ctx.span_id, s->sampled, tp);
-	gk_hex(s->ctx.trace_id, 16, trace_hex);
-	gk_hex(s->ctx.span_id, 8, span_hex);
-	gk_hex(s->parent, 8, parent_hex);
-	gk_header add[4] = {{"traceparent", tp}};
-	int n = 1;
-	if (tracestate.len)
-		add[n++] = (gk_header){"tracestate", gk_buf_cstr(&tracestate)};
+	/* Ours after the headers kept, in this order. */
+	/* 00-<trace>-<span>-<flags>: the ids' hex is read from it. */
+	const char *tp = s->tp, *trace_hex = tp + 3, *span_hex = tp + 36;
+	char parent_hex[17];
+	gk_traceparent_format(s->ctx.trace_id, s->ctx.span_id, s->sampled, s->tp);
+	if (s->has_parent)
+		gk_hex(s->parent, 8, parent_hex);
+	if (hb->len > 1)
+		gk_buf_addc(hb, ',');
+	ADDLIT(hb, "\"traceparent\":\"");
+	gk_buf_add(hb, tp, 55);
+	gk_buf_addc(hb, '"');
+	if (tracestate.full) {
+		ADDLIT(hb, ",\"tracestate\":");
+		put_str(hb, tracestate.p, tracestate.n, tracestate.plain);
+	}
 	if (from_b3) {
-		/* A B3 caller's services may read B3 only: answer in kind. */
-		snprintf(b3, sizeof b3, "%s-%s-%c%s%s", trace_hex, span_hex,
-		    s->sampled ? '1' : '0', s->has_parent ? "-" : "",
-		    s->has_parent ? parent_hex : "");
-		add[n++] = (gk_header){"b3", b3};
+		/* A B3 caller's services may read B3 only: answer in kind:
+		 * {trace}-{span}-{sampled}[-{parent}]. */
+		ADDLIT(hb, ",\"b3\":\"");
+		gk_buf_add(hb, trace_hex, 32);
+		gk_buf_addc(hb, '-');
+		gk_buf_add(hb, span_hex, 16);
+		gk_buf_addc(hb, '-');
+		gk_buf_addc(hb, s->sampled ? '1' : '0');
+		if (s->has_parent) {
+			gk_buf_addc(hb, '-');
+			gk_buf_add(hb, parent_hex, 16);
+		}
+		gk_buf_addc(hb, '"');
 	}
-	add[n] = (gk_header){0};
-	gk_msg_edit_headers(m, propagation_headers, add);
+	gk_buf_addc(hb, '}');
+	gk_msg_set(m, "headers", hb->data, hb->len);
+	if (hb->cap > HDR_BUF_KEEP)
+		gk_buf_free(hb);
 
-	gk_buf tr = {0};
-	gk_jw w;
-	gk_jw_init(&w, &tr);
-	gk_jw_object(&w);
-	gk_jw_key(&w, "trace_id");
-	gk_jw_cstr(&w, trace_hex);
-	gk_jw_key(&w, "span_id");
-	gk_jw_cstr(&w, span_hex);
+	/* {"trace_id":"..","span_id":"..",["parent_id":"..",]"sampled":B} */
+	char tr[160], *p = tr;
+#define PUT(s) (memcpy(p, (s), sizeof(s) - 1), p += sizeof(s) - 1)
+	PUT("{\"trace_id\":\"");
+	memcpy(p, trace_hex, 32), p += 32;
+	PUT("\",\"span_id\":\"");
+	memcpy(p, span_hex, 16), p += 16;
 	if (s->has_parent) {
-		gk_jw_key(&w, "parent_id");
-		gk_jw_cstr(&w, parent_hex);
+		PUT("\",\"parent_id\":\"");
+		memcpy(p, parent_hex, 16), p += 16;
 	}
-	gk_jw_key(&w, "sampled");
-	gk_jw_bool(&w, s->sampled);
-	gk_jw_object_end(&w);
-	gk_msg_set(m, "trace", tr.data, tr.len);
-	gk_buf_free(&tr);
-	gk_buf_free(&tmp);
-	gk_buf_free(&tracestate);
+	if (s->sampled)
+		PUT("\",\"sampled\":true}");
+	else
+		PUT("\",\"sampled\":false}");
+#undef PUT
+	gk_msg_set(m, "trace", tr, (size_t)(p - tr));
 	gk_forward(req);
 }
 
@@ -219,30 +348,57 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 {
 	(void)t;
 	struct tstate *s = gk_req_state(req);
-	char tr[56];
-	gk_traceparent_format(s->ctx.trace_id, s->ctx.span_id, s->sampled, tr);
-	gk_header add[] = {{"traceresponse", tr}, {0}};
+	gk_header add[] = {{"traceresponse", s->tp}, {0}};
 	gk_msg_edit_headers(resp, NULL, add);
 	gk_pass(req, resp);
 }
 
-/* Low-cardinality span name: the route, or the path with ids templated. */
-static void
-route_of(const gk_msg *m, gk_buf *out)
+/* The request members a span reads, found in one pass over the index. */
+enum { F_METHOD, F_ROUTE, F_PATH, F_REMOTE, F_COUNT };
+
+static _Thread_local gk_buf span_unesc[F_COUNT], span_route;
+
+/* A top-level string member's text: the wire bytes when they hold no
+ * escape, else unescaped (NUL-terminated, n counting any NUL inside). */
+static struct hval
+field_str(gk_json v, int which)
 {
-	if (gk_json_string(gk_msg_get(m, "route"), out) == 0)
-		return;
-	gk_buf path = {0};
-	if (gk_json_string(gk_msg_get(m, "path"), &path) < 0)
-		gk_buf_adds(&path, "/");
-	const char *p = gk_buf_cstr(&path);
-	while (*p) {
+	struct hval h = {0};
+	if (v.type != GK_JSON_STRING || v.len < 2)
+		return h;
+	if (!memchr(v.p + 1, '\\', v.len - 2)) {
+		h.p = v.p + 1, h.n = h.full = v.len - 2, h.plain = true;
+		return h;
+	}
+	gk_buf *b = &span_unesc[which];
+	b->len = 0;
+	gk_json_string(v, b);
+	h.p = gk_buf_cstr(b);
+	h.n = h.full = b->len;
+	return h;
+}
+
+/* Low-cardinality span name: the route, or the path with ids templated. */
+static struct hval
+route_of(struct hval route, struct hval path)
+{
+	if (route.p)
+		return route;
+	if (!path.p)
+		path = (struct hval){"/", 1, 1, true};
+	gk_buf *out = &span_route;
+	out->len = 0;
+	gk_buf_reserve(out, path.n + 16);
+	/* Templated as a C string: up to a NUL an escape may have made. */
+	const char *p = path.p, *end = p + (path.plain ? path.n : strlen(p));
+	while (p < end) {
 		if (*p != '/') {
 			gk_buf_addc(out, *p++);
 			continue;
 		}
 		gk_buf_addc(out, *p++);
-		size_t n = strcspn(p, "/");
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		size_t n = slash ? (size_t)(slash - p) : (size_t)(end - p);
 		size_t digits = 0, hex = 0;
 		for (size_t i = 0; i < n; i++) {
 			digits += p[i] >= '0' && p[i] <= '9';
@@ -250,12 +406,38 @@ route_of(const gk_msg *m, gk_buf *out)
 			    (p[i] >= 'a' && p[i] <= 'f') || p[i] == '-';
 		}
 		if (n && (digits == n || (n >= 16 && hex == n)))
-			gk_buf_adds(out, "{id}");
+			ADDLIT(out, "{id}");
 		else
 			gk_buf_add(out, p, n);
 		p += n;
 	}
-	gk_buf_free(&path);
+	return (struct hval){out->data, out->len, out->len, path.plain};
+}
+
+static void
+put_int(gk_buf *b, int v)
+{
+	if (v < 0) {
+		gk_buf_addc(b, '-');
+		gk_buf_adduint(b, (uint64_t)0 - (uint64_t)(int64_t)v);
+	} else
+		gk_buf_adduint(b, (uint64_t)v);
+}
+
+/* ,"key":"<hex>" */
+static void
+put_hex_member(gk_buf *b, const char *key, size_t klen, const char *hex,
+    size_t n)
+{
+	gk_buf_reserve(b, klen + n + 8);
+	char *p = b->data + b->len;
+	*p++ = ',';
+	*p++ = '"';
+	memcpy(p, key, klen), p += klen;
+	*p++ = '"', *p++ = ':', *p++ = '"';
+	memcpy(p, hex, n), p += n;
+	*p++ = '"';
+	b->len = (size_t)(p - b->data);
 }
 
 void
@@ -267,72 +449,96 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 		return;
 	gk_counter_add(t->m_spans, 1);
 	const gk_msg *m = gk_req_msg(req);
-	gk_buf method = {0}, route = {0}, path = {0}, remote = {0}, name = {0};
-	if (gk_json_string(gk_msg_get(m, "method"), &method) < 0)
-		gk_buf_adds(&method, "GET");
-	route_of(m, &route);
-	gk_json_string(gk_msg_get(m, "path"), &path);
-	gk_json_string(gk_msg_get(m, "remote"), &remote);
-	gk_buf_add(&name, method.data, method.len);
-	gk_buf_addc(&name, ' ');
-	gk_buf_add(&name, route.data, route.len);
+	static const struct {
+		const char *name;
+		size_t len;
+	} want[F_COUNT] = {{"method", 6}, {"route", 5}, {"path", 4},
+	    {"remote", 6}};
+	gk_json fv[F_COUNT] = {0};
+	for (unsigned i = 0; i < m->wire.nfields; i++) {
+		const gk_wire_field *f = &m->wire.field[i];
+		for (int k = 0; k < F_COUNT; k++)
+			if (fv[k].type == GK_JSON_NONE &&
+			    gk_json_eqn(f->key, want[k].name, want[k].len)) {
+				fv[k] = f->value;
+				break;
+			}
+	}
+	struct hval method = field_str(fv[F_METHOD], F_METHOD);
+	struct hval path = field_str(fv[F_PATH], F_PATH);
+	struct hval remote = field_str(fv[F_REMOTE], F_REMOTE);
+	struct hval route = route_of(field_str(fv[F_ROUTE], F_ROUTE), path);
+	if (!method.p)
+		method = (struct hval){"GET", 3, 3, true};
 
-	char hex[33];
+	/* Past the common members (gk_event_begin wrote them, so every
+	 * member here follows a comma): known-safe text is copied, the
+	 * request's strings copied when the wire held them unescaped. */
 	gk_jw *w = gk_event_begin("span");
-	gk_hex(s->ctx.trace_id, 16, hex);
-	gk_jw_key(w, "trace_id");
-	gk_jw_cstr(w, hex);
-	gk_hex(s->ctx.span_id, 8, hex);
-	gk_jw_key(w, "span_id");
-	gk_jw_cstr(w, hex);
+	gk_buf *b = w->out;
+	put_hex_member(b, "trace_id", 8, s->tp + 3, 32);
+	put_hex_member(b, "span_id", 7, s->tp + 36, 16);
 	if (s->has_parent) {
-		gk_hex(s->parent, 8, hex);
-		gk_jw_key(w, "parent_id");
-		gk_jw_cstr(w, hex);
+		char parent_hex[17];
+		gk_hex(s->parent, 8, parent_hex);
+		put_hex_member(b, "parent_id", 9, parent_hex, 16);
 	}
-	gk_jw_key(w, "name");
-	gk_jw_string(w, name.data, name.len);
-	gk_jw_key(w, "kind");
-	gk_jw_cstr(w, "server");
-	gk_jw_key(w, "start_us");
-	gk_jw_int(w, (int64_t)s->start_us);
-	gk_jw_key(w, "duration_us");
-	gk_jw_int(w, (int64_t)(gk_monotonic_us() - s->start_mono_us));
-	gk_jw_key(w, "status");
-	gk_jw_cstr(w, error ? "error" : "ok");
-	gk_jw_key(w, "sampled");
-	gk_jw_bool(w, s->sampled);
-	gk_jw_key(w, "attrs");
-	gk_jw_object(w);
-	gk_jw_key(w, "http.request.method");
-	gk_jw_string(w, method.data, method.len);
-	gk_jw_key(w, "url.path");
-	gk_jw_string(w, path.data, path.len);
-	gk_jw_key(w, "http.route");
-	gk_jw_string(w, route.data, route.len);
-	if (status) {
-		gk_jw_key(w, "http.response.status_code");
-		gk_jw_int(w, status);
+	ADDLIT(b, ",\"name\":");
+	if (method.plain && route.plain) {
+		gk_buf_reserve(b, method.n + route.n + 3);
+		b->data[b->len++] = '"';
+		memcpy(b->data + b->len, method.p, method.n);
+		b->len += method.n;
+		b->data[b->len++] = ' ';
+		memcpy(b->data + b->len, route.p, route.n);
+		b->len += route.n;
+		b->data[b->len++] = '"';
 	} else {
-		gk_jw_key(w, "error.type");
-		gk_jw_cstr(w, "client_gone");
+		gk_buf name = {0};
+		gk_buf_add(&name, method.p, method.n);
+		gk_buf_addc(&name, ' ');
+		gk_buf_add(&name, route.p, route.n);
+		gk_json_quote(b, name.data, name.len);
+		gk_buf_free(&name);
 	}
-	if (remote.len) {
+	ADDLIT(b, ",\"kind\":\"server\",\"start_us\":");
+	gk_buf_adduint(b, s->start_us);
+	ADDLIT(b, ",\"duration_us\":");
+	gk_buf_adduint(b, gk_monotonic_us() - s->start_mono_us);
+	if (error)
+		ADDLIT(b, ",\"status\":\"error\",\"sampled\":");
+	else
+		ADDLIT(b, ",\"status\":\"ok\",\"sampled\":");
+	if (s->sampled)
+		ADDLIT(b, "true");
+	else
+		ADDLIT(b, "false");
+	ADDLIT(b, ",\"attrs\":{\"http.request.method\":");
+	put_str(b, method.p, method.n, method.plain);
+	ADDLIT(b, ",\"url.path\":");
+	put_str(b, path.p ? path.p : "", path.n, path.plain || !path.p);
+	ADDLIT(b, ",\"http.route\":");
+	put_str(b, route.p, route.n, route.plain);
+	if (status) {
+		ADDLIT(b, ",\"http.response.status_code\":");
+		put_int(b, status);
+	} else
+		ADDLIT(b, ",\"error.type\":\"client_gone\"");
+	if (remote.n) {
 		/* client.address is the address alone; the port apart. */
-		char *colon = memrchr(remote.data, ':', remote.len);
-		size_t alen = colon ? (size_t)(colon - remote.data) : remote.len;
-		const char *a = remote.data;
+		const char *colon = memrchr(remote.p, ':', remote.n);
+		size_t alen = colon ? (size_t)(colon - remote.p) : remote.n;
+		const char *a = remote.p;
 		if (alen >= 2 && a[0] == '[' && a[alen - 1] == ']')
 			a++, alen -= 2;
-		gk_jw_key(w, "client.address");
-		gk_jw_string(w, a, alen);
+		ADDLIT(b, ",\"client.address\":");
+		put_str(b, a, alen, remote.plain);
 		if (colon) {
-			gk_jw_key(w, "client.port");
-			gk_jw_int(w, atoi(colon + 1));
+			/* The port's digits end at the closing quote or NUL. */
+			ADDLIT(b, ",\"client.port\":");
+			put_int(b, atoi(colon + 1));
 		}
 	}
-	gk_jw_object_end(w);
+	gk_buf_addc(b, '}');
 	gk_event_end();
-	gk_buf_free(&method), gk_buf_free(&route), gk_buf_free(&path),
-	    gk_buf_free(&remote), gk_buf_free(&name);
 }

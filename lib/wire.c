@@ -491,6 +491,10 @@ gk_json_eqn(gk_json v, const char *s, size_t n)
 	/* An escape always makes the text shorter than its raw form. */
 	if (rn < n)
 		return false;
+	/* Up to its first escape the text is the raw bytes: most keys
+	 * differ at the first one. */
+	if (n && *r != (unsigned char)*s && *r != '\\')
+		return false;
 	if (rn == n)
 		return memcmp(r, s, n) == 0 && !memchr(r, '\\', rn);
 	if (!memchr(r, '\\', rn))
@@ -536,6 +540,28 @@ gk_json_validate(const char *s, size_t len, gk_wire_error *err)
 	ptr base = (ptr)s, end = base + len;
 	ptr p = skip_ws(base, end);
 	p = scan_value(p, end, base, 0, err);
+	if (!p)
+		return -1;
+	p = skip_ws(p, end);
+	if (p != end) {
+		fail(err, base, p, "trailing characters");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A value as a top-level member's: validated inside one object, so the
+ * depth limit is the one gk_wire_parse applies (gk_msg_set).
+ */
+int gk__json_validate_member(const char *s, size_t len, gk_wire_error *err);
+
+int
+gk__json_validate_member(const char *s, size_t len, gk_wire_error *err)
+{
+	ptr base = (ptr)s, end = base + len;
+	ptr p = skip_ws(base, end);
+	p = scan_value(p, end, base, 1, err);
 	if (!p)
 		return -1;
 	p = skip_ws(p, end);
