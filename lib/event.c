@@ -487,24 +487,30 @@ format_ts(char out[32])
 static void
 write_common(gk_jw *w, const char *type, int level)
 {
-	char ts[32];
-	format_ts(ts);
-	gk_jw_key(w, "ts");
-	gk_jw_cstr(w, ts);
-	gk_jw_key(w, "type");
+	/* Names and the timestamp need no escaping: copied as they are
+	 * (every event writes these, so they cost no quoting pass). */
+#define KEY(w, lit) (gk_jw_raw((w), lit, sizeof lit - 1), (w)->after_key = true)
+	char ts[33];
+	format_ts(ts + 1);
+	ts[0] = '"';
+	ts[28] = '"';
+	KEY(w, "\"ts\":");
+	gk_jw_raw(w, ts, 29);
+	KEY(w, "\"type\":");
 	gk_jw_cstr(w, type);
 	if (level >= 0) {
-		gk_jw_key(w, "level");
+		KEY(w, "\"level\":");
 		gk_jw_cstr(w, gk_level_name((enum gk_level)level));
 	}
-	gk_jw_key(w, "proc");
+	KEY(w, "\"proc\":");
 	gk_jw_cstr(w, cfg.proc);
-	gk_jw_key(w, "pid");
+	KEY(w, "\"pid\":");
 	gk_jw_int(w, cfg.pid);
 	if (cfg.svc) {
-		gk_jw_key(w, "svc");
+		KEY(w, "\"svc\":");
 		gk_jw_cstr(w, cfg.svc);
 	}
+#undef KEY
 }
 
 static struct builder *

@@ -348,8 +348,38 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 {
 	(void)t;
 	struct tstate *s = gk_req_state(req);
-	gk_header add[] = {{"traceresponse", s->tp}, {0}};
-	gk_msg_edit_headers(resp, NULL, add);
+	/* As gk_msg_edit_headers would: the headers but any traceresponse,
+	 * then ours. */
+	gk_json h = gk_msg_get(resp, "headers");
+	gk_buf *hb = &hdr_buf;
+	hb->len = 0;
+	gk_buf_reserve(hb, (h.type == GK_JSON_OBJECT ? h.len : 2) + 80);
+	hb->data[hb->len++] = '{';
+	if (h.type == GK_JSON_OBJECT) {
+		gk_json_iter it;
+		gk_json key, val;
+		gk_json_iter_init(&it, h);
+		while (gk_json_iter_next(&it, &key, &val)) {
+			if (gk_json_eqn(key, "traceresponse", 13))
+				continue;
+			gk_buf_reserve(hb, key.len + val.len + 2);
+			if (hb->len > 1)
+				hb->data[hb->len++] = ',';
+			memcpy(hb->data + hb->len, key.p, key.len);
+			hb->len += key.len;
+			hb->data[hb->len++] = ':';
+			memcpy(hb->data + hb->len, val.p, val.len);
+			hb->len += val.len;
+		}
+	}
+	if (hb->len > 1)
+		gk_buf_addc(hb, ',');
+	ADDLIT(hb, "\"traceresponse\":\"");
+	gk_buf_add(hb, s->tp, 55);
+	ADDLIT(hb, "\"}");
+	gk_msg_set(resp, "headers", hb->data, hb->len);
+	if (hb->cap > HDR_BUF_KEEP)
+		gk_buf_free(hb);
 	gk_pass(req, resp);
 }
 
@@ -457,6 +487,9 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 	gk_json fv[F_COUNT] = {0};
 	for (unsigned i = 0; i < m->wire.nfields; i++) {
 		const gk_wire_field *f = &m->wire.field[i];
+		char c = f->key.len > 2 ? f->key.p[1] : 0;
+		if (c != 'm' && c != 'r' && c != 'p' && c != '\\')
+			continue;
 		for (int k = 0; k < F_COUNT; k++)
 			if (fv[k].type == GK_JSON_NONE &&
 			    gk_json_eqn(f->key, want[k].name, want[k].len)) {
