@@ -5,15 +5,13 @@
  * file, where nothing upstream can be held up, only as fast as the live
  * sinks take it.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "fanout.h"
-
-#define CHUNK 65536
+#include "stream.h"
 
 struct gk_fanout_input {
 	gk_fanout *f;
@@ -65,32 +63,21 @@ on_read(gk_loop *loop, int fd, unsigned events, void *arg)
 	gk_fanout_input *in = arg;
 	int err = -1;
 	for (int round = 0; round < 16; round++) {
-		gk_buf_reserve(&in->in, CHUNK);
-		size_t room = in->in.cap - in->in.len - 1;
+		size_t max = 0;
 		if (in->file_in) {
 			/* A file: a bit at a time, while the sinks keep up. */
 			if (round && gk_fanout_busy(in->f))
 				break;
-			if (room > in->max_line / 4)
-				room = in->max_line / 4;
+			max = in->max_line / 4;
 		}
-		ssize_t n = read(in->fd, in->in.data + in->in.len, room);
-		if (n > 0) {
-			in->in.len += (size_t)n;
-			split(in);
-			/* Let the sinks take this chunk before the next. */
-			gk_fanout_pump(in->f);
-			if ((size_t)n < room)
-				break;
-			continue;
-		}
-		if (n == 0)
-			err = 0;
-		else if (errno == EINTR)
-			continue;
-		else if (errno != EAGAIN)
-			err = errno;
-		break;
+		bool full;
+		if (!gk_read_chunk(in->fd, &in->in, max, &full, &err))
+			break;
+		split(in);
+		/* Let the sinks take this chunk before the next. */
+		gk_fanout_pump(in->f);
+		if (!full)
+			break;
 	}
 	if (err >= 0)
 		gk_fanout_end(in->f);

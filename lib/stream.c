@@ -273,6 +273,27 @@ deliver_lines(gk_stream *s)
 		gk_buf_free(&s->in);
 }
 
+size_t
+gk_read_chunk(int fd, gk_buf *b, size_t max, bool *full, int *err)
+{
+	gk_buf_reserve(b, 65536);
+	size_t room = b->cap - b->len - 1;
+	if (max && room > max)
+		room = max;
+	for (;;) {
+		ssize_t n = read(fd, b->data + b->len, room);
+		if (n > 0) {
+			b->len += (size_t)n;
+			*full = (size_t)n == room;
+			return (size_t)n;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		*err = n == 0 ? 0 : errno == EAGAIN ? -1 : errno;
+		return 0;
+	}
+}
+
 static void
 stream_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
@@ -285,26 +306,11 @@ stream_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 		after_flush(s, flush_one(s));
 	if ((ev & GK_READ) && fd == s->rfd && !s->closing && !s->eof) {
 		int err = -1;
-		for (;;) {
-			gk_buf_reserve(&s->in, 65536);
-			size_t room = s->in.cap - s->in.len - 1;
-			ssize_t n = read(s->rfd, s->in.data + s->in.len, room);
-			if (n > 0) {
-				s->in.len += (size_t)n;
-				/* A short read means drained (level-triggered
-				 * epoll); do not read again for EAGAIN. */
-				if ((size_t)n < room)
-					break;
-				continue;
-			}
-			if (n == 0)
-				err = 0;
-			else if (errno == EINTR)
-				continue;
-			else if (errno != EAGAIN)
-				err = errno;
-			break;
-		}
+		bool full;
+		/* A short read means drained (level-triggered epoll); do not
+		 * read again for EAGAIN. */
+		while (gk_read_chunk(s->rfd, &s->in, 0, &full, &err) && full)
+			;
 		if (s->in.len)
 			deliver_lines(s);
 		if (err >= 0 && !s->closing) {

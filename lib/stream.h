@@ -39,4 +39,14 @@ void gk_stream_flush_blocking(gk_stream *s);
 bool gk_stream_write_open(const gk_stream *s);
 int gk_stream_rfd(const gk_stream *s);
 
+/*
+ * One read(2) from the nonblocking fd onto the end of b, again after EINTR:
+ * into the room b has once 64 KiB of it is made, or at most max bytes
+ * (0: no bound).  Returns the bytes read, with *full set when they filled
+ * the room (more may be waiting); 0 when nothing more comes now, with *err
+ * -1 (EAGAIN: drained), 0 (EOF) or the errno.  What every reader of lines
+ * on a loop does (streams, the exporter plugins' stdin, the fan-out).
+ */
+size_t gk_read_chunk(int fd, gk_buf *b, size_t max, bool *full, int *err);
+
 #endif
