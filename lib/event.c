@@ -533,7 +533,9 @@ event_open(const char *type, int level)
 	gk_buf_reset(&b->line);
 	gk_jw_init(&b->jw, &b->line);
 	gk_jw_object(&b->jw);
-	snprintf(b->type, sizeof b->type, "%s", type);
+	size_t tl = strnlen(type, sizeof b->type - 1); /* as snprintf cuts */
+	memcpy(b->type, type, tl);
+	b->type[tl] = 0;
 	b->level = level;
 	write_common(&b->jw, type, level);
 	return &b->jw;
