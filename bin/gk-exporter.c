@@ -140,7 +140,7 @@ main(int argc, char **argv)
 	 * not handle it (a script).  Each plugin writes its own snapshots. */
 	gk_loop_signal(loop, SIGUSR1, gk_metrics_on_signal, NULL);
 	gk_fanout_start(f, 0);
-	gk_metrics_timer mt;
+	gk_metrics_timer mt = {0};
 	gk_metrics_every(loop, &mt);
 	gk_loop_run(loop);
 	gk_fanout_finish(f); /* say what was dropped, last */

@@ -27,10 +27,7 @@ struct proc {
 	uint64_t snap_ts_ms;
 	uint64_t recv_ms; /* monotonic, when it completed */
 	uint64_t interval_ms;
-	/* The snapshot being assembled. */
-	gk_buf pend;
-	int64_t pend_seq, pend_next, pend_parts;
-	uint64_t pend_ts_ms;
+	gk_snapasm asm_; /* the snapshot being assembled */
 };
 
 struct conn {
@@ -62,7 +59,7 @@ static void
 free_proc(struct proc *p)
 {
 	gk_buf_free(&p->snap);
-	gk_buf_free(&p->pend);
+	gk_snapasm_free(&p->asm_);
 	free(p);
 }
 
@@ -72,12 +69,9 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	(void)arg;
 	if (ev->type != GK_EV_METRICS)
 		return;
-	int64_t pid = 0, seq = 0, part = 1, parts = 1;
+	int64_t pid = 0, seq, part, parts;
 	gk_json_int(ev->pid, &pid);
-	gk_json_int(gk_wire_get(ev->msg, "seq"), &seq);
-	gk_json_int(gk_wire_get(ev->msg, "part"), &part);
-	gk_json_int(gk_wire_get(ev->msg, "parts"), &parts);
-	if (parts < 1 || part < 1 || part > parts) {
+	if (!gk_snap_parts(ev, &seq, &part, &parts)) {
 		gk_export_dropped(ex, 1);
 		return;
 	}
@@ -98,46 +92,22 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		*slot = p;
 		gk_expo_origin_set(&p->o, ev, P.host);
 		p->interval_ms = 10000;
-		p->pend_seq = -1;
+		gk_snapasm_init(&p->asm_);
 		p->recv_ms = gk_loop_now(P.loop);
 		gk_gauge_set(P.m_procs, (double)gk_smap_count(P.procs));
 	}
-	uint64_t ts = gk_event_ts_ms(ev);
-	if (part == 1) {
-		if (p->pend_seq >= 0 && p->pend.len)
-			gk_counter_add(P.m_incomplete, 1);
-		gk_buf_reset(&p->pend);
-		p->pend_seq = seq;
-		p->pend_next = 1;
-		p->pend_parts = parts;
-		p->pend_ts_ms = ts;
-	}
-	if (seq != p->pend_seq || part != p->pend_next ||
-	    parts != p->pend_parts) {
-		/* A part is missing: this snapshot cannot complete. */
-		if (p->pend.len)
-			gk_counter_add(P.m_incomplete, 1);
-		gk_buf_reset(&p->pend);
-		p->pend_seq = -1;
+	uint64_t ts = 0, lost = p->asm_.incomplete;
+	enum gk_snapasm_result r = gk_snapasm_add(&p->asm_, ev, &p->snap, &ts);
+	if (p->asm_.incomplete != lost)
+		gk_counter_add(P.m_incomplete,
+		    (double)(p->asm_.incomplete - lost));
+	if (r != GK_SNAPASM_COMPLETE)
 		return;
-	}
-	gk_buf_add(&p->pend, ev->line, ev->len);
-	gk_buf_addc(&p->pend, 0);
-	p->pend_next++;
-	if (part < parts)
-		return;
-	/* Complete: it replaces the one before. */
-	gk_buf t = p->snap;
-	p->snap = p->pend;
-	p->pend = t;
-	gk_buf_reset(&p->pend);
-	if (p->pend.cap > 65536)
-		gk_buf_free(&p->pend);
-	if (p->snap_ts_ms && p->pend_ts_ms > p->snap_ts_ms)
-		p->interval_ms = p->pend_ts_ms - p->snap_ts_ms;
-	p->snap_ts_ms = p->pend_ts_ms;
+	/* Complete: it replaced the one before. */
+	if (p->snap_ts_ms && ts > p->snap_ts_ms)
+		p->interval_ms = ts - p->snap_ts_ms;
+	p->snap_ts_ms = ts;
 	p->recv_ms = gk_loop_now(P.loop);
-	p->pend_seq = -1;
 	gk_export_sent(ex, (uint64_t)parts);
 }
 

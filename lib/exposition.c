@@ -321,20 +321,31 @@ gk_snapasm_free(gk_snapasm *a)
 	gk_buf_free(&a->pend);
 }
 
+bool
+gk_snap_parts(const gk_event *ev, int64_t *seq, int64_t *part,
+    int64_t *parts)
+{
+	*seq = 0;
+	*part = *parts = 1;
+	gk_json_int(gk_wire_get(ev->msg, "seq"), seq);
+	gk_json_int(gk_wire_get(ev->msg, "part"), part);
+	gk_json_int(gk_wire_get(ev->msg, "parts"), parts);
+	return *parts >= 1 && *part >= 1 && *part <= *parts;
+}
+
 enum gk_snapasm_result
 gk_snapasm_add(gk_snapasm *a, const gk_event *ev, gk_buf *snap,
     uint64_t *ts_ms)
 {
-	int64_t seq = 0, part = 1, parts = 1;
-	gk_json_int(gk_wire_get(ev->msg, "seq"), &seq);
-	gk_json_int(gk_wire_get(ev->msg, "part"), &part);
-	gk_json_int(gk_wire_get(ev->msg, "parts"), &parts);
-	if (parts < 1 || part < 1 || part > parts)
+	int64_t seq, part, parts;
+	if (!gk_snap_parts(ev, &seq, &part, &parts))
 		return GK_SNAPASM_INVALID;
 	enum gk_snapasm_result r = GK_SNAPASM_PENDING;
 	if (part == 1) {
-		if (a->seq >= 0 && a->pend.len)
+		if (a->seq >= 0 && a->pend.len) {
 			r = GK_SNAPASM_INCOMPLETE;
+			a->incomplete++;
+		}
 		gk_buf_reset(&a->pend);
 		a->seq = seq;
 		a->next = 1;
@@ -343,8 +354,10 @@ gk_snapasm_add(gk_snapasm *a, const gk_event *ev, gk_buf *snap,
 	}
 	if (seq != a->seq || part != a->next || parts != a->parts) {
 		/* A part is missing: this snapshot cannot complete. */
-		if (a->pend.len)
+		if (a->pend.len) {
 			r = GK_SNAPASM_INCOMPLETE;
+			a->incomplete++;
+		}
 		gk_buf_reset(&a->pend);
 		a->seq = -1;
 		return r;

@@ -52,6 +52,9 @@ typedef struct gk_snapasm {
 	gk_buf pend;
 	int64_t seq, next, parts;
 	uint64_t ts_ms;
+	/* Snapshots abandoned because a part was missing, every one (a call
+	 * that returns COMPLETE may also have abandoned the one before). */
+	uint64_t incomplete;
 } gk_snapasm;
 
 enum gk_snapasm_result {
@@ -61,6 +64,10 @@ enum gk_snapasm_result {
 	GK_SNAPASM_INVALID,    /* part/parts out of range: ignored */
 };
 
+/* The seq, part and parts of a metrics event; false when part and parts
+ * are out of range (what gk_snapasm_add calls INVALID). */
+bool gk_snap_parts(const gk_event *ev, int64_t *seq, int64_t *part,
+    int64_t *parts);
 void gk_snapasm_init(gk_snapasm *a);
 void gk_snapasm_free(gk_snapasm *a);
 /* Feed one metrics event of the process; on COMPLETE, snap is replaced by

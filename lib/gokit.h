@@ -331,7 +331,8 @@ uint64_t gk_monotonic_us(void);
 
 /* Metrics snapshots of a program on a loop: a gk_signal_fn for SIGUSR1
  * that writes one now, and one every GK_METRICS_INTERVAL (10s when unset
- * or malformed; 0: none) on a timer the caller owns. */
+ * or malformed; 0: none) on a timer the caller owns (zeroed before its
+ * first use, as every gk_timer). */
 void gk_metrics_on_signal(gk_loop *loop, int signo, void *arg);
 typedef struct gk_metrics_timer {
 	gk_timer timer;
