@@ -100,8 +100,11 @@ gk_msg_header(const gk_msg *m, const char *name, gk_buf *out)
 	return gk_json_string(v, out);
 }
 
-/* wire.c: a value validated at the depth of a top-level member. */
+/* wire.c: a value validated at the depth of a top-level member; a splice
+ * at a member's index already found. */
 int gk__json_validate_member(const char *s, size_t len, gk_wire_error *err);
+void gk__wire_splice_at(const gk_wire_msg *m, int i, const char *key,
+    size_t klen, const char *raw, size_t rawlen, gk_buf *out);
 
 /* A bug in the calling stage: never send a broken line on. */
 static void
@@ -169,7 +172,7 @@ gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 	gk_buf nb = set_spare;
 	set_spare = (gk_buf){0};
 	nb.len = 0;
-	gk_wire_splice(w, key, raw, rawlen, &nb);
+	gk__wire_splice_at(w, i, key, klen, raw, rawlen, &nb);
 
 	/* The value's span inside raw, without surrounding whitespace. */
 	size_t lead = 0, vlen = rawlen;

@@ -956,13 +956,24 @@ gk_json_member(gk_json object, const char *key)
 /* Splicing                                                            */
 /* ------------------------------------------------------------------ */
 
+/* gk_wire_splice with the member's index known (-1: appended). */
+void gk__wire_splice_at(const gk_wire_msg *m, int i, const char *key,
+    size_t klen, const char *raw, size_t rawlen, gk_buf *out);
+
 void
 gk_wire_splice(const gk_wire_msg *m, const char *key, const char *raw,
     size_t rawlen, gk_buf *out)
 {
-	const char *l = m->line, *lend = l + m->len;
 	size_t klen = strlen(key);
-	int i = find_field(m, key, klen);
+	gk__wire_splice_at(m, find_field(m, key, klen), key, klen, raw, rawlen,
+	    out);
+}
+
+void
+gk__wire_splice_at(const gk_wire_msg *m, int i, const char *key,
+    size_t klen, const char *raw, size_t rawlen, gk_buf *out)
+{
+	const char *l = m->line, *lend = l + m->len;
 	if (i >= 0) {
 		const gk_json *v = &m->field[i].value;
 		gk_buf_reserve(out, m->len - v->len + rawlen);
