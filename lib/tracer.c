@@ -205,7 +205,18 @@ put_str(gk_buf *b, const char *s, size_t n, bool plain)
 	b->data[b->len++] = '"';
 }
 
-#define ADDLIT(b, s) gk_buf_add((b), (s), sizeof(s) - 1)
+/* Appending short known text: inline, so that a literal's copy is a few
+ * moves rather than a call. */
+static inline void
+put(gk_buf *b, const char *s, size_t n)
+{
+	if (b->cap - b->len <= n)
+		gk_buf_reserve(b, n);
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+}
+
+#define ADDLIT(b, s) put((b), (s), sizeof(s) - 1)
 
 /* The headers object under construction, kept per thread (see
  * msg_headers.c); a buffer grown past this by a huge object is freed. */
@@ -312,7 +323,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	if (hb->len > 1)
 		gk_buf_addc(hb, ',');
 	ADDLIT(hb, "\"traceparent\":\"");
-	gk_buf_add(hb, tp, 55);
+	put(hb, tp, 55);
 	gk_buf_addc(hb, '"');
 	if (tracestate.full) {
 		ADDLIT(hb, ",\"tracestate\":");
@@ -322,14 +333,14 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		/* A B3 caller's services may read B3 only: answer in kind:
 		 * {trace}-{span}-{sampled}[-{parent}]. */
 		ADDLIT(hb, ",\"b3\":\"");
-		gk_buf_add(hb, trace_hex, 32);
+		put(hb, trace_hex, 32);
 		gk_buf_addc(hb, '-');
-		gk_buf_add(hb, span_hex, 16);
+		put(hb, span_hex, 16);
 		gk_buf_addc(hb, '-');
 		gk_buf_addc(hb, s->sampled ? '1' : '0');
 		if (s->has_parent) {
 			gk_buf_addc(hb, '-');
-			gk_buf_add(hb, parent_hex, 16);
+			put(hb, parent_hex, 16);
 		}
 		gk_buf_addc(hb, '"');
 	}
@@ -390,7 +401,7 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 	if (hb->len > 1)
 		gk_buf_addc(hb, ',');
 	ADDLIT(hb, "\"traceresponse\":\"");
-	gk_buf_add(hb, s->tp, 55);
+	put(hb, s->tp, 55);
 	ADDLIT(hb, "\"}");
 	gk_msg_set(resp, "headers", hb->data, hb->len);
 	if (hb->cap > HDR_BUF_KEEP)
@@ -505,9 +516,13 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 		char c = f->key.len > 2 ? f->key.p[1] : 0;
 		if (c != 'm' && c != 'r' && c != 'p' && c != '\\')
 			continue;
+		bool esc = c == '\\' || memchr(f->key.p + 1, '\\',
+		    f->key.len - 2);
 		for (int k = 0; k < F_COUNT; k++)
-			if (fv[k].type == GK_JSON_NONE &&
-			    gk_json_eqn(f->key, want[k].name, want[k].len)) {
+			if (fv[k].type == GK_JSON_NONE && (esc ?
+			    gk_json_eqn(f->key, want[k].name, want[k].len) :
+			    (f->key.len == want[k].len + 2 &&
+			    memcmp(f->key.p + 1, want[k].name, want[k].len) == 0))) {
 				fv[k] = f->value;
 				break;
 			}
