@@ -310,8 +310,10 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	if (s->sampled && !(have && in.debug) && !rate_allows(t))
 		s->sampled = false;
 	gk_counter_add(s->sampled ? t->m_sampled : t->m_unsampled, 1);
-	s->start_us = gk_realtime_us();
-	s->start_mono_us = gk_monotonic_us();
+	if (s->sampled || t->cfg.sample_errors) { /* a span may follow */
+		s->start_us = gk_realtime_us();
+		s->start_mono_us = gk_monotonic_us();
+	}
 
 	/* Ours after the headers kept, in this order. */
 	/* 00-<trace>-<span>-<flags>: the ids' hex is read from it. */
