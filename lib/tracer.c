@@ -161,9 +161,19 @@ struct hval {
 
 /*
  * Escaped values (rare) are unescaped into per-thread buffers, one per
- * header that is read; read up to the first NUL, as a C string is.
+ * header that is read; read up to the first NUL, as a C string is.  A
+ * buffer grown past BUF_KEEP by a huge value is freed once used.
  */
+#define BUF_KEEP 16384
 static _Thread_local gk_buf unesc[H_COUNT];
+
+static void
+trim(gk_buf *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i].cap > BUF_KEEP)
+			gk_buf_free(&b[i]);
+}
 
 static struct hval
 hval_of(gk_json v, int which)
@@ -219,8 +229,7 @@ put(gk_buf *b, const char *s, size_t n)
 #define ADDLIT(b, s) put((b), (s), sizeof(s) - 1)
 
 /* The headers object under construction, kept per thread (see
- * msg_headers.c); a buffer grown past this by a huge object is freed. */
-#define HDR_BUF_KEEP 16384
+ * msg_headers.c); freed past BUF_KEEP as the others are. */
 static _Thread_local gk_buf hdr_buf;
 
 void
@@ -348,8 +357,8 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	}
 	gk_buf_addc(hb, '}');
 	gk_msg_set(m, "headers", hb->data, hb->len);
-	if (hb->cap > HDR_BUF_KEEP)
-		gk_buf_free(hb);
+	trim(hb, 1);
+	trim(unesc, H_COUNT);
 
 	/* {"trace_id":"..","span_id":"..",["parent_id":"..",]"sampled":B} */
 	char tr[160], *p = tr;
@@ -406,8 +415,7 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 	put(hb, s->tp, 55);
 	ADDLIT(hb, "\"}");
 	gk_msg_set(resp, "headers", hb->data, hb->len);
-	if (hb->cap > HDR_BUF_KEEP)
-		gk_buf_free(hb);
+	trim(hb, 1);
 	gk_pass(req, resp);
 }
 
@@ -606,4 +614,6 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 	}
 	gk_buf_addc(b, '}');
 	gk_event_end();
+	trim(span_unesc, F_COUNT);
+	trim(&span_route, 1);
 }
