@@ -12,6 +12,7 @@ static gk_client_config cfg = {
     .balance = GK_BALANCE_P2C_EWMA,
     .connect_timeout_ms = 1000,
     .retries = 2,
+    .native = true,
     .budget_percent = 0.2,
     .budget_min_per_s = 10,
     .backoff_base_ms = 25,
@@ -110,6 +111,14 @@ option(int short_name, const char *name, const char *v, void *arg)
 		cfg.preserve_host = true;
 	else if (!strcmp(name, "http2"))
 		cfg.http2 = true;
+	else if (!strcmp(name, "engine")) {
+		if (!strcmp(v, "native"))
+			cfg.native = true;
+		else if (!strcmp(v, "curl"))
+			cfg.native = false;
+		else
+			gk_usage_error("bad --engine: %s (expected native or curl)", v);
+	}
 	else if (!strcmp(name, "max-conns-per-endpoint")) {
 		if (gk_parse_uint(v, 1, 100000, &n) < 0)
 			return -1;
@@ -182,6 +191,7 @@ main(int argc, char **argv)
 	    {"max-response", 0, true, "SIZE", "largest upstream body; 502 past it (8m)"},
 	    {"preserve-host", 0, false, NULL, "pass the client's Host header upstream"},
 	    {"http2", 0, false, NULL, "HTTP/2 (prior knowledge) to every endpoint"},
+	    {"engine", 0, true, "NAME", "HTTP/1.1 engine: native or curl (native)"},
 	    {"max-conns-per-endpoint", 0, true, "N", "connections per endpoint at most"},
 	    {0},
 	};

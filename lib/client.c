@@ -1,5 +1,7 @@
 /*
- * client.c: gk-client's logic on libcurl's multi interface.  Retries are
+ * client.c: gk-client's logic.  A try goes to the native HTTP/1.1 engine
+ * (upstream_http.c) when it can take it, else to libcurl's multi
+ * interface; both end in finish_try.  Retries are
  * made only when they are safe (nothing reached the upstream, or an
  * idempotent method got a status named by --retry-on), with jittered
  * exponential backoff, within a retry budget as Finagle's RetryBudget and
@@ -15,6 +17,7 @@
 #include "client.h"
 #include "curl_loop.h"
 #include "tracecontext.h"
+#include "upstream_http.h"
 
 #define BUDGET_SECONDS 10
 
@@ -23,6 +26,7 @@ struct gk_client {
 	gk_stage *st;
 	gk_loop *loop;
 	gk_curl *curl;
+	gk_uh *uh; /* the native engine, or NULL (--engine curl) */
 	gk_balancer *bal;
 	gk_resolver *res;
 	/* retry budget: requests and retries per second, last 10 s */
@@ -82,6 +86,10 @@ struct cstate {
 	bool too_big;
 	uint64_t start_us, try_start_us;
 	gk_timer retry_timer;
+	/* the native engine's try */
+	bool native;
+	gk_uh_xfer ux;
+	gk_buf reqbuf; /* the request as written */
 	/* client span */
 	bool sampled;
 	uint8_t trace_id[16], parent[8], span_id[8];
@@ -307,6 +315,11 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 	c->loop = gk_stage_loop(st);
 	c->curl = gk_curl_new(c->loop, cfg->max_host_connections);
 	gk_curl_socket_hooks(c->curl, pool_opened, pool_closed, c);
+	/* The native engine has no queue for --max-conns-per-endpoint:
+	 * with that bound every try goes through libcurl. */
+	if (cfg->native && !cfg->max_host_connections)
+		c->uh = gk_uh_new(c->loop, cfg->connect_timeout_ms, pool_opened,
+		    pool_closed, c);
 	c->bal = gk_balancer_new(cfg->balance);
 	c->m_requests = gk_counter_new("gk_client_requests_total",
 	    "Requests sent upstream, by endpoint (tries, retries included)",
@@ -341,6 +354,11 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 	gk_gauge_set(gk_metric_series(gk_gauge_new("gk_client_pool_max",
 	    "Idle upstream connections kept for reuse at most, all endpoints",
 	    NULL)), GK_CURL_MAX_IDLE);
+	gk_gauge_set(gk_metric_series(gk_gauge_new(
+	    "gk_client_pool_max_per_endpoint",
+	    "Idle upstream connections the native engine keeps for reuse at "
+	    "most, per endpoint", NULL)),
+	    c->uh ? GK_UH_MAX_IDLE_PER_ENDPOINT : 0);
 	c->h2_no_reuse = curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
 	c->res = gk_resolver_new(c->loop, cfg->source, &cfg->ropts,
 	    on_endpoints, c, why);
@@ -370,23 +388,10 @@ hop_by_hop(const char *name, size_t n)
 	return false;
 }
 
-static size_t
-on_header(char *p, size_t size, size_t n, void *arg)
+static void
+store_header(struct cstate *s, const char *p, size_t nl, const char *v,
+    const char *end)
 {
-	struct cstate *s = arg;
-	size_t len = size * n;
-	if (len >= 5 && !strncmp(p, "HTTP/", 5)) {
-		/* A new status line (after 100 Continue, or a redirect):
-		 * only the last response's headers count. */
-		s->nrh = 0;
-		s->harena.len = 0;
-		return len;
-	}
-	char *colon = memchr(p, ':', len);
-	if (!colon)
-		return len;
-	size_t nl = (size_t)(colon - p);
-	const char *v = colon + 1, *end = p + len;
 	while (v < end && (*v == ' ' || *v == '\t'))
 		v++;
 	while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
@@ -408,6 +413,24 @@ on_header(char *p, size_t size, size_t n, void *arg)
 	a->len += vl;
 	a->data[a->len++] = 0;
 	s->rh[s->nrh++] = (struct hdr){name, value, false};
+}
+
+static size_t
+on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct cstate *s = arg;
+	size_t len = size * n;
+	if (len >= 5 && !strncmp(p, "HTTP/", 5)) {
+		/* A new status line (after 100 Continue, or a redirect):
+		 * only the last response's headers count. */
+		s->nrh = 0;
+		s->harena.len = 0;
+		return len;
+	}
+	char *colon = memchr(p, ':', len);
+	if (!colon)
+		return len;
+	store_header(s, p, (size_t)(colon - p), colon + 1, p + len);
 	return len;
 }
 
@@ -668,23 +691,44 @@ set_backend(struct cstate *s, gk_backend *be)
 	s->be = be;
 }
 
+/* The URL of a try, for spans: http://ADDR/PATH?QUERY. */
 static void
-transfer_done(CURL *easy, CURLcode result, void *arg)
+try_url(struct cstate *s, gk_buf *url)
 {
-	struct cstate *s = arg;
+	gk_msg *m = gk_req_msg(s->req);
+	gk_buf tmp = {0};
+	gk_buf_adds(url, "http://");
+	gk_buf_adds(url, s->be->ep.addr);
+	if (gk_json_string(gk_msg_get(m, "path"), url) < 0)
+		gk_buf_addc(url, '/');
+	if (gk_json_string(gk_msg_get(m, "query"), &tmp) == 0 && tmp.len) {
+		gk_buf_addc(url, '?');
+		gk_buf_add(url, tmp.data, tmp.len);
+	}
+	gk_buf_free(&tmp);
+}
+
+enum try_end { TRY_ANSWERED, TRY_TIMEDOUT, TRY_BROKEN };
+
+/*
+ * The end of a try on either engine: code is the upstream's status (when
+ * answered); unsent is true when nothing reached the upstream; why names a
+ * broken try.
+ */
+static void
+finish_try(struct cstate *s, long code, enum try_end how, bool unsent,
+    const char *why, long connects)
+{
 	gk_client *c = s->c;
 	s->running = false;
 	uint64_t now_us = gk_monotonic_us();
 	uint64_t took = now_us - s->try_start_us;
-	long code = 0, connects = 0;
-	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
 	if (connects)
 		gk_counter_add(c->m_connects, (double)connects);
 	gk_backend *be = s->be;
 	gk_balancer_finished(be, now_us, took);
 	gk_histogram_observe(be->m_duration, (double)took / 1e6);
-	bool transport_error = result != CURLE_OK;
+	bool transport_error = how != TRY_ANSWERED;
 	bool failed = transport_error || code >= 500;
 	if (failed) {
 		gk_counter_add(be->m_errors, 1);
@@ -699,12 +743,9 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	 * --retry-on: the upstream's status, or the one gk-client answers
 	 * for a broken connection (502) or a try that timed out (504).
 	 */
-	bool unsent = result == CURLE_COULDNT_CONNECT ||
-	    result == CURLE_COULDNT_RESOLVE_HOST ||
-	    (result == CURLE_OPERATION_TIMEDOUT && s->prereqs == 0);
 	int would = (int)code;
 	if (transport_error)
-		would = result == CURLE_OPERATION_TIMEDOUT ? 504 : 502;
+		would = how == TRY_TIMEDOUT ? 504 : 502;
 	bool retryable = unsent || (s->idempotent && !s->too_big &&
 	    !s->not_resent && retry_status(c, would));
 	uint64_t deadline = gk_req_deadline(s->req);
@@ -729,15 +770,21 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	const char *m = gk_buf_cstr(&s->method);
 	if (s->sampled) {
 		char *url = NULL;
-		curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+		gk_buf u = {0};
+		if (s->native) {
+			try_url(s, &u);
+			url = gk_buf_cstr(&u);
+		} else
+			curl_easy_getinfo(s->easy, CURLINFO_EFFECTIVE_URL, &url);
 		emit_client_span(s, transport_error ? 0 : (int)code, m,
 		    url ? url : "");
+		gk_buf_free(&u);
 	}
 	if (!transport_error) {
 		answer_from_upstream(s, (int)code);
 		return;
 	}
-	if (result == CURLE_OPERATION_TIMEDOUT)
+	if (how == TRY_TIMEDOUT)
 		gk_answer(s->req, 504, NULL, "gateway timeout\n",
 		    "upstream timeout");
 	else if (s->too_big)
@@ -749,8 +796,83 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 		    "upstream closed the connection");
 	} else
 		gk_answer(s->req, 502, NULL, "bad gateway\n",
-		    unsent ? "connect failed" : curl_easy_strerror(result));
+		    unsent ? "connect failed" : why);
 }
+
+static void
+transfer_done(CURL *easy, CURLcode result, void *arg)
+{
+	struct cstate *s = arg;
+	long code = 0, connects = 0;
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
+	bool unsent = result == CURLE_COULDNT_CONNECT ||
+	    result == CURLE_COULDNT_RESOLVE_HOST ||
+	    (result == CURLE_OPERATION_TIMEDOUT && s->prereqs == 0);
+	finish_try(s, code, result == CURLE_OK ? TRY_ANSWERED :
+	    result == CURLE_OPERATION_TIMEDOUT ? TRY_TIMEDOUT : TRY_BROKEN,
+	    unsent, curl_easy_strerror(result), connects);
+}
+
+/* ---- the native engine's callbacks ---- */
+
+static void
+native_reset(void *arg)
+{
+	struct cstate *s = arg;
+	s->nrh = 0;
+	s->harena.len = 0;
+}
+
+static void
+native_header(void *arg, const char *name, size_t nl, const char *value,
+    size_t vl)
+{
+	store_header(arg, name, nl, value, value + vl);
+}
+
+static int
+native_body(void *arg, const char *p, size_t n)
+{
+	struct cstate *s = arg;
+	if (s->response.len + n > s->c->cfg.max_response) {
+		s->too_big = true;
+		return -1;
+	}
+	gk_buf_add(&s->response, p, n);
+	return 0;
+}
+
+static void
+native_done(void *arg, enum gk_uh_result r, int status, bool sent)
+{
+	struct cstate *s = arg;
+	const char *why = "upstream closed the connection";
+	enum try_end how = TRY_BROKEN;
+	switch (r) {
+	case GK_UH_OK:
+		how = TRY_ANSWERED;
+		break;
+	case GK_UH_TIMEOUT:
+		how = TRY_TIMEDOUT;
+		break;
+	case GK_UH_NOT_RESENT:
+		s->not_resent = true;
+		break;
+	case GK_UH_BAD:
+		why = "invalid upstream response";
+		break;
+	case GK_UH_REFUSED:
+	case GK_UH_CLOSED:
+	case GK_UH_ABORTED:
+		break;
+	}
+	finish_try(s, status, how, !sent, why, (long)s->ux.connects);
+}
+
+static const gk_uh_ops native_ops = {
+	native_reset, native_header, native_body, native_done,
+};
 
 static void
 reset_try(struct cstate *s)
@@ -762,6 +884,8 @@ reset_try(struct cstate *s)
 		easy_put(c, s->easy);
 		s->easy = NULL;
 	}
+	if (s->native)
+		gk_uh_cancel(&s->ux);
 	/* A try cut short (deadline, client gone) took at least this long:
 	 * a sample for the peak EWMA like any other. */
 	if (s->running && s->be) {
@@ -809,6 +933,143 @@ add_header(struct cstate *s, const char *line)
 	s->headers = l;
 }
 
+/*
+ * The request's headers that go upstream, minus hop-by-hop ones and those
+ * gk-client writes itself: to libcurl's list, or (out) as HTTP/1.1 lines.
+ * Returns true when a Host header was written.
+ */
+static bool
+request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
+{
+	gk_client *c = s->c;
+	gk_msg *m = gk_req_msg(s->req);
+	gk_json h = gk_msg_get(m, "headers");
+	gk_json_iter it;
+	gk_json k, v;
+	gk_json_iter_init(&it, h);
+	gk_buf line = c->line;
+	bool host = false;
+	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
+		tmp->len = 0;
+		gk_json_string(k, tmp);
+		const char *name = gk_buf_cstr(tmp);
+		size_t nl = tmp->len;
+		if (hop_by_hop(name, nl) || !strcmp(name, "x-gk-timeout-ms") ||
+		    (s->has_trace && !strcmp(name, "traceparent")))
+			continue;
+		if (!strcmp(name, "host") && !c->cfg.preserve_host)
+			continue;
+		gk_json one;
+		gk_json_iter vi;
+		bool arr = v.type == GK_JSON_ARRAY;
+		if (arr)
+			gk_json_iter_init(&vi, v);
+		while (arr ? gk_json_iter_next(&vi, NULL, &one) : (one = v, true)) {
+			line.len = 0;
+			gk_buf_add(&line, name, nl);
+			gk_buf_adds(&line, ": ");
+			gk_json_string(one, &line);
+			if (!out)
+				add_header(s, gk_buf_cstr(&line));
+			else if (!memchr(line.data, '\r', line.len) &&
+			    !memchr(line.data, '\n', line.len) &&
+			    !memchr(line.data, 0, line.len)) {
+				/* (no header splitting upstream) */
+				gk_buf_add(out, line.data, line.len);
+				gk_buf_adds(out, "\r\n");
+				host |= !strcmp(name, "host");
+			}
+			if (!arr)
+				break;
+		}
+	}
+	c->line = line;
+	return host;
+}
+
+/* The request target, percent-encoding what HTTP/1.1 cannot carry. */
+static void
+add_target(gk_buf *out, const char *p, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch <= 0x20 || ch >= 0x7f) {
+			gk_buf_addc(out, '%');
+			gk_buf_addc(out, hex[ch >> 4]);
+			gk_buf_addc(out, hex[ch & 15]);
+		} else
+			gk_buf_addc(out, (char)ch);
+	}
+}
+
+/* A try on the native engine: the request rendered in one buffer. */
+static void
+try_native(struct cstate *s, gk_backend *be, uint64_t timeout,
+    const char *remaining)
+{
+	gk_client *c = s->c;
+	gk_msg *m = gk_req_msg(s->req);
+	gk_buf *b = &s->reqbuf, tmp = c->tmp;
+	const char *meth = gk_buf_cstr(&s->method);
+	bool get = !strcmp(meth, "GET"), head = !strcmp(meth, "HEAD");
+	b->len = 0;
+	gk_buf_add(b, s->method.data, s->method.len);
+	gk_buf_addc(b, ' ');
+	tmp.len = 0;
+	if (gk_json_string(gk_msg_get(m, "path"), &tmp) < 0 || !tmp.len ||
+	    tmp.data[0] != '/')
+		gk_buf_addc(b, '/');
+	add_target(b, tmp.data, tmp.len);
+	tmp.len = 0;
+	if (gk_json_string(gk_msg_get(m, "query"), &tmp) == 0 && tmp.len) {
+		gk_buf_addc(b, '?');
+		add_target(b, tmp.data, tmp.len);
+	}
+	gk_buf_adds(b, " HTTP/1.1\r\n");
+	size_t at = b->len;
+	bool host = request_headers(s, &tmp, b);
+	c->tmp = tmp;
+	if (!host) {
+		/* Host first, as libcurl writes it. */
+		size_t hl = strlen(be->ep.addr) + 8;
+		gk_buf_reserve(b, hl);
+		memmove(b->data + at + hl, b->data + at, b->len - at);
+		memcpy(b->data + at, "Host: ", 6);
+		memcpy(b->data + at + 6, be->ep.addr, hl - 8);
+		memcpy(b->data + at + hl - 2, "\r\n", 2);
+		b->len += hl;
+	}
+	if (remaining[0]) {
+		gk_buf_adds(b, remaining);
+		gk_buf_adds(b, "\r\n");
+	}
+	if (s->has_trace) {
+		char tp[56];
+		gk_random_id(s->span_id, 8);
+		gk_traceparent_format(s->trace_id, s->span_id, s->sampled, tp);
+		gk_buf_adds(b, "traceparent: ");
+		gk_buf_adds(b, tp);
+		gk_buf_adds(b, "\r\n");
+	}
+	bool body = !head && (s->body.len || !get);
+	if (body) {
+		gk_buf_adds(b, "Content-Length: ");
+		gk_buf_adduint(b, (uint64_t)s->body.len);
+		gk_buf_adds(b, "\r\n");
+	}
+	gk_buf_adds(b, "\r\n");
+	if (body && s->body.len)
+		gk_buf_add(b, s->body.data, s->body.len);
+
+	s->native = true;
+	s->try_start_us = gk_monotonic_us();
+	gk_balancer_started(be);
+	s->running = true;
+	gk_uh_start(c->uh, &s->ux, be->ep.addr, b->data, b->len,
+	    s->idempotent, head, timeout, &native_ops, s, &s->so);
+}
+
 static void
 try_once(struct cstate *s)
 {
@@ -832,6 +1093,25 @@ try_once(struct cstate *s)
 	s->tries++;
 	backend_metrics(c, be);
 	gk_counter_add(be->m_requests, 1);
+
+	uint64_t timeout = c->cfg.try_timeout_ms;
+	uint64_t deadline = gk_req_deadline(req);
+	char remaining[48] = "";
+	if (deadline) {
+		uint64_t real = gk_loop_realtime_ms(c->loop);
+		uint64_t left = deadline > real ? deadline - real : 1;
+		if (!timeout || left < timeout)
+			timeout = left;
+		/* The next stack honours what is left of ours. */
+		snprintf(remaining, sizeof remaining, "x-gk-timeout-ms: %llu",
+		    (unsigned long long)left);
+	}
+	s->native = false;
+	if (c->uh && !c->cfg.http2 && !has_tag(be->ep.tags, "h2") &&
+	    gk_uh_handles(c->uh, be->ep.addr)) {
+		try_native(s, be, timeout, remaining);
+		return;
+	}
 
 	gk_buf url = c->url, tmp = c->tmp;
 	url.len = tmp.len = 0;
@@ -879,18 +1159,6 @@ try_once(struct cstate *s)
 	 * environment (and no getenv of it for every request). */
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
 
-	uint64_t timeout = c->cfg.try_timeout_ms;
-	uint64_t deadline = gk_req_deadline(req);
-	char remaining[48] = "";
-	if (deadline) {
-		uint64_t real = gk_loop_realtime_ms(c->loop);
-		uint64_t left = deadline > real ? deadline - real : 1;
-		if (!timeout || left < timeout)
-			timeout = left;
-		/* The next stack honours what is left of ours. */
-		snprintf(remaining, sizeof remaining, "x-gk-timeout-ms: %llu",
-		    (unsigned long long)left);
-	}
 	if (timeout)
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
 
@@ -908,37 +1176,7 @@ try_once(struct cstate *s)
 	}
 
 	/* Request headers, minus hop-by-hop ones; ours for tracing. */
-	gk_json h = gk_msg_get(m, "headers");
-	gk_json_iter it;
-	gk_json k, v;
-	gk_json_iter_init(&it, h);
-	gk_buf line = c->line;
-	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
-		tmp.len = 0;
-		gk_json_string(k, &tmp);
-		const char *name = gk_buf_cstr(&tmp);
-		size_t nl = tmp.len;
-		if (hop_by_hop(name, nl) || !strcmp(name, "x-gk-timeout-ms") ||
-		    (s->has_trace && !strcmp(name, "traceparent")))
-			continue;
-		if (!strcmp(name, "host") && !c->cfg.preserve_host)
-			continue;
-		gk_json one;
-		gk_json_iter vi;
-		bool arr = v.type == GK_JSON_ARRAY;
-		if (arr)
-			gk_json_iter_init(&vi, v);
-		while (arr ? gk_json_iter_next(&vi, NULL, &one) : (one = v, true)) {
-			line.len = 0;
-			gk_buf_add(&line, name, nl);
-			gk_buf_adds(&line, ": ");
-			gk_json_string(one, &line);
-			add_header(s, gk_buf_cstr(&line));
-			if (!arr)
-				break;
-		}
-	}
-	c->line = line;
+	request_headers(s, &tmp, NULL);
 	add_header(s, "Expect:");
 	if (remaining[0])
 		add_header(s, remaining);
@@ -1035,6 +1273,8 @@ gk_client_done(gk_client *c, gk_req *req, int status)
 	gk_buf_free(&s->response);
 	gk_buf_free(&s->method);
 	gk_buf_free(&s->harena);
+	gk_buf_free(&s->reqbuf);
+	gk_uh_xfer_free(&s->ux);
 	free(s->rh);
 	s->c = NULL;
 }

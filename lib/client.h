@@ -35,6 +35,7 @@ typedef struct gk_client_config {
 	bool preserve_host;
 	bool http2;                 /* HTTP/2 with prior knowledge, every endpoint */
 	long max_host_connections;  /* 0: no bound */
+	bool native;                /* plain-http tries on the native engine */
 } gk_client_config;
 
 /* An ejection lasts --eject-time times the endpoint's ejections, at most: */

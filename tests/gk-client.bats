@@ -19,18 +19,29 @@ teardown() {
 	stop_all
 }
 
+# The suite runs on gk-client's default HTTP/1.1 engine; with
+# GK_CLIENT_ENGINE=native or curl, on that one (--engine).
+ENGINE=()
+[ -z "${GK_CLIENT_ENGINE:-}" ] || ENGINE=(--engine "$GK_CLIENT_ENGINE")
+
 # stack [GK-CLIENT OPTIONS...]: gk-listener -- gk-client OPTIONS.
 stack() {
 	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
-		gk-client "$@"
+		gk-client "${ENGINE[@]}" "$@"
 	wait_http "$URL/healthz" 10
 }
 
 # traced_stack [GK-CLIENT OPTIONS...]: gk-tracer in front of gk-client.
 traced_stack() {
 	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
-		gk-tracer -- gk-client "$@"
+		gk-tracer -- gk-client "${ENGINE[@]}" "$@"
 	wait_http "$URL/healthz" 10
+}
+
+# _upstream_closed N: nginx N holds no established connection (it closed
+# the idle ones on its side).
+_upstream_closed() {
+	[ -z "$(ss -Htn state established "( sport = :${UP_PORT[$1]} )")" ]
 }
 
 client_pid() {
@@ -207,6 +218,88 @@ count_status() {
 	run curl -s -o /dev/null -w '%{http_code}' "$URL/drop"
 	assert_output 502
 	[ "$(hits 1 'GET /drop')" -ge 2 ] || fail "the GET was not retried"
+}
+
+@test "a chunked upstream response arrives whole, and its connection is reused" {
+	upstream_start 1
+	stack -e "${UP_ADDR[1]}"
+	run curl -s -D "$T/head" "$URL/ssi/small.txt"
+	assert_output "chunked from upstream 1"
+	# the upstream's framing is not passed on
+	! grep -qi '^transfer-encoding: chunked' "$T/head" || fail "hop-by-hop header passed"
+	# 200 KB in many chunks and reads
+	curl -s -o "$T/big" "$URL/ssi/big.txt"
+	cmp "$T/big" "$T/up1/html/big.txt"
+	run curl -s "$URL/ssi/small.txt"
+	assert_output "chunked from upstream 1"
+	settle ' /ssi/' 3
+	assert_equal "$(hits 1 ' /ssi/.* 200 ')" 3
+	local snap
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_client_connections_opened_total)" 1
+	assert_equal "$(metric "$snap" gk_client_connections "${UP_ADDR[1]}")" 1
+}
+
+@test "a close-delimited upstream response arrives whole; Connection: close is honoured" {
+	upstream_start 1
+	stack -e "${UP_ADDR[1]}"
+	run curl -s "$URL/ssi-close/small.txt"
+	assert_output "chunked from upstream 1"
+	curl -s -o "$T/big" "$URL/ssi-close/big.txt"
+	cmp "$T/big" "$T/up1/html/big.txt"
+	run curl -s "$URL/ssi-close/small.txt"
+	assert_output "chunked from upstream 1"
+	# every answer ended with its connection: a new one each time
+	local snap
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_client_connections_opened_total)" 3
+	assert_equal "$(metric "$snap" gk_client_connections "${UP_ADDR[1]}")" 0
+	assert_equal "$(metric "$snap" gk_client_errors_total "${UP_ADDR[1]}")" 0
+}
+
+@test "an upstream that closes an idle keep-alive connection: the next GET and POST are answered, each sent once" {
+	upstream_start 1
+	stack --retry-on 502,503 -e "${UP_ADDR[1]}"
+	run curl -s "$URL/brief"
+	assert_output "brief 1"
+	# nginx ends the idle connection after 1 s
+	wait_for -t 10 _upstream_closed 1
+	run curl -s "$URL/brief"
+	assert_output "brief 1"
+	wait_for -t 10 _upstream_closed 1
+	run curl -s -o /dev/null -w '%{http_code}' -d 'pay=1' "$URL/brief"
+	assert_output 200
+	settle ' /brief ' 3
+	assert_equal "$(hits 1 'GET /brief')" 2
+	assert_equal "$(hits 1 'POST /brief')" 1
+	local snap
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_client_not_resent_total)" 0
+	assert_equal "$(metric "$snap" gk_client_errors_total "${UP_ADDR[1]}")" 0
+	assert_equal "$(metric "$snap" gk_client_connections_opened_total)" 3
+}
+
+@test "a POST on a reused connection the upstream closed unanswered is not resent, on either engine" {
+	upstream_start 1
+	local eng
+	for eng in native curl; do
+		PORT=$(free_port)
+		URL="http://127.0.0.1:$PORT"
+		start_bg "stack_$eng" gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+			gk-client --engine "$eng" --retry-on 502,503 -e "${UP_ADDR[1]}"
+		wait_http "$URL/healthz" 10
+		run curl -s -o /dev/null -w '%{http_code}' "$URL/warm-$eng"
+		assert_output 200
+		run curl -s -o /dev/null -w '%{http_code}' -d 'pay=1' "$URL/drop"
+		assert_output 502
+		run curl -s -o /dev/null -w '%{http_code}' -X PUT -d 'put=1' "$URL/drop"
+		assert_output 502
+	done
+	settle 'POST /drop' 2
+	settle 'PUT /drop' 4
+	# one POST from each engine; a PUT is idempotent: tried again
+	assert_equal "$(hits 1 'POST /drop')" 2
+	[ "$(hits 1 'PUT /drop')" -ge 4 ] || fail "the PUT was not tried again"
 }
 
 @test "--retry-on 503 retries a GET but never a POST" {

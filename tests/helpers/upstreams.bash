@@ -21,7 +21,11 @@
 # slow answers in about 1 s, 503 answers 503, h2 listens with HTTP/2 only);
 # /slow answers slowly; /503 and /500 answer those statuses; /drop closes
 # the connection without an answer (nginx's 444); /healthz answers 200
-# (503 with MODE sick).
+# (503 with MODE sick).  Framings other than Content-Length: /ssi/FILE
+# serves $T/upN/html/FILE through nginx's SSI filter, which drops the
+# length, so the body comes chunked; /ssi-close/FILE the same with chunked
+# encoding off, so the body ends where nginx closes the connection.
+# /brief answers 200 and then keeps the connection idle 1 s at most.
 
 declare -gA UP_PORT UP_ADDR
 
@@ -35,7 +39,10 @@ _slow_body() {
 upstream_start() {
 	local n=$1 mode=${2:-ok}
 	local d="$T/up$n"
-	mkdir -p "$d/tmp"
+	mkdir -p "$d/tmp" "$d/html"
+	printf 'chunked from upstream %s\n' "$n" >"$d/html/small.txt"
+	# 200 KB: many reads and chunks
+	head -c 150000 /dev/urandom | base64 >"$d/html/big.txt"
 	local port
 	port=$(free_port)
 	UP_PORT[$n]=$port
@@ -80,6 +87,9 @@ upstream_start() {
 		        location = /500 { return 500 "broken $n\\n"; }
 		        location = /drop { return 444; }
 		        location = /healthz { $health }
+		        location /ssi/ { ssi on; ssi_types text/plain; alias $d/html/; }
+		        location /ssi-close/ { ssi on; ssi_types text/plain; chunked_transfer_encoding off; alias $d/html/; }
+		        location = /brief { keepalive_timeout 1s; return 200 "brief $n\\n"; }
 		    }
 		}
 	EOF

@@ -1,0 +1,85 @@
+/*
+ * upstream_http.h: gk-client's native HTTP/1.1 engine for plain-http
+ * upstreams (internal).  Per endpoint a pool of idle keep-alive
+ * connections; a try takes one (or connects, non-blocking), writes the
+ * request rendered by the caller in one buffer, and parses the response
+ * with http_parser (Content-Length, chunked or close-delimited bodies).
+ */
+#ifndef GK_UPSTREAM_HTTP_H
+#define GK_UPSTREAM_HTTP_H
+
+#include <http_parser.h>
+
+#include "gokit.h"
+
+/* Idle keep-alive connections kept for reuse, at most, per endpoint and
+ * in all (a connection past either bound is closed when its try ends). */
+#define GK_UH_MAX_IDLE_PER_ENDPOINT 256
+#define GK_UH_MAX_IDLE 1024
+
+/* How a try ended. */
+enum gk_uh_result {
+	GK_UH_OK,          /* a complete response */
+	GK_UH_REFUSED,     /* the connect failed: nothing was sent */
+	GK_UH_TIMEOUT,     /* connect timeout (nothing sent) or try timeout */
+	GK_UH_CLOSED,      /* reset or closed after the request was sent */
+	GK_UH_NOT_RESENT,  /* a reused connection closed before any answer:
+	                    * not idempotent, so not sent again */
+	GK_UH_ABORTED,     /* the body callback refused more */
+	GK_UH_BAD,         /* not a valid HTTP/1.x response */
+};
+
+typedef struct gk_uh_ops {
+	/* A response begins (again, after a 1xx): forget its headers. */
+	void (*reset)(void *arg);
+	void (*header)(void *arg, const char *name, size_t nl,
+	    const char *value, size_t vl);
+	int (*body)(void *arg, const char *p, size_t n); /* <0: abort */
+	/* The end: status of the response (0 if none); sent is true when a
+	 * byte of the request may have reached the upstream. */
+	void (*done)(void *arg, enum gk_uh_result r, int status, bool sent);
+} gk_uh_ops;
+
+typedef struct gk_uh gk_uh;
+struct gk_uh_pool;
+struct gk_uh_conn;
+
+/* One try; lives in the caller's memory (its request state). */
+typedef struct gk_uh_xfer {
+	gk_uh *uh;
+	struct gk_uh_pool *pool;
+	struct gk_uh_conn *conn;
+	const gk_uh_ops *ops;
+	void *arg, *owner;
+	const char *req;
+	size_t reqlen, off;
+	uint64_t deadline_ms; /* loop ms; 0: none */
+	gk_timer timer;
+	http_parser hp;
+	gk_buf field, value;
+	enum gk_uh_result pending; /* reported by the timer at 0 ms */
+	unsigned connects;         /* connections opened by this try */
+	int status;
+	bool running, idempotent, head, reused, got_byte, in_value;
+	bool connecting, complete, resent, has_pending, in_start;
+} gk_uh_xfer;
+
+/* on_open(owner, fd) when a connection is opened for a try whose owner is
+ * owner, on_close(hook_arg, fd) just before one is closed. */
+typedef void gk_uh_sock_fn(void *arg, int fd);
+gk_uh *gk_uh_new(gk_loop *loop, uint64_t connect_timeout_ms,
+    gk_uh_sock_fn *on_open, gk_uh_sock_fn *on_close, void *hook_arg);
+/* True when addr (HOST:PORT) is a numeric address the engine can reach. */
+bool gk_uh_handles(gk_uh *uh, const char *addr);
+/* Start a try to addr (gk_uh_handles true): req[0..len) is the whole
+ * request, kept alive by the caller until done or cancel.  timeout_ms 0:
+ * none.  done is never called from inside this call. */
+void gk_uh_start(gk_uh *uh, gk_uh_xfer *x, const char *addr, const char *req,
+    size_t len, bool idempotent, bool head, uint64_t timeout_ms,
+    const gk_uh_ops *ops, void *arg, void *owner);
+/* Stop a running try (done is not called); its connection is closed. */
+void gk_uh_cancel(gk_uh_xfer *x);
+/* Free what a finished or cancelled try still holds. */
+void gk_uh_xfer_free(gk_uh_xfer *x);
+
+#endif
