@@ -106,12 +106,25 @@ gk_buf_addf(gk_buf *b, const char *fmt, ...)
 void
 gk_buf_adduint(gk_buf *b, uint64_t v)
 {
+	/* Two digits a step: timestamps in µs have 16. */
+#define D10(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7" \
+	#x "8" #x "9"
+	static const char pairs[201] = D10(0) D10(1) D10(2) D10(3) D10(4)
+	    D10(5) D10(6) D10(7) D10(8) D10(9);
+#undef D10
 	char tmp[24];
 	int i = sizeof tmp;
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
+	while (v >= 100) {
+		unsigned r = (unsigned)(v % 100);
+		v /= 100;
+		i -= 2;
+		memcpy(tmp + i, pairs + 2 * r, 2);
+	}
+	if (v >= 10) {
+		i -= 2;
+		memcpy(tmp + i, pairs + 2 * v, 2);
+	} else
+		tmp[--i] = (char)('0' + v);
 	gk_buf_add(b, tmp + i, sizeof tmp - (size_t)i);
 }
 
