@@ -371,7 +371,7 @@ read_more(gk_uh_xfer *x)
 		size_t used = http_parser_execute(&x->hp, &settings, buf,
 		    (size_t)n);
 		if (x->complete) {
-			bool keep = used == (size_t)n &&
+			bool keep = used == (size_t)n && !x->hp.upgrade &&
 			    x->off == x->reqlen &&
 			    http_should_keep_alive(&x->hp);
 			finish(x, GK_UH_OK, keep);
