@@ -257,6 +257,21 @@ count_status() {
 	assert_equal "$(metric "$snap" gk_client_errors_total "${UP_ADDR[1]}")" 0
 }
 
+@test "HEAD is answered without a body; a body past --max-response is 502 and the next request is answered" {
+	upstream_start 1
+	stack --max-response 1k -e "${UP_ADDR[1]}"
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' -I "$URL/ssi/small.txt"
+	assert_output 200
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' -I "$URL/"
+	assert_output 200
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/ssi/big.txt"
+	assert_output 502
+	run curl -s -m 10 "$URL/"
+	assert_output "upstream 1"
+	settle 'HEAD ' 2
+	assert_equal "$(hits 1 'GET /ssi/big.txt')" 1
+}
+
 @test "an upstream that closes an idle keep-alive connection: the next GET and POST are answered, each sent once" {
 	upstream_start 1
 	stack --retry-on 502,503 -e "${UP_ADDR[1]}"
