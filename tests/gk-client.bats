@@ -536,7 +536,8 @@ count_status() {
 	for bad in "--balance fastest -e 127.0.0.1:1" "--retry-on 99 -e 127.0.0.1:1" \
 		"--retry-budget 150% -e 127.0.0.1:1" "--eject-time soon -e 127.0.0.1:1" \
 		"-b hash -e 127.0.0.1:1" "--resolve gopher:x" "" \
-		"-e 127.0.0.1:1 --endpoints /nonexistent/x" "--retries many -e 127.0.0.1:1"; do
+		"-e 127.0.0.1:1 --endpoints /nonexistent/x" "--retries many -e 127.0.0.1:1" \
+		"--engine fast -e 127.0.0.1:1"; do
 		run bash -c "gk-client $bad 2>&1 >/dev/null </dev/null"
 		assert_equal "$status" 64
 		assert_equal "${#lines[@]}" 1
