@@ -62,6 +62,8 @@ on_drain(gk_export *ex, void *arg)
 	gk_ehttp_drain(I.h, drained, ex);
 }
 
+static gk_ehttp_cli cli;
+
 static void
 usage(FILE *f)
 {
@@ -84,37 +86,11 @@ usage(FILE *f)
 	    "  --no-logs              metrics only\n"
 	    "  --pid-tag              a pid tag on metric points\n"
 	    "  -H, --header K=V       add a request header; repeatable\n"
-	    "  -z, --gzip             gzip bodies\n"
-	    "  --batch-bytes SIZE     close a batch past SIZE (256KiB)\n"
-	    "  --batch-records N      ... or N points (5000)\n"
-	    "  --batch-interval DUR   ... or DUR after its first point (1s)\n"
-	    "  --max-queue SIZE       batches waiting (2MiB)\n"
-	    "  --timeout DUR          per request (10s)\n"
-	    "  --retry-max DUR        longest retry delay (30s)\n"
+	    "  -z, --gzip             gzip bodies\n");
+	gk_ehttp_usage(f, &cli, "point", "");
+	fprintf(f,
 	    "  -h, --help             this help\n"
 	    "  -V, --version          version\n");
-}
-
-static uint64_t
-duration_arg(const char *opt, const char *v)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0 || ms < 1)
-		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
-		               "or 2s)",
-		    opt, v);
-	return ms;
-}
-
-static size_t
-size_arg(const char *opt, const char *v, size_t min)
-{
-	size_t n;
-	if (gk_parse_size(v, &n) < 0 || n < min)
-		gk_usage_error("bad %s: %s (expected a size such as 64KiB, at "
-		               "least %zu bytes)",
-		    opt, v, min);
-	return n;
 }
 
 /* Append v percent-encoded for a query string. */
@@ -161,8 +137,8 @@ main(int argc, char **argv)
 	gk_ehttp_opts o = {.content_type = "text/plain; charset=utf-8",
 	                   .separator = "\n",
 	                   .backoff_min_ms = 500};
-	const char *headers[MAX_HEADERS + 2] = {0};
-	int nheaders = 0;
+	gk_ehttp_cli_init(&cli, &o, MAX_HEADERS, 4096);
+	cli.no_retry_min = true; /* --retry-max lowers the first delay */
 	const char *db = NULL, *rp = NULL, *org = NULL, *bucket = NULL;
 	const char *token_file = NULL;
 	I.o.logs = "logs";
@@ -175,20 +151,15 @@ main(int argc, char **argv)
 	    {"logs-measurement", required_argument, NULL, 'L'},
 	    {"no-logs", no_argument, NULL, 'N'},
 	    {"pid-tag", no_argument, NULL, 'P'},
-	    {"header", required_argument, NULL, 'H'},
-	    {"gzip", no_argument, NULL, 'z'},
-	    {"batch-bytes", required_argument, NULL, 'b'},
-	    {"batch-records", required_argument, NULL, 'r'},
-	    {"batch-interval", required_argument, NULL, 'i'},
-	    {"max-queue", required_argument, NULL, 'q'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"retry-max", required_argument, NULL, 'M'},
+	    GK_EHTTP_LONGOPTS,
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	uint64_t v;
-	while ((c = getopt_long(argc, argv, "H:zhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, GK_EHTTP_SHORTOPTS "hV", opts,
+	            NULL)) != -1) {
+		if (gk_ehttp_option(&cli, c, optarg))
+			continue;
 		switch (c) {
 		case 'd': db = optarg; break;
 		case 'R': rp = optarg; break;
@@ -202,42 +173,6 @@ main(int argc, char **argv)
 			break;
 		case 'N': I.o.logs = NULL; break;
 		case 'P': I.o.pid_tag = true; break;
-		case 'H':
-			if (nheaders == MAX_HEADERS)
-				gk_usage_error("too many --header options "
-				               "(at most %d)",
-				    MAX_HEADERS);
-			headers[nheaders] = gk_ehttp_header_arg(optarg);
-			if (!headers[nheaders++])
-				gk_usage_error("bad --header: %s (expected "
-				               "NAME=VALUE)",
-				    optarg);
-			break;
-		case 'z': o.gzip = true; break;
-		case 'b':
-			o.batch_bytes = size_arg("--batch-bytes", optarg, 1024);
-			break;
-		case 'r':
-			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
-				gk_usage_error("bad --batch-records: %s "
-				               "(expected 1 to 1000000)",
-				    optarg);
-			o.batch_records = v;
-			break;
-		case 'i':
-			o.batch_ms = duration_arg("--batch-interval", optarg);
-			break;
-		case 'q':
-			o.max_bytes = size_arg("--max-queue", optarg, 4096);
-			break;
-		case 't':
-			o.timeout_ms = duration_arg("--timeout", optarg);
-			break;
-		case 'M':
-			o.backoff_max_ms = duration_arg("--retry-max", optarg);
-			if (o.backoff_max_ms < o.backoff_min_ms)
-				o.backoff_min_ms = o.backoff_max_ms;
-			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-influx"); return 0;
 		default: usage(stderr); return GK_EXIT_USAGE;
@@ -262,8 +197,9 @@ main(int argc, char **argv)
 		               "(2.x)");
 	if (v2 && (!org || !bucket))
 		gk_usage_error("2.x needs both --org and --bucket");
-	if (o.max_bytes && o.batch_bytes && o.batch_bytes > o.max_bytes)
-		gk_usage_error("bad --batch-bytes: larger than --max-queue");
+	/* o.headers is cli.headers: the token's, added below, is one more
+	 * (there is room for it and the NULL). */
+	gk_ehttp_cli_check(&cli, true);
 	gk_buf url = {0};
 	size_t blen = strlen(base);
 	while (blen && base[blen - 1] == '/')
@@ -279,7 +215,7 @@ main(int argc, char **argv)
 		auth = gk_xmalloc(n);
 		snprintf(auth, n, "Authorization: Token %s", token);
 		free(token);
-		headers[nheaders++] = auth;
+		cli.headers[cli.nheaders++] = auth;
 		gk_buf_adds(&url, "/api/v2/write?org=");
 		add_query_value(&url, org);
 		gk_buf_adds(&url, "&bucket=");
@@ -294,7 +230,6 @@ main(int argc, char **argv)
 	}
 	gk_buf_adds(&url, "&precision=ns");
 	o.url = gk_buf_cstr(&url);
-	o.headers = headers;
 	char host[256];
 	if (gethostname(host, sizeof host - 1) == 0 && host[0]) {
 		host[sizeof host - 1] = 0;
@@ -326,7 +261,7 @@ main(int argc, char **argv)
 	}
 	gk_buf_free(&I.out);
 	gk_buf_free(&url);
-	for (int i = 0; i < nheaders; i++)
-		free((char *)headers[i]);
+	gk_ehttp_cli_free(&cli);
+	free(auth);
 	return status;
 }

@@ -64,27 +64,7 @@ label_name_ok(const char *s, size_t n)
 	return !(n >= 2 && s[0] == '_' && s[1] == '_');
 }
 
-static uint64_t
-duration_arg(const char *opt, const char *v)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0 || ms < 1)
-		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
-		               "or 2s)",
-		               opt, v);
-	return ms;
-}
-
-static size_t
-size_arg(const char *opt, const char *v, size_t min)
-{
-	size_t n;
-	if (gk_parse_size(v, &n) < 0 || n < min)
-		gk_usage_error("bad %s: %s (expected a size of %zu bytes or "
-		               "more)",
-		               opt, v, min);
-	return n;
-}
+static gk_ehttp_cli cli;
 
 static void
 usage(FILE *f)
@@ -104,14 +84,9 @@ usage(FILE *f)
 	    "  --tenant ID            X-Scope-OrgID header\n"
 	    "  -H, --header K=V       add a request header (auth); repeatable\n"
 	    "  -z, --gzip             compress bodies (Content-Encoding: "
-	    "gzip)\n"
-	    "  --batch-bytes SIZE     close a batch past SIZE (512KiB)\n"
-	    "  --batch-records N      ... or N events (5000)\n"
-	    "  --batch-interval DUR   ... or DUR after its first event (1s)\n"
-	    "  --max-queue SIZE       batches waiting (2MiB)\n"
-	    "  --timeout DUR          per request (10s)\n"
-	    "  --retry-min DUR        first retry delay (500ms)\n"
-	    "  --retry-max DUR        longest retry delay (30s)\n"
+	    "gzip)\n");
+	gk_ehttp_usage(f, &cli, "event", "");
+	fprintf(f,
 	    "  -h, --help             this help\n"
 	    "  -V, --version          version\n");
 }
@@ -120,10 +95,9 @@ int
 main(int argc, char **argv)
 {
 	const char *labels[MAX_LABELS], *statics[MAX_LABELS];
-	const char *headers[MAX_HEADERS + 2];
-	size_t nlabels = 0, nstatic = 0, nheaders = 0;
-	uint64_t max_streams = 1000, v;
-	char tenant[300];
+	size_t nlabels = 0, nstatic = 0;
+	uint64_t max_streams = 1000;
+	char tenant[300] = "";
 	gk_ehttp_opts o = {.content_type = "application/json",
 	                   .prefix = "{\"streams\":[",
 	                   .separator = ",",
@@ -132,26 +106,23 @@ main(int argc, char **argv)
 	                   .backoff_min_ms = 500,
 	                   .backoff_max_ms = 30000};
 	L.types = GK_EVMASK(GK_EV_LOG) | GK_EVMASK(GK_EV_ACCESS);
+	gk_ehttp_cli_init(&cli, &o, MAX_HEADERS, 65536);
 	static const struct option opts[] = {
 	    {"label", required_argument, NULL, 'l'},
 	    {"static-label", required_argument, NULL, 's'},
 	    {"max-streams", required_argument, NULL, 'S'},
 	    {"types", required_argument, NULL, 'T'},
 	    {"tenant", required_argument, NULL, 'O'},
-	    {"header", required_argument, NULL, 'H'},
-	    {"gzip", no_argument, NULL, 'z'},
-	    {"batch-bytes", required_argument, NULL, 'b'},
-	    {"batch-records", required_argument, NULL, 'r'},
-	    {"batch-interval", required_argument, NULL, 'i'},
-	    {"max-queue", required_argument, NULL, 'q'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"retry-min", required_argument, NULL, 'm'},
-	    {"retry-max", required_argument, NULL, 'M'},
+	    GK_EHTTP_LONGOPTS,
+	    GK_EHTTP_LONGOPT_RETRY_MIN,
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	while ((c = getopt_long(argc, argv, "l:H:zhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:" GK_EHTTP_SHORTOPTS "hV", opts,
+	            NULL)) != -1) {
+		if (gk_ehttp_option(&cli, c, optarg))
+			continue;
 		switch (c) {
 		case 'l':
 			if (nlabels == MAX_LABELS)
@@ -196,46 +167,11 @@ main(int argc, char **argv)
 		case 'O':
 			if (!*optarg || strpbrk(optarg, "\r\n"))
 				gk_usage_error("bad --tenant: %s", optarg);
+			/* One header however often given: the last wins. */
+			if (!tenant[0])
+				cli.headers[cli.nheaders++] = tenant;
 			snprintf(tenant, sizeof tenant, "X-Scope-OrgID: %s",
 			         optarg);
-			headers[nheaders++] = tenant;
-			break;
-		case 'H':
-			if (nheaders >= MAX_HEADERS)
-				gk_usage_error("too many --header options "
-				               "(at most %d)",
-				               MAX_HEADERS);
-			if (!(headers[nheaders++] =
-			          gk_ehttp_header_arg(optarg)))
-				gk_usage_error("bad --header: %s (expected "
-				               "NAME=VALUE)",
-				               optarg);
-			break;
-		case 'z': o.gzip = true; break;
-		case 'b':
-			o.batch_bytes = size_arg("--batch-bytes", optarg, 1024);
-			break;
-		case 'r':
-			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
-				gk_usage_error("bad --batch-records: %s "
-				               "(expected 1 to 1000000)",
-				               optarg);
-			o.batch_records = v;
-			break;
-		case 'i':
-			o.batch_ms = duration_arg("--batch-interval", optarg);
-			break;
-		case 'q':
-			o.max_bytes = size_arg("--max-queue", optarg, 65536);
-			break;
-		case 't':
-			o.timeout_ms = duration_arg("--timeout", optarg);
-			break;
-		case 'm':
-			o.backoff_min_ms = duration_arg("--retry-min", optarg);
-			break;
-		case 'M':
-			o.backoff_max_ms = duration_arg("--retry-max", optarg);
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-loki"); return 0;
@@ -252,14 +188,11 @@ main(int argc, char **argv)
 		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
 		               "https://...)",
 		               base);
-	if (o.backoff_max_ms < o.backoff_min_ms)
-		gk_usage_error("bad --retry-max: shorter than --retry-min");
+	gk_ehttp_cli_check(&cli, false);
 	if (!nlabels) {
 		labels[nlabels++] = "svc";
 		labels[nlabels++] = "level";
 	}
-	headers[nheaders] = NULL;
-	o.headers = headers;
 	/* URL/loki/api/v1/push, unless the path is given already. */
 	gk_buf url = {0};
 	gk_buf_adds(&url, base);

@@ -142,6 +142,8 @@ on_drain(gk_export *ex, void *arg)
 	drained(NULL, ex);
 }
 
+static gk_ehttp_cli cli;
+
 static void
 usage(FILE *f)
 {
@@ -153,38 +155,11 @@ usage(FILE *f)
 	    "  URL                    base URL (http://127.0.0.1:4318)\n"
 	    "  -H, --header K=V       add a request header (auth); repeatable\n"
 	    "  -z, --gzip             gzip bodies (Content-Encoding: gzip)\n"
-	    "  --signals LIST         of traces,metrics,logs (all)\n"
-	    "  --batch-bytes SIZE     close a batch past SIZE (256KiB)\n"
-	    "  --batch-records N      ... or N records (1000)\n"
-	    "  --batch-interval DUR   ... or DUR after its first record (1s)\n"
-	    "  --max-queue SIZE       batches waiting, per signal (1MiB)\n"
-	    "  --timeout DUR          per request (10s)\n"
-	    "  --retry-min DUR        first retry delay (500ms)\n"
-	    "  --retry-max DUR        longest retry delay (30s)\n"
+	    "  --signals LIST         of traces,metrics,logs (all)\n");
+	gk_ehttp_usage(f, &cli, "record", ", per signal");
+	fprintf(f,
 	    "  -h, --help             this help\n"
 	    "  -V, --version          version\n");
-}
-
-static uint64_t
-duration_arg(const char *opt, const char *v, uint64_t min)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0 || ms < min)
-		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
-		               "or 2s, at least %llums)",
-		    opt, v, (unsigned long long)min);
-	return ms;
-}
-
-static size_t
-size_arg(const char *opt, const char *v, size_t min)
-{
-	size_t n;
-	if (gk_parse_size(v, &n) < 0 || n < min)
-		gk_usage_error("bad %s: %s (expected a size such as 64KiB, at "
-		               "least %zu bytes)",
-		    opt, v, min);
-	return n;
 }
 
 int
@@ -198,39 +173,21 @@ main(int argc, char **argv)
 	                   .max_bytes = 1u << 20, /* per signal: 3 in all */
 	                   .backoff_min_ms = 500,
 	                   .verdict = verdict};
-	const char *headers[MAX_HEADERS + 1] = {0};
-	int nheaders = 0;
+	gk_ehttp_cli_init(&cli, &o, MAX_HEADERS, 4096);
 	bool want[NSIG_] = {true, true, true};
 	static const struct option opts[] = {
-	    {"header", required_argument, NULL, 'H'},
-	    {"gzip", no_argument, NULL, 'z'},
+	    GK_EHTTP_LONGOPTS,
+	    GK_EHTTP_LONGOPT_RETRY_MIN,
 	    {"signals", required_argument, NULL, 's'},
-	    {"batch-bytes", required_argument, NULL, 'b'},
-	    {"batch-records", required_argument, NULL, 'r'},
-	    {"batch-interval", required_argument, NULL, 'i'},
-	    {"max-queue", required_argument, NULL, 'q'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"retry-min", required_argument, NULL, 'm'},
-	    {"retry-max", required_argument, NULL, 'M'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	uint64_t v;
-	while ((c = getopt_long(argc, argv, "H:zhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, GK_EHTTP_SHORTOPTS "hV", opts,
+	            NULL)) != -1) {
+		if (gk_ehttp_option(&cli, c, optarg))
+			continue;
 		switch (c) {
-		case 'H':
-			if (nheaders == MAX_HEADERS)
-				gk_usage_error("too many --header options "
-				               "(at most %d)",
-				    MAX_HEADERS);
-			headers[nheaders] = gk_ehttp_header_arg(optarg);
-			if (!headers[nheaders++])
-				gk_usage_error("bad --header: %s (expected "
-				               "NAME=VALUE)",
-				    optarg);
-			break;
-		case 'z': o.gzip = true; break;
 		case 's': {
 			want[0] = want[1] = want[2] = false;
 			char *dup = gk_xstrdup(optarg), *save = NULL;
@@ -250,34 +207,6 @@ main(int argc, char **argv)
 			free(dup);
 			break;
 		}
-		case 'b':
-			o.batch_bytes = size_arg("--batch-bytes", optarg, 1024);
-			break;
-		case 'r':
-			if (gk_parse_uint(optarg, 1, 1000000, &v) < 0)
-				gk_usage_error("bad --batch-records: %s "
-				               "(expected 1 to 1000000)",
-				    optarg);
-			o.batch_records = v;
-			break;
-		case 'i':
-			o.batch_ms = duration_arg("--batch-interval",
-			    optarg, 1);
-			break;
-		case 'q':
-			o.max_bytes = size_arg("--max-queue", optarg, 4096);
-			break;
-		case 't':
-			o.timeout_ms = duration_arg("--timeout", optarg, 1);
-			break;
-		case 'm':
-			o.backoff_min_ms = duration_arg("--retry-min",
-			    optarg, 1);
-			break;
-		case 'M':
-			o.backoff_max_ms = duration_arg("--retry-max",
-			    optarg, 1);
-			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-otlp"); return 0;
 		default: usage(stderr); return GK_EXIT_USAGE;
@@ -293,11 +222,7 @@ main(int argc, char **argv)
 		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
 		               "https://...)",
 		    base);
-	if (o.backoff_max_ms && o.backoff_max_ms < o.backoff_min_ms)
-		gk_usage_error("bad --retry-max: shorter than --retry-min");
-	if (o.max_bytes && o.batch_bytes && o.batch_bytes > o.max_bytes)
-		gk_usage_error("bad --batch-bytes: larger than --max-queue");
-	o.headers = headers;
+	gk_ehttp_cli_check(&cli, true);
 
 	gk_export_def def = {.name = "otlp", .on_event = on_event,
 	                     .on_drain = on_drain};
@@ -342,7 +267,6 @@ main(int argc, char **argv)
 	gk_smap_free(O.starts);
 	gk_buf_free(&O.rec);
 	gk_buf_free(&O.key);
-	for (int i = 0; i < nheaders; i++)
-		free((char *)headers[i]);
+	gk_ehttp_cli_free(&cli);
 	return status;
 }

@@ -30,6 +30,8 @@
 #ifndef GK_EXPORT_H
 #define GK_EXPORT_H
 
+#include <stdio.h>
+
 #include "gokit.h"
 
 /* ------------------------------------------------------------------ */
@@ -250,6 +252,78 @@ size_t gk_ehttp_pending(gk_ehttp *h);
  * NULL when the name is not an HTTP token or the value holds CR or LF. */
 char *gk_ehttp_header_arg(const char *arg);
 void gk_ehttp_free(gk_ehttp *h);
+
+/*
+ * The command-line options every gk_ehttp plugin takes (export_http_opts.c):
+ * -H/--header, -z/--gzip, --batch-bytes, --batch-records, --batch-interval,
+ * --max-queue, --timeout, --retry-max and, unless no_retry_min,
+ * --retry-min.  A plugin puts GK_EHTTP_SHORTOPTS in its getopt string and
+ * GK_EHTTP_LONGOPTS (and GK_EHTTP_LONGOPT_RETRY_MIN) in its option array,
+ * fills a gk_ehttp_cli with gk_ehttp_cli_init() after its defaults are in
+ * *o, and hands every option to gk_ehttp_option() before its own switch.
+ * Bad values are usage errors (one line, exit 64).
+ */
+enum {
+	GK_EHTTP_OPT_BATCH_BYTES = 0x4800,
+	GK_EHTTP_OPT_BATCH_RECORDS,
+	GK_EHTTP_OPT_BATCH_INTERVAL,
+	GK_EHTTP_OPT_MAX_QUEUE,
+	GK_EHTTP_OPT_TIMEOUT,
+	GK_EHTTP_OPT_RETRY_MIN,
+	GK_EHTTP_OPT_RETRY_MAX,
+};
+#define GK_EHTTP_SHORTOPTS "H:z"
+#define GK_EHTTP_LONGOPTS                                                    \
+	{"header", required_argument, NULL, 'H'},                            \
+	    {"gzip", no_argument, NULL, 'z'},                                \
+	    {"batch-bytes", required_argument, NULL, GK_EHTTP_OPT_BATCH_BYTES}, \
+	    {"batch-records", required_argument, NULL,                       \
+	        GK_EHTTP_OPT_BATCH_RECORDS},                                 \
+	    {"batch-interval", required_argument, NULL,                      \
+	        GK_EHTTP_OPT_BATCH_INTERVAL},                                \
+	    {"max-queue", required_argument, NULL, GK_EHTTP_OPT_MAX_QUEUE},  \
+	    {"timeout", required_argument, NULL, GK_EHTTP_OPT_TIMEOUT},      \
+	    {"retry-max", required_argument, NULL, GK_EHTTP_OPT_RETRY_MAX}
+#define GK_EHTTP_LONGOPT_RETRY_MIN                                           \
+	{"retry-min", required_argument, NULL, GK_EHTTP_OPT_RETRY_MIN}
+
+/* Most --header options a plugin may allow (it may allow fewer). */
+#define GK_EHTTP_MAX_HEADERS 32
+
+typedef struct gk_ehttp_cli {
+	gk_ehttp_opts *o;        /* what the options set */
+	gk_ehttp_opts dflt;      /* *o before the options: --help's defaults */
+	/* "Name: value" lines of -H (malloc'd) and of the plugin (it may add
+	 * one more past max_headers); NULL-terminated for o->headers. */
+	const char *headers[GK_EHTTP_MAX_HEADERS + 2];
+	bool owned[GK_EHTTP_MAX_HEADERS + 2]; /* from -H: freed by _free */
+	size_t nheaders, max_headers;
+	size_t min_queue;  /* least --max-queue, bytes */
+	bool no_retry_min; /* no --retry-min: --retry-max lowers the first */
+} gk_ehttp_cli;
+
+/* c->o = o, its defaults kept; at most max_headers -H (<= 32). */
+void gk_ehttp_cli_init(gk_ehttp_cli *c, gk_ehttp_opts *o, size_t max_headers,
+    size_t min_queue);
+/* Handle a common option: 1 when opt was one (arg parsed into c), 0 when
+ * it is the plugin's own; a bad value is a usage error. */
+int gk_ehttp_option(gk_ehttp_cli *c, int opt, const char *arg);
+/* After the options: --retry-max not shorter than --retry-min, and, with
+ * check_batch, --batch-bytes not larger than --max-queue (usage errors).
+ * Points c->o->headers at c->headers. */
+void gk_ehttp_cli_check(gk_ehttp_cli *c, bool check_batch);
+/* The usage lines of --batch-bytes to --retry-max, with c's defaults: a
+ * batch counts records called `unit` ("point": "... or N points");
+ * queue_note follows "batches waiting" (", per signal"). */
+void gk_ehttp_usage(FILE *f, const gk_ehttp_cli *c, const char *unit,
+    const char *queue_note);
+/* Free the -H lines (not those the plugin added itself). */
+void gk_ehttp_cli_free(gk_ehttp_cli *c);
+
+/* Option values: a size of at least min bytes ("64KiB"), a duration of
+ * at least 1ms ("500ms", "2s"); else a usage error naming opt. */
+size_t gk_export_size_arg(const char *opt, const char *v, size_t min);
+uint64_t gk_export_duration_arg(const char *opt, const char *v);
 
 /* ------------------------------------------------------------------ */
 /* Metrics snapshots                                                   */
