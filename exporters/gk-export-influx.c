@@ -178,16 +178,8 @@ main(int argc, char **argv)
 		default: usage(stderr); return GK_EXIT_USAGE;
 		}
 	}
-	const char *base = "http://127.0.0.1:8086";
-	if (optind < argc)
-		base = argv[optind++];
-	if (optind < argc)
-		gk_usage_error("unexpected argument: %s (expected [URL])",
-		    argv[optind]);
-	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
-		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
-		               "https://...)",
-		    base);
+	const char *base =
+	    gk_ehttp_url_arg(argc, argv, "http://127.0.0.1:8086");
 	bool v2 = org || bucket;
 	if (v2 && db)
 		gk_usage_error("--db (InfluxDB 1.x) and --org/--bucket (2.x) "

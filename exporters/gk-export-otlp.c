@@ -212,16 +212,8 @@ main(int argc, char **argv)
 		default: usage(stderr); return GK_EXIT_USAGE;
 		}
 	}
-	const char *base = "http://127.0.0.1:4318";
-	if (optind < argc)
-		base = argv[optind++];
-	if (optind < argc)
-		gk_usage_error("unexpected argument: %s (expected [URL])",
-		    argv[optind]);
-	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
-		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
-		               "https://...)",
-		    base);
+	const char *base =
+	    gk_ehttp_url_arg(argc, argv, "http://127.0.0.1:4318");
 	gk_ehttp_cli_check(&cli, true);
 
 	gk_export_def def = {.name = "otlp", .on_event = on_event,

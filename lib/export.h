@@ -317,6 +317,10 @@ void gk_ehttp_cli_check(gk_ehttp_cli *c, bool check_batch);
  * queue_note follows "batches waiting" (", per signal"). */
 void gk_ehttp_usage(FILE *f, const gk_ehttp_cli *c, const char *unit,
     const char *queue_note);
+/* The operand left after the options (getopt's optind): the base URL,
+ * dflt when none; more than one, or one not http:// or https://, is a
+ * usage error. */
+const char *gk_ehttp_url_arg(int argc, char **argv, const char *dflt);
 /* Free the -H lines (not those the plugin added itself). */
 void gk_ehttp_cli_free(gk_ehttp_cli *c);
 

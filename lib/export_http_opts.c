@@ -4,6 +4,7 @@
  * lines, so that gk-export-influx, -loki, -otlp and -zipkin parse them
  * alike.  Each plugin keeps its own defaults and its own options.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,22 @@ gk_ehttp_usage(FILE *f, const gk_ehttp_cli *c, const char *unit,
 	fprintf(f, "  --retry-max DUR        longest retry delay (%s)\n",
 	    duration_str(a, sizeof a,
 	        d->backoff_max_ms ? d->backoff_max_ms : 30000));
+}
+
+const char *
+gk_ehttp_url_arg(int argc, char **argv, const char *dflt)
+{
+	const char *base = dflt;
+	if (optind < argc)
+		base = argv[optind++];
+	if (optind < argc)
+		gk_usage_error("unexpected argument: %s (expected [URL])",
+		    argv[optind]);
+	if (strncmp(base, "http://", 7) && strncmp(base, "https://", 8))
+		gk_usage_error("bad URL: %s (expected http://HOST:PORT or "
+		               "https://...)",
+		    base);
+	return base;
 }
 
 void
