@@ -19,6 +19,19 @@ uint64_t gk_otlp_ts_ns(gk_json ts);
 /* Lowercase hex of exactly n digits, not all zero, into out (n + 1). */
 bool gk_otlp_hex_id(gk_json v, size_t n, char *out);
 
+/* The ids and times of a span event (gk-events(5)), as both encoders
+ * check them. */
+typedef struct gk_otlp_span_ids {
+	char trace[33], span[17], parent[17]; /* lowercase hex */
+	bool has_parent;                      /* parent_id given, not null */
+	int64_t start_us, dur_us;             /* dur_us 0 when absent */
+} gk_otlp_span_ids;
+
+/* 0; or -1 with *why when an id is not hex of its length, start_us is
+ * below min_start_us or duration_us is negative. */
+int gk_otlp_span_ids_get(const gk_wire_msg *m, int64_t min_start_us,
+    gk_otlp_span_ids *s, const char **why);
+
 /* A JSON value as an OTLP AnyValue. */
 void gk_otlp_anyvalue(gk_jw *w, gk_json v);
 

@@ -61,33 +61,12 @@ gk_zipkin_span(const gk_event *ev, gk_buf *out, const char **why)
 	    {"SERVER", "SERVER"},     {"CLIENT", "CLIENT"},
 	    {"PRODUCER", "PRODUCER"}, {"CONSUMER", "CONSUMER"}};
 	const gk_wire_msg *m = ev->msg;
-	char trace[33], span[17], parent[17];
-	int64_t start_us, dur_us = 0;
-	if (!gk_otlp_hex_id(gk_wire_get(m, "trace_id"), 32, trace)) {
-		*why = "trace_id is not 32 hexadecimal digits";
+	gk_otlp_span_ids ids;
+	if (gk_otlp_span_ids_get(m, 1, &ids, why) < 0)
 		return -1;
-	}
-	if (!gk_otlp_hex_id(gk_wire_get(m, "span_id"), 16, span)) {
-		*why = "span_id is not 16 hexadecimal digits";
-		return -1;
-	}
-	gk_json pj = gk_wire_get(m, "parent_id");
-	bool has_parent = pj.type != GK_JSON_NONE && pj.type != GK_JSON_NULL;
-	if (has_parent && !gk_otlp_hex_id(pj, 16, parent)) {
-		*why = "parent_id is not 16 hexadecimal digits";
-		return -1;
-	}
-	if (!gk_json_int(gk_wire_get(m, "start_us"), &start_us) ||
-	    start_us <= 0) {
-		*why = "start_us is not a count of microseconds";
-		return -1;
-	}
-	gk_json dj = gk_wire_get(m, "duration_us");
-	if (dj.type != GK_JSON_NONE &&
-	    (!gk_json_int(dj, &dur_us) || dur_us < 0)) {
-		*why = "duration_us is not a count of microseconds";
-		return -1;
-	}
+	const char *trace = ids.trace, *span = ids.span, *parent = ids.parent;
+	bool has_parent = ids.has_parent;
+	int64_t start_us = ids.start_us, dur_us = ids.dur_us;
 	gk_json name = gk_wire_get(m, "name");
 	gk_json kind = gk_wire_get(m, "kind");
 	gk_json attrs = gk_wire_get(m, "attrs");
