@@ -232,6 +232,20 @@ put(gk_buf *b, const char *s, size_t n)
  * msg_headers.c); freed past BUF_KEEP as the others are. */
 static _Thread_local gk_buf hdr_buf;
 
+/* Append "key":value (both raw JSON) to the object open in hb. */
+static void
+add_member(gk_buf *hb, gk_json key, gk_json val)
+{
+	gk_buf_reserve(hb, key.len + val.len + 2);
+	if (hb->len > 1)
+		hb->data[hb->len++] = ',';
+	memcpy(hb->data + hb->len, key.p, key.len);
+	hb->len += key.len;
+	hb->data[hb->len++] = ':';
+	memcpy(hb->data + hb->len, val.p, val.len);
+	hb->len += val.len;
+}
+
 void
 gk_tracer_request(gk_tracer *t, gk_req *req)
 {
@@ -260,14 +274,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 					hv[i] = val;
 				continue;
 			}
-			gk_buf_reserve(hb, key.len + val.len + 2);
-			if (hb->len > 1)
-				hb->data[hb->len++] = ',';
-			memcpy(hb->data + hb->len, key.p, key.len);
-			hb->len += key.len;
-			hb->data[hb->len++] = ':';
-			memcpy(hb->data + hb->len, val.p, val.len);
-			hb->len += val.len;
+			add_member(hb, key, val);
 		}
 	}
 
@@ -399,14 +406,7 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 		while (gk_json_iter_next(&it, &key, &val)) {
 			if (gk_json_eqn(key, "traceresponse", 13))
 				continue;
-			gk_buf_reserve(hb, key.len + val.len + 2);
-			if (hb->len > 1)
-				hb->data[hb->len++] = ',';
-			memcpy(hb->data + hb->len, key.p, key.len);
-			hb->len += key.len;
-			hb->data[hb->len++] = ':';
-			memcpy(hb->data + hb->len, val.p, val.len);
-			hb->len += val.len;
+			add_member(hb, key, val);
 		}
 	}
 	if (hb->len > 1)
