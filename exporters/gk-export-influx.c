@@ -49,17 +49,10 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 }
 
 static void
-drained(gk_ehttp *h, void *arg)
-{
-	(void)h;
-	gk_export_done(arg);
-}
-
-static void
 on_drain(gk_export *ex, void *arg)
 {
 	(void)arg;
-	gk_ehttp_drain(I.h, drained, ex);
+	gk_ehttp_drain_export(I.h, ex);
 }
 
 static gk_ehttp_cli cli;

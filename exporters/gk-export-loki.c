@@ -37,17 +37,10 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 }
 
 static void
-on_drained(gk_ehttp *h, void *arg)
-{
-	(void)h;
-	gk_export_done(arg);
-}
-
-static void
 on_drain(gk_export *ex, void *arg)
 {
 	(void)arg;
-	gk_ehttp_drain(L.http, on_drained, ex);
+	gk_ehttp_drain_export(L.http, ex);
 }
 
 static bool

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log_gate.h"
 #include "otlp.h"
 
 #define MAX_HEADERS 32
@@ -27,8 +28,7 @@ static struct {
 	gk_smap *starts; /* "proc\0pid" -> process start, ns (uint64_t *) */
 	gk_buf rec, key;
 	gk_series *m_invalid;
-	uint64_t invalid_logged_ms;
-	uint64_t invalid_since_log;
+	gk_log_gate invalid_gate;
 } O;
 
 /* OTLP/HTTP: retry only what the specification calls retryable. */
@@ -49,17 +49,13 @@ invalid(gk_export *ex, const char *why)
 {
 	gk_export_dropped(ex, 1);
 	gk_counter_add(O.m_invalid, 1);
-	O.invalid_since_log++;
-	uint64_t now = gk_monotonic_ms();
-	if (O.invalid_logged_ms && now - O.invalid_logged_ms < 1000)
+	uint64_t held;
+	if (!gk_log_gate_pass(&O.invalid_gate, &held))
 		return; /* at most one a second, with the count */
 	char f1[160], f2[64];
 	snprintf(f1, sizeof f1, "reason=%s", why);
-	snprintf(f2, sizeof f2, "count=%llu",
-	    (unsigned long long)O.invalid_since_log);
+	snprintf(f2, sizeof f2, "count=%llu", (unsigned long long)(held + 1));
 	gk_log(GK_ERROR, "event not encodable as OTLP: dropped", f1, f2);
-	O.invalid_logged_ms = now;
-	O.invalid_since_log = 0;
 }
 
 /* The start of the process of a metrics event: from its snapshot, or as

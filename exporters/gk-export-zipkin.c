@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log_gate.h"
 #include "otlp.h"
 
 #define MAX_HEADERS 32
@@ -17,7 +18,7 @@ static struct {
 	gk_ehttp *h;
 	gk_buf rec;
 	gk_series *m_invalid, *m_skipped;
-	uint64_t invalid_logged_ms, invalid_since_log;
+	gk_log_gate invalid_gate;
 } Z;
 
 static void
@@ -25,17 +26,13 @@ invalid(gk_export *ex, const char *why)
 {
 	gk_export_dropped(ex, 1);
 	gk_counter_add(Z.m_invalid, 1);
-	Z.invalid_since_log++;
-	uint64_t now = gk_monotonic_ms();
-	if (Z.invalid_logged_ms && now - Z.invalid_logged_ms < 1000)
+	uint64_t held;
+	if (!gk_log_gate_pass(&Z.invalid_gate, &held))
 		return; /* at most one a second, with the count */
 	char f1[160], f2[64];
 	snprintf(f1, sizeof f1, "reason=%s", why);
-	snprintf(f2, sizeof f2, "count=%llu",
-	    (unsigned long long)Z.invalid_since_log);
+	snprintf(f2, sizeof f2, "count=%llu", (unsigned long long)(held + 1));
 	gk_log(GK_ERROR, "span not encodable for Zipkin: dropped", f1, f2);
-	Z.invalid_logged_ms = now;
-	Z.invalid_since_log = 0;
 }
 
 static void
@@ -57,17 +54,10 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 }
 
 static void
-drained(gk_ehttp *h, void *arg)
-{
-	(void)h;
-	gk_export_done(arg);
-}
-
-static void
 on_drain(gk_export *ex, void *arg)
 {
 	(void)arg;
-	gk_ehttp_drain(Z.h, drained, ex);
+	gk_ehttp_drain_export(Z.h, ex);
 }
 
 static gk_ehttp_cli cli;

@@ -246,6 +246,8 @@ void gk_ehttp_add(gk_ehttp *h, const void *p, size_t n);
 void gk_ehttp_flush(gk_ehttp *h);
 /* Close the open batch and call fn once every batch is done (drain). */
 void gk_ehttp_drain(gk_ehttp *h, void (*fn)(gk_ehttp *, void *), void *arg);
+/* The on_drain of a plugin with one sender: drain h, then gk_export_done. */
+void gk_ehttp_drain_export(gk_ehttp *h, gk_export *ex);
 /* Records not yet acknowledged (open batch, queued, in flight). */
 size_t gk_ehttp_pending(gk_ehttp *h);
 /* A command line's "Name=value" as a header line "Name: value" (malloc'd);

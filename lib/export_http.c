@@ -570,6 +570,19 @@ gk_ehttp_drain(gk_ehttp *h, void (*fn)(gk_ehttp *, void *), void *arg)
 	check_drain(h);
 }
 
+static void
+drained_export(gk_ehttp *h, void *ex)
+{
+	(void)h;
+	gk_export_done(ex);
+}
+
+void
+gk_ehttp_drain_export(gk_ehttp *h, gk_export *ex)
+{
+	gk_ehttp_drain(h, drained_export, ex);
+}
+
 char *
 gk_ehttp_header_arg(const char *arg)
 {

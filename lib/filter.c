@@ -43,11 +43,11 @@
 #include <unistd.h>
 
 #include "filter.h"
+#include "log_gate.h"
 
 #define READ_CHUNK (256u * 1024)
 #define MAX_DEPTH 256          /* as jq's parser */
 #define SNIPPET 120            /* bytes of an event quoted in an error */
-#define REPORT_EVERY_MS 1000   /* error events: at most one a second */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STABLE_MS 10000 /* a route up this long restarts at once again */
@@ -62,12 +62,6 @@ enum err_kind {
 };
 static const char *const kind_names[ERR_KINDS] = {"runtime", "number",
     "too_long", "route_expr", "route"};
-
-struct ratelimit {
-	uint64_t last_ms;
-	uint64_t suppressed;
-	bool any;
-};
 
 struct route {
 	char *expr;
@@ -97,7 +91,7 @@ struct gk_filter {
 	bool out_dead;
 	const char *cur_line; /* the event being processed, for reports */
 	size_t cur_len;
-	struct ratelimit rl[ERR_KINDS];
+	gk_log_gate rl[ERR_KINDS];
 	gk_series *in, *outc, *raw, *err[ERR_KINDS];
 };
 
@@ -170,12 +164,9 @@ report(gk_filter *f, enum err_kind kind, const char *msg, const char *why,
     const char *extra)
 {
 	gk_counter_add(f->err[kind], 1);
-	struct ratelimit *rl = &f->rl[kind];
-	uint64_t now = gk_monotonic_ms();
-	if (rl->any && now - rl->last_ms < REPORT_EVERY_MS) {
-		rl->suppressed++;
+	uint64_t held;
+	if (!gk_log_gate_pass(&f->rl[kind], &held))
 		return;
-	}
 	gk_buf k = {0}, e = {0}, ev = {0}, sup = {0};
 	gk_buf_addf(&k, "kind=%s", kind_names[kind]);
 	gk_buf_adds(&e, "error=");
@@ -187,9 +178,8 @@ report(gk_filter *f, enum err_kind kind, const char *msg, const char *why,
 		snippet(&ev, f->cur_line, f->cur_len);
 		fields[nf++] = ev.data;
 	}
-	if (rl->suppressed) {
-		gk_buf_addf(&sup, "suppressed=%llu",
-		    (unsigned long long)rl->suppressed);
+	if (held) {
+		gk_buf_addf(&sup, "suppressed=%llu", (unsigned long long)held);
 		fields[nf++] = sup.data;
 	}
 	if (extra)
@@ -197,9 +187,6 @@ report(gk_filter *f, enum err_kind kind, const char *msg, const char *why,
 	gk_log(GK_ERROR, msg, gk_buf_cstr(&k), gk_buf_cstr(&e),
 	    nf > 0 ? fields[0] : NULL, nf > 1 ? fields[1] : NULL,
 	    nf > 2 ? fields[2] : NULL);
-	rl->any = true;
-	rl->last_ms = now;
-	rl->suppressed = 0;
 	gk_buf_free(&k);
 	gk_buf_free(&e);
 	gk_buf_free(&ev);
