@@ -8,7 +8,7 @@ SAN_FLAGS ?=
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 CFLAGS += -DGK_LIBEXEC='"$(PREFIX)/libexec/gokit"'
-CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fPIC -Ilib $(SAN_FLAGS)
+CFLAGS += -std=c17 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -fPIC -fno-semantic-interposition -Ilib $(SAN_FLAGS)
 LDFLAGS += -Wl,--as-needed $(SAN_FLAGS)
 LIBS = -lhttp_parser -ljq -lpipeline -lhiredis -lcurl -lcares -lz -lpthread -lm
 LIBS_gk-export-kafka = -lrdkafka

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #define GK_VERSION "0.1.0"
@@ -103,6 +104,7 @@ typedef struct gk_wire_msg {
 	const char *line; /* not owned */
 	size_t len;       /* without the newline */
 	unsigned nfields;
+	uint64_t escaped; /* bit i: key i holds an escape (compared slowly) */
 	gk_wire_field field[GK_WIRE_MAX_FIELDS];
 } gk_wire_msg;
 
@@ -119,6 +121,30 @@ int gk_json_validate(const char *p, size_t len, gk_wire_error *err);
 
 /* The value of top-level member key; GK_JSON_NONE when absent. */
 gk_json gk_wire_get(const gk_wire_msg *m, const char *key);
+
+/* The hot path's form of gk_wire_get(): inline, so that a literal key's
+ * length and compare are known at compile time.  Keys that hold an escape
+ * are compared out of line. */
+int gk__wire_find_escaped(const gk_wire_msg *m, const char *key, size_t n);
+static inline int
+gk__wire_find(const gk_wire_msg *m, const char *key, size_t n)
+{
+	for (unsigned i = 0; i < m->nfields; i++) {
+		const gk_json *k = &m->field[i].key;
+		if (k->len == n + 2 && __builtin_memcmp(k->p + 1, key, n) == 0 &&
+		    !(m->escaped >> i & 1))
+			return (int)i;
+	}
+	return m->escaped ? gk__wire_find_escaped(m, key, n) : -1;
+}
+
+static inline gk_json
+gk__wire_get_inline(const gk_wire_msg *m, const char *key, size_t n)
+{
+	int i = gk__wire_find(m, key, n);
+	return i < 0 ? (gk_json){GK_JSON_NONE, NULL, 0} : m->field[i].value;
+}
+#define gk_wire_get(m, key) gk__wire_get_inline((m), (key), strlen(key))
 
 /* Append the unescaped contents of a string value to out.  -1 if not a string. */
 int gk_json_string(gk_json v, gk_buf *out);

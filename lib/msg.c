@@ -155,12 +155,7 @@ gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 	if (!gk_utf8_valid(key, klen))
 		misuse("key is not UTF-8", key);
 
-	int i = -1;
-	for (unsigned j = 0; j < w->nfields; j++)
-		if (gk_json_eqn(w->field[j].key, key, klen)) {
-			i = (int)j;
-			break;
-		}
+	int i = gk__wire_find(w, key, klen);
 	/* The next stage would reject a line with one member too many, so
 	 * the line stays as it was (the header gives no way to say so). */
 	if (i < 0 && w->nfields == GK_WIRE_MAX_FIELDS)
@@ -209,6 +204,8 @@ gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 		tail = w->len - (tail - 1);
 		size_t qlen = nb.len - w->len - rawlen - 1 - (w->nfields ? 1 : 0);
 		const char *kp = nbase + nb.len - tail - rawlen - 1 - qlen;
+		if (qlen != klen + 2) /* the quoted key holds an escape */
+			w->escaped |= 1ull << w->nfields;
 		gk_wire_field *f = &w->field[w->nfields++];
 		f->key = (gk_json){GK_JSON_STRING, kp, qlen};
 		f->value = (gk_json){raw_type(raw[lead]), kp + qlen + 1 + lead,

@@ -26,8 +26,9 @@ struct gk_req {
 	gk_north *north; /* NULL once the client is gone */
 	void *cookie;
 	gk_msg *msg;
-	char *id;  /* as the north side named it */
+	char *id;  /* as the north side named it; stored after state[] */
 	char *sid; /* as the south side knows it (== id when unique) */
+	size_t sidlen;
 	uint64_t deadline;
 	uint64_t arrival;
 	gk_timer timer;
@@ -105,12 +106,39 @@ static void wire_conn_free(gk_stage *st, struct wire_conn *c);
 /* ---- the table of requests in flight, keyed by south id ---- */
 
 static uint64_t
-hash_str(const char *s)
+hash_mem(const char *s, size_t n)
 {
 	uint64_t h = 1469598103934665603ull;
-	while (*s)
+	while (n--)
 		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
 	return h;
+}
+
+static uint64_t
+hash_str(const char *s)
+{
+	return hash_mem(s, strlen(s));
+}
+
+/*
+ * The text of a string value: its raw bytes when it holds no escape (the
+ * common case: no copy), else unescaped into tmp.  False if not a string.
+ */
+static bool
+string_view(gk_json v, gk_buf *tmp, const char **p, size_t *n)
+{
+	if (v.type != GK_JSON_STRING || v.len < 2)
+		return false;
+	if (!memchr(v.p + 1, '\\', v.len - 2)) {
+		*p = v.p + 1;
+		*n = v.len - 2;
+		return true;
+	}
+	tmp->len = 0;
+	gk_json_string(v, tmp);
+	*p = gk_buf_cstr(tmp);
+	*n = tmp->len;
+	return true;
 }
 
 static void
@@ -121,7 +149,7 @@ table_grow(gk_stage *st)
 	for (size_t i = 0; i < st->nbucket; i++)
 		for (gk_req *r = st->bucket[i], *next; r; r = next) {
 			next = r->hnext;
-			size_t k = hash_str(r->sid) & (n - 1);
+			size_t k = hash_mem(r->sid, r->sidlen) & (n - 1);
 			r->hnext = b[k];
 			b[k] = r;
 		}
@@ -131,13 +159,13 @@ table_grow(gk_stage *st)
 }
 
 static gk_req *
-table_find(gk_stage *st, const char *sid)
+table_find(gk_stage *st, const char *sid, size_t n)
 {
 	if (!st->nbucket)
 		return NULL;
-	for (gk_req *r = st->bucket[hash_str(sid) & (st->nbucket - 1)]; r;
+	for (gk_req *r = st->bucket[hash_mem(sid, n) & (st->nbucket - 1)]; r;
 	    r = r->hnext)
-		if (!strcmp(r->sid, sid))
+		if (r->sidlen == n && !memcmp(r->sid, sid, n))
 			return r;
 	return NULL;
 }
@@ -147,7 +175,7 @@ table_insert(gk_stage *st, gk_req *req)
 {
 	if (st->ninflight + 1 > st->nbucket)
 		table_grow(st);
-	size_t k = hash_str(req->sid) & (st->nbucket - 1);
+	size_t k = hash_mem(req->sid, req->sidlen) & (st->nbucket - 1);
 	req->hnext = st->bucket[k];
 	st->bucket[k] = req;
 	req->hashed = true;
@@ -162,7 +190,8 @@ table_remove(gk_stage *st, gk_req *req)
 {
 	if (!req->hashed)
 		return;
-	gk_req **p = &st->bucket[hash_str(req->sid) & (st->nbucket - 1)];
+	gk_req **p = &st->bucket[hash_mem(req->sid, req->sidlen) &
+	    (st->nbucket - 1)];
 	while (*p && *p != req)
 		p = &(*p)->hnext;
 	if (*p)
@@ -291,7 +320,6 @@ finish(gk_req *req, int status)
 	gk_msg_free(req->msg);
 	if (req->sid != req->id)
 		free(req->sid);
-	free(req->id);
 	free(req);
 	if (st->draining)
 		check_drained(st);
@@ -410,11 +438,11 @@ gk__cancel(gk_stage *st, gk_north *n, const char *id)
 {
 	gk_req *req;
 	if (n->unique_ids)
-		req = table_find(st, id);
+		req = table_find(st, id, strlen(id));
 	else {
 		char sid[256];
 		snprintf(sid, sizeof sid, "%u.%s", n->serial, id);
-		req = table_find(st, sid);
+		req = table_find(st, sid, strlen(sid));
 	}
 	if (req && req->north == n)
 		gk__req_abandon(req);
@@ -432,8 +460,14 @@ void
 gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
     gk_req **slot)
 {
-	size_t size = sizeof(gk_req) + st->def.ops.req_state_size;
-	gk_req *req = gk_xcalloc(1, size);
+	gk_buf tmp = {0};
+	const char *idp = "";
+	size_t idlen = 0;
+	string_view(gk_msg_get(msg, "id"), &tmp, &idp, &idlen);
+	/* The id is kept as a C string: it ends at an escaped NUL. */
+	idlen = strnlen(idp, idlen);
+	size_t state = st->def.ops.req_state_size;
+	gk_req *req = gk_xcalloc(1, sizeof(gk_req) + state + idlen + 1);
 	if (slot)
 		*slot = req;
 	req->st = st;
@@ -441,18 +475,19 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	req->cookie = cookie;
 	req->msg = msg;
 	req->arrival = gk_loop_now(st->loop);
-	gk_buf id = {0};
-	gk_json_string(gk_msg_get(msg, "id"), &id);
-	req->id = gk_xstrdup(gk_buf_cstr(&id));
-	gk_buf_free(&id);
-	if (n->unique_ids)
+	req->id = (char *)req->state + state;
+	memcpy(req->id, idp, idlen);
+	gk_buf_free(&tmp);
+	if (n->unique_ids) {
 		req->sid = req->id;
-	else {
-		size_t len = strlen(req->id) + 16;
+		req->sidlen = idlen;
+	} else {
+		size_t len = idlen + 16;
 		req->sid = gk_xmalloc(len);
-		snprintf(req->sid, len, "%u.%s", n->serial, req->id);
+		req->sidlen = (size_t)snprintf(req->sid, len, "%u.%s",
+		    n->serial, req->id);
 	}
-	if (table_find(st, req->sid)) {
+	if (table_find(st, req->sid, req->sidlen)) {
 		gk_answer(req, 400, NULL, "duplicate request id\n",
 		    "duplicate id");
 		return;
@@ -568,25 +603,29 @@ south_line(gk_stream *s, char *line, size_t len, void *arg)
 		log_bad_line("invalid line from south", line, len, &err);
 		return;
 	}
-	gk_buf id = {0};
+	gk_buf tmp = {0};
 	gk_req *req = NULL;
-	if (gk_json_string(gk_msg_get(m, "id"), &id) == 0)
-		req = table_find(st, gk_buf_cstr(&id));
+	const char *idp = "";
+	size_t idlen = 0;
+	if (string_view(gk_msg_get(m, "id"), &tmp, &idp, &idlen))
+		req = table_find(st, idp, strnlen(idp, idlen));
 	if (!req || !req->forwarded) {
-		if (!id.len || !recently_cancelled(st, gk_buf_cstr(&id))) {
+		gk_buf f = {0};
+		gk_buf_add(&f, idp, idlen);
+		if (!idlen || !recently_cancelled(st, gk_buf_cstr(&f))) {
 			gk_counter_add(st->m_unknown, 1);
-			gk_buf f = {0};
+			gk_buf_reset(&f);
 			gk_buf_adds(&f, "id=");
-			gk_buf_add(&f, id.data, id.len);
+			gk_buf_add(&f, idp, idlen);
 			gk_log(GK_WARN, "response for unknown id: dropped",
 			    gk_buf_cstr(&f));
-			gk_buf_free(&f);
 		}
-		gk_buf_free(&id);
+		gk_buf_free(&f);
+		gk_buf_free(&tmp);
 		gk_msg_free(m);
 		return;
 	}
-	gk_buf_free(&id);
+	gk_buf_free(&tmp);
 	req->forwarded = false;
 	if (st->def.ops.on_response)
 		st->def.ops.on_response(st, req, m, st->def.arg);

@@ -59,7 +59,8 @@ fail(gk_wire_error *err, ptr base, ptr at, const char *why)
 static inline ptr
 skip_ws(ptr p, ptr end)
 {
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+	/* Every byte that can start or end a token is above the space. */
+	while (p < end && *p <= ' ' && (*p == ' ' || *p == '\t' || *p == '\r'))
 		p++;
 	return p;
 }
@@ -155,14 +156,28 @@ hex4(ptr p)
 	return (long)a << 12 | b << 8 | c << 4 | d;
 }
 
+static ptr scan_string_rest(ptr q, ptr p, ptr end, ptr base,
+    gk_wire_error *err, bool *esc);
+
 /*
  * Validate a string whose opening quote is at q; returns the byte after the
- * closing quote.  *esc is set when the string holds an escape.
+ * closing quote.  *esc is set when the string holds an escape.  Most strings
+ * are plain ASCII: that case is inline, the rest is out of line.
  */
-static ptr
+static inline ptr
 scan_string(ptr q, ptr end, ptr base, gk_wire_error *err, bool *esc)
 {
-	ptr p = q + 1;
+	ptr p = skip_plain(q + 1, end);
+	if (p < end && *p == '"')
+		return p + 1;
+	return scan_string_rest(q, p, end, base, err, esc);
+}
+
+/* scan_string() from p, the first byte that is not plain. */
+static ptr
+scan_string_rest(ptr q, ptr p, ptr end, ptr base, gk_wire_error *err,
+    bool *esc)
+{
 	for (;;) {
 		p = skip_plain(p, end);
 		if (p >= end)
@@ -589,17 +604,30 @@ key_dup(const gk_wire_msg *m, unsigned n, uint64_t escaped, ptr k,
 	return false;
 }
 
+/*
+ * One bit per (length, first byte) of the plain keys seen so far: a key
+ * whose bit is clear cannot repeat one, which spares the quadratic compare
+ * for nearly every member of a line.
+ */
+static inline uint64_t
+key_bit(ptr k, size_t klen)
+{
+	return 1ull << ((klen * 7 + k[1]) & 63);
+}
+
 int
 gk_wire_parse(gk_wire_msg *m, const char *line, size_t len,
     gk_wire_error *err)
 {
 	ptr base = (ptr)line, end = base + len, p;
 	uint64_t escaped = 0; /* bit i: key i holds an escape */
+	uint64_t seen = 0;    /* key_bit() of every plain key */
 	unsigned n = 0;
 
 	m->line = line;
 	m->len = len;
 	m->nfields = 0;
+	m->escaped = 0;
 	p = skip_ws(base, end);
 	if (p >= end || *p != '{') {
 		fail(err, base, p, "top level must be an object");
@@ -624,10 +652,14 @@ gk_wire_parse(gk_wire_msg *m, const char *line, size_t len,
 		if (!(p = scan_string(k, end, base, err, &kesc)))
 			return -1;
 		ptr kend = p;
-		if (key_dup(m, n, escaped, k, (size_t)(p - k), kesc)) {
+		size_t klen = (size_t)(p - k);
+		uint64_t bit = kesc ? 0 : key_bit(k, klen);
+		if ((kesc || escaped || (seen & bit)) &&
+		    key_dup(m, n, escaped, k, klen, kesc)) {
 			fail(err, base, k, "duplicate key");
 			return -1;
 		}
+		seen |= bit;
 		p = skip_ws(p, end);
 		if (p >= end || *p != ':') {
 			fail(err, base, p, "expected ':'");
@@ -669,26 +701,26 @@ done:
 		return -1;
 	}
 	m->nfields = n;
+	m->escaped = escaped;
 	return 0;
 }
 
-/* Index of top-level member key, or -1. */
-static int
-find_field(const gk_wire_msg *m, const char *key, size_t n)
+/* gk__wire_find() for the keys that hold an escape: compared unescaped. */
+int
+gk__wire_find_escaped(const gk_wire_msg *m, const char *key, size_t n)
 {
 	for (unsigned i = 0; i < m->nfields; i++)
-		if (gk_json_eqn(m->field[i].key, key, n))
+		if (m->escaped >> i & 1 && gk_json_eqn(m->field[i].key, key, n))
 			return (int)i;
 	return -1;
 }
 
+/* The exported function behind the macro (for callers through a pointer
+ * or another language). */
 gk_json
-gk_wire_get(const gk_wire_msg *m, const char *key)
+(gk_wire_get)(const gk_wire_msg *m, const char *key)
 {
-	int i = find_field(m, key, strlen(key));
-	if (i < 0)
-		return (gk_json){GK_JSON_NONE, NULL, 0};
-	return m->field[i].value;
+	return gk__wire_get_inline(m, key, strlen(key));
 }
 
 /* ------------------------------------------------------------------ */
@@ -760,6 +792,20 @@ gk_json_int(gk_json v, int64_t *out)
 {
 	const uint64_t lim = 1ull << 53;
 	struct num n;
+	/* Plain digits (a status, a deadline) need no splitting: at most 16
+	 * of them stay below 10^16, and a leading zero is only "0" itself. */
+	if (v.type == GK_JSON_NUMBER && v.len && v.len <= 16) {
+		ptr p = (ptr)v.p, end = p + v.len;
+		uint64_t d = 0;
+		while (p < end && isdig(*p))
+			d = d * 10 + (*p++ - '0');
+		if (p == end) {
+			if (d > lim)
+				return false;
+			*out = (int64_t)d;
+			return true;
+		}
+	}
 	if (!split_number(v, &n))
 		return false;
 	/*
@@ -965,7 +1011,7 @@ gk_wire_splice(const gk_wire_msg *m, const char *key, const char *raw,
     size_t rawlen, gk_buf *out)
 {
 	size_t klen = strlen(key);
-	gk__wire_splice_at(m, find_field(m, key, klen), key, klen, raw, rawlen,
+	gk__wire_splice_at(m, gk__wire_find(m, key, klen), key, klen, raw, rawlen,
 	    out);
 }
 
@@ -1004,7 +1050,7 @@ void
 gk_wire_remove(const gk_wire_msg *m, const char *key, gk_buf *out)
 {
 	const char *l = m->line, *lend = l + m->len, *from, *to;
-	int i = find_field(m, key, strlen(key));
+	int i = gk__wire_find(m, key, strlen(key));
 	if (i < 0) {
 		gk_buf_add(out, l, m->len);
 		return;

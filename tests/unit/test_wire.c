@@ -1073,6 +1073,59 @@ TEST(bench_parse)
 	printf("# get: %.1f ns/lookup\n", (double)(t1 - t0) / n);
 }
 
+/* Top-level keys: lookups and duplicates, plain and escaped (the plain
+ * ones take a fast path that must agree with the unescaping one). */
+TEST(keys)
+{
+	gk_wire_msg m;
+	gk_wire_error e;
+	/* Same length and first byte, different keys: not duplicates. */
+	CHECK(parse_s(&m, "{\"ab\":1,\"ac\":2,\"ad\":3,\"\":4}", &e) == 0);
+	CHECK(gk_wire_get(&m, "ac").len == 1 && gk_wire_get(&m, "ac").p[0] == '2');
+	CHECK(gk_wire_get(&m, "").len == 1 && gk_wire_get(&m, "").p[0] == '4');
+	CHECK(gk_wire_get(&m, "a").type == GK_JSON_NONE);
+	CHECK(gk_wire_get(&m, "abc").type == GK_JSON_NONE);
+	/* A repeat after other keys, plain or through an escape either way. */
+	CHECK(parse_s(&m, "{\"ab\":1,\"x\":0,\"ab\":2}", &e) < 0 &&
+	    strcmp(e.reason, "duplicate key") == 0 && e.offset == 14);
+	CHECK(parse_s(&m, "{\"ab\":1,\"\\u0061b\":2}", &e) < 0 &&
+	    strcmp(e.reason, "duplicate key") == 0);
+	CHECK(parse_s(&m, "{\"\\u0061b\":1,\"ab\":2}", &e) < 0 &&
+	    strcmp(e.reason, "duplicate key") == 0);
+	/* An escaped key is found by its text, and a plain key of the same
+	 * raw length is not confused with it. */
+	CHECK(parse_s(&m, "{\"i\\u0064\":\"7\",\"i\\\\d\":\"8\"}", &e) == 0);
+	CHECK(strcmp(get_str(&m, "id"), "7") == 0);
+	CHECK(strcmp(get_str(&m, "i\\d"), "8") == 0);
+	/* 64 keys with many (length, first byte) collisions. */
+	gk_buf b = {0};
+	gk_buf_addc(&b, '{');
+	for (int i = 0; i < GK_WIRE_MAX_FIELDS; i++)
+		gk_buf_addf(&b, "%s\"k%02d\":%d", i ? "," : "", i, i);
+	gk_buf_addc(&b, '}');
+	CHECK(gk_wire_parse(&m, b.data, b.len, &e) == 0 &&
+	    m.nfields == GK_WIRE_MAX_FIELDS);
+	int64_t v = -1;
+	CHECK(gk_json_int(gk_wire_get(&m, "k63"), &v) && v == 63);
+	b.len -= 1;
+	gk_buf_adds(&b, ",\"k07\":1}");
+	CHECK(gk_wire_parse(&m, b.data, b.len, &e) < 0);
+	gk_buf_free(&b);
+	/* A member added by gk_msg_set under an escaped key is found. */
+	gk_msg *msg = gk_msg_new("{\"a\":1}", 7, &e);
+	CHECK(msg != NULL);
+	gk_msg_set(msg, "q\"k", "2", 1);
+	CHECK(msg->wire.escaped == 2);
+	CHECK(gk_msg_get(msg, "q\"k").len == 1 && gk_msg_get(msg, "a").len == 1);
+	gk_msg_free(msg);
+	/* Plain integers (the fast path) and their bounds. */
+	CHECK(gk_json_int(span("0"), &v) && v == 0);
+	CHECK(gk_json_int(span("9007199254740992"), &v) && v == 9007199254740992);
+	CHECK(!gk_json_int(span("9007199254740993"), &v));
+	CHECK(gk_json_int(span("1733300000000"), &v) && v == 1733300000000);
+	CHECK(!gk_json_int(span("99999999999999999"), &v));
+}
+
 int
 main(void)
 {
@@ -1087,6 +1140,7 @@ main(void)
 	RUN(messages);
 	RUN(differential_jansson);
 	RUN(splice_generated);
+	RUN(keys);
 	RUN(bench_parse);
 	return UNIT_END();
 }
