@@ -50,7 +50,7 @@ gk_xstrdup(const char *s)
 }
 
 void
-gk_buf_reserve(gk_buf *b, size_t extra)
+(gk_buf_reserve)(gk_buf *b, size_t extra)
 {
 	if (b->cap - b->len > extra)
 		return;
@@ -62,7 +62,7 @@ gk_buf_reserve(gk_buf *b, size_t extra)
 }
 
 void
-gk_buf_add(gk_buf *b, const void *p, size_t n)
+(gk_buf_add)(gk_buf *b, const void *p, size_t n)
 {
 	if (!n)
 		return;
@@ -72,7 +72,7 @@ gk_buf_add(gk_buf *b, const void *p, size_t n)
 }
 
 void
-gk_buf_addc(gk_buf *b, char c)
+(gk_buf_addc)(gk_buf *b, char c)
 {
 	gk_buf_reserve(b, 1);
 	b->data[b->len++] = c;

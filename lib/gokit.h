@@ -43,6 +43,35 @@ typedef struct gk_buf {
 void gk_buf_reserve(gk_buf *b, size_t extra);
 void gk_buf_add(gk_buf *b, const void *p, size_t n);
 void gk_buf_addc(gk_buf *b, char c);
+
+/* The three above are on every hot path: inline when there is room, the
+ * functions (for a pointer, or another language) only grow the buffer. */
+static inline void
+gk__buf_reserve_inline(gk_buf *b, size_t extra)
+{
+	if (b->cap - b->len <= extra)
+		(gk_buf_reserve)(b, extra);
+}
+
+static inline void
+gk__buf_add_inline(gk_buf *b, const void *p, size_t n)
+{
+	if (!n)
+		return;
+	gk__buf_reserve_inline(b, n);
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+}
+
+static inline void
+gk__buf_addc_inline(gk_buf *b, char c)
+{
+	gk__buf_reserve_inline(b, 1);
+	b->data[b->len++] = c;
+}
+#define gk_buf_reserve(b, extra) gk__buf_reserve_inline((b), (extra))
+#define gk_buf_add(b, p, n) gk__buf_add_inline((b), (p), (n))
+#define gk_buf_addc(b, c) gk__buf_addc_inline((b), (c))
 void gk_buf_adds(gk_buf *b, const char *s);
 void gk_buf_addf(gk_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -420,6 +449,7 @@ gk_msg *gk_msg_new(const char *line, size_t len, gk_wire_error *err);
 gk_msg *gk_msg_adopt(gk_buf *line, gk_wire_error *err);
 void gk_msg_free(gk_msg *m);
 gk_json gk_msg_get(const gk_msg *m, const char *key);
+#define gk_msg_get(m, key) gk__wire_get_inline(&(m)->wire, (key), strlen(key))
 /* The status of a response (0 when absent or invalid). */
 int gk_msg_status(const gk_msg *m);
 /* First value of header name (lowercase) appended unescaped to out; -1 if absent. */

@@ -127,11 +127,29 @@ fail(gk_http_parser *p, int status, const char *why)
 	return -1; /* stops http_parser with HPE_CB_* */
 }
 
+/*
+ * A request's state lives only while it is parsed (an idle connection holds
+ * none); the finished ones of a thread are kept for the next, with their
+ * text buffer, up to a bound.
+ */
+#define SPARE_REQS 32
+#define SPARE_TEXT_MAX 16384
+static _Thread_local struct req *spare_req[SPARE_REQS];
+static _Thread_local unsigned nspare_req;
+
 static struct req *
 req_new(void)
 {
-	struct req *r = gk_xmalloc(sizeof *r);
+	struct req *r;
+	gk_buf text = {0};
+	if (nspare_req) {
+		r = spare_req[--nspare_req];
+		text = r->text;
+		text.len = 0;
+	} else
+		r = gk_xmalloc(sizeof *r);
 	memset(r, 0, offsetof(struct req, inl));
+	r->text = text;
 	gk_buf_reserve(&r->text, 1000); /* most requests fit: no realloc */
 	r->h = r->inl;
 	r->hcap = INLINE_HEADERS;
@@ -144,9 +162,13 @@ req_free(struct req *r)
 {
 	if (!r)
 		return;
-	gk_buf_free(&r->text);
 	if (r->h != r->inl)
 		free(r->h);
+	if (nspare_req < SPARE_REQS && r->text.cap <= SPARE_TEXT_MAX) {
+		spare_req[nspare_req++] = r;
+		return;
+	}
+	gk_buf_free(&r->text);
 	free(r);
 }
 

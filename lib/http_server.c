@@ -65,7 +65,44 @@ struct gk_http_server {
 	    *r_not_impl, *r_max_conns, *r_idle, *r_bad_response,
 	    *r_pipeline, *r_gone;
 	size_t inflight;
+	/* Finished pendings kept for reuse, their output buffer with them:
+	 * no allocation a request once a few have gone by. */
+	struct pending *spare;
+	unsigned nspare;
 };
+
+#define SPARE_PENDING 64
+#define SPARE_BYTES_MAX 16384
+
+static struct pending *
+pending_new(gk_http_server *srv)
+{
+	struct pending *p = srv->spare;
+	if (!p)
+		return gk_xcalloc(1, sizeof *p);
+	srv->spare = p->next;
+	srv->nspare--;
+	gk_buf keep = p->bytes;
+	memset(p, 0, sizeof *p);
+	p->bytes = keep;
+	p->bytes.len = 0;
+	return p;
+}
+
+static void
+pending_free(gk_http_server *srv, struct pending *p)
+{
+	free(p->path);
+	p->path = NULL;
+	if (srv->nspare >= SPARE_PENDING || p->bytes.cap > SPARE_BYTES_MAX) {
+		gk_buf_free(&p->bytes);
+		free(p);
+		return;
+	}
+	p->next = srv->spare;
+	srv->spare = p;
+	srv->nspare++;
+}
 
 static char shared_in[65536];
 
@@ -207,9 +244,7 @@ conn_close(struct conn *c)
 			srv->inflight--;
 			gk__req_abandon(r);
 		}
-		gk_buf_free(&p->bytes);
-		free(p->path);
-		free(p);
+		pending_free(srv, p);
 	}
 	c->head = c->tail = NULL;
 	gk_gauge_set(srv->m_inflight, (double)srv->inflight);
@@ -242,9 +277,7 @@ conn_release(struct conn *c)
 		if (!c->head)
 			c->tail = NULL;
 		c->npending--;
-		gk_buf_free(&p->bytes);
-		free(p->path);
-		free(p);
+		pending_free(c->srv, p);
 		mark_dirty(c);
 		if (close_after) {
 			c->close_when_flushed = true;
@@ -358,20 +391,20 @@ error_event(gk_msg *resp, const char *why)
 static const char *
 response_trace_id(const gk_msg *resp, char out[33])
 {
-	gk_buf v = {0};
-	const char *id = NULL;
-	if (gk_msg_header(resp, "traceresponse", &v) == 0 && v.len >= 55 &&
-	    v.data[2] == '-' && v.data[35] == '-') {
-		memcpy(out, v.data + 3, 32);
-		out[32] = 0;
-		id = out;
-		for (int i = 0; i < 32; i++)
-			if (!((out[i] >= '0' && out[i] <= '9') ||
-			        (out[i] >= 'a' && out[i] <= 'f')))
-				id = NULL;
-	}
-	gk_buf_free(&v);
-	return id;
+	/* The header as the tracer writes it: a plain string (an escaped
+	 * one cannot hold the hex below anyway). */
+	gk_json v = gk_json_member(gk_msg_get(resp, "headers"),
+	    "traceresponse");
+	if (v.type != GK_JSON_STRING || v.len < 57 || v.p[3] != '-' ||
+	    v.p[36] != '-')
+		return NULL;
+	memcpy(out, v.p + 4, 32);
+	out[32] = 0;
+	for (int i = 0; i < 32; i++)
+		if (!((out[i] >= '0' && out[i] <= '9') ||
+		        (out[i] >= 'a' && out[i] <= 'f')))
+			return NULL;
+	return out;
 }
 
 static void
@@ -420,7 +453,7 @@ take_request(struct conn *c)
 {
 	gk_http_server *srv = c->srv;
 	const gk_http_info *info = gk_http_parser_info(c->parser);
-	struct pending *p = gk_xcalloc(1, sizeof *p);
+	struct pending *p = pending_new(srv);
 	p->info = *info;
 	p->start_us = gk_monotonic_us();
 	if (c->tail)
@@ -431,15 +464,20 @@ take_request(struct conn *c)
 	c->npending++;
 
 	char id[24];
-	snprintf(id, sizeof id, "%llu",
-	    (unsigned long long)gk__stage_next_id(srv->st));
+	gk_buf idb = {id, 0, sizeof id};
+	gk_buf_adduint(&idb, gk__stage_next_id(srv->st));
+	id[idb.len] = 0;
 	uint64_t deadline = srv->cfg->timeout_ms
 	    ? gk_loop_realtime_ms(srv->loop) + srv->cfg->timeout_ms : 0;
-	gk_buf line = {0};
+	/* Encoded into a buffer kept from request to request, then copied
+	 * into the message (whose line buffer is recycled too). */
+	static _Thread_local gk_buf line;
+	line.len = 0;
 	gk_http_parser_encode(c->parser, id, c->remote, deadline, &line);
 	gk_wire_error err;
-	gk_msg *m = gk_msg_adopt(&line, &err);
-	gk_buf_free(&line);
+	gk_msg *m = gk_msg_new(line.data, line.len, &err);
+	if (line.cap > SPARE_BYTES_MAX)
+		gk_buf_free(&line);
 	if (!m) {
 		gk_log(GK_ERROR, "request could not be encoded", err.reason);
 		gk_counter_add(srv->r_bad, 1);
@@ -512,7 +550,7 @@ conn_feed(struct conn *c, const char *data, size_t n)
 			    : status == 501 ? srv->r_not_impl
 					    : srv->r_bad;
 			gk_counter_add(s, 1);
-			struct pending *p = gk_xcalloc(1, sizeof *p);
+			struct pending *p = pending_new(srv);
 			p->info = *info;
 			p->info.keep_alive = false;
 			p->start_us = gk_monotonic_us();
@@ -681,5 +719,11 @@ gk_http_server_free(gk_http_server *srv)
 	while (srv->conns)
 		conn_close(srv->conns);
 	flush_dirty(srv->loop, srv);
+	while (srv->spare) {
+		struct pending *p = srv->spare;
+		srv->spare = p->next;
+		gk_buf_free(&p->bytes);
+		free(p);
+	}
 	free(srv);
 }

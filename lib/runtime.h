@@ -48,6 +48,9 @@ typedef struct gk_stage_config {
 } gk_stage_config;
 
 const gk_stage_config *gk__stage_config(const gk_stage *st);
+/* gk_msg_set without checking raw and key (msg.c says when that is safe). */
+void gk__msg_set_trusted(gk_msg *m, const char *key, const char *raw,
+    size_t rawlen);
 /* South up and not draining: what /healthz reports. */
 bool gk__stage_healthy(const gk_stage *st);
 /* Next request id for transports that make their own. */

@@ -179,11 +179,16 @@ gk_response_header(gk_response *w, const char *name, const char *value)
 	if (w->headers.len)
 		gk_buf_addc(&w->headers, ',');
 	/* Wire header names are lowercase. */
-	gk_buf lower = {0};
+	char small[64];
+	gk_buf lower = {small, 0, sizeof small};
+	size_t n = strlen(name);
+	if (n >= sizeof small)
+		lower = (gk_buf){0};
 	for (const char *p = name; *p; p++)
 		gk_buf_addc(&lower, (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
 	gk_json_quote(&w->headers, lower.data, lower.len);
-	gk_buf_free(&lower);
+	if (lower.data != small)
+		gk_buf_free(&lower);
 	gk_buf_addc(&w->headers, ':');
 	gk_json_quote(&w->headers, value, strlen(value));
 }
@@ -208,12 +213,39 @@ gk_response_printf(gk_response *w, const char *fmt, ...)
 	free(s);
 }
 
+/*
+ * A response's buffers are kept by each thread from one request to the
+ * next (and freed when a large answer grew them past SPARE_MAX).
+ */
+#define SPARE_MAX 16384
+static _Thread_local gk_buf spare_headers, spare_body, spare_line;
+
+static gk_buf
+spare_take(gk_buf *spare)
+{
+	gk_buf b = *spare;
+	*spare = (gk_buf){0};
+	b.len = 0;
+	return b;
+}
+
+static void
+spare_give(gk_buf *spare, gk_buf *b)
+{
+	if (b->cap > SPARE_MAX || spare->data)
+		gk_buf_free(b);
+	else
+		*spare = *b;
+	*b = (gk_buf){0};
+}
+
 /* Run the handler on msg; append the response line to out. */
 static void
 run_handler(const gk_msg *msg, gk_buf *out)
 {
 	gk_request r = {.msg = msg};
-	gk_response w = {.status = 200};
+	gk_response w = {.status = 200, .headers = spare_take(&spare_headers),
+	    .body = spare_take(&spare_body)};
 	serve.fn(&r, &w, serve.arg);
 	if (w.status < 100 || w.status > 599)
 		w.status = 500;
@@ -236,8 +268,8 @@ run_handler(const gk_msg *msg, gk_buf *out)
 		}
 	}
 	gk_buf_addc(out, '}');
-	gk_buf_free(&w.headers);
-	gk_buf_free(&w.body);
+	spare_give(&spare_headers, &w.headers);
+	spare_give(&spare_body, &w.body);
 	for (size_t i = 0; i < r.nstrs; i++)
 		free(r.strs[i]);
 	free(r.strs);
@@ -247,7 +279,7 @@ static void
 pass_line(gk_req *req, gk_buf *line)
 {
 	gk_wire_error err;
-	gk_msg *m = gk_msg_adopt(line, &err);
+	gk_msg *m = gk_msg_new(line->data, line->len, &err);
 	if (!m) {
 		gk_log_trace(GK_ERROR, gk_req_trace_id(req),
 		    "handler response invalid", err.reason, (char *)0);
@@ -318,10 +350,10 @@ serve_request(gk_stage *st, gk_req *req, void *arg)
 	(void)st;
 	(void)arg;
 	if (!serve.workers) {
-		gk_buf line = {0};
+		gk_buf line = spare_take(&spare_line);
 		run_handler(gk_req_msg(req), &line);
 		pass_line(req, &line);
-		gk_buf_free(&line);
+		spare_give(&spare_line, &line);
 		return;
 	}
 	struct job *j = gk_xcalloc(1, sizeof *j);

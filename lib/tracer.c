@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime.h"
 #include "tracecontext.h"
 #include "tracer.h"
 
@@ -363,7 +364,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		gk_buf_addc(hb, '"');
 	}
 	gk_buf_addc(hb, '}');
-	gk_msg_set(m, "headers", hb->data, hb->len);
+	gk__msg_set_trusted(m, "headers", hb->data, hb->len);
 	trim(hb, 1);
 	trim(unesc, H_COUNT);
 
@@ -383,7 +384,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	else
 		PUT("\",\"sampled\":false}");
 #undef PUT
-	gk_msg_set(m, "trace", tr, (size_t)(p - tr));
+	gk__msg_set_trusted(m, "trace", tr, (size_t)(p - tr));
 	gk_forward(req);
 }
 
@@ -414,7 +415,7 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 	ADDLIT(hb, "\"traceresponse\":\"");
 	put(hb, s->tp, 55);
 	ADDLIT(hb, "\"}");
-	gk_msg_set(resp, "headers", hb->data, hb->len);
+	gk__msg_set_trusted(resp, "headers", hb->data, hb->len);
 	trim(hb, 1);
 	gk_pass(req, resp);
 }
