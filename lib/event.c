@@ -6,8 +6,9 @@
  * longer, rendered for a person when the event fd is a terminal (the text is
  * made from the JSON line, never built apart), and appended to one
  * process-wide queue.  gk_events_flush writes the queue in chunks that end at
- * a newline and hold at most PIPE_BUF bytes, so lines of the processes that
- * share one pipe never interleave.
+ * a newline and, to a pipe or socket, hold at most PIPE_BUF bytes, so lines
+ * of the processes that share one pipe never interleave (a write to a file
+ * or a terminal is whole however long: the batch goes in one).
  *
  * Log event:
  *   {"ts":"2026-12-04T09:30:00.123456Z","type":"log","level":"warn",
@@ -45,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +54,7 @@
 
 #define LINE_MAX_BYTES 4095      /* PIPE_BUF - 1, without the newline */
 #define WRITE_MAX 4096           /* PIPE_BUF */
+#define WRITE_MAX_FILE (64u * 1024) /* a file or a terminal */
 #define QUEUE_FLUSH (64u * 1024) /* flush even while batching */
 #define QUEUE_MAX (1024u * 1024) /* drop new events past this */
 #define FLUSH_WAIT_MS 100        /* wait for POLLOUT at most this long */
@@ -64,10 +67,11 @@ static struct {
 	enum gk_level level;
 	bool text;
 	bool colour;
+	bool pipe; /* a pipe or socket: PIPE_BUF writes, SIGPIPE held off */
 	char proc[128];
 	char *svc; /* NULL when GK_SERVICE is unset */
 	pid_t pid;
-} cfg = {.fd = 2, .level = GK_INFO};
+} cfg = {.fd = 2, .level = GK_INFO, .pipe = true};
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static atomic_bool inited;
@@ -209,6 +213,9 @@ gk_events_init(const char *proc)
 	e = getenv("GK_SERVICE");
 	if (e && *e)
 		cfg.svc = gk_xstrdup(e);
+	struct stat sb;
+	cfg.pipe = fstat(cfg.fd, &sb) < 0 || S_ISFIFO(sb.st_mode) ||
+	    S_ISSOCK(sb.st_mode);
 	bool tty = isatty(cfg.fd) == 1;
 	cfg.text = tty;
 	e = getenv("GK_EVENTS_FORMAT");
@@ -332,11 +339,12 @@ static size_t
 chunk_len(size_t off)
 {
 	size_t avail = queue.len - off;
-	if (avail <= WRITE_MAX) {
+	size_t max = cfg.pipe ? WRITE_MAX : WRITE_MAX_FILE;
+	if (avail <= max) {
 		if (queue.data[queue.len - 1] == '\n')
 			return avail;
 	}
-	size_t lim = avail < WRITE_MAX ? avail : WRITE_MAX;
+	size_t lim = avail < max ? avail : max;
 	const char *p = queue.data + off;
 	const char *nl = memrchr(p, '\n', lim);
 	if (nl)
@@ -363,12 +371,15 @@ flush_locked(enum flush_mode mode)
 
 	/*
 	 * A reader that went away must not kill us with SIGPIPE: block it
-	 * around the writes, and take the one our EPIPE raised.
+	 * around the writes to a pipe or socket, and take the one our EPIPE
+	 * raised.  (Two system calls a flush: not for files.)
 	 */
 	sigset_t pipeset, old;
 	sigemptyset(&pipeset);
 	sigaddset(&pipeset, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipeset, &old);
+	sigemptyset(&old);
+	if (cfg.pipe)
+		pthread_sigmask(SIG_BLOCK, &pipeset, &old);
 	bool epipe = false;
 
 	size_t off = 0;
@@ -409,7 +420,8 @@ out:
 		while (sigtimedwait(&pipeset, NULL, &zero) == SIGPIPE)
 			;
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (cfg.pipe)
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (dropped && !fd_dead)
 		notice_dropped_locked();
 }
