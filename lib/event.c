@@ -56,6 +56,8 @@
 #define WRITE_MAX 4096           /* PIPE_BUF */
 #define WRITE_MAX_FILE (64u * 1024) /* a file or a terminal */
 #define QUEUE_FLUSH (64u * 1024) /* flush even while batching */
+#define TURN_HOLD_BYTES (32u * 1024) /* a turn's end writes once this much */
+#define TURN_HOLD_MS 10              /* ... or once the oldest waited this */
 #define QUEUE_MAX (1024u * 1024) /* drop new events past this */
 #define FLUSH_WAIT_MS 100        /* wait for POLLOUT at most this long */
 #define EXIT_WAIT_MS 1000        /* ... and this long at exit */
@@ -76,6 +78,7 @@ static struct {
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static atomic_bool inited;
 static atomic_bool batching;
+static uint64_t queued_at_ms; /* when the queue last became non-empty */
 
 /* The queue and what goes with it, under qlock. */
 static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
@@ -432,6 +435,37 @@ gk_events_flush(void)
 	pthread_mutex_lock(&qlock);
 	flush_locked(FLUSH_CALL);
 	pthread_mutex_unlock(&qlock);
+}
+
+/*
+ * The end of a loop turn: events are held across turns until TURN_HOLD_BYTES
+ * are queued or the oldest has waited TURN_HOLD_MS, so that a busy stage
+ * writes its events (a span a request) in a few large writes rather than one
+ * small one a turn.  gk__events_due_ms tells the loop how long it may sleep.
+ */
+void
+gk__events_turn_end(void)
+{
+	pthread_mutex_lock(&qlock);
+	if (queue.len && (queue.len >= TURN_HOLD_BYTES ||
+	    mono_ms() - queued_at_ms >= TURN_HOLD_MS))
+		flush_locked(FLUSH_CALL);
+	pthread_mutex_unlock(&qlock);
+}
+
+int
+gk__events_due_ms(void)
+{
+	int due = -1;
+	pthread_mutex_lock(&qlock);
+	/* A stalled reader is retried at the next turn, not woken for: a
+	 * stuck pipe must not make the loop spin. */
+	if (queue.len && !stalled && !fd_dead) {
+		uint64_t waited = mono_ms() - queued_at_ms;
+		due = waited >= TURN_HOLD_MS ? 0 : (int)(TURN_HOLD_MS - waited);
+	}
+	pthread_mutex_unlock(&qlock);
+	return due;
 }
 
 /* ------------------------------------------------------------------ */
@@ -976,6 +1010,8 @@ enqueue_locked(const char *line, size_t len)
 			flush_locked(FLUSH_AUTO);
 		return;
 	}
+	if (!queue.len)
+		queued_at_ms = mono_ms();
 	gk_buf_reserve(&queue, len + 1);
 	memcpy(queue.data + queue.len, line, len);
 	queue.len += len;

@@ -288,13 +288,18 @@ gk_jw *gk_event_begin(const char *type);
 void gk_event_end(void);
 
 /*
- * Write queued events.  The loop calls it once per turn; each write(2) holds
- * whole lines only and at most PIPE_BUF bytes.  Outside a loop every event is
- * flushed at once.
+ * Write queued events now.  A running loop writes them at the end of a turn
+ * once 32 KiB are queued or the oldest has waited 10 ms; each write(2) holds
+ * whole lines only, at most PIPE_BUF bytes to a pipe or socket.  Outside a
+ * loop every event is written at once.
  */
 void gk_events_flush(void);
 /* When true (set by the loop while it runs), events wait for the turn's end. */
 void gk_events_set_batching(bool on);
+/* For gk_loop_run: the end of a turn, and how long held events may wait
+ * (-1: none held). */
+void gk__events_turn_end(void);
+int gk__events_due_ms(void);
 
 /* ------------------------------------------------------------------ */
 /* Metrics                                                             */

@@ -402,6 +402,9 @@ gk_loop_run(gk_loop *l)
 			    : when - now > 60000 ? 60000
 						 : (int)(when - now);
 		}
+		int due = gk__events_due_ms(); /* events held for a batch */
+		if (due >= 0 && (timeout < 0 || due < timeout))
+			timeout = due;
 		int n = epoll_wait(l->epfd, ev, 256, timeout);
 		if (n < 0 && errno != EINTR) {
 			gk_events_set_batching(false);
@@ -423,7 +426,7 @@ gk_loop_run(gk_loop *l)
 		run_timers(l);
 		for (int i = 0; i < l->nhook; i++)
 			l->hook[i].fn(l, l->hook[i].arg);
-		gk_events_flush();
+		gk__events_turn_end();
 	}
 	gk_events_set_batching(false);
 	gk_events_flush();
