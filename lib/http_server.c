@@ -312,9 +312,35 @@ method_label(const char *m)
 	return "OTHER";
 }
 
+/*
+ * The trace id of a response that a gk-tracer south of us answered: its
+ * traceresponse header (version-traceid-spanid-flags), so that access
+ * events join the spans and logs of the same request.
+ */
+static const char *
+response_trace_id(const gk_msg *resp, char out[33])
+{
+	/* The header as the tracer writes it: a plain string (an escaped
+	 * one cannot hold the hex below anyway). */
+	gk_json v = gk_json_member(gk_msg_get(resp, "headers"),
+	    "traceresponse");
+	if (v.type != GK_JSON_STRING || v.len < 57 || v.p[3] != '-' ||
+	    v.p[36] != '-')
+		return NULL;
+	memcpy(out, v.p + 4, 32);
+	out[32] = 0;
+	for (int i = 0; i < 32; i++)
+		if (!((out[i] >= '0' && out[i] <= '9') ||
+		        (out[i] >= 'a' && out[i] <= 'f')))
+			return NULL;
+	return out;
+}
+
+/* Count an answer, and write its access event (resp: the stack's answer,
+ * NULL for one the transport made, read for its trace id only then). */
 static void
 record(struct conn *c, struct pending *p, int status, size_t bytes,
-    const char *trace_id)
+    const gk_msg *resp)
 {
 	gk_http_server *srv = c->srv;
 	const char *m = method_label(p->info.method);
@@ -333,6 +359,8 @@ record(struct conn *c, struct pending *p, int status, size_t bytes,
 	if (!srv->cfg->access_log ||
 	    ++srv->access_counter % srv->cfg->access_sample)
 		return;
+	char trace_buf[33];
+	const char *trace_id = resp ? response_trace_id(resp, trace_buf) : NULL;
 	gk_jw *w = gk_event_begin("access");
 	gk_jw_key(w, "method");
 	gk_jw_cstr(w, p->info.method);
@@ -383,30 +411,6 @@ error_event(gk_msg *resp, const char *why)
 	gk_buf_free(&w);
 }
 
-/*
- * The trace id of a response that a gk-tracer south of us answered: its
- * traceresponse header (version-traceid-spanid-flags), so that access
- * events join the spans and logs of the same request.
- */
-static const char *
-response_trace_id(const gk_msg *resp, char out[33])
-{
-	/* The header as the tracer writes it: a plain string (an escaped
-	 * one cannot hold the hex below anyway). */
-	gk_json v = gk_json_member(gk_msg_get(resp, "headers"),
-	    "traceresponse");
-	if (v.type != GK_JSON_STRING || v.len < 57 || v.p[3] != '-' ||
-	    v.p[36] != '-')
-		return NULL;
-	memcpy(out, v.p + 4, 32);
-	out[32] = 0;
-	for (int i = 0; i < 32; i++)
-		if (!((out[i] >= '0' && out[i] <= '9') ||
-		        (out[i] >= 'a' && out[i] <= 'f')))
-			return NULL;
-	return out;
-}
-
 static void
 http_respond(gk_north *n, gk_req *req, gk_msg *resp)
 {
@@ -431,9 +435,7 @@ http_respond(gk_north *n, gk_req *req, gk_msg *resp)
 	} else {
 		p->close_after = !keep;
 		p->ready = true;
-		char trace_id[33];
-		record(c, p, gk_msg_status(resp), body,
-		    response_trace_id(resp, trace_id));
+		record(c, p, gk_msg_status(resp), body, resp);
 	}
 	gk_msg_free(resp);
 	conn_release(c);
@@ -491,8 +493,11 @@ take_request(struct conn *c)
 		p->path = gk_xstrdup(gk_buf_cstr(&path));
 		gk_buf_free(&path);
 	}
-	/* A gokit stack upstream passes what is left of its deadline. */
-	gk_json rem = gk_json_member(gk_msg_get(m, "headers"), "x-gk-timeout-ms");
+	/* A gokit stack upstream passes what is left of its deadline (looked
+	 * for in the headers only when the line holds the name at all). */
+	gk_json rem = {GK_JSON_NONE, NULL, 0};
+	if (memmem(m->line.data, m->line.len, "x-gk-timeout-ms", 15))
+		rem = gk_json_member(gk_msg_get(m, "headers"), "x-gk-timeout-ms");
 	if (rem.type == GK_JSON_STRING) {
 		gk_buf v = {0};
 		uint64_t left;

@@ -610,7 +610,12 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 		if (colon) {
 			/* The port's digits end at the closing quote or NUL. */
 			ADDLIT(b, ",\"client.port\":");
-			put_int(b, atoi(colon + 1));
+			int port = 0;
+			for (const char *d = colon + 1;
+			    d < remote.p + remote.n && *d >= '0' && *d <= '9' &&
+			    port < 100000; d++)
+				port = port * 10 + (*d - '0');
+			put_int(b, port);
 		}
 	}
 	gk_buf_addc(b, '}');
