@@ -450,6 +450,8 @@ typedef struct gk_msg {
 
 /* Takes a copy of the line; returns NULL (and fills err) when invalid. */
 gk_msg *gk_msg_new(const char *line, size_t len, gk_wire_error *err);
+/* Internal: an empty message whose line and index the caller writes. */
+gk_msg *gk__msg_blank(void);
 /* Takes the buffer itself (left empty), saving the copy. */
 gk_msg *gk_msg_adopt(gk_buf *line, gk_wire_error *err);
 void gk_msg_free(gk_msg *m);

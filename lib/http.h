@@ -60,6 +60,10 @@ const gk_http_info *gk_http_parser_info(const gk_http_parser *p);
  */
 void gk_http_parser_encode(gk_http_parser *p, const char *id,
     const char *remote, uint64_t deadline_ms, gk_buf *out);
+/* The same as a message, its index built while encoding (no parse); NULL
+ * unless a request is complete. */
+gk_msg *gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
+    const char *remote, uint64_t deadline_ms);
 
 /*
  * Render a wire response as HTTP/1.x.  Adds Date and Content-Length (a

@@ -725,12 +725,89 @@ put_str(gk_buf *b, const char *s, size_t n, bool esc)
 	b->data[b->len++] = '"';
 }
 
+/*
+ * Where each member went, while encoding for gk_http_parser_encode_msg: the
+ * offsets of its key's opening quote and of its value, kept as offsets
+ * because out may move as it grows.
+ */
+struct member_at {
+	size_t key, klen, val;
+	enum gk_json_type type;
+};
+struct index_at {
+	struct member_at m[8];
+	unsigned n;
+	size_t open; /* the member being written (its value ends at out->len) */
+};
+
+/* A member starts: its key (with quotes, klen bytes) at out->len + skip. */
+static inline void
+mark(struct index_at *ix, const gk_buf *out, size_t skip, size_t klen,
+    enum gk_json_type type)
+{
+	if (!ix)
+		return;
+	size_t at = out->len + skip;
+	ix->m[ix->n++] = (struct member_at){at, klen, at + klen + 1, type};
+}
+
+static void encode(gk_http_parser *p, const char *id, const char *remote,
+    uint64_t deadline_ms, gk_buf *out, struct index_at *ix, size_t *vend);
+
 void
 gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
                       uint64_t deadline_ms, gk_buf *out)
 {
+	encode(p, id, remote, deadline_ms, out, NULL, NULL);
+}
+
+gk_msg *
+gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
+    const char *remote, uint64_t deadline_ms)
+{
+	if (p->phase != PH_DONE)
+		return NULL;
+	gk_msg *m = gk__msg_blank();
+	struct index_at ix = {0};
+	size_t vend[8];
+	encode(p, id, remote, deadline_ms, &m->line, &ix, vend);
+	gk_wire_msg *w = &m->wire;
+	const char *base = m->line.data;
+	w->line = base;
+	w->len = m->line.len;
+	w->nfields = ix.n;
+	w->escaped = 0; /* every key is one of ours, plain */
+	for (unsigned i = 0; i < ix.n; i++) {
+		const struct member_at *a = &ix.m[i];
+		w->field[i].key = (gk_json){GK_JSON_STRING, base + a->key, a->klen};
+		w->field[i].value = (gk_json){a->type, base + a->val,
+		    vend[i] - a->val};
+	}
+#if defined(__SANITIZE_ADDRESS__)
+	/* The index must be what a parse makes of the line. */
+	gk_wire_msg chk;
+	gk_wire_error err;
+	if (gk_wire_parse(&chk, base, m->line.len, &err) < 0 ||
+	    chk.nfields != w->nfields)
+		abort();
+	for (unsigned i = 0; i < chk.nfields; i++) {
+		const gk_wire_field *x = &chk.field[i], *y = &w->field[i];
+		if (x->key.p != y->key.p || x->key.len != y->key.len ||
+		    x->value.p != y->value.p || x->value.len != y->value.len ||
+		    x->value.type != y->value.type)
+			abort();
+	}
+#endif
+	return m;
+}
+
+static void
+encode(gk_http_parser *p, const char *id, const char *remote,
+    uint64_t deadline_ms, gk_buf *out, struct index_at *ix, size_t *vend)
+{
 	if (p->phase != PH_DONE)
 		return;
+#define END_VALUE() (ix ? (void)(vend[ix->n - 1] = out->len) : (void)0)
 	struct req *r = p->r;
 	const char *t = r->text.data;
 	size_t idl = id ? strlen(id) : 0, rl = remote ? strlen(remote) : 0;
@@ -740,20 +817,30 @@ gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
 	gk_buf_reserve(out, 128 + idl + rl + r->body_off + 8 * r->nh +
 	                        body_len + body_len / 3 + 4);
 
+	mark(ix, out, 1, 4, GK_JSON_STRING);
 	LIT(out, "{\"id\":");
 	gk_json_quote(out, id ? id : "", idl);
+	END_VALUE();
 	gk_buf_reserve(out, 64);
+	mark(ix, out, 1, 8, GK_JSON_STRING);
 	LIT(out, ",\"method\":\"");
 	lit(out, p->info.method, strlen(p->info.method));
-	LIT(out, "\",\"path\":");
+	out->data[out->len++] = '"';
+	END_VALUE();
+	mark(ix, out, 1, 6, GK_JSON_STRING);
+	LIT(out, ",\"path\":");
 	if (r->path_off == UINT32_MAX)
 		gk_json_quote(out, "/", 1);
 	else
 		put_str(out, t + r->path_off, r->path_len, r->url_esc);
+	END_VALUE();
 	gk_buf_reserve(out, 64);
+	mark(ix, out, 1, 7, GK_JSON_STRING);
 	LIT(out, ",\"query\":");
 	put_str(out, t + r->query_off, r->query_len, r->url_esc);
+	END_VALUE();
 	gk_buf_reserve(out, 64);
+	mark(ix, out, 1, 9, GK_JSON_OBJECT);
 	LIT(out, ",\"headers\":{");
 
 	/* Repeated names become arrays, at the place of the first one. */
@@ -801,26 +888,35 @@ gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
 		gk_buf_addc(out, ']');
 	}
 	gk_buf_addc(out, '}');
+	END_VALUE();
 	if (body_len) {
 		const char *b = t + r->body_off;
 		if (gk_utf8_valid(b, body_len)) {
+			mark(ix, out, 1, 6, GK_JSON_STRING);
 			gk_buf_adds(out, ",\"body\":");
 			gk_json_quote(out, b, body_len);
 		} else {
+			mark(ix, out, 1, 10, GK_JSON_STRING);
 			gk_buf_adds(out, ",\"body_b64\":\"");
 			gk_base64_encode(out, b, body_len);
 			gk_buf_addc(out, '"');
 		}
+		END_VALUE();
 	}
 	if (remote) {
+		mark(ix, out, 1, 8, GK_JSON_STRING);
 		gk_buf_adds(out, ",\"remote\":");
 		gk_json_quote(out, remote, rl);
+		END_VALUE();
 	}
 	if (deadline_ms) {
+		mark(ix, out, 1, 10, GK_JSON_NUMBER);
 		gk_buf_adds(out, ",\"deadline\":");
 		gk_buf_adduint(out, deadline_ms);
+		END_VALUE();
 	}
 	gk_buf_addc(out, '}');
+#undef END_VALUE
 
 	/* Ready for the next request; an idle connection holds no buffers. */
 	req_free(p->r);

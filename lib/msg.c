@@ -43,6 +43,20 @@ gk_msg_new(const char *line, size_t len, gk_wire_error *err)
 	return m;
 }
 
+/* An empty message (its line buffer recycled) for a caller that writes the
+ * line and its index itself. */
+gk_msg *
+gk__msg_blank(void)
+{
+	gk_msg *m = msg_alloc();
+	m->line.len = 0;
+	m->wire.line = "";
+	m->wire.len = 0;
+	m->wire.nfields = 0;
+	m->wire.escaped = 0;
+	return m;
+}
+
 gk_msg *
 gk_msg_adopt(gk_buf *line, gk_wire_error *err)
 {

@@ -701,6 +701,54 @@ TEST(render_simple_and_date)
 	CHECK_STR(gk_http_reason(799), "Unknown");
 }
 
+/* The message encoded with its index: the index is the one a parse of the
+ * same line makes, for requests with every kind of member. */
+TEST(encode_msg_index)
+{
+	static const char *reqs[] = {
+	    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+	    "GET /a%20b/c?x=1&y=%22 HTTP/1.1\r\nHost: a\r\nAccept: x\r\n"
+	    "accept: y\r\nX-Q: \"q\\\\\"\r\n\r\n",
+	    "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe\"lo",
+	    "PUT /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n\xff\x00\x01",
+	    "DELETE /\xc3\xa9t\xe9 HTTP/1.0\r\n\r\n",
+	};
+	gk_http_limits lim = {.max_header = 8192, .max_body = 1 << 20};
+	for (size_t i = 0; i < sizeof reqs / sizeof *reqs; i++)
+		for (int variant = 0; variant < 2; variant++) {
+			gk_http_parser *p = gk_http_parser_new(&lim);
+			size_t used;
+			const char *rq = reqs[i];
+			size_t len = i == 3 ? strlen(rq) + 2 : strlen(rq);
+			CHECK(gk_http_parser_feed(p, rq, len, &used) ==
+			    GK_HTTP_REQUEST);
+			gk_msg *m = gk_http_parser_encode_msg(p, "q\"1",
+			    variant ? NULL : "10.0.0.7:5555",
+			    variant ? 0 : 1700000000123ull);
+			CHECK(m != NULL);
+			gk_wire_msg w;
+			gk_wire_error e;
+			CHECK(gk_wire_parse(&w, m->line.data, m->line.len, &e) == 0);
+			CHECK(w.nfields == m->wire.nfields && !m->wire.escaped);
+			CHECK(m->wire.line == m->line.data &&
+			    m->wire.len == m->line.len);
+			for (unsigned f = 0; f < w.nfields; f++) {
+				CHECK(w.field[f].key.p == m->wire.field[f].key.p &&
+				    w.field[f].key.len == m->wire.field[f].key.len);
+				CHECK(w.field[f].value.p ==
+				        m->wire.field[f].value.p &&
+				    w.field[f].value.len ==
+				        m->wire.field[f].value.len &&
+				    w.field[f].value.type ==
+				        m->wire.field[f].value.type);
+			}
+			CHECK(gk_msg_get(m, "deadline").type ==
+			    (variant ? GK_JSON_NONE : GK_JSON_NUMBER));
+			gk_msg_free(m);
+			gk_http_parser_free(p);
+		}
+}
+
 int
 main(void)
 {
@@ -718,5 +766,6 @@ main(void)
 	RUN(render_basic);
 	RUN(render_refuses);
 	RUN(render_simple_and_date);
+	RUN(encode_msg_index);
 	return UNIT_END();
 }
