@@ -81,10 +81,11 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 GK_SANITIZED=1 tests/run build-asan
 
+FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -DGK_LIBEXEC='"$(PREFIX)/libexec/gokit"' -g -O1 -Ilib -fsanitize=fuzzer,address,undefined
 fuzz:
 	@mkdir -p $(BUILD)/fuzz
-	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_wire fuzz/fuzz_wire.c $(LIB_SRC) $(LIBS) -ljansson
-	clang -std=c17 -D_GNU_SOURCE -g -O1 -Ilib -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_http fuzz/fuzz_http.c $(LIB_SRC) $(LIBS)
+	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_wire fuzz/fuzz_wire.c $(LIB_SRC) $(LIBS) -ljansson
+	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_http fuzz/fuzz_http.c $(LIB_SRC) $(LIBS)
 	@mkdir -p $(BUILD)/fuzz/new-wire $(BUILD)/fuzz/new-http
 	# new inputs go to the first directory, under build/: the checked-in
 	# seeds stay as they are
