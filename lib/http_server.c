@@ -439,6 +439,12 @@ http_respond(gk_north *n, gk_req *req, gk_msg *resp)
 	}
 	gk_msg_free(resp);
 	conn_release(c);
+	/* Nothing else is due on this connection: the answer goes now, not
+	 * at the end of the turn.  It is the one write it would get anyway,
+	 * and the rest of a long turn (reading other clients) is latency. */
+	if (!c->closed && !c->busy && !c->npending && c->out.len &&
+	    !c->want_write)
+		conn_flush(c);
 }
 
 static const struct gk_north_ops http_north_ops = {http_respond};
