@@ -73,6 +73,10 @@ static struct {
 	char proc[128];
 	char *svc; /* NULL when GK_SERVICE is unset */
 	pid_t pid;
+	/* ,"proc":..,"pid":..[,"svc":..] as every event ends its common
+	 * members, made when they change (0: too long, written the slow way) */
+	char tail[512];
+	size_t tail_len;
 } cfg = {.fd = 2, .level = GK_INFO, .pipe = true};
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -135,12 +139,15 @@ fork_parent(void)
 	pthread_mutex_unlock(&qlock);
 }
 
+static void build_tail(void);
+
 static void
 fork_child(void)
 {
 	queue.len = 0;
 	dropped = 0;
 	cfg.pid = getpid();
+	build_tail();
 	pthread_mutex_unlock(&qlock);
 }
 
@@ -233,6 +240,7 @@ gk_events_init(const char *proc)
 	/* Colour only for a terminal, and not against NO_COLOR. */
 	e = getenv("NO_COLOR");
 	cfg.colour = cfg.text && tty && !(e && *e);
+	build_tail();
 	inited = true;
 	pthread_mutex_unlock(&qlock);
 
@@ -529,6 +537,32 @@ format_ts(char out[32])
 	out[27] = 0;
 }
 
+static void
+build_tail(void)
+{
+	gk_buf b = {0};
+	gk_jw w;
+	gk_jw_init(&w, &b);
+	gk_jw_object(&w);
+	gk_jw_key(&w, "x");
+	gk_jw_null(&w); /* so that the members below start with a comma */
+	gk_jw_key(&w, "proc");
+	gk_jw_cstr(&w, cfg.proc);
+	gk_jw_key(&w, "pid");
+	gk_jw_int(&w, cfg.pid);
+	if (cfg.svc) {
+		gk_jw_key(&w, "svc");
+		gk_jw_cstr(&w, cfg.svc);
+	}
+	size_t skip = sizeof "{\"x\":null" - 1;
+	cfg.tail_len = 0;
+	if (b.len - skip <= sizeof cfg.tail) {
+		memcpy(cfg.tail, b.data + skip, b.len - skip);
+		cfg.tail_len = b.len - skip;
+	}
+	gk_buf_free(&b);
+}
+
 /* The common members, into an open object. level < 0: none. */
 static void
 write_common(gk_jw *w, const char *type, int level)
@@ -547,6 +581,11 @@ write_common(gk_jw *w, const char *type, int level)
 	if (level >= 0) {
 		KEY(w, "\"level\":");
 		gk_jw_cstr(w, gk_level_name((enum gk_level)level));
+	}
+	if (cfg.tail_len) {
+		/* The writer's state is as after any value: a comma next. */
+		gk_buf_add(w->out, cfg.tail, cfg.tail_len);
+		return;
 	}
 	KEY(w, "\"proc\":");
 	gk_jw_cstr(w, cfg.proc);
