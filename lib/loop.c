@@ -26,6 +26,7 @@ struct watch {
 	void *arg;
 	unsigned events;
 	bool parked; /* out of the epoll set while events is 0 */
+	bool always; /* epoll cannot watch it (a regular file): always ready */
 };
 
 struct child {
@@ -57,6 +58,8 @@ struct gk_loop {
 	size_t nchild, capchild;
 	struct turn_hook hook[8];
 	int nhook;
+	int always[8]; /* fds epoll refused, called every turn they want */
+	int nalways;
 };
 
 uint64_t
@@ -137,10 +140,32 @@ gk_loop_watch(gk_loop *l, int fd, unsigned events, gk_io_fn *fn, void *arg)
 		l->nwatch = n;
 	}
 	struct epoll_event ev = {.events = to_epoll(events), .data.fd = fd};
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		return -1;
-	l->watch[fd] = (struct watch){fn, arg, events, false};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		/*
+		 * A regular file (a stage's stdin redirected from one) or
+		 * /dev/null: epoll says EPERM, and reading or writing never
+		 * blocks.  It is called every turn it has interest, the loop
+		 * not sleeping meanwhile, until it reaches its end.
+		 */
+		if (errno != EPERM || l->nalways == (int)(sizeof l->always /
+		    sizeof l->always[0]))
+			return -1;
+		l->always[l->nalways++] = fd;
+		l->watch[fd] = (struct watch){fn, arg, events, false, true};
+		return 0;
+	}
+	l->watch[fd] = (struct watch){fn, arg, events, false, false};
 	return 0;
+}
+
+/* Whether an fd epoll refused wants a call this turn. */
+static bool
+always_due(const gk_loop *l)
+{
+	for (int i = 0; i < l->nalways; i++)
+		if (l->watch[l->always[i]].events)
+			return true;
+	return false;
 }
 
 int
@@ -151,6 +176,10 @@ gk_loop_modify(gk_loop *l, int fd, unsigned events)
 	struct watch *w = &l->watch[fd];
 	if (w->events == events)
 		return 0;
+	if (w->always) {
+		w->events = events;
+		return 0;
+	}
 	/*
 	 * An fd nobody wants events from leaves the epoll set: epoll reports
 	 * EPOLLHUP whatever the interest, so a pipe at EOF left in the set
@@ -177,7 +206,11 @@ gk_loop_unwatch(gk_loop *l, int fd)
 {
 	if (fd < 0 || fd >= l->nwatch || !l->watch[fd].fn)
 		return;
-	if (!l->watch[fd].parked)
+	if (l->watch[fd].always) {
+		for (int i = 0; i < l->nalways; i++)
+			if (l->always[i] == fd)
+				l->always[i] = l->always[--l->nalways];
+	} else if (!l->watch[fd].parked)
 		epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
 	l->watch[fd].fn = NULL;
 }
@@ -405,6 +438,8 @@ gk_loop_run(gk_loop *l)
 		int due = gk__events_due_ms(); /* events held for a batch */
 		if (due >= 0 && (timeout < 0 || due < timeout))
 			timeout = due;
+		if (l->nalways && always_due(l))
+			timeout = 0;
 		int n = epoll_wait(l->epfd, ev, 256, timeout);
 		if (n < 0 && errno != EINTR) {
 			gk_events_set_batching(false);
@@ -422,6 +457,13 @@ gk_loop_run(gk_loop *l)
 			if (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
 				e |= GK_WRITE;
 			l->watch[fd].fn(l, fd, e, l->watch[fd].arg);
+		}
+		for (int i = 0; i < l->nalways; i++) {
+			int fd = l->always[i];
+			struct watch *w = &l->watch[fd];
+			if (w->fn && w->events)
+				w->fn(l, fd, w->events & (GK_READ | GK_WRITE),
+				    w->arg);
 		}
 		run_timers(l);
 		for (int i = 0; i < l->nhook; i++)

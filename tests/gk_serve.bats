@@ -120,3 +120,15 @@ print(s.recv(100).decode().split(\"\\r\\n\")[0])'"
 	assert_failure 64
 	[ "${#lines[@]}" -eq 1 ]
 }
+
+@test "requests from a regular file (stdin redirected): every one answered, then exit 0" {
+	# epoll cannot watch a regular file: the loop reads it to its end
+	for i in 1 2 3 4 5; do
+		printf '{"id":"r%d","method":"GET","path":"/","headers":{}}\n' "$i"
+	done >"$BATS_TEST_TMPDIR/req.jsonl"
+	run timeout 10 gk-breaker -- hello <"$BATS_TEST_TMPDIR/req.jsonl" 2>"$BATS_TEST_TMPDIR/err"
+	[ "$status" -eq 0 ]
+	[ "$(printf '%s\n' "$output" | jq -r 'select(.status == 200) | .id' | sort | tr '\n' ' ')" = "r1 r2 r3 r4 r5 " ]
+	run timeout 10 hello </dev/null
+	[ "$status" -eq 0 ]
+}
