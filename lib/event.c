@@ -139,15 +139,14 @@ fork_parent(void)
 	pthread_mutex_unlock(&qlock);
 }
 
-static void build_tail(void);
-
 static void
 fork_child(void)
 {
 	queue.len = 0;
 	dropped = 0;
 	cfg.pid = getpid();
-	build_tail();
+	cfg.tail_len = 0; /* it holds the parent's pid: the slow way now (no
+	                   * allocation in a fork handler) */
 	pthread_mutex_unlock(&qlock);
 }
 
@@ -172,6 +171,8 @@ bad_env(const char *name, const char *value, const char *expected)
 	gk_buf_free(&v);
 	gk_buf_free(&x);
 }
+
+static void build_tail(void);
 
 static void
 set_proc(const char *proc)

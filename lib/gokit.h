@@ -367,6 +367,11 @@ gk_loop *gk_loop_new(void);
 void gk_loop_free(gk_loop *loop);
 int gk_loop_watch(gk_loop *loop, int fd, unsigned events, gk_io_fn *fn,
     void *arg);
+/* The same, but an fd epoll refuses (a regular file, /dev/null), whose reads
+ * and writes never block, is taken too: called every turn it has interest,
+ * the loop not sleeping meanwhile (gk_loop_watch fails on it). */
+int gk_loop_watch_any(gk_loop *loop, int fd, unsigned events, gk_io_fn *fn,
+    void *arg);
 int gk_loop_modify(gk_loop *loop, int fd, unsigned events);
 void gk_loop_unwatch(gk_loop *loop, int fd);
 /* Arm (or re-arm) t to fire after ms milliseconds. */

@@ -133,7 +133,7 @@ fail(gk_http_parser *p, int status, const char *why)
  * text buffer, up to a bound.
  */
 #define SPARE_REQS 32
-#define SPARE_TEXT_MAX 16384
+#define SPARE_TEXT_MAX 4096
 static _Thread_local struct req *spare_req[SPARE_REQS];
 static _Thread_local unsigned nspare_req;
 

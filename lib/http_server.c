@@ -72,7 +72,7 @@ struct gk_http_server {
 };
 
 #define SPARE_PENDING 64
-#define SPARE_BYTES_MAX 16384
+#define SPARE_BYTES_MAX 4096
 
 static struct pending *
 pending_new(gk_http_server *srv)
@@ -471,7 +471,7 @@ take_request(struct conn *c)
 	c->tail = p;
 	c->npending++;
 
-	char id[24];
+	char id[24]; /* at most 20 digits: the buffer never grows */
 	gk_buf idb = {id, 0, sizeof id};
 	gk_buf_adduint(&idb, gk__stage_next_id(srv->st));
 	id[idb.len] = 0;

@@ -127,8 +127,24 @@ to_epoll(unsigned ev)
 	    (ev & GK_WRITE ? EPOLLOUT : 0);
 }
 
+static int watch(gk_loop *l, int fd, unsigned events, gk_io_fn *fn,
+    void *arg, bool any);
+
 int
 gk_loop_watch(gk_loop *l, int fd, unsigned events, gk_io_fn *fn, void *arg)
+{
+	return watch(l, fd, events, fn, arg, false);
+}
+
+int
+gk_loop_watch_any(gk_loop *l, int fd, unsigned events, gk_io_fn *fn,
+    void *arg)
+{
+	return watch(l, fd, events, fn, arg, true);
+}
+
+static int
+watch(gk_loop *l, int fd, unsigned events, gk_io_fn *fn, void *arg, bool any)
 {
 	if (fd >= l->nwatch) {
 		int n = l->nwatch ? l->nwatch : 64;
@@ -144,11 +160,11 @@ gk_loop_watch(gk_loop *l, int fd, unsigned events, gk_io_fn *fn, void *arg)
 		/*
 		 * A regular file (a stage's stdin redirected from one) or
 		 * /dev/null: epoll says EPERM, and reading or writing never
-		 * blocks.  It is called every turn it has interest, the loop
-		 * not sleeping meanwhile, until it reaches its end.
+		 * blocks.  With gk_loop_watch_any it is called every turn it
+		 * has interest, the loop not sleeping meanwhile.
 		 */
-		if (errno != EPERM || l->nalways == (int)(sizeof l->always /
-		    sizeof l->always[0]))
+		if (!any || errno != EPERM || l->nalways ==
+		    (int)(sizeof l->always / sizeof l->always[0]))
 			return -1;
 		l->always[l->nalways++] = fd;
 		l->watch[fd] = (struct watch){fn, arg, events, false, true};

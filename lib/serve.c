@@ -181,8 +181,9 @@ gk_response_header(gk_response *w, const char *name, const char *value)
 	/* Wire header names are lowercase. */
 	char small[64];
 	gk_buf lower = {small, 0, sizeof small};
-	size_t n = strlen(name);
-	if (n >= sizeof small)
+	/* On the stack only when it never needs to grow (a growth would
+	 * realloc it): a reserve grows at cap - len <= 1. */
+	if (strlen(name) + 2 > sizeof small)
 		lower = (gk_buf){0};
 	for (const char *p = name; *p; p++)
 		gk_buf_addc(&lower, (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));

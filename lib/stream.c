@@ -63,9 +63,9 @@ gk_stream_new(gk_loop *loop, int rfd, int wfd, const gk_stream_ops *ops,
 		hooked_loop = loop;
 	}
 	if (rfd >= 0)
-		gk_loop_watch(loop, rfd, GK_READ, stream_io, s);
+		gk_loop_watch_any(loop, rfd, GK_READ, stream_io, s);
 	if (wfd >= 0 && wfd != rfd)
-		gk_loop_watch(loop, wfd, 0, stream_io, s);
+		gk_loop_watch_any(loop, wfd, 0, stream_io, s);
 	return s;
 }
 
