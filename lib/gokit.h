@@ -168,12 +168,13 @@ gk__wire_find(const gk_wire_msg *m, const char *key, size_t n)
 }
 
 static inline gk_json
-gk__wire_get_inline(const gk_wire_msg *m, const char *key, size_t n)
+gk__wire_get_inline(const gk_wire_msg *m, const char *key)
 {
-	int i = gk__wire_find(m, key, n);
+	/* strlen of a literal is folded once this is inlined */
+	int i = gk__wire_find(m, key, strlen(key));
 	return i < 0 ? (gk_json){GK_JSON_NONE, NULL, 0} : m->field[i].value;
 }
-#define gk_wire_get(m, key) gk__wire_get_inline((m), (key), strlen(key))
+#define gk_wire_get(m, key) gk__wire_get_inline((m), (key))
 
 /* Append the unescaped contents of a string value to out.  -1 if not a string. */
 int gk_json_string(gk_json v, gk_buf *out);
@@ -461,7 +462,7 @@ gk_msg *gk__msg_blank(void);
 gk_msg *gk_msg_adopt(gk_buf *line, gk_wire_error *err);
 void gk_msg_free(gk_msg *m);
 gk_json gk_msg_get(const gk_msg *m, const char *key);
-#define gk_msg_get(m, key) gk__wire_get_inline(&(m)->wire, (key), strlen(key))
+#define gk_msg_get(m, key) gk__wire_get_inline(&(m)->wire, (key))
 /* The status of a response (0 when absent or invalid). */
 int gk_msg_status(const gk_msg *m);
 /* First value of header name (lowercase) appended unescaped to out; -1 if absent. */

@@ -720,7 +720,7 @@ gk__wire_find_escaped(const gk_wire_msg *m, const char *key, size_t n)
 gk_json
 (gk_wire_get)(const gk_wire_msg *m, const char *key)
 {
-	return gk__wire_get_inline(m, key, strlen(key));
+	return gk__wire_get_inline(m, key);
 }
 
 /* ------------------------------------------------------------------ */
