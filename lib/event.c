@@ -452,27 +452,36 @@ gk_events_flush(void)
  * writes its events (a span a request) in a few large writes rather than one
  * small one a turn.  gk__events_due_ms tells the loop how long it may sleep.
  */
-void
+/* How long what is queued may still wait, under qlock (-1: nothing to
+ * wake for).  A stalled reader is retried at the next turn, not woken for:
+ * a stuck pipe must not make the loop spin. */
+static int
+due_locked(uint64_t now)
+{
+	if (!queue.len || stalled || fd_dead)
+		return -1;
+	uint64_t waited = now - queued_at_ms;
+	return waited >= TURN_HOLD_MS ? 0 : (int)(TURN_HOLD_MS - waited);
+}
+
+int
 gk__events_turn_end(void)
 {
 	pthread_mutex_lock(&qlock);
+	uint64_t now = mono_ms();
 	if (queue.len && (queue.len >= TURN_HOLD_BYTES ||
-	    mono_ms() - queued_at_ms >= TURN_HOLD_MS))
+	    now - queued_at_ms >= TURN_HOLD_MS))
 		flush_locked(FLUSH_CALL);
+	int due = due_locked(now);
 	pthread_mutex_unlock(&qlock);
+	return due;
 }
 
 int
 gk__events_due_ms(void)
 {
-	int due = -1;
 	pthread_mutex_lock(&qlock);
-	/* A stalled reader is retried at the next turn, not woken for: a
-	 * stuck pipe must not make the loop spin. */
-	if (queue.len && !stalled && !fd_dead) {
-		uint64_t waited = mono_ms() - queued_at_ms;
-		due = waited >= TURN_HOLD_MS ? 0 : (int)(TURN_HOLD_MS - waited);
-	}
+	int due = due_locked(mono_ms());
 	pthread_mutex_unlock(&qlock);
 	return due;
 }

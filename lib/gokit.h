@@ -176,6 +176,14 @@ gk__wire_get_inline(const gk_wire_msg *m, const char *key)
 }
 #define gk_wire_get(m, key) gk__wire_get_inline((m), (key))
 
+/*
+ * Internal, for the hot path: the text of a string value in *p, *n: its
+ * wire bytes when it holds no escape (0), else unescaped into tmp (1); -1
+ * if not a string.
+ */
+int gk__json_text(gk_json v, gk_buf *tmp, const char **p, size_t *n);
+/* Internal: both indexes name the same spans (a check of a built index). */
+bool gk__wire_same_index(const gk_wire_msg *a, const gk_wire_msg *b);
 /* Append the unescaped contents of a string value to out.  -1 if not a string. */
 int gk_json_string(gk_json v, gk_buf *out);
 /* True when v is a string equal to s (no allocation when v holds no escapes). */
@@ -298,8 +306,8 @@ void gk_events_flush(void);
 /* When true (set by the loop while it runs), events wait for the turn's end. */
 void gk_events_set_batching(bool on);
 /* For gk_loop_run: the end of a turn, and how long held events may wait
- * (-1: none held). */
-void gk__events_turn_end(void);
+ * (-1: none held); turn_end returns what due_ms would. */
+int gk__events_turn_end(void);
 int gk__events_due_ms(void);
 
 /* ------------------------------------------------------------------ */

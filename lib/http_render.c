@@ -156,21 +156,9 @@ add_header(gk_buf *out, const char *name, size_t nl, const char *v, size_t vl)
 static int
 str_text(gk_json v, gk_buf *tmp, const char **p, size_t *n, bool *escaped)
 {
-	if (v.type != GK_JSON_STRING)
-		return -1;
-	if (!memchr(v.p + 1, '\\', v.len - 2)) {
-		*p = v.p + 1;
-		*n = v.len - 2;
-		*escaped = false;
-		return 0;
-	}
-	tmp->len = 0;
-	if (gk_json_string(v, tmp) < 0)
-		return -1;
-	*p = tmp->data ? tmp->data : "";
-	*n = tmp->len;
-	*escaped = true;
-	return 0;
+	int r = gk__json_text(v, tmp, p, n);
+	*escaped = r == 1;
+	return r < 0 ? -1 : 0;
 }
 
 static bool

@@ -442,6 +442,7 @@ gk_loop_run(gk_loop *l)
 	struct epoll_event ev[256];
 	gk_events_set_batching(true);
 	l->stop = false;
+	int due = gk__events_due_ms(); /* events held for a batch */
 	while (!l->stop) {
 		int timeout = -1;
 		if (l->nheap) {
@@ -451,7 +452,6 @@ gk_loop_run(gk_loop *l)
 			    : when - now > 60000 ? 60000
 						 : (int)(when - now);
 		}
-		int due = gk__events_due_ms(); /* events held for a batch */
 		if (due >= 0 && (timeout < 0 || due < timeout))
 			timeout = due;
 		if (l->nalways && always_due(l))
@@ -484,7 +484,7 @@ gk_loop_run(gk_loop *l)
 		run_timers(l);
 		for (int i = 0; i < l->nhook; i++)
 			l->hook[i].fn(l, l->hook[i].arg);
-		gk__events_turn_end();
+		due = gk__events_turn_end();
 	}
 	gk_events_set_batching(false);
 	gk_events_flush();

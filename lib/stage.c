@@ -120,26 +120,6 @@ hash_str(const char *s)
 	return hash_mem(s, strlen(s));
 }
 
-/*
- * The text of a string value: its raw bytes when it holds no escape (the
- * common case: no copy), else unescaped into tmp.  False if not a string.
- */
-static bool
-string_view(gk_json v, gk_buf *tmp, const char **p, size_t *n)
-{
-	if (v.type != GK_JSON_STRING || v.len < 2)
-		return false;
-	if (!memchr(v.p + 1, '\\', v.len - 2)) {
-		*p = v.p + 1;
-		*n = v.len - 2;
-		return true;
-	}
-	tmp->len = 0;
-	gk_json_string(v, tmp);
-	*p = gk_buf_cstr(tmp);
-	*n = tmp->len;
-	return true;
-}
 
 static void
 table_grow(gk_stage *st)
@@ -463,7 +443,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	gk_buf tmp = {0};
 	const char *idp = "";
 	size_t idlen = 0;
-	string_view(gk_msg_get(msg, "id"), &tmp, &idp, &idlen);
+	gk__json_text(gk_msg_get(msg, "id"), &tmp, &idp, &idlen);
 	/* The id is kept as a C string: it ends at an escaped NUL. */
 	idlen = strnlen(idp, idlen);
 	size_t state = st->def.ops.req_state_size;
@@ -607,7 +587,7 @@ south_line(gk_stream *s, char *line, size_t len, void *arg)
 	gk_req *req = NULL;
 	const char *idp = "";
 	size_t idlen = 0;
-	if (string_view(gk_msg_get(m, "id"), &tmp, &idp, &idlen))
+	if (gk__json_text(gk_msg_get(m, "id"), &tmp, &idp, &idlen) >= 0)
 		req = table_find(st, idp, strnlen(idp, idlen));
 	if (!req || !req->forwarded) {
 		gk_buf f = {0};

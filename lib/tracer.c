@@ -137,21 +137,6 @@ prop_index(gk_json key)
 	return -1;
 }
 
-/* A top-level member of m (as gk_msg_get), most keys told apart by their
- * first byte without a call. */
-static gk_json
-member(const gk_msg *m, const char *name, size_t n)
-{
-	for (unsigned i = 0; i < m->wire.nfields; i++) {
-		gk_json k = m->wire.field[i].key;
-		if (k.len < 2 || (k.p[1] != *name && k.p[1] != '\\'))
-			continue;
-		if (gk_json_eqn(k, name, n))
-			return m->wire.field[i].value;
-	}
-	return (gk_json){GK_JSON_NONE, NULL, 0};
-}
-
 /* A header's text: its first value, unescaped (as gk_msg_header reads it). */
 struct hval {
 	const char *p; /* NULL: absent or not a string */
@@ -259,7 +244,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	/* One pass: the headers we keep go into hb as they are; the
 	 * propagation headers (first of each) are noted for reading. */
 	gk_json hv[H_COUNT] = {0};
-	gk_json h = member(m, "headers", 7);
+	gk_json h = gk_msg_get(m, "headers");
 	gk_buf *hb = &hdr_buf;
 	hb->len = 0;
 	gk_buf_reserve(hb, (h.type == GK_JSON_OBJECT ? h.len : 2) + 320);
@@ -395,7 +380,7 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 	struct tstate *s = gk_req_state(req);
 	/* As gk_msg_edit_headers would: the headers but any traceresponse,
 	 * then ours. */
-	gk_json h = member(resp, "headers", 7);
+	gk_json h = gk_msg_get(resp, "headers");
 	gk_buf *hb = &hdr_buf;
 	hb->len = 0;
 	gk_buf_reserve(hb, (h.type == GK_JSON_OBJECT ? h.len : 2) + 80);

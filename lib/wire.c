@@ -524,6 +524,38 @@ gk_json_eq(gk_json v, const char *s)
 }
 
 int
+gk__json_text(gk_json v, gk_buf *tmp, const char **p, size_t *n)
+{
+	if (v.type != GK_JSON_STRING || v.len < 2)
+		return -1;
+	if (!memchr(v.p + 1, '\\', v.len - 2)) {
+		*p = v.p + 1;
+		*n = v.len - 2;
+		return 0;
+	}
+	tmp->len = 0;
+	gk_json_string(v, tmp);
+	*p = tmp->data ? tmp->data : "";
+	*n = tmp->len;
+	return 1;
+}
+
+bool
+gk__wire_same_index(const gk_wire_msg *a, const gk_wire_msg *b)
+{
+	if (a->nfields != b->nfields)
+		return false;
+	for (unsigned i = 0; i < a->nfields; i++) {
+		const gk_wire_field *x = &a->field[i], *y = &b->field[i];
+		if (x->key.p != y->key.p || x->key.len != y->key.len ||
+		    x->value.p != y->value.p || x->value.len != y->value.len ||
+		    x->value.type != y->value.type)
+			return false;
+	}
+	return true;
+}
+
+int
 gk_json_string(gk_json v, gk_buf *out)
 {
 	if (v.type != GK_JSON_STRING || v.len < 2)
@@ -549,12 +581,13 @@ gk_json_string(gk_json v, gk_buf *out)
 /* Validation and the top-level index                                  */
 /* ------------------------------------------------------------------ */
 
-int
-gk_json_validate(const char *s, size_t len, gk_wire_error *err)
+/* One value, alone in s, inside depth enclosing containers. */
+static int
+validate_at(const char *s, size_t len, unsigned depth, gk_wire_error *err)
 {
 	ptr base = (ptr)s, end = base + len;
 	ptr p = skip_ws(base, end);
-	p = scan_value(p, end, base, 0, err);
+	p = scan_value(p, end, base, depth, err);
 	if (!p)
 		return -1;
 	p = skip_ws(p, end);
@@ -563,6 +596,12 @@ gk_json_validate(const char *s, size_t len, gk_wire_error *err)
 		return -1;
 	}
 	return 0;
+}
+
+int
+gk_json_validate(const char *s, size_t len, gk_wire_error *err)
+{
+	return validate_at(s, len, 0, err);
 }
 
 /*
@@ -574,17 +613,7 @@ int gk__json_validate_member(const char *s, size_t len, gk_wire_error *err);
 int
 gk__json_validate_member(const char *s, size_t len, gk_wire_error *err)
 {
-	ptr base = (ptr)s, end = base + len;
-	ptr p = skip_ws(base, end);
-	p = scan_value(p, end, base, 1, err);
-	if (!p)
-		return -1;
-	p = skip_ws(p, end);
-	if (p != end) {
-		fail(err, base, p, "trailing characters");
-		return -1;
-	}
-	return 0;
+	return validate_at(s, len, 1, err);
 }
 
 static bool
