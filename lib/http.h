@@ -23,6 +23,7 @@ typedef struct gk_http_info {
 	int http_minor;       /* 0 or 1 */
 	char method[16];
 	size_t body_len;
+	bool timeout_header;  /* an x-gk-timeout-ms header came */
 } gk_http_info;
 
 enum gk_http_feed {

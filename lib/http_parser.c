@@ -50,7 +50,7 @@ struct req {
 	uint32_t path_off, path_len, query_off, query_len;
 	uint32_t body_off;
 	int cl_idx, te_idx, expect_idx; /* -1 when absent */
-	uint8_t last, ncl, nte, nhost, nexpect;
+	uint8_t last, ncl, nte, nhost, nexpect, ntimeout;
 	uint8_t url_esc;
 	struct hdr inl[INLINE_HEADERS];
 };
@@ -239,6 +239,10 @@ finish_value(struct req *r)
 			if (r->ncl++ == 0)
 				r->cl_idx = i;
 		}
+		break;
+	case 15:
+		if (name_is(r, h, "x-gk-timeout-ms", 15))
+			r->ntimeout = 1;
 		break;
 	case 17:
 		if (name_is(r, h, "transfer-encoding", 17))
@@ -442,6 +446,7 @@ on_headers_complete(http_parser *hp)
 	memcpy(p->info.method, m, ml);
 	p->info.method[ml] = 0;
 	p->info.head = hp->method == HTTP_HEAD;
+	p->info.timeout_header = r->ntimeout;
 	p->info.keep_alive = http_should_keep_alive(hp);
 
 	p->cont = 0;

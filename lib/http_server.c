@@ -494,9 +494,9 @@ take_request(struct conn *c)
 		gk_buf_free(&path);
 	}
 	/* A gokit stack upstream passes what is left of its deadline (looked
-	 * for in the headers only when the line holds the name at all). */
+	 * for in the headers only when the parser saw the name). */
 	gk_json rem = {GK_JSON_NONE, NULL, 0};
-	if (memmem(m->line.data, m->line.len, "x-gk-timeout-ms", 15))
+	if (p->info.timeout_header)
 		rem = gk_json_member(gk_msg_get(m, "headers"), "x-gk-timeout-ms");
 	if (rem.type == GK_JSON_STRING) {
 		gk_buf v = {0};

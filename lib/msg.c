@@ -96,7 +96,16 @@ int
 gk_msg_status(const gk_msg *m)
 {
 	int64_t v;
-	if (!gk_json_int(gk_wire_get(&m->wire, "status"), &v))
+	gk_json s = gk_wire_get(&m->wire, "status");
+	/* Three plain digits, nearly always: read at once (the listener
+	 * asks three times an answer). */
+	if (s.type == GK_JSON_NUMBER && s.len == 3) {
+		unsigned a = (unsigned char)s.p[0] - '1',
+		    b = (unsigned char)s.p[1] - '0', c = (unsigned char)s.p[2] - '0';
+		if (a < 9 && b < 10 && c < 10)
+			return (int)((a + 1) * 100 + b * 10 + c);
+	}
+	if (!gk_json_int(s, &v))
 		return 0;
 	return v >= 100 && v <= 999 ? (int)v : 0;
 }

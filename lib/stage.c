@@ -33,6 +33,8 @@ struct gk_req {
 	uint64_t arrival;
 	gk_timer timer;
 	bool hashed, forwarded, done, trace_checked;
+	bool kept; /* sized to be reused (req_alloc) */
+	size_t state_size;
 	char trace_id[33];
 	gk_req *hnext;
 	alignas(max_align_t) unsigned char state[];
@@ -288,6 +290,51 @@ send_cancel(gk_req *req)
 	gk_buf_free(&b);
 }
 
+/*
+ * Finished requests are kept for reuse, as messages are (msg.c): a stage
+ * makes one a request, and malloc's calloc and free cost more than the
+ * stage's own work on it.  Only those allocated with room for an id of up
+ * to REQ_ID_KEEP bytes are kept, at most REQ_SPARE_MAX of them.
+ */
+#define REQ_SPARE_MAX 64
+#define REQ_ID_KEEP 40
+static _Thread_local gk_req *req_spare[REQ_SPARE_MAX];
+static _Thread_local unsigned nreq_spare;
+
+static gk_req *
+req_alloc(size_t state, size_t idlen)
+{
+	gk_req *req;
+	if (idlen < REQ_ID_KEEP && nreq_spare) {
+		req = req_spare[--nreq_spare];
+		if (req->state_size == state) {
+			memset(req, 0, sizeof *req + state);
+			goto kept;
+		}
+		free(req);
+	}
+	if (idlen >= REQ_ID_KEEP) {
+		req = gk_xcalloc(1, sizeof *req + state + idlen + 1);
+		req->state_size = state;
+		return req;
+	}
+	req = gk_xmalloc(sizeof *req + state + REQ_ID_KEEP);
+	memset(req, 0, sizeof *req + state);
+kept:
+	req->kept = true;
+	req->state_size = state;
+	return req;
+}
+
+static void
+req_release(gk_req *req)
+{
+	if (req->kept && nreq_spare < REQ_SPARE_MAX)
+		req_spare[nreq_spare++] = req;
+	else
+		free(req);
+}
+
 static void
 finish(gk_req *req, int status)
 {
@@ -300,7 +347,7 @@ finish(gk_req *req, int status)
 	gk_msg_free(req->msg);
 	if (req->sid != req->id)
 		free(req->sid);
-	free(req);
+	req_release(req);
 	if (st->draining)
 		check_drained(st);
 }
@@ -447,7 +494,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	/* The id is kept as a C string: it ends at an escaped NUL. */
 	idlen = strnlen(idp, idlen);
 	size_t state = st->def.ops.req_state_size;
-	gk_req *req = gk_xcalloc(1, sizeof(gk_req) + state + idlen + 1);
+	gk_req *req = req_alloc(state, idlen);
 	if (slot)
 		*slot = req;
 	req->st = st;
@@ -457,6 +504,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	req->arrival = gk_loop_now(st->loop);
 	req->id = (char *)req->state + state;
 	memcpy(req->id, idp, idlen);
+	req->id[idlen] = 0;
 	gk_buf_free(&tmp);
 	if (n->unique_ids) {
 		req->sid = req->id;

@@ -233,8 +233,28 @@ scan_string_rest(ptr q, ptr p, ptr end, ptr base, gk_wire_error *err,
 	}
 }
 
-static ptr
+static ptr scan_number_rest(ptr p, ptr end, ptr base, gk_wire_error *err);
+
+/*
+ * Validate a number at p.  Most are plain integers (a status, a deadline):
+ * that case is inline, the rest out of line.
+ */
+static inline ptr
 scan_number(ptr p, ptr end, ptr base, gk_wire_error *err)
+{
+	ptr q = p;
+	if (q < end && *q >= '1' && *q <= '9') {
+		do
+			q++;
+		while (q < end && isdig(*q));
+		if (q >= end || (*q != '.' && (*q | 0x20) != 'e'))
+			return q;
+	}
+	return scan_number_rest(p, end, base, err);
+}
+
+static ptr
+scan_number_rest(ptr p, ptr end, ptr base, gk_wire_error *err)
 {
 	if (*p == '-')
 		p++;
@@ -267,12 +287,22 @@ scan_number(ptr p, ptr end, ptr base, gk_wire_error *err)
 	return p;
 }
 
-static ptr
+static ptr literal_error(ptr p, ptr end, ptr base, gk_wire_error *err,
+    const char *lit);
+
+static inline ptr
 scan_literal(ptr p, ptr end, ptr base, gk_wire_error *err, const char *lit,
     size_t n)
 {
 	if ((size_t)(end - p) >= n && memcmp(p, lit, n) == 0)
 		return p + n;
+	return literal_error(p, end, base, err, lit);
+}
+
+/* Where a literal goes wrong, for the message. */
+static ptr
+literal_error(ptr p, ptr end, ptr base, gk_wire_error *err, const char *lit)
+{
 	for (size_t i = 0;; i++)
 		if (p + i >= end || p[i] != (unsigned char)lit[i])
 			return fail(err, base, p + i, "invalid literal");
@@ -634,14 +664,16 @@ key_dup(const gk_wire_msg *m, unsigned n, uint64_t escaped, ptr k,
 }
 
 /*
- * One bit per (length, first byte) of the plain keys seen so far: a key
- * whose bit is clear cannot repeat one, which spares the quadratic compare
- * for nearly every member of a line.
+ * One bit per (length, first and last byte) of the plain keys seen so far:
+ * a key whose bit is clear cannot repeat one, which spares the quadratic
+ * compare for nearly every member of a line.  The mix is chosen so that
+ * gk-wire(5)'s members (id, method, path, query, headers, body, body_b64,
+ * remote, deadline, trace, status, error, route) take distinct bits.
  */
 static inline uint64_t
 key_bit(ptr k, size_t klen)
 {
-	return 1ull << ((klen * 7 + k[1]) & 63);
+	return 1ull << ((klen + k[1] * 3u + k[klen - 2]) & 63);
 }
 
 int
@@ -699,7 +731,9 @@ gk_wire_parse(gk_wire_msg *m, const char *line, size_t len,
 		if (p < end && *p == '"') {
 			bool vesc;
 			p = scan_string(p, end, base, err, &vesc);
-		} else
+		} else if (p < end && isdig(*p))
+			p = scan_number(p, end, base, err);
+		else
 			p = scan_value(p, end, base, 1, err);
 		if (!p)
 			return -1;

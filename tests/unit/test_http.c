@@ -159,6 +159,7 @@ TEST(simple_get)
 	const gk_http_info *i = gk_http_parser_info(p);
 	CHECK(i->head && i->keep_alive && i->http_minor == 0);
 	CHECK_STR(i->method, "HEAD");
+	CHECK(!i->timeout_header);
 	gk_buf out = {0};
 	gk_http_parser_encode(p, "a\"b", NULL, 1700000000123ull, &out);
 	CHECK(gk_http_parser_idle(p));
@@ -170,6 +171,19 @@ TEST(simple_get)
 	      1700000000123ll);
 	CHECK(json_object_get(j, "remote") == NULL);
 	json_decref(j);
+
+	/* The listener reads x-gk-timeout-ms only when the parser saw it
+	 * (any case), for this request and not the next. */
+	r = "GET / HTTP/1.1\r\nHost: a\r\nX-GK-Timeout-Ms: 50\r\n\r\n"
+	    "GET / HTTP/1.1\r\nHost: a\r\nX-GK-Timeout: 50\r\n\r\n";
+	CHECK(gk_http_parser_feed(p, r, strlen(r), &used) == GK_HTTP_REQUEST);
+	CHECK(gk_http_parser_info(p)->timeout_header);
+	out.len = 0;
+	gk_http_parser_encode(p, "1", NULL, 0, &out);
+	size_t first = used;
+	CHECK(gk_http_parser_feed(p, r + first, strlen(r) - first, &used) ==
+	      GK_HTTP_REQUEST);
+	CHECK(!gk_http_parser_info(p)->timeout_header);
 	gk_buf_free(&out);
 	gk_http_parser_free(p);
 }
