@@ -21,19 +21,6 @@
 		}                                                            \
 	} while (0)
 
-static enum gk_json_type
-type_of(char c)
-{
-	switch (c) {
-	case '{': return GK_JSON_OBJECT;
-	case '[': return GK_JSON_ARRAY;
-	case '"': return GK_JSON_STRING;
-	case 't': return GK_JSON_TRUE;
-	case 'f': return GK_JSON_FALSE;
-	case 'n': return GK_JSON_NULL;
-	default: return GK_JSON_NUMBER;
-	}
-}
 
 /* Our reading of validated text equals jansson's tree. */
 static void
@@ -221,7 +208,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			s++;
 		while (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')
 			e--;
-		gk_json v = {type_of(*s), s, (size_t)(e - s)};
+		gk_json v = {gk_json_type_of(*s), s, (size_t)(e - s)};
 		same(j, v);
 	}
 	json_decref(j);

@@ -270,6 +270,35 @@ discard(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+/*
+ * HTTP/2 with prior knowledge for --http2 or a backend tagged h2, else
+ * HTTP/1.1; where libcurl cannot reuse such connections (before 8.0.0),
+ * one connection a request, said once.
+ */
+static void
+set_http_version(gk_client *c, const gk_backend *be, CURL *e)
+{
+	if (c->cfg.http2 || has_tag(be->ep.tags, "h2")) {
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+		    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+		if (c->h2_no_reuse) {
+			curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+			if (!c->h2_warned) {
+				char v[64];
+				snprintf(v, sizeof v, "libcurl=%s",
+				    curl_version_info(CURLVERSION_NOW)->version);
+				c->h2_warned = true;
+				gk_log(GK_WARN, "libcurl before 8.0.0 cannot reuse "
+				    "HTTP/2 connections made with prior knowledge: "
+				    "one connection per request", v);
+			}
+		}
+	} else
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+		    (long)CURL_HTTP_VERSION_1_1);
+}
+
 static void
 on_check_timer(gk_loop *loop, void *arg)
 {
@@ -289,14 +318,7 @@ on_check_timer(gk_loop *loop, void *arg)
 		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-		if (c->cfg.http2 || has_tag(be->ep.tags, "h2")) {
-			curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-			    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
-			if (c->h2_no_reuse) {
-				curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-				curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-			}
-		}
+		set_http_version(c, be, e);
 		if (gk_curl_start(c->curl, e, check_done, k) < 0) {
 			curl_easy_cleanup(e);
 			free(k);
@@ -1127,25 +1149,7 @@ try_once(struct cstate *s)
 	s->easy = e;
 	curl_easy_setopt(e, CURLOPT_URL, gk_buf_cstr(&url));
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	if (c->cfg.http2 || has_tag(be->ep.tags, "h2")) {
-		curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-		    (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
-		if (c->h2_no_reuse) {
-			curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-			curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-			if (!c->h2_warned) {
-				char v[64];
-				snprintf(v, sizeof v, "libcurl=%s",
-				    curl_version_info(CURLVERSION_NOW)->version);
-				c->h2_warned = true;
-				gk_log(GK_WARN, "libcurl before 8.0.0 cannot reuse "
-				    "HTTP/2 connections made with prior knowledge: "
-				    "one connection per request", v);
-			}
-		}
-	} else
-		curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-		    (long)CURL_HTTP_VERSION_1_1);
+	set_http_version(c, be, e);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	    (long)c->cfg.connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);

@@ -53,30 +53,65 @@ digits(const char *p, int n)
 	return v;
 }
 
+/*
+ * RFC 3339 as events write it ("2026-12-04T09:30:00.123456Z"; a space for
+ * the T, up to nine fraction digits, Z or an offset) in nanoseconds since
+ * the epoch: every exporter reads ts through this one parse.
+ */
 uint64_t
-gk_event_ts_ms(const gk_event *ev)
+gk_event_ts_ns(gk_json ts)
 {
-	/* "2026-12-04T09:30:00.123456Z" */
-	if (ev->ts.type != GK_JSON_STRING || ev->ts.len < 22)
+	if (ts.type != GK_JSON_STRING || ts.len < 22)
 		return 0;
-	const char *p = ev->ts.p + 1;
+	const char *p = ts.p + 1, *end = ts.p + ts.len - 1;
+	if (p[4] != '-' || p[7] != '-' || (p[10] != 'T' && p[10] != ' ') ||
+	    p[13] != ':' || p[16] != ':')
+		return 0;
 	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
-	int h = digits(p + 11, 2), mi = digits(p + 14, 2), s = digits(p + 17, 2);
-	if (y < 0 || mo < 1 || d < 1 || h < 0 || mi < 0 || s < 0)
+	int h = digits(p + 11, 2), mi = digits(p + 14, 2),
+	    s = digits(p + 17, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
+	    h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60)
 		return 0;
 	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
 	                .tm_hour = h, .tm_min = mi, .tm_sec = s};
 	time_t t = timegm(&tm);
-	if (t == (time_t)-1)
+	if (t == (time_t)-1 || t < 0)
 		return 0;
-	uint64_t ms = (uint64_t)t * 1000;
-	if (p[19] == '.') {
-		int scale = 100;
-		for (const char *q = p + 20; *q >= '0' && *q <= '9' && scale;
-		     q++, scale /= 10)
-			ms += (uint64_t)(*q - '0') * (uint64_t)scale;
+	uint64_t ns = (uint64_t)t * 1000000000u;
+	const char *q = p + 19;
+	if (q < end && *q == '.') {
+		uint64_t scale = 100000000;
+		for (q++; q < end && *q >= '0' && *q <= '9'; q++) {
+			ns += (uint64_t)(*q - '0') * scale;
+			scale /= 10;
+		}
 	}
-	return ms;
+	/* An offset other than Z: +hh:mm or -hh:mm. */
+	if (q < end && (*q == '+' || *q == '-') && end - q >= 6) {
+		int oh = digits(q + 1, 2), om = digits(q + 4, 2);
+		if (oh >= 0 && om >= 0) {
+			uint64_t off = ((uint64_t)oh * 3600 + (uint64_t)om * 60) *
+			               1000000000u;
+			if (*q == '+')
+				ns = ns > off ? ns - off : 0;
+			else
+				ns += off;
+		}
+	}
+	return ns;
+}
+
+uint64_t
+gk_event_ts_ms(const gk_event *ev)
+{
+	return gk_event_ts_ns(ev->ts) / 1000000;
+}
+
+uint64_t
+gk_event_ts_us(const gk_event *ev)
+{
+	return gk_event_ts_ns(ev->ts) / 1000;
 }
 
 enum gk_level

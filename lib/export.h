@@ -56,8 +56,12 @@ typedef struct gk_event {
 	gk_json ts, proc, pid, svc, level, text;
 } gk_event;
 
-/* ts as milliseconds since the epoch; 0 when absent or malformed. */
+/* ts (RFC 3339, up to nine fraction digits, Z or an offset) in nanoseconds
+ * since the epoch; 0 when absent or malformed. */
+uint64_t gk_event_ts_ns(gk_json ts);
+/* The same in milliseconds and in microseconds. */
 uint64_t gk_event_ts_ms(const gk_event *ev);
+uint64_t gk_event_ts_us(const gk_event *ev);
 /* The level (GK_INFO when absent or unknown). */
 enum gk_level gk_event_level(const gk_event *ev);
 /* True for the common members (ts, type, level, proc, pid, svc, msg). */

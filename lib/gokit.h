@@ -113,6 +113,21 @@ typedef struct gk_json {
 	size_t len;
 } gk_json;
 
+/* The type of a validated value, from its first byte. */
+static inline enum gk_json_type
+gk_json_type_of(char c)
+{
+	switch (c) {
+	case '{': return GK_JSON_OBJECT;
+	case '[': return GK_JSON_ARRAY;
+	case '"': return GK_JSON_STRING;
+	case 't': return GK_JSON_TRUE;
+	case 'f': return GK_JSON_FALSE;
+	case 'n': return GK_JSON_NULL;
+	default: return GK_JSON_NUMBER;
+	}
+}
+
 /* Where a line was rejected, and why. */
 typedef struct gk_wire_error {
 	size_t offset;
@@ -240,6 +255,8 @@ void gk_jw_null(gk_jw *w);
 void gk_jw_raw(gk_jw *w, const char *p, size_t n);
 /* Bytes as a base64 string. */
 void gk_jw_base64(gk_jw *w, const void *p, size_t n);
+/* "a,b,,c" as the array ["a","b","c"] (empty items left out). */
+void gk_jw_comma_list(gk_jw *w, const char *list);
 
 /* Append s as a quoted, escaped JSON string (invalid UTF-8 becomes U+FFFD). */
 void gk_json_quote(gk_buf *out, const char *s, size_t n);

@@ -89,6 +89,22 @@ pending_new(gk_http_server *srv)
 	return p;
 }
 
+/* A new answer, due after those already queued on c. */
+static struct pending *
+pending_queue(struct conn *c, const gk_http_info *info)
+{
+	struct pending *p = pending_new(c->srv);
+	p->info = *info;
+	p->start_us = gk_monotonic_us();
+	if (c->tail)
+		c->tail->next = p;
+	else
+		c->head = p;
+	c->tail = p;
+	c->npending++;
+	return p;
+}
+
 static void
 pending_free(gk_http_server *srv, struct pending *p)
 {
@@ -461,15 +477,7 @@ take_request(struct conn *c)
 {
 	gk_http_server *srv = c->srv;
 	const gk_http_info *info = gk_http_parser_info(c->parser);
-	struct pending *p = pending_new(srv);
-	p->info = *info;
-	p->start_us = gk_monotonic_us();
-	if (c->tail)
-		c->tail->next = p;
-	else
-		c->head = p;
-	c->tail = p;
-	c->npending++;
+	struct pending *p = pending_queue(c, info);
 
 	char id[24]; /* at most 20 digits: the buffer never grows */
 	gk_buf idb = {id, 0, sizeof id};
@@ -555,16 +563,8 @@ conn_feed(struct conn *c, const char *data, size_t n)
 			    : status == 501 ? srv->r_not_impl
 					    : srv->r_bad;
 			gk_counter_add(s, 1);
-			struct pending *p = pending_new(srv);
-			p->info = *info;
+			struct pending *p = pending_queue(c, info);
 			p->info.keep_alive = false;
-			p->start_us = gk_monotonic_us();
-			if (c->tail)
-				c->tail->next = p;
-			else
-				c->head = p;
-			c->tail = p;
-			c->npending++;
 			char body[96];
 			snprintf(body, sizeof body, "%s\n", gk_http_reason(status));
 			answer_simple(c, p, status, body, NULL);

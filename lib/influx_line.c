@@ -38,25 +38,6 @@ gk_influx_string(gk_buf *out, const char *s, size_t n)
 	gk_buf_addc(out, '"');
 }
 
-uint64_t
-gk_influx_ts_ns(const gk_event *ev)
-{
-	uint64_t ms = gk_event_ts_ms(ev);
-	if (!ms)
-		return 0;
-	/* Down to the microseconds the event holds: "...:ss.uuuuuuZ". */
-	uint64_t ns = (ms / 1000) * 1000000000ull;
-	const char *p = ev->ts.p + 1, *end = ev->ts.p + ev->ts.len - 1;
-	if (end - p > 20 && p[19] == '.') {
-		uint64_t scale = 100000000;
-		for (const char *q = p + 20; q < end && *q >= '0' && *q <= '9' &&
-		     scale;
-		     q++, scale /= 10)
-			ns += (uint64_t)(*q - '0') * scale;
-	}
-	return ns;
-}
-
 static void
 json_name(gk_buf *out, gk_json v, bool is_measurement, gk_buf *tmp)
 {
@@ -137,7 +118,7 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
     gk_influx_stats *st)
 {
 	gk_buf kt = {0}, vt = {0}, name = {0};
-	uint64_t ns = gk_influx_ts_ns(ev);
+	uint64_t ns = gk_event_ts_ns(ev->ts);
 	size_t points = 0;
 	gk_snap_iter si;
 	gk_snap_family f;
@@ -253,7 +234,7 @@ log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out)
 			break;
 		}
 	}
-	timestamp(out, gk_influx_ts_ns(ev));
+	timestamp(out, gk_event_ts_ns(ev->ts));
 	gk_buf_free(&kt);
 	gk_buf_free(&vt);
 	return 1;

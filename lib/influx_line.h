@@ -35,8 +35,6 @@ void gk_influx_name(gk_buf *out, const char *s, size_t n,
     bool is_measurement);
 /* Append "..." a string field value, escaped. */
 void gk_influx_string(gk_buf *out, const char *s, size_t n);
-/* The event's ts in nanoseconds since the epoch (0 when absent). */
-uint64_t gk_influx_ts_ns(const gk_event *ev);
 
 /*
  * The points of one event, each line ended by '\n', appended to out: one

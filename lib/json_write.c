@@ -152,6 +152,21 @@ void gk_jw_array(gk_jw *w) { open_container(w, '['); }
 void gk_jw_array_end(gk_jw *w) { close_container(w, ']'); }
 
 void
+gk_jw_comma_list(gk_jw *w, const char *list)
+{
+	gk_jw_array(w);
+	for (const char *t = list; *t;) {
+		size_t n = strcspn(t, ",");
+		if (n)
+			gk_jw_string(w, t, n);
+		t += n;
+		if (*t == ',')
+			t++;
+	}
+	gk_jw_array_end(w);
+}
+
+void
 gk_jw_keyn(gk_jw *w, const char *key, size_t n)
 {
 	before_value(w);

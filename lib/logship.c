@@ -7,68 +7,6 @@
 
 #include "logship.h"
 
-static int
-digits(const char *p, int n)
-{
-	int v = 0;
-	for (int i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return -1;
-		v = v * 10 + (p[i] - '0');
-	}
-	return v;
-}
-
-uint64_t
-gk_event_ts_us(const gk_event *ev)
-{
-	/* "2026-12-04T09:30:00.123456Z" (quotes included in len) */
-	if (ev->ts.type != GK_JSON_STRING || ev->ts.len < 22)
-		return 0;
-	const char *p = ev->ts.p + 1;
-	const char *end = ev->ts.p + ev->ts.len - 1;
-	if (p[4] != '-' || p[7] != '-' || (p[10] != 'T' && p[10] != ' ') ||
-	    p[13] != ':' || p[16] != ':')
-		return 0;
-	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
-	int h = digits(p + 11, 2), mi = digits(p + 14, 2),
-	    s = digits(p + 17, 2);
-	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
-	    h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60)
-		return 0;
-	struct tm tm = {.tm_year = y - 1900,
-	                .tm_mon = mo - 1,
-	                .tm_mday = d,
-	                .tm_hour = h,
-	                .tm_min = mi,
-	                .tm_sec = s};
-	time_t t = timegm(&tm);
-	if (t == (time_t)-1)
-		return 0;
-	uint64_t us = (uint64_t)t * 1000000;
-	const char *q = p + 19;
-	if (q < end && *q == '.') {
-		uint64_t scale = 100000;
-		for (q++; q < end && *q >= '0' && *q <= '9'; q++) {
-			us += (uint64_t)(*q - '0') * scale;
-			scale /= 10;
-		}
-	}
-	/* An offset other than Z: +hh:mm or -hh:mm. */
-	if (q < end && (*q == '+' || *q == '-') && end - q >= 6) {
-		int oh = digits(q + 1, 2), om = digits(q + 4, 2);
-		if (oh >= 0 && om >= 0) {
-			uint64_t off =
-			    ((uint64_t)oh * 3600 + (uint64_t)om * 60) * 1000000;
-			if (*q == '+')
-				us = us > off ? us - off : 0;
-			else
-				us += off;
-		}
-	}
-	return us;
-}
-
 uint64_t
 gk_event_ts_us_or_now(const gk_event *ev)
 {

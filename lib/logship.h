@@ -19,8 +19,6 @@
 /* Events                                                              */
 /* ------------------------------------------------------------------ */
 
-/* ts in microseconds since the epoch; 0 when absent or malformed. */
-uint64_t gk_event_ts_us(const gk_event *ev);
 /* ts in microseconds, or the wall clock now when ts is unusable. */
 uint64_t gk_event_ts_us_or_now(const gk_event *ev);
 

@@ -149,19 +149,6 @@ is_ws(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-static enum gk_json_type
-raw_type(char c)
-{
-	switch (c) {
-	case '{': return GK_JSON_OBJECT;
-	case '[': return GK_JSON_ARRAY;
-	case '"': return GK_JSON_STRING;
-	case 't': return GK_JSON_TRUE;
-	case 'f': return GK_JSON_FALSE;
-	case 'n': return GK_JSON_NULL;
-	default: return GK_JSON_NUMBER;
-	}
-}
 
 /* The checks gk_msg_set makes of what it is given. */
 static void
@@ -247,7 +234,7 @@ set_member(gk_msg *m, const char *key, size_t klen, const char *raw,
 		if (i >= 0 && j == (unsigned)i) {
 			f->value.p += lead;
 			f->value.len = vlen;
-			f->value.type = raw_type(raw[lead]);
+			f->value.type = gk_json_type_of(raw[lead]);
 		}
 	}
 	if (i < 0) {
@@ -264,7 +251,7 @@ set_member(gk_msg *m, const char *key, size_t klen, const char *raw,
 			w->escaped |= 1ull << w->nfields;
 		gk_wire_field *f = &w->field[w->nfields++];
 		f->key = (gk_json){GK_JSON_STRING, kp, qlen};
-		f->value = (gk_json){raw_type(raw[lead]), kp + qlen + 1 + lead,
+		f->value = (gk_json){gk_json_type_of(raw[lead]), kp + qlen + 1 + lead,
 		    vlen};
 	}
 	if (m->line.cap <= SPARE_LINE_MAX)

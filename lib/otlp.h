@@ -13,9 +13,6 @@
 
 #include "export.h"
 
-/* The event's ts in nanoseconds since the epoch; 0 when absent or bad. */
-uint64_t gk_otlp_ts_ns(gk_json ts);
-
 /* Lowercase hex of exactly n digits, not all zero, into out (n + 1). */
 bool gk_otlp_hex_id(gk_json v, size_t n, char *out);
 

@@ -29,54 +29,6 @@ enum {
 	AGGREGATION_TEMPORALITY_CUMULATIVE = 2,
 };
 
-static int
-digits(const char *p, int n)
-{
-	int v = 0;
-	for (int i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return -1;
-		v = v * 10 + (p[i] - '0');
-	}
-	return v;
-}
-
-uint64_t
-gk_otlp_ts_ns(gk_json ts)
-{
-	/* "2026-12-04T09:30:00.123456Z", up to 9 fractional digits */
-	if (ts.type != GK_JSON_STRING || ts.len < 22)
-		return 0;
-	const char *p = ts.p + 1;
-	if (p[4] != '-' || p[7] != '-' || p[10] != 'T' || p[13] != ':' ||
-	    p[16] != ':')
-		return 0;
-	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
-	int h = digits(p + 11, 2), mi = digits(p + 14, 2);
-	int s = digits(p + 17, 2);
-	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
-	    h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60)
-		return 0;
-	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-	                .tm_hour = h, .tm_min = mi, .tm_sec = s};
-	time_t t = timegm(&tm);
-	if (t == (time_t)-1 || t < 0)
-		return 0;
-	uint64_t ns = (uint64_t)t * 1000000000u;
-	const char *end = ts.p + ts.len - 1;
-	if (p + 19 < end && p[19] == '.') {
-		uint64_t scale = 100000000;
-		for (const char *q = p + 20; q < end && *q >= '0' && *q <= '9';
-		     q++) {
-			ns += (uint64_t)(*q - '0') * scale;
-			scale /= 10;
-			if (!scale)
-				break;
-		}
-	}
-	return ns;
-}
-
 bool
 gk_otlp_hex_id(gk_json v, size_t n, char *out)
 {
@@ -425,7 +377,7 @@ gk_otlp_log(const gk_event *ev, gk_buf *out, const char **why)
 	gk_jw_key(&w, "logRecords");
 	gk_jw_array(&w);
 	gk_jw_object(&w);
-	uint64_t ts = gk_otlp_ts_ns(ev->ts);
+	uint64_t ts = gk_event_ts_ns(ev->ts);
 	if (ts) {
 		gk_jw_key(&w, "timeUnixNano");
 		jw_u64(&w, ts);
@@ -599,7 +551,7 @@ int
 gk_otlp_metrics(const gk_event *ev, uint64_t start_ns, gk_buf *out,
     const char **why)
 {
-	uint64_t ts_ns = gk_otlp_ts_ns(ev->ts);
+	uint64_t ts_ns = gk_event_ts_ns(ev->ts);
 	if (!ts_ns) {
 		*why = "ts is missing or malformed";
 		return -1;

@@ -55,16 +55,7 @@ gk_resolver_format_json(gk_buf *out, const gk_endpoint *set, size_t n)
 		gk_jw_key(&w, "priority");
 		gk_jw_int(&w, e->priority);
 		gk_jw_key(&w, "tags");
-		gk_jw_array(&w);
-		for (const char *t = e->tags; *t;) {
-			size_t tn = strcspn(t, ",");
-			if (tn)
-				gk_jw_string(&w, t, tn);
-			t += tn;
-			if (*t == ',')
-				t++;
-		}
-		gk_jw_array_end(&w);
+		gk_jw_comma_list(&w, e->tags);
 		gk_jw_object_end(&w);
 	}
 	gk_jw_array_end(&w);

@@ -141,16 +141,7 @@ consul_init(gk_register *g, const char *rest, void **state, const char **why)
 	gk_jw_key(&w, "Port");
 	gk_jw_int(&w, port);
 	gk_jw_key(&w, "Tags");
-	gk_jw_array(&w);
-	for (const char *t = o->tags ? o->tags : ""; *t;) {
-		size_t tn = strcspn(t, ",");
-		if (tn)
-			gk_jw_string(&w, t, tn);
-		t += tn;
-		if (*t == ',')
-			t++;
-	}
-	gk_jw_array_end(&w);
+	gk_jw_comma_list(&w, o->tags ? o->tags : "");
 	gk_jw_key(&w, "Weights");
 	gk_jw_object(&w);
 	gk_jw_key(&w, "Passing");

@@ -161,28 +161,34 @@ trim(gk_buf *b, size_t n)
 			gk_buf_free(&b[i]);
 }
 
+/* A string's text: the wire bytes when they hold no escape, else unescaped
+ * into b (NUL-terminated; n counts any NUL inside). */
+static struct hval
+text_of(gk_json v, gk_buf *b)
+{
+	struct hval h = {0};
+	int r = gk__json_text(v, b, &h.p, &h.n);
+	if (r < 0)
+		return (struct hval){0};
+	h.full = h.n;
+	h.plain = r == 0;
+	if (!h.plain)
+		h.p = gk_buf_cstr(b);
+	return h;
+}
+
 static struct hval
 hval_of(gk_json v, int which)
 {
-	struct hval h = {0};
 	if (v.type == GK_JSON_ARRAY) {
 		gk_json_iter it;
 		gk_json_iter_init(&it, v);
 		if (!gk_json_iter_next(&it, NULL, &v))
-			return h;
+			return (struct hval){0};
 	}
-	if (v.type != GK_JSON_STRING || v.len < 2)
-		return h;
-	if (!memchr(v.p + 1, '\\', v.len - 2)) {
-		h.p = v.p + 1, h.n = h.full = v.len - 2, h.plain = true;
-		return h;
-	}
-	gk_buf *b = &unesc[which];
-	b->len = 0;
-	gk_json_string(v, b);
-	h.full = b->len;
-	h.p = gk_buf_cstr(b);
-	h.n = strlen(h.p);
+	struct hval h = text_of(v, &unesc[which]);
+	if (h.p && !h.plain)
+		h.n = strlen(h.p);
 	return h;
 }
 
@@ -232,6 +238,38 @@ add_member(gk_buf *hb, gk_json key, gk_json val)
 	hb->len += val.len;
 }
 
+/*
+ * Open in hb a headers object holding h's members but those that which()
+ * numbers (the first value of each is noted in noted[], which the caller
+ * zeroed), with room for extra bytes of the caller's own after them.
+ */
+static void
+open_headers(gk_buf *hb, gk_json h, size_t extra, int (*which)(gk_json),
+    gk_json *noted)
+{
+	hb->len = 0;
+	gk_buf_reserve(hb, (h.type == GK_JSON_OBJECT ? h.len : 2) + extra);
+	hb->data[hb->len++] = '{';
+	if (h.type != GK_JSON_OBJECT)
+		return;
+	gk_json_iter it;
+	gk_json key, val;
+	gk_json_iter_init(&it, h);
+	while (gk_json_iter_next(&it, &key, &val)) {
+		int i = which(key);
+		if (i < 0)
+			add_member(hb, key, val);
+		else if (noted[i].type == GK_JSON_NONE)
+			noted[i] = val;
+	}
+}
+
+static int
+traceresponse_index(gk_json key)
+{
+	return gk_json_eqn(key, "traceresponse", 13) ? 0 : -1;
+}
+
 void
 gk_tracer_request(gk_tracer *t, gk_req *req)
 {
@@ -244,25 +282,8 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	/* One pass: the headers we keep go into hb as they are; the
 	 * propagation headers (first of each) are noted for reading. */
 	gk_json hv[H_COUNT] = {0};
-	gk_json h = gk_msg_get(m, "headers");
 	gk_buf *hb = &hdr_buf;
-	hb->len = 0;
-	gk_buf_reserve(hb, (h.type == GK_JSON_OBJECT ? h.len : 2) + 320);
-	hb->data[hb->len++] = '{';
-	if (h.type == GK_JSON_OBJECT) {
-		gk_json_iter it;
-		gk_json key, val;
-		gk_json_iter_init(&it, h);
-		while (gk_json_iter_next(&it, &key, &val)) {
-			int i = prop_index(key);
-			if (i >= 0) {
-				if (hv[i].type == GK_JSON_NONE)
-					hv[i] = val;
-				continue;
-			}
-			add_member(hb, key, val);
-		}
-	}
+	open_headers(hb, gk_msg_get(m, "headers"), 320, prop_index, hv);
 
 	struct hval tracestate = {0};
 	struct hval v = hval_of(hv[H_TRACEPARENT], H_TRACEPARENT);
@@ -380,21 +401,10 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 	struct tstate *s = gk_req_state(req);
 	/* As gk_msg_edit_headers would: the headers but any traceresponse,
 	 * then ours. */
-	gk_json h = gk_msg_get(resp, "headers");
+	gk_json ours[1] = {0};
 	gk_buf *hb = &hdr_buf;
-	hb->len = 0;
-	gk_buf_reserve(hb, (h.type == GK_JSON_OBJECT ? h.len : 2) + 80);
-	hb->data[hb->len++] = '{';
-	if (h.type == GK_JSON_OBJECT) {
-		gk_json_iter it;
-		gk_json key, val;
-		gk_json_iter_init(&it, h);
-		while (gk_json_iter_next(&it, &key, &val)) {
-			if (gk_json_eqn(key, "traceresponse", 13))
-				continue;
-			add_member(hb, key, val);
-		}
-	}
+	open_headers(hb, gk_msg_get(resp, "headers"), 80, traceresponse_index,
+	    ours);
 	if (hb->len > 1)
 		gk_buf_addc(hb, ',');
 	ADDLIT(hb, "\"traceresponse\":\"");
@@ -410,25 +420,6 @@ enum { F_METHOD, F_ROUTE, F_PATH, F_REMOTE, F_COUNT };
 
 static _Thread_local gk_buf span_unesc[F_COUNT], span_route;
 
-/* A top-level string member's text: the wire bytes when they hold no
- * escape, else unescaped (NUL-terminated, n counting any NUL inside). */
-static struct hval
-field_str(gk_json v, int which)
-{
-	struct hval h = {0};
-	if (v.type != GK_JSON_STRING || v.len < 2)
-		return h;
-	if (!memchr(v.p + 1, '\\', v.len - 2)) {
-		h.p = v.p + 1, h.n = h.full = v.len - 2, h.plain = true;
-		return h;
-	}
-	gk_buf *b = &span_unesc[which];
-	b->len = 0;
-	gk_json_string(v, b);
-	h.p = gk_buf_cstr(b);
-	h.n = h.full = b->len;
-	return h;
-}
 
 /* Low-cardinality span name: the route, or the path with ids templated. */
 static struct hval
@@ -523,10 +514,10 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 				break;
 			}
 	}
-	struct hval method = field_str(fv[F_METHOD], F_METHOD);
-	struct hval path = field_str(fv[F_PATH], F_PATH);
-	struct hval remote = field_str(fv[F_REMOTE], F_REMOTE);
-	struct hval route = route_of(field_str(fv[F_ROUTE], F_ROUTE), path);
+	struct hval method = text_of(fv[F_METHOD], &span_unesc[F_METHOD]);
+	struct hval path = text_of(fv[F_PATH], &span_unesc[F_PATH]);
+	struct hval remote = text_of(fv[F_REMOTE], &span_unesc[F_REMOTE]);
+	struct hval route = route_of(text_of(fv[F_ROUTE], &span_unesc[F_ROUTE]), path);
 	if (!method.p)
 		method = (struct hval){"GET", 3, 3, true};
 

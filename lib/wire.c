@@ -308,19 +308,6 @@ literal_error(ptr p, ptr end, ptr base, gk_wire_error *err, const char *lit)
 			return fail(err, base, p + i, "invalid literal");
 }
 
-static enum gk_json_type
-type_of(unsigned c)
-{
-	switch (c) {
-	case '{': return GK_JSON_OBJECT;
-	case '[': return GK_JSON_ARRAY;
-	case '"': return GK_JSON_STRING;
-	case 't': return GK_JSON_TRUE;
-	case 'f': return GK_JSON_FALSE;
-	case 'n': return GK_JSON_NULL;
-	default: return GK_JSON_NUMBER;
-	}
-}
 
 /*
  * Validate one value starting at p, inside depth enclosing containers.
@@ -740,7 +727,7 @@ gk_wire_parse(gk_wire_msg *m, const char *line, size_t len,
 		gk_wire_field *f = &m->field[n];
 		f->key = (gk_json){GK_JSON_STRING, (const char *)k,
 		    (size_t)(kend - k)};
-		f->value = (gk_json){type_of(*v), (const char *)v,
+		f->value = (gk_json){gk_json_type_of((char)*v), (const char *)v,
 		    (size_t)(p - v)};
 		if (kesc)
 			escaped |= 1ull << n;
@@ -1041,7 +1028,7 @@ gk_json_iter_next(gk_json_iter *it, gk_json *key, gk_json *value)
 		}
 	}
 	q = skip_value(p, end);
-	*value = (gk_json){type_of(*p), (const char *)p, (size_t)(q - p)};
+	*value = (gk_json){gk_json_type_of((char)*p), (const char *)p, (size_t)(q - p)};
 	it->p = (const char *)q;
 	return true;
 }
