@@ -492,7 +492,11 @@ gk_json gk_msg_get(const gk_msg *m, const char *key);
 int gk_msg_status(const gk_msg *m);
 /* First value of header name (lowercase) appended unescaped to out; -1 if absent. */
 int gk_msg_header(const gk_msg *m, const char *name, gk_buf *out);
-/* Set one top-level member to raw JSON text, keeping every other byte. */
+/*
+ * Set one top-level member to raw JSON text, keeping every other byte.  The
+ * line may move: a gk_json read from m before the set is not valid after
+ * it (read it again).  raw may be such a span.
+ */
 void gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen);
 void gk_msg_set_cstr(gk_msg *m, const char *key, const char *value);
 

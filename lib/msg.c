@@ -193,6 +193,70 @@ gk__msg_set_trusted(gk_msg *m, const char *key, const char *raw,
 	set_member(m, key, klen, raw, rawlen);
 }
 
+/*
+ * The set made inside the line's own buffer, when it has the room and raw
+ * is not in it: nothing before the member moves, so only the members after
+ * it are re-indexed, and an append re-indexes none.  lead and vlen place
+ * the value inside raw.
+ */
+static bool
+set_in_place(gk_msg *m, int i, const char *key, size_t klen, const char *raw,
+    size_t rawlen, size_t lead, size_t vlen)
+{
+	gk_wire_msg *w = &m->wire;
+	char *l = m->line.data;
+	size_t len = w->len, cap = m->line.cap;
+	if (!l || w->line != l || len != m->line.len ||
+	    (raw >= l && raw < l + cap))
+		return false;
+	if (i >= 0) {
+		gk_wire_field *f = &w->field[i];
+		char *vp = l + (f->value.p - l);
+		size_t old = f->value.len, after = len - (size_t)(vp + old - l);
+		if (len - old + rawlen >= cap)
+			return false;
+		memmove(vp + rawlen, vp + old, after);
+		memcpy(vp, raw, rawlen);
+		for (unsigned j = (unsigned)i + 1; j < w->nfields; j++) {
+			w->field[j].key.p = w->field[j].key.p - old + rawlen;
+			w->field[j].value.p = w->field[j].value.p - old + rawlen;
+		}
+		f->value = (gk_json){gk_json_type_of(raw[lead]), vp + lead, vlen};
+		w->len = m->line.len = len - old + rawlen;
+		return true;
+	}
+	/* Appended as `,"key":raw` before the closing brace; a key that
+	 * quoting would change goes the other way. */
+	for (size_t k = 0; k < klen; k++) {
+		unsigned char c = (unsigned char)key[k];
+		if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80)
+			return false;
+	}
+	size_t brace = len;
+	while (brace > 0 && is_ws(l[brace - 1]))
+		brace--;
+	if (brace > 0)
+		brace--;
+	size_t comma = w->nfields ? 1 : 0, ins = comma + klen + 3 + rawlen;
+	if (len + ins >= cap)
+		return false;
+	memmove(l + brace + ins, l + brace, len - brace);
+	char *o = l + brace;
+	if (comma)
+		*o++ = ',';
+	*o++ = '"';
+	memcpy(o, key, klen);
+	o += klen;
+	*o++ = '"';
+	*o++ = ':';
+	memcpy(o, raw, rawlen);
+	gk_wire_field *f = &w->field[w->nfields++];
+	f->key = (gk_json){GK_JSON_STRING, l + brace + comma, klen + 2};
+	f->value = (gk_json){gk_json_type_of(raw[lead]), o + lead, vlen};
+	w->len = m->line.len = len + ins;
+	return true;
+}
+
 static void
 set_member(gk_msg *m, const char *key, size_t klen, const char *raw,
     size_t rawlen)
@@ -204,6 +268,15 @@ set_member(gk_msg *m, const char *key, size_t klen, const char *raw,
 	if (i < 0 && w->nfields == GK_WIRE_MAX_FIELDS)
 		return;
 
+	/* The value's span inside raw, without surrounding whitespace. */
+	size_t lead = 0, vlen = rawlen;
+	while (is_ws(raw[lead]))
+		lead++, vlen--;
+	while (is_ws(raw[lead + vlen - 1]))
+		vlen--;
+	if (set_in_place(m, i, key, klen, raw, rawlen, lead, vlen))
+		return;
+
 	/* The new line goes into the buffer an earlier set left over, and
 	 * the old line's buffer is kept for the next: no allocation a set
 	 * once lines have reached their size. */
@@ -211,13 +284,6 @@ set_member(gk_msg *m, const char *key, size_t klen, const char *raw,
 	set_spare = (gk_buf){0};
 	nb.len = 0;
 	gk__wire_splice_at(w, i, key, klen, raw, rawlen, &nb);
-
-	/* The value's span inside raw, without surrounding whitespace. */
-	size_t lead = 0, vlen = rawlen;
-	while (is_ws(raw[lead]))
-		lead++, vlen--;
-	while (is_ws(raw[lead + vlen - 1]))
-		vlen--;
 
 	/* Re-index without a pass: every span moves by a known amount. */
 	const char *ob = m->line.data, *nbase = nb.data;

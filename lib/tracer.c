@@ -180,6 +180,8 @@ text_of(gk_json v, gk_buf *b)
 static struct hval
 hval_of(gk_json v, int which)
 {
+	if (v.type == GK_JSON_NONE) /* the common case: no such header */
+		return (struct hval){0};
 	if (v.type == GK_JSON_ARRAY) {
 		gk_json_iter it;
 		gk_json_iter_init(&it, v);

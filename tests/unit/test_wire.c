@@ -968,6 +968,68 @@ check_one(const char *p, size_t n)
 	return ok;
 }
 
+/* A message whose buffer has room to grow: its sets are made in place. */
+static gk_msg *
+roomy(const char *line)
+{
+	gk_buf b = {0};
+	gk_buf_reserve(&b, 4096);
+	gk_buf_adds(&b, line);
+	gk_wire_error e;
+	return gk_msg_adopt(&b, &e);
+}
+
+TEST(set_in_place)
+{
+	gk_msg *m = roomy("{\"id\":\"1\",\"headers\":{\"a\":\"b\"},\"n\":5 }");
+	const char *buf = m->line.data;
+	gk_msg_set(m, "headers", "{\"a\":\"b\",\"c\":\"d\"}", 17);
+	check_index(m);
+	gk_msg_set(m, "n", " 7 ", 3);
+	check_index(m);
+	gk_msg_set(m, "trace", "{\"x\":1}", 7);
+	check_index(m);
+	CHECK(m->line.data == buf); /* all three in place */
+	CHECK_STR(gk_buf_cstr(&m->line),
+	    "{\"id\":\"1\",\"headers\":{\"a\":\"b\",\"c\":\"d\"},\"n\": 7  "
+	    ",\"trace\":{\"x\":1}}");
+	gk_msg_set(m, "headers", "{}", 2);
+	check_index(m);
+	CHECK(gk_msg_get(m, "trace").len == 7);
+	CHECK(m->line.data == buf);
+
+	/* raw read from the line itself: made in a new buffer */
+	gk_json id = gk_msg_get(m, "id");
+	gk_msg_set(m, "copy", id.p, id.len);
+	check_index(m);
+	CHECK(m->line.data != buf);
+	CHECK_STR(gk_buf_cstr(&m->line),
+	    "{\"id\":\"1\",\"headers\":{},\"n\": 7  ,\"trace\":{\"x\":1},"
+	    "\"copy\":\"1\"}");
+	/* a key that quoting changes: the other way too, found by name */
+	gk_msg_set(m, "a\"b", "2", 1);
+	check_index(m);
+	CHECK(gk_msg_get(m, "a\"b").len == 1 && *gk_msg_get(m, "a\"b").p == '2');
+	gk_msg_free(m);
+
+	/* no room: the set still happens, in a new buffer */
+	m = gk_msg_new("{\"id\":1}", 8, NULL);
+	char big[3000];
+	memset(big, 'x', sizeof big);
+	big[0] = big[sizeof big - 1] = '"';
+	gk_msg_set(m, "id", big, sizeof big);
+	check_index(m);
+	CHECK(m->line.len == sizeof big + 7);
+	gk_msg_free(m);
+
+	/* the first member of an empty object takes no comma */
+	m = roomy("{ }");
+	gk_msg_set(m, "k", "1", 1);
+	check_index(m);
+	CHECK_STR(gk_buf_cstr(&m->line), "{ \"k\":1}");
+	gk_msg_free(m);
+}
+
 TEST(differential_jansson)
 {
 	gk_buf b = {0};
@@ -1143,6 +1205,7 @@ main(void)
 	RUN(iterate);
 	RUN(splice);
 	RUN(messages);
+	RUN(set_in_place);
 	RUN(differential_jansson);
 	RUN(splice_generated);
 	RUN(keys);
