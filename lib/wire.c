@@ -370,6 +370,7 @@ value:
 		return NULL;
 
 	/* After a value: close containers, or go on to the next element. */
+after_value:
 	while (lvl) {
 		bool obj = objects >> (lvl - 1) & 1;
 		p = skip_ws(p, end);
@@ -393,6 +394,17 @@ key:
 	p = scan_string(p, end, base, err, &esc);
 	if (!p)
 		return NULL;
+	/* Most members are "key":"string", written without spaces (a
+	 * headers object): taken without the general dispatch. */
+	if (end - p >= 2 && p[0] == ':' && p[1] == '"') {
+		if (!(p = scan_string(p + 1, end, base, err, &esc)))
+			return NULL;
+		if (end - p >= 2 && p[0] == ',' && p[1] == '"') {
+			p++;
+			goto key;
+		}
+		goto after_value;
+	}
 	p = skip_ws(p, end);
 	if (p >= end || *p != ':')
 		return fail(err, base, p, "expected ':'");
