@@ -1,4 +1,5 @@
 /* msg.c: wire messages that own their line, read and changed in place. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -206,8 +207,8 @@ set_in_place(gk_msg *m, int i, const char *key, size_t klen, const char *raw,
 	gk_wire_msg *w = &m->wire;
 	char *l = m->line.data;
 	size_t len = w->len, cap = m->line.cap;
-	if (!l || w->line != l || len != m->line.len ||
-	    (raw >= l && raw < l + cap))
+	uintptr_t r = (uintptr_t)raw, b = (uintptr_t)l;
+	if (!l || w->line != l || len != m->line.len || (r >= b && r < b + cap))
 		return false;
 	if (i >= 0) {
 		gk_wire_field *f = &w->field[i];
