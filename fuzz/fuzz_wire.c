@@ -174,6 +174,26 @@ check_wire(const char *p, size_t n)
 	gk_buf_reset(&out);
 	gk_msg_header(msg, "host", &out);
 	gk_msg_free(msg);
+
+	/* The same on a line with room to spare, where sets are made in
+	 * place; then one whose value is read from the line itself. */
+	gk_buf room = {0};
+	gk_buf_reserve(&room, n + 4096);
+	gk_buf_add(&room, p, n);
+	msg = gk_msg_adopt(&room, &e);
+	MUST(msg);
+	gk_msg_set(msg, "status", "204", 3);
+	same_index(msg);
+	gk_msg_set_cstr(msg, "zz-new", "x\"y");
+	same_index(msg);
+	if (msg->wire.nfields) {
+		gk_json v = msg->wire.field[0].value;
+		gk_msg_set(msg, "zz-new", v.p, v.len);
+		same_index(msg);
+		gk_msg_set(msg, m.field[0].key.len == 2 ? "" : "id", " 1 ", 3);
+		same_index(msg);
+	}
+	gk_msg_free(msg);
 	gk_buf_free(&out);
 	gk_buf_free(&key);
 }
