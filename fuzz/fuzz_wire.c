@@ -21,7 +21,6 @@
 		}                                                            \
 	} while (0)
 
-
 /* Our reading of validated text equals jansson's tree. */
 static void
 same(json_t *j, gk_json v)

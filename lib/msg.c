@@ -150,7 +150,6 @@ is_ws(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-
 /* The checks gk_msg_set makes of what it is given. */
 static void
 check_member(const char *key, size_t klen, const char *raw, size_t rawlen)

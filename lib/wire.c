@@ -308,7 +308,6 @@ literal_error(ptr p, ptr end, ptr base, gk_wire_error *err, const char *lit)
 			return fail(err, base, p + i, "invalid literal");
 }
 
-
 /*
  * Validate one value starting at p, inside depth enclosing containers.
  * Iterative, with the kind of each open container kept as one bit, so the
