@@ -580,14 +580,30 @@ write_common(gk_jw *w, const char *type, int level)
 	/* Names and the timestamp need no escaping: copied as they are
 	 * (every event writes these, so they cost no quoting pass). */
 #define KEY(w, lit) (gk_jw_raw((w), lit, sizeof lit - 1), (w)->after_key = true)
-	char ts[33];
-	format_ts(ts + 1);
-	ts[0] = '"';
-	ts[28] = '"';
-	KEY(w, "\"ts\":");
-	gk_jw_raw(w, ts, 29);
-	KEY(w, "\"type\":");
-	gk_jw_cstr(w, type);
+	/* "ts":"...","type":"..." in one piece when the type needs no
+	 * escaping (ours never do): the first member, so no comma before. */
+	char head[96];
+	size_t tl = strlen(type), i;
+	for (i = 0; i < tl && i < 40; i++)
+		if (!((type[i] >= 'a' && type[i] <= 'z') || type[i] == '_' ||
+		    (type[i] >= '0' && type[i] <= '9')))
+			break;
+	if (i == tl && i < 40) {
+		memcpy(head, "\"ts\":\"", 6);
+		format_ts(head + 6);
+		memcpy(head + 33, "\",\"type\":\"", 10);
+		memcpy(head + 43, type, tl);
+		head[43 + tl] = '"';
+		gk_jw_raw(w, head, 44 + tl);
+	} else {
+		head[0] = '"';
+		format_ts(head + 1);
+		head[28] = '"';
+		KEY(w, "\"ts\":");
+		gk_jw_raw(w, head, 29);
+		KEY(w, "\"type\":");
+		gk_jw_cstr(w, type);
+	}
 	if (level >= 0) {
 		KEY(w, "\"level\":");
 		gk_jw_cstr(w, gk_level_name((enum gk_level)level));

@@ -417,7 +417,7 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 	gk_pass(req, resp);
 }
 
-/* The request members a span reads, found in one pass over the index. */
+/* The request members a span reads. */
 enum { F_METHOD, F_ROUTE, F_PATH, F_REMOTE, F_COUNT };
 
 static _Thread_local gk_buf span_unesc[F_COUNT], span_route;
@@ -494,28 +494,8 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 		return;
 	gk_counter_add(t->m_spans, 1);
 	const gk_msg *m = gk_req_msg(req);
-	static const struct {
-		const char *name;
-		size_t len;
-	} want[F_COUNT] = {{"method", 6}, {"route", 5}, {"path", 4},
-	    {"remote", 6}};
-	gk_json fv[F_COUNT] = {0};
-	for (unsigned i = 0; i < m->wire.nfields; i++) {
-		const gk_wire_field *f = &m->wire.field[i];
-		char c = f->key.len > 2 ? f->key.p[1] : 0;
-		if (c != 'm' && c != 'r' && c != 'p' && c != '\\')
-			continue;
-		bool esc = c == '\\' || memchr(f->key.p + 1, '\\',
-		    f->key.len - 2);
-		for (int k = 0; k < F_COUNT; k++)
-			if (fv[k].type == GK_JSON_NONE && (esc ?
-			    gk_json_eqn(f->key, want[k].name, want[k].len) :
-			    (f->key.len == want[k].len + 2 &&
-			    memcmp(f->key.p + 1, want[k].name, want[k].len) == 0))) {
-				fv[k] = f->value;
-				break;
-			}
-	}
+	gk_json fv[F_COUNT] = {gk_msg_get(m, "method"), gk_msg_get(m, "route"),
+	    gk_msg_get(m, "path"), gk_msg_get(m, "remote")};
 	struct hval method = text_of(fv[F_METHOD], &span_unesc[F_METHOD]);
 	struct hval path = text_of(fv[F_PATH], &span_unesc[F_PATH]);
 	struct hval remote = text_of(fv[F_REMOTE], &span_unesc[F_REMOTE]);

@@ -454,6 +454,27 @@ TEST(structured_event)
 	}
 	free_lines(v, n);
 	cap_free(&c);
+
+	/* A type that needs quoting (a plugin's own) is quoted; the usual
+	 * types are copied with the timestamp in one piece. */
+	cap_open(&c, false, true);
+	gk_event_begin("my \"kind\"");
+	gk_event_end();
+	gk_event_begin("a_type_of_thirty_nine_characters_123456");
+	gk_event_end();
+	cap_close(&c);
+	n = cap_lines(&c, v, 2);
+	CHECK(n == 2);
+	if (n == 2 && v[0] && v[1]) {
+		CHECK_STR(sget(v[0], "type"), "my \"kind\"");
+		CHECK_STR(sget(v[1], "type"),
+		          "a_type_of_thirty_nine_characters_123456");
+		CHECK(strlen(sget(v[0], "ts")) == 27);
+		CHECK(strlen(sget(v[1], "ts")) == 27);
+		CHECK_STR(sget(v[1], "proc"), "test-events");
+	}
+	free_lines(v, n);
+	cap_free(&c);
 }
 
 /*
