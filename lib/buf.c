@@ -106,26 +106,40 @@ gk_buf_addf(gk_buf *b, const char *fmt, ...)
 void
 gk_buf_adduint(gk_buf *b, uint64_t v)
 {
-	/* Two digits a step: timestamps in µs have 16. */
+	/* Two digits a step (timestamps in µs have 16), written in place
+	 * once the count is known. */
 #define D10(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7" \
 	#x "8" #x "9"
 	static const char pairs[201] = D10(0) D10(1) D10(2) D10(3) D10(4)
 	    D10(5) D10(6) D10(7) D10(8) D10(9);
 #undef D10
-	char tmp[24];
-	int i = sizeof tmp;
+	static const uint64_t pow10[20] = {1ull, 10ull, 100ull, 1000ull,
+	    10000ull, 100000ull, 1000000ull, 10000000ull, 100000000ull,
+	    1000000000ull, 10000000000ull, 100000000000ull,
+	    1000000000000ull, 10000000000000ull, 100000000000000ull,
+	    1000000000000000ull, 10000000000000000ull,
+	    100000000000000000ull, 1000000000000000000ull,
+	    10000000000000000000ull};
+	/* log10 from the bit length (1233/4096 is just above log10 2),
+	 * then one compare: the number of digits. */
+	unsigned bits = 64 - (unsigned)__builtin_clzll(v | 1);
+	unsigned n = (bits * 1233) >> 12;
+	n += n < 20 && v >= pow10[n];
+	if (n == 0)
+		n = 1;
+	gk_buf_reserve(b, n);
+	char *o = b->data + b->len + n;
+	b->len += n;
 	while (v >= 100) {
 		unsigned r = (unsigned)(v % 100);
 		v /= 100;
-		i -= 2;
-		memcpy(tmp + i, pairs + 2 * r, 2);
+		o -= 2;
+		memcpy(o, pairs + 2 * r, 2);
 	}
-	if (v >= 10) {
-		i -= 2;
-		memcpy(tmp + i, pairs + 2 * v, 2);
-	} else
-		tmp[--i] = (char)('0' + v);
-	gk_buf_add(b, tmp + i, sizeof tmp - (size_t)i);
+	if (v >= 10)
+		memcpy(o - 2, pairs + 2 * v, 2);
+	else
+		o[-1] = (char)('0' + v);
 }
 
 void

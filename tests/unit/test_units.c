@@ -1,4 +1,5 @@
-/* test_units.c: durations, rates, sizes, whole numbers, usage errors. */
+/* test_units.c: durations, rates, sizes, whole numbers, decimals, usage
+ * errors. */
 #include <math.h>
 #include <stdint.h>
 #include <sys/wait.h>
@@ -218,6 +219,31 @@ usage_multiline(void)
 	gk_usage_error("two\nlines");
 }
 
+TEST(decimal)
+{
+	/* gk_buf_adduint against printf, at every power of ten and either
+	 * side of it, and the ends of the range. */
+	gk_buf b = {0};
+	char want[32];
+	uint64_t p = 1;
+	for (int k = 0; k < 20; k++, p *= 10)
+		for (int d = -1; d <= 1; d++) {
+			uint64_t v = p + (uint64_t)(int64_t)d;
+			b.len = 0;
+			gk_buf_adds(&b, "x");
+			gk_buf_adduint(&b, v);
+			snprintf(want, sizeof want, "x%llu", (unsigned long long)v);
+			CHECK_STR(gk_buf_cstr(&b), want);
+		}
+	b.len = 0;
+	gk_buf_adduint(&b, UINT64_MAX);
+	CHECK_STR(gk_buf_cstr(&b), "18446744073709551615");
+	b.len = 0;
+	gk_buf_adduint(&b, 0);
+	CHECK_STR(gk_buf_cstr(&b), "0");
+	gk_buf_free(&b);
+}
+
 TEST(usage_error)
 {
 	char out[512];
@@ -237,6 +263,7 @@ main(void)
 	RUN(rates);
 	RUN(sizes);
 	RUN(uints);
+	RUN(decimal);
 	RUN(usage_error);
 	return UNIT_END();
 }
