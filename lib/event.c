@@ -583,12 +583,12 @@ write_common(gk_jw *w, const char *type, int level)
 	/* "ts":"...","type":"..." in one piece when the type needs no
 	 * escaping (ours never do): the first member, so no comma before. */
 	char head[96];
-	size_t tl = strlen(type), i;
-	for (i = 0; i < tl && i < 40; i++)
-		if (!((type[i] >= 'a' && type[i] <= 'z') || type[i] == '_' ||
-		    (type[i] >= '0' && type[i] <= '9')))
-			break;
-	if (i == tl && i < 40) {
+	const char *t = type;
+	while (t - type < 40 && ((*t >= 'a' && *t <= 'z') || *t == '_' ||
+	    (*t >= '0' && *t <= '9')))
+		t++;
+	size_t tl = (size_t)(t - type);
+	if (tl < 40 && !*t) {
 		memcpy(head, "\"ts\":\"", 6);
 		format_ts(head + 6);
 		memcpy(head + 33, "\",\"type\":\"", 10);
