@@ -848,6 +848,37 @@ num_digit(const struct num *n, size_t i)
 	return i < n->ni ? n->ip[i] - '0' : n->fp[i - n->ni] - '0';
 }
 
+/*
+ * If the eight bytes at p are all digits, d = d * 10^8 + their value.
+ * SWAR where the byte order allows: subtract '0' from every byte, check
+ * each is below 10, then combine pairs, quads and halves.
+ */
+static inline bool
+eight_digits(ptr p, uint64_t *d)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint64_t x;
+	memcpy(&x, p, 8);
+	x -= 0x3030303030303030ull;
+	if ((x | (x + 0x7676767676767676ull)) & 0x8080808080808080ull)
+		return false;
+	x = (x * 10 + (x >> 8)) & 0x00ff00ff00ff00ffull;
+	x = (x * 100 + (x >> 16)) & 0x0000ffff0000ffffull;
+	x = (x * 10000 + (x >> 32)) & 0xffffffffull;
+	*d = *d * 100000000 + x;
+	return true;
+#else
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++) {
+		if (!isdig(p[i]))
+			return false;
+		v = v * 10 + (p[i] - '0');
+	}
+	*d = *d * 100000000 + v;
+	return true;
+#endif
+}
+
 bool
 gk_json_int(gk_json v, int64_t *out)
 {
@@ -858,6 +889,9 @@ gk_json_int(gk_json v, int64_t *out)
 	if (v.type == GK_JSON_NUMBER && v.len && v.len <= 16) {
 		ptr p = (ptr)v.p, end = p + v.len;
 		uint64_t d = 0;
+		/* Eight at a time while eight remain (a ms deadline has 13). */
+		while (end - p >= 8 && eight_digits(p, &d))
+			p += 8;
 		while (p < end && isdig(*p))
 			d = d * 10 + (*p++ - '0');
 		if (p == end) {
