@@ -732,17 +732,16 @@ put_str(gk_buf *b, const char *s, size_t n, bool esc)
 
 /*
  * Where each member went, while encoding for gk_http_parser_encode_msg: the
- * offsets of its key's opening quote and of its value, kept as offsets
- * because out may move as it grows.
+ * offsets of its key's opening quote, of its value and of the value's end,
+ * kept as offsets because out may move as it grows.
  */
 struct member_at {
-	size_t key, klen, val;
+	size_t key, klen, val, end;
 	enum gk_json_type type;
 };
 struct index_at {
 	struct member_at m[8];
 	unsigned n;
-	size_t open; /* the member being written (its value ends at out->len) */
 };
 
 /* A member starts: its key (with quotes, klen bytes) at out->len + skip. */
@@ -753,17 +752,17 @@ mark(struct index_at *ix, const gk_buf *out, size_t skip, size_t klen,
 	if (!ix)
 		return;
 	size_t at = out->len + skip;
-	ix->m[ix->n++] = (struct member_at){at, klen, at + klen + 1, type};
+	ix->m[ix->n++] = (struct member_at){at, klen, at + klen + 1, 0, type};
 }
 
 static void encode(gk_http_parser *p, const char *id, const char *remote,
-    uint64_t deadline_ms, gk_buf *out, struct index_at *ix, size_t *vend);
+    uint64_t deadline_ms, gk_buf *out, struct index_at *ix);
 
 void
 gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
                       uint64_t deadline_ms, gk_buf *out)
 {
-	encode(p, id, remote, deadline_ms, out, NULL, NULL);
+	encode(p, id, remote, deadline_ms, out, NULL);
 }
 
 gk_msg *
@@ -774,8 +773,7 @@ gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
 		return NULL;
 	gk_msg *m = gk__msg_blank();
 	struct index_at ix = {0};
-	size_t vend[8];
-	encode(p, id, remote, deadline_ms, &m->line, &ix, vend);
+	encode(p, id, remote, deadline_ms, &m->line, &ix);
 	gk_wire_msg *w = &m->wire;
 	const char *base = m->line.data;
 	w->line = base;
@@ -786,7 +784,7 @@ gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
 		const struct member_at *a = &ix.m[i];
 		w->field[i].key = (gk_json){GK_JSON_STRING, base + a->key, a->klen};
 		w->field[i].value = (gk_json){a->type, base + a->val,
-		    vend[i] - a->val};
+		    a->end - a->val};
 	}
 #if defined(__SANITIZE_ADDRESS__)
 	/* The index must be what a parse makes of the line. */
@@ -801,11 +799,11 @@ gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
 
 static void
 encode(gk_http_parser *p, const char *id, const char *remote,
-    uint64_t deadline_ms, gk_buf *out, struct index_at *ix, size_t *vend)
+    uint64_t deadline_ms, gk_buf *out, struct index_at *ix)
 {
 	if (p->phase != PH_DONE)
 		return;
-#define END_VALUE() (ix ? (void)(vend[ix->n - 1] = out->len) : (void)0)
+#define END_VALUE() (ix ? (void)(ix->m[ix->n - 1].end = out->len) : (void)0)
 	struct req *r = p->r;
 	const char *t = r->text.data;
 	size_t idl = id ? strlen(id) : 0, rl = remote ? strlen(remote) : 0;
