@@ -177,6 +177,7 @@ main(int argc, char **argv)
 	    .summary = "circuit breaking and timeouts",
 	    .options = opts,
 	    .option = option,
+	    .http_option = true,
 	};
 	return gk_stage_main(argc, argv, &def);
 }

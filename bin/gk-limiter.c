@@ -221,6 +221,7 @@ main(int argc, char **argv)
 	    .summary = "rate limits, concurrency limits and backpressure",
 	    .options = options,
 	    .option = option,
+	    .http_option = true,
 	};
 	return gk_stage_main(argc, argv, &def);
 }

@@ -12,7 +12,7 @@ main(int argc, char **argv)
 	    .ops = {.name = "gk-listener"},
 	    .summary = "HTTP/1.1 in front of a stack of stages",
 	    .north_http = true,
-	    .default_timeout_ms = 30000,
+	    .default_timeout_ms = GK_HTTP_TIMEOUT_MS,
 	};
 	return gk_stage_main(argc, argv, &def);
 }

@@ -86,6 +86,7 @@ main(int argc, char **argv)
 	    .summary = "W3C Trace Context and B3 tracing, span events",
 	    .options = opts,
 	    .option = option,
+	    .http_option = true,
 	};
 	return gk_stage_main(argc, argv, &def);
 }

@@ -544,6 +544,9 @@ typedef struct gk_stage_ops {
 	void (*stop)(gk_stage *st, void *arg);
 } gk_stage_ops;
 
+/* gk-listener's --timeout unless given: every request a deadline. */
+#define GK_HTTP_TIMEOUT_MS 30000
+
 /* Stage-specific options, merged with the common ones by gk_stage_main. */
 typedef struct gk_stage_option {
 	const char *name; /* long name, without dashes */
@@ -564,7 +567,9 @@ typedef struct gk_stage_def {
 	void *arg;
 	/* What the north side speaks on -l addresses without a prefix. */
 	bool north_http;
-	/* Accept --http: -l addresses speak HTTP instead of the wire. */
+	/* Accept --http: -l addresses speak HTTP instead of the wire.  A
+	 * stage with a south side then fronts the stack as gk-listener
+	 * would, with its default --timeout (GK_HTTP_TIMEOUT_MS). */
 	bool http_option;
 	/* The stage answers everything itself: no south side. */
 	bool no_south;

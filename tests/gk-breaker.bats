@@ -189,6 +189,22 @@ poll_until_admitted() {
 	assert_equal "$(received)" 6
 }
 
+@test "--http: the breaker fronts the stack itself; open answers 503 over HTTP" {
+	start_bg stack gk-breaker --http -l "127.0.0.1:$PORT" --no-access-log \
+		--consecutive 2 --open-for 10s -- python3 -u "$T/handler.py"
+	wait_http "$URL/healthz" 10
+	wait_file "$READY_FILE" 20
+	expect 200 /ok
+	touch "$FAIL_FILE"
+	expect 500 /f1
+	expect 500 /f2
+	wait_event "$ERR" '.msg == "circuit opened"' 5
+	expect 503 /rejected
+	[[ $(header retry-after) =~ ^[0-9]+$ ]]
+	assert_equal "$(received)" 3
+	assert_equal "$(ps -o comm= -p "$(pgrep -P "$(bg_pid stack)")")" python3
+}
+
 @test "a failing probe opens the circuit again for twice as long" {
 	start_stack --consecutive 3 --open-for 1s
 	touch "$FAIL_FILE"

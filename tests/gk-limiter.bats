@@ -246,6 +246,24 @@ metric_is() {
 	assert_line --regexp '^[Rr]ate[Ll]imit-[Rr]eset: 1(79|80)'
 }
 
+@test "--http: the limiter fronts the stack itself and answers 429 over HTTP" {
+	local port
+	port=$(free_port)
+	start_bg s gk-limiter --http -l "127.0.0.1:$port" --no-access-log \
+		-r 1/m -b 1 -k remote -- hello
+	wait_port 127.0.0.1 "$port"
+	for i in 1 2; do
+		run curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/"
+		[ "$output" = 200 ]
+	done
+	run curl -s -i "http://127.0.0.1:$port/"
+	assert_line --partial "429"
+	assert_line --regexp '^[Rr]etry-[Aa]fter: [0-9]+'
+	assert_line --regexp '^[Rr]ate[Ll]imit-[Rr]emaining: 0'
+	# The handler is the limiter's own child.
+	assert_equal "$(ps -o comm= -p "$(pgrep -P "$(bg_pid s)")")" hello
+}
+
 @test "a rejected request carries the error member on the wire" {
 	run timeout 10 bash -c 'for i in 1 2 3; do
 		printf "{\"id\":\"%s\",\"method\":\"GET\",\"path\":\"/\",\"headers\":{},\"trace\":{\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\"}}\n" $i

@@ -407,6 +407,37 @@ SH
 	assert_equal "$(count_events "$ERR" ".type == \"span\" and .trace_id == \"$t2\" and .attrs[\"http.response.status_code\"] == 429")" 1
 }
 
+@test "--http: the tracer fronts the stack itself, one process fewer" {
+	start_bg stack gk-tracer --http -l "127.0.0.1:$PORT" -- \
+		jq -c --unbuffered '{id, status: 200,
+			body: ({headers, trace, deadline} | tojson)}'
+	wait_http "$URL/healthz" 10
+	before_ms=$(date +%s%3N)
+	get /orders/42 -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" -D "$T/h"
+	tp=$(seen '.headers.traceparent')
+	valid_traceparent "$tp"
+	[[ $tp == "00-$TP_TRACE-"*-01 ]]
+	assert_equal "$(seen .trace.parent_id)" "$TP_SPAN"
+	tr=$(tr -d '\r' <"$T/h" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}')
+	assert_equal "$tr" "$tp"
+	# Every request gets a deadline, as behind gk-listener: 30 s unless
+	# --timeout says otherwise.
+	dl=$(seen .deadline)
+	[ "$dl" -ge $((before_ms + 29000)) ] && [ "$dl" -le $(($(date +%s%3N) + 30000)) ]
+	# The span and the access event are the one process's, and join.
+	wait_event "$ERR" '.type == "span"' 10
+	span=$(events "$ERR" 'select(.type == "span")')
+	assert_equal "$(jq -r .trace_id <<<"$span")" "$TP_TRACE"
+	assert_equal "$(jq -r '.attrs["client.address"]' <<<"$span")" 127.0.0.1
+	assert_equal "$(jq -r .name <<<"$span")" "GET /orders/{id}"
+	wait_event "$ERR" '.type == "access" and .path == "/orders/42"' 10
+	ev=$(events "$ERR" 'select(.type == "access" and .path == "/orders/42")')
+	assert_equal "$(jq -r .trace_id <<<"$ev")" "$TP_TRACE"
+	assert_equal "$(jq -r .proc <<<"$ev")" gk-tracer
+	# The handler is the tracer's own child: no gk-listener in between.
+	assert_equal "$(ps -o comm= -p "$(pgrep -P "$(bg_pid stack)")")" jq
+}
+
 @test "bad options exit 64 with one line" {
 	run bash -c 'gk-tracer --sample 1.5 -- cat 2>&1 >/dev/null'
 	assert_equal "$status" 64
