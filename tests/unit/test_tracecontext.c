@@ -279,6 +279,22 @@ TEST(hex_and_zero)
 	CHECK_STR(hex(one, 8), "0000000000000001");
 	uint8_t ab[2] = {0xab, 0x0f};
 	CHECK_STR(hex(ab, 2), "ab0f");
+	/* Every byte value, at every length to 20 and every offset in an
+	 * eight-byte step (the SSE2 path takes eight bytes at a time),
+	 * against printf. */
+	uint8_t all[256 + 20];
+	for (size_t i = 0; i < sizeof all; i++)
+		all[i] = (uint8_t)(i * 7 + 3);
+	for (size_t i = 0; i < 256; i++)
+		all[i] = (uint8_t)i;
+	for (size_t off = 0; off < 256; off++)
+		for (size_t n = 0; n <= 20; n++) {
+			char got[41], want[41] = "";
+			gk_hex(all + off, n, got);
+			for (size_t j = 0; j < n; j++)
+				snprintf(want + 2 * j, 3, "%02x", all[off + j]);
+			CHECK_STR(got, want);
+		}
 }
 
 static int
