@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "cgi.h"
+#include "req_queue.h"
 
 extern char **environ;
 
@@ -48,8 +50,7 @@ struct job {
 /* Per-request state: the job running it, or its place in the queue. */
 struct rstate {
 	struct job *job;
-	bool queued;
-	gk_req *prev, *next;
+	gk_req_link link; /* waiting for a child slot */
 };
 
 static struct {
@@ -58,9 +59,8 @@ static struct {
 	gk_cgi_config cfg;
 	int devnull;
 	unsigned running;
-	size_t queued;
-	gk_req *qhead, *qtail;
-	gk_series *m_children, *m_queue, *m_duration;
+	gk_req_queue queue;
+	gk_series *m_children, *m_duration;
 	gk_series *m_ok, *m_error, *m_timeout, *m_killed;
 } cgi;
 
@@ -74,42 +74,6 @@ static struct rstate *
 rs(gk_req *req)
 {
 	return gk_req_state(req);
-}
-
-/* ---- the queue ---- */
-
-static void
-queue_push(gk_req *req)
-{
-	struct rstate *s = rs(req);
-	s->queued = true;
-	s->next = NULL;
-	s->prev = cgi.qtail;
-	if (cgi.qtail)
-		rs(cgi.qtail)->next = req;
-	else
-		cgi.qhead = req;
-	cgi.qtail = req;
-	gk_gauge_set(cgi.m_queue, (double)++cgi.queued);
-}
-
-static void
-queue_unlink(gk_req *req)
-{
-	struct rstate *s = rs(req);
-	if (!s->queued)
-		return;
-	if (s->prev)
-		rs(s->prev)->next = s->next;
-	else
-		cgi.qhead = s->next;
-	if (s->next)
-		rs(s->next)->prev = s->prev;
-	else
-		cgi.qtail = s->prev;
-	s->queued = false;
-	s->prev = s->next = NULL;
-	gk_gauge_set(cgi.m_queue, (double)--cgi.queued);
 }
 
 /* ---- the environment ---- */
@@ -808,9 +772,9 @@ run(gk_req *req)
 static void
 start_next(void)
 {
-	while (cgi.qhead && cgi.running < cgi.cfg.jobs) {
-		gk_req *req = cgi.qhead;
-		queue_unlink(req);
+	while (cgi.queue.head && cgi.running < cgi.cfg.jobs) {
+		gk_req *req = cgi.queue.head;
+		gk_req_queue_remove(&cgi.queue, req);
 		run(req);
 	}
 }
@@ -819,10 +783,10 @@ void
 gk_cgi_request(gk_stage *st, gk_req *req)
 {
 	(void)st;
-	if (cgi.running < cgi.cfg.jobs && !cgi.qhead)
+	if (cgi.running < cgi.cfg.jobs && !cgi.queue.head)
 		run(req);
 	else
-		queue_push(req);
+		gk_req_queue_push(&cgi.queue, req);
 }
 
 void
@@ -830,7 +794,7 @@ gk_cgi_done(gk_stage *st, gk_req *req, int status)
 {
 	(void)st;
 	struct rstate *s = rs(req);
-	queue_unlink(req);
+	gk_req_queue_remove(&cgi.queue, req);
 	struct job *j = s->job;
 	if (!j)
 		return;
@@ -860,7 +824,8 @@ gk_cgi_start(gk_stage *st, const gk_cgi_config *cfg)
 		    strerror(errno));
 	cgi.m_children = gk_metric_series(gk_gauge_new("gk_exec_children",
 	    "CGI children running", NULL));
-	cgi.m_queue = gk_metric_series(gk_gauge_new("gk_exec_queue",
+	cgi.queue.link_off = offsetof(struct rstate, link);
+	cgi.queue.gauge = gk_metric_series(gk_gauge_new("gk_exec_queue",
 	    "Requests waiting for a child slot", NULL));
 	gk_metric *runs = gk_counter_new("gk_exec_runs_total",
 	    "CGI runs, by outcome", "outcome");

@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 
 #include "pool.h"
 #include "procspawn.h"
+#include "req_queue.h"
 #include "stream.h"
 
 struct copy {
@@ -42,8 +44,7 @@ struct copy {
 
 struct rstate {
 	struct copy *copy;
-	bool queued;
-	gk_req *prev, *next;
+	gk_req_link link; /* waiting for an idle copy */
 };
 
 static struct {
@@ -52,9 +53,8 @@ static struct {
 	gk_pool_config cfg;
 	struct copy *copy;
 	unsigned rr, up, busy;
-	size_t queued;
-	gk_req *qhead, *qtail;
-	gk_series *m_busy, *m_size, *m_queue, *m_restarts;
+	gk_req_queue queue;
+	gk_series *m_busy, *m_size, *m_restarts;
 } pool;
 
 size_t
@@ -74,45 +74,6 @@ gauges(void)
 {
 	gk_gauge_set(pool.m_busy, (double)pool.busy);
 	gk_gauge_set(pool.m_size, (double)pool.up);
-	gk_gauge_set(pool.m_queue, (double)pool.queued);
-}
-
-/* ---- the queue ---- */
-
-static void
-queue_push(gk_req *req)
-{
-	struct rstate *s = rs(req);
-	s->queued = true;
-	s->next = NULL;
-	s->prev = pool.qtail;
-	if (pool.qtail)
-		rs(pool.qtail)->next = req;
-	else
-		pool.qhead = req;
-	pool.qtail = req;
-	pool.queued++;
-	gauges();
-}
-
-static void
-queue_unlink(gk_req *req)
-{
-	struct rstate *s = rs(req);
-	if (!s->queued)
-		return;
-	if (s->prev)
-		rs(s->prev)->next = s->next;
-	else
-		pool.qhead = s->next;
-	if (s->next)
-		rs(s->next)->prev = s->prev;
-	else
-		pool.qtail = s->prev;
-	s->queued = false;
-	s->prev = s->next = NULL;
-	pool.queued--;
-	gauges();
 }
 
 /* ---- copies ---- */
@@ -320,9 +281,9 @@ static void
 dispatch(void)
 {
 	struct copy *c;
-	while (pool.qhead && (c = idle_copy())) {
-		gk_req *req = pool.qhead;
-		queue_unlink(req);
+	while (pool.queue.head && (c = idle_copy())) {
+		gk_req *req = pool.queue.head;
+		gk_req_queue_remove(&pool.queue, req);
 		assign(c, req);
 	}
 }
@@ -331,11 +292,11 @@ void
 gk_pool_request(gk_stage *st, gk_req *req)
 {
 	(void)st;
-	struct copy *c = pool.qhead ? NULL : idle_copy();
+	struct copy *c = pool.queue.head ? NULL : idle_copy();
 	if (c)
 		assign(c, req);
 	else
-		queue_push(req);
+		gk_req_queue_push(&pool.queue, req);
 }
 
 void
@@ -344,7 +305,7 @@ gk_pool_done(gk_stage *st, gk_req *req, int status)
 	(void)st;
 	(void)status;
 	struct rstate *s = rs(req);
-	queue_unlink(req);
+	gk_req_queue_remove(&pool.queue, req);
 	struct copy *c = s->copy;
 	if (!c)
 		return;
@@ -383,7 +344,8 @@ gk_pool_start(gk_stage *st, const gk_pool_config *cfg)
 	    "Copies working on a request", NULL));
 	pool.m_size = gk_metric_series(gk_gauge_new("gk_pool_size",
 	    "Copies running", NULL));
-	pool.m_queue = gk_metric_series(gk_gauge_new("gk_pool_queue",
+	pool.queue.link_off = offsetof(struct rstate, link);
+	pool.queue.gauge = gk_metric_series(gk_gauge_new("gk_pool_queue",
 	    "Requests waiting for an idle copy", NULL));
 	pool.m_restarts = gk_metric_series(gk_counter_new(
 	    "gk_pool_restarts_total", "Restarts of copies", NULL));

@@ -316,6 +316,33 @@ EOF
 	assert_output 5
 }
 
+@test "-j 1: a queued request whose client goes away leaves the queue and never runs" {
+	script slow.cgi <<EOF
+echo "+ \$\$" >>"$T/log"
+while [ ! -e "$T/release" ]; do sleep 0.05; done
+printf 'Content-Type: text/plain\n\ndone'
+EOF
+	export GK_METRICS_INTERVAL=100ms
+	stack -j 1 "$T/slow.cgi"
+	curl -s -o /dev/null -m 20 -w '%{http_code}' "$URL/first" >"$T/code.first" &
+	local first=$!
+	wait_for -t 10 _lines_are "$T/log" 1
+	# Two wait behind it; the first of them gives up after a second.
+	run curl -s -m 1 "$URL/gone"
+	assert_failure
+	curl -s -o /dev/null -m 20 -w '%{http_code}' "$URL/last" >"$T/code.last" &
+	local last=$!
+	wait_for -t 10 _gauge_is gk_exec_queue 1
+	touch "$T/release"
+	wait "$first" "$last"
+	assert_equal "$(cat "$T/code.first")" 200
+	assert_equal "$(cat "$T/code.last")" 200
+	# The one that left was never started.
+	run grep -c '^+' "$T/log"
+	assert_output 2
+	wait_for -t 10 _gauge_is gk_exec_queue 0
+}
+
 @test "usage errors exit 64; --help names the SCRIPT operand" {
 	run gk-exec
 	assert_failure 64
