@@ -36,6 +36,7 @@ typedef struct gk_stage_config {
 	bool restart;
 	size_t max_inflight;
 	uint64_t timeout_ms;
+	bool timeout_given; /* --timeout was given: no default replaces it */
 	uint64_t drain_timeout_ms;
 	bool http; /* -l without prefix speaks HTTP */
 	gk_http_limits limits;

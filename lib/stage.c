@@ -1081,6 +1081,10 @@ listen_all(gk_stage *st)
 		    (st->def.north_http || st->def.http_option))
 			http = true;
 		st->listen_fd[st->nlisten_fd++] = fd;
+		/* A socket named http makes an HTTP side that no option
+		 * asked for. */
+		if (http && !st->http)
+			st->http = gk_http_server_new(st, st->loop);
 		if (http)
 			gk_http_server_add(st->http, fd);
 		else
@@ -1102,6 +1106,12 @@ listen_all(gk_stage *st)
 		else
 			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
 	}
+	/* A stage fronting the stack over HTTP bounds every request as
+	 * gk-listener does, however its HTTP socket came (--http, an http:
+	 * address, a socket named http). */
+	if (st->http && !st->def.north_http && !st->def.no_south &&
+	    !st->cfg.timeout_given)
+		st->cfg.timeout_ms = GK_HTTP_TIMEOUT_MS;
 	if (!st->nlisten_fd)
 		stdio_start(st);
 }

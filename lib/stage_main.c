@@ -172,7 +172,6 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 	}
 	lo[n] = (struct option){0};
 
-	bool timeout_given = false;
 	opterr = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
@@ -199,7 +198,7 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 			break;
 		case OPT_TIMEOUT:
 			cfg.timeout_ms = need_duration("timeout", v);
-			timeout_given = true;
+			cfg.timeout_given = true;
 			break;
 		case OPT_DRAIN_TIMEOUT:
 			cfg.drain_timeout_ms = need_duration("drain-timeout", v);
@@ -272,10 +271,6 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 		gk_usage_error("no south side: give -- CMD [ARGS...] or --to ADDR");
 	if (cfg.south_argv && cfg.have_to)
 		gk_usage_error("give either -- CMD or --to ADDR, not both");
-	/* A stage fronting the stack over HTTP bounds every request as
-	 * gk-listener does. */
-	if (cfg.http && !def->north_http && !def->no_south && !timeout_given)
-		cfg.timeout_ms = GK_HTTP_TIMEOUT_MS;
 	if (def->north_http && !cfg.nlisten && !getenv("LISTEN_FDS"))
 		gk_usage_error("no address: give -l HOST:PORT (or LISTEN_FDS)");
 	return gk__stage_run(def, &cfg);

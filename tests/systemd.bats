@@ -129,6 +129,21 @@ print(m["id"], m["status"], m["body"].strip())
 	assert_output 'a 200 hello'
 }
 
+@test "a socket named http speaks HTTP to a handler that was not given --http" {
+	activate --fdname=http -- hello
+	run curl -s -m 10 -w '|%{http_code}' "$URL/"
+	assert_output $'hello\n|200'
+}
+
+@test "a stage given a socket named http fronts the stack with gk-listener's 30 s bound" {
+	activate --fdname=http -- gk-tracer -- \
+		jq -c --unbuffered '{id, status: 200, body: (.deadline | tostring)}'
+	before=$(date +%s%3N)
+	run curl -s -m 10 "$URL/"
+	assert_success
+	[ "$output" -ge $((before + 29000)) ] && [ "$output" -le $(($(date +%s%3N) + 30000)) ]
+}
+
 # The units in contrib/systemd, copied to $T with the programs they run
 # pointed at this build (systemd-analyze checks that ExecStart exists).
 copy_units() {
