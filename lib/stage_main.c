@@ -271,6 +271,8 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 		gk_usage_error("no south side: give -- CMD [ARGS...] or --to ADDR");
 	if (cfg.south_argv && cfg.have_to)
 		gk_usage_error("give either -- CMD or --to ADDR, not both");
+	if (cfg.http && !def->north_http && !cfg.nlisten && !getenv("LISTEN_FDS"))
+		gk_usage_error("--http needs an address: give -l HOST:PORT (or LISTEN_FDS)");
 	if (def->north_http && !cfg.nlisten && !getenv("LISTEN_FDS"))
 		gk_usage_error("no address: give -l HOST:PORT (or LISTEN_FDS)");
 	return gk__stage_run(def, &cfg);

@@ -456,4 +456,9 @@ SH
 	assert_equal "$status" 64
 	assert_equal "${#lines[@]}" 1
 	assert_output --partial "bad --sample-rate: 0/s (expected a rate above 0"
+	# --http with nowhere to listen would read the wire on stdin.
+	run bash -c 'gk-tracer --http -- cat 2>&1 >/dev/null'
+	assert_equal "$status" 64
+	assert_equal "${#lines[@]}" 1
+	assert_output --partial "-l"
 }
