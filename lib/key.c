@@ -9,6 +9,7 @@
  */
 #include <dlfcn.h>
 #include <jq.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ static struct {
 	__typeof__(&jv_string_value) string_value;
 	__typeof__(&jv_string_length_bytes) string_length_bytes;
 	__typeof__(&jv_dump_string) dump_string;
+	__typeof__(&jv_invalid_get_msg) invalid_get_msg;
 } J;
 
 #define GK_LIBJQ "libjq.so.1"
@@ -69,6 +71,7 @@ jq_load(void)
 	SYM(string_value, jv_string_value)
 	SYM(string_length_bytes, jv_string_length_bytes)
 	SYM(dump_string, jv_dump_string)
+	SYM(invalid_get_msg, jv_invalid_get_msg)
 #undef SYM
 	J.loaded = true; /* h stays open for the life of the process */
 }
@@ -135,6 +138,38 @@ gk_key_spec_free(gk_key_spec *k)
 	free(k);
 }
 
+/*
+ * A jq key that fails (an error, not an empty result: the request then
+ * shares the empty key) is logged at most once every 10 s, with how many
+ * failed in between, so that a program failing on every request shows
+ * without a line a request.
+ */
+static void
+jq_failed(jv error)
+{
+	static uint64_t last_us, failures;
+	failures++;
+	uint64_t now = gk_monotonic_us();
+	if (last_us && now - last_us < 10000000)
+		return;
+	last_us = now;
+	char n[40];
+	snprintf(n, sizeof n, "failures=%llu", (unsigned long long)failures);
+	gk_buf e = {0};
+	gk_buf_adds(&e, "error=");
+	if (J.get_kind(error) == JV_KIND_STRING)
+		gk_buf_adds(&e, J.string_value(error));
+	else {
+		jv s = J.dump_string(J.copy(error), 0);
+		gk_buf_adds(&e, J.string_value(s));
+		J.free(s);
+	}
+	gk_log(GK_WARN, "key expression failed: requests share the empty key",
+	    gk_buf_cstr(&e), n);
+	gk_buf_free(&e);
+	failures = 0;
+}
+
 static int
 key_jq(const gk_key_spec *k, const gk_msg *msg, gk_buf *out)
 {
@@ -155,6 +190,13 @@ key_jq(const gk_key_spec *k, const gk_msg *msg, gk_buf *out)
 		gk_buf_adds(out, J.string_value(s));
 		J.free(s);
 		rc = 0;
+	} else if (!jv_ok(v)) {
+		/* No output at all is no key; an error says why. */
+		jv e = J.invalid_get_msg(v);
+		if (J.get_kind(e) != JV_KIND_NULL)
+			jq_failed(e);
+		J.free(e);
+		return -1;
 	}
 	/* Only the first output counts.  The rest are never computed: the
 	 * next jq_start resets the program (a generator costs nothing more,

@@ -480,6 +480,13 @@ metric_is() {
 	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "rate_limited"')" 3
 	# The log of a refusal names the key jq found.
 	wait_event "$T/s.err" '.msg == "rate limited" and .key == "a"'
+	# jq's error is said once, not a line a request (the two requests
+	# without the header failed; at most one warning in 10 s).
+	wait_event "$T/s.err" '(.msg // "") | startswith("key expression failed")'
+	ev=$(events "$T/s.err" 'select((.msg // "") | startswith("key expression failed"))')
+	assert_equal "$(wc -l <<<"$ev")" 1
+	assert_equal "$(jq -r .level <<<"$ev")" warn
+	assert_equal "$(jq -r .error <<<"$ev")" "explode input must be a string"
 }
 
 @test "--max-keys 2 evicts the least recently used key and counts it" {

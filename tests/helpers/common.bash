@@ -21,13 +21,24 @@ common_setup() {
 	export GK_EVENTS_FORMAT=json
 }
 
-# free_port: a TCP port on 127.0.0.1 nobody listens on now.
+# free_port: a TCP port on 127.0.0.1 nobody listens on now, below the
+# kernel's ephemeral range (32768 and up here), so that no client
+# connection of the test can take it between this check and the server's
+# bind.
 free_port() {
-	python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
+	python3 -c 'import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    p = random.randrange(10000, max(lo, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break'
 }
 
 # start_bg NAME CMD ARGS...: run CMD in its own session and process group,
