@@ -118,7 +118,7 @@ main(int argc, char **argv)
 			               "e.g. prometheus)",
 			    name);
 		gk_plugin_exec(name, argv + optind);
-		gk_fatal(127, "cannot run plugin gk-export-%s: %s", name,
+		gk_fatal(127, "unable to run plugin gk-export-%s: %s", name,
 		    strerror(errno));
 	}
 	if (optind < argc)

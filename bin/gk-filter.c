@@ -41,7 +41,7 @@ read_file(const char *path)
 {
 	FILE *fp = fopen(path, "r");
 	if (!fp)
-		gk_usage_error("cannot read -f %s: %s", path, strerror(errno));
+		gk_usage_error("unable to read -f %s: %s", path, strerror(errno));
 	gk_buf b = {0};
 	char tmp[65536];
 	size_t n;
@@ -50,7 +50,7 @@ read_file(const char *path)
 	bool bad = ferror(fp);
 	fclose(fp);
 	if (bad)
-		gk_usage_error("cannot read -f %s", path);
+		gk_usage_error("unable to read -f %s", path);
 	return gk_buf_cstr(&b);
 }
 

@@ -435,7 +435,7 @@ main(int argc, char **argv)
 	    "Snapshots dropped because a part was missing", NULL));
 	P.lfd = gk_addr_listen(&a, 128, 0);
 	if (P.lfd < 0)
-		gk_fatal(GK_EXIT_OSERR, "cannot listen on %s: %s", listen_addr,
+		gk_fatal(GK_EXIT_OSERR, "unable to bind %s: %s", listen_addr,
 		    strerror(errno));
 	gk_loop_watch(P.loop, P.lfd, GK_READ, on_accept, NULL);
 	gk_timer_start(P.loop, &P.sweep, 1000, sweep, NULL);

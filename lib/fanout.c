@@ -105,7 +105,7 @@ sink_start(struct sink *s)
 		fprintf(
 		    stderr,
 		    "{\"type\":\"log\",\"level\":\"error\",\"proc\":"
-		    "\"gk-exporter\",\"msg\":\"cannot run plugin gk-export-%s: "
+		    "\"gk-exporter\",\"msg\":\"unable to run plugin gk-export-%s: "
 		    "%s\"}\n",
 		    s->name, strerror(errno));
 		_exit(127);
