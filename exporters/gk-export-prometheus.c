@@ -433,7 +433,8 @@ main(int argc, char **argv)
 	P.m_incomplete = gk_metric_series(gk_counter_new(
 	    "gk_export_prometheus_incomplete_total",
 	    "Snapshots dropped because a part was missing", NULL));
-	P.lfd = gk_addr_listen(&a, 128, 0);
+	/* One exporter a port: a second must fail, not split the scrapes. */
+	P.lfd = gk_addr_listen(&a, 128, 0, false);
 	if (P.lfd < 0)
 		gk_fatal(GK_EXIT_OSERR, "unable to bind %s: %s", listen_addr,
 		    strerror(errno));

@@ -99,7 +99,8 @@ gk_addr_parse(const char *s, gk_addr *a, const char **why)
 }
 
 int
-gk_addr_listen(const gk_addr *a, int backlog, unsigned mode)
+gk_addr_listen(const gk_addr *a, int backlog, unsigned mode,
+    bool share_port)
 {
 	int fam = a->sa.ss_family;
 	int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -108,7 +109,9 @@ gk_addr_listen(const gk_addr *a, int backlog, unsigned mode)
 	int one = 1;
 	if (fam != AF_UNIX) {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+		if (share_port)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+			    sizeof one);
 		if (fam == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
 			    sizeof one);

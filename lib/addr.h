@@ -26,8 +26,14 @@ typedef struct gk_addr {
  * Returns 0, or -1 with *why set.
  */
 int gk_addr_parse(const char *s, gk_addr *a, const char **why);
-/* A nonblocking, close-on-exec listening socket; -1 with errno. */
-int gk_addr_listen(const gk_addr *a, int backlog, unsigned mode);
+/*
+ * A nonblocking, close-on-exec listening socket; -1 with errno.  With
+ * share_port, other sockets that ask the same may bind the port too
+ * (SO_REUSEPORT: a stack per CPU on one port); without, the port is ours
+ * alone and a second binder gets EADDRINUSE.
+ */
+int gk_addr_listen(const gk_addr *a, int backlog, unsigned mode,
+    bool share_port);
 /* Start a nonblocking connect; -1 with errno (EINPROGRESS is success). */
 int gk_addr_connect(const gk_addr *a);
 /* "127.0.0.1:5555" of a peer, into buf. */

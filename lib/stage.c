@@ -1094,7 +1094,7 @@ listen_all(gk_stage *st)
 	free(names);
 	for (int i = 0; i < st->cfg.nlisten; i++) {
 		const gk_addr *a = &st->cfg.listen[i];
-		int fd = gk_addr_listen(a, 4096, st->cfg.mode);
+		int fd = gk_addr_listen(a, 4096, st->cfg.mode, true);
 		if (fd < 0)
 			gk_fatal(GK_EXIT_OSERR, "unable to bind %s: %s",
 			    a->text, strerror(errno));
