@@ -822,6 +822,15 @@ gk_cgi_start(gk_stage *st, const gk_cgi_config *cfg)
 	if (cgi.devnull < 0)
 		gk_fatal(GK_EXIT_OSERR, "unable to open /dev/null: %s",
 		    strerror(errno));
+	/* Spawned afresh at every request (it may be put in place later),
+	 * but a script that cannot run now is worth a word at the start. */
+	const char *script = cgi.cfg.argv[0];
+	if (strchr(script, '/') && access(script, X_OK) != 0) {
+		char a[512], b[256];
+		snprintf(a, sizeof a, "script=%s", script);
+		snprintf(b, sizeof b, "error=%s", strerror(errno));
+		gk_log(GK_WARN, "the CGI script cannot be run now", a, b);
+	}
 	cgi.m_children = gk_metric_series(gk_gauge_new("gk_exec_children",
 	    "CGI children running", NULL));
 	cgi.queue.link_off = offsetof(struct rstate, link);

@@ -38,6 +38,10 @@ static_start(gk_resolver *r, const char *rest, void **state, const char **why)
 		if (*rest == ',')
 			rest++;
 	}
+	if (!n) {
+		*why = "no endpoints: expected static:HOST:PORT[*WEIGHT],...";
+		return -1;
+	}
 	gk__resolver_publish(r, set, n);
 	free(set);
 	return 0;

@@ -537,7 +537,7 @@ count_status() {
 		"--retry-budget 150% -e 127.0.0.1:1" "--eject-time soon -e 127.0.0.1:1" \
 		"-b hash -e 127.0.0.1:1" "--resolve gopher:x" "" \
 		"-e 127.0.0.1:1 --endpoints /nonexistent/x" "--retries many -e 127.0.0.1:1" \
-		"--engine fast -e 127.0.0.1:1"; do
+		"--engine fast -e 127.0.0.1:1" "-e upstream.test:http" "-e 127.0.0.1:0"; do
 		run bash -c "gk-client $bad 2>&1 >/dev/null </dev/null"
 		assert_equal "$status" 64
 		assert_equal "${#lines[@]}" 1

@@ -343,6 +343,15 @@ EOF
 	wait_for -t 10 _gauge_is gk_exec_queue 0
 }
 
+@test "a script that cannot run is said at the start, and each request is answered 502" {
+	run bash -c "printf '{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\",\"headers\":{}}\n' |
+		GK_EVENTS_FORMAT=json timeout 10 gk-exec $T/missing.cgi 2>$T/err"
+	assert_success
+	assert_equal "$(jq -r .status <<<"$output")" 502
+	assert_equal "$(count_events "$T/err" '.level == "warn" and .msg == "the CGI script cannot be run now" and .script == "'"$T/missing.cgi"'" and .error == "No such file or directory"')" 1
+	assert_equal "$(count_events "$T/err" '.msg == "unable to spawn the CGI script"')" 1
+}
+
 @test "usage errors exit 64; --help names the SCRIPT operand" {
 	run gk-exec
 	assert_failure 64

@@ -43,6 +43,10 @@ usage_fails() {
 	usage_fails nope:x
 	usage_fails static:1.2.3.4:80 extra
 	usage_fails 'static:1.2.3.4'
+	usage_fails 'static:'
+	usage_fails 'static:a.test:http'
+	usage_fails 'static:1.2.3.4:70000'
+	usage_fails 'static::80'
 	usage_fails 'consul:http://127.0.0.1:8500/'
 	usage_fails 'consul:http://127.0.0.1:8500/web?index=3'
 	usage_fails 'consul:http://127.0.0.1:8500/web?wait=1h'
