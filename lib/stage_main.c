@@ -96,23 +96,25 @@ usage(const gk_stage_def *def, bool http)
 	printf("\nSee %s(1).\n", name);
 }
 
+/* A duration of at least min ms (0 or 1). */
 static uint64_t
-need_duration(const char *opt, const char *v)
+need_duration(const char *opt, const char *v, uint64_t min)
 {
 	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0)
-		gk_usage_error("bad --%s: %s (expected a duration: 250ms, 2s, 1m)",
-		    opt, v);
+	if (gk_parse_duration_ms(v, &ms) < 0 || ms < min)
+		gk_usage_error("bad --%s: %s (expected a duration%s: 250ms, 2s, 1m)",
+		    opt, v, min ? " above 0" : "");
 	return ms;
 }
 
+/* A size of at least min bytes (0 or 1). */
 static size_t
-need_size(const char *opt, const char *v)
+need_size(const char *opt, const char *v, size_t min)
 {
 	size_t n;
-	if (gk_parse_size(v, &n) < 0)
-		gk_usage_error("bad --%s: %s (expected a size: 16k, 1m, bytes)",
-		    opt, v);
+	if (gk_parse_size(v, &n) < 0 || n < min)
+		gk_usage_error("bad --%s: %s (expected a size%s: 16k, 1m, bytes)",
+		    opt, v, min ? " above 0" : "");
 	return n;
 }
 
@@ -197,11 +199,11 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 			cfg.max_inflight = need_uint("max-inflight", v, 1, 1000000);
 			break;
 		case OPT_TIMEOUT:
-			cfg.timeout_ms = need_duration("timeout", v);
+			cfg.timeout_ms = need_duration("timeout", v, 0);
 			cfg.timeout_given = true;
 			break;
 		case OPT_DRAIN_TIMEOUT:
-			cfg.drain_timeout_ms = need_duration("drain-timeout", v);
+			cfg.drain_timeout_ms = need_duration("drain-timeout", v, 0);
 			break;
 		case OPT_MODE: {
 			char *end;
@@ -212,15 +214,19 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 			break;
 		}
 		case OPT_HTTP: cfg.http = true; break;
+		/* Zero would mean the default to the parser (sizes) or close
+		 * at once (timers): refused rather than misread. */
 		case OPT_MAX_HEADER:
-			cfg.limits.max_header = need_size("max-header", v);
+			cfg.limits.max_header = need_size("max-header", v, 1);
 			break;
-		case OPT_MAX_BODY: cfg.limits.max_body = need_size("max-body", v); break;
+		case OPT_MAX_BODY:
+			cfg.limits.max_body = need_size("max-body", v, 1);
+			break;
 		case OPT_HEADER_TIMEOUT:
-			cfg.header_timeout_ms = need_duration("header-timeout", v);
+			cfg.header_timeout_ms = need_duration("header-timeout", v, 1);
 			break;
 		case OPT_IDLE_TIMEOUT:
-			cfg.idle_timeout_ms = need_duration("idle-timeout", v);
+			cfg.idle_timeout_ms = need_duration("idle-timeout", v, 1);
 			break;
 		case OPT_MAX_CONNS:
 			cfg.max_conns = need_uint("max-conns", v, 1, 1000000);

@@ -821,6 +821,15 @@ s = gkhttp.connect(sys.argv[1]); s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nConte
 	assert_equal "$status" 64
 	assert_equal "${#lines[@]}" 1
 	assert_output --regexp '^gk-listener: '
+	# Zero bounds are refused, not read as "the default" (sizes) or
+	# "close at once" (timers: no request would ever be served).
+	local opt
+	for opt in max-header max-body header-timeout idle-timeout; do
+		run gk-listener -l "127.0.0.1:$PORT" "--$opt" 0 -- hello
+		assert_equal "$status" 64
+		assert_equal "${#lines[@]}" 1
+		assert_output --regexp "^gk-listener: .*$opt: 0 .*above 0"
+	done
 }
 
 @test "--help and --version exit 0" {
