@@ -189,7 +189,10 @@ host_port(const char *s)
 		return false;
 	unsigned long port = 0;
 	for (const char *d = colon + 1; *d; d++) {
-		if (*d < '0' || *d > '9' || (port = port * 10 + (unsigned)(*d - '0')) > 65535)
+		if (*d < '0' || *d > '9')
+			return false;
+		port = port * 10 + (unsigned long)(*d - '0');
+		if (port > 65535)
 			return false;
 	}
 	return port > 0;
