@@ -180,9 +180,8 @@ gk_resolver_set(const gk_resolver *r, size_t *n)
 	return r->set;
 }
 
-/* HOST:PORT, [V6]:PORT: a host, and a port from 1 to 65535. */
-static bool
-host_port(const char *s)
+bool
+gk__host_port(const char *s)
 {
 	const char *colon = strrchr(s, ':');
 	if (!colon || colon == s || !colon[1])
@@ -214,7 +213,7 @@ gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep)
 	char *save, *tok = strtok_r(buf, " \t\r", &save);
 	if (!tok)
 		return 1; /* blank */
-	if (strlen(tok) >= sizeof ep->addr || !host_port(tok))
+	if (strlen(tok) >= sizeof ep->addr || !gk__host_port(tok))
 		return -1;
 	strcpy(ep->addr, tok);
 	/* WEIGHT, then TAGS ("-": none), then priority=N, each optional

@@ -291,16 +291,14 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 		strcpy(d->name, rest);
 	} else {
 		const char *colon = strrchr(rest, ':');
-		char *end;
-		long port = colon ? strtol(colon + 1, &end, 10) : -1;
-		if (!colon || colon == rest || *end || port < 1 || port > 65535 ||
+		if (!gk__host_port(rest) ||
 		    (size_t)(colon - rest) >= sizeof d->name) {
 			*why = "expected dns:NAME:PORT";
 			free(d);
 			return -1;
 		}
 		memcpy(d->name, rest, (size_t)(colon - rest));
-		d->port = (unsigned)port;
+		d->port = (unsigned)strtoul(colon + 1, NULL, 10);
 	}
 	static bool lib;
 	if (!lib) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "resolver_register.h"
+#include "resolver_source.h"
 
 #define STOP_TIMEOUT_MS 5000
 #define CHECK_TIMEOUT_MS 5000
@@ -151,11 +152,7 @@ gk_register_new(gk_loop *loop, const gk_register_options *o, const char **why)
 		*why = "the TTL is at least 1s";
 		return NULL;
 	}
-	const char *colon = strrchr(o->addr, ':');
-	if (!colon || colon == o->addr || !colon[1] ||
-	    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
-	    atoi(colon + 1) < 1 || atoi(colon + 1) > 65535 ||
-	    strpbrk(o->addr, " \t\r\n/#")) {
+	if (!gk__host_port(o->addr) || strpbrk(o->addr, " \t\r\n/#")) {
 		*why = "bad --addr (expected HOST:PORT)";
 		return NULL;
 	}

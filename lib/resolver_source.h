@@ -33,6 +33,8 @@ void gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n);
 void gk__resolver_error(gk_resolver *r, const char *what);
 gk_loop *gk__resolver_loop(gk_resolver *r);
 const gk_resolver_options *gk__resolver_options(gk_resolver *r);
+/* HOST:PORT or [V6]:PORT: a host, and a port from 1 to 65535 in digits. */
+bool gk__host_port(const char *s);
 /* "host:port [weight] [tags]" lines; '#' comments.  -1 on a bad line. */
 int gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep);
 

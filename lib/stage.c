@@ -1066,6 +1066,16 @@ on_watchdog(gk_loop *loop, void *arg)
 
 /* ---- setup and run ---- */
 
+/* The HTTP side, made for the first socket that speaks HTTP (an option, an
+ * http: address or a socket named http), or at once for gk-listener. */
+static gk_http_server *
+http_side(gk_stage *st)
+{
+	if (!st->http)
+		st->http = gk_http_server_new(st, st->loop);
+	return st->http;
+}
+
 static void
 listen_all(gk_stage *st)
 {
@@ -1081,12 +1091,8 @@ listen_all(gk_stage *st)
 		    (st->def.north_http || st->def.http_option))
 			http = true;
 		st->listen_fd[st->nlisten_fd++] = fd;
-		/* A socket named http makes an HTTP side that no option
-		 * asked for. */
-		if (http && !st->http)
-			st->http = gk_http_server_new(st, st->loop);
 		if (http)
-			gk_http_server_add(st->http, fd);
+			gk_http_server_add(http_side(st), fd);
 		else
 			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
 		free(names ? names[i] : NULL);
@@ -1102,7 +1108,7 @@ listen_all(gk_stage *st)
 		    (a->proto == GK_PROTO_DEFAULT && st->cfg.http);
 		st->listen_fd[st->nlisten_fd++] = fd;
 		if (http)
-			gk_http_server_add(st->http, fd);
+			gk_http_server_add(http_side(st), fd);
 		else
 			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
 	}
@@ -1165,11 +1171,8 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	if (def->no_south)
 		st->south_kind = SOUTH_NONE;
 
-	bool any_http = cfg->http;
-	for (int i = 0; i < cfg->nlisten; i++)
-		any_http |= cfg->listen[i].proto == GK_PROTO_HTTP;
-	if (any_http || def->north_http)
-		st->http = gk_http_server_new(st, st->loop);
+	if (def->north_http)
+		http_side(st);
 
 	gk_loop_signal(st->loop, SIGTERM, on_term, st);
 	gk_loop_signal(st->loop, SIGINT, on_term, st);
