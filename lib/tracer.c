@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "runtime.h"
 #include "tracecontext.h"
 #include "tracer.h"
@@ -240,6 +244,63 @@ add_member(gk_buf *hb, gk_json key, gk_json val)
 	hb->len += val.len;
 }
 
+static inline bool
+is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/*
+ * Whether the object h may hold a member that which() numbers: a scan of
+ * its keys, cheaper than walking its members, which is needed only when it
+ * may (few requests carry a trace context, few answers a traceresponse).
+ */
+/* At a quote or backslash q of a headers object: whether what it opens,
+ * closes or escapes may be a key that which() numbers.  Without escapes a
+ * string is the text between two quotes, and a key is a string that a
+ * colon follows; an escape can spell any key, which the member walk reads
+ * right. */
+static inline bool
+at_mark(const char *q, const char *end, const char **open,
+    int (*which)(gk_json))
+{
+	if (*q == '\\')
+		return true;
+	if (!*open) {
+		*open = q;
+		return false;
+	}
+	const char *after = q + 1;
+	while (after < end && is_space(*after))
+		after++;
+	bool hit = after < end && *after == ':' &&
+	    which((gk_json){GK_JSON_STRING, *open, (size_t)(q - *open + 1)}) >= 0;
+	*open = NULL;
+	return hit;
+}
+
+static bool
+may_hold(gk_json h, int (*which)(gk_json))
+{
+	const char *p = h.p + 1, *end = h.p + h.len, *open = NULL;
+#if defined(__SSE2__)
+	/* Sixteen bytes a step: only quotes and backslashes matter. */
+	const __m128i quote = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\');
+	for (; end - p >= 16; p += 16) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+		    _mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bs)));
+		for (; m; m &= m - 1)
+			if (at_mark(p + __builtin_ctz(m), end, &open, which))
+				return true;
+	}
+#endif
+	for (; p < end; p++)
+		if ((*p == '"' || *p == '\\') && at_mark(p, end, &open, which))
+			return true;
+	return false;
+}
+
 /*
  * Open in hb a headers object holding h's members but those that which()
  * numbers (the first value of each is noted in noted[], which the caller
@@ -254,6 +315,16 @@ open_headers(gk_buf *hb, gk_json h, size_t extra, int (*which)(gk_json),
 	hb->data[hb->len++] = '{';
 	if (h.type != GK_JSON_OBJECT)
 		return;
+	if (!may_hold(h, which)) {
+		/* Nothing to drop (nearly always): the members as they are,
+		 * without the closing brace and any space before it. */
+		size_t n = h.len - 1;
+		while (n > 1 && is_space(h.p[n - 1]))
+			n--;
+		memcpy(hb->data, h.p, n);
+		hb->len = n;
+		return;
+	}
 	gk_json_iter it;
 	gk_json key, val;
 	gk_json_iter_init(&it, h);

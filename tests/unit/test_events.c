@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -421,6 +422,52 @@ TEST(truncation)
 	cap_free(&c);
 	free(msg);
 	unsetenv("GK_SERVICE");
+}
+
+/* Every double is written as a JSON number that reads back as itself;
+ * whole microseconds (the access event's durations) as plain decimals. */
+TEST(double_round_trip)
+{
+	static const struct {
+		double v;
+		const char *want;
+	} plain[] = {{0.000295, "0.000295"}, {0.1, "0.1"}, {-2.5, "-2.5"},
+	    {1.000001, "1.000001"}, {123.45, "123.45"}, {3e-6, "0.000003"},
+	    {7, "7"}, {0.0, "0"}};
+	for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+		gk_buf b = {0};
+		gk_jw w;
+		gk_jw_init(&w, &b);
+		gk_jw_double(&w, plain[i].v);
+		CHECK_STR(gk_buf_cstr(&b), plain[i].want);
+		gk_buf_free(&b);
+	}
+	uint64_t x = 88172645463325252ull;
+	for (int i = 0; i < 200000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		double v;
+		switch (i % 4) {
+		case 0: v = (double)(x % 100000000) / 1e6; break; /* durations */
+		case 1: v = (double)(x >> 11) * 0x1.0p-53 * 1000; break;
+		case 2: v = (double)(int64_t)(x % 2000000) / 1e7 - 0.1; break;
+		default: memcpy(&v, &x, sizeof v); break; /* any bits */
+		}
+		if (!isfinite(v))
+			continue;
+		gk_buf b = {0};
+		gk_jw w;
+		gk_jw_init(&w, &b);
+		gk_jw_double(&w, v);
+		gk_wire_error e;
+		const char *s = gk_buf_cstr(&b);
+		if (strtod(s, NULL) != v || gk_json_validate(s, b.len, &e) < 0) {
+			printf("#   %.17g written as %s\n", v, s);
+			CHECK(0);
+			gk_buf_free(&b);
+			return;
+		}
+		gk_buf_free(&b);
+	}
 }
 
 TEST(structured_event)
@@ -953,6 +1000,7 @@ main(void)
 	RUN(level_filtering);
 	RUN(truncation);
 	RUN(structured_event);
+	RUN(double_round_trip);
 	RUN(batching_whole_lines);
 	RUN(batching_flushes_past_64k);
 	RUN(drops_when_stuck);
