@@ -22,6 +22,7 @@ static gk_breaker_config cfg = {
     .max_keys = 1000,
 };
 static bool min_calls_given;
+static const char *slow_rate_given; /* its text, for the message */
 static gk_breaker *breaker;
 
 static int
@@ -76,12 +77,17 @@ option(int short_name, const char *name, const char *v, void *arg)
 		percent(name, v, &cfg.failure_rate);
 	else if (!strcmp(name, "slow"))
 		cfg.slow_ms = duration(name, v);
-	else if (!strcmp(name, "slow-rate"))
+	else if (!strcmp(name, "slow-rate")) {
 		percent(name, v, &cfg.slow_rate);
+		slow_rate_given = v;
+	}
 	else if (!strcmp(name, "call-timeout"))
 		cfg.timeout_ms = duration("call-timeout", v);
-	else if (!strcmp(name, "open-for"))
+	else if (!strcmp(name, "open-for")) {
 		cfg.open_ms = duration(name, v);
+		if (!cfg.open_ms)
+			gk_usage_error("bad --open-for: %s (expected a duration above 0: 30s, 1m)", v);
+	}
 	else if (!strcmp(name, "open-max"))
 		cfg.open_max_ms = duration(name, v);
 	else if (!strcmp(name, "probes")) {
@@ -114,8 +120,15 @@ static int
 start(gk_stage *st, void *arg)
 {
 	(void)arg;
-	if (!min_calls_given && cfg.window_calls && cfg.min_calls > cfg.window_calls)
+	/* Options that would be taken and do nothing. */
+	if (slow_rate_given && !cfg.slow_ms)
+		gk_usage_error("--slow-rate %s needs --slow", slow_rate_given);
+	if (cfg.window_calls && cfg.min_calls > cfg.window_calls) {
+		if (min_calls_given)
+			gk_usage_error("bad --min-calls: %u (more than the --window of %u calls holds)",
+			    cfg.min_calls, cfg.window_calls);
 		cfg.min_calls = cfg.window_calls;
+	}
 	if (cfg.open_max_ms < cfg.open_ms)
 		cfg.open_max_ms = cfg.open_ms;
 	breaker = gk_breaker_new(gk_stage_loop(st), &cfg);

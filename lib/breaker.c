@@ -67,28 +67,27 @@ gk_breaker_parse_fail_on(gk_breaker_config *cfg, const char *s)
 {
 	cfg->fail_classes = 0;
 	cfg->nfail_codes = 0;
-	while (*s) {
+	if (!*s)
+		return -1;
+	for (;;) {
 		size_t n = strcspn(s, ",");
 		if (n == 3 && s[0] >= '1' && s[0] <= '5' && s[1] == 'x' &&
 		    s[2] == 'x')
 			cfg->fail_classes |= 1u << (s[0] - '0');
 		else {
-			char num[8];
-			if (n == 0 || n >= sizeof num)
+			/* A status: three digits, 100 to 599. */
+			if (n != 3 || s[0] < '1' || s[0] > '5' || s[1] < '0' ||
+			    s[1] > '9' || s[2] < '0' || s[2] > '9' ||
+			    cfg->nfail_codes >= 16)
 				return -1;
-			memcpy(num, s, n);
-			num[n] = 0;
-			char *end;
-			long c = strtol(num, &end, 10);
-			if (*end || c < 100 || c > 599 || cfg->nfail_codes >= 16)
-				return -1;
-			cfg->fail_codes[cfg->nfail_codes++] = (int)c;
+			cfg->fail_codes[cfg->nfail_codes++] =
+			    (s[0] - '0') * 100 + (s[1] - '0') * 10 + s[2] - '0';
 		}
 		s += n;
-		if (*s == ',')
-			s++;
+		if (!*s)
+			return 0;
+		s++; /* the comma: an item must follow */
 	}
-	return 0;
 }
 
 static bool

@@ -727,7 +727,9 @@ on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 		gk_loop_stop(st->loop);
 		return;
 	}
-	gk_log(GK_ERROR, "south exited", who, what);
+	/* A south that ends cleanly while we drain did what was asked. */
+	gk_log(st->draining && WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ?
+		GK_INFO : GK_ERROR, "south exited", who, what);
 	south_lost(st, "south exited");
 	if (st->cfg.restart && !st->draining) {
 		gk_counter_add(st->m_restarts, 1);

@@ -491,7 +491,9 @@ PY
 @test "bad options exit 64 with one line" {
 	local bad
 	for bad in "--failure-rate 150%" "--window 0" "--fail-on 6xx" \
-		"--slow-rate 0%" "--consecutive x" "--probes 0" "-t soon"; do
+		"--slow-rate 0%" "--consecutive x" "--probes 0" "-t soon" \
+		"--fail-on 5xx," "--fail-on +500" "--open-for 0" \
+		"--slow-rate 50%"; do
 		# shellcheck disable=SC2086
 		run bash -c "gk-breaker $bad -- cat 2>&1 >/dev/null"
 		[ "$status" = 64 ] || fail "$bad: exit $status"
@@ -499,4 +501,8 @@ PY
 		assert_output --partial "gk-breaker"
 		assert_output --partial "${bad#* }"
 	done
+	# A count window that could never hold --min-calls calls.
+	run bash -c "gk-breaker --window 100 --min-calls 500 -- cat 2>&1 >/dev/null"
+	assert_equal "$status" 64
+	assert_output "gk-breaker: usage: bad --min-calls: 500 (more than the --window of 100 calls holds)"
 }
