@@ -1150,6 +1150,54 @@ TEST(bench_parse)
 
 /* Top-level keys: lookups and duplicates, plain and escaped (the plain
  * ones take a fast path that must agree with the unescaping one). */
+/* gk_json_quote on strings of every class of byte at every length and
+ * offset around its sixteen-byte steps: the result is one JSON string,
+ * and for valid UTF-8 it reads back (jansson) as the input exactly. */
+TEST(quote_round_trip)
+{
+	static const char *const pieces[] = {"a", "Z", "~", "\x7f", "\"",
+	    "\\", "\n", "\x01", "\x1f", "\xc3\xa9", "\xe2\x82\xac",
+	    "\xf0\x9f\x98\x80", "\xff", "\xc3", "\xed\xa0\x80", " "};
+	gk_buf in = {0}, out = {0};
+	for (unsigned round = 0; round < 20000; round++) {
+		gk_buf_reset(&in);
+		unsigned len = rn(70);
+		/* Mostly plain, so that the first special byte lands
+		 * anywhere in or after a step. */
+		for (unsigned i = 0; i < len; i++) {
+			const char *pc = pieces[rn(5) ? rn(3) : rn(16)];
+			gk_buf_adds(&in, pc);
+		}
+		gk_buf_reset(&out);
+		gk_buf_adds(&out, "x"); /* not at the buffer's start */
+		gk_json_quote(&out, in.data ? in.data : "", in.len);
+		gk_wire_error e;
+		if (gk_json_validate(out.data + 1, out.len - 1, &e) < 0 ||
+		    out.data[1] != '"') {
+			printf("#   round %u: not a JSON string: %.*s\n", round,
+			    (int)out.len, out.data);
+			CHECK(0);
+			break;
+		}
+		if (!gk_utf8_valid(in.data ? in.data : "", in.len))
+			continue;
+		json_error_t je;
+		json_t *j = json_loadb(out.data + 1, out.len - 1,
+		    JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+		if (!j || json_string_length(j) != in.len ||
+		    memcmp(json_string_value(j), in.data, in.len) != 0) {
+			printf("#   round %u: %.*s does not read back\n", round,
+			    (int)out.len, out.data);
+			CHECK(0);
+			json_decref(j);
+			break;
+		}
+		json_decref(j);
+	}
+	gk_buf_free(&in);
+	gk_buf_free(&out);
+}
+
 TEST(keys)
 {
 	gk_wire_msg m;
@@ -1217,6 +1265,7 @@ main(void)
 	RUN(differential_jansson);
 	RUN(splice_generated);
 	RUN(keys);
+	RUN(quote_round_trip);
 	RUN(bench_parse);
 	return UNIT_END();
 }
