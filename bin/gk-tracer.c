@@ -59,6 +59,14 @@ on_response(gk_stage *st, gk_req *req, gk_msg *resp, void *arg)
 }
 
 static void
+on_answer(gk_stage *st, gk_req *req, gk_msg *resp, void *arg)
+{
+	(void)st;
+	(void)arg;
+	gk_tracer_answer(tracer, req, resp);
+}
+
+static void
 on_done(gk_stage *st, gk_req *req, int status, void *arg)
 {
 	(void)st;
@@ -82,6 +90,7 @@ main(int argc, char **argv)
 		.start = start,
 		.on_request = on_request,
 		.on_response = on_response,
+		.on_answer = on_answer,
 		.on_done = on_done},
 	    .summary = "W3C Trace Context and B3 tracing, span events",
 	    .options = opts,

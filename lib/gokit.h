@@ -534,6 +534,13 @@ typedef struct gk_stage_ops {
 	/* Its response arrived from south: look, change, record, pass. */
 	void (*on_response)(gk_stage *st, gk_req *req, gk_msg *resp, void *arg);
 	/*
+	 * An answer made in this process (gk_answer: the stage's own, or the
+	 * runtime's for a deadline or a dead south) is about to go north:
+	 * change its headers as on_response may; it goes on by itself.  Only
+	 * for requests that on_request saw.
+	 */
+	void (*on_answer)(gk_stage *st, gk_req *req, gk_msg *resp, void *arg);
+	/*
 	 * The request is finished, whoever answered it (south, the stage, a
 	 * deadline, a vanished client); status 0 when no answer went north.
 	 * Its state is freed after this returns.

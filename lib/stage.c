@@ -33,6 +33,7 @@ struct gk_req {
 	uint64_t arrival;
 	gk_timer timer;
 	bool hashed, forwarded, done, trace_checked;
+	bool seen; /* on_request has been called */
 	bool kept; /* sized to be reused (req_alloc) */
 	size_t state_size;
 	char trace_id[33];
@@ -429,6 +430,8 @@ gk_answer(gk_req *req, int status, const gk_header *headers, const char *body,
 	if (!m)
 		gk_fatal(GK_EXIT_SOFTWARE, "built an invalid response: %s",
 		    err.reason);
+	if (st->def.ops.on_answer && req->seen)
+		st->def.ops.on_answer(st, req, m, st->def.arg);
 	deliver(req, m);
 }
 
@@ -554,6 +557,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 		gk_timer_start(st->loop, &req->timer, (uint64_t)dl - now,
 		    on_deadline, req);
 	}
+	req->seen = true;
 	if (st->def.ops.on_request)
 		st->def.ops.on_request(st, req, st->def.arg);
 	else

@@ -137,19 +137,11 @@ is(const char *v, size_t n, const char *lit)
 	return v && strlen(lit) == n && memcmp(v, lit, n) == 0;
 }
 
-int
-gk_b3_multi_parsen(const char *trace, size_t tn, const char *span, size_t sn,
-    const char *sampled, size_t smn, const char *flags, size_t fn,
+/* X-B3-Flags and X-B3-Sampled into c; -1 for a value B3 does not define. */
+static int
+multi_sampling(const char *sampled, size_t smn, const char *flags, size_t fn,
     gk_trace_ctx *c)
 {
-	memset(c, 0, sizeof *c);
-	if (!trace || !span)
-		return -1;
-	if (parse_trace_id(trace, tn, c->trace_id) < 0 || sn != 16 ||
-	    unhex(span, 8, c->span_id) < 0)
-		return -1;
-	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
-		return -1;
 	if (is(flags, fn, "1")) {
 		c->debug = c->sampled = c->sampled_known = true;
 	} else if (sampled) {
@@ -164,12 +156,38 @@ gk_b3_multi_parsen(const char *trace, size_t tn, const char *span, size_t sn,
 }
 
 int
+gk_b3_multi_parsen(const char *trace, size_t tn, const char *span, size_t sn,
+    const char *sampled, size_t smn, const char *flags, size_t fn,
+    gk_trace_ctx *c, int *sampling_only)
+{
+	memset(c, 0, sizeof *c);
+	*sampling_only = -1;
+	if (!trace && !span) {
+		/* A decision alone, as a lone b3 "0", "1" or "d". */
+		if ((sampled || flags) &&
+		    multi_sampling(sampled, smn, flags, fn, c) == 0 &&
+		    c->sampled_known)
+			*sampling_only = c->sampled;
+		return -1;
+	}
+	if (!trace || !span)
+		return -1;
+	if (parse_trace_id(trace, tn, c->trace_id) < 0 || sn != 16 ||
+	    unhex(span, 8, c->span_id) < 0)
+		return -1;
+	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
+		return -1;
+	return multi_sampling(sampled, smn, flags, fn, c);
+}
+
+int
 gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
     const char *flags, gk_trace_ctx *c)
 {
+	int only;
 	return gk_b3_multi_parsen(trace, trace ? strlen(trace) : 0, span,
 	    span ? strlen(span) : 0, sampled, sampled ? strlen(sampled) : 0,
-	    flags, flags ? strlen(flags) : 0, c);
+	    flags, flags ? strlen(flags) : 0, c, &only);
 }
 
 /* The two hex digits of every byte. */

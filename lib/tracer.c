@@ -198,6 +198,63 @@ hval_of(gk_json v, int which)
 	return h;
 }
 
+/* How many values a header has: an array is a repeated header. */
+static size_t
+values_of(gk_json v)
+{
+	if (v.type != GK_JSON_ARRAY)
+		return v.type == GK_JSON_NONE ? 0 : 1;
+	gk_json_iter it;
+	gk_json e;
+	size_t n = 0;
+	gk_json_iter_init(&it, v);
+	while (gk_json_iter_next(&it, NULL, &e))
+		n++;
+	return n;
+}
+
+/* tracestate: repeated headers are one list, joined with commas (W3C
+ * Trace Context: "combined into a single header"). */
+static struct hval
+tracestate_of(gk_json v)
+{
+	if (v.type != GK_JSON_ARRAY)
+		return hval_of(v, H_TRACESTATE);
+	gk_buf *b = &unesc[H_TRACESTATE];
+	b->len = 0;
+	gk_json_iter it;
+	gk_json e;
+	gk_json_iter_init(&it, v);
+	while (gk_json_iter_next(&it, NULL, &e)) {
+		size_t at = b->len;
+		if (at)
+			gk_buf_addc(b, ',');
+		if (gk_json_string(e, b) < 0 || b->len == at + (at ? 1 : 0))
+			b->len = at; /* not a string, or empty: skipped */
+	}
+	if (!b->len)
+		return (struct hval){0};
+	const char *p = gk_buf_cstr(b);
+	return (struct hval){p, strlen(p), b->len, false};
+}
+
+/* Whether the B3 headers beside a valid traceparent say debug for the
+ * same trace: a b3 "d" (alone or with these ids), or X-B3-Flags: 1. */
+static bool
+b3_debug(const gk_json *hv, const uint8_t trace_id[16])
+{
+	struct hval v = hval_of(hv[H_B3], H_B3);
+	if (v.p) {
+		gk_trace_ctx c;
+		int only;
+		if ((gk_b3_parse(v.p, v.n, &c, &only) == 0 &&
+		    !memcmp(c.trace_id, trace_id, 16)) || only >= 0)
+			return c.debug;
+	}
+	struct hval f = hval_of(hv[H_FLAGS], H_FLAGS);
+	return f.p && f.n == 1 && f.p[0] == '1';
+}
+
 /* Append s as a JSON string: copied when it came plain off the wire. */
 static void
 put_str(gk_buf *b, const char *s, size_t n, bool plain)
@@ -359,30 +416,43 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	open_headers(hb, gk_msg_get(m, "headers"), 320, prop_index, hv);
 
 	struct hval tracestate = {0};
+	bool debug = false; /* B3's: sampled whatever the --sample-rate */
 	struct hval v = hval_of(hv[H_TRACEPARENT], H_TRACEPARENT);
 	if (v.p) {
-		have = gk_traceparent_parse(v.p, v.n, &in) == 0;
+		/* Two traceparent headers are no context (W3C's test suite
+		 * asks for a new trace). */
+		have = values_of(hv[H_TRACEPARENT]) == 1 &&
+		    gk_traceparent_parse(v.p, v.n, &in) == 0;
 		if (!have)
 			gk_counter_add(t->m_bad_traceparent, 1);
-		else
-			tracestate = hval_of(hv[H_TRACESTATE], H_TRACESTATE);
+		else {
+			tracestate = tracestate_of(hv[H_TRACESTATE]);
+			/* traceparent has no debug flag: a B3 caller's (or
+			 * a tracer's above, which writes both) still holds,
+			 * and a caller that sent B3 too is answered in kind. */
+			debug = b3_debug(hv, in.trace_id);
+			for (int i = H_B3; i < H_COUNT; i++)
+				from_b3 |= hv[i].type != GK_JSON_NONE;
+		}
 	}
 	if (!have && (v = hval_of(hv[H_B3], H_B3)).p) {
 		have = gk_b3_parse(v.p, v.n, &in, &b3_only) == 0;
 		if (!have && b3_only < 0)
 			gk_counter_add(t->m_bad_b3, 1);
+		debug = in.debug;
 		from_b3 = true;
 	}
 	if (!have && b3_only < 0) {
 		struct hval tid = hval_of(hv[H_TRACEID], H_TRACEID);
 		struct hval sid = hval_of(hv[H_SPANID], H_SPANID);
-		if (tid.p || sid.p) {
-			struct hval smp = hval_of(hv[H_SAMPLED], H_SAMPLED);
-			struct hval flg = hval_of(hv[H_FLAGS], H_FLAGS);
+		struct hval smp = hval_of(hv[H_SAMPLED], H_SAMPLED);
+		struct hval flg = hval_of(hv[H_FLAGS], H_FLAGS);
+		if (tid.p || sid.p || smp.p || flg.p) {
 			have = gk_b3_multi_parsen(tid.p, tid.n, sid.p, sid.n,
-			    smp.p, smp.n, flg.p, flg.n, &in) == 0;
-			if (!have)
+			    smp.p, smp.n, flg.p, flg.n, &in, &b3_only) == 0;
+			if (!have && b3_only < 0)
 				gk_counter_add(t->m_bad_b3, 1);
+			debug = in.debug;
 			from_b3 = true;
 		}
 	}
@@ -403,7 +473,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		s->sampled = b3_only; /* "b3: 0": the caller said no */
 	else
 		s->sampled = ratio_allows(t, s->ctx.trace_id);
-	if (s->sampled && !(have && in.debug) && !rate_allows(t))
+	if (s->sampled && !debug && !rate_allows(t))
 		s->sampled = false;
 	gk_counter_add(s->sampled ? t->m_sampled : t->m_unsampled, 1);
 	if (s->sampled || t->cfg.sample_errors) { /* a span may follow */
@@ -435,7 +505,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		gk_buf_addc(hb, '-');
 		put(hb, span_hex, 16);
 		gk_buf_addc(hb, '-');
-		gk_buf_addc(hb, s->sampled ? '1' : '0');
+		gk_buf_addc(hb, s->sampled ? debug ? 'd' : '1' : '0');
 		if (s->has_parent) {
 			gk_buf_addc(hb, '-');
 			put(hb, parent_hex, 16);
@@ -468,10 +538,12 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 }
 
 void
-gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
+gk_tracer_answer(gk_tracer *t, gk_req *req, gk_msg *resp)
 {
 	(void)t;
 	struct tstate *s = gk_req_state(req);
+	if (!s->tp[0]) /* answered before the trace was known */
+		return;
 	/* As gk_msg_edit_headers would: the headers but any traceresponse,
 	 * then ours. */
 	gk_json ours[1] = {0};
@@ -485,6 +557,12 @@ gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
 	ADDLIT(hb, "\"}");
 	gk__msg_set_trusted(resp, "headers", hb->data, hb->len);
 	trim(hb, 1);
+}
+
+void
+gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp)
+{
+	gk_tracer_answer(t, req, resp);
 	gk_pass(req, resp);
 }
 

@@ -24,6 +24,8 @@ size_t gk_tracer_state_size(void);
 void gk_tracer_request(gk_tracer *t, gk_req *req);
 /* Add traceresponse; pass it north. */
 void gk_tracer_response(gk_tracer *t, gk_req *req, gk_msg *resp);
+/* Add traceresponse to an answer made here (a deadline's, a dead south's). */
+void gk_tracer_answer(gk_tracer *t, gk_req *req, gk_msg *resp);
 /* Emit the span of a finished request when it is sampled. */
 void gk_tracer_done(gk_tracer *t, gk_req *req, int status);
 

@@ -172,6 +172,79 @@ marker() {
 	assert_equal "$(seen .trace.sampled)" false
 }
 
+@test "B3 multi: a sampling decision without ids is followed, debug beats --sample" {
+	start_stack --sample 0
+	# X-B3-Flags: 1 alone: debug, so sampled, though --sample 0.
+	get / -H "X-B3-Flags: 1"
+	assert_equal "$(seen .trace.sampled)" true
+	# Answered in kind, with debug kept for the services below.
+	[[ $(seen .headers.b3) =~ ^[0-9a-f]{32}-[0-9a-f]{16}-d$ ]] ||
+		fail "b3 south: $(seen .headers.b3)"
+	# X-B3-Sampled alone is the caller's decision, either way.
+	get / -H "X-B3-Sampled: 1"
+	assert_equal "$(seen .trace.sampled)" true
+	stop_all
+	start_stack
+	get / -H "X-B3-Sampled: 0"
+	assert_equal "$(seen .trace.sampled)" false
+	[[ $(seen .headers.traceparent) == *-00 ]]
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "b3"')" 0
+}
+
+@test "B3 debug holds through a chain of tracers, past --sample-rate" {
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-tracer --sample-rate 1/s -- gk-tracer --sample-rate 1/s -- \
+		jq -c --unbuffered "$HANDLER"
+	wait_http "$URL/healthz" 10
+	local i
+	for i in $(seq 12); do
+		get / -H "b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d"
+		assert_equal "$(seen .trace.sampled)" true
+		[[ $(seen .headers.b3) == 80f198ee56343ba864fe8b2a57d3eff7-*-d-* ]] ||
+			fail "debug lost: $(seen .headers.b3)"
+	done
+	# Every request a span in each tracer, though each allows 1/s.
+	wait_for -t 10 _spans_at_least 24
+	assert_equal "$(spans)" 24
+}
+
+@test "two traceparent headers are no context; repeated tracestate headers are joined" {
+	start_stack
+	get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" \
+		-H "traceparent: 00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01"
+	assert_equal "$(seen '.trace | has("parent_id")')" false
+	[[ $(seen .trace.trace_id) != "$TP_TRACE" ]]
+	[[ $(seen .trace.trace_id) != 80f198ee56343ba864fe8b2a57d3eff7 ]]
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "traceparent"')" 1
+	# W3C: tracestate headers are combined into one list.
+	get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" \
+		-H "tracestate: congo=t61rcWkgMzE" -H "tracestate: rojo=00f067aa0ba902b7"
+	assert_equal "$(seen .trace.trace_id)" "$TP_TRACE"
+	assert_equal "$(seen '.headers.tracestate')" "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+}
+
+@test "answers the tracer makes itself carry traceresponse (a deadline's 504)" {
+	cat >"$T/slow.cgi" <<-'EOF'
+		#!/bin/sh
+		sleep 5
+		printf 'Status: 200\r\n\r\nlate\n'
+	EOF
+	chmod +x "$T/slow.cgi"
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" -- \
+		gk-tracer --timeout 300ms -- gk-exec "$T/slow.cgi"
+	wait_http "$URL/healthz" 10
+	run curl -sS -m 10 -D "$T/h" -o /dev/null -w '%{http_code}' \
+		-H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" "$URL/"
+	assert_output 504
+	tr=$(tr -d '\r' <"$T/h" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}')
+	[[ $tr == 00-$TP_TRACE-*-01 ]] || fail "traceresponse: '$tr'"
+	# So the listener's access event joins the trace.
+	wait_event "$ERR" '.type == "access" and .status == 504' 5
+	assert_equal "$(events "$ERR" 'select(.type == "access" and .status == 504) | .trace_id')" "$TP_TRACE"
+}
+
 @test "invalid trace headers are replaced by a new trace, never passed on" {
 	start_stack
 	local bad=(

@@ -250,6 +250,25 @@ TEST(b3_multi)
 	CHECK(gk_b3_multi_parse("463ac35c9f6413ad", "a2fb4a1d1a96d312", "0",
 		  "1", &c) == 0);
 	CHECK(c.debug && c.sampled && c.sampled_known);
+
+	/* A decision without ids: -1, with the decision given back. */
+	int only;
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, "0", 1, NULL, 0, &c,
+		  &only) < 0);
+	CHECK(only == 0);
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, "true", 4, NULL, 0, &c,
+		  &only) < 0);
+	CHECK(only == 1 && !c.debug);
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, NULL, 0, "1", 1, &c,
+		  &only) < 0);
+	CHECK(only == 1 && c.debug);
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, "maybe", 5, NULL, 0, &c,
+		  &only) < 0);
+	CHECK(only == -1);
+	/* One id without the other is no decision, whatever follows. */
+	CHECK(gk_b3_multi_parsen(NULL, 0, "a2fb4a1d1a96d312", 16, "1", 1, NULL,
+		  0, &c, &only) < 0);
+	CHECK(only == -1);
 }
 
 TEST(b3_multi_invalid)
