@@ -37,16 +37,6 @@ percent(const char *opt, const char *v, double *out)
 	return 0;
 }
 
-static uint64_t
-duration(const char *opt, const char *v)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0)
-		gk_usage_error("bad --%s: %s (expected a duration: 250ms, 2s, 1m)",
-		    opt, v);
-	return ms;
-}
-
 static int
 option(int short_name, const char *name, const char *v, void *arg)
 {
@@ -54,53 +44,43 @@ option(int short_name, const char *name, const char *v, void *arg)
 	(void)arg;
 	uint64_t n;
 	if (!strcmp(name, "consecutive")) {
-		if (gk_parse_uint(v, 0, 1000000, &n) < 0)
-			return -1;
-		cfg.consecutive = (unsigned)n;
+		cfg.consecutive = (unsigned)gk_opt_uint(name, v, 0, 1000000);
 	} else if (!strcmp(name, "window")) {
 		/* A bare count, or a duration with its unit. */
 		if (gk_parse_uint(v, 1, 10000, &n) == 0) {
 			cfg.window_calls = (unsigned)n;
 			cfg.window_ms = 0;
 		} else {
-			cfg.window_ms = duration(name, v);
-			if (cfg.window_ms < 1000 || cfg.window_ms > 3600000)
+			if (gk_parse_duration_ms(v, &cfg.window_ms) < 0 ||
+			    cfg.window_ms < 1000 || cfg.window_ms > 3600000)
 				gk_usage_error("bad --window: %s (expected 1 to 10000 calls, or 1s to 1h)", v);
 			cfg.window_calls = 0;
 		}
 	} else if (!strcmp(name, "min-calls")) {
-		if (gk_parse_uint(v, 1, 1000000, &n) < 0)
-			return -1;
-		cfg.min_calls = (unsigned)n;
+		cfg.min_calls = (unsigned)gk_opt_uint(name, v, 1, 1000000);
 		min_calls_given = true;
 	} else if (!strcmp(name, "failure-rate"))
 		percent(name, v, &cfg.failure_rate);
 	else if (!strcmp(name, "slow"))
-		cfg.slow_ms = duration(name, v);
+		cfg.slow_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "slow-rate")) {
 		percent(name, v, &cfg.slow_rate);
 		slow_rate_given = v;
 	}
 	else if (!strcmp(name, "call-timeout"))
-		cfg.timeout_ms = duration("call-timeout", v);
+		cfg.timeout_ms = gk_opt_duration_ms("call-timeout", v, 0);
 	else if (!strcmp(name, "open-for")) {
-		cfg.open_ms = duration(name, v);
-		if (!cfg.open_ms)
-			gk_usage_error("bad --open-for: %s (expected a duration above 0: 30s, 1m)", v);
+		cfg.open_ms = gk_opt_duration_ms(name, v, 1);
 	}
 	else if (!strcmp(name, "open-max"))
-		cfg.open_max_ms = duration(name, v);
+		cfg.open_max_ms = gk_opt_duration_ms(name, v, 1);
 	else if (!strcmp(name, "probes")) {
-		if (gk_parse_uint(v, 1, 10000, &n) < 0)
-			return -1;
-		cfg.probes = (unsigned)n;
+		cfg.probes = (unsigned)gk_opt_uint(name, v, 1, 10000);
 	} else if (!strcmp(name, "fail-on")) {
 		if (gk_breaker_parse_fail_on(&cfg, v) < 0)
 			gk_usage_error("bad --fail-on: %s (expected classes and codes: 5xx,429)", v);
 	} else if (!strcmp(name, "fallback-status")) {
-		if (gk_parse_uint(v, 200, 599, &n) < 0)
-			return -1;
-		cfg.fallback_status = (int)n;
+		cfg.fallback_status = (int)gk_opt_uint(name, v, 200, 599);
 	} else if (!strcmp(name, "fallback-body"))
 		cfg.fallback_body = v;
 	else if (!strcmp(name, "key")) {
@@ -109,9 +89,7 @@ option(int short_name, const char *name, const char *v, void *arg)
 		if (!cfg.key)
 			gk_usage_error("bad --key: %s (%s)", v, why);
 	} else if (!strcmp(name, "max-keys")) {
-		if (gk_parse_uint(v, 1, 1000000, &n) < 0)
-			return -1;
-		cfg.max_keys = n;
+		cfg.max_keys = gk_opt_uint(name, v, 1, 1000000);
 	}
 	return 0;
 }

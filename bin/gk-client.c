@@ -26,16 +26,6 @@ static gk_client_config cfg = {
 static gk_buf statics;
 static gk_client *client;
 
-static uint64_t
-duration(const char *opt, const char *v)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0)
-		gk_usage_error("bad --%s: %s (expected a duration: 250ms, 2s)",
-		    opt, v);
-	return ms;
-}
-
 static double
 percent(const char *opt, const char *v)
 {
@@ -51,7 +41,6 @@ option(int short_name, const char *name, const char *v, void *arg)
 {
 	(void)short_name;
 	(void)arg;
-	uint64_t n;
 	if (!strcmp(name, "resolve"))
 		cfg.source = v;
 	else if (!strcmp(name, "endpoints")) {
@@ -71,13 +60,11 @@ option(int short_name, const char *name, const char *v, void *arg)
 		if (!(cfg.key = gk_key_spec_new(v, &why)))
 			gk_usage_error("bad --key: %s (%s)", v, why);
 	} else if (!strcmp(name, "connect-timeout"))
-		cfg.connect_timeout_ms = duration(name, v);
+		cfg.connect_timeout_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "try-timeout"))
-		cfg.try_timeout_ms = duration(name, v);
+		cfg.try_timeout_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "retries")) {
-		if (gk_parse_uint(v, 0, 10, &n) < 0)
-			return -1;
-		cfg.retries = (unsigned)n;
+		cfg.retries = (unsigned)gk_opt_uint(name, v, 0, 10);
 	} else if (!strcmp(name, "retry-on")) {
 		if (gk_client_parse_retry_on(&cfg, v) < 0)
 			gk_usage_error("bad --retry-on: %s (expected statuses: 502,503)", v);
@@ -87,26 +74,21 @@ option(int short_name, const char *name, const char *v, void *arg)
 		if (gk_parse_rate(v, &cfg.budget_min_per_s) < 0)
 			gk_usage_error("bad --retry-min: %s (expected a rate: 10/s)", v);
 	} else if (!strcmp(name, "eject-after")) {
-		if (gk_parse_uint(v, 0, 1000, &n) < 0)
-			return -1;
-		cfg.eject_after = (unsigned)n;
+		cfg.eject_after = (unsigned)gk_opt_uint(name, v, 0, 1000);
 	} else if (!strcmp(name, "eject-time"))
-		cfg.eject_base_ms = duration(name, v);
+		cfg.eject_base_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "max-ejected"))
 		cfg.max_ejected = percent(name, v);
 	else if (!strcmp(name, "check"))
 		cfg.check_path = v;
 	else if (!strcmp(name, "check-interval"))
-		cfg.check_every_ms = duration(name, v);
+		cfg.check_every_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "nameserver"))
 		cfg.ropts.nameserver = v;
 	else if (!strcmp(name, "invalidate-after"))
-		cfg.ropts.invalidate_after_ms = duration(name, v);
+		cfg.ropts.invalidate_after_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "max-response")) {
-		size_t sz;
-		if (gk_parse_size(v, &sz) < 0)
-			return -1;
-		cfg.max_response = sz;
+		cfg.max_response = gk_opt_size(name, v, 0);
 	} else if (!strcmp(name, "preserve-host"))
 		cfg.preserve_host = true;
 	else if (!strcmp(name, "http2"))
@@ -120,9 +102,7 @@ option(int short_name, const char *name, const char *v, void *arg)
 			gk_usage_error("bad --engine: %s (expected native or curl)", v);
 	}
 	else if (!strcmp(name, "max-conns-per-endpoint")) {
-		if (gk_parse_uint(v, 1, 100000, &n) < 0)
-			return -1;
-		cfg.max_host_connections = (long)n;
+		cfg.max_host_connections = (long)gk_opt_uint(name, v, 1, 100000);
 	}
 	return 0;
 }

@@ -11,17 +11,14 @@ static gk_cgi_config config = {.timeout_ms = 30000};
 static int
 option(int short_name, const char *name, const char *value, void *arg)
 {
-	(void)name;
 	(void)arg;
-	uint64_t n;
 	switch (short_name) {
 	case 'j':
-		if (gk_parse_uint(value, 1, 65536, &n) < 0)
-			return -1;
-		config.jobs = (unsigned)n;
+		config.jobs = (unsigned)gk_opt_uint(name, value, 1, 65536);
 		return 0;
 	case 't':
-		return gk_parse_duration_ms(value, &config.timeout_ms);
+		config.timeout_ms = gk_opt_duration_ms(name, value, 0);
+		return 0;
 	}
 	return -1;
 }

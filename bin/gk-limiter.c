@@ -35,27 +35,6 @@ static const gk_stage_option options[] = {
     {0},
 };
 
-static uint64_t
-need_uint(const char *name, const char *v, uint64_t min, uint64_t max)
-{
-	uint64_t n;
-	if (gk_parse_uint(v, min, max, &n) < 0)
-		gk_usage_error("bad --%s: %s (expected a whole number from "
-			       "%llu to %llu)",
-		    name, v, (unsigned long long)min, (unsigned long long)max);
-	return n;
-}
-
-static uint64_t
-need_duration(const char *name, const char *v)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0)
-		gk_usage_error("bad --%s: %s (expected a duration: 200ms, 2s)",
-		    name, v);
-	return ms;
-}
-
 static void
 set_mode(enum gk_limiter_mode m, const char *name)
 {
@@ -98,33 +77,29 @@ option(int short_name, const char *name, const char *v, void *arg)
 				       "6000/m, 10/h)",
 			    v);
 	} else if (!strcmp(name, "burst")) {
-		cfg.burst = need_uint(name, v, 0, 1000000000);
+		cfg.burst = gk_opt_uint(name, v, 0, 1000000000);
 		burst_given = true;
 	} else if (!strcmp(name, "concurrency"))
-		cfg.concurrency = need_uint(name, v, 1, 1000000);
+		cfg.concurrency = gk_opt_uint(name, v, 1, 1000000);
 	else if (!strcmp(name, "adaptive"))
 		cfg.adaptive = true;
 	else if (!strcmp(name, "min")) {
-		cfg.min = need_uint(name, v, 1, 1000000);
+		cfg.min = gk_opt_uint(name, v, 1, 1000000);
 		min_given = true;
 	} else if (!strcmp(name, "max")) {
-		cfg.max = need_uint(name, v, 1, 1000000);
+		cfg.max = gk_opt_uint(name, v, 1, 1000000);
 		max_given = true;
 	} else if (!strcmp(name, "key")) {
 		cfg.key = v;
 	} else if (!strcmp(name, "max-keys"))
-		cfg.max_keys = need_uint(name, v, 1, 10000000);
+		cfg.max_keys = gk_opt_uint(name, v, 1, 10000000);
 	else if (!strcmp(name, "reject"))
 		set_mode(GK_LIMIT_REJECT, name);
 	else if (!strcmp(name, "wait")) {
 		set_mode(GK_LIMIT_WAIT, name);
-		cfg.wait_ms = need_duration(name, v);
-		if (!cfg.wait_ms)
-			gk_usage_error("bad --wait: %s (expected a duration "
-				       "above 0: 200ms, 2s)",
-			    v);
+		cfg.wait_ms = gk_opt_duration_ms(name, v, 1);
 	} else if (!strcmp(name, "queue"))
-		cfg.queue = need_uint(name, v, 1, 1000000);
+		cfg.queue = gk_opt_uint(name, v, 1, 1000000);
 	else if (!strcmp(name, "shadow"))
 		set_mode(GK_LIMIT_SHADOW, name);
 	else if (!strcmp(name, "redis"))
@@ -132,11 +107,7 @@ option(int short_name, const char *name, const char *v, void *arg)
 	else if (!strcmp(name, "redis-prefix"))
 		cfg.redis_prefix = v;
 	else if (!strcmp(name, "redis-timeout")) {
-		cfg.redis_timeout_ms = need_duration(name, v);
-		if (!cfg.redis_timeout_ms)
-			gk_usage_error("bad --redis-timeout: %s (expected a "
-				       "duration above 0: 50ms)",
-			    v);
+		cfg.redis_timeout_ms = gk_opt_duration_ms(name, v, 1);
 	} else
 		return -1;
 	return 0;

@@ -15,13 +15,9 @@ static gk_pool_config config;
 static int
 option(int short_name, const char *name, const char *value, void *arg)
 {
-	(void)name;
 	(void)arg;
-	uint64_t n;
 	if (short_name == 'n') {
-		if (gk_parse_uint(value, 1, 4096, &n) < 0)
-			return -1;
-		config.n = (unsigned)n;
+		config.n = (unsigned)gk_opt_uint(name, value, 1, 4096);
 		return 0;
 	}
 	return -1;

@@ -411,12 +411,37 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 	gk_forward(req);
 }
 
+/* A call that ends without an outcome: a probe frees its slot. */
+static void
+no_outcome(gk_breaker *b, gk_req *req)
+{
+	struct rstate *s = gk_req_state(req);
+	if (s->counted)
+		return;
+	if (s->probe) {
+		struct circuit *c = circuit_of(b, s->key, false);
+		if (c && c->state == GK_HALF_OPEN && c->probes_out)
+			c->probes_out--;
+	}
+	s->counted = true;
+}
+
 void
 gk_breaker_response(gk_breaker *b, gk_req *req, gk_msg *resp)
 {
 	struct rstate *s = gk_req_state(req);
 	gk_timer_stop(b->loop, &s->timer);
-	outcome(b, req, gk_msg_status(resp), false);
+	int status = gk_msg_status(resp);
+	uint64_t deadline = gk_req_deadline(req);
+	/* A 504 once the request's deadline has passed is a stage below
+	 * keeping the caller's budget (it has the same deadline and its
+	 * timer fired first): no outcome, as when our own runtime answers
+	 * it (gk_breaker_done). */
+	if (status == 504 && deadline &&
+	    gk_loop_realtime_ms(b->loop) >= deadline)
+		no_outcome(b, req);
+	else
+		outcome(b, req, status, false);
 	gk_pass(req, resp);
 }
 
@@ -436,12 +461,8 @@ gk_breaker_done(gk_breaker *b, gk_req *req, int status)
 		return;
 	if (status != 0 && status != 504)
 		outcome(b, req, status, false);
-	else if (s->probe) {
-		struct circuit *c = circuit_of(b, s->key, false);
-		if (c && c->state == GK_HALF_OPEN && c->probes_out)
-			c->probes_out--;
-		s->counted = true;
-	}
+	else
+		no_outcome(b, req);
 }
 
 enum gk_breaker_state

@@ -452,6 +452,15 @@ void gk_usage_error(const char *fmt, ...)
 /* getopt_long (with opterr = 0) returned '?': the usage error naming the
  * unknown option, "unknown option -x (see --help)", then exit 64. */
 void gk_usage_bad_option(char *const *argv) __attribute__((noreturn));
+/*
+ * For option parsers: the value of --opt, or the usage error that names it
+ * and what was expected ("bad --probes: 0 (expected a whole number from 1
+ * to 10000)").  min_ms and min of 1 ask for a value above 0.
+ */
+uint64_t gk_opt_uint(const char *opt, const char *v, uint64_t min,
+    uint64_t max);
+uint64_t gk_opt_duration_ms(const char *opt, const char *v, uint64_t min_ms);
+size_t gk_opt_size(const char *opt, const char *v, size_t min);
 
 /* ------------------------------------------------------------------ */
 /* systemd: socket activation and notification                         */

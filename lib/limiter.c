@@ -487,6 +487,18 @@ admit(gk_limiter *l, struct lreq *lr)
 	reject(l, lr, WHY_CONC, NULL);
 }
 
+/* Whether admit() would refuse lr at once for want of a concurrency slot:
+ * no slot free, and no --wait queue to hold it. */
+static bool
+slot_refused_now(const gk_limiter *l, const struct lreq *lr)
+{
+	if (!l->conc_on || l->inflight < l->limit ||
+	    l->c.mode == GK_LIMIT_SHADOW)
+		return false;
+	return l->c.mode != GK_LIMIT_WAIT || !wait_left_ms(l, lr) ||
+	    l->queued >= l->c.queue;
+}
+
 /* Forward the waiting requests that fit now. */
 static void
 pump(gk_limiter *l)
@@ -604,7 +616,9 @@ gk_limiter_request(gk_limiter *l, gk_req *req)
 	lr->l = l;
 	lr->req = req;
 	lr->arrival_ns = now_ns();
-	if (!l->rate_on) {
+	if (!l->rate_on || slot_refused_now(l, lr)) {
+		/* A request the concurrency limit refuses at once goes no
+		 * further: it must not spend a rate slot it never uses. */
 		admit(l, lr);
 		return;
 	}

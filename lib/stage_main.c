@@ -96,38 +96,6 @@ usage(const gk_stage_def *def, bool http)
 	printf("\nSee %s(1).\n", name);
 }
 
-/* A duration of at least min ms (0 or 1). */
-static uint64_t
-need_duration(const char *opt, const char *v, uint64_t min)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0 || ms < min)
-		gk_usage_error("bad --%s: %s (expected a duration%s: 250ms, 2s, 1m)",
-		    opt, v, min ? " above 0" : "");
-	return ms;
-}
-
-/* A size of at least min bytes (0 or 1). */
-static size_t
-need_size(const char *opt, const char *v, size_t min)
-{
-	size_t n;
-	if (gk_parse_size(v, &n) < 0 || n < min)
-		gk_usage_error("bad --%s: %s (expected a size%s: 16k, 1m, bytes)",
-		    opt, v, min ? " above 0" : "");
-	return n;
-}
-
-static uint64_t
-need_uint(const char *opt, const char *v, uint64_t min, uint64_t max)
-{
-	uint64_t n;
-	if (gk_parse_uint(v, min, max, &n) < 0)
-		gk_usage_error("bad --%s: %s (expected a number from %llu to %llu)",
-		    opt, v, (unsigned long long)min, (unsigned long long)max);
-	return n;
-}
-
 int
 gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 {
@@ -196,14 +164,14 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 		case OPT_RESTART: cfg.restart = true; break;
 		case OPT_NO_RESTART: cfg.restart = false; break;
 		case OPT_MAX_INFLIGHT:
-			cfg.max_inflight = need_uint("max-inflight", v, 1, 1000000);
+			cfg.max_inflight = gk_opt_uint("max-inflight", v, 1, 1000000);
 			break;
 		case OPT_TIMEOUT:
-			cfg.timeout_ms = need_duration("timeout", v, 0);
+			cfg.timeout_ms = gk_opt_duration_ms("timeout", v, 0);
 			cfg.timeout_given = true;
 			break;
 		case OPT_DRAIN_TIMEOUT:
-			cfg.drain_timeout_ms = need_duration("drain-timeout", v, 0);
+			cfg.drain_timeout_ms = gk_opt_duration_ms("drain-timeout", v, 0);
 			break;
 		case OPT_MODE: {
 			char *end;
@@ -217,19 +185,19 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 		/* Zero would mean the default to the parser (sizes) or close
 		 * at once (timers): refused rather than misread. */
 		case OPT_MAX_HEADER:
-			cfg.limits.max_header = need_size("max-header", v, 1);
+			cfg.limits.max_header = gk_opt_size("max-header", v, 1);
 			break;
 		case OPT_MAX_BODY:
-			cfg.limits.max_body = need_size("max-body", v, 1);
+			cfg.limits.max_body = gk_opt_size("max-body", v, 1);
 			break;
 		case OPT_HEADER_TIMEOUT:
-			cfg.header_timeout_ms = need_duration("header-timeout", v, 1);
+			cfg.header_timeout_ms = gk_opt_duration_ms("header-timeout", v, 1);
 			break;
 		case OPT_IDLE_TIMEOUT:
-			cfg.idle_timeout_ms = need_duration("idle-timeout", v, 1);
+			cfg.idle_timeout_ms = gk_opt_duration_ms("idle-timeout", v, 1);
 			break;
 		case OPT_MAX_CONNS:
-			cfg.max_conns = need_uint("max-conns", v, 1, 1000000);
+			cfg.max_conns = gk_opt_uint("max-conns", v, 1, 1000000);
 			break;
 		case OPT_HEALTH:
 			if (v[0] != '/')
@@ -238,7 +206,7 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 			break;
 		case OPT_NO_ACCESS_LOG: cfg.access_log = false; break;
 		case OPT_ACCESS_SAMPLE:
-			cfg.access_sample = (unsigned)need_uint("access-sample", v, 1, 1000000000);
+			cfg.access_sample = (unsigned)gk_opt_uint("access-sample", v, 1, 1000000000);
 			break;
 		case 'h': usage(def, http_opts); exit(0);
 		case 'V': printf("%s %s\n", def->ops.name, GK_VERSION); exit(0);

@@ -254,3 +254,35 @@ gk_usage_bad_option(char *const *argv)
 		gk_usage_error("unknown option -%c (see --help)", optopt);
 	gk_usage_error("unknown option %s (see --help)", argv[optind - 1]);
 }
+
+uint64_t
+gk_opt_uint(const char *opt, const char *v, uint64_t min, uint64_t max)
+{
+	uint64_t n;
+	if (gk_parse_uint(v, min, max, &n) < 0)
+		gk_usage_error("bad --%s: %s (expected a whole number from %llu "
+			       "to %llu)",
+		    opt, v, (unsigned long long)min, (unsigned long long)max);
+	return n;
+}
+
+uint64_t
+gk_opt_duration_ms(const char *opt, const char *v, uint64_t min_ms)
+{
+	uint64_t ms;
+	if (gk_parse_duration_ms(v, &ms) < 0 || ms < min_ms)
+		gk_usage_error("bad --%s: %s (expected a duration%s: 250ms, 2s, "
+			       "1m)",
+		    opt, v, min_ms ? " above 0" : "");
+	return ms;
+}
+
+size_t
+gk_opt_size(const char *opt, const char *v, size_t min)
+{
+	size_t n;
+	if (gk_parse_size(v, &n) < 0 || n < min)
+		gk_usage_error("bad --%s: %s (expected a size%s: 16k, 1m, bytes)",
+		    opt, v, min ? " above 0" : "");
+	return n;
+}

@@ -316,6 +316,25 @@ _answered() {
 	assert_equal "$(opened)" 0
 }
 
+@test "a stage below answering 504 at the request's deadline is no failure either" {
+	# gk-tracer below keeps the same deadline as the breaker's runtime
+	# (the listener's --timeout); whichever timer fires first, the
+	# caller's budget ran out: not the south side's failure.
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log \
+		--timeout 300ms -- gk-breaker --consecutive 1 -- \
+		gk-tracer --sample 0 -- python3 -u "$T/handler.py"
+	wait_http "$URL/healthz" 10
+	wait_file "$READY_FILE" 20
+	local i
+	for i in 1 2 3; do
+		expect 504 "/hang$i" -H "x-sleep: 1500"
+	done
+	expect 200 /ok
+	assert_equal "$(opened)" 0
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_breaker_calls_total '.labels.outcome == "failure"')" 0
+}
+
 @test "while open, 100 requests are each answered within 1 ms without reaching the handler" {
 	start_stack --consecutive 1 --open-for 60s
 	expect 500 /trip -H "x-status: 500"
@@ -500,6 +519,9 @@ PY
 		[ "${#lines[@]}" = 1 ] || fail "$bad: ${#lines[@]} lines: $output"
 		assert_output --partial "gk-breaker"
 		assert_output --partial "${bad#* }"
+		# What was expected, or what is missing.
+		[[ $output == *expected* || $output == *needs* ]] ||
+			fail "$bad: says not what was expected: $output"
 	done
 	# A count window that could never hold --min-calls calls.
 	run bash -c "gk-breaker --window 100 --min-calls 500 -- cat 2>&1 >/dev/null"

@@ -429,6 +429,31 @@ metric_is() {
 	assert_equal "$(value "$snap" gk_limiter_inflight)" 0
 }
 
+@test "a request the concurrency limit refuses spends no rate slot" {
+	local port i
+	port=$(free_port)
+	# A quota of two (burst 1) that does not refill within the test.
+	start_held s "$port" -r 1/m -b 1 -c 1
+	curl -s -m 30 -o /dev/null -w '%{http_code}\n' \
+		"http://127.0.0.1:$port/first" >"$T/first" 2>/dev/null &
+	local first=$!
+	wait_for -t 10 _received_is 1
+	for i in 1 2 3 4 5; do
+		run curl -s -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/r$i"
+		assert_output 429
+	done
+	touch "$RELEASE"
+	wait "$first"
+	assert_equal "$(cat "$T/first")" 200
+	# The second slot of the quota is still there.
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/second"
+	assert_output 200
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_allowed_total)" 2
+	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "concurrency_limited"')" 5
+	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "rate_limited"')" 0
+}
+
 @test "--wait with a full --queue answers 429 at once; the queued go south in order" {
 	local port
 	port=$(free_port)
