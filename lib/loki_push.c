@@ -104,12 +104,23 @@ gk_loki_entry(gk_loki *l, const gk_event *ev, gk_buf *out)
 {
 	/* The label set, as a key: values NUL-separated, absent as \1. */
 	gk_buf_reset(&l->key);
+	bool any = l->nstatic > 0;
 	for (size_t i = 0; i < l->nlabels; i++) {
-		if (label_value(l, ev, i))
+		if (label_value(l, ev, i)) {
 			gk_buf_add(&l->key, l->val.data, l->val.len);
-		else
+			any = true;
+		} else {
 			gk_buf_addc(&l->key, 1);
+		}
 		gk_buf_addc(&l->key, 0);
+	}
+	/* Loki refuses a stream without labels, and with it the whole push:
+	 * an event that has none of the labels gets its type as one. */
+	const char *fallback = NULL;
+	if (!any) {
+		fallback = gk_event_type_name(ev->type);
+		gk_buf_adds(&l->key, "\2type=");
+		gk_buf_adds(&l->key, fallback);
 	}
 	bool overflow = false;
 	if (!gk_smap_get(l->seen, l->key.data ? l->key.data : "", l->key.len)) {
@@ -143,6 +154,10 @@ gk_loki_entry(gk_loki *l, const gk_event *ev, gk_buf *out)
 			gk_jw_key(&w, l->labels[i]);
 			gk_jw_string(&w, l->val.data, l->val.len);
 		}
+	}
+	if (fallback && !overflow) {
+		gk_jw_key(&w, "type");
+		gk_jw_cstr(&w, fallback);
 	}
 	gk_jw_object_end(&w);
 	gk_jw_key(&w, "values");

@@ -66,6 +66,25 @@ seq_events() {
 	assert_output "$(ev info 'one' '"n":1')"
 }
 
+@test "an event with none of the labels (an access event without svc) is labelled by its type: no stream without labels, the batch is accepted" {
+	http_sink_start
+	plugin_start plug gk-export-loki "http://127.0.0.1:$SINK_PORT"
+	feed "$(ev info 'one' '"n":1')" \
+		'{"ts":"2026-12-04T09:30:00.123456Z","type":"access","proc":"gk-listener","pid":8,"method":"GET","path":"/","status":200,"msg":"access"}' \
+		"$(ev warn 'three' '"n":3')"
+	feed_end
+	wait_exit plug 20
+	[ "$BG_STATUS" = 0 ]
+	run jq -r '.status' "$SINK_LOG"
+	assert_output 204
+	run pushed
+	assert_output "[{\"svc\":\"orders\",\"level\":\"info\"},\"$NS\",\"one\"]
+[{\"type\":\"access\"},\"$NS\",\"access\"]
+[{\"svc\":\"orders\",\"level\":\"warn\"},\"$NS\",\"three\"]"
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_sent_total)" = 3 ]
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_dropped_total)" = 0 ]
+}
+
 @test "gk-log's event goes through gk-exporter loki" {
 	http_sink_start
 	GK_SERVICE=billing gk-log -l warn "card declined" code=51 2>&1 >/dev/null |

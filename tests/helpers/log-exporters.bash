@@ -112,6 +112,7 @@ rs_lines() {
 # ($SINK_PORT) that records every request (method, path, headers, body
 # decompressed when gzipped) as one JSON line in $SINK_LOG, and answers
 # with the given statuses in turn, then 204 for every request after.
+# Like Loki, it answers 400 to a push with a stream without labels.
 http_sink_start() {
 	SINK_PORT=$(free_port)
 	SINK_LOG="$BATS_TEST_TMPDIR/sink.jsonl"
@@ -134,6 +135,12 @@ class H(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(raw)
         status = statuses.pop(0) if statuses else 204
+        try:
+            streams = json.loads(body).get("streams") or []
+        except (ValueError, AttributeError):
+            streams = []
+        if any(not s.get("stream") for s in streams):
+            status = 400  # Loki: at least one label pair per stream
         rec = {"method": self.command, "path": self.path,
                "headers": {k.lower(): v for k, v in self.headers.items()},
                "raw_bytes": len(raw), "body": body.decode("utf-8"),
