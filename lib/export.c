@@ -17,6 +17,7 @@
 #include "stream.h"
 
 #define DEFAULT_MAX_LINE (4u << 20)
+#define MAX_HOLDERS 16
 
 struct gk_export {
 	gk_export_def def;
@@ -33,6 +34,11 @@ struct gk_export {
 	gk_timer file_timer; /* stdin is a regular file: epoll cannot watch it */
 	bool file_in;
 	int64_t queue_bytes;
+	struct {
+		size_t (*abandon)(void *);
+		void *arg;
+	} holder[MAX_HOLDERS];
+	size_t nholders;
 	gk_series *m_events, *m_raw, *m_sent, *m_dropped, *m_errors,
 	    *m_reconnects, *m_queue, *m_toolong;
 };
@@ -364,12 +370,21 @@ on_drain_timeout(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	gk_export *ex = arg;
-	if (ex->queue_bytes > 0) {
-		char f[64];
-		snprintf(f, sizeof f, "pending_bytes=%lld",
-		    (long long)ex->queue_bytes);
-		gk_log(GK_WARN, "drain timeout: pending events dropped", f);
+	/* What is still held will not be delivered: count it dropped now,
+	 * before the last snapshot. */
+	int64_t bytes = ex->queue_bytes;
+	size_t left = 0;
+	for (size_t i = 0; i < ex->nholders; i++)
+		left += ex->holder[i].abandon(ex->holder[i].arg);
+	if (left || bytes > 0) {
+		char f1[64], f2[64];
+		snprintf(f1, sizeof f1, "records=%zu", left);
+		snprintf(f2, sizeof f2, "pending_bytes=%lld", (long long)bytes);
+		gk_log(GK_WARN, "drain timeout: pending records dropped", f1,
+		    f2);
 	}
+	gk_export_dropped(ex, left);
+	gk_export_queue_change(ex, -ex->queue_bytes);
 	finish(ex);
 }
 
@@ -521,6 +536,27 @@ gk_export_queue_change(gk_export *ex, int64_t delta)
 	if (ex->queue_bytes < 0)
 		ex->queue_bytes = 0;
 	gk_gauge_set(ex->m_queue, (double)ex->queue_bytes);
+}
+
+void
+gk_export_hold(gk_export *ex, size_t (*abandon)(void *), void *arg)
+{
+	if (ex->nholders == MAX_HOLDERS)
+		gk_fatal(GK_EXIT_SOFTWARE, "more than %d record holders",
+		    MAX_HOLDERS);
+	ex->holder[ex->nholders].abandon = abandon;
+	ex->holder[ex->nholders++].arg = arg;
+}
+
+void
+gk_export_unhold(gk_export *ex, void *arg)
+{
+	for (size_t i = 0; i < ex->nholders; i++) {
+		if (ex->holder[i].arg != arg)
+			continue;
+		ex->holder[i] = ex->holder[--ex->nholders];
+		return;
+	}
 }
 
 void

@@ -119,6 +119,15 @@ void gk_export_error(gk_export *ex, uint64_t n);
 void gk_export_reconnected(gk_export *ex);
 /* queue_bytes is the sum of every queue's bytes; add a signed change. */
 void gk_export_queue_change(gk_export *ex, int64_t delta);
+/*
+ * Something that holds records for the backend (a gk_econn, a gk_ehttp, a
+ * gk_logfile) registers itself: at the drain timeout the runtime calls
+ * abandon(arg), which gives up what it holds and returns how many records
+ * that was; they are counted dropped, and queue_bytes drops to 0, so that
+ * sent + dropped covers every record once the plugin is done.  At most 16.
+ */
+void gk_export_hold(gk_export *ex, size_t (*abandon)(void *), void *arg);
+void gk_export_unhold(gk_export *ex, void *arg);
 
 /*
  * A plugin's command line: the common options --help and --version are

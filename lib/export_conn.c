@@ -313,6 +313,25 @@ io_cb(gk_loop *loop, int fd, unsigned events, void *arg)
 		pump(c);
 }
 
+/* The drain timeout: what is queued or not completely written is given
+ * up (export.h, gk_export_hold). */
+static size_t
+abandon(void *arg)
+{
+	gk_econn *c = arg;
+	size_t n = gk_equeue_count(c->q);
+	for (size_t i = 0; i < c->nends; i++)
+		if (c->ends[i] > c->cur_off)
+			n++;
+	while (gk_equeue_count(c->q))
+		gk_equeue_pop(c->q);
+	c->cur.len = c->cur_off = 0;
+	c->nends = 0;
+	c->on_empty = NULL;
+	sync_gauge(c);
+	return n;
+}
+
 gk_econn *
 gk_econn_new(gk_export *ex, const char *addr, enum gk_econn_kind dflt,
     size_t max_bytes, const char **why)
@@ -357,6 +376,7 @@ gk_econn_new(gk_export *ex, const char *addr, enum gk_econn_kind dflt,
 	c->fd = -1;
 	c->q = gk_equeue_new(max_bytes, 0);
 	gk_backoff_init(&c->backoff, 100, 30000);
+	gk_export_hold(ex, abandon, c);
 	try_connect(c);
 	return c;
 }
@@ -424,6 +444,7 @@ gk_econn_free(gk_econn *c)
 {
 	if (!c)
 		return;
+	gk_export_unhold(c->ex, c);
 	close_fd(c);
 	gk_timer_stop(c->loop, &c->retry);
 	gk_export_queue_change(c->ex, -(int64_t)c->qbytes_seen);

@@ -379,6 +379,7 @@ sender(void *arg)
 /* ------------------------------------------------------------------ */
 
 static void check_drain(gk_ehttp *h);
+static size_t abandon(void *arg);
 
 static size_t
 open_records(const gk_ehttp *h)
@@ -682,14 +683,15 @@ gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o)
 	if (pthread_create(&h->thread, NULL, sender, h))
 		gk_fatal(GK_EXIT_OSERR, "unable to start the sender thread");
 	h->thread_started = true;
+	gk_export_hold(ex, abandon, h);
 	return h;
 }
 
-void
-gk_ehttp_free(gk_ehttp *h)
+/* Stop the sender (a request in flight is aborted: its batch stays
+ * queued) and free every batch not acknowledged; returns their records. */
+static size_t
+stop_and_clear(gk_ehttp *h)
 {
-	if (!h)
-		return;
 	pthread_mutex_lock(&h->mu);
 	h->stop = true;
 	atomic_store(&h->abort_now, true);
@@ -697,16 +699,41 @@ gk_ehttp_free(gk_ehttp *h)
 	pthread_mutex_unlock(&h->mu);
 	if (h->thread_started)
 		pthread_join(h->thread, NULL);
+	h->thread_started = false;
 	report(h);
 	size_t left = open_records(h) + h->qrecords;
 	if (h->open)
 		batch_free(h->open);
+	h->open = NULL;
 	gk_timer_stop(h->loop, &h->batch_timer);
 	while (h->head) {
 		struct batch *b = h->head;
 		h->head = b->next;
 		batch_free(b);
 	}
+	h->tail = NULL;
+	h->qbytes = h->qrecords = 0;
+	h->drain_fn = NULL;
+	gk_export_queue_change(h->ex, -h->gauge_seen);
+	h->gauge_seen = 0;
+	return left;
+}
+
+/* The drain timeout (export.h, gk_export_hold): the runtime counts what
+ * is left dropped. */
+static size_t
+abandon(void *arg)
+{
+	return stop_and_clear(arg);
+}
+
+void
+gk_ehttp_free(gk_ehttp *h)
+{
+	if (!h)
+		return;
+	gk_export_unhold(h->ex, h);
+	size_t left = stop_and_clear(h);
 	if (left) {
 		gk_export_dropped(h->ex, left);
 		char f1[64], f2[300];
@@ -715,7 +742,6 @@ gk_ehttp_free(gk_ehttp *h)
 		gk_log(GK_WARN, "exiting: records not delivered, dropped", f2,
 		    f1);
 	}
-	gk_export_queue_change(h->ex, -h->gauge_seen);
 	gk_loop_unwatch(h->loop, h->wake[0]);
 	close(h->wake[0]);
 	close(h->wake[1]);

@@ -60,6 +60,7 @@ struct gk_fanout {
 };
 
 static void pump(struct sink *s);
+static void sync_queue_gauge(struct sink *s);
 static void maybe_finish(gk_fanout *f);
 
 /* ------------------------------------------------------------------ */
@@ -150,6 +151,7 @@ discard(struct sink *s)
 	while (gk_equeue_count(s->q))
 		gk_equeue_pop(s->q);
 	gk_counter_add(s->m_dropped, (double)n);
+	sync_queue_gauge(s);
 	return n;
 }
 

@@ -50,6 +50,7 @@ struct gk_logfile {
 };
 
 static void flush(gk_logfile *f);
+static size_t abandon(void *arg);
 
 static void
 sync_gauge(gk_logfile *f)
@@ -380,6 +381,7 @@ gk_logfile_new(gk_export *ex, const gk_logfile_opts *o)
 	}
 	f->q = gk_equeue_new(f->o.max_buffer, 0);
 	gk_backoff_init(&f->backoff, 100, 2000);
+	gk_export_hold(ex, abandon, f);
 	f->m_rotations = gk_metric_series(gk_counter_new(
 	    "gk_export_file_rotations_total", "Log files rotated", NULL));
 	f->m_fsyncs = gk_metric_series(gk_counter_new(
@@ -451,11 +453,28 @@ gk_logfile_drain(gk_logfile *f, void (*fn)(gk_logfile *, void *), void *arg)
 	check_drained(f);
 }
 
+/* The drain timeout: what is queued or not completely written is given
+ * up (export.h, gk_export_hold). */
+static size_t
+abandon(void *arg)
+{
+	gk_logfile *f = arg;
+	size_t n = gk_logfile_pending(f);
+	while (gk_equeue_count(f->q))
+		gk_equeue_pop(f->q);
+	f->cur.len = f->cur_off = 0;
+	f->nends = 0;
+	f->drained = NULL;
+	sync_gauge(f);
+	return n;
+}
+
 void
 gk_logfile_free(gk_logfile *f)
 {
 	if (!f)
 		return;
+	gk_export_unhold(f->ex, f);
 	close_file(f);
 	gk_timer_stop(f->loop, &f->retry);
 	gk_timer_stop(f->loop, &f->rotate_timer);

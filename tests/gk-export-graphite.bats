@@ -108,6 +108,42 @@ _all_accounted() {
 	[ "$p" -gt 0 ] && [ $((s + d)) -eq "$p" ]
 }
 
+@test "a carbon that accepts and never reads: at the drain timeout what is still queued is counted dropped, sent + dropped = points, the queue gauge is 0, exit 0" {
+	# 2000 snapshots of 100 series: about 7 MB of points, more than
+	# the kernel's buffers and --queue hold.
+	python3 -c '
+import json
+for i in range(2000):
+    s = [{"labels": {"k": "v%d" % j}, "value": i} for j in range(100)]
+    print(json.dumps({"ts": "2026-12-04T09:30:01Z", "type": "metrics", "proc": "p",
+        "pid": 1, "seq": i + 1, "part": 1, "parts": 1,
+        "metrics": [{"name": "m", "type": "gauge", "help": "h", "series": s}]}))' >"$T/big.jsonl"
+	PORT=$(free_port)
+	start_bg stuck python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+conns = []
+while True:
+    conns.append(s.accept()[0])' "$PORT"
+	wait_port 127.0.0.1 "$PORT" 20
+	start_bg_in "$T/big.jsonl" plugin env GK_EXPORT_DRAIN_TIMEOUT=1s \
+		gk-export-graphite --queue 1MiB "127.0.0.1:$PORT"
+	wait_exit plugin 60
+	[ "$BG_STATUS" = 0 ]
+	[ "$(count_events "$T/plugin.err" '.msg == "drain timeout: pending records dropped" and .records > 0')" = 1 ]
+	points=$(own_metric "$T/plugin.err" gk_export_graphite_points_total)
+	sent=$(own_metric "$T/plugin.err" gk_export_sent_total)
+	dropped=$(own_metric "$T/plugin.err" gk_export_dropped_total)
+	echo "points=$points sent=$sent dropped=$dropped"
+	[ "$points" = 200000 ]
+	[ $((sent + dropped)) -eq "$points" ]
+	[ "$(own_metric "$T/plugin.err" gk_export_queue_bytes)" = 0 ]
+}
+
 @test "bad options are one-line usage errors with exit 64" {
 	run gk-export-graphite --queue nonsense
 	assert_failure 64

@@ -306,7 +306,7 @@ span_ids() {
 		--retry-min 100ms --retry-max 200ms "http://127.0.0.1:$SINK_PORT"
 	[ "$PLUGIN_STATUS" = 0 ]
 	[ "$(sink_count "$SINK_DIR" '.status == 503')" -ge 1 ]
-	[ "$(count_events "$T/plugin.err" '.msg == "exiting: records not delivered, dropped" and .records == 3')" = 1 ]
+	[ "$(count_events "$T/plugin.err" '.msg == "drain timeout: pending records dropped" and .records == 3')" = 1 ]
 	[ "$(plugin_metric "$T/plugin.err" gk_export_dropped_total)" = 3 ]
 	[ "$(plugin_metric "$T/plugin.err" gk_export_sent_total)" = 0 ]
 }

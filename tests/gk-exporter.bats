@@ -234,6 +234,8 @@ for i in range(0, len(lines), 1000):
 	# written into its pipe and never read counts as lost
 	[ "$lost" -gt 0 ]
 	[ $((sent + dropped)) -eq 3000 ]
+	# Closed: nothing waits for it any more.
+	[ "$(metric "$T/ex.err" gk_exporter_queue_bytes stall)" = 0 ]
 }
 
 @test "from a regular file, reading keeps pace with the live sinks (nothing dropped), not with a stuck one" {
