@@ -20,7 +20,7 @@ static struct {
 	gk_influx_opts o;
 	gk_influx_stats st, st_seen;
 	gk_buf out;
-	gk_series *m_points, *m_not_finite, *m_empty;
+	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys;
 } I;
 
 static void
@@ -43,6 +43,9 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		    (double)(I.st.not_finite - I.st_seen.not_finite));
 	if (I.st.empty != I.st_seen.empty)
 		gk_counter_add(I.m_empty, (double)(I.st.empty - I.st_seen.empty));
+	if (I.st.empty_keys != I.st_seen.empty_keys)
+		gk_counter_add(I.m_empty_keys,
+		    (double)(I.st.empty_keys - I.st_seen.empty_keys));
 	I.st_seen = I.st;
 	if (I.out.cap > (1u << 20))
 		gk_buf_free(&I.out);
@@ -232,6 +235,10 @@ main(int argc, char **argv)
 	I.m_empty = gk_metric_series(gk_counter_new(
 	    "gk_export_influx_empty_total",
 	    "Series with no finite value: no point", NULL));
+	I.m_empty_keys = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_empty_key_total",
+	    "Members with an empty name left out of their point, and series "
+	    "of a metric with an empty name", NULL));
 	I.h = gk_ehttp_new(ex, &o);
 	/* The URL without the query: the token is never in it anyway. */
 	char f[2100];

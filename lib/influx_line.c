@@ -9,18 +9,36 @@
 #include "export_fold.h"
 #include "influx_line.h"
 
+/* A character that takes a backslash (a newline, written as a space,
+ * too). */
+static bool
+special(char c, bool is_measurement)
+{
+	return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t' ||
+	       (!is_measurement && c == '=');
+}
+
 void
 gk_influx_name(gk_buf *out, const char *s, size_t n, bool is_measurement)
 {
 	gk_buf_reserve(out, n + 8);
+	/* A line that starts with '#' is a comment. */
+	if (is_measurement && n && s[0] == '#')
+		gk_buf_addc(out, '_');
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
-		if (c == '\n' || c == '\r' || c == '\t')
-			c = ' ';
-		if (c == ',' || c == ' ' || (!is_measurement && c == '='))
+		if (special(c, is_measurement)) {
 			gk_buf_addc(out, '\\');
-		else if (c == '\\' && i + 1 == n)
-			gk_buf_addc(out, '\\'); /* not to escape what follows */
+			if (c == '\n' || c == '\r' || c == '\t')
+				c = ' ';
+		} else if (c == '\\' &&
+		           (i + 1 == n || s[i + 1] == '\\' ||
+		               special(s[i + 1], is_measurement))) {
+			/* Two backslashes are one: a backslash before an
+			 * escaped character, another backslash or the end is
+			 * doubled, so that it escapes nothing. */
+			gk_buf_addc(out, '\\');
+		}
 		gk_buf_addc(out, c);
 	}
 }
@@ -130,6 +148,10 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 		while (gk_snap_series_next(&it, &f, &s)) {
 			size_t start = out->len;
 			json_name(out, f.name, true, &name);
+			if (out->len == start) { /* no measurement */
+				st->empty_keys++;
+				continue;
+			}
 			gk_json_iter li;
 			gk_json k, v;
 			gk_json_iter_init(&li, s.labels);
@@ -183,7 +205,8 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 }
 
 static size_t
-log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out)
+log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
+    gk_influx_stats *st)
 {
 	gk_buf kt = {0}, vt = {0};
 	gk_influx_name(out, o->logs, strlen(o->logs), true);
@@ -206,6 +229,10 @@ log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out)
 		gk_json k = ev->msg->field[i].key, v = ev->msg->field[i].value;
 		if (gk_event_common_key(k) || v.type == GK_JSON_NULL)
 			continue;
+		if (k.len <= 2) { /* "": InfluxDB refuses the whole batch */
+			st->empty_keys++;
+			continue;
+		}
 		gk_buf_addc(out, ',');
 		json_name(out, k, false, &kt);
 		if (gk_json_eq(k, "time")) /* InfluxDB refuses that key */
@@ -247,6 +274,6 @@ gk_influx_event(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 	if (ev->type == GK_EV_METRICS)
 		return metric_points(ev, o, out, st);
 	if (ev->type == GK_EV_LOG && o->logs && *o->logs)
-		return log_point(ev, o, out);
+		return log_point(ev, o, out, st);
 	return 0;
 }

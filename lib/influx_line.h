@@ -6,11 +6,14 @@
  *
  * Escaping, as the line protocol reference of InfluxDB 1.x and 2.x gives
  * it: in a measurement, commas and spaces take a backslash; in tag keys,
- * tag values and field keys, commas, equals signs and spaces do; in a
- * string field value, double quotes and backslashes do.  A newline cannot
- * be escaped outside a string field value: it is written as a space
- * there.  Tags with an empty value are left out (InfluxDB refuses them).
- * Timestamps are nanoseconds.
+ * tag values and field keys, commas, equals signs and spaces do; two
+ * backslashes are read as one, so a backslash before one of those, before
+ * another backslash or at the end is doubled; in a string field value,
+ * double quotes and backslashes take a backslash.  A newline cannot be
+ * escaped outside a string field value: it is written as a space there.
+ * A measurement starting with '#' (a comment line) gains a '_' in front.
+ * Tags with an empty key or value, and fields with an empty key, are left
+ * out (InfluxDB refuses them).  Timestamps are nanoseconds.
  */
 #ifndef GK_INFLUX_LINE_H
 #define GK_INFLUX_LINE_H
@@ -27,6 +30,8 @@ typedef struct gk_influx_opts {
 typedef struct gk_influx_stats {
 	uint64_t not_finite; /* NaN or infinite values left out */
 	uint64_t empty;      /* points with no field left, not written */
+	uint64_t empty_keys; /* fields with an empty key left out, and points
+	                        with an empty measurement not written */
 } gk_influx_stats;
 
 /* Append to out the escaped text: measurement (is_measurement) or a tag

@@ -2,6 +2,7 @@
 #include <stdint.h>
 
 #include "export.h"
+#include "influx_line.h"
 #include "unit.h"
 
 static gk_json
@@ -53,9 +54,125 @@ TEST(timestamps)
 	CHECK(gk_event_ts_ms(&ev) == 0 && gk_event_ts_us(&ev) == 0);
 }
 
+static bool
+influx_special(char c, bool measurement)
+{
+	return c == ',' || c == ' ' || (!measurement && c == '=');
+}
+
+/* Read an escaped name back as the line protocol reference says
+ * (InfluxDB 2.x): a backslash before a special character or another
+ * backslash escapes it, any other backslash is itself; an unescaped
+ * special character would end the name, so it fails. */
+static bool
+influx_unescape(const char *s, size_t n, bool measurement, gk_buf *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\\' && i + 1 < n &&
+		    (s[i + 1] == '\\' || influx_special(s[i + 1], measurement))) {
+			gk_buf_addc(out, s[++i]);
+			continue;
+		}
+		if (influx_special(s[i], measurement))
+			return false;
+		gk_buf_addc(out, s[i]);
+	}
+	return true;
+}
+
+static void
+check_influx_name(const char *in, bool measurement, const char *want)
+{
+	gk_buf b = {0};
+	gk_influx_name(&b, in, strlen(in), measurement);
+	bool ok = b.len == strlen(want) && !memcmp(b.data, want, b.len);
+	if (!ok)
+		printf("#   [%s]: [%.*s], want [%s]\n", in, (int)b.len,
+		       b.data ? b.data : "", want);
+	CHECK(ok);
+	gk_buf_free(&b);
+}
+
+TEST(influx_escaping)
+{
+	check_influx_name("a b", false, "a\\ b");
+	check_influx_name("a,b=c", false, "a\\,b\\=c");
+	check_influx_name("a=b", true, "a=b");
+	check_influx_name("a\\b", false, "a\\b");
+	check_influx_name("a\\ b", false, "a\\\\\\ b");
+	check_influx_name("ab\\", false, "ab\\\\");
+	check_influx_name("a\\\\b", false, "a\\\\\\b");
+	check_influx_name("a\\=", false, "a\\\\\\=");
+	check_influx_name("a\\=", true, "a\\=");
+	check_influx_name("a\nb", false, "a\\ b");
+	check_influx_name("#m", true, "_#m");
+	check_influx_name("#m", false, "#m");
+	check_influx_name("m#", true, "m#");
+
+	/* Every name of up to 6 characters of a, backslash, space, comma and
+	 * equals reads back as itself. */
+	static const char alpha[] = "a\\ ,=";
+	char in[8];
+	gk_buf enc = {0}, dec = {0};
+	int bad = 0;
+	for (int len = 1; len <= 6; len++) {
+		int total = 1;
+		for (int i = 0; i < len; i++)
+			total *= 5;
+		for (int x = 0; x < total; x++) {
+			for (int i = 0, y = x; i < len; i++, y /= 5)
+				in[i] = alpha[y % 5];
+			for (int m = 0; m < 2; m++) {
+				gk_buf_reset(&enc);
+				gk_buf_reset(&dec);
+				gk_influx_name(&enc, in, (size_t)len, m);
+				if (influx_unescape(enc.data, enc.len, m,
+				        &dec) &&
+				    dec.len == (size_t)len &&
+				    !memcmp(dec.data, in, (size_t)len))
+					continue;
+				if (bad++ < 5)
+					printf("#   [%.*s] -> [%.*s]\n", len, in,
+					       (int)enc.len, enc.data);
+			}
+		}
+	}
+	CHECK(bad == 0);
+	gk_buf_free(&enc);
+	gk_buf_free(&dec);
+}
+
+TEST(influx_empty_field_key)
+{
+	static const char line[] =
+	    "{\"ts\":\"2026-12-04T09:30:00Z\",\"type\":\"log\","
+	    "\"msg\":\"hi\",\"\":\"x\",\"n\":1}";
+	gk_wire_msg m;
+	gk_wire_error err;
+	CHECK(gk_wire_parse(&m, line, strlen(line), &err) == 0);
+	gk_event ev = {.line = line, .len = strlen(line), .msg = &m,
+	               .type = GK_EV_LOG};
+	ev.ts = gk_wire_get(&m, "ts");
+	ev.text = gk_wire_get(&m, "msg");
+	gk_influx_opts o = {.logs = "logs"};
+	gk_influx_stats st = {0};
+	gk_buf out = {0};
+	CHECK(gk_influx_event(&ev, &o, &out, &st) == 1);
+	const char *want =
+	    "logs,level=info msg=\"hi\",n=1 1796376600000000000\n";
+	bool ok = out.len == strlen(want) && !memcmp(out.data, want, out.len);
+	if (!ok)
+		printf("#   [%.*s]\n", (int)out.len, out.data);
+	CHECK(ok);
+	CHECK(st.empty_keys == 1);
+	gk_buf_free(&out);
+}
+
 int
 main(void)
 {
 	RUN(timestamps);
+	RUN(influx_escaping);
+	RUN(influx_empty_field_key);
 	return UNIT_END();
 }
