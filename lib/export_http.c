@@ -76,6 +76,8 @@ struct gk_ehttp {
 	struct batch *open;
 	gk_timer batch_timer;
 	int64_t gauge_seen;
+	/* Dropped for the bound and not logged yet (a line a second). */
+	uint64_t full_records, full_batches, full_told_ms;
 	void (*drain_fn)(gk_ehttp *, void *);
 	void *drain_arg;
 
@@ -438,6 +440,28 @@ on_wake(gk_loop *loop, int fd, unsigned events, void *arg)
 	check_drain(h);
 }
 
+/* Say what the queue bound dropped: at most a line a second (a backend
+ * that is down drops a batch for every batch read), the rest at the end
+ * (force). */
+static void
+tell_full(gk_ehttp *h, bool force)
+{
+	uint64_t now = gk_monotonic_ms();
+	if (!h->full_records ||
+	    (!force && h->full_told_ms && now - h->full_told_ms < 1000))
+		return;
+	h->full_told_ms = now;
+	char f1[64], f2[64], f3[64], f4[300];
+	snprintf(f1, sizeof f1, "records=%llu",
+	    (unsigned long long)h->full_records);
+	snprintf(f2, sizeof f2, "batches=%llu",
+	    (unsigned long long)h->full_batches);
+	snprintf(f3, sizeof f3, "max_bytes=%zu", h->max_bytes);
+	snprintf(f4, sizeof f4, "url=%s", h->url);
+	gk_log(GK_WARN, "queue full: oldest batch dropped", f4, f1, f2, f3);
+	h->full_records = h->full_batches = 0;
+}
+
 /* Close the open batch: it joins the queue, older ones dropped past the
  * bound. */
 static void
@@ -493,12 +517,9 @@ close_batch(gk_ehttp *h)
 	pthread_mutex_unlock(&h->mu);
 	if (dropped) {
 		gk_export_dropped(h->ex, dropped);
-		char f1[64], f2[64], f3[300];
-		snprintf(f1, sizeof f1, "records=%zu", dropped);
-		snprintf(f2, sizeof f2, "max_bytes=%zu", h->max_bytes);
-		snprintf(f3, sizeof f3, "url=%s", h->url);
-		gk_log(GK_WARN, "queue full: oldest batch dropped", f3, f1, f2);
-		(void)dropped_batches;
+		h->full_records += dropped;
+		h->full_batches += dropped_batches;
+		tell_full(h, false);
 	}
 	report(h);
 }
@@ -713,6 +734,7 @@ stop_and_clear(gk_ehttp *h)
 	}
 	h->tail = NULL;
 	h->qbytes = h->qrecords = 0;
+	tell_full(h, true);
 	h->drain_fn = NULL;
 	gk_export_queue_change(h->ex, -h->gauge_seen);
 	h->gauge_seen = 0;

@@ -66,6 +66,25 @@ second|2'
 	[ "$(own_metric "$T/plugin.err" gk_export_influx_empty_key_total)" = 1 ]
 }
 
+@test "while InfluxDB is down and the queue is full, the oldest batches are dropped and counted, told at most once a second" {
+	python3 -c '
+for i in range(3000):
+    print("{\"ts\":\"2026-12-04T09:30:00Z\",\"type\":\"log\",\"proc\":\"p\",\"msg\":\"m%d\",\"pad\":\"%s\"}" % (i, "x" * 100))' >"$T/events.jsonl"
+	port=$(free_port) # nobody listens there
+	GK_EXPORT_DRAIN_TIMEOUT=1s GK_METRICS_INTERVAL=0 gk-export-influx --db x \
+		--batch-records 1 --max-queue 4KiB "http://127.0.0.1:$port" \
+		<"$T/events.jsonl" 2>"$T/plugin.err"
+	told=$(count_events "$T/plugin.err" '.msg == "queue full: oldest batch dropped"')
+	echo "told=$told"
+	[ "$told" -ge 1 ]
+	[ "$told" -le 4 ]
+	# Every point is accounted for, and each one the bound dropped is
+	# in a warning.
+	[ "$(own_metric "$T/plugin.err" gk_export_dropped_total)" = 3000 ]
+	run jq -s 'map(select(.msg == "queue full: oldest batch dropped") | .records) | add' "$T/plugin.err"
+	[ "$output" -gt 2900 ]
+}
+
 @test "tags, measurements, field keys and strings with spaces, commas, equals signs, quotes and backslashes read back exactly" {
 	start_influx
 	create_db esc
