@@ -17,6 +17,7 @@ struct fam_src {
 
 struct fam {
 	char name[256];
+	gk_json raw; /* the name before sanitising */
 	gk_json help;
 	enum gk_metric_type type;
 	struct fam_src *v;
@@ -75,11 +76,38 @@ add_label(gk_buf *out, bool *first, const char *name, const char *v,
 	gk_buf_addc(out, '"');
 }
 
-/* name{labels..., svc, proc, instance[, le]} */
+/* True when the labels written from start ("{a=\"x\",b=\"y\"") have
+ * one named name.  Values are escaped, so a '"' there is never a value's
+ * end. */
+static bool
+label_written(const gk_buf *out, size_t start, const char *name)
+{
+	size_t nl = strlen(name);
+	const char *p = out->data + start, *end = out->data + out->len;
+	while (p < end) {
+		p++; /* '{' or ',' */
+		if ((size_t)(end - p) > nl && !memcmp(p, name, nl) &&
+		    p[nl] == '=')
+			return true;
+		p = memchr(p, '"', (size_t)(end - p)); /* the value's start */
+		if (!p)
+			break;
+		for (p++; p < end && *p != '"'; p++)
+			if (*p == '\\')
+				p++;
+		p++; /* past its end */
+	}
+	return false;
+}
+
+/* name{labels..., svc, proc, instance[, le]}.  A label whose name, once
+ * sanitised, is that of one before it ("a-b" after "a_b") is left out:
+ * promtool, and Prometheus, refuse a series with a label twice.  Those
+ * are counted in *dropped when it is not NULL. */
 static void
 add_series_name(gk_buf *out, const char *name, const char *suffix,
     const gk_expo_src *p, gk_json labels, const char *le,
-    const gk_expo_opts *o)
+    const gk_expo_opts *o, size_t *dropped)
 {
 	gk_buf_adds(out, name);
 	gk_buf_adds(out, suffix);
@@ -88,6 +116,7 @@ add_series_name(gk_buf *out, const char *name, const char *suffix,
 	gk_json k, v;
 	gk_json_iter_init(&it, labels);
 	gk_buf *val = &tmp;
+	size_t start = out->len;
 	while (gk_json_iter_next(&it, &k, &v)) {
 		char ln[256];
 		sanitize(ln, sizeof ln - 9, k, false);
@@ -98,6 +127,11 @@ add_series_name(gk_buf *out, const char *name, const char *suffix,
 			char t[256];
 			memcpy(t, ln, sizeof t);
 			snprintf(ln, sizeof ln, "exported_%.230s", t);
+		}
+		if (label_written(out, start, ln)) {
+			if (dropped)
+				(*dropped)++;
+			continue;
 		}
 		gk_buf_reset(val);
 		gk_event_text(v, val);
@@ -117,7 +151,8 @@ add_series_name(gk_buf *out, const char *name, const char *suffix,
 }
 
 static void
-render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o)
+render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
+    size_t *dropped)
 {
 	static const char *const tn[] = {"counter", "gauge", "histogram"};
 	gk_buf_adds(out, "# HELP ");
@@ -141,7 +176,7 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o)
 			const gk_expo_src *p = f->v[i].src;
 			if (f->type != GK_HISTOGRAM) {
 				add_series_name(out, f->name, "", p, s.labels,
-				    NULL, o);
+				    NULL, o, dropped);
 				gk_buf_addc(out, ' ');
 				gk_fmt_float(out, s.value);
 				gk_buf_addc(out, '\n');
@@ -151,6 +186,7 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o)
 			gk_json_iter_init(&bi, s.buckets);
 			double le, c;
 			bool inf = false;
+			/* The labels once a series: on its _sum line. */
 			while (gk_snap_bucket_next(&bi, &le, &c)) {
 				char les[64];
 				gk_buf lb = {0};
@@ -160,25 +196,25 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o)
 				if (le > 0 && le == le * 2) /* +Inf */
 					inf = true;
 				add_series_name(out, f->name, "_bucket", p,
-				    s.labels, les, o);
+				    s.labels, les, o, NULL);
 				gk_buf_addc(out, ' ');
 				gk_fmt_float(out, c);
 				gk_buf_addc(out, '\n');
 			}
 			if (!inf) {
 				add_series_name(out, f->name, "_bucket", p,
-				    s.labels, "+Inf", o);
+				    s.labels, "+Inf", o, NULL);
 				gk_buf_addc(out, ' ');
 				gk_fmt_float(out, s.count);
 				gk_buf_addc(out, '\n');
 			}
 			add_series_name(out, f->name, "_sum", p, s.labels, NULL,
-			    o);
+			    o, dropped);
 			gk_buf_addc(out, ' ');
 			gk_fmt_float(out, s.sum);
 			gk_buf_addc(out, '\n');
 			add_series_name(out, f->name, "_count", p, s.labels,
-			    NULL, o);
+			    NULL, o, NULL);
 			gk_buf_addc(out, ' ');
 			gk_fmt_float(out, s.count);
 			gk_buf_addc(out, '\n');
@@ -194,11 +230,30 @@ fam_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-void
+/* A family of another type whose name is one a histogram's lines take
+ * (h_bucket, h_count, h_sum beside the histogram h). */
+static bool
+shadowed(const gk_smap *fams, const struct fam *f)
+{
+	static const char *const sfx[] = {"_bucket", "_count", "_sum"};
+	size_t n = strlen(f->name);
+	for (int i = 0; i < 3; i++) {
+		size_t sl = strlen(sfx[i]);
+		if (n <= sl || strcmp(f->name + n - sl, sfx[i]))
+			continue;
+		const struct fam *h = gk_smap_get(fams, f->name, n - sl);
+		if (h && h->type == GK_HISTOGRAM && h->has_series)
+			return true;
+	}
+	return false;
+}
+
+size_t
 gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t nsrc,
     const gk_expo_opts *o)
 {
 	static const gk_expo_opts dflt;
+	size_t dropped = 0;
 	if (!o)
 		o = &dflt;
 	gk_smap *fams = gk_smap_new();
@@ -242,11 +297,20 @@ gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t nsrc,
 					snprintf(fm->name, sizeof fm->name,
 					    "%s", name);
 					fm->type = f.type;
+					fm->raw = f.name;
 					fm->help = f.help;
 					*slot = fm;
 				}
-				if (fm->type != f.type)
-					continue; /* same name, other type */
+				/* Same name and another type, or another name
+				 * that sanitises to the same ("a.b", "a_b"):
+				 * its series would be duplicates. */
+				if (fm->type != f.type ||
+				    fm->raw.len != f.name.len ||
+				    memcmp(fm->raw.p, f.name.p, f.name.len)) {
+					if (f.series.len > 2)
+						dropped++;
+					continue;
+				}
 				if (fm->help.type != GK_JSON_STRING ||
 				    fm->help.len <= 2)
 					fm->help = f.help;
@@ -269,8 +333,13 @@ gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t nsrc,
 		list[i++] = v;
 	qsort(list, nf, sizeof *list, fam_cmp);
 	for (i = 0; i < nf; i++) {
-		if (list[i]->has_series)
-			render_family(out, list[i], o);
+		if (list[i]->has_series && list[i]->type != GK_HISTOGRAM &&
+		    shadowed(fams, list[i]))
+			dropped++;
+		else if (list[i]->has_series)
+			render_family(out, list[i], o, &dropped);
+	}
+	for (i = 0; i < nf; i++) {
 		free(list[i]->v);
 		free(list[i]);
 	}
@@ -281,6 +350,7 @@ gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t nsrc,
 	free(msgs);
 	if (tmp.cap > 65536)
 		gk_buf_free(&tmp);
+	return dropped;
 }
 
 /* ------------------------------------------------------------------ */

@@ -30,10 +30,14 @@ typedef struct gk_expo_opts {
  * Append the exposition of the sources to out: families merged across
  * sources and sorted by name (a counter's name gains "_total" when it
  * lacks it); in each, the series of each source in the order given.  A
- * family of the same name but another type than the first seen is left
- * out, as is a family with no series.
+ * family with no series is left out.  So that the text passes promtool,
+ * these are left out too, and counted in what it returns: a family of the
+ * same name as the first seen, once sanitised, but another type or
+ * another name ("a.b" after "a_b"); a family whose name is one of a
+ * histogram's lines (h_count beside the histogram h); a label of a series
+ * whose sanitised name it already has ("a-b" after "a_b").
  */
-void gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t n,
+size_t gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t n,
     const gk_expo_opts *o);
 
 /* The process a snapshot comes from, named as its series are labelled:
