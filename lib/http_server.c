@@ -18,6 +18,12 @@
 
 /* More requests than this waiting on one connection: stop reading it. */
 #define MAX_PIPELINE 32
+/*
+ * Unsent answers past this on one connection: stop reading it too, until
+ * they drain below half.  Otherwise a client that pipelines and never reads
+ * moves answers out of the pipeline into the output without bound.
+ */
+#define MAX_UNSENT (64 * 1024)
 
 struct pending {
 	struct pending *next;
@@ -39,6 +45,7 @@ struct conn {
 	struct pending *head, *tail;
 	unsigned npending;
 	gk_timer timer;
+	gk_timer resume; /* 0 ms: refeed once the output has drained */
 	bool want_write, dirty, close_when_flushed, closed, paused, busy;
 	bool timer_is_header;
 	struct conn *next_dirty, *prev, *next;
@@ -63,7 +70,7 @@ struct gk_http_server {
 	gk_series *m_duration, *m_inflight, *m_conns;
 	gk_series *r_bad, *r_header_large, *r_body_large, *r_header_timeout,
 	    *r_not_impl, *r_max_conns, *r_idle, *r_bad_response,
-	    *r_pipeline, *r_gone;
+	    *r_pipeline, *r_unsent, *r_gone;
 	size_t inflight;
 	/* Finished pendings kept for reuse, their output buffer with them:
 	 * no allocation a request once a few have gone by. */
@@ -125,6 +132,14 @@ static char shared_in[65536];
 static void conn_io(gk_loop *loop, int fd, unsigned ev, void *arg);
 static void conn_close(struct conn *c);
 static void conn_feed(struct conn *c, const char *p, size_t n);
+static void conn_release(struct conn *c);
+
+static void
+on_resume(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	conn_release(arg);
+}
 
 static void
 mark_dirty(struct conn *c)
@@ -150,6 +165,7 @@ conn_flush(struct conn *c)
 {
 	if (c->closed)
 		return;
+	size_t before = c->out.len;
 	while (c->out.len) {
 		ssize_t n = write(c->fd, c->out.data, c->out.len);
 		if (n < 0 && errno == EINTR)
@@ -164,6 +180,12 @@ conn_flush(struct conn *c)
 		gk_buf_consume(&c->out, (size_t)n);
 		break; /* one write per turn; the rest when writable */
 	}
+	/* Reading stopped for the output may go on: not from here, which
+	 * may be the end of a turn, when what a refeed sends south would
+	 * wait for the next one. */
+	if (c->paused && before >= MAX_UNSENT / 2 &&
+	    c->out.len < MAX_UNSENT / 2)
+		gk_timer_start(c->srv->loop, &c->resume, 0, on_resume, c);
 	bool want = c->out.len > 0;
 	if (want != c->want_write) {
 		c->want_write = want;
@@ -250,6 +272,7 @@ conn_close(struct conn *c)
 		return;
 	c->closed = true;
 	gk_timer_stop(srv->loop, &c->timer);
+	gk_timer_stop(srv->loop, &c->resume);
 	gk_loop_unwatch(srv->loop, c->fd);
 	close(c->fd);
 	for (struct pending *p = c->head, *next; p; p = next) {
@@ -303,7 +326,8 @@ conn_release(struct conn *c)
 		}
 	}
 	if (c->paused && c->npending < MAX_PIPELINE / 2 &&
-	    !c->close_when_flushed && !c->busy) {
+	    c->out.len < MAX_UNSENT / 2 && !c->close_when_flushed &&
+	    !c->busy) {
 		c->paused = false;
 		update_events(c);
 		if (c->rest.len) {
@@ -576,10 +600,12 @@ conn_feed(struct conn *c, const char *data, size_t n)
 		if (c->closed)
 			return;
 		conn_release(c);
-		if (c->npending >= MAX_PIPELINE) {
+		if (c->npending >= MAX_PIPELINE || c->out.len >= MAX_UNSENT) {
 			/* Bytes left stay unread in the kernel's buffer:
-			 * refeed them when the pipeline shrinks. */
-			gk_counter_add(srv->r_pipeline, 1);
+			 * refeed them when the pipeline shrinks and the
+			 * output drains. */
+			gk_counter_add(c->npending >= MAX_PIPELINE
+			    ? srv->r_pipeline : srv->r_unsent, 1);
 			c->paused = true;
 			update_events(c);
 			if (n) /* rare: keep the rest until answers drain */
@@ -602,6 +628,14 @@ conn_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 		conn_flush(c);
 	if (c->closed || !(ev & GK_READ) || c->paused)
 		return;
+	if (c->out.len >= MAX_UNSENT) {
+		/* The client does not read what it asked for: neither do
+		 * we, until it does (conn_flush resumes). */
+		gk_counter_add(c->srv->r_unsent, 1);
+		c->paused = true;
+		update_events(c);
+		return;
+	}
 	ssize_t n = read(c->fd, shared_in, sizeof shared_in);
 	if (n > 0) {
 		conn_feed(c, shared_in, (size_t)n);
@@ -693,6 +727,7 @@ gk_http_server_new(gk_stage *st, gk_loop *loop)
 	srv->r_idle = gk_series_get(rej, "idle_timeout", (char *)0);
 	srv->r_bad_response = gk_series_get(rej, "bad_response", (char *)0);
 	srv->r_pipeline = gk_series_get(rej, "pipeline_depth", (char *)0);
+	srv->r_unsent = gk_series_get(rej, "unsent_output", (char *)0);
 	srv->r_gone = gk_series_get(rej, "client_gone", (char *)0);
 	gk_loop_on_turn_end(loop, flush_dirty, srv);
 	return srv;

@@ -24,7 +24,8 @@ teardown() {
 #   /hang...  never answered            /exit   exits with status 3
 #   /junk     a line that is not JSON   /rev/N  held until three /rev/ are
 #   anything else: 200, body "PATH\n"           in, then answered last first
-#   /slow     answered after 1 s
+#   /slow     answered after 1 s         /big/N  200, a body of N bytes that
+#                                               starts with "PATH\n"
 # It exits 1 at start while $DOWN_FILE exists.
 write_handler() {
 	cat >"$T/handler.py" <<'PY'
@@ -40,6 +41,8 @@ held = []
 lock = threading.Lock()
 def answer(req):
     body = req.get("path", "") + "\n"
+    if body.startswith("/big/"):
+        body = body.ljust(int(body.split("/")[2]), "x")
     with lock:
         out.write(json.dumps({"id": req["id"], "status": 200,
             "headers": {"content-type": "text/plain"}, "body": body}) + "\n")
@@ -186,6 +189,56 @@ for i in range(3):
 ' "$PORT"
 	assert_success
 	assert_output $'200 /rev/1\n200 /rev/2\n200 /rev/3'
+}
+
+@test "a client that pipelines and never reads: the listener stops reading it, its memory stays bounded, every answer comes in order once it reads" {
+	# 400 requests each answered 100 kB: up to 40 MB if the listener
+	# kept reading while its output to this client piles up; bounded,
+	# it holds at most the 32 answers of a full pipeline (3.2 MB).
+	listener -- python3 "$T/handler.py"
+	run pyhttp '
+import gkhttp, socket, sys, time
+port, lpid, log = sys.argv[1], sys.argv[2], sys.argv[3]
+def status(key):
+    for l in open("/proc/%s/status" % lpid):
+        if l.startswith(key):
+            return int(l.split()[1])
+def handled():
+    try:
+        with open(log) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+before = status("VmRSS:")
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(10)
+s.connect(("127.0.0.1", int(port)))
+n = 400
+s.sendall(b"".join(b"GET /big/100000/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i
+                   for i in range(n)))
+# A full pipeline went south; give the listener time to go on if it
+# would (a bound on the time, not a synchronisation).
+deadline = time.time() + 10
+while handled() < 32 and time.time() < deadline:
+    time.sleep(0.05)
+deadline = time.time() + 1.5
+while handled() < 100 and time.time() < deadline:
+    time.sleep(0.05)
+print("south before reading:", "bounded" if handled() < 100 else handled())
+for i in range(n):
+    st, h, body = gkhttp.read_response(s)
+    want = b"/big/100000/%d\n" % i
+    if st != 200 or not body.startswith(want) or len(body) != 100000:
+        print("answer", i, st, body[:30])
+        break
+else:
+    print("all", n, "in order")
+grown = status("VmHWM:") - before
+print("peak growth:", "bounded" if grown < 10000 else "%d kB" % grown)
+' "$PORT" "$LPID" "$HANDLER_LOG"
+	assert_success
+	assert_output $'south before reading: bounded\nall 400 in order\npeak growth: bounded'
 }
 
 @test "HTTP/1.0 request is answered and the connection closed" {
