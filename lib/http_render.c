@@ -202,13 +202,15 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 	*body_bytes = 0;
 
 	int status = gk_msg_status(resp);
-	if (status < 100 || status > 599) {
-		err = "status outside 100-599";
+	/* The wire has no interim responses: a 1xx would be taken by the
+	 * client for an interim one, and the real answer never follows. */
+	if (status < 200 || status > 599) {
+		err = "status outside 200-599";
 		goto fail;
 	}
-	/* RFC 9110 §8.6: no Content-Length in 1xx or 204. */
-	bool may_length = status >= 200 && status != 204;
-	bool no_body = head || status < 200 || status == 204 || status == 304;
+	/* RFC 9110 §8.6: no Content-Length in 204. */
+	bool may_length = status != 204;
+	bool no_body = head || status == 204 || status == 304;
 
 	const char *bp = "";
 	size_t bl = 0;

@@ -580,6 +580,15 @@ print(closed, time.monotonic() - t0 >= 0.4)
 	wait_event "$ERR" '.type == "log" and .level == "error" and .stage == "gk-fake"'
 }
 
+@test "a 1xx status from the handler becomes 502 and an error event; the next pipelined answer is its own" {
+	listener -- jq -c --unbuffered 'if .path == "/info" then {id, status: 103, body: "x"} else {id, status: 200, body: "ok\n"} end'
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET /info HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 502 '
+	assert_output --regexp $'\r\n\r\nbad gateway\nHTTP/1\\.1 200 OK\r\n.*\r\n\r\nok\n'
+	assert_line closed
+	wait_event "$ERR" '.type == "log" and .level == "error" and (.why | test("200-599"))'
+}
+
 @test "a header name with a NUL from the handler becomes 502" {
 	listener -- jq -c --unbuffered '{id, status: 200, headers: {"x-a\u0000b": "v"}, body: "x"}'
 	run status "$URL/"
