@@ -47,6 +47,7 @@ struct conn {
 	gk_timer timer;
 	gk_timer resume; /* 0 ms: refeed once the output has drained */
 	bool want_write, dirty, close_when_flushed, closed, paused, busy;
+	bool last_taken; /* a request without keep-alive: read no more */
 	bool timer_is_header;
 	struct conn *next_dirty, *prev, *next;
 	char remote[56];
@@ -327,7 +328,7 @@ conn_release(struct conn *c)
 	}
 	if (c->paused && c->npending < MAX_PIPELINE / 2 &&
 	    c->out.len < MAX_UNSENT / 2 && !c->close_when_flushed &&
-	    !c->busy) {
+	    !c->last_taken && !c->busy) {
 		c->paused = false;
 		update_events(c);
 		if (c->rest.len) {
@@ -596,10 +597,20 @@ conn_feed(struct conn *c, const char *data, size_t n)
 			conn_release(c);
 			return;
 		}
+		/* RFC 9112 §9.6: nothing after a request that closes the
+		 * connection is a request (nor is it run). */
+		bool last = !gk_http_parser_info(c->parser)->keep_alive;
+		if (last) {
+			c->last_taken = true;
+			c->paused = true;
+			update_events(c);
+		}
 		take_request(c);
 		if (c->closed)
 			return;
 		conn_release(c);
+		if (last)
+			break;
 		if (c->npending >= MAX_PIPELINE || c->out.len >= MAX_UNSENT) {
 			/* Bytes left stay unread in the kernel's buffer:
 			 * refeed them when the pipeline shrinks and the

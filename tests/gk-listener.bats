@@ -312,6 +312,29 @@ print(st, b.decode().strip())
 	assert_line 'closed'
 }
 
+# Send the bytes of stdin on one connection, then a GET /check on another;
+# once /check is answered, anything the first one ran is in $HANDLER_LOG.
+after_close_case() {
+	run http_raw 127.0.0.1 "$PORT" 5
+	assert_line --index 0 --regexp '^HTTP/1\.[01] 200 '
+	assert_line closed
+	[ "$(grep -c '^HTTP/1' <<<"$output")" = 1 ]
+	run curl -s -m 10 "$URL/check"
+	assert_output /check
+	run jq -r .path "$HANDLER_LOG"
+	assert_output $'/first\n/check'
+}
+
+@test "requests after Connection: close in the same packet are neither run nor answered" {
+	listener -- python3 "$T/handler.py"
+	after_close_case <<<$'GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\nPOST /third HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r'
+}
+
+@test "requests after an HTTP/1.0 request without keep-alive are neither run nor answered" {
+	listener -- python3 "$T/handler.py"
+	after_close_case <<<$'GET /first HTTP/1.0\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r'
+}
+
 @test "the wire request carries method, path, query, lowercase headers, remote, deadline" {
 	listener --timeout 30s -- python3 "$T/handler.py"
 	run curl -s -m 10 -H 'X-Mixed-Case: Value' -H 'X-Twice: 1' -H 'X-Twice: 2' \
