@@ -49,7 +49,8 @@ struct req {
 	uint32_t url_len;
 	uint32_t path_off, path_len, query_off, query_len;
 	uint32_t body_off;
-	int cl_idx, te_idx, expect_idx; /* -1 when absent */
+	uint32_t auth_off, auth_len; /* an absolute-form target's authority */
+	int cl_idx, te_idx, expect_idx, host_idx; /* -1 when absent */
 	uint8_t last, ncl, nte, nhost, nexpect, ntimeout;
 	uint8_t url_esc;
 	struct hdr inl[INLINE_HEADERS];
@@ -153,7 +154,7 @@ req_new(void)
 	gk_buf_reserve(&r->text, 1000); /* most requests fit: no realloc */
 	r->h = r->inl;
 	r->hcap = INLINE_HEADERS;
-	r->cl_idx = r->te_idx = r->expect_idx = -1;
+	r->cl_idx = r->te_idx = r->expect_idx = r->host_idx = -1;
 	return r;
 }
 
@@ -228,7 +229,7 @@ finish_value(struct req *r)
 	switch (h->name_len) {
 	case 4:
 		if (name_is(r, h, "host", 4))
-			r->nhost++;
+			r->nhost++, r->host_idx = i;
 		break;
 	case 6:
 		if (name_is(r, h, "expect", 6))
@@ -348,8 +349,10 @@ hval(const struct req *r, int i, size_t *n)
 	return r->text.data + r->h[i].val_off;
 }
 
-/* Split the request target into path and query (no '?', no fragment). */
-static int
+/* Split the request target into path and query (no '?', no fragment), and
+ * the authority of an absolute-form one.  Returns 0, or the reason for a
+ * 400. */
+static const char *
 split_url(struct req *r)
 {
 	const char *u = r->text.data;
@@ -363,19 +366,38 @@ split_url(struct req *r)
 		r->path_len = (uint32_t)(qm ? (size_t)(qm - u) : n);
 		r->query_off = qm ? r->path_len + 1 : 0;
 		r->query_len = qm ? (uint32_t)(n - r->path_len - 1) : 0;
-		return 0;
+		return NULL;
 	}
 	if (n == 1 && u[0] == '*') { /* OPTIONS * */
 		r->path_off = 0;
 		r->path_len = 1;
-		return 0;
+		return NULL;
 	}
-	/* absolute-form: keep its path and query */
+	/*
+	 * absolute-form: its authority is the host (RFC 9112 §3.2.2: the
+	 * Host header is ignored), and its path and query are kept.
+	 */
 	struct http_parser_url pu;
 	http_parser_url_init(&pu);
 	if (!n || http_parser_parse_url(u, n, 0, &pu) != 0 ||
-	    !(pu.field_set & (1 << UF_HOST)))
-		return -1;
+	    !(pu.field_set & (1 << UF_HOST)) ||
+	    !(pu.field_set & (1 << UF_SCHEMA)))
+		return "invalid request target";
+	const char *sch = u + pu.field_data[UF_SCHEMA].off;
+	size_t sl = pu.field_data[UF_SCHEMA].len;
+	if (!ieq(sch, sl, "http") && !ieq(sch, sl, "https"))
+		return "request target scheme not http or https";
+	/* Credentials in the target (RFC 9110 §4.2.4), wherever
+	 * http_parser would put them. */
+	size_t a = (size_t)(sch - u) + sl + 3, e = a;
+	if (a > n || memcmp(sch + sl, "://", 3) != 0)
+		return "invalid request target";
+	while (e < n && u[e] != '/' && u[e] != '?' && u[e] != '#')
+		e++;
+	if ((pu.field_set & (1 << UF_USERINFO)) || memchr(u + a, '@', e - a))
+		return "userinfo in request target";
+	r->auth_off = (uint32_t)a;
+	r->auth_len = (uint32_t)(e - a);
 	if (pu.field_set & (1 << UF_PATH)) {
 		r->path_off = pu.field_data[UF_PATH].off;
 		r->path_len = pu.field_data[UF_PATH].len;
@@ -387,7 +409,7 @@ split_url(struct req *r)
 		r->query_off = pu.field_data[UF_QUERY].off;
 		r->query_len = pu.field_data[UF_QUERY].len;
 	}
-	return 0;
+	return NULL;
 }
 
 static int
@@ -431,8 +453,9 @@ on_headers_complete(http_parser *hp)
 	}
 	if (r->nhost > 1 || (hp->http_minor >= 1 && r->nhost == 0))
 		return fail(p, 400, "missing or repeated host");
-	if (split_url(r) < 0)
-		return fail(p, 400, "invalid request target");
+	const char *bad = split_url(r);
+	if (bad)
+		return fail(p, 400, bad);
 	bool chunked = hp->flags & F_CHUNKED;
 	bool has_cl = !chunked && r->ncl;
 	if (has_cl && hp->content_length > p->max_body)
@@ -865,6 +888,10 @@ encode(gk_http_parser *p, const char *id, const char *remote,
 		out->data[out->len++] = '"';
 		lit(out, t + h->name_off, h->name_len);
 		LIT(out, "\":");
+		if ((int)i == r->host_idx && r->auth_len) {
+			put_str(out, t + r->auth_off, r->auth_len, r->url_esc);
+			continue;
+		}
 		if (!more) {
 			put_str(out, t + h->val_off, h->val_len, h->esc);
 			continue;
@@ -882,6 +909,11 @@ encode(gk_http_parser *p, const char *id, const char *remote,
 			put_str(out, t + k->val_off, k->val_len, k->esc);
 		}
 		gk_buf_addc(out, ']');
+	}
+	if (r->host_idx < 0 && r->auth_len) {
+		/* HTTP/1.0 without Host: the target's authority */
+		gk_buf_adds(out, first ? "\"host\":" : ",\"host\":");
+		put_str(out, t + r->auth_off, r->auth_len, r->url_esc);
 	}
 	gk_buf_addc(out, '}');
 	END_VALUE();

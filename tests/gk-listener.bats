@@ -394,6 +394,19 @@ print(ok)
 	assert_equal "$(grep -c '^HTTP/1.1 ' <<<"$output")" 2
 }
 
+@test "an absolute-form target: its authority replaces Host; userinfo or a scheme other than http(s) is 400" {
+	listener -- python3 "$T/handler.py"
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET http://evil.example/p?x=1 HTTP/1.1\r\nHost: good\r\nConnection: close\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 200 '
+	run jq -r '[.path, .query, .headers.host] | @tsv' "$HANDLER_LOG"
+	assert_output $'/p\tx=1\tevil.example'
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET http://user:pw@evil.example/ HTTP/1.1\r\nHost: good\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET ftp://evil.example/ HTTP/1.1\r\nHost: good\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	[ "$(wc -l <"$HANDLER_LOG")" = 1 ]
+}
+
 @test "HTTP/1.1 without Host is answered 400" {
 	listener -- hello
 	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET / HTTP/1.1\r\n\r\n')

@@ -456,6 +456,29 @@ TEST(headers_and_urls)
 	CHECK_STR(jstr(j, "path"), "/");
 	CHECK_STR(jstr(j, "query"), "");
 	json_decref(j);
+	/* absolute-form: the target's authority is the host */
+	j = parse1("GET http://evil.example/p?x=1 HTTP/1.1\r\nHost: good\r\n"
+	           "X: y\r\n\r\n",
+	           &st);
+	CHECK_STR(jstr(j, "path"), "/p");
+	CHECK_STR(jstr(j, "query"), "x=1");
+	CHECK_STR(jhdr(j, "host"), "evil.example");
+	json_decref(j);
+	j = parse1("GET HTTPS://[::1]:8443 HTTP/1.1\r\nHost: good\r\n\r\n",
+	           &st);
+	CHECK_STR(jstr(j, "path"), "/");
+	CHECK_STR(jhdr(j, "host"), "[::1]:8443");
+	json_decref(j);
+	j = parse1("GET http://a.example/ HTTP/1.0\r\nX: y\r\n\r\n", &st);
+	CHECK_STR(jhdr(j, "host"), "a.example");
+	CHECK_STR(jhdr(j, "x"), "y");
+	json_decref(j);
+	CHECK(error_of("GET http://u:p@evil.example/ HTTP/1.1\r\nHost: h\r\n"
+	               "\r\n") == 400);
+	CHECK(error_of("GET http://u@evil.example/ HTTP/1.1\r\nHost: h\r\n"
+	               "\r\n") == 400);
+	CHECK(error_of("GET ftp://evil.example/ HTTP/1.1\r\nHost: h\r\n"
+	               "\r\n") == 400);
 	j = parse1("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &st);
 	CHECK_STR(jstr(j, "path"), "*");
 	json_decref(j);
