@@ -42,6 +42,9 @@ void gk_http_parser_free(gk_http_parser *p);
 size_t gk_http_parser_footprint(const gk_http_parser *p);
 /* True when no part of a request has been seen since the last one. */
 bool gk_http_parser_idle(const gk_http_parser *p);
+/* True when the headers of the request being read are complete: its body
+ * (if any) is coming. */
+bool gk_http_parser_in_body(const gk_http_parser *p);
 
 /*
  * Feed bytes.  Sets *consumed; stops right after a complete request (or

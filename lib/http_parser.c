@@ -605,6 +605,12 @@ gk_http_parser_idle(const gk_http_parser *p)
 	return p->phase == PH_IDLE;
 }
 
+bool
+gk_http_parser_in_body(const gk_http_parser *p)
+{
+	return p->phase == PH_BODY;
+}
+
 const gk_http_info *
 gk_http_parser_info(const gk_http_parser *p)
 {

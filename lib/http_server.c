@@ -48,7 +48,7 @@ struct conn {
 	gk_timer resume; /* 0 ms: refeed once the output has drained */
 	bool want_write, dirty, close_when_flushed, closed, paused, busy;
 	bool last_taken; /* a request without keep-alive: read no more */
-	bool timer_is_header;
+	enum { T_IDLE, T_HEADER, T_BODY } timer_kind;
 	struct conn *next_dirty, *prev, *next;
 	char remote[56];
 };
@@ -71,7 +71,7 @@ struct gk_http_server {
 	gk_series *m_duration, *m_inflight, *m_conns;
 	gk_series *r_bad, *r_header_large, *r_body_large, *r_header_timeout,
 	    *r_not_impl, *r_max_conns, *r_idle, *r_bad_response,
-	    *r_pipeline, *r_unsent, *r_gone;
+	    *r_pipeline, *r_unsent, *r_gone, *r_body_timeout;
 	size_t inflight;
 	/* Finished pendings kept for reuse, their output buffer with them:
 	 * no allocation a request once a few have gone by. */
@@ -221,9 +221,11 @@ on_conn_timer(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	struct conn *c = arg;
-	if (c->timer_is_header) {
-		/* Slowloris: headers not complete in time. */
-		gk_counter_add(c->srv->r_header_timeout, 1);
+	if (c->timer_kind != T_IDLE) {
+		/* Slowloris: headers not complete in time, or a body that
+		 * stalls. */
+		gk_counter_add(c->timer_kind == T_HEADER
+		    ? c->srv->r_header_timeout : c->srv->r_body_timeout, 1);
 		gk_http_render_simple(408, "request timeout\n", false, false,
 		    NULL, &c->out);
 		c->close_when_flushed = true;
@@ -236,7 +238,12 @@ on_conn_timer(gk_loop *loop, void *arg)
 	}
 }
 
-/* Idle (nothing pending, nothing half-read): the idle timer runs. */
+/*
+ * Idle (nothing pending, nothing half-read): the idle timer runs.  Headers
+ * half-read: the header timer, from their first byte.  A body half-read:
+ * the idle timeout again, from the last read, so that a slow upload that
+ * keeps moving is not cut off but one that stalls is.
+ */
 static void
 arm_timer(struct conn *c)
 {
@@ -247,9 +254,15 @@ arm_timer(struct conn *c)
 		gk_timer_stop(srv->loop, &c->timer);
 		return;
 	}
+	if (gk_http_parser_in_body(c->parser)) {
+		c->timer_kind = T_BODY;
+		gk_timer_start(srv->loop, &c->timer, srv->cfg->idle_timeout_ms,
+		    on_conn_timer, c);
+		return;
+	}
 	if (!gk_http_parser_idle(c->parser)) {
-		if (!c->timer_is_header || !gk_timer_armed(&c->timer)) {
-			c->timer_is_header = true;
+		if (c->timer_kind != T_HEADER || !gk_timer_armed(&c->timer)) {
+			c->timer_kind = T_HEADER;
 			gk_timer_start(srv->loop, &c->timer,
 			    srv->cfg->header_timeout_ms, on_conn_timer, c);
 		}
@@ -260,7 +273,7 @@ arm_timer(struct conn *c)
 		mark_dirty(c);
 		return;
 	}
-	c->timer_is_header = false;
+	c->timer_kind = T_IDLE;
 	gk_timer_start(srv->loop, &c->timer, srv->cfg->idle_timeout_ms,
 	    on_conn_timer, c);
 }
@@ -733,6 +746,7 @@ gk_http_server_new(gk_stage *st, gk_loop *loop)
 	srv->r_header_large = gk_series_get(rej, "header_too_large", (char *)0);
 	srv->r_body_large = gk_series_get(rej, "body_too_large", (char *)0);
 	srv->r_header_timeout = gk_series_get(rej, "header_timeout", (char *)0);
+	srv->r_body_timeout = gk_series_get(rej, "body_timeout", (char *)0);
 	srv->r_not_impl = gk_series_get(rej, "not_implemented", (char *)0);
 	srv->r_max_conns = gk_series_get(rej, "max_conns", (char *)0);
 	srv->r_idle = gk_series_get(rej, "idle_timeout", (char *)0);

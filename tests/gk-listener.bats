@@ -520,6 +520,33 @@ print(got.split(b" ")[1].decode() if got else "none", time.monotonic() - t0 < 5)
 	assert_output '408 True'
 }
 
+@test "a slow body upload that keeps moving outlasts --header-timeout; one that stalls for --idle-timeout gets 408" {
+	listener --header-timeout 500ms --idle-timeout 2s -- hello
+	# 8 pieces 250 ms apart: 2 s of body, four times --header-timeout
+	run pyhttp '
+import gkhttp, sys, time
+s = gkhttp.connect(sys.argv[1], timeout=10)
+s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\n")
+for i in range(8):
+    time.sleep(0.25)
+    s.sendall(b"a" * 1000)
+r = gkhttp.read_response(s)
+print(r[0] if r else "none")
+' "$PORT"
+	assert_success
+	assert_output 200
+	run pyhttp '
+import gkhttp, sys, time
+s = gkhttp.connect(sys.argv[1], timeout=10)
+t0 = time.monotonic()
+s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\nabc")
+r = gkhttp.read_response(s)
+print(r[0] if r else "none", gkhttp.closed_within(s, 5), time.monotonic() - t0 >= 1.8)
+' "$PORT"
+	assert_success
+	assert_output '408 True True'
+}
+
 @test "an unknown Transfer-Encoding is answered 501" {
 	listener -- hello
 	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nxxxx')
