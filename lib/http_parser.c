@@ -189,7 +189,15 @@ static int
 on_url(http_parser *hp, const char *at, size_t n)
 {
 	gk_http_parser *p = hp->data;
-	p->r->url_esc |= !plain(at, n);
+	if (!plain(at, n)) {
+		/* RFC 9112 §3.2: the target is ASCII; other bytes would
+		 * become U+FFFD on the wire, and different targets one. */
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)at[i] >= 0x80)
+				return fail(p, 400,
+				    "request target is not ASCII");
+		p->r->url_esc = 1;
+	}
 	gk_buf_add(&p->r->text, at, n);
 	p->r->url_len += (uint32_t)n;
 	return 0;
@@ -451,6 +459,12 @@ on_headers_complete(http_parser *hp)
 				            "conflicting content-length");
 		}
 	}
+	/* obs-text is field content, but the wire carries UTF-8 only: a value
+	 * that is not would arrive changed (U+FFFD), so it is refused. */
+	for (uint32_t i = 0; i < r->nh; i++)
+		if (r->h[i].esc && !gk_utf8_valid(r->text.data + r->h[i].val_off,
+		                       r->h[i].val_len))
+			return fail(p, 400, "header value is not UTF-8");
 	if (r->nhost > 1 || (hp->http_minor >= 1 && r->nhost == 0))
 		return fail(p, 400, "missing or repeated host");
 	const char *bad = split_url(r);

@@ -603,8 +603,15 @@ conn_feed(struct conn *c, const char *data, size_t n)
 			gk_counter_add(s, 1);
 			struct pending *p = pending_queue(c, info);
 			p->info.keep_alive = false;
-			char body[96];
-			snprintf(body, sizeof body, "%s\n", gk_http_reason(status));
+			/* The parser's reason too: a client told only "Bad
+			 * Request" cannot tell what to fix. */
+			char body[160];
+			if (info->error)
+				snprintf(body, sizeof body, "%s: %s\n",
+				    gk_http_reason(status), info->error);
+			else
+				snprintf(body, sizeof body, "%s\n",
+				    gk_http_reason(status));
 			answer_simple(c, p, status, body, NULL);
 			p->close_after = true;
 			conn_release(c);

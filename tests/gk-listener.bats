@@ -407,6 +407,23 @@ print(ok)
 	[ "$(wc -l <"$HANDLER_LOG")" = 1 ]
 }
 
+@test "a request target or header value that would not travel as UTF-8 is answered 400 with the reason, not changed" {
+	listener -- python3 "$T/handler.py"
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET /caf\xe9 HTTP/1.1\r\nHost: x\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	assert_output --partial 'request target is not ASCII'
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET /?q=\xff HTTP/1.1\r\nHost: x\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET / HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	assert_output --partial 'header value is not UTF-8'
+	# UTF-8 in a header value travels as it is
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET /ok HTTP/1.1\r\nHost: x\r\nX-Name: caf\xc3\xa9\r\nConnection: close\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 200 '
+	run jq -r '[.path, .headers["x-name"]] | @tsv' "$HANDLER_LOG"
+	assert_output $'/ok\tcaf\u00e9'
+}
+
 @test "HTTP/1.1 without Host is answered 400" {
 	listener -- hello
 	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET / HTTP/1.1\r\n\r\n')
