@@ -202,6 +202,19 @@ env_remote(struct env *e, const char *r, size_t n)
 	env_add(e, "REMOTE_PORT", c + 1, (size_t)(r + n - c - 1));
 }
 
+/* A header name that maps to HTTP_NAME one to one. */
+static bool
+cgi_name(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		        (c >= '0' && c <= '9') || c == '-'))
+			return false;
+	}
+	return true;
+}
+
 static void
 build_env(struct env *e, const gk_msg *m, size_t body_len)
 {
@@ -243,6 +256,12 @@ build_env(struct env *e, const gk_msg *m, size_t body_len)
 			if (gk_json_string(k, &tmp) < 0 || !tmp.len)
 				continue;
 			gk_buf_cstr(&tmp);
+			/* As nginx and Apache: a name with anything but
+			 * letters, digits and '-' is not passed, or
+			 * X_Forwarded_For would pose as X-Forwarded-For
+			 * (both HTTP_X_FORWARDED_FOR). */
+			if (!cgi_name(tmp.data, tmp.len))
+				continue;
 			if (!strcasecmp(tmp.data, "content-length"))
 				continue;
 			if (!strcasecmp(tmp.data, "content-type")) {
@@ -269,8 +288,7 @@ build_env(struct env *e, const gk_msg *m, size_t body_len)
 				char c = tmp.data[i];
 				if (c >= 'a' && c <= 'z')
 					c = (char)(c - 32);
-				else if (!((c >= 'A' && c <= 'Z') ||
-				    (c >= '0' && c <= '9')))
+				else if (c == '-')
 					c = '_';
 				gk_buf_addc(&e->text, c);
 			}

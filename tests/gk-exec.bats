@@ -114,6 +114,23 @@ EOF
 	refute_line --regexp '^CONTENT_TYPE='
 }
 
+@test "a header name with '_' or another character than a letter, digit or '-' is not passed: it cannot pose as another" {
+	script env.cgi <<'EOF'
+printf 'Content-Type: text/plain\n\n'
+env
+EOF
+	stack "$T/env.cgi"
+	run curl -s -m 10 -H 'X-Forwarded-For: 10.0.0.1' \
+		-H 'X_Forwarded_For: 6.6.6.6' -H 'Content_Length: 99' \
+		-H 'X.Real.Ip: 6.6.6.6' -H 'X-Fine-9: yes' "$URL/"
+	assert_success
+	assert_line HTTP_X_FORWARDED_FOR=10.0.0.1
+	assert_line HTTP_X_FINE_9=yes
+	refute_output --partial 6.6.6.6
+	refute_output --partial HTTP_CONTENT_LENGTH
+	refute_line --regexp '^[A-Z_]+=99$'
+}
+
 @test "the request body reaches the script on stdin with CONTENT_LENGTH and CONTENT_TYPE" {
 	script echo.cgi <<'EOF'
 printf 'Content-Type: text/plain\n\n'
