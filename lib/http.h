@@ -73,11 +73,13 @@ gk_msg *gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
  * Render a wire response as HTTP/1.x.  Adds Date and Content-Length (a
  * content-length, transfer-encoding or connection header given by the stack
  * is ignored), "Connection: close" when !keep_alive (and keep-alive for
- * HTTP/1.0 clients that keep it), no body for HEAD, 204 or 304.
+ * HTTP/1.0 clients that keep it), no body for HEAD, 204, 205 or 304.
+ * The status line is HTTP/1.1 whatever the client's version.
  * Returns 0, or -1 with *why set when the response must not be sent (status
- * outside 200-599: no interim responses on the wire, a header name or value holding CR, LF or NUL, a header
- * name that is not a token, malformed headers/body/body_b64): the caller
- * then sends 502 instead.  *body_bytes gets the body length.
+ * outside 200-599: no interim responses on the wire; a header name or value
+ * holding a control character other than HTAB, a header name that is not a
+ * token, malformed headers/body/body_b64): the caller then sends 502
+ * instead.  *body_bytes gets the body length.
  */
 int gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
     gk_buf *out, size_t *body_bytes, const char **why);

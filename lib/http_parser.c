@@ -446,8 +446,9 @@ on_headers_complete(http_parser *hp)
 			return fail(p, 501, "unsupported transfer-encoding");
 	}
 	if (r->ncl > 1) {
-		/* Identical copies may be merged (RFC 9112 §6.3); others not.
-		 */
+		/* Never reached with libhttp_parser, which refuses a second
+		 * Content-Length, identical or not (gk-listener(1) says
+		 * so); kept should it ever merge identical copies. */
 		size_t n0;
 		const char *v0 = hval(r, r->cl_idx, &n0);
 		for (uint32_t i = (uint32_t)r->cl_idx + 1; i < r->nh; i++) {
@@ -645,6 +646,22 @@ note_tail(gk_http_parser *p, const char *s, size_t n)
 		p->tail_lf_ws = s[i - 1] == '\n';
 }
 
+/*
+ * http_parser stops at the first byte that no method it knows has there.
+ * When the rest up to a space is a token, the request line names a method
+ * (one we do not implement, or a lowercase one: methods are case-
+ * sensitive): 501, RFC 9110 §9.1.  Anything else is a malformed request.
+ */
+static bool
+method_token(const char *s, size_t at, size_t n)
+{
+	size_t i = at;
+	while (i < n && tlower[(unsigned char)s[i]])
+		i++;
+	bool empty = i == at && (!at || !tlower[(unsigned char)s[at - 1]]);
+	return !empty && i < n && s[i] == ' ';
+}
+
 static enum gk_http_feed
 parse_error(gk_http_parser *p)
 {
@@ -690,6 +707,11 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
 		if (e != HPE_OK && e != HPE_PAUSED) {
 			*consumed = off + got;
+			if (e == HPE_INVALID_METHOD &&
+			    method_token(s, got, n)) {
+				fail(p, 501, "method not implemented");
+				return GK_HTTP_ERROR;
+			}
 			return parse_error(p);
 		}
 		char prev = (char)p->last_byte;

@@ -121,11 +121,12 @@ static const unsigned char tchar[256] = {
     ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1,
 };
 
+/* HTTP/1.1 to every client, 1.0 ones included: the version we speak
+ * (RFC 9110 §6.2). */
 static void
-add_status_line(gk_buf *out, int minor, int status)
+add_status_line(gk_buf *out, int status)
 {
 	char sl[16] = "HTTP/1.1 000 ";
-	sl[7] = minor ? '1' : '0';
 	sl[9] = (char)('0' + status / 100 % 10);
 	sl[10] = (char)('0' + status / 10 % 10);
 	sl[11] = (char)('0' + status % 10);
@@ -179,6 +180,18 @@ digits(const char *p, size_t n)
 	return true;
 }
 
+/* No control character but HTAB (RFC 9110 §5.5): CR or LF would split
+ * the header, the others are refused by clients or worse. */
+static bool
+field_value(const char *v, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)v;
+	unsigned bad = 0;
+	for (size_t i = 0; i < n; i++)
+		bad |= (p[i] < 0x20 && p[i] != '\t') | (p[i] == 0x7f);
+	return !bad;
+}
+
 /* Scratch space for unescaped text, per thread, trimmed when huge. */
 static __thread gk_buf scratch_body, scratch_name, scratch_val;
 
@@ -208,9 +221,10 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 		err = "status outside 200-599";
 		goto fail;
 	}
-	/* RFC 9110 §8.6: no Content-Length in 204. */
+	/* RFC 9110 §8.6: no Content-Length in 204; §15.3.6: a 205 has no
+	 * body (Content-Length: 0, below). */
 	bool may_length = status != 204;
-	bool no_body = head || status == 204 || status == 304;
+	bool no_body = head || status == 204 || status == 205 || status == 304;
 
 	const char *bp = "";
 	size_t bl = 0;
@@ -243,7 +257,7 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 	}
 
 	gk_buf_reserve(out, 128 + (no_body ? 0 : bl));
-	add_status_line(out, minor, status);
+	add_status_line(out, status);
 
 	gk_json hs = gk_msg_get(resp, "headers");
 	if (hs.type != GK_JSON_NONE && hs.type != GK_JSON_OBJECT) {
@@ -292,10 +306,9 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 					err = "header value is not a string";
 					goto fail;
 				}
-				if (esc && (memchr(val, '\r', vl) ||
-				            memchr(val, '\n', vl) ||
-				            memchr(val, '\0', vl))) {
-					err = "CR, LF or NUL in header value";
+				if (!field_value(val, vl)) {
+					err = "control character in header "
+					      "value";
 					goto fail;
 				}
 				if (skip) {
@@ -320,7 +333,9 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 	}
 	if (!have_date)
 		add_header(out, "Date", 4, gk_http_date(), 29);
-	if (may_length) {
+	if (status == 205)
+		gk_buf_add(out, "Content-Length: 0\r\n", 19);
+	else if (may_length) {
 		if ((head || status == 304) && bl == 0 && given_len)
 			/* A HEAD or 304 answer may state the length a GET
 			 * would have had (RFC 9110 §8.6). */
@@ -371,7 +386,7 @@ gk_http_render_simple(int status, const char *body, bool keep_alive, bool head,
 	}
 	size_t bl = no_body ? 0 : strlen(body);
 	gk_buf_reserve(out, 160 + bl);
-	add_status_line(out, 1, status);
+	add_status_line(out, status);
 	add_header(out, "Date", 4, gk_http_date(), 29);
 	if (bl)
 		gk_buf_adds(out, "Content-Type: text/plain; charset=utf-8\r\n");

@@ -251,6 +251,16 @@ print("peak growth:", "bounded" if grown < 10000 else "%d kB" % grown)
 	assert_line 'closed'
 }
 
+@test "an HTTP/1.0 request is answered with status line HTTP/1.1, keep-alive as 1.0 asked" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r'
+	assert_line --index 0 --regexp $'^HTTP/1\\.1 200 OK\r$'
+	assert_line --regexp $'^Connection: keep-alive\r$'
+	assert_line --regexp $'^Connection: close\r$'
+	[ "$(grep -c '^HTTP/1\.1 200 OK' <<<"$output")" = 2 ]
+	assert_line closed
+}
+
 @test "HTTP/1.0 with Connection: keep-alive keeps the connection" {
 	listener -- hello
 	run pyhttp '
@@ -463,12 +473,26 @@ print(ok)
 	refute_output --partial 'hello'
 }
 
-@test "two differing Content-Length headers are 400" {
+@test "two Content-Length headers are 400, differing or not" {
 	listener -- hello
 	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd')
 	assert_line --index 0 --regexp '^HTTP/1\.1 400'
 	assert_line 'closed'
 	refute_output --partial 'hello'
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400'
+	refute_output --partial 'hello'
+}
+
+@test "an unknown or lowercase method is answered 501, a request line that is no request 400" {
+	listener -- hello
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'FOO / HTTP/1.1\r\nHost: x\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 501 Not Implemented'
+	assert_line closed
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'get / HTTP/1.1\r\nHost: x\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 501 '
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GARBAGE\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
 }
 
 @test "headers over --max-header are answered 431" {
@@ -667,6 +691,22 @@ print(closed, time.monotonic() - t0 >= 0.4)
 	assert_output --regexp $'\r\n\r\nbad gateway\nHTTP/1\\.1 200 OK\r\n.*\r\n\r\nok\n'
 	assert_line closed
 	wait_event "$ERR" '.type == "log" and .level == "error" and (.why | test("200-599"))'
+}
+
+@test "a response header value with a control character from the handler becomes 502" {
+	listener -- jq -c --unbuffered '{id, status: 200, headers: {"x-esc": "a\u001b[2Jb"}, body: "x"}'
+	run status "$URL/"
+	assert_output 502
+	wait_event "$ERR" '.type == "log" and .level == "error" and (.why | test("control character"))'
+}
+
+@test "a 205 from the handler is sent without its body, with Content-Length: 0" {
+	listener -- jq -c --unbuffered '{id, status: 205, body: "should not be sent"}'
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 205 Reset Content'
+	assert_line --regexp $'^Content-Length: 0\r$'
+	refute_output --partial 'should not'
+	assert_output --partial $'Connection: close\r\n\r\nclosed'
 }
 
 @test "a header name with a NUL from the handler becomes 502" {

@@ -357,6 +357,13 @@ TEST(expect_continue)
 TEST(errors)
 {
 	CHECK(error_of("GARBAGE\r\n\r\n") == 400);
+	/* a method we do not know, or lowercase: 501 (RFC 9110 §9.1) */
+	CHECK(error_of("FOO / HTTP/1.1\r\nHost: h\r\n\r\n") == 501);
+	CHECK(error_of("get / HTTP/1.1\r\nHost: h\r\n\r\n") == 501);
+	CHECK(error_of("GETS / HTTP/1.1\r\nHost: h\r\n\r\n") == 501);
+	CHECK(error_of("GE / HTTP/1.1\r\nHost: h\r\n\r\n") == 501);
+	CHECK(error_of(" / HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+	CHECK(error_of("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03") == 400);
 	CHECK(error_of("GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n") ==
 	      400);
 	CHECK(error_of("GET / HTTP/1.1\r\n\r\n") == 400); /* no Host */
@@ -655,12 +662,20 @@ TEST(render_basic)
 	n = strlen(out.data);
 	CHECK(strcmp(out.data + n - 4, "\r\n\r\n") == 0);
 
-	/* HTTP/1.0 keep-alive, and close */
+	/* 205: no body, and says so */
+	CHECK(render("{\"id\":\"1\",\"status\":205,\"body\":\"x\"}", &get, true,
+	             &out, &bb, &why) == 0);
+	CHECK(strncmp(out.data, "HTTP/1.1 205 Reset Content\r\n", 28) == 0);
+	CHECK(strstr(out.data, "\r\nContent-Length: 0\r\n"));
+	n = strlen(out.data);
+	CHECK(strcmp(out.data + n - 4, "\r\n\r\n") == 0 && bb == 0);
+
+	/* HTTP/1.0 keep-alive, and close; the version we speak is 1.1 */
 	gk_http_info old = get;
 	old.http_minor = 0;
 	CHECK(render("{\"id\":\"1\",\"status\":404}", &old, true, &out, &bb,
 	             &why) == 0);
-	CHECK(strncmp(out.data, "HTTP/1.0 404 Not Found\r\n", 24) == 0);
+	CHECK(strncmp(out.data, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
 	CHECK(strstr(out.data, "\r\nConnection: keep-alive\r\n"));
 	CHECK(strstr(out.data, "\r\nContent-Length: 0\r\n"));
 	CHECK(render("{\"id\":\"1\",\"status\":299}", &get, false, &out, &bb,
@@ -688,6 +703,11 @@ TEST(render_refuses)
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\r\\nb\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\nb\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\u0000\"}}",
+	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\u0001\"}}",
+	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\u001b[2J\"}}",
+	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\u007f\"}}",
+	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\x7f\"}}",
+	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":[\"ok\",\"\\u0008\"]}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\\r\\ny\":\"a\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"a b\":\"a\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"\":\"a\"}}",
