@@ -648,9 +648,10 @@ note_tail(gk_http_parser *p, const char *s, size_t n)
 
 /*
  * http_parser stops at the first byte that no method it knows has there.
- * When the rest up to a space is a token, the request line names a method
- * (one we do not implement, or a lowercase one: methods are case-
- * sensitive): 501, RFC 9110 §9.1.  Anything else is a malformed request.
+ * When the request line is well formed but for that (token SP target SP
+ * HTTP/d.d CRLF), it names a method we do not implement, or a lowercase
+ * one (methods are case-sensitive): 501, RFC 9110 §9.1.  Anything else,
+ * or a line not whole in these bytes, is a malformed request.
  */
 static bool
 method_token(const char *s, size_t at, size_t n)
@@ -658,8 +659,19 @@ method_token(const char *s, size_t at, size_t n)
 	size_t i = at;
 	while (i < n && tlower[(unsigned char)s[i]])
 		i++;
-	bool empty = i == at && (!at || !tlower[(unsigned char)s[at - 1]]);
-	return !empty && i < n && s[i] == ' ';
+	if (i == at && (!at || !tlower[(unsigned char)s[at - 1]]))
+		return false; /* no method at all */
+	if (i >= n || s[i++] != ' ')
+		return false;
+	size_t t = i;
+	while (i < n && (unsigned char)s[i] > ' ' && (unsigned char)s[i] < 0x7f)
+		i++;
+	if (i == t || n - i < 11 || memcmp(s + i, " HTTP/", 6) != 0)
+		return false;
+	i += 6;
+	return s[i] >= '0' && s[i] <= '9' && s[i + 1] == '.' &&
+	       s[i + 2] >= '0' && s[i + 2] <= '9' && s[i + 3] == '\r' &&
+	       s[i + 4] == '\n';
 }
 
 static enum gk_http_feed

@@ -363,6 +363,9 @@ TEST(errors)
 	CHECK(error_of("GETS / HTTP/1.1\r\nHost: h\r\n\r\n") == 501);
 	CHECK(error_of("GE / HTTP/1.1\r\nHost: h\r\n\r\n") == 501);
 	CHECK(error_of(" / HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+	CHECK(error_of("NOT HTTP\r\n\r\n") == 400);
+	CHECK(error_of("THIS IS NOT HTTP\r\n\r\n") == 400);
+	CHECK(error_of("FOO / HTTP/1\r\n\r\n") == 400);
 	CHECK(error_of("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03") == 400);
 	CHECK(error_of("GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n") ==
 	      400);
