@@ -411,6 +411,8 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 	gk_forward(req);
 }
 
+#define DEADLINE_SLACK_MS 5
+
 /* A call that ends without an outcome: a probe frees its slot. */
 static void
 no_outcome(gk_breaker *b, gk_req *req)
@@ -436,9 +438,10 @@ gk_breaker_response(gk_breaker *b, gk_req *req, gk_msg *resp)
 	/* A 504 once the request's deadline has passed is a stage below
 	 * keeping the caller's budget (it has the same deadline and its
 	 * timer fired first): no outcome, as when our own runtime answers
-	 * it (gk_breaker_done). */
+	 * it (gk_breaker_done).  Its timer runs on the monotonic clock in
+	 * whole ms, the deadline on the real one: a few ms of slack. */
 	if (status == 504 && deadline &&
-	    gk_loop_realtime_ms(b->loop) >= deadline)
+	    gk_realtime_ms() + DEADLINE_SLACK_MS >= deadline)
 		no_outcome(b, req);
 	else
 		outcome(b, req, status, false);
