@@ -238,6 +238,13 @@ grown = status("VmHWM:") - before
 print("peak growth:", "bounded" if grown < 10000 else "%d kB" % grown)
 ' "$PORT" "$LPID" "$HANDLER_LOG"
 	assert_success
+	if [ -n "${GK_SANITIZED:-}" ]; then
+		# ASan's quarantine keeps freed memory: the peak measures it,
+		# not the listener.  What went south is the bound seen here.
+		assert_line -n 0 'south before reading: bounded'
+		assert_line -n 1 'all 400 in order'
+		return
+	fi
 	assert_output $'south before reading: bounded\nall 400 in order\npeak growth: bounded'
 }
 
