@@ -306,7 +306,10 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 					err = "header value is not a string";
 					goto fail;
 				}
-				if (!field_value(val, vl)) {
+				/* Unescaped JSON text holds no control byte
+				 * but DEL: the whole check only for escapes. */
+				if (esc ? !field_value(val, vl)
+					: memchr(val, 0x7f, vl) != NULL) {
 					err = "control character in header "
 					      "value";
 					goto fail;
