@@ -410,6 +410,30 @@ hop_by_hop(const char *name, size_t n)
 	return false;
 }
 
+/* Append the options of a Connection header value (v, n) to list:
+ * lowercase, blanks trimmed, each followed by a comma (for has_tag). */
+static void
+connection_options(gk_buf *list, const char *v, size_t n)
+{
+	const char *end = v + n;
+	while (v < end) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		const char *e = comma ? comma : end, *b = v;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		const char *t = e;
+		while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
+			t--;
+		if (t > b) {
+			if (list->len)
+				gk_buf_addc(list, ',');
+			for (const char *q = b; q < t; q++)
+				gk_buf_addc(list, (char)tolower((unsigned char)*q));
+		}
+		v = comma ? comma + 1 : end;
+	}
+}
+
 static void
 store_header(struct cstate *s, const char *p, size_t nl, const char *v,
     const char *end)
@@ -567,15 +591,24 @@ answer_from_upstream(struct cstate *s, int status)
 	gk_buf_adds(&b, ",\"status\":");
 	gk_buf_adduint(&b, (uint64_t)status);
 	gk_buf_adds(&b, ",\"headers\":{");
-	/* Repeated headers become arrays, in order. */
+	/* Repeated headers become arrays, in order.  Hop-by-hop ones stay
+	 * behind, and so do those the upstream's Connection header names
+	 * (RFC 9110 7.6.1). */
 	bool first = true;
 	const char *arena = s->harena.data;
+	gk_buf conn = {0};
+	for (size_t i = 0; i < s->nrh; i++)
+		if (!strcmp(arena + s->rh[i].name, "connection")) {
+			const char *v = arena + s->rh[i].value;
+			connection_options(&conn, v, strlen(v));
+		}
+	const char *listed = conn.len ? gk_buf_cstr(&conn) : "";
 	for (size_t i = 0; i < s->nrh; i++) {
 		if (s->rh[i].used)
 			continue;
 		const char *name = arena + s->rh[i].name;
 		size_t nl = strlen(name);
-		if (hop_by_hop(name, nl))
+		if (hop_by_hop(name, nl) || has_tag(listed, name))
 			continue;
 		size_t count = 0;
 		for (size_t j = i; j < s->nrh; j++)
@@ -602,6 +635,7 @@ answer_from_upstream(struct cstate *s, int status)
 		if (count > 1)
 			gk_buf_addc(&b, ']');
 	}
+	gk_buf_free(&conn);
 	gk_buf_addc(&b, '}');
 	if (s->response.len) {
 		if (gk_utf8_valid(s->response.data, s->response.len)) {
@@ -971,13 +1005,34 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 	gk_json_iter_init(&it, h);
 	gk_buf line = c->line;
 	bool host = false;
+	/* The options of the Connection header name more hop-by-hop
+	 * headers (RFC 9110 7.6.1): they stay here too. */
+	gk_buf conn = {0};
+	gk_json cv = gk_json_member(h, "connection");
+	if (cv.type == GK_JSON_STRING || cv.type == GK_JSON_ARRAY) {
+		gk_json one;
+		gk_json_iter ci;
+		bool arr = cv.type == GK_JSON_ARRAY;
+		if (arr)
+			gk_json_iter_init(&ci, cv);
+		while (arr ? gk_json_iter_next(&ci, NULL, &one) :
+		    (one = cv, true)) {
+			tmp->len = 0;
+			if (gk_json_string(one, tmp) == 0)
+				connection_options(&conn, tmp->data, tmp->len);
+			if (!arr)
+				break;
+		}
+	}
+	const char *listed = conn.len ? gk_buf_cstr(&conn) : "";
 	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
 		tmp->len = 0;
 		gk_json_string(k, tmp);
 		const char *name = gk_buf_cstr(tmp);
 		size_t nl = tmp->len;
 		if (hop_by_hop(name, nl) || !strcmp(name, "x-gk-timeout-ms") ||
-		    (s->has_trace && !strcmp(name, "traceparent")))
+		    (s->has_trace && !strcmp(name, "traceparent")) ||
+		    has_tag(listed, name))
 			continue;
 		if (!strcmp(name, "host") && !c->cfg.preserve_host)
 			continue;
@@ -1006,6 +1061,7 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 		}
 	}
 	c->line = line;
+	gk_buf_free(&conn);
 	return host;
 }
 
@@ -1181,7 +1237,11 @@ try_once(struct cstate *s)
 
 	/* Request headers, minus hop-by-hop ones; ours for tracing. */
 	request_headers(s, &tmp, NULL);
+	/* Headers libcurl would add of its own: none goes upstream but
+	 * the request's (an empty one only disables libcurl's). */
 	add_header(s, "Expect:");
+	add_header(s, "Accept:");
+	add_header(s, "Content-Type:");
 	if (remaining[0])
 		add_header(s, remaining);
 	if (s->has_trace) {

@@ -462,8 +462,12 @@ on_headers_complete(http_parser *hp)
 	gk_uh_xfer *x = hp->data;
 	emit_header(x);
 	x->status = hp->status_code;
-	/* No body for HEAD (http_parser cannot know). */
-	return x->head ? 1 : 0;
+	/* No body for HEAD (http_parser cannot know), nor for a 204 or a
+	 * 304 whatever their Content-Length says: a 304 may carry that of
+	 * the representation (RFC 9110 8.6, RFC 9112 6.3), and http_parser
+	 * would wait for that many bytes. */
+	return x->head || hp->status_code == 204 || hp->status_code == 304 ?
+	    1 : 0;
 }
 
 static int

@@ -544,3 +544,57 @@ count_status() {
 		assert_output --partial "gk-client"
 	done
 }
+
+@test "a 304 with the Content-Length of its representation is answered at once, and its connection reused" {
+	odd_start
+	stack --try-timeout 3s -e "$ODD_ADDR"
+	# RFC 9110 8.6: the length is the representation's; no content follows
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/304cl"
+	assert_output 304
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/204"
+	assert_output 204
+	run curl -s -m 10 "$URL/after"
+	assert_output ok
+	local snap
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_client_connections_opened_total)" 1
+	assert_equal "$(metric "$snap" gk_client_errors_total)" 0
+}
+
+@test "headers the Connection header names are hop-by-hop: not sent upstream, not passed north, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		PORT=$(free_port)
+		URL="http://127.0.0.1:$PORT"
+		start_bg "stack_$eng" gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+			gk-client --engine "$eng" -e "$ODD_ADDR"
+		wait_http "$URL/healthz" 10
+		run curl -s -m 10 -H 'Connection: keep-alive, X-Key' -H 'X-Key: 1' \
+			-H 'X-Keep: 2' "$URL/echo"
+		assert_success
+		assert_equal "$(jq -c '[has("x-key"), .["x-keep"]]' <<<"$output")" '[false,"2"]'
+		curl -s -m 10 -D "$T/head" -o /dev/null "$URL/conn"
+		! grep -qi '^x-hop:' "$T/head" || fail "$eng: X-Hop, named by Connection, passed north"
+		grep -qi '^x-stay: 1' "$T/head" || fail "$eng: X-Stay lost"
+	done
+}
+
+@test "the request's headers go upstream as they are: no Accept or Content-Type added, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		PORT=$(free_port)
+		URL="http://127.0.0.1:$PORT"
+		start_bg "stack_$eng" gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+			gk-client --engine "$eng" -e "$ODD_ADDR"
+		wait_http "$URL/healthz" 10
+		# curl's own Accept and form Content-Type suppressed
+		run curl -s -m 10 -H 'Accept:' -H 'Content-Type:' -d 'a=1' "$URL/echo"
+		assert_success
+		assert_equal "$(jq -c '[has("accept"), has("content-type"), .["content-length"]]' <<<"$output")" \
+			'[false,false,"3"]'
+		run curl -s -m 10 -H 'Accept: text/html' -H 'Content-Type: text/plain' -d 'a=1' "$URL/echo"
+		assert_equal "$(jq -c '[.accept, .["content-type"]]' <<<"$output")" '["text/html","text/plain"]'
+	done
+}

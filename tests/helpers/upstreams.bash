@@ -169,3 +169,14 @@ fetch_urls() {
 	done <"$list" >"$cfg"
 	curl -s --no-progress-meter -m 30 -w '%{http_code}\n' -K "$cfg" "$@"
 }
+
+# odd_start: tests/helpers/odd-upstream.py (answers nginx will not give:
+# see its top), in its own process group; sets ODD_ADDR and ODD_DIR (its
+# request log is $ODD_DIR/log, one JSON line a request).
+odd_start() {
+	ODD_DIR="$T/odd"
+	start_bg odd python3 "$BATS_TEST_DIRNAME/helpers/odd-upstream.py" "$ODD_DIR"
+	wait_file "$ODD_DIR/port" 10
+	ODD_ADDR="127.0.0.1:$(cat "$ODD_DIR/port")"
+	wait_port 127.0.0.1 "$(cat "$ODD_DIR/port")" 10
+}

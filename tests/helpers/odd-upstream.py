@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""tests/helpers/odd-upstream.py: a loopback HTTP/1.1 upstream for the
+gk-client suite, for answers nginx will not give.  Raw sockets, one thread
+a connection, keep-alive.
+
+usage: odd-upstream.py DIR
+
+Once listening on 127.0.0.1 (a free port) it writes the port to DIR/port.
+Each request is appended to DIR/log as one JSON line: method, path,
+headers (lowercase names, a list of [name, value] in order).
+
+  /echo      200, the request's headers as a JSON object (lowercase names)
+  /304cl     304 Not Modified with Content-Length: 5 (the length of the
+             representation, RFC 9110 8.6) and no content
+  /204       204 No Content
+  /conn      200 with "Connection: X-Hop" (and X-Hop, X-Stay headers)
+  anything   200 "ok"
+"""
+import json
+import os
+import socket
+import sys
+import threading
+
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+lock = threading.Lock()
+
+
+def answer(c, status, reason, headers, body=b""):
+    lines = ["HTTP/1.1 %d %s" % (status, reason)]
+    lines += ["%s: %s" % kv for kv in headers]
+    c.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+
+def serve(c):
+    buf = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in buf:
+                b = c.recv(65536)
+                if not b:
+                    return
+                buf += b
+            top, buf = buf.split(b"\r\n\r\n", 1)
+            lines = top.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            hs = []
+            for l in lines[1:]:
+                n, _, v = l.partition(":")
+                hs.append([n.strip().lower(), v.strip()])
+            cl = int(dict(hs).get("content-length", "0"))
+            while len(buf) < cl:
+                b = c.recv(65536)
+                if not b:
+                    return
+                buf += b
+            buf = buf[cl:]
+            with lock, open(os.path.join(d, "log"), "a") as f:
+                f.write(json.dumps({"method": method, "path": path,
+                                    "headers": hs}) + "\n")
+            if path == "/echo":
+                body = json.dumps(dict(hs)).encode()
+                answer(c, 200, "OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", len(body))], body)
+            elif path == "/304cl":
+                answer(c, 304, "Not Modified", [("ETag", '"x"'),
+                                                ("Content-Length", 5)])
+            elif path == "/conn":
+                answer(c, 200, "OK", [("Connection", "X-Hop"),
+                                      ("X-Hop", "1"), ("X-Stay", "1"),
+                                      ("Content-Length", 3)], b"ok\n")
+            elif path == "/204":
+                answer(c, 204, "No Content", [("X-Up", "1")])
+            else:
+                answer(c, 200, "OK", [("Content-Length", 3)], b"ok\n")
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+with open(os.path.join(d, "port.tmp"), "w") as f:
+    f.write(str(s.getsockname()[1]))
+os.rename(os.path.join(d, "port.tmp"), os.path.join(d, "port"))
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
