@@ -30,7 +30,8 @@ typedef struct gk_backend {
 	unsigned consecutive_failures;
 	unsigned ejections;
 	uint64_t ejected_until_ms; /* 0: in rotation */
-	bool check_failed;         /* active check says down */
+	bool check_failed;         /* out of rotation by its active check */
+	bool check_fails;          /* the last check's verdict */
 	/* One reference for the set, one for each request that holds it:
 	 * a backend dropped from the set lives on until its last request
 	 * is done with it. */

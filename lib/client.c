@@ -236,6 +236,17 @@ struct check {
 	char addr[262];
 };
 
+/* True when one more endpoint of the set may go out of rotation: never
+ * more than --max-ejected of the set, ejected or failing its check. */
+static bool
+room_to_take_out(gk_client *c, uint64_t now)
+{
+	size_t n = gk_balancer_size(c->bal), out = 0;
+	for (size_t i = 0; i < n; i++)
+		out += !gk_backend_available(gk_balancer_at(c->bal, i), now);
+	return (double)(out + 1) <= c->cfg.max_ejected * (double)n;
+}
+
 static void
 check_done(CURL *easy, CURLcode result, void *arg)
 {
@@ -248,15 +259,23 @@ check_done(CURL *easy, CURLcode result, void *arg)
 		gk_backend *be = gk_balancer_at(c->bal, i);
 		if (strcmp(be->ep.addr, k->addr))
 			continue;
-		if (be->check_failed != !ok) {
+		if (be->check_fails != !ok) {
 			char a[300];
 			snprintf(a, sizeof a, "endpoint=%s", be->ep.addr);
 			gk_log(ok ? GK_INFO : GK_WARN,
 			    ok ? "endpoint check passes" : "endpoint check fails", a);
 		}
-		be->check_failed = !ok;
-		gk_gauge_set(be->m_ejected, !gk_backend_available(be,
-		    gk_loop_now(c->loop)));
+		be->check_fails = !ok;
+		/* A failing endpoint goes out of rotation when --max-ejected
+		 * leaves room, else stays in until a later check finds room
+		 * (another one back) or passes. */
+		uint64_t now = gk_loop_now(c->loop);
+		if (ok)
+			be->check_failed = false;
+		else if (!be->check_failed && (!gk_backend_available(be, now) ||
+		    room_to_take_out(c, now)))
+			be->check_failed = true;
+		gk_gauge_set(be->m_ejected, !gk_backend_available(be, now));
 	}
 	curl_easy_cleanup(easy);
 	free(k);
@@ -691,16 +710,13 @@ eject_maybe(gk_client *c, gk_backend *be)
 	uint64_t now = gk_loop_now(c->loop);
 	if (!gk_backend_available(be, now))
 		return; /* already out (a late answer of an ejected one) */
-	size_t n = gk_balancer_size(c->bal), out = 0;
+	size_t n = gk_balancer_size(c->bal);
 	bool member = false;
-	for (size_t i = 0; i < n; i++) {
-		gk_backend *x = gk_balancer_at(c->bal, i);
-		out += !gk_backend_available(x, now);
-		member |= x == be;
-	}
+	for (size_t i = 0; i < n && !member; i++)
+		member = gk_balancer_at(c->bal, i) == be;
 	if (!member)
 		return; /* no longer in the set */
-	if ((double)(out + 1) > c->cfg.max_ejected * (double)n)
+	if (!room_to_take_out(c, now))
 		return; /* never more than --max-ejected of the set */
 	be->ejections++;
 	be->consecutive_failures = 0;

@@ -508,6 +508,31 @@ count_status() {
 	[ "$(hits 2 ' /healthz ')" -ge 1 ]
 }
 
+@test "failing checks take no more than --max-ejected of the set out of rotation: with one endpoint, none" {
+	upstream_start 1 sick
+	upstream_start 2 sick
+	stack -b round-robin --check /healthz --check-interval 200ms \
+		-e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}"
+	wait_event "$ERR" ".msg == \"endpoint check fails\" and .endpoint == \"${UP_ADDR[1]}\"" 10
+	wait_event "$ERR" ".msg == \"endpoint check fails\" and .endpoint == \"${UP_ADDR[2]}\"" 10
+	# the default 50% of two: one out, the other still serves
+	fetch_many 20 "$URL/" >"$T/codes"
+	assert_equal "$(count_status "$T/codes" 200)" 20
+	settle ' / ' 20
+	[ "$(hits 1 ' / ')" = 20 ] || [ "$(hits 2 ' / ')" = 20 ] ||
+		fail "spread over both: $(hits 1 ' / ') and $(hits 2 ' / ')"
+	assert_equal "$(metric "$(snapshot)" gk_client_ejected)" 1
+	# one endpoint: none out, whatever its check says
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	start_bg stack1 gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-client "${ENGINE[@]}" --check /healthz --check-interval 200ms -e "${UP_ADDR[1]}"
+	wait_http "$URL/healthz" 10
+	wait_event "$BATS_TEST_TMPDIR/stack1.err" ".msg == \"endpoint check fails\"" 10
+	run curl -s -m 10 "$URL/"
+	assert_output "upstream 1"
+}
+
 # Debian 12's libcurl 7.88.1 cannot reuse an HTTP/2 connection made with
 # prior knowledge (curl issue 10634, fixed in 8.0.0): there gk-client opens
 # one per request and says so in a warning; the answers are right either way.
