@@ -79,10 +79,13 @@ option(int short_name, const char *name, const char *v, void *arg)
 		cfg.eject_base_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "max-ejected"))
 		cfg.max_ejected = percent(name, v);
-	else if (!strcmp(name, "check"))
+	else if (!strcmp(name, "check")) {
+		/* An origin-form path: it follows host:port in the URL. */
+		if (v[0] != '/' || strpbrk(v, " \t\r\n#"))
+			gk_usage_error("bad --check: %s (expected a path: /healthz)", v);
 		cfg.check_path = v;
-	else if (!strcmp(name, "check-interval"))
-		cfg.check_every_ms = gk_opt_duration_ms(name, v, 0);
+	} else if (!strcmp(name, "check-interval"))
+		cfg.check_every_ms = gk_opt_duration_ms(name, v, 1);
 	else if (!strcmp(name, "nameserver"))
 		cfg.ropts.nameserver = v;
 	else if (!strcmp(name, "invalidate-after"))

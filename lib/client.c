@@ -1062,7 +1062,17 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 			gk_buf_add(&line, name, nl);
 			gk_buf_adds(&line, ": ");
 			gk_json_string(one, &line);
-			if (!out)
+			size_t vi = nl + 2;
+			while (vi < line.len && (line.data[vi] == ' ' ||
+			    line.data[vi] == '\t'))
+				vi++;
+			if (!out && vi == line.len) {
+				/* An empty value: libcurl takes "name:" for
+				 * "do not send name", "name;" for it empty. */
+				line.len = nl;
+				gk_buf_addc(&line, ';');
+				add_header(s, gk_buf_cstr(&line));
+			} else if (!out)
 				add_header(s, gk_buf_cstr(&line));
 			else if (!memchr(line.data, '\r', line.len) &&
 			    !memchr(line.data, '\n', line.len) &&

@@ -562,7 +562,8 @@ count_status() {
 		"--retry-budget 150% -e 127.0.0.1:1" "--eject-time soon -e 127.0.0.1:1" \
 		"-b hash -e 127.0.0.1:1" "--resolve gopher:x" "" \
 		"-e 127.0.0.1:1 --endpoints /nonexistent/x" "--retries many -e 127.0.0.1:1" \
-		"--engine fast -e 127.0.0.1:1" "-e upstream.test:http" "-e 127.0.0.1:0"; do
+		"--engine fast -e 127.0.0.1:1" "-e upstream.test:http" "-e 127.0.0.1:0" \
+		"--check healthz -e 127.0.0.1:1" "--check /healthz --check-interval 0 -e 127.0.0.1:1"; do
 		run bash -c "gk-client $bad 2>&1 >/dev/null </dev/null"
 		assert_equal "$status" 64
 		assert_equal "${#lines[@]}" 1
@@ -605,7 +606,7 @@ count_status() {
 	done
 }
 
-@test "the request's headers go upstream as they are: no Accept or Content-Type added, on either engine" {
+@test "the request's headers go upstream as they are: no Accept or Content-Type added, an empty one kept, on either engine" {
 	odd_start
 	local eng
 	for eng in native curl; do
@@ -615,10 +616,10 @@ count_status() {
 			gk-client --engine "$eng" -e "$ODD_ADDR"
 		wait_http "$URL/healthz" 10
 		# curl's own Accept and form Content-Type suppressed
-		run curl -s -m 10 -H 'Accept:' -H 'Content-Type:' -d 'a=1' "$URL/echo"
+		run curl -s -m 10 -H 'Accept:' -H 'Content-Type:' -H 'X-Empty;' -d 'a=1' "$URL/echo"
 		assert_success
-		assert_equal "$(jq -c '[has("accept"), has("content-type"), .["content-length"]]' <<<"$output")" \
-			'[false,false,"3"]'
+		assert_equal "$(jq -c '[has("accept"), has("content-type"), .["content-length"], .["x-empty"]]' <<<"$output")" \
+			'[false,false,"3",""]'
 		run curl -s -m 10 -H 'Accept: text/html' -H 'Content-Type: text/plain' -d 'a=1' "$URL/echo"
 		assert_equal "$(jq -c '[.accept, .["content-type"]]' <<<"$output")" '["text/html","text/plain"]'
 	done

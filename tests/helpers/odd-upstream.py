@@ -13,6 +13,8 @@ headers (lowercase names, a list of [name, value] in order).
   /304cl     304 Not Modified with Content-Length: 5 (the length of the
              representation, RFC 9110 8.6) and no content
   /204       204 No Content
+  /short     200 with Content-Length: 100, 10 bytes of it, then a close
+  /size      200, the length of the request body received, as text
   /conn      200 with "Connection: X-Hop" (and X-Hop, X-Stay headers)
   anything   200 "ok"
 """
@@ -70,6 +72,12 @@ def serve(c):
                 answer(c, 200, "OK", [("Connection", "X-Hop"),
                                       ("X-Hop", "1"), ("X-Stay", "1"),
                                       ("Content-Length", 3)], b"ok\n")
+            elif path == "/short":
+                answer(c, 200, "OK", [("Content-Length", 100)], b"x" * 10)
+                return
+            elif path == "/size":
+                body = str(cl).encode()
+                answer(c, 200, "OK", [("Content-Length", len(body))], body)
             elif path == "/204":
                 answer(c, 204, "No Content", [("X-Up", "1")])
             else:
