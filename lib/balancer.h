@@ -32,6 +32,7 @@ typedef struct gk_backend {
 	uint64_t ejected_until_ms; /* 0: in rotation */
 	bool check_failed;         /* out of rotation by its active check */
 	bool check_fails;          /* the last check's verdict */
+	bool check_running;        /* a check is in flight */
 	/* One reference for the set, one for each request that holds it:
 	 * a backend dropped from the set lives on until its last request
 	 * is done with it. */

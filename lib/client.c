@@ -259,6 +259,7 @@ check_done(CURL *easy, CURLcode result, void *arg)
 		gk_backend *be = gk_balancer_at(c->bal, i);
 		if (strcmp(be->ep.addr, k->addr))
 			continue;
+		be->check_running = false;
 		if (be->check_fails != !ok) {
 			char a[300];
 			snprintf(a, sizeof a, "endpoint=%s", be->ep.addr);
@@ -324,6 +325,11 @@ on_check_timer(gk_loop *loop, void *arg)
 	gk_client *c = arg;
 	for (size_t i = 0; i < gk_balancer_size(c->bal); i++) {
 		gk_backend *be = gk_balancer_at(c->bal, i);
+		/* One check in flight an endpoint: a check that outlives the
+		 * interval (a hanging endpoint, up to 2 s) is not joined by
+		 * more, whose late verdicts would override a newer one. */
+		if (be->check_running)
+			continue;
 		struct check *k = gk_xcalloc(1, sizeof *k);
 		k->c = c;
 		k->so = (struct sockowner){c, be->m_pool};
@@ -338,7 +344,9 @@ on_check_timer(gk_loop *loop, void *arg)
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 		set_http_version(c, be, e);
+		be->check_running = true;
 		if (gk_curl_start(c->curl, e, check_done, k) < 0) {
+			be->check_running = false;
 			curl_easy_cleanup(e);
 			free(k);
 		}

@@ -624,3 +624,26 @@ count_status() {
 		assert_equal "$(jq -c '[.accept, .["content-type"]]' <<<"$output")" '["text/html","text/plain"]'
 	done
 }
+
+@test "a check that outlives --check-interval is not joined by more: a hanging endpoint that recovers passes once, without flapping" {
+	upstream_start 1
+	odd_start
+	# its /healthz answers 5 s late while $ODD_DIR/hang exists: past the
+	# check's 2 s, and past ten intervals
+	touch "$ODD_DIR/hang"
+	stack -b round-robin --check /healthz --check-interval 200ms \
+		-e "${UP_ADDR[1]}" -e "$ODD_ADDR"
+	wait_event "$ERR" ".msg == \"endpoint check fails\" and .endpoint == \"$ODD_ADDR\"" 10
+	rm "$ODD_DIR/hang"
+	wait_event "$ERR" ".msg == \"endpoint check passes\" and .endpoint == \"$ODD_ADDR\"" 10
+	# checks started while it hung would end in the next 2 s, failed, one
+	# by one: wait for 15 more checks (3 s at 200 ms)
+	local at
+	at=$(grep -c '"/healthz"' "$ODD_DIR/log")
+	_checks_after() { [ "$(grep -c '"/healthz"' "$ODD_DIR/log")" -ge $((at + 15)) ]; }
+	wait_for -t 20 _checks_after
+	assert_equal "$(count_events "$ERR" ".msg == \"endpoint check fails\" and .endpoint == \"$ODD_ADDR\"")" 1
+	assert_equal "$(count_events "$ERR" ".msg == \"endpoint check passes\" and .endpoint == \"$ODD_ADDR\"")" 1
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/after"
+	assert_output 200
+}

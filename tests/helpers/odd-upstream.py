@@ -15,6 +15,7 @@ headers (lowercase names, a list of [name, value] in order).
   /204       204 No Content
   /short     200 with Content-Length: 100, 10 bytes of it, then a close
   /size      200, the length of the request body received, as text
+  /healthz   200 "ok"; while the file DIR/hang exists, 5 s late
   /conn      200 with "Connection: X-Hop" (and X-Hop, X-Stay headers)
   anything   200 "ok"
 """
@@ -23,6 +24,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 d = sys.argv[1]
 os.makedirs(d, exist_ok=True)
@@ -78,6 +80,10 @@ def serve(c):
             elif path == "/size":
                 body = str(cl).encode()
                 answer(c, 200, "OK", [("Content-Length", len(body))], body)
+            elif path == "/healthz":
+                if os.path.exists(os.path.join(d, "hang")):
+                    time.sleep(5)
+                answer(c, 200, "OK", [("Content-Length", 3)], b"ok\n")
             elif path == "/204":
                 answer(c, 204, "No Content", [("X-Up", "1")])
             else:
