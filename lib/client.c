@@ -84,6 +84,7 @@ struct cstate {
 	size_t nrh, caprh;
 	gk_buf harena;    /* their bytes */
 	bool too_big;
+	bool in_trailers; /* libcurl's header callback past the headers */
 	uint64_t start_us, try_start_us;
 	gk_timer retry_timer;
 	/* the native engine's try */
@@ -498,6 +499,14 @@ on_header(char *p, size_t size, size_t n, void *arg)
 		 * only the last response's headers count. */
 		s->nrh = 0;
 		s->harena.len = 0;
+		s->in_trailers = false;
+		return len;
+	}
+	if (s->in_trailers)
+		return len; /* a trailer field: dropped (RFC 9110 6.5.1) */
+	if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
+		/* the end of the header section */
+		s->in_trailers = true;
 		return len;
 	}
 	char *colon = memchr(p, ':', len);
@@ -981,6 +990,7 @@ reset_try(struct cstate *s)
 	s->not_resent = false;
 	s->nrh = 0;
 	s->harena.len = 0;
+	s->in_trailers = false;
 }
 
 /*

@@ -249,7 +249,7 @@ reset_response(gk_uh_xfer *x)
 	http_parser_init(&x->hp, HTTP_RESPONSE);
 	x->hp.data = x;
 	x->field.len = x->value.len = 0;
-	x->in_value = x->complete = x->got_byte = false;
+	x->in_value = x->complete = x->got_byte = x->in_trailers = false;
 	x->status = 0;
 	x->off = 0;
 }
@@ -442,6 +442,8 @@ static int
 on_header_field(http_parser *hp, const char *at, size_t n)
 {
 	gk_uh_xfer *x = hp->data;
+	if (x->in_trailers)
+		return 0;
 	emit_header(x);
 	gk_buf_add(&x->field, at, n);
 	return 0;
@@ -451,6 +453,8 @@ static int
 on_header_value(http_parser *hp, const char *at, size_t n)
 {
 	gk_uh_xfer *x = hp->data;
+	if (x->in_trailers)
+		return 0;
 	gk_buf_add(&x->value, at, n);
 	x->in_value = true;
 	return 0;
@@ -461,6 +465,10 @@ on_headers_complete(http_parser *hp)
 {
 	gk_uh_xfer *x = hp->data;
 	emit_header(x);
+	/* The fields of a chunked body's trailer section come through the
+	 * same callbacks: dropped, never merged into the header section
+	 * (RFC 9110 6.5.1). */
+	x->in_trailers = true;
 	x->status = hp->status_code;
 	/* No body for HEAD (http_parser cannot know), nor for a 204 or a
 	 * 304 whatever their Content-Length says: a 304 may carry that of
@@ -486,7 +494,7 @@ on_message_complete(http_parser *hp)
 		/* An interim answer: the real one follows. */
 		x->ops->reset(x->arg);
 		x->field.len = x->value.len = 0;
-		x->in_value = false;
+		x->in_value = x->in_trailers = false;
 		return 0;
 	}
 	x->complete = true;

@@ -61,6 +61,7 @@ typedef struct gk_uh_xfer {
 	unsigned connects;         /* connections opened by this try */
 	int status;
 	bool running, idempotent, head, reused, got_byte, in_value;
+	bool in_trailers; /* past the header section: fields are dropped */
 	bool connecting, complete, resent, has_pending, in_start;
 } gk_uh_xfer;
 

@@ -647,3 +647,20 @@ count_status() {
 	run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/after"
 	assert_output 200
 }
+
+@test "the trailer fields of a chunked upstream response are dropped, not merged into its headers, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		PORT=$(free_port)
+		URL="http://127.0.0.1:$PORT"
+		start_bg "stack_$eng" gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+			gk-client --engine "$eng" -e "$ODD_ADDR"
+		wait_http "$URL/healthz" 10
+		run curl -s -m 10 -D "$T/head" "$URL/trailers"
+		assert_output hello
+		! grep -qi '^x-trail' "$T/head" || fail "$eng: a trailer field became a header"
+		run curl -s -m 10 "$URL/after"
+		assert_output ok
+	done
+}

@@ -15,6 +15,8 @@ headers (lowercase names, a list of [name, value] in order).
   /204       204 No Content
   /short     200 with Content-Length: 100, 10 bytes of it, then a close
   /size      200, the length of the request body received, as text
+  /trailers  200, chunked "hello", then the trailer fields X-Trail-A
+             and X-Trail-B
   /healthz   200 "ok"; while the file DIR/hang exists, 5 s late
   /conn      200 with "Connection: X-Hop" (and X-Hop, X-Stay headers)
   anything   200 "ok"
@@ -84,6 +86,11 @@ def serve(c):
                 if os.path.exists(os.path.join(d, "hang")):
                     time.sleep(5)
                 answer(c, 200, "OK", [("Content-Length", 3)], b"ok\n")
+            elif path == "/trailers":
+                answer(c, 200, "OK", [("Transfer-Encoding", "chunked"),
+                                      ("Trailer", "X-Trail-A, X-Trail-B")],
+                       b"5\r\nhello\r\n0\r\nX-Trail-A: 1\r\n"
+                       b"X-Trail-B: 2\r\n\r\n")
             elif path == "/204":
                 answer(c, 204, "No Content", [("X-Up", "1")])
             else:
