@@ -226,6 +226,19 @@ copy_close(gk_stream *s, int err, void *arg)
 	kill_copy(c);
 }
 
+/* A line past the wire's 16 MiB: its request cannot be answered from it,
+ * and the copy's state is as unknown as after any other invalid line. */
+static void
+copy_too_long(gk_stream *s, void *arg)
+{
+	(void)s;
+	struct copy *c = arg;
+	log_copy(GK_ERROR, "invalid line from copy: restarting it", c,
+	    "reason", "line too long");
+	copy_down(c, 502, "invalid response");
+	kill_copy(c);
+}
+
 static const gk_stream_ops copy_ops = {copy_line, copy_close};
 
 static void
@@ -243,6 +256,7 @@ spawn_copy(struct copy *c)
 	}
 	c->pid = pid;
 	c->s = gk_stream_new(pool.loop, r, w, &copy_ops, c);
+	gk_stream_on_too_long(c->s, copy_too_long);
 	c->up = true;
 	pool.up++;
 	gauges();
@@ -366,6 +380,7 @@ gk_pool_start(gk_stage *st, const gk_pool_config *cfg)
 			    pool.cfg.argv[0], strerror(errno));
 		c->pid = pid;
 		c->s = gk_stream_new(pool.loop, r, w, &copy_ops, c);
+	gk_stream_on_too_long(c->s, copy_too_long);
 		c->up = true;
 		pool.up++;
 		gk_loop_child(pool.loop, pid, on_copy_exit, c);

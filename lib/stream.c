@@ -16,6 +16,7 @@ struct gk_stream {
 	gk_buf in, out;
 	size_t max_line;
 	bool dirty, want_write, paused, busy, closing, skipping, eof;
+	void (*on_too_long)(gk_stream *, void *);
 	bool shutdown_pending;
 	gk_stream *next_dirty;
 };
@@ -73,6 +74,12 @@ void
 gk_stream_set_max_line(gk_stream *s, size_t max)
 {
 	s->max_line = max;
+}
+
+void
+gk_stream_on_too_long(gk_stream *s, void (*fn)(gk_stream *, void *))
+{
+	s->on_too_long = fn;
 }
 
 int
@@ -262,12 +269,15 @@ deliver_lines(gk_stream *s)
 		start += len + 1;
 	}
 	gk_buf_consume(&s->in, start);
-	if (s->in.len > s->max_line) {
-		if (!s->skipping)
+	if (s->in.len > s->max_line && !s->closing) {
+		bool first = !s->skipping;
+		if (first)
 			gk_log(GK_ERROR, "line too long: dropped",
 			    "max_bytes=16777216");
 		s->skipping = true;
 		s->in.len = 0;
+		if (first && s->on_too_long)
+			s->on_too_long(s, s->arg);
 	}
 	if (!s->in.len && s->in.cap > (256u << 10))
 		gk_buf_free(&s->in);

@@ -24,6 +24,9 @@ gk_stream *gk_stream_new(gk_loop *loop, int rfd, int wfd,
     const gk_stream_ops *ops, void *arg);
 /* Lines longer than this are dropped (counted, and reported by event). */
 void gk_stream_set_max_line(gk_stream *s, size_t max);
+/* fn is called (arg as for the ops) when a line past the maximum begins,
+ * as it is being dropped; it may close the stream. */
+void gk_stream_on_too_long(gk_stream *s, void (*fn)(gk_stream *, void *));
 void gk_stream_write(gk_stream *s, const void *p, size_t n);
 /* A line: p then '\n'. */
 void gk_stream_write_line(gk_stream *s, const void *p, size_t n);

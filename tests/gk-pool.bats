@@ -23,6 +23,7 @@ teardown() {
 #   /crash  exits 3 without answering
 #   /hang   records its pid in $T/hang.pid and never answers
 #   /wait   answers once $T/release exists
+#   /huge   answers with a line of 17 MiB, past the wire's bound
 write_handler() {
 	cat >"$T/handler.py" <<'PY'
 import json, os, sys, time
@@ -44,6 +45,12 @@ for line in sys.stdin:
     if path == "/wait":
         while not os.path.exists(T + "/release"):
             time.sleep(0.05)
+    if path == "/huge":
+        # a line past the wire's 16 MiB
+        sys.stdout.write(json.dumps({"id": req["id"], "status": 200,
+            "body": "x" * (17 << 20)}) + "\n")
+        sys.stdout.flush()
+        continue
     sys.stdout.write(json.dumps({"id": req["id"], "status": 200,
         "headers": {"content-type": "text/plain"}, "body": "%d\n" % pid}) + "\n")
     sys.stdout.flush()
@@ -142,6 +149,17 @@ _answer_from_new_copy() {
 	wait_event "$ERR" '.proc == "gk-pool" and .msg == "copy exited" and .status == 3'
 	# A third copy starts in place of the dead one, and answers.
 	wait_for -t 10 _started 3
+	wait_for -t 10 _answer_from_new_copy "$T/first"
+}
+
+@test "a copy that answers with a line past 16 MiB: its request is answered 502 at once, and it is restarted" {
+	stack -- -n 1 -- python3 "$T/handler.py"
+	wait_for -t 10 _started 1
+	cp "$T/started" "$T/first"
+	run curl -s -o /dev/null -m 10 -w '%{http_code}' "$URL/huge"
+	assert_output 502
+	wait_event "$ERR" '.proc == "gk-pool" and .msg == "invalid line from copy: restarting it" and .reason == "line too long"'
+	wait_for -t 10 _started 2
 	wait_for -t 10 _answer_from_new_copy "$T/first"
 }
 
