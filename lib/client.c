@@ -20,6 +20,8 @@
 #include "upstream_http.h"
 
 #define BUDGET_SECONDS 10
+/* A wire line is at most 16 MiB (gk-wire(5)): a longer answer is lost. */
+#define GK_CLIENT_MAX_WIRE_LINE (16u << 20)
 
 struct gk_client {
 	gk_client_config cfg;
@@ -684,9 +686,17 @@ answer_from_upstream(struct cstate *s, int status)
 		}
 	}
 	gk_buf_addc(&b, '}');
+	gk_req *req = s->req;
+	if (b.len > GK_CLIENT_MAX_WIRE_LINE) {
+		/* The stage above would drop the line (gk-wire(5)) and the
+		 * request would wait for its deadline. */
+		gk_buf_free(&b);
+		gk_answer(req, 502, NULL, "bad gateway\n",
+		    "upstream response too large");
+		return;
+	}
 	gk_wire_error err;
 	gk_msg *m = gk_msg_adopt(&b, &err);
-	gk_req *req = s->req;
 	if (!m) {
 		gk_answer(req, 502, NULL, "bad gateway\n", "invalid upstream response");
 		return;

@@ -664,3 +664,15 @@ count_status() {
 		assert_output ok
 	done
 }
+
+@test "an answer too large for a wire line (16 MiB) is 502 at once, not lost until the deadline" {
+	odd_start
+	stack --max-response 20M -e "$ODD_ADDR"
+	# 13 MB that is not UTF-8: about 17.3 MB of base64
+	run curl -s -m 20 -o /dev/null -w '%{http_code}' "$URL/binary/13000000"
+	assert_output 502
+	# 11 MB: about 14.7 MB, within the line
+	run curl -s -m 20 -o "$T/got" -w '%{http_code}' "$URL/binary/11000000"
+	assert_output 200
+	assert_equal "$(stat -c %s "$T/got")" 11000000
+}
