@@ -1384,6 +1384,24 @@ gk_client_done(gk_client *c, gk_req *req, int status)
 	if (!s->c)
 		return;
 	gk_timer_stop(c->loop, &s->retry_timer);
+	uint64_t deadline = gk_req_deadline(req);
+	if (s->running && s->be && (status == 504 || (deadline &&
+	    gk_loop_realtime_ms(c->loop) + 5 >= deadline))) {
+		/* The request's deadline came while the try waited for its
+		 * answer (the runtime's 504 here, or a cancel from a stage
+		 * above whose timer fired first): a try that timed out, for
+		 * the metrics and outlier ejection, as when its own timer
+		 * fires first.  The 5 ms: timers in whole milliseconds on
+		 * the monotonic clock fire just before a real-time deadline.
+		 * A client that went away before says nothing of the
+		 * endpoint. */
+		gk_backend *be = s->be;
+		gk_counter_add(be->m_errors, 1);
+		gk_histogram_observe(be->m_duration,
+		    (double)(gk_monotonic_us() - s->try_start_us) / 1e6);
+		be->consecutive_failures++;
+		eject_maybe(c, be);
+	}
 	/* Answered by a deadline or the client left: stop the transfer. */
 	reset_try(s);
 	set_backend(s, NULL);

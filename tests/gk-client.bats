@@ -676,3 +676,31 @@ count_status() {
 	assert_output 200
 	assert_equal "$(stat -c %s "$T/got")" 11000000
 }
+
+@test "an endpoint that does not answer within the request's deadline counts as failing and is ejected, on either engine" {
+	upstream_start 1
+	odd_start
+	local eng
+	for eng in native curl; do
+		PORT=$(free_port)
+		URL="http://127.0.0.1:$PORT"
+		# no --try-timeout: the deadline (gk-listener's --timeout) ends
+		# the tries to the endpoint that answers in 3 s.  One stack at a
+		# time, named stack (for snapshot), its events in $ERR.
+		start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log \
+			--timeout 1s -- gk-client --engine "$eng" -b round-robin --eject-after 2 \
+			-e "${UP_ADDR[1]}" -e "$ODD_ADDR"
+		wait_http "$URL/healthz" 10
+		fetch_many 8 "$URL/slow/3000" >"$T/codes"
+		assert_equal "$(count_status "$T/codes" 504)" 2
+		assert_equal "$(count_status "$T/codes" 200)" 6
+		wait_event "$ERR" ".msg == \"endpoint ejected\" and .endpoint == \"$ODD_ADDR\"" 10
+		local snap
+		snap=$(snapshot)
+		assert_equal "$(metric "$snap" gk_client_errors_total "$ODD_ADDR")" 2
+		assert_equal "$(metric "$snap" gk_client_ejections_total "$ODD_ADDR")" 1
+		assert_equal "$(metric "$snap" gk_client_request_duration_seconds "$ODD_ADDR")" 2
+		kill -TERM -- "-$(bg_pid stack)"
+		wait_for -t 10 _not_running "$(bg_pid stack)"
+	done
+}

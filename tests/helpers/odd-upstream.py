@@ -17,6 +17,7 @@ headers (lowercase names, a list of [name, value] in order).
   /size      200, the length of the request body received, as text
   /trailers  200, chunked "hello", then the trailer fields X-Trail-A
              and X-Trail-B
+  /slow/MS   200 "slow" after MS milliseconds
   /binary/N  200, N bytes that are not UTF-8 (0xff)
   /healthz   200 "ok"; while the file DIR/hang exists, 5 s late
   /conn      200 with "Connection: X-Hop" (and X-Hop, X-Stay headers)
@@ -92,6 +93,9 @@ def serve(c):
                                       ("Trailer", "X-Trail-A, X-Trail-B")],
                        b"5\r\nhello\r\n0\r\nX-Trail-A: 1\r\n"
                        b"X-Trail-B: 2\r\n\r\n")
+            elif path.startswith("/slow/"):
+                time.sleep(int(path[6:]) / 1000)
+                answer(c, 200, "OK", [("Content-Length", 5)], b"slow\n")
             elif path.startswith("/binary/"):
                 body = b"\xff" * int(path[8:])
                 answer(c, 200, "OK", [("Content-Length", len(body))], body)
