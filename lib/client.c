@@ -807,6 +807,24 @@ try_url(struct cstate *s, gk_buf *url)
 	gk_buf_free(&tmp);
 }
 
+/* The client span of the try that ends the request, when sampled;
+ * status 0 for no answer. */
+static void
+try_span(struct cstate *s, int status)
+{
+	if (!s->sampled)
+		return;
+	char *url = NULL;
+	gk_buf u = {0};
+	if (s->native) {
+		try_url(s, &u);
+		url = gk_buf_cstr(&u);
+	} else if (s->easy)
+		curl_easy_getinfo(s->easy, CURLINFO_EFFECTIVE_URL, &url);
+	emit_client_span(s, status, gk_buf_cstr(&s->method), url ? url : "");
+	gk_buf_free(&u);
+}
+
 enum try_end { TRY_ANSWERED, TRY_TIMEDOUT, TRY_BROKEN };
 
 /*
@@ -866,19 +884,7 @@ finish_try(struct cstate *s, long code, enum try_end how, bool unsent,
 			return;
 		}
 	}
-	const char *m = gk_buf_cstr(&s->method);
-	if (s->sampled) {
-		char *url = NULL;
-		gk_buf u = {0};
-		if (s->native) {
-			try_url(s, &u);
-			url = gk_buf_cstr(&u);
-		} else
-			curl_easy_getinfo(s->easy, CURLINFO_EFFECTIVE_URL, &url);
-		emit_client_span(s, transport_error ? 0 : (int)code, m,
-		    url ? url : "");
-		gk_buf_free(&u);
-	}
+	try_span(s, transport_error ? 0 : (int)code);
 	if (!transport_error) {
 		answer_from_upstream(s, (int)code);
 		return;
@@ -1379,7 +1385,6 @@ gk_client_request(gk_client *c, gk_req *req)
 void
 gk_client_done(gk_client *c, gk_req *req, int status)
 {
-	(void)status;
 	struct cstate *s = gk_req_state(req);
 	if (!s->c)
 		return;
@@ -1402,6 +1407,9 @@ gk_client_done(gk_client *c, gk_req *req, int status)
 		be->consecutive_failures++;
 		eject_maybe(c, be);
 	}
+	/* A try cut short is the request's last: its span, unanswered. */
+	if (s->running && s->be)
+		try_span(s, 0);
 	/* Answered by a deadline or the client left: stop the transfer. */
 	reset_try(s);
 	set_backend(s, NULL);

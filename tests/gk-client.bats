@@ -704,3 +704,20 @@ count_status() {
 		wait_for -t 10 _not_running "$(bg_pid stack)"
 	done
 }
+
+@test "a sampled request whose try the deadline cuts short still gets its client span, status error" {
+	odd_start
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log --timeout 1s -- \
+		gk-tracer -- gk-client "${ENGINE[@]}" -e "$ODD_ADDR"
+	wait_http "$URL/healthz" 10
+	local tr=4bf92f3577b34da6a3ce929d0e0e4736
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' \
+		-H "traceparent: 00-$tr-00f067aa0ba902b7-01" "$URL/slow/3000"
+	assert_output 504
+	wait_event "$ERR" ".type == \"span\" and .kind == \"client\" and .trace_id == \"$tr\"" 10
+	local client
+	client=$(events "$ERR" "select(.type == \"span\" and .kind == \"client\" and .trace_id == \"$tr\")")
+	assert_equal "$(jq -r .status <<<"$client")" error
+	assert_equal "$(jq -r '.attrs["url.full"]' <<<"$client")" "http://$ODD_ADDR/slow/3000"
+	assert_equal "$(jq -r '.attrs | has("http.response.status_code")' <<<"$client")" false
+}
