@@ -511,6 +511,23 @@ on_header(char *p, size_t size, size_t n, void *arg)
 		s->in_trailers = true;
 		return len;
 	}
+	if ((p[0] == ' ' || p[0] == '\t') && s->nrh) {
+		/* obs-fold: the line goes on the last value, after one SP
+		 * (RFC 9112 5.2), as http_parser does on the native engine;
+		 * that value ends the arena. */
+		const char *v = p, *end = p + len;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
+		    end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		gk_buf *a = &s->harena;
+		a->len--; /* its NUL */
+		gk_buf_addc(a, ' ');
+		gk_buf_add(a, v, (size_t)(end - v));
+		gk_buf_addc(a, 0);
+		return len;
+	}
 	char *colon = memchr(p, ':', len);
 	if (!colon)
 		return len;

@@ -721,3 +721,19 @@ count_status() {
 	assert_equal "$(jq -r '.attrs["url.full"]' <<<"$client")" "http://$ODD_ADDR/slow/3000"
 	assert_equal "$(jq -r '.attrs | has("http.response.status_code")' <<<"$client")" false
 }
+
+@test "an upstream header folded over two lines (obs-fold) is unfolded with a space, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		PORT=$(free_port)
+		URL="http://127.0.0.1:$PORT"
+		start_bg "stack_$eng" gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+			gk-client --engine "$eng" -e "$ODD_ADDR"
+		wait_http "$URL/healthz" 10
+		run curl -s -m 10 -D "$T/head" -o /dev/null -w '%{http_code}' "$URL/fold"
+		assert_output 200
+		grep -qi '^x-fold: one two: 2' "$T/head" || fail "$eng: $(cat "$T/head")"
+		grep -qi '^x-after: 1' "$T/head" || fail "$eng: X-After lost"
+	done
+}

@@ -17,6 +17,7 @@ headers (lowercase names, a list of [name, value] in order).
   /size      200, the length of the request body received, as text
   /trailers  200, chunked "hello", then the trailer fields X-Trail-A
              and X-Trail-B
+  /fold      200 with a header folded over two lines (obs-fold)
   /slow/MS   200 "slow" after MS milliseconds
   /binary/N  200, N bytes that are not UTF-8 (0xff)
   /healthz   200 "ok"; while the file DIR/hang exists, 5 s late
@@ -93,6 +94,9 @@ def serve(c):
                                       ("Trailer", "X-Trail-A, X-Trail-B")],
                        b"5\r\nhello\r\n0\r\nX-Trail-A: 1\r\n"
                        b"X-Trail-B: 2\r\n\r\n")
+            elif path == "/fold":
+                c.sendall(b"HTTP/1.1 200 OK\r\nX-Fold: one\r\n two: 2\r\n"
+                          b"X-After: 1\r\nContent-Length: 3\r\n\r\nok\n")
             elif path.startswith("/slow/"):
                 time.sleep(int(path[6:]) / 1000)
                 answer(c, 200, "OK", [("Content-Length", 5)], b"slow\n")
