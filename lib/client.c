@@ -346,6 +346,9 @@ on_check_timer(gk_loop *loop, void *arg)
 		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+		/* Directly, as the requests: no http_proxy from the
+		 * environment. */
+		curl_easy_setopt(e, CURLOPT_PROXY, "");
 		set_http_version(c, be, e);
 		be->check_running = true;
 		if (gk_curl_start(c->curl, e, check_done, k) < 0) {

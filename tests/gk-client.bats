@@ -737,3 +737,19 @@ count_status() {
 		grep -qi '^x-after: 1' "$T/head" || fail "$eng: X-After lost"
 	done
 }
+
+@test "http_proxy in the environment is ignored by requests and health checks alike" {
+	upstream_start 1
+	# a proxy that refuses: whatever went through it would fail
+	local dead
+	dead=$(free_port)
+	start_bg stack env http_proxy="http://127.0.0.1:$dead" \
+		gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-client "${ENGINE[@]}" --check /healthz --check-interval 200ms -e "${UP_ADDR[1]}"
+	wait_http "$URL/healthz" 10
+	_checked() { [ "$(hits 1 ' /healthz ')" -ge 3 ]; }
+	wait_for -t 10 _checked
+	run curl -s -m 10 "$URL/"
+	assert_output "upstream 1"
+	assert_equal "$(count_events "$ERR" '.msg == "endpoint check fails"')" 0
+}
