@@ -1161,6 +1161,14 @@ add_target(gk_buf *out, const char *p, size_t n)
 	}
 }
 
+/* The request is OPTIONS with the target "*" (path, no query). */
+static bool
+asterisk_form(const char *method, const gk_buf *path)
+{
+	return path->len == 1 && path->data[0] == '*' &&
+	    !strcmp(method, "OPTIONS");
+}
+
 /* A try on the native engine: the request rendered in one buffer. */
 static void
 try_native(struct cstate *s, gk_backend *be, uint64_t timeout,
@@ -1175,8 +1183,10 @@ try_native(struct cstate *s, gk_backend *be, uint64_t timeout,
 	gk_buf_add(b, s->method.data, s->method.len);
 	gk_buf_addc(b, ' ');
 	tmp.len = 0;
-	if (gk_json_string(gk_msg_get(m, "path"), &tmp) < 0 || !tmp.len ||
-	    tmp.data[0] != '/')
+	if (gk_json_string(gk_msg_get(m, "path"), &tmp) < 0)
+		tmp.len = 0;
+	/* OPTIONS * goes on as it came (RFC 9112 3.2.4), no slash before. */
+	if (!asterisk_form(meth, &tmp) && (!tmp.len || tmp.data[0] != '/'))
 		gk_buf_addc(b, '/');
 	add_target(b, tmp.data, tmp.len);
 	tmp.len = 0;
@@ -1275,8 +1285,17 @@ try_once(struct cstate *s)
 	url.len = tmp.len = 0;
 	gk_buf_adds(&url, "http://");
 	gk_buf_adds(&url, be->ep.addr);
-	if (gk_json_string(gk_msg_get(m, "path"), &url) < 0)
-		gk_buf_addc(&url, '/');
+	/* The path begins with /, as on the native engine; OPTIONS * is
+	 * sent with the target * (RFC 9112 3.2.4). */
+	if (gk_json_string(gk_msg_get(m, "path"), &tmp) < 0)
+		tmp.len = 0;
+	bool asterisk = asterisk_form(gk_buf_cstr(&s->method), &tmp);
+	if (!asterisk) {
+		if (!tmp.len || tmp.data[0] != '/')
+			gk_buf_addc(&url, '/');
+		gk_buf_add(&url, tmp.data, tmp.len);
+	}
+	tmp.len = 0;
 	if (gk_json_string(gk_msg_get(m, "query"), &tmp) == 0 && tmp.len) {
 		gk_buf_addc(&url, '?');
 		gk_buf_add(&url, tmp.data, tmp.len);
@@ -1284,6 +1303,8 @@ try_once(struct cstate *s)
 	CURL *e = easy_get(c);
 	s->easy = e;
 	curl_easy_setopt(e, CURLOPT_URL, gk_buf_cstr(&url));
+	if (asterisk)
+		curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, "*");
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	set_http_version(c, be, e);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,

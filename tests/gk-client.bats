@@ -753,3 +753,22 @@ count_status() {
 	assert_output "upstream 1"
 	assert_equal "$(count_events "$ERR" '.msg == "endpoint check fails"')" 0
 }
+
+@test "OPTIONS * goes upstream as OPTIONS *, and a wire path without its slash gets one, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		PORT=$(free_port)
+		URL="http://127.0.0.1:$PORT"
+		start_bg "stack_$eng" gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+			gk-client --engine "$eng" -e "$ODD_ADDR"
+		wait_http "$URL/healthz" 10
+		run curl -s -m 10 -o /dev/null -w '%{http_code}' -X OPTIONS --request-target '*' "$URL/"
+		assert_output 200
+		assert_equal "$(tail -n 1 "$ODD_DIR/log" | jq -c '[.method, .path]')" '["OPTIONS","*"]'
+		run bash -c "echo '{\"id\":\"1\",\"method\":\"GET\",\"path\":\"nos\",\"query\":\"a=1\"}' |
+			gk-client --engine $eng -e $ODD_ADDR 2>/dev/null"
+		assert_equal "$(jq .status <<<"$output")" 200
+		assert_equal "$(tail -n 1 "$ODD_DIR/log" | jq -c '[.method, .path]')" '["GET","/nos?a=1"]'
+	done
+}
