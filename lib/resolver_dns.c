@@ -128,6 +128,16 @@ answer_ttl(const unsigned char *buf, int len)
 	return best;
 }
 
+/* The number of records in the answer section of a raw DNS message (at
+ * least 1): room for every address, however many the name has (c-ares
+ * fills only the room it is given, and leaves the rest out). */
+static int
+answer_count(const unsigned char *buf, int len)
+{
+	int an = len >= 12 ? (buf[6] << 8 | buf[7]) : 0;
+	return an ? an : 1;
+}
+
 static void
 add_endpoint(struct dns_state *d, const char *ip, bool v6, unsigned port,
     unsigned weight, unsigned prio)
@@ -194,23 +204,25 @@ on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 			d->min_ttl = ttl;
 		char ip[INET6_ADDRSTRLEN];
 		if (q->v6) {
-			struct ares_addr6ttl a[32];
-			int n = 32;
+			int n = answer_count(abuf, alen);
+			struct ares_addr6ttl *a = gk_xcalloc((size_t)n, sizeof *a);
 			if (ares_parse_aaaa_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS)
 				for (int i = 0; i < n; i++) {
 					inet_ntop(AF_INET6, &a[i].ip6addr, ip, sizeof ip);
 					add_endpoint(d, ip, true, q->port, q->weight,
 					    q->priority);
 				}
+			free(a);
 		} else {
-			struct ares_addrttl a[32];
-			int n = 32;
+			int n = answer_count(abuf, alen);
+			struct ares_addrttl *a = gk_xcalloc((size_t)n, sizeof *a);
 			if (ares_parse_a_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS)
 				for (int i = 0; i < n; i++) {
 					inet_ntop(AF_INET, &a[i].ipaddr, ip, sizeof ip);
 					add_endpoint(d, ip, false, q->port, q->weight,
 					    q->priority);
 				}
+			free(a);
 		}
 	} else if ((status != ARES_ENODATA && status != ARES_ENOTFOUND) ||
 	    (status == ARES_ENOTFOUND && !q->v6)) {
@@ -252,8 +264,12 @@ on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	uint32_t ttl = answer_ttl(abuf, alen);
 	if (ttl < d->min_ttl)
 		d->min_ttl = ttl;
+	/* A target of "." (RFC 2782): the service is decidedly not available
+	 * there; it has no addresses to look up. */
 	for (struct ares_srv_reply *s = srv; s; s = s->next)
-		query_addrs(d, s->host, s->port, s->weight, s->priority);
+		if (s->host[0] && strcmp(s->host, "."))
+			query_addrs(d, s->host, s->port, s->weight,
+			    s->priority);
 	ares_free_data(srv);
 	round_done(d);
 }

@@ -132,6 +132,36 @@ usage_fails() {
 	[[ $stderr == *'unable to resolve dns:nothing.example.test:80'* ]]
 }
 
+@test "dns: a name with 40 A records gives all 40 endpoints" {
+	# 40 records do not fit a 512-byte UDP answer: c-ares asks again
+	# over TCP, and every record is in the set, none left out.
+	local i
+	for i in $(seq 1 40); do
+		echo "127.0.1.$i many.example.test"
+	done >"$T/hosts"
+	start_dnsmasq dns --addn-hosts="$T/hosts" --local-ttl=60
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns:many.example.test:80
+	assert_success
+	assert_equal "$(wc -l <<<"$output")" 40
+	assert_line '127.0.1.1:80 1 -'
+	assert_line '127.0.1.40:80 1 -'
+}
+
+@test "dns+srv: a target of '.' (RFC 2782: service not available) gives no endpoint, not an error" {
+	start_dnsmasq dns --local-ttl=60 \
+		--host-record=a.example.test,127.0.0.11 \
+		--srv-host=_off._tcp.example.test,.,80 \
+		--srv-host=_web._tcp.example.test,a.example.test,8001 \
+		--srv-host=_web._tcp.example.test,.,8002
+	run --separate-stderr gk-resolver --json --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_off._tcp.example.test
+	assert_success
+	assert_output '{"endpoints":[]}'
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_web._tcp.example.test
+	assert_success
+	assert_output '127.0.0.11:8001 1 -'
+	[[ $stderr != *'source failed'* ]]
+}
+
 srv_dnsmasq() {
 	start_dnsmasq dns --local-ttl=60 \
 		--host-record=a.example.test,127.0.0.11 \
