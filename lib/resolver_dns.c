@@ -166,7 +166,11 @@ round_done(struct dns_state *d)
 	if (--d->pending)
 		return;
 	uint64_t next;
-	if (d->failed && !d->n) {
+	/* A round in which any lookup failed (a timeout, SERVFAIL) is a
+	 * failure, even when other lookups answered: publishing what did
+	 * answer would drop healthy endpoints on every DNS hiccup, where
+	 * the last good set is to be kept. */
+	if (d->failed) {
 		char w[400];
 		snprintf(w, sizeof w, "dns: %s: %s", d->name,
 		    ares_strerror(d->status));
@@ -186,8 +190,20 @@ round_done(struct dns_state *d)
 	gk_timer_start(d->loop, &d->refresh, next, on_refresh, d);
 }
 
+/* The A and AAAA lookups of one name, judged together when both are in:
+ * the name failed when neither answered (addresses, or NODATA) and one
+ * of them failed (a timeout, SERVFAIL, REFUSED).  A server that answers
+ * one family and refuses the other (dnsmasq without an upstream does for
+ * a name it has only A records for) gives the addresses it answered. */
+struct name_lookup {
+	unsigned left;
+	bool answered, nxdomain;
+	int status; /* the first failure */
+};
+
 struct addr_query {
 	struct dns_state *d;
+	struct name_lookup *name;
 	unsigned port, weight, priority;
 	bool v6;
 };
@@ -224,11 +240,25 @@ on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 				}
 			free(a);
 		}
-	} else if ((status != ARES_ENODATA && status != ARES_ENOTFOUND) ||
-	    (status == ARES_ENOTFOUND && !q->v6)) {
-		if (!d->failed)
-			d->status = status;
-		d->failed = true;
+	}
+	struct name_lookup *nl = q->name;
+	if (status == ARES_SUCCESS || status == ARES_ENODATA)
+		nl->answered = true;
+	else if (status == ARES_ENOTFOUND)
+		nl->nxdomain = true;
+	else if (!nl->status)
+		nl->status = status;
+	if (!--nl->left) {
+		/* A name that does not exist is an error for dns:NAME; an SRV
+		 * target that does not exist has no addresses, an answer. */
+		int st = nl->answered ? 0 : nl->status ? nl->status :
+		    nl->nxdomain && !d->srv ? ARES_ENOTFOUND : 0;
+		if (st) {
+			if (!d->failed)
+				d->status = st;
+			d->failed = true;
+		}
+		free(nl);
 	}
 	free(q);
 	round_done(d);
@@ -238,9 +268,11 @@ static void
 query_addrs(struct dns_state *d, const char *host, unsigned port,
     unsigned weight, unsigned prio)
 {
+	struct name_lookup *nl = gk_xcalloc(1, sizeof *nl);
+	nl->left = 2;
 	for (int v6 = 0; v6 < 2; v6++) {
 		struct addr_query *q = gk_xcalloc(1, sizeof *q);
-		*q = (struct addr_query){d, port, weight, prio, v6};
+		*q = (struct addr_query){d, nl, port, weight, prio, v6};
 		d->pending++;
 		ares_query(d->ch, host, ns_c_in, v6 ? ns_t_aaaa : ns_t_a,
 		    on_addr, q);

@@ -226,6 +226,25 @@ srv_dnsmasq() {
 	within_ms 3000 set_is "$T/out" 127.0.0.3:80
 }
 
+@test "dns+srv: when one target's lookups fail (its server gone), the last good set is kept whole, not shrunk" {
+	# A second dnsmasq serves sub.test; the first forwards it there and
+	# caches nothing, so that killing the second makes b.sub.test fail
+	# (SERVFAIL or a timeout) while a.example.test still answers.
+	start_dnsmasq sub --local-ttl=1 --host-record=b.sub.test,127.0.0.12
+	local sub=$DNS_PORT
+	start_dnsmasq dns --local-ttl=1 --cache-size=0 \
+		--server="/sub.test/127.0.0.1#$sub" \
+		--host-record=a.example.test,127.0.0.11 \
+		--srv-host=_web._tcp.example.test,a.example.test,8001 \
+		--srv-host=_web._tcp.example.test,b.sub.test,8002
+	start_bg res gk-resolver --watch -o "$T/out" --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_web._tcp.example.test
+	wait_for -t 10 set_is "$T/out" 127.0.0.11:8001 127.0.0.12:8002
+	kill -- -"$(bg_pid sub)"
+	wait_event "$BATS_TEST_TMPDIR/res.err" '.msg | startswith("resolver source failed")' 20
+	run set_of "$T/out"
+	assert_output "$(printf '127.0.0.11:8001\n127.0.0.12:8002')"
+}
+
 # --- etcd: a real etcd 3.4 --------------------------------------------
 
 @test "etcd: keys put under the prefix appear, and deleted ones disappear, within 1 s" {
