@@ -203,13 +203,13 @@ gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep)
 	memset(ep, 0, sizeof *ep);
 	ep->weight = 1;
 	char buf[600];
+	const char *hash = memchr(line, '#', len);
+	if (hash) /* a comment, however long, is not looked at */
+		len = (size_t)(hash - line);
 	if (len >= sizeof buf)
 		return -1;
 	memcpy(buf, line, len);
 	buf[len] = 0;
-	char *hash = strchr(buf, '#');
-	if (hash)
-		*hash = 0;
 	char *save, *tok = strtok_r(buf, " \t\r", &save);
 	if (!tok)
 		return 1; /* blank */

@@ -31,16 +31,22 @@ load(struct file_state *f)
 	}
 	gk_endpoint *set = NULL;
 	size_t n = 0, cap = 0;
-	char line[600];
+	/* Whole lines, however long: a long line read in pieces would make
+	 * its tail (say, an address in a long comment) a line of its own. */
+	char *line = NULL;
+	size_t linecap = 0;
+	ssize_t got;
 	unsigned lineno = 0;
 	bool bad = false;
-	while (fgets(line, sizeof line, fp)) {
+	while ((got = getline(&line, &linecap, fp)) >= 0) {
 		lineno++;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
 			set = gk_xrealloc(set, cap * sizeof *set);
 		}
-		size_t len = strcspn(line, "\n");
+		size_t len = (size_t)got;
+		if (len && line[len - 1] == '\n')
+			len--;
 		int rc = gk__resolver_parse_line(line, len, &set[n]);
 		if (rc == 0)
 			n++;
@@ -51,6 +57,7 @@ load(struct file_state *f)
 			bad = true;
 		}
 	}
+	free(line);
 	fclose(fp);
 	/* A file with only bad lines is an error, not an empty set. */
 	if (bad && !n)

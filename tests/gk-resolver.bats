@@ -114,6 +114,20 @@ usage_fails() {
 	wait_event "$T/res.err" '.msg == "resolver source recovered"'
 }
 
+@test "file: a line longer than 600 bytes is one line: an address at the end of a long comment stays commented out" {
+	{
+		printf '#%0598d10.0.0.9:80\n' 0
+		printf '10.0.0.1:80 1 %0700d\n' 0
+		printf '10.0.0.2:80\n'
+	} >"$T/eps"
+	run --separate-stderr gk-resolver "file:$T/eps"
+	assert_success
+	assert_output '10.0.0.2:80 1 -'
+	# the long line is the bad one, by its own number, and only it
+	run jq -R -c 'fromjson? | select(.msg == "resolver: bad line in endpoints file") | .line' <<<"$stderr"
+	assert_output 2
+}
+
 # --- DNS: a real dnsmasq ----------------------------------------------
 
 @test "dns: the A records of a name are the set, at the port given" {
