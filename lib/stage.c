@@ -1082,11 +1082,11 @@ http_side(gk_stage *st)
 	return st->http;
 }
 
+/* N sockets from systemd (gk_listen_fds(), taken before the south child
+ * was spawned), then those of -l. */
 static void
-listen_all(gk_stage *st)
+listen_all(gk_stage *st, int n, char **names)
 {
-	char **names = NULL;
-	int n = gk_listen_fds(&names);
 	for (int i = 0; i < n; i++) {
 		int fd = 3 + i;
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -1185,12 +1185,18 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	gk_loop_signal(st->loop, SIGUSR1, gk_metrics_on_signal, NULL);
 	gk_loop_signal(st->loop, SIGHUP, on_hup, st);
 
+	/* The sockets systemd passed are taken (FD_CLOEXEC, LISTEN_*
+	 * unset, as sd_listen_fds(3) does) before the south child is
+	 * spawned: it would otherwise hold the listening sockets open, and
+	 * connections would queue on them after this process is gone. */
+	char **names = NULL;
+	int nfds = gk_listen_fds(&names);
 	if (st->south_kind != SOUTH_NONE) {
 		st->backoff_ms = 0; /* a failure to spawn now is fatal */
 		south_start(st);
 		st->backoff_ms = 100;
 	}
-	listen_all(st);
+	listen_all(st, nfds, names);
 
 	gk_metrics_every(st->loop, &st->metrics);
 	if (st->watchdog_ms)

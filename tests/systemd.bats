@@ -108,6 +108,25 @@ activate() {
 	assert_output ''
 }
 
+@test "the stack gk-listener spawns inherits neither the passed socket nor LISTEN_FDS (sd_listen_fds(3))" {
+	# Were the listening socket left open in the child, connections would
+	# queue on it, unanswered, after gk-listener is gone.
+	cat >"$T/probe" <<EOF
+#!/bin/sh
+ls -l /proc/\$\$/fd/ >"$T/fds"
+env >"$T/env"
+exec hello
+EOF
+	chmod +x "$T/probe"
+	activate -- gk-listener -- "$T/probe"
+	run curl -s -m 10 "$URL/"
+	assert_output hello
+	run grep -c 'socket:' "$T/fds"
+	assert_output 0
+	run grep -E '^LISTEN_(PID|FDS|FDNAMES)=' "$T/env"
+	assert_output ''
+}
+
 @test "WATCHDOG_USEC makes gk-listener send WATCHDOG=1" {
 	notify_listener
 	activate -E WATCHDOG_USEC=400000 -- gk-listener -- hello
