@@ -43,8 +43,12 @@ scalar(const char *v)
 	gk_json j = {GK_JSON_NUMBER, v, n};
 	int64_t i;
 	double d;
+	/* An integer within +-2^53 (gk_json_int compares it exactly), any
+	 * other number below 2^53: the double a reader makes of
+	 * 9.007199254740993e15 is another number. */
 	if (strpbrk(v, ".eE"))
-		return gk_json_double(j, &d) && d - d == 0;
+		return gk_json_double(j, &d) && d - d == 0 &&
+		    d < 9007199254740992.0 && d > -9007199254740992.0;
 	return gk_json_int(j, &i);
 }
 

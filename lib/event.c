@@ -1181,13 +1181,16 @@ json_scalar(const char *v)
 	}
 	if (*p)
 		return false;
-	/* Readers use doubles: keep what they would mangle as a string. */
+	/* Readers use doubles: keep what they would mangle as a string.  An
+	 * integer is compared by its digits (9007199254740993 reads as the
+	 * double 2^53); any other number must lie below 2^53. */
+	if (integral) {
+		const char *dig = v + (*v == '-');
+		size_t nd = strlen(dig);
+		return nd < 16 || (nd == 16 && strcmp(dig, "9007199254740992") <= 0);
+	}
 	double d = strtod(v, NULL);
-	if (!isfinite(d))
-		return false;
-	if (integral && fabs(d) > 9007199254740992.0)
-		return false;
-	return true;
+	return isfinite(d) && fabs(d) < 9007199254740992.0;
 }
 
 static bool

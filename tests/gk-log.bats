@@ -22,6 +22,22 @@ setup() {
 	assert_output '["log","warn","gk-log","disk almost full",12,0.25,true,null,"sda1","99999999999999999999",true,"number",true]'
 }
 
+@test "a number just past 2^53 (or any number beyond it, in any notation) is written as a string, never rounded" {
+	# 9007199254740993 reads as the double 2^53: a reader would see
+	# another number.  2^53 itself stays a number.
+	local args=(edge=9007199254740992 nedge=-9007199254740992
+		big=9007199254740993 nbig=-9007199254740993
+		frac=9007199254740993.5 exp=1e300 exp2=9.007199254740993e15
+		small=1.5e3)
+	local t
+	for t in log access; do
+		run --separate-stderr gk-log -t "$t" m "${args[@]}"
+		assert_success
+		run jq -c '[.edge, .nedge, .big, .nbig, .frac, .exp, .exp2, .small]' <<<"$stderr"
+		assert_output '[9007199254740992,-9007199254740992,"9007199254740993","-9007199254740993","9007199254740993.5","1e300","9.007199254740993e15",1500]'
+	done
+}
+
 @test "-p sets proc, -t sets type, GK_SERVICE sets svc" {
 	run --separate-stderr env GK_SERVICE=orders gk-log -p backup.sh \
 		-t access "nightly run" bytes=1024
