@@ -33,7 +33,16 @@ static struct {
 	gk_timer timeout;
 	gk_metrics_timer metrics;
 	gk_series *m_writes, *m_write_errors;
+	/* --watch -o: the set a write failed for (ENOSPC, EIO), written
+	 * again with backoff until it goes through or a new set comes. */
+	gk_buf unwritten;
+	bool write_failing;
+	uint64_t write_retry_ms;
+	gk_timer write_retry;
 } X;
+
+#define WRITE_RETRY_MIN_MS 500
+#define WRITE_RETRY_MAX_MS 10000
 
 static void
 usage(void)
@@ -91,24 +100,62 @@ finish(int status)
 	gk_loop_stop(X.loop);
 }
 
+static void write_out(void);
+
+static void
+on_write_retry(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	(void)arg;
+	write_out();
+}
+
+/* Write X.unwritten to the -o file; with --watch, a failure is tried
+ * again with backoff, so that the file catches up once the disk has room
+ * again even when the set does not change. */
+static void
+write_out(void)
+{
+	gk_timer_stop(X.loop, &X.write_retry);
+	if (gk_write_file_atomic(X.out, X.unwritten.data ? X.unwritten.data : "",
+	    X.unwritten.len) < 0) {
+		int e = errno;
+		gk_counter_add(X.m_write_errors, 1);
+		if (!X.watch)
+			gk_fatal(EXIT_CANTCREAT, "unable to write %s: %s",
+			    X.out, strerror(e));
+		char f[300], w[300];
+		snprintf(f, sizeof f, "file=%s", X.out);
+		snprintf(w, sizeof w, "error=%s", strerror(e));
+		if (!X.write_failing)
+			gk_log(GK_ERROR, "unable to write the endpoints file, "
+			    "trying again", f, w);
+		X.write_failing = true;
+		gk_timer_start(X.loop, &X.write_retry, X.write_retry_ms,
+		    on_write_retry, NULL);
+		X.write_retry_ms = X.write_retry_ms * 2 > WRITE_RETRY_MAX_MS ?
+		    WRITE_RETRY_MAX_MS : X.write_retry_ms * 2;
+		return;
+	}
+	gk_counter_add(X.m_writes, 1);
+	if (X.write_failing) {
+		char f[300];
+		snprintf(f, sizeof f, "file=%s", X.out);
+		gk_log(GK_INFO, "endpoints file written again", f);
+	}
+	X.write_failing = false;
+}
+
 static void
 emit(const gk_endpoint *set, size_t n)
 {
 	gk_buf b = {0};
 	if (X.out) {
 		gk_resolver_format_lines(&b, set, n);
-		if (gk_write_file_atomic(X.out, b.data ? b.data : "", b.len) < 0) {
-			int e = errno;
-			gk_counter_add(X.m_write_errors, 1);
-			if (!X.watch)
-				gk_fatal(EXIT_CANTCREAT, "unable to write %s: %s",
-				    X.out, strerror(e));
-			char f[300], w[300];
-			snprintf(f, sizeof f, "file=%s", X.out);
-			snprintf(w, sizeof w, "error=%s", strerror(e));
-			gk_log(GK_ERROR, "unable to write the endpoints file", f, w);
-		} else
-			gk_counter_add(X.m_writes, 1);
+		gk_buf_reset(&X.unwritten);
+		gk_buf_add(&X.unwritten, b.data ? b.data : "", b.len);
+		X.write_retry_ms = WRITE_RETRY_MIN_MS;
+		write_out();
 	} else {
 		if (X.json) {
 			gk_resolver_format_json(&b, set, n);
@@ -355,6 +402,8 @@ main(int argc, char **argv)
 		gk_loop_run(X.loop);
 	}
 	gk_timer_stop(X.loop, &X.timeout);
+	gk_timer_stop(X.loop, &X.write_retry);
+	gk_buf_free(&X.unwritten);
 	gk_resolver_free(X.res);
 	if (X.watch)
 		gk_metrics_snapshot();

@@ -102,6 +102,17 @@ usage_fails() {
 	grep -qx '10.0.0.3:80 4 -' "$T/out"
 }
 
+@test "--watch -o: a write that failed is tried again until it goes through, though the set does not change" {
+	# as after ENOSPC: here the file's directory is missing at first
+	printf '10.0.0.1:80\n' >"$T/eps"
+	start_bg res gk-resolver --watch -o "$T/later/out" "file:$T/eps"
+	wait_event "$T/res.err" '.msg | startswith("unable to write the endpoints file")'
+	mkdir "$T/later"
+	wait_for -t 15 set_is "$T/later/out" 10.0.0.1:80
+	wait_event "$T/res.err" '.msg == "endpoints file written again"'
+	bg_alive res
+}
+
 @test "file: a file with only bad lines keeps the last good set and says so" {
 	printf '10.0.0.1:80\n' >"$T/eps"
 	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
