@@ -1191,6 +1191,10 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	 * connections would queue on them after this process is gone. */
 	char **names = NULL;
 	int nfds = gk_listen_fds(&names);
+	/* listen_fd (and the HTTP server's) has room for 64 besides -l's. */
+	if (nfds > 64)
+		gk_fatal(GK_EXIT_USAGE, "too many sockets from systemd: %d "
+		    "(LISTEN_FDS; at most 64)", nfds);
 	if (st->south_kind != SOUTH_NONE) {
 		st->backoff_ms = 0; /* a failure to spawn now is fatal */
 		south_start(st);

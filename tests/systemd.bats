@@ -127,6 +127,19 @@ EOF
 	assert_output ''
 }
 
+@test "more sockets from systemd than a stage takes (100): exit 64 naming LISTEN_FDS, not a crash" {
+	mkdir "$T/s"
+	local i opts=()
+	for i in $(seq 1 99); do
+		opts+=(-l "$T/s/$i")
+	done
+	activate "${opts[@]}" -- gk-listener -- hello
+	run curl -s -m 10 "$URL/"
+	wait_exit activate 10
+	assert_equal "$BG_STATUS" 64
+	grep -q 'too many sockets from systemd: 100 (LISTEN_FDS; at most 64)' "$ERR"
+}
+
 @test "WATCHDOG_USEC makes gk-listener send WATCHDOG=1" {
 	notify_listener
 	activate -E WATCHDOG_USEC=400000 -- gk-listener -- hello
