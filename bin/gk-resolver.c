@@ -39,6 +39,8 @@ static struct {
 	bool write_failing;
 	uint64_t write_retry_ms;
 	gk_timer write_retry;
+	uint64_t watchdog_ms;
+	gk_timer watchdog;
 } X;
 
 #define WRITE_RETRY_MIN_MS 500
@@ -243,6 +245,14 @@ on_term(gk_loop *loop, int signo, void *arg)
 }
 
 static void
+on_watchdog(gk_loop *loop, void *arg)
+{
+	(void)arg;
+	gk_notify("WATCHDOG=1");
+	gk_timer_start(loop, &X.watchdog, X.watchdog_ms, on_watchdog, NULL);
+}
+
+static void
 start_loop(bool long_running)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -253,6 +263,12 @@ start_loop(bool long_running)
 	gk_loop_signal(X.loop, SIGHUP, on_hup, NULL);
 	if (long_running)
 		gk_metrics_every(X.loop, &X.metrics);
+	/* sd_watchdog_enabled(3): a unit with WatchdogSec= is told we are
+	 * alive every half of it, from the loop, as the stages do. */
+	X.watchdog_ms = gk_watchdog_interval_ms();
+	if (X.watchdog_ms)
+		gk_timer_start(X.loop, &X.watchdog, X.watchdog_ms, on_watchdog,
+		    NULL);
 }
 
 static int

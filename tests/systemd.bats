@@ -148,6 +148,28 @@ EOF
 	wait_grep "^$APID WATCHDOG=1\$" "$NOTES" 10
 }
 
+# _lines_at_least N PATTERN FILE
+_lines_at_least() {
+	[ "$(grep -c -- "$2" "$3")" -ge "$1" ]
+}
+
+@test "WATCHDOG_USEC makes gk-resolver --watch send WATCHDOG=1 as well as READY=1" {
+	notify_listener
+	start_bg res env NOTIFY_SOCKET="$NOTIFY" WATCHDOG_USEC=400000 \
+		gk-resolver --watch static:127.0.0.1:80
+	local pid=$BG_PID
+	wait_grep "^$pid READY=1\$" "$NOTES"
+	wait_grep "^$pid WATCHDOG=1\$" "$NOTES" 10
+	# not for another process's watchdog
+	start_bg res2 env NOTIFY_SOCKET="$NOTIFY" WATCHDOG_USEC=400000 \
+		WATCHDOG_PID=1 gk-resolver --watch static:127.0.0.1:81
+	local pid2=$BG_PID
+	wait_grep "^$pid2 READY=1\$" "$NOTES"
+	wait_for -t 10 _lines_at_least 3 "^$pid WATCHDOG=1\$" "$NOTES"
+	run grep -c "^$pid2 WATCHDOG=1\$" "$NOTES"
+	assert_output 0
+}
+
 @test "a socket named json by LISTEN_FDNAMES speaks the wire protocol" {
 	activate --fdname=json -- gk-listener -- hello
 	run pyhttp '
