@@ -197,6 +197,20 @@ gk__host_port(const char *s)
 	return port > 0;
 }
 
+void
+gk__resolver_set_tags(gk_endpoint *ep, const char *tags, size_t len)
+{
+	/* Whole tags only: past the room, cut before the last comma that
+	 * fits, never inside a tag (which would make one nobody gave). */
+	if (len >= sizeof ep->tags) {
+		len = sizeof ep->tags - 1;
+		while (len && tags[len] != ',')
+			len--;
+	}
+	memcpy(ep->tags, tags, len);
+	ep->tags[len] = 0;
+}
+
 int
 gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep)
 {
@@ -233,7 +247,7 @@ gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep)
 			ep->weight = (unsigned)w;
 		} else if (field == 1) {
 			if (strcmp(tok, "-"))
-				snprintf(ep->tags, sizeof ep->tags, "%s", tok);
+				gk__resolver_set_tags(ep, tok, strlen(tok));
 		} else
 			return -1;
 	}

@@ -127,9 +127,8 @@ instance(jv e, gk_endpoint *ep)
 				}
 				jv_free(tag);
 			}
-			if (t.len < sizeof ep->tags)
-				snprintf(ep->tags, sizeof ep->tags, "%s",
-				    gk_buf_cstr(&t));
+			if (t.len)
+				gk__resolver_set_tags(ep, t.data, t.len);
 			gk_buf_free(&t);
 		}
 		jv_free(tags);

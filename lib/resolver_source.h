@@ -37,5 +37,7 @@ const gk_resolver_options *gk__resolver_options(gk_resolver *r);
 bool gk__host_port(const char *s);
 /* "host:port [weight] [tags]" lines; '#' comments.  -1 on a bad line. */
 int gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep);
+/* ep->tags from a comma-separated list, whole tags only (at most 255 bytes). */
+void gk__resolver_set_tags(gk_endpoint *ep, const char *tags, size_t len);
 
 #endif

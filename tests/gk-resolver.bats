@@ -139,6 +139,16 @@ usage_fails() {
 	assert_output 2
 }
 
+@test "file: tags past 255 bytes are left out whole, never cut inside a tag" {
+	local tags
+	tags=$(printf 'tag%d,' $(seq 10 60))
+	printf '10.0.0.1:80 1 %s\n' "${tags%,}" >"$T/eps"
+	run --separate-stderr gk-resolver --json "file:$T/eps"
+	assert_success
+	run jq -r '.endpoints[0].tags | "\(length) \(.[0]) \(.[-1])"' <<<"$output"
+	assert_output '42 tag10 tag51'
+}
+
 # --- DNS: a real dnsmasq ----------------------------------------------
 
 @test "dns: the A records of a name are the set, at the port given" {
