@@ -1166,6 +1166,17 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	unsetenv("WATCHDOG_USEC");
 	unsetenv("WATCHDOG_PID");
 	gk_notify_take();
+	/* The sockets systemd passed are taken (FD_CLOEXEC, LISTEN_*
+	 * unset, as sd_listen_fds(3) does) before any child is spawned (the
+	 * south child, gk-pool's copies in start): a child would otherwise
+	 * hold the listening sockets open, and connections would queue on
+	 * them after this process is gone. */
+	char **names = NULL;
+	int nfds = gk_listen_fds(&names);
+	/* listen_fd (and the HTTP server's) has room for 64 besides -l's. */
+	if (nfds > 64)
+		gk_fatal(GK_EXIT_USAGE, "too many sockets from systemd: %d "
+		    "(LISTEN_FDS; at most 64)", nfds);
 	register_metrics(st);
 	if (def->ops.start && def->ops.start(st, def->arg) != 0)
 		return GK_EXIT_SOFTWARE;
@@ -1185,16 +1196,6 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	gk_loop_signal(st->loop, SIGUSR1, gk_metrics_on_signal, NULL);
 	gk_loop_signal(st->loop, SIGHUP, on_hup, st);
 
-	/* The sockets systemd passed are taken (FD_CLOEXEC, LISTEN_*
-	 * unset, as sd_listen_fds(3) does) before the south child is
-	 * spawned: it would otherwise hold the listening sockets open, and
-	 * connections would queue on them after this process is gone. */
-	char **names = NULL;
-	int nfds = gk_listen_fds(&names);
-	/* listen_fd (and the HTTP server's) has room for 64 besides -l's. */
-	if (nfds > 64)
-		gk_fatal(GK_EXIT_USAGE, "too many sockets from systemd: %d "
-		    "(LISTEN_FDS; at most 64)", nfds);
 	if (st->south_kind != SOUTH_NONE) {
 		st->backoff_ms = 0; /* a failure to spawn now is fatal */
 		south_start(st);

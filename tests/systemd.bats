@@ -127,6 +127,29 @@ EOF
 	assert_output ''
 }
 
+@test "the copies gk-pool starts inherit neither the passed socket nor LISTEN_FDS" {
+	cat >"$T/probe" <<EOF
+#!/bin/sh
+ls -l /proc/\$\$/fd/ >"$T/fds"
+env >"$T/env"
+exec hello
+EOF
+	chmod +x "$T/probe"
+	activate --fdname=json -- gk-pool -n 1 -- "$T/probe"
+	run pyhttp '
+import gkhttp, json, sys
+s = gkhttp.connect(sys.argv[1])
+s.sendall(b"{\"id\":\"a\",\"method\":\"GET\",\"path\":\"/\",\"headers\":{}}\n")
+m = json.loads(s.makefile("rb").readline())
+print(m["id"], m["status"], m["body"].strip())
+' "$PORT"
+	assert_output 'a 200 hello'
+	run grep -c 'socket:' "$T/fds"
+	assert_output 0
+	run grep -E '^LISTEN_(PID|FDS|FDNAMES)=' "$T/env"
+	assert_output ''
+}
+
 @test "more sockets from systemd than a stage takes (100): exit 64 naming LISTEN_FDS, not a crash" {
 	mkdir "$T/s"
 	local i opts=()
