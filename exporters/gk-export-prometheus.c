@@ -49,7 +49,6 @@ static struct {
 	gk_timer sweep;
 	gk_series *m_scrapes, *m_procs, *m_expired, *m_incomplete;
 	gk_buf body, tmp;
-	uint64_t collisions, collisions_told_ms;
 } P;
 
 /* ------------------------------------------------------------------ */
@@ -155,26 +154,6 @@ sweep(gk_loop *loop, void *arg)
 /* Exposition (lib/exposition.c)                                       */
 /* ------------------------------------------------------------------ */
 
-/* Families and labels the exposition left out (same name once sanitised):
- * counted dropped at each scrape, told at most once a second. */
-static void
-tell_collisions(size_t n)
-{
-	gk_export_dropped(P.ex, n);
-	P.collisions += n;
-	uint64_t now = gk_monotonic_ms();
-	if (P.collisions_told_ms && now - P.collisions_told_ms < 1000)
-		return;
-	P.collisions_told_ms = now;
-	char f[64];
-	snprintf(f, sizeof f, "count=%llu", (unsigned long long)P.collisions);
-	gk_log(GK_WARN,
-	    "metric families or labels left out: their names collide "
-	    "once sanitised, or the types differ",
-	    f);
-	P.collisions = 0;
-}
-
 static void
 render(gk_buf *out)
 {
@@ -197,7 +176,7 @@ render(gk_buf *out)
 	size_t dropped = gk_expo_render(out, src, n, NULL);
 	free(src);
 	if (dropped)
-		tell_collisions(dropped);
+		gk_expo_left_out(P.ex, dropped);
 }
 
 /* ------------------------------------------------------------------ */

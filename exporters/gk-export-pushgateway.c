@@ -48,7 +48,6 @@ static struct {
 	gk_timer sweep;
 	gk_series *m_pushes, *m_coalesced, *m_deleted, *m_incomplete,
 	    *m_procs, *m_rejected;
-	uint64_t collisions, collisions_told_ms;
 } U;
 
 static void maybe_push(struct proc *p);
@@ -241,26 +240,6 @@ start(struct proc *p, const char *method, bool with_body)
 }
 
 
-/* Families and labels the exposition left out (same name once sanitised):
- * counted dropped at each push, told at most once a second. */
-static void
-tell_collisions(size_t n)
-{
-	gk_export_dropped(U.ex, n);
-	U.collisions += n;
-	uint64_t now = gk_monotonic_ms();
-	if (U.collisions_told_ms && now - U.collisions_told_ms < 1000)
-		return;
-	U.collisions_told_ms = now;
-	char f[64];
-	snprintf(f, sizeof f, "count=%llu", (unsigned long long)U.collisions);
-	gk_log(GK_WARN,
-	    "metric families or labels left out: their names collide "
-	    "once sanitised, or the types differ",
-	    f);
-	U.collisions = 0;
-}
-
 static void
 maybe_push(struct proc *p)
 {
@@ -282,7 +261,7 @@ maybe_push(struct proc *p)
 	gk_expo_opts o = {.rename_job = true};
 	size_t dropped = gk_expo_render(&p->body, &src, 1, &o);
 	if (dropped)
-		tell_collisions(dropped);
+		gk_expo_left_out(U.ex, dropped);
 	p->dirty = false;
 	p->last_push_ms = now;
 	start(p, "PUT", true);

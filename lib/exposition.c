@@ -447,3 +447,22 @@ gk_snapasm_add(gk_snapasm *a, const gk_event *ev, gk_buf *snap,
 	a->seq = -1;
 	return GK_SNAPASM_COMPLETE;
 }
+
+void
+gk_expo_left_out(gk_export *ex, size_t n)
+{
+	static uint64_t untold, told_ms;
+	gk_export_dropped(ex, n);
+	untold += n;
+	uint64_t now = gk_monotonic_ms();
+	if (!untold || (told_ms && now - told_ms < 1000))
+		return;
+	told_ms = now;
+	char f[64];
+	snprintf(f, sizeof f, "count=%llu", (unsigned long long)untold);
+	gk_log(GK_WARN,
+	    "metric families or labels left out: their names collide "
+	    "once sanitised, or the types differ",
+	    f);
+	untold = 0;
+}

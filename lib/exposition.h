@@ -79,4 +79,8 @@ void gk_snapasm_free(gk_snapasm *a);
 enum gk_snapasm_result gk_snapasm_add(gk_snapasm *a, const gk_event *ev,
     gk_buf *snap, uint64_t *ts_ms);
 
+/* The families and labels gk_expo_render left out (n): counted dropped
+ * now, and told in a warning at most once a second with the count since. */
+void gk_expo_left_out(gk_export *ex, size_t n);
+
 #endif
