@@ -24,7 +24,9 @@
 #define DEFAULT_MAX_HEADER (8 * 1024)
 #define DEFAULT_MAX_BODY (1024 * 1024)
 
-enum phase { PH_IDLE, PH_HEAD, PH_BODY, PH_DONE, PH_ERROR };
+/* PH_METHOD: the method is none http_parser knows; the rest of the request
+ * line is gathered to tell 501 from 400 (method_rest). */
+enum phase { PH_IDLE, PH_HEAD, PH_METHOD, PH_BODY, PH_DONE, PH_ERROR };
 /* Why the parser paused, so feed knows what to check. */
 enum pause {
 	PZ_NONE,
@@ -66,6 +68,8 @@ struct gk_http_parser {
 	const char *slice; /* the bytes being executed now (for checks) */
 	uint8_t phase, pause, cont;
 	uint8_t last_byte;  /* last byte of the bytes executed before */
+	bool method_prefix; /* PH_METHOD: known method bytes came before */
+	gk_buf method_line; /* PH_METHOD: the line from the unknown byte on */
 	uint8_t tail_lf_ws; /* they ended in LF then only SP/HT */
 };
 
@@ -598,6 +602,7 @@ gk_http_parser_free(gk_http_parser *p)
 	if (!p)
 		return;
 	req_free(p->r);
+	gk_buf_free(&p->method_line);
 	free(p);
 }
 
@@ -650,28 +655,67 @@ note_tail(gk_http_parser *p, const char *s, size_t n)
  * http_parser stops at the first byte that no method it knows has there.
  * When the request line is well formed but for that (token SP target SP
  * HTTP/d.d CRLF), it names a method we do not implement, or a lowercase
- * one (methods are case-sensitive): 501, RFC 9110 §9.1.  Anything else,
- * or a line not whole in these bytes, is a malformed request.
+ * one (methods are case-sensitive): 501, RFC 9110 §9.1.  Anything else is
+ * a malformed request.  s is the line from that byte on, prefix whether
+ * method bytes came before it.  1: 501, 0: 400, -1: the line is not whole
+ * yet (the answer must not depend on how the bytes were cut).
  */
-static bool
-method_token(const char *s, size_t at, size_t n)
+static int
+method_line(const char *s, size_t n, bool prefix)
 {
-	size_t i = at;
+	size_t i = 0;
 	while (i < n && tlower[(unsigned char)s[i]])
 		i++;
-	if (i == at && (!at || !tlower[(unsigned char)s[at - 1]]))
-		return false; /* no method at all */
-	if (i >= n || s[i++] != ' ')
-		return false;
+	if (i >= n)
+		return -1;
+	if ((i == 0 && !prefix) || s[i++] != ' ')
+		return 0;
 	size_t t = i;
 	while (i < n && (unsigned char)s[i] > ' ' && (unsigned char)s[i] < 0x7f)
 		i++;
-	if (i == t || n - i < 11 || memcmp(s + i, " HTTP/", 6) != 0)
-		return false;
-	i += 6;
-	return s[i] >= '0' && s[i] <= '9' && s[i + 1] == '.' &&
-	       s[i + 2] >= '0' && s[i + 2] <= '9' && s[i + 3] == '\r' &&
-	       s[i + 4] == '\n';
+	if (i >= n)
+		return -1;
+	if (i == t)
+		return 0;
+	static const char version[] = " HTTP/d.d\r\n";
+	for (size_t k = 0; k < sizeof version - 1; k++, i++) {
+		if (i >= n)
+			return -1;
+		char c = s[i];
+		if (version[k] == 'd' ? c < '0' || c > '9' : c != version[k])
+			return 0;
+	}
+	return 1;
+}
+
+static enum gk_http_feed parse_error(gk_http_parser *p);
+
+/* PH_METHOD: take the line up to its LF (within the header limit) and
+ * decide once it is whole. */
+static enum gk_http_feed
+method_rest(gk_http_parser *p, const char *data, size_t len, size_t *consumed)
+{
+	size_t room = p->max_header - p->hdr_bytes;
+	size_t n = len < room ? len : room;
+	const char *lf = memchr(data, '\n', n);
+	size_t take = lf ? (size_t)(lf - data) + 1 : n;
+	gk_buf_add(&p->method_line, data, take);
+	p->hdr_bytes += (uint32_t)take;
+	*consumed += take;
+	int r = method_line(p->method_line.data, p->method_line.len,
+	    p->method_prefix);
+	if (r < 0 && p->hdr_bytes < p->max_header)
+		return GK_HTTP_NEED_MORE;
+	gk_buf_free(&p->method_line);
+	if (r < 0) {
+		fail(p, 431, "request header section too large");
+		return GK_HTTP_ERROR;
+	}
+	if (r) {
+		fail(p, 501, "method not implemented");
+		return GK_HTTP_ERROR;
+	}
+	return parse_error(p);
 }
 
 static enum gk_http_feed
@@ -698,6 +742,8 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		return GK_HTTP_ERROR;
 	if (p->phase == PH_DONE)
 		return GK_HTTP_REQUEST; /* encode it first */
+	if (p->phase == PH_METHOD)
+		return method_rest(p, data, len, consumed);
 	size_t off = 0;
 	while (off < len) {
 		size_t n = len - off;
@@ -719,10 +765,16 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
 		if (e != HPE_OK && e != HPE_PAUSED) {
 			*consumed = off + got;
-			if (e == HPE_INVALID_METHOD &&
-			    method_token(s, got, n)) {
-				fail(p, 501, "method not implemented");
-				return GK_HTTP_ERROR;
+			if (e == HPE_INVALID_METHOD) {
+				/* Method bytes came before when the message
+				 * began (http_parser calls that at the first
+				 * byte of a method it may know). */
+				p->method_prefix = p->phase == PH_HEAD;
+				p->phase = PH_METHOD;
+				if (head)
+					p->hdr_bytes += (uint32_t)got;
+				return method_rest(p, s + got, n - got,
+				    consumed);
 			}
 			return parse_error(p);
 		}
