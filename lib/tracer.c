@@ -307,11 +307,6 @@ is_space(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/*
- * Whether the object h may hold a member that which() numbers: a scan of
- * its keys, cheaper than walking its members, which is needed only when it
- * may (few requests carry a trace context, few answers a traceresponse).
- */
 /* At a quote or backslash q of a headers object: whether what it opens,
  * closes or escapes may be a key that which() numbers.  Without escapes a
  * string is the text between two quotes, and a key is a string that a
@@ -336,6 +331,11 @@ at_mark(const char *q, const char *end, const char **open,
 	return hit;
 }
 
+/*
+ * Whether the object h may hold a member that which() numbers: a scan of
+ * its keys, cheaper than walking its members, which is needed only when it
+ * may (few requests carry a trace context, few answers a traceresponse).
+ */
 static bool
 may_hold(gk_json h, int (*which)(gk_json))
 {
