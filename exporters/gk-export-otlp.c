@@ -49,13 +49,8 @@ invalid(gk_export *ex, const char *why)
 {
 	gk_export_dropped(ex, 1);
 	gk_counter_add(O.m_invalid, 1);
-	uint64_t held;
-	if (!gk_log_gate_pass(&O.invalid_gate, &held))
-		return; /* at most one a second, with the count */
-	char f1[160], f2[64];
-	snprintf(f1, sizeof f1, "reason=%s", why);
-	snprintf(f2, sizeof f2, "count=%llu", (unsigned long long)(held + 1));
-	gk_log(GK_ERROR, "event not encodable as OTLP: dropped", f1, f2);
+	/* at most one a second, with the count */
+	gk_log_gate_error(&O.invalid_gate, "event not encodable as OTLP: dropped", why);
 }
 
 /* The start of the process of a metrics event: from its snapshot, or as

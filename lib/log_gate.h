@@ -21,4 +21,10 @@ typedef struct gk_log_gate {
  */
 bool gk_log_gate_pass(gk_log_gate *g, uint64_t *held);
 
+/*
+ * An error event through the gate: msg with reason=why and count= the
+ * occurrences it stands for (itself and those held back).
+ */
+void gk_log_gate_error(gk_log_gate *g, const char *msg, const char *why);
+
 #endif
