@@ -339,10 +339,6 @@ const char *gk_ehttp_url_arg(int argc, char **argv, const char *dflt);
 /* Free the -H lines (not those the plugin added itself). */
 void gk_ehttp_cli_free(gk_ehttp_cli *c);
 
-/* Option values: a size of at least min bytes ("64KiB"), a duration of
- * at least 1ms ("500ms", "2s"); else a usage error naming opt. */
-size_t gk_export_size_arg(const char *opt, const char *v, size_t min);
-uint64_t gk_export_duration_arg(const char *opt, const char *v);
 
 /* ------------------------------------------------------------------ */
 /* Metrics snapshots                                                   */

@@ -11,28 +11,6 @@
 
 #include "export.h"
 
-size_t
-gk_export_size_arg(const char *opt, const char *v, size_t min)
-{
-	size_t n;
-	if (gk_parse_size(v, &n) < 0 || n < min)
-		gk_usage_error("bad %s: %s (expected a size such as 64KiB, at "
-		               "least %zu bytes)",
-		    opt, v, min);
-	return n;
-}
-
-uint64_t
-gk_export_duration_arg(const char *opt, const char *v)
-{
-	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0 || ms < 1)
-		gk_usage_error("bad %s: %s (expected a duration such as 500ms "
-		               "or 2s)",
-		    opt, v);
-	return ms;
-}
-
 void
 gk_ehttp_cli_init(gk_ehttp_cli *c, gk_ehttp_opts *o, size_t max_headers,
     size_t min_queue)
@@ -62,37 +40,32 @@ int
 gk_ehttp_option(gk_ehttp_cli *c, int opt, const char *arg)
 {
 	gk_ehttp_opts *o = c->o;
-	uint64_t v;
 	switch (opt) {
 	case 'H': header(c, arg); break;
 	case 'z': o->gzip = true; break;
 	case GK_EHTTP_OPT_BATCH_BYTES:
-		o->batch_bytes = gk_export_size_arg("--batch-bytes", arg, 1024);
+		o->batch_bytes = gk_opt_size("batch-bytes", arg, 1024);
 		break;
 	case GK_EHTTP_OPT_BATCH_RECORDS:
-		if (gk_parse_uint(arg, 1, 1000000, &v) < 0)
-			gk_usage_error("bad --batch-records: %s (expected 1 to "
-			               "1000000)",
-			    arg);
-		o->batch_records = v;
+		o->batch_records = gk_opt_uint("batch-records", arg, 1, 1000000);
 		break;
 	case GK_EHTTP_OPT_BATCH_INTERVAL:
-		o->batch_ms = gk_export_duration_arg("--batch-interval", arg);
+		o->batch_ms = gk_opt_duration_ms("batch-interval", arg, 1);
 		break;
 	case GK_EHTTP_OPT_MAX_QUEUE:
-		o->max_bytes = gk_export_size_arg("--max-queue", arg,
+		o->max_bytes = gk_opt_size("max-queue", arg,
 		    c->min_queue);
 		break;
 	case GK_EHTTP_OPT_TIMEOUT:
-		o->timeout_ms = gk_export_duration_arg("--timeout", arg);
+		o->timeout_ms = gk_opt_duration_ms("timeout", arg, 1);
 		break;
 	case GK_EHTTP_OPT_RETRY_MIN:
 		if (c->no_retry_min)
 			return 0;
-		o->backoff_min_ms = gk_export_duration_arg("--retry-min", arg);
+		o->backoff_min_ms = gk_opt_duration_ms("retry-min", arg, 1);
 		break;
 	case GK_EHTTP_OPT_RETRY_MAX:
-		o->backoff_max_ms = gk_export_duration_arg("--retry-max", arg);
+		o->backoff_max_ms = gk_opt_duration_ms("retry-max", arg, 1);
 		if (c->no_retry_min && o->backoff_max_ms < o->backoff_min_ms)
 			o->backoff_min_ms = o->backoff_max_ms;
 		break;

@@ -455,7 +455,8 @@ void gk_usage_bad_option(char *const *argv) __attribute__((noreturn));
 /*
  * For option parsers: the value of --opt, or the usage error that names it
  * and what was expected ("bad --probes: 0 (expected a whole number from 1
- * to 10000)").  min_ms and min of 1 ask for a value above 0.
+ * to 10000)").  min_ms and min of 1 ask for a value above 0; a larger
+ * one is named in the message ("of at least 1024 bytes").
  */
 uint64_t gk_opt_uint(const char *opt, const char *v, uint64_t min,
     uint64_t max);

@@ -270,10 +270,17 @@ uint64_t
 gk_opt_duration_ms(const char *opt, const char *v, uint64_t min_ms)
 {
 	uint64_t ms;
-	if (gk_parse_duration_ms(v, &ms) < 0 || ms < min_ms)
+	if (gk_parse_duration_ms(v, &ms) < 0 || ms < min_ms) {
+		char least[48] = "";
+		if (min_ms > 1)
+			snprintf(least, sizeof least, " of at least %llums",
+			    (unsigned long long)min_ms);
+		else if (min_ms)
+			snprintf(least, sizeof least, " above 0");
 		gk_usage_error("bad --%s: %s (expected a duration%s: 250ms, 2s, "
 			       "1m)",
-		    opt, v, min_ms ? " above 0" : "");
+		    opt, v, least);
+	}
 	return ms;
 }
 
@@ -281,8 +288,15 @@ size_t
 gk_opt_size(const char *opt, const char *v, size_t min)
 {
 	size_t n;
-	if (gk_parse_size(v, &n) < 0 || n < min)
+	if (gk_parse_size(v, &n) < 0 || n < min) {
+		char least[48] = "";
+		if (min > 1)
+			snprintf(least, sizeof least, " of at least %zu bytes",
+			    min);
+		else if (min)
+			snprintf(least, sizeof least, " above 0");
 		gk_usage_error("bad --%s: %s (expected a size%s: 16k, 1m, bytes)",
-		    opt, v, min ? " above 0" : "");
+		    opt, v, least);
+	}
 	return n;
 }

@@ -53,7 +53,11 @@ span_ids() {
 	assert_output --regexp '^gk-export-otlp [0-9]'
 	run gk-export-otlp --batch-interval soon http://127.0.0.1:1
 	assert_failure 64
-	assert_output "gk-export-otlp: usage: bad --batch-interval: soon (expected a duration such as 500ms or 2s)"
+	assert_output "gk-export-otlp: usage: bad --batch-interval: soon (expected a duration above 0: 250ms, 2s, 1m)"
+	# a bound above 1 is named
+	run gk-export-otlp --max-queue 1k http://127.0.0.1:1
+	assert_failure 64
+	assert_output "gk-export-otlp: usage: bad --max-queue: 1k (expected a size of at least 4096 bytes: 16k, 1m, bytes)"
 	run gk-export-otlp --header 'no equals sign' http://127.0.0.1:1
 	assert_failure 64
 	assert_output --partial "bad --header"

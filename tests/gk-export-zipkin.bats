@@ -53,7 +53,7 @@ ids() {
 	assert_output --regexp '^gk-export-zipkin [0-9]'
 	run gk-export-zipkin --batch-records 0 http://127.0.0.1:1
 	assert_failure 64
-	assert_output "gk-export-zipkin: usage: bad --batch-records: 0 (expected 1 to 1000000)"
+	assert_output "gk-export-zipkin: usage: bad --batch-records: 0 (expected a whole number from 1 to 1000000)"
 	run gk-export-zipkin http://127.0.0.1:1 extra
 	assert_failure 64
 	assert_output --partial "unexpected argument: extra"
