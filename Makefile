@@ -86,11 +86,13 @@ fuzz:
 	@mkdir -p $(BUILD)/fuzz
 	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_wire fuzz/fuzz_wire.c $(LIB_SRC) $(LIBS) -ljansson
 	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_http fuzz/fuzz_http.c $(LIB_SRC) $(LIBS)
-	@mkdir -p $(BUILD)/fuzz/new-wire $(BUILD)/fuzz/new-http
+	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_events fuzz/fuzz_events.c $(LIB_SRC) $(LIBS) -ljansson
+	@mkdir -p $(BUILD)/fuzz/new-wire $(BUILD)/fuzz/new-http $(BUILD)/fuzz/new-events
 	# new inputs go to the first directory, under build/: the checked-in
 	# seeds stay as they are
 	$(BUILD)/fuzz/fuzz_wire -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 $(BUILD)/fuzz/new-wire fuzz/corpus/wire
 	$(BUILD)/fuzz/fuzz_http -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 $(BUILD)/fuzz/new-http fuzz/corpus/http
+	$(BUILD)/fuzz/fuzz_events -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 $(BUILD)/fuzz/new-events fuzz/corpus/events
 
 run: deps all
 	contrib/run-demo $(BUILD)

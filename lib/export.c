@@ -157,8 +157,8 @@ gk_event_text(gk_json v, gk_buf *out)
 		gk_buf_add(out, v.p, v.len);
 }
 
-static void
-fill_event(gk_event *ev, const gk_wire_msg *m, bool raw)
+void
+gk_event_read(gk_event *ev, const gk_wire_msg *m, bool raw)
 {
 	memset(ev, 0, sizeof *ev);
 	ev->line = m->line;
@@ -228,7 +228,7 @@ gk_export_feed(gk_export *ex, const char *line, size_t len)
 	gk_wire_error err;
 	gk_event ev;
 	if (gk_wire_parse(&ex->msg, line, len, &err) == 0) {
-		fill_event(&ev, &ex->msg, false);
+		gk_event_read(&ev, &ex->msg, false);
 	} else {
 		/* Not an event: wrap it, never drop it silently. */
 		gk_counter_add(ex->m_raw, 1);
@@ -236,7 +236,7 @@ gk_export_feed(gk_export *ex, const char *line, size_t len)
 		gk_event_wrap_raw(&ex->wrap, line, len);
 		if (gk_wire_parse(&ex->msg, ex->wrap.data, ex->wrap.len, &err))
 			return; /* cannot happen: we wrote it */
-		fill_event(&ev, &ex->msg, true);
+		gk_event_read(&ev, &ex->msg, true);
 	}
 	if (ex->def.on_event)
 		ex->def.on_event(ex, &ev, ex->def.arg);

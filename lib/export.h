@@ -56,6 +56,10 @@ typedef struct gk_event {
 	gk_json ts, proc, pid, svc, level, text;
 } gk_event;
 
+/* The event a parsed line holds: its common members and its type, read
+ * from m (which ev points into; raw: a wrapped line that was not JSON). */
+void gk_event_read(gk_event *ev, const gk_wire_msg *m, bool raw);
+
 /* ts (RFC 3339, up to nine fraction digits, Z or an offset) in nanoseconds
  * since the epoch; 0 when absent or malformed. */
 uint64_t gk_event_ts_ns(gk_json ts);

@@ -215,12 +215,13 @@ gk_syslog_3164(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out)
 	gk_event_text(ev->text, &tmp);
 	gk_event_kv_text(ev, &tmp);
 	size_t used = out->len - start;
-	size_t skip = tmp.len && tmp.data[0] == ' ' ? 1 : 0; /* no msg */
+	const char *text = tmp.data ? tmp.data : ""; /* none: never allocated */
+	size_t skip = tmp.len && text[0] == ' ' ? 1 : 0; /* no msg */
 	size_t room = used < max ? max - used : 0;
-	size_t n = utf8_cut(tmp.data + skip, tmp.len - skip, room);
+	size_t n = utf8_cut(text + skip, tmp.len - skip, room);
 	/* One line: a newline would end the message for some readers. */
 	for (size_t i = 0; i < n; i++) {
-		char c = tmp.data[skip + i];
+		char c = text[skip + i];
 		gk_buf_addc(out, c == '\n' || c == '\r' ? ' ' : c);
 	}
 	bool cut = n < tmp.len - skip;
