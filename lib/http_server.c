@@ -19,9 +19,12 @@
 /* More requests than this waiting on one connection: stop reading it. */
 #define MAX_PIPELINE 32
 /*
- * Unsent answers past this on one connection: stop reading it too, until
- * they drain below half.  Otherwise a client that pipelines and never reads
- * moves answers out of the pipeline into the output without bound.
+ * Answers in memory past this on one connection, unsent or held for an
+ * earlier one: stop reading it too, until they drain below half.
+ * Otherwise a client that pipelines and never reads moves answers out of
+ * the pipeline into the output without bound, and one whose first request
+ * is slow gets every answer behind it held (32 of them: 32 MB at 1 MB
+ * each) however little it reads.
  */
 #define MAX_UNSENT (64 * 1024)
 
@@ -44,6 +47,9 @@ struct conn {
 	gk_buf rest; /* bytes read past a full pipeline, fed later */
 	struct pending *head, *tail;
 	unsigned npending;
+	/* Bytes of answers ready but waiting for an earlier one: they count
+	 * with out.len toward MAX_UNSENT. */
+	size_t held;
 	gk_timer timer;
 	gk_timer resume; /* 0 ms: refeed once the output has drained */
 	bool want_write, dirty, close_when_flushed, closed, paused, busy;
@@ -166,7 +172,7 @@ conn_flush(struct conn *c)
 {
 	if (c->closed)
 		return;
-	size_t before = c->out.len;
+	size_t before = c->out.len + c->held;
 	while (c->out.len) {
 		ssize_t n = write(c->fd, c->out.data, c->out.len);
 		if (n < 0 && errno == EINTR)
@@ -185,7 +191,7 @@ conn_flush(struct conn *c)
 	 * may be the end of a turn, when what a refeed sends south would
 	 * wait for the next one. */
 	if (c->paused && before >= MAX_UNSENT / 2 &&
-	    c->out.len < MAX_UNSENT / 2)
+	    c->out.len + c->held < MAX_UNSENT / 2)
 		gk_timer_start(c->srv->loop, &c->resume, 0, on_resume, c);
 	bool want = c->out.len > 0;
 	if (want != c->want_write) {
@@ -325,6 +331,7 @@ conn_release(struct conn *c)
 	while (c->head && c->head->ready) {
 		struct pending *p = c->head;
 		gk_buf_add(&c->out, p->bytes.data, p->bytes.len);
+		c->held -= p->bytes.len;
 		bool close_after = p->close_after;
 		c->head = p->next;
 		if (!c->head)
@@ -340,7 +347,7 @@ conn_release(struct conn *c)
 		}
 	}
 	if (c->paused && c->npending < MAX_PIPELINE / 2 &&
-	    c->out.len < MAX_UNSENT / 2 && !c->close_when_flushed &&
+	    c->out.len + c->held < MAX_UNSENT / 2 && !c->close_when_flushed &&
 	    !c->last_taken && !c->busy) {
 		c->paused = false;
 		update_events(c);
@@ -445,6 +452,7 @@ answer_simple(struct conn *c, struct pending *p, int status, const char *body,
 	    &p->bytes);
 	p->close_after = !keep;
 	p->ready = true;
+	c->held += p->bytes.len;
 	record(c, p, status, body ? strlen(body) : 0, NULL);
 }
 
@@ -489,6 +497,7 @@ http_respond(gk_north *n, gk_req *req, gk_msg *resp)
 	} else {
 		p->close_after = !keep;
 		p->ready = true;
+		c->held += p->bytes.len;
 		record(c, p, gk_msg_status(resp), body, resp);
 	}
 	gk_msg_free(resp);
@@ -631,7 +640,8 @@ conn_feed(struct conn *c, const char *data, size_t n)
 		conn_release(c);
 		if (last)
 			break;
-		if (c->npending >= MAX_PIPELINE || c->out.len >= MAX_UNSENT) {
+		if (c->npending >= MAX_PIPELINE ||
+		    c->out.len + c->held >= MAX_UNSENT) {
 			/* Bytes left stay unread in the kernel's buffer:
 			 * refeed them when the pipeline shrinks and the
 			 * output drains. */
@@ -659,9 +669,10 @@ conn_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 		conn_flush(c);
 	if (c->closed || !(ev & GK_READ) || c->paused)
 		return;
-	if (c->out.len >= MAX_UNSENT) {
-		/* The client does not read what it asked for: neither do
-		 * we, until it does (conn_flush resumes). */
+	if (c->out.len + c->held >= MAX_UNSENT) {
+		/* The client does not read what it asked for, or the answers
+		 * behind a slow one pile up: read no more until they are
+		 * taken (conn_flush resumes). */
 		gk_counter_add(c->srv->r_unsent, 1);
 		c->paused = true;
 		update_events(c);
