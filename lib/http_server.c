@@ -2,8 +2,8 @@
  * http_server.c: the HTTP/1.1 north side of a stage (gk-listener, and
  * gk_serve --http).  Connections, pipelining in request order, the
  * connection-level bounds (header and idle timeouts, --max-conns,
- * pipeline depth), /healthz, access events and HTTP metrics.  Parsing and
- * rendering live in http_parser.c and http_render.c.
+ * pipeline depth), lingering close, /healthz, access events and HTTP
+ * metrics.  Parsing and rendering live in http_parser.c and http_render.c.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -54,7 +54,10 @@ struct conn {
 	gk_timer resume; /* 0 ms: refeed once the output has drained */
 	bool want_write, dirty, close_when_flushed, closed, paused, busy;
 	bool last_taken; /* a request without keep-alive: read no more */
-	enum { T_IDLE, T_HEADER, T_BODY } timer_kind;
+	bool linger;     /* the last answer is queued: linger once it is sent */
+	bool lingering;  /* it is sent: reading and discarding (conn_linger) */
+	enum { T_IDLE, T_HEADER, T_BODY, T_LINGER } timer_kind;
+	uint64_t linger_until_us;
 	struct conn *next_dirty, *prev, *next;
 	char remote[56];
 };
@@ -74,7 +77,8 @@ struct gk_http_server {
 	gk_series *last_req_series;
 	char last_method[16];
 	int last_code;
-	gk_series *m_duration, *m_inflight, *m_conns;
+	gk_series *m_duration, *m_inflight, *m_conns, *m_lingering;
+	size_t nlingering;
 	gk_series *r_bad, *r_header_large, *r_body_large, *r_header_timeout,
 	    *r_not_impl, *r_max_conns, *r_idle, *r_bad_response,
 	    *r_pipeline, *r_unsent, *r_gone, *r_body_timeout;
@@ -138,6 +142,7 @@ static char shared_in[65536];
 
 static void conn_io(gk_loop *loop, int fd, unsigned ev, void *arg);
 static void conn_close(struct conn *c);
+static void conn_linger(struct conn *c);
 static void conn_feed(struct conn *c, const char *p, size_t n);
 static void conn_release(struct conn *c);
 
@@ -170,7 +175,7 @@ update_events(struct conn *c)
 static void
 conn_flush(struct conn *c)
 {
-	if (c->closed)
+	if (c->closed || c->lingering)
 		return;
 	size_t before = c->out.len + c->held;
 	while (c->out.len) {
@@ -201,8 +206,12 @@ conn_flush(struct conn *c)
 	if (!c->out.len) {
 		if (c->out.cap > 16384)
 			gk_buf_free(&c->out);
-		if (c->close_when_flushed)
-			conn_close(c);
+		if (c->close_when_flushed) {
+			if (c->linger && c->srv->cfg->lingering_time_ms)
+				conn_linger(c);
+			else
+				conn_close(c);
+		}
 	}
 }
 
@@ -227,6 +236,10 @@ on_conn_timer(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	struct conn *c = arg;
+	if (c->timer_kind == T_LINGER) {
+		conn_close(c);
+		return;
+	}
 	if (c->timer_kind != T_IDLE) {
 		/* Slowloris: headers not complete in time, or a body that
 		 * stalls. */
@@ -235,6 +248,7 @@ on_conn_timer(gk_loop *loop, void *arg)
 		gk_http_render_simple(408, "request timeout\n", false, false,
 		    NULL, &c->out);
 		c->close_when_flushed = true;
+		c->linger = true;
 		c->paused = true;
 		update_events(c);
 		mark_dirty(c);
@@ -284,17 +298,11 @@ arm_timer(struct conn *c)
 	    on_conn_timer, c);
 }
 
+/* Drop what is still waiting on c: its requests are cancelled south. */
 static void
-conn_close(struct conn *c)
+conn_drop_pending(struct conn *c)
 {
 	gk_http_server *srv = c->srv;
-	if (c->closed)
-		return;
-	c->closed = true;
-	gk_timer_stop(srv->loop, &c->timer);
-	gk_timer_stop(srv->loop, &c->resume);
-	gk_loop_unwatch(srv->loop, c->fd);
-	close(c->fd);
 	for (struct pending *p = c->head, *next; p; p = next) {
 		next = p->next;
 		if (p->req) {
@@ -306,7 +314,27 @@ conn_close(struct conn *c)
 		pending_free(srv, p);
 	}
 	c->head = c->tail = NULL;
+	c->npending = 0;
+	c->held = 0;
 	gk_gauge_set(srv->m_inflight, (double)srv->inflight);
+}
+
+static void
+conn_close(struct conn *c)
+{
+	gk_http_server *srv = c->srv;
+	if (c->closed)
+		return;
+	c->closed = true;
+	if (c->lingering) {
+		srv->nlingering--;
+		gk_gauge_set(srv->m_lingering, (double)srv->nlingering);
+	}
+	gk_timer_stop(srv->loop, &c->timer);
+	gk_timer_stop(srv->loop, &c->resume);
+	gk_loop_unwatch(srv->loop, c->fd);
+	close(c->fd);
+	conn_drop_pending(c);
 	gk_http_parser_free(c->parser);
 	c->parser = NULL;
 	gk_buf_free(&c->out);
@@ -322,6 +350,77 @@ conn_close(struct conn *c)
 	gk__north_closed(srv->st);
 	/* Freed at the end of the turn: callers up the stack may hold it. */
 	mark_dirty(c);
+}
+
+static uint64_t
+min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/*
+ * Lingering close, as nginx's lingering_close: the last answer is written,
+ * but the client may still be sending (requests pipelined behind one that
+ * closes the connection, the rest of a body answered 413).  Closing a
+ * socket with unread bytes makes the kernel send a reset, and a reset
+ * destroys whatever the client has not yet read of the answer.  So: FIN
+ * after the answer (shutdown), then read and throw away what comes until
+ * the client closes, at most --lingering-time in all and
+ * --lingering-timeout between reads, then close.  Only connections the
+ * listener closes after an answer linger; keep-alive ones never get here.
+ * The connection keeps its slot (it counts in --max-conns and in drain,
+ * which --drain-timeout bounds) but none of its buffers.
+ */
+static void
+conn_linger(struct conn *c)
+{
+	gk_http_server *srv = c->srv;
+	const gk_stage_config *cfg = srv->cfg;
+	if (shutdown(c->fd, SHUT_WR) < 0) { /* the client is gone */
+		conn_close(c);
+		return;
+	}
+	/* Answers still waiting behind the last one (only while draining)
+	 * will never be sent. */
+	conn_drop_pending(c);
+	gk_http_parser_free(c->parser);
+	c->parser = NULL;
+	gk_buf_free(&c->out);
+	gk_buf_free(&c->rest);
+	gk_timer_stop(srv->loop, &c->resume);
+	c->lingering = true;
+	c->paused = false;
+	c->want_write = false;
+	update_events(c);
+	c->linger_until_us = gk_monotonic_us() + cfg->lingering_time_ms * 1000;
+	c->timer_kind = T_LINGER;
+	gk_timer_start(srv->loop, &c->timer,
+	    min_u64(cfg->lingering_timeout_ms, cfg->lingering_time_ms),
+	    on_conn_timer, c);
+	srv->nlingering++;
+	gk_gauge_set(srv->m_lingering, (double)srv->nlingering);
+}
+
+/* A lingering connection is readable: discard, or close at its end. */
+static void
+conn_linger_read(struct conn *c)
+{
+	const gk_stage_config *cfg = c->srv->cfg;
+	ssize_t n = read(c->fd, shared_in, sizeof shared_in);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) { /* the client closed too (or reset): done */
+		conn_close(c);
+		return;
+	}
+	uint64_t now = gk_monotonic_us();
+	if (now >= c->linger_until_us) {
+		conn_close(c);
+		return;
+	}
+	uint64_t left_ms = (c->linger_until_us - now + 999) / 1000;
+	gk_timer_start(c->srv->loop, &c->timer,
+	    min_u64(cfg->lingering_timeout_ms, left_ms), on_conn_timer, c);
 }
 
 /* Move answered responses at the head of the pipeline to the output. */
@@ -341,6 +440,7 @@ conn_release(struct conn *c)
 		mark_dirty(c);
 		if (close_after) {
 			c->close_when_flushed = true;
+			c->linger = true;
 			c->paused = true;
 			update_events(c);
 			return;
@@ -665,6 +765,10 @@ conn_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 	struct conn *c = arg;
 	if (c->closed)
 		return;
+	if (c->lingering) {
+		conn_linger_read(c);
+		return;
+	}
 	if (ev & GK_WRITE)
 		conn_flush(c);
 	if (c->closed || !(ev & GK_READ) || c->paused)
@@ -755,6 +859,11 @@ gk_http_server_new(gk_stage *st, gk_loop *loop)
 	    "HTTP requests waiting on the stack", NULL));
 	srv->m_conns = gk_metric_series(gk_gauge_new("gk_http_connections",
 	    "Open client connections", NULL));
+	srv->m_lingering = gk_metric_series(gk_gauge_new(
+	    "gk_http_lingering_connections",
+	    "Connections answered for the last time, reading and discarding "
+	    "what the client still sends before close (--lingering-time)",
+	    NULL));
 	gk_gauge_set(gk_metric_series(gk_gauge_new("gk_http_max_connections",
 	    "The bound on connections (--max-conns)", NULL)),
 	    (double)srv->cfg->max_conns);
@@ -789,6 +898,8 @@ gk_http_server_drain(gk_http_server *srv)
 	srv->draining = true;
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
+		if (c->lingering) /* closing already, within its bounds */
+			continue;
 		if (!c->npending && gk_http_parser_idle(c->parser)) {
 			c->close_when_flushed = true;
 			mark_dirty(c);

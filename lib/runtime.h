@@ -42,6 +42,11 @@ typedef struct gk_stage_config {
 	gk_http_limits limits;
 	uint64_t header_timeout_ms;
 	uint64_t idle_timeout_ms;
+	/* After the last answer of a connection: read and discard at most
+	 * this long in all (0: close at once), and no longer than
+	 * lingering_timeout_ms without a byte. */
+	uint64_t lingering_time_ms;
+	uint64_t lingering_timeout_ms;
 	size_t max_conns;
 	const char *health_path;
 	bool access_log;

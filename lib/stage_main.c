@@ -23,6 +23,8 @@ enum {
 	OPT_MAX_BODY,
 	OPT_HEADER_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
+	OPT_LINGERING_TIME,
+	OPT_LINGERING_TIMEOUT,
 	OPT_MAX_CONNS,
 	OPT_HEALTH,
 	OPT_NO_ACCESS_LOG,
@@ -51,6 +53,8 @@ static const struct common_help common[] = {
     {OPT_MAX_BODY, "max-body", "SIZE", "request body; 413 past it (1m)", true},
     {OPT_HEADER_TIMEOUT, "header-timeout", "DUR", "headers must arrive within DUR; 408 (10s)", true},
     {OPT_IDLE_TIMEOUT, "idle-timeout", "DUR", "close idle keep-alive connections (60s)", true},
+    {OPT_LINGERING_TIME, "lingering-time", "DUR", "after a last answer, read and discard up to DUR before close; 0: none (30s)", true},
+    {OPT_LINGERING_TIMEOUT, "lingering-timeout", "DUR", "stop lingering once DUR passes with nothing read (5s)", true},
     {OPT_MAX_CONNS, "max-conns", "N", "connections at once; 503 and close past it (16384)", true},
     {OPT_HEALTH, "health", "PATH", "answered by the listener itself (/healthz)", true},
     {OPT_NO_ACCESS_LOG, "no-access-log", NULL, "no access events", true},
@@ -109,6 +113,8 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 	    .limits = {.max_header = 16384, .max_body = 1u << 20},
 	    .header_timeout_ms = 10000,
 	    .idle_timeout_ms = 60000,
+	    .lingering_time_ms = 30000,
+	    .lingering_timeout_ms = 5000,
 	    .max_conns = 16384,
 	    .health_path = "/healthz",
 	    .access_log = true,
@@ -195,6 +201,14 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 			break;
 		case OPT_IDLE_TIMEOUT:
 			cfg.idle_timeout_ms = gk_opt_duration_ms("idle-timeout", v, 1);
+			break;
+		/* 0 turns lingering off; a 0 timeout would be the same,
+		 * said less plainly: refused. */
+		case OPT_LINGERING_TIME:
+			cfg.lingering_time_ms = gk_opt_duration_ms("lingering-time", v, 0);
+			break;
+		case OPT_LINGERING_TIMEOUT:
+			cfg.lingering_timeout_ms = gk_opt_duration_ms("lingering-timeout", v, 1);
 			break;
 		case OPT_MAX_CONNS:
 			cfg.max_conns = gk_opt_uint("max-conns", v, 1, 1000000);

@@ -394,6 +394,135 @@ print(st, b.decode().strip())
 	assert_line 'closed'
 }
 
+# linger_probe CASE: one connection that sends a request which closes the
+# connection with 100 kB more behind it (more pipelined requests, or the
+# rest of a body), waits, then reads.  Prints how the connection ended
+# (eof or reset), the status line and the body length.  Bytes left unread
+# when a socket is closed make Linux send a reset, which throws away what
+# the client has not read yet: the wait lets the reset happen first if it
+# is going to; the small receive buffer keeps most of a big answer on the
+# listener's side until the client reads.
+linger_probe() {
+	pyhttp '
+import socket, sys, time
+port, case = int(sys.argv[1]), sys.argv[2]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(10)
+s.connect(("127.0.0.1", port))
+if case == "close":
+    req = b"GET /big/1000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    extra = b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n" * 3000
+elif case == "http10":
+    req = b"GET /big/1000000 HTTP/1.0\r\n\r\n"
+    extra = b"GET /second HTTP/1.0\r\n\r\n" * 4000
+else:
+    req = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"
+    extra = b"x" * 100000
+s.sendall(req + extra)
+time.sleep(0.5)
+out, state = b"", "eof"
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        out += b
+except ConnectionResetError:
+    state = "reset"
+head, _, body = out.partition(b"\r\n\r\n")
+print(state, head.split(b"\r\n")[0].decode(), len(body))
+' "$PORT" "$1"
+}
+
+@test "Connection: close with more requests pipelined behind it: the whole answer arrives, then a clean close, not a reset" {
+	listener -- python3 "$T/handler.py"
+	run linger_probe close
+	assert_success
+	assert_output 'eof HTTP/1.1 200 OK 1000000'
+	run linger_probe http10
+	assert_output 'eof HTTP/1.1 200 OK 1000000'
+	run jq -r .path "$HANDLER_LOG"
+	assert_output $'/big/1000000\n/big/1000000'
+}
+
+@test "a 413 while the client still sends its body reaches the client, then a clean close, not a reset" {
+	listener -- hello
+	run linger_probe 413
+	assert_success
+	assert_output --regexp '^eof HTTP/1\.1 413 Content Too Large [0-9]+$'
+	# curl sees the 413 too, not a failed send
+	head -c 3000000 /dev/zero >"$T/big"
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' --data-binary @"$T/big" "$URL/"
+	assert_output 413
+}
+
+# gauge NAME: its value in a metrics snapshot taken now.
+gauge() {
+	snapshot
+	events "$ERR" "select(.type == \"metrics\") | .metrics[]
+		| select(.name == \"$1\") | .series[0].value" | tail -n 1
+}
+
+_gauge_is() {
+	[ "$(gauge "$1")" = "$2" ]
+}
+
+# keep_open_client [EXTRA]: in the background, a client that sends a
+# request with Connection: close and EXTRA bytes after it, reads its answer
+# to the end, writes "STATUS-LINE then eof" to $T/client.out and keeps its
+# end open.
+keep_open_client() {
+	start_bg client python3 -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + sys.argv[2].encode())
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+print(out.split(b"\r\n")[0].decode(), "then eof", flush=True)
+time.sleep(60)
+' "$PORT" "${1:-}"
+	wait_file "$T/client.out"
+	run cat "$T/client.out"
+	assert_output 'HTTP/1.1 200 OK then eof'
+}
+
+@test "after the last answer a connection lingers, reading and discarding, until the client closes or --lingering-timeout passes with nothing read" {
+	listener --lingering-timeout 5s -- hello
+	keep_open_client 'more bytes'
+	run gauge gk_http_lingering_connections
+	assert_output 1
+	run gauge gk_http_connections
+	assert_output 1
+	# Nothing more comes: closed after --lingering-timeout.
+	wait_for -t 15 _gauge_is gk_http_lingering_connections 0
+	run gauge gk_http_connections
+	assert_output 0
+}
+
+@test "--lingering-time 0 closes at once after the last answer" {
+	listener --lingering-time 0 -- hello
+	keep_open_client
+	run gauge gk_http_connections
+	assert_output 0
+	run gauge gk_http_lingering_connections
+	assert_output 0
+}
+
+@test "SIGTERM with a connection lingering: the listener still exits 0 within --drain-timeout" {
+	listener --lingering-timeout 60s --lingering-time 60s --drain-timeout 1s -- hello
+	keep_open_client 'more bytes'
+	run gauge gk_http_lingering_connections
+	assert_output 1
+	kill -TERM "$LPID"
+	wait_exit listener 15
+	assert_equal "$BG_STATUS" 0
+}
+
 # Send the bytes of stdin on one connection, then a GET /check on another;
 # once /check is answered, anything the first one ran is in $HANDLER_LOG.
 after_close_case() {
