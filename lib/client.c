@@ -651,7 +651,13 @@ answer_from_upstream(struct cstate *s, int status)
 	gk_buf_adds(&b, ",\"headers\":{");
 	/* Repeated headers become arrays, in order.  Hop-by-hop ones stay
 	 * behind, and so do those the upstream's Connection header names
-	 * (RFC 9110 7.6.1). */
+	 * (RFC 9110 7.6.1).  Content-Length is the framing of a body the
+	 * stage above frames again, but the answer to a HEAD and a 304 have
+	 * no body: there it states the length of the representation, which
+	 * gk-listener passes on (RFC 9110 8.6, 9.3.2: a HEAD answer carries
+	 * the fields a GET's would). */
+	bool keep_length =
+	    status == 304 || !strcmp(gk_buf_cstr(&s->method), "HEAD");
 	bool first = true;
 	const char *arena = s->harena.data;
 	gk_buf conn = {0};
@@ -666,7 +672,9 @@ answer_from_upstream(struct cstate *s, int status)
 			continue;
 		const char *name = arena + s->rh[i].name;
 		size_t nl = strlen(name);
-		if (hop_by_hop(name, nl) || has_tag(listed, name))
+		if ((hop_by_hop(name, nl) &&
+		     !(keep_length && !strcmp(name, "content-length"))) ||
+		    has_tag(listed, name))
 			continue;
 		size_t count = 0;
 		for (size_t j = i; j < s->nrh; j++)

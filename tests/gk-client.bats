@@ -772,3 +772,38 @@ count_status() {
 		assert_equal "$(tail -n 1 "$ODD_DIR/log" | jq -c '[.method, .path]')" '["GET","/nos?a=1"]'
 	done
 }
+
+# engine_stack ENGINE NAME [GK-CLIENT OPTIONS...]: a stack of its own on a
+# new port (PORT and URL set), gk-client on the engine given.
+engine_stack() {
+	local eng=$1 name=$2
+	shift 2
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+	start_bg "$name" gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-client --engine "$eng" "$@"
+	wait_http "$URL/healthz" 10
+}
+
+@test "HEAD and 304 answers carry the upstream's Content-Length, as the GET's would, on either engine" {
+	upstream_start 1
+	odd_start
+	local eng get
+	# what nginx itself says to a GET and to a HEAD of /
+	get=$(curl -s -o /dev/null -w '%header{content-length}' "http://${UP_ADDR[1]}/")
+	assert_equal "$get" 11
+	assert_equal "$(curl -s -I -o /dev/null -w '%header{content-length}' "http://${UP_ADDR[1]}/")" 11
+	for eng in native curl; do
+		engine_stack "$eng" "stack_$eng" -e "${UP_ADDR[1]}"
+		assert_equal "$(curl -s -m 10 -o /dev/null -w '%header{content-length}' "$URL/")" "$get"
+		run curl -s -m 10 -I -o /dev/null -w '%{http_code} %header{content-length}' "$URL/"
+		assert_output "200 $get"
+		# the connection is still in step: the next GET is answered whole
+		run curl -s -m 10 "$URL/"
+		assert_output "upstream 1"
+		# a 304 states the length of its representation (RFC 9110 8.6)
+		engine_stack "$eng" "odd_$eng" -e "$ODD_ADDR"
+		run curl -s -m 10 -o /dev/null -w '%{http_code} %header{content-length}' "$URL/304cl"
+		assert_output "304 5"
+	done
+}
