@@ -22,6 +22,7 @@ static gk_client_config cfg = {
     .max_ejected = 0.5,
     .check_every_ms = 5000,
     .max_response = 8u << 20,
+    .via = "gokit",
 };
 static gk_buf statics;
 static gk_client *client;
@@ -92,6 +93,18 @@ option(int short_name, const char *name, const char *v, void *arg)
 		cfg.ropts.invalidate_after_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "max-response")) {
 		cfg.max_response = gk_opt_size(name, v, 0);
+	} else if (!strcmp(name, "via")) {
+		/* Via's received-by: a pseudonym (a token) or host:port,
+		 * nothing that would end the member or the line. */
+		static const char ok[] =
+		    "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~:[]";
+		if (!*v || strlen(v) > 255 || v[strspn(v, ok)])
+			gk_usage_error(
+			    "bad --via: %s (expected a name for this "
+			    "proxy, a token or host:port: gokit)",
+			    v);
+		cfg.via = v;
 	} else if (!strcmp(name, "preserve-host"))
 		cfg.preserve_host = true;
 	else if (!strcmp(name, "http2"))
@@ -173,6 +186,7 @@ main(int argc, char **argv)
 	    {"invalidate-after", 0, true, "DUR", "drop the last good set after DUR of errors"},
 	    {"max-response", 0, true, "SIZE", "largest upstream body; 502 past it (8m)"},
 	    {"preserve-host", 0, false, NULL, "pass the client's Host header upstream"},
+	    {"via", 0, true, "NAME", "this proxy's name in Via (gokit)"},
 	    {"http2", 0, false, NULL, "HTTP/2 (prior knowledge) to every endpoint"},
 	    {"engine", 0, true, "NAME", "HTTP/1.1 engine: native or curl (native)"},
 	    {"max-conns-per-endpoint", 0, true, "N", "connections per endpoint at most"},

@@ -366,6 +366,8 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 {
 	gk_client *c = gk_xcalloc(1, sizeof *c);
 	c->cfg = *cfg;
+	if (!c->cfg.via)
+		c->cfg.via = "gokit";
 	c->st = st;
 	c->loop = gk_stage_loop(st);
 	c->curl = gk_curl_new(c->loop, cfg->max_host_connections);
@@ -1067,9 +1069,47 @@ add_header(struct cstate *s, const char *line)
 	s->headers = l;
 }
 
+/* A field line goes upstream only when it cannot split into more. */
+static bool
+one_line(const char *p, size_t n)
+{
+	return !memchr(p, '\r', n) && !memchr(p, '\n', n) && !memchr(p, 0, n);
+}
+
+/* Append the values of the request's Via (a string, or an array for
+ * repeated lines) to vals, comma-separated, as RFC 9110 5.3 combines
+ * field lines; a value that would split the line, or a blank one, is
+ * left out. */
+static void
+via_values(gk_buf *vals, gk_json v)
+{
+	gk_json one;
+	gk_json_iter vi;
+	bool arr = v.type == GK_JSON_ARRAY;
+	if (arr)
+		gk_json_iter_init(&vi, v);
+	while (arr ? gk_json_iter_next(&vi, NULL, &one) : (one = v, true)) {
+		size_t at = vals->len;
+		if (at)
+			gk_buf_adds(vals, ", ");
+		size_t start = vals->len;
+		bool blank = true;
+		if (gk_json_string(one, vals) == 0)
+			for (size_t i = start; i < vals->len && blank; i++)
+				blank = vals->data[i] == ' ' ||
+				        vals->data[i] == '\t';
+		if (blank || !one_line(vals->data + start, vals->len - start))
+			vals->len = at;
+		if (!arr)
+			break;
+	}
+}
+
 /*
  * The request's headers that go upstream, minus hop-by-hop ones and those
  * gk-client writes itself: to libcurl's list, or (out) as HTTP/1.1 lines.
+ * Via, last: the request's Via values, then this proxy (RFC 9110 7.6.3),
+ * as one line, the order of the hops kept.
  * Returns true when a Host header was written.
  */
 static bool
@@ -1103,6 +1143,7 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 		}
 	}
 	const char *listed = conn.len ? gk_buf_cstr(&conn) : "";
+	gk_buf vals = {0}; /* of Via */
 	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
 		tmp->len = 0;
 		gk_json_string(k, tmp);
@@ -1114,6 +1155,10 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 			continue;
 		if (!strcmp(name, "host") && !c->cfg.preserve_host)
 			continue;
+		if (!strcmp(name, "via")) {
+			via_values(&vals, v);
+			continue;
+		}
 		gk_json one;
 		gk_json_iter vi;
 		bool arr = v.type == GK_JSON_ARRAY;
@@ -1136,9 +1181,7 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 				add_header(s, gk_buf_cstr(&line));
 			} else if (!out)
 				add_header(s, gk_buf_cstr(&line));
-			else if (!memchr(line.data, '\r', line.len) &&
-			    !memchr(line.data, '\n', line.len) &&
-			    !memchr(line.data, 0, line.len)) {
+			else if (one_line(line.data, line.len)) {
 				/* (no header splitting upstream) */
 				gk_buf_add(out, line.data, line.len);
 				gk_buf_adds(out, "\r\n");
@@ -1148,8 +1191,24 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 				break;
 		}
 	}
-	c->line = line;
 	gk_buf_free(&conn);
+	/* The wire does not say which HTTP version the client spoke: 1.1,
+	 * the version gk-listener answers in. */
+	line.len = 0;
+	gk_buf_adds(&line, "Via: ");
+	if (vals.len) {
+		gk_buf_add(&line, vals.data, vals.len);
+		gk_buf_adds(&line, ", ");
+	}
+	gk_buf_adds(&line, "1.1 ");
+	gk_buf_adds(&line, c->cfg.via);
+	if (out) {
+		gk_buf_add(out, line.data, line.len);
+		gk_buf_adds(out, "\r\n");
+	} else
+		add_header(s, gk_buf_cstr(&line));
+	c->line = line;
+	gk_buf_free(&vals);
 	return host;
 }
 

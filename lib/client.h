@@ -33,6 +33,7 @@ typedef struct gk_client_config {
 	uint64_t check_every_ms;
 	size_t max_response;        /* bytes (8 MiB) */
 	bool preserve_host;
+	const char *via;            /* this proxy in Via (RFC 9110 7.6.3) */
 	bool http2;                 /* HTTP/2 with prior knowledge, every endpoint */
 	long max_host_connections;  /* 0: no bound */
 	bool native;                /* plain-http tries on the native engine */

@@ -807,3 +807,39 @@ engine_stack() {
 		assert_output "304 5"
 	done
 }
+
+@test "requests go upstream with Via: 1.1 gokit, after the Via they came with; X-Forwarded-For passes untouched, on either engine" {
+	odd_start
+	local eng
+	# via PATH: the Via field lines the upstream got for PATH, as a JSON array
+	via() {
+		grep -F "\"path\": \"$1\"" "$ODD_DIR/log" | tail -n 1 |
+			jq -c '[.headers[] | select(.[0] == "via") | .[1]]'
+	}
+	for eng in native curl; do
+		engine_stack "$eng" "stack_$eng" -e "$ODD_ADDR"
+		run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/v1-$eng"
+		assert_output 200
+		assert_equal "$(via "/v1-$eng")" '["1.1 gokit"]'
+		# one Via line: the client's, then ours (RFC 9110 7.6.3)
+		curl -s -m 10 -o /dev/null -H 'Via: 1.0 fred, 1.1 p.example' "$URL/v2-$eng"
+		assert_equal "$(via "/v2-$eng")" '["1.0 fred, 1.1 p.example, 1.1 gokit"]'
+		curl -s -m 10 -o /dev/null -H 'Via: 1.0 a' -H 'Via: 1.1 b' -d 'x=1' "$URL/v3-$eng"
+		assert_equal "$(via "/v3-$eng")" '["1.0 a, 1.1 b, 1.1 gokit"]'
+		# X-Forwarded-For is the client's, as sent: gk-client adds nothing
+		curl -s -m 10 -o /dev/null -H 'X-Forwarded-For: 192.0.2.1' "$URL/x-$eng"
+		assert_equal "$(grep -F "\"/x-$eng\"" "$ODD_DIR/log" | tail -n 1 |
+			jq -c '[.headers[] | select(.[0] == "x-forwarded-for") | .[1]]')" '["192.0.2.1"]'
+	done
+	# --via names this proxy otherwise
+	engine_stack curl stack_named --via edge-7 -e "$ODD_ADDR"
+	curl -s -m 10 -o /dev/null -H 'Via: 1.0 fred' "$URL/v4"
+	assert_equal "$(via /v4)" '["1.0 fred, 1.1 edge-7"]'
+	local bad
+	for bad in "--via ''" "--via 'a b'" "--via a,b"; do
+		run bash -c "gk-client $bad -e 127.0.0.1:1 2>&1 >/dev/null </dev/null"
+		assert_equal "$status" 64
+		assert_equal "${#lines[@]}" 1
+		assert_output --partial "gk-client: usage: bad --via"
+	done
+}
