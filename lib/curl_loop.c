@@ -7,10 +7,25 @@
  * libcurl stops watching a connection's socket when its transfer ends
  * (CURL_POLL_REMOVE) and watches it again when the next transfer reuses
  * it: two epoll_ctl calls a request.  The sockets we open ourselves stay
- * in the epoll set while idle, watched for reading only (a peer that
- * closes an idle connection is then taken out); they leave it when
+ * in the epoll set while idle, watched for reading only, so that a peer
+ * that closes an idle connection is seen at once; they leave it when
  * libcurl closes them, which it does through our close callback.
+ *
+ * libcurl has no call that closes an idle connection of its cache (an
+ * item of its TODO; CURLOPT_MAXAGE_CONN too is applied only when a
+ * connection is looked for): it finds a dead one when it looks for a
+ * connection to reuse, or prunes the cache as a transfer starts (at most
+ * once a second).  Until then the socket would sit in CLOSE_WAIT, for as
+ * long as no request comes.  So when the peer of an idle socket has closed,
+ * we shut the socket down ourselves: our FIN ends the TCP connection at
+ * once, and libcurl, whose liveness check then sees the hang-up, closes
+ * the descriptor through our close callback the next time it looks.
+ * The descriptor stays ours until then, so its number cannot be given
+ * to another socket behind libcurl's back (closing it here would).
  */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,7 +39,9 @@ struct transfer {
 	gk_curl *c;
 };
 
-enum { FD_FOREIGN = 0, FD_ACTIVE, FD_IDLE };
+/* FD_GONE: idle, its peer closed it, shut down by us; libcurl has yet
+ * to close it. */
+enum { FD_FOREIGN = 0, FD_ACTIVE, FD_IDLE, FD_GONE };
 
 struct gk_curl {
 	gk_loop *loop;
@@ -45,15 +62,45 @@ fd_state(const gk_curl *c, curl_socket_t s)
 
 static void check_done(gk_curl *c);
 
+/*
+ * The peer of a readable idle socket has closed the connection (FIN or
+ * reset), rather than sent bytes on one that stays open, such as an
+ * HTTP/2 PING, which libcurl reads when it next uses the connection.
+ */
+static bool
+peer_closed(int fd)
+{
+	char b;
+	ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0)
+		return true;
+	if (n < 0)
+		return errno != EAGAIN && errno != EWOULDBLOCK &&
+		       errno != EINTR;
+	/* Bytes wait, and perhaps the FIN after them (a 408 and a close). */
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	       ti.tcpi_state == TCP_CLOSE_WAIT;
+}
+
 static void
 on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
 	gk_curl *c = arg;
 	if (fd_state(c, fd) == FD_IDLE) {
-		/* The peer closed an idle connection (or sent what nobody
-		 * asked for): stop watching; libcurl finds it dead before
-		 * any reuse and closes it. */
+		/* Readable while idle: stop watching either way (libcurl
+		 * finds the connection unusable before any reuse).  When the
+		 * peer closed it, end our side now (see the top), and tell
+		 * the close hook: the connection is gone, whatever libcurl
+		 * still holds. */
 		gk_loop_unwatch(loop, fd);
+		if (peer_closed(fd)) {
+			shutdown(fd, SHUT_RDWR);
+			c->fdstate[fd] = FD_GONE;
+			if (c->on_close)
+				c->on_close(c->hook_arg, fd);
+		}
 		return;
 	}
 	int what = (ev & GK_READ ? CURL_CSELECT_IN : 0) |
@@ -71,7 +118,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	if (what == CURL_POLL_REMOVE) {
 		if (fd_state(c, s) == FD_FOREIGN)
 			gk_loop_unwatch(c->loop, s);
-		else {
+		else if (fd_state(c, s) != FD_GONE) {
 			c->fdstate[s] = FD_IDLE;
 			gk_loop_modify(c->loop, s, GK_READ);
 		}
@@ -192,11 +239,13 @@ static int
 close_socket(void *arg, curl_socket_t fd)
 {
 	gk_curl *c = arg;
-	if (fd_state(c, fd) != FD_FOREIGN) {
+	unsigned char state = fd_state(c, fd);
+	if (state != FD_FOREIGN) {
 		gk_loop_unwatch(c->loop, fd);
 		c->fdstate[fd] = FD_FOREIGN;
 	}
-	if (c->on_close)
+	/* (a socket shut down while idle was reported then) */
+	if (c->on_close && state != FD_GONE)
 		c->on_close(c->hook_arg, fd);
 	return close(fd);
 }

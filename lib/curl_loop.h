@@ -28,8 +28,10 @@ void gk_curl_cancel(gk_curl *c, CURL *easy);
  * The sockets of transfers started here are opened and closed by this
  * module (CURLOPT_OPENSOCKETFUNCTION and CURLOPT_CLOSESOCKETFUNCTION are
  * set by gk_curl_start).  on_open runs with the arg of the transfer that
- * opened fd, on_close with hook_arg, just before it is closed.  Either
- * may be NULL.
+ * opened fd, on_close with hook_arg, just before it is closed, or when
+ * its connection ends before (an idle one its peer closed: shut down,
+ * the descriptor left for libcurl to close), once a socket.  Either may
+ * be NULL.
  */
 typedef void gk_curl_sock_fn(void *arg, int fd);
 void gk_curl_socket_hooks(gk_curl *c, gk_curl_sock_fn *on_open,

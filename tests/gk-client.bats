@@ -843,3 +843,39 @@ engine_stack() {
 		assert_output --partial "gk-client: usage: bad --via"
 	done
 }
+
+# _no_close_wait N: no socket to nginx N is left in CLOSE_WAIT (its peer,
+# nginx, closed it; ours was not closed).
+_no_close_wait() {
+	[ -z "$(ss -Htn state close-wait "( dport = :${UP_PORT[$1]} )")" ]
+}
+
+@test "an idle connection the upstream closes is closed on our side at once, not left in CLOSE_WAIT, on either engine" {
+	upstream_start 1
+	local eng
+	for eng in native curl; do
+		engine_stack "$eng" "stack_$eng" -e "${UP_ADDR[1]}"
+		run curl -s -m 10 "$URL/brief"
+		assert_output "brief 1"
+		# nginx ends the idle connection after 1 s (/brief's keepalive_timeout)
+		wait_for -t 10 _upstream_closed 1
+		wait_for -t 5 _no_close_wait 1 || fail "$eng: a socket stays in CLOSE_WAIT"
+		# and the next request is answered, on a new connection, sent once
+		run curl -s -m 10 "$URL/brief"
+		assert_output "brief 1"
+	done
+	settle ' /brief ' 4
+	assert_equal "$(hits 1 'GET /brief')" 4
+	# the curl engine's stack, again after nginx closed: its pool gauge is 0
+	# at once (a connection gone is not counted while libcurl still holds
+	# the descriptor), and two connections were opened in all
+	ERR="$T/stack_curl.err"
+	client_pid() { pgrep -x gk-client -s "$(bg_pid stack_curl)" | head -n 1; }
+	wait_for -t 10 _upstream_closed 1
+	wait_for -t 5 _no_close_wait 1 || fail "curl: a socket stays in CLOSE_WAIT after the second"
+	local snap
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_client_connections "${UP_ADDR[1]}")" 0
+	assert_equal "$(metric "$snap" gk_client_connections_opened_total)" 2
+	assert_equal "$(metric "$snap" gk_client_errors_total)" 0
+}
