@@ -344,7 +344,10 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 			 * would have had (RFC 9110 §8.6). */
 			add_header(out, "Content-Length", 14, given_len,
 			           given_len_n);
-		else if (status != 304) {
+		else if (status != 304 && !(head && bl == 0)) {
+			/* A HEAD answered with neither a body nor a length
+			 * gets none: 0 would claim the GET's is empty, which
+			 * §8.6 forbids unless it is. */
 			gk_buf_add(out, "Content-Length: ", 16);
 			gk_buf_adduint(out, bl);
 			gk_buf_add(out, "\r\n", 2);

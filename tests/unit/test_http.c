@@ -681,6 +681,16 @@ TEST(render_basic)
 	n = strlen(out.data);
 	CHECK(strcmp(out.data + n - 4, "\r\n\r\n") == 0 && bb == 0);
 
+	/* HEAD answered without a body or a length: no length at all (0
+	 * would say the GET's body is empty); with one, that one */
+	CHECK(render("{\"id\":\"1\",\"status\":200}", &head, true, &out,
+	             &bb, &why) == 0);
+	CHECK(!strstr(out.data, "Content-Length"));
+	CHECK(render("{\"id\":\"1\",\"status\":200,\"headers\":"
+	             "{\"content-length\":\"42\"}}",
+	             &head, true, &out, &bb, &why) == 0);
+	CHECK(strstr(out.data, "\r\nContent-Length: 42\r\n"));
+
 	/* 204: neither */
 	CHECK(render("{\"id\":\"1\",\"status\":204,\"body\":\"x\"}", &get, true,
 	             &out, &bb, &why) == 0);
