@@ -3,6 +3,8 @@
  * core keeps the last good one through source errors, as Go kit's
  * Endpointer does, and invalidates it after a configured time.
  */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +29,57 @@ struct gk_resolver {
 gk_loop *gk__resolver_loop(gk_resolver *r) { return r->loop; }
 const gk_resolver_options *gk__resolver_options(gk_resolver *r) { return &r->opts; }
 
-static int
-ep_cmp(const void *a, const void *b)
+/*
+ * An address in the one form it is compared by, so that one endpoint
+ * spelled two ways is listed once (and a respelling is no change): the
+ * port as a number (080 is 80), an IP address as inet_ntop writes it
+ * ([0:0::1] is [::1], [::FFFF:1.2.3.4] is [::ffff:1.2.3.4]), a host name
+ * in lower case (RFC 4343: DNS names compare without case).  What is not
+ * HOST:PORT is left as it is.
+ */
+static void
+canon_addr(char *addr, size_t cap)
 {
-	return strcmp(((const gk_endpoint *)a)->addr,
-	    ((const gk_endpoint *)b)->addr);
+	if (!gk__host_port(addr))
+		return;
+	const char *colon = strrchr(addr, ':');
+	unsigned long port = strtoul(colon + 1, NULL, 10);
+	char host[INET6_ADDRSTRLEN + 256], ip[INET6_ADDRSTRLEN], out[300];
+	size_t hl = (size_t)(colon - addr);
+	if (hl >= sizeof host)
+		return;
+	memcpy(host, addr, hl);
+	host[hl] = 0;
+	unsigned char bin[16];
+	int n;
+	if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
+		host[hl - 1] = 0;
+		/* An IPv6 address inet_pton does not take (with a zone:
+		 * fe80::1%eth0) is kept as written, zones having case. */
+		const char *v6 = host + 1;
+		if (inet_pton(AF_INET6, v6, bin) == 1 &&
+		    inet_ntop(AF_INET6, bin, ip, sizeof ip))
+			v6 = ip;
+		n = snprintf(out, sizeof out, "[%s]:%lu", v6, port);
+	} else {
+		if (inet_pton(AF_INET, host, bin) != 1)
+			for (char *h = host; *h; h++)
+				*h = (char)tolower((unsigned char)*h);
+		n = snprintf(out, sizeof out, "%s:%lu", host, port);
+	}
+	if (n > 0 && (size_t)n < cap)
+		memcpy(addr, out, (size_t)n + 1);
+}
+
+/* Sorted by address, duplicates in the order the source gave them, so
+ * that the first of them wins (qsort alone is not stable). */
+static int
+ep_cmp(const void *a, const void *b, void *arg)
+{
+	const gk_endpoint *set = arg;
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int c = strcmp(set[i].addr, set[j].addr);
+	return c ? c : (i > j) - (i < j);
 }
 
 static bool
@@ -49,18 +97,28 @@ same_set(const gk_endpoint *a, size_t na, const gk_endpoint *b, size_t nb)
 void
 gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
 {
+	gk_endpoint *in = gk_xcalloc(n ? n : 1, sizeof *in);
 	gk_endpoint *s = gk_xcalloc(n ? n : 1, sizeof *s);
+	size_t *order = gk_xcalloc(n ? n : 1, sizeof *order);
 	if (n)
-		memcpy(s, set, n * sizeof *s);
-	qsort(s, n, sizeof *s, ep_cmp);
+		memcpy(in, set, n * sizeof *in);
+	for (size_t i = 0; i < n; i++) {
+		canon_addr(in[i].addr, sizeof in[i].addr);
+		order[i] = i;
+	}
+	qsort_r(order, n, sizeof *order, ep_cmp, in);
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (!s[i].weight)
-			s[i].weight = 1;
-		if (k && !strcmp(s[k - 1].addr, s[i].addr))
+		const gk_endpoint *e = &in[order[i]];
+		if (k && !strcmp(s[k - 1].addr, e->addr))
 			continue; /* the first of duplicates wins */
-		s[k++] = s[i];
+		s[k] = *e;
+		if (!s[k].weight)
+			s[k].weight = 1;
+		k++;
 	}
+	free(order);
+	free(in);
 	if (r->failing) {
 		char u[300];
 		snprintf(u, sizeof u, "source=%s", r->uri);

@@ -1,7 +1,8 @@
 /*
  * resolver_source.h: what a resolver source (static, file, dns, dns+srv,
  * consul, etcd) implements and what the resolver core gives it
- * (internal).  A source publishes whole sets; the core sorts them, drops
+ * (internal).  A source publishes whole sets; the core writes each address
+ * in one form (080 is 80, [0:0::1] is [::1]), sorts them, drops
  * duplicates, tells the user only about changes, keeps the last good set
  * through source errors and drops it after --invalidate-after.
  */

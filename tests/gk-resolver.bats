@@ -75,6 +75,19 @@ usage_fails() {
 		'[["10.0.0.1:80","10.0.0.1",80,1],["[::1]:81","::1",81,2]]'
 }
 
+@test "an address given twice in different spellings is listed once, in its canonical form, the first one's weight" {
+	# 080 is port 80, [0:0::1] is [::1], Web.Test is web.test: one
+	# endpoint each, whatever the source
+	run --separate-stderr gk-resolver \
+		'static:127.0.0.1:80*3,127.0.0.1:080*5,[0:0::1]:0081,[::1]:81,Web.Test:82,web.test:82'
+	assert_success
+	assert_equal "$output" "$(printf '127.0.0.1:80 3 -\n[::1]:81 1 -\nweb.test:82 1 -')"
+	printf '10.0.0.1:0080 2\n10.0.0.1:80 4\n[::FFFF:10.0.0.2]:90\n' >"$T/eps"
+	run --separate-stderr gk-resolver "file:$T/eps"
+	assert_success
+	assert_equal "$output" "$(printf '10.0.0.1:80 2 -\n[::ffff:10.0.0.2]:90 1 -')"
+}
+
 @test "-o FILE round-trips through the file: source that gk-client --endpoints uses" {
 	printf '10.0.0.1:80 5 a,b priority=2\n# comment\n\n10.0.0.2:80\n10.0.0.3:80 2 - priority=1\n' >"$T/in"
 	run gk-resolver -o "$T/out" "file:$T/in"
