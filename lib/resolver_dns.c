@@ -322,6 +322,25 @@ start_round(struct dns_state *d)
 	round_done(d);
 }
 
+/* 1 when name is an IP address (IPv4, or IPv6 in brackets), 0 when it is
+ * a name to look up, -1 when it is neither (an IPv6 address without its
+ * brackets, or brackets around something else). */
+static int
+ip_literal(const char *name)
+{
+	unsigned char bin[16];
+	size_t n = strlen(name);
+	if (n > 2 && name[0] == '[' && name[n - 1] == ']') {
+		char v6[256];
+		memcpy(v6, name + 1, n - 2);
+		v6[n - 2] = 0;
+		return inet_pton(AF_INET6, v6, bin) == 1 ? 1 : -1;
+	}
+	if (strpbrk(name, "[]:"))
+		return -1;
+	return inet_pton(AF_INET, name, bin) == 1;
+}
+
 static int
 dns_start_common(gk_resolver *r, const char *rest, void **state,
     const char **why, bool srv)
@@ -347,6 +366,24 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 		}
 		memcpy(d->name, rest, (size_t)(colon - rest));
 		d->port = (unsigned)strtoul(colon + 1, NULL, 10);
+		int lit = ip_literal(d->name);
+		if (lit < 0) {
+			*why = "expected dns:NAME:PORT, an IPv6 address in "
+			    "brackets (dns:[::1]:80)";
+			free(d);
+			return -1;
+		}
+		if (lit) {
+			/* The address is the answer, as getaddrinfo(3) and Go's
+			 * resolver give it: no server is asked, nothing to
+			 * refresh.  The core writes it in its usual form. */
+			gk_endpoint ep = {.weight = 1};
+			snprintf(ep.addr, sizeof ep.addr, "%s:%u", d->name,
+			    d->port);
+			*state = d;
+			gk__resolver_publish(r, &ep, 1);
+			return 0;
+		}
 	}
 	static bool lib;
 	if (!lib) {
@@ -391,7 +428,8 @@ dns_stop(void *state)
 	struct dns_state *d = state;
 	gk_timer_stop(d->loop, &d->refresh);
 	gk_timer_stop(d->loop, &d->ares_timer);
-	ares_destroy(d->ch);
+	if (d->ch) /* none for an IP address */
+		ares_destroy(d->ch);
 	free(d->set);
 	free(d);
 }

@@ -180,6 +180,19 @@ usage_fails() {
 	[[ $stderr == *'unable to resolve dns:nothing.example.test:80'* ]]
 }
 
+@test "dns: an IP address is the address itself, asked of no server; an IPv6 one without brackets is a usage error" {
+	# --nameserver names a port nobody answers on: nothing is asked
+	local port
+	port=$(free_port)
+	run --separate-stderr gk-resolver --timeout 5s --nameserver "127.0.0.1:$port" dns:127.0.0.1:080
+	assert_success
+	assert_output '127.0.0.1:80 1 -'
+	run --separate-stderr gk-resolver --timeout 5s --nameserver "127.0.0.1:$port" 'dns:[0::1]:81'
+	assert_success
+	assert_output '[::1]:81 1 -'
+	usage_fails 'dns:::1:80'
+}
+
 @test "dns: a name with 40 A records gives all 40 endpoints" {
 	# 40 records do not fit a 512-byte UDP answer: c-ares asks again
 	# over TCP, and every record is in the set, none left out.
