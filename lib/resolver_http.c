@@ -31,25 +31,36 @@ on_write(char *p, size_t size, size_t n, void *arg)
 		gk_buf_add(&h->body, p, len);
 		return len;
 	}
-	/* A stream: whole lines to the caller, the rest kept. */
+	return gk__rhttp_stream(h, p, len) < 0 ? 0 : len;
+}
+
+int
+gk__rhttp_stream(gk_rhttp *h, const char *p, size_t len)
+{
+	/* A stream: whole lines to the caller, the rest kept.  Only the new
+	 * bytes are looked at: what is kept has no newline (h->scanned), and
+	 * scanning it again on every chunk made a long line (a big batch of
+	 * watch events) cost its length squared. */
 	gk_buf_add(&h->body, p, len);
-	size_t start = 0;
-	for (size_t i = 0; i < h->body.len; i++) {
-		if (h->body.data[i] != '\n')
-			continue;
+	size_t start = 0, i = h->scanned;
+	const char *nl;
+	while (i < h->body.len &&
+	    (nl = memchr(h->body.data + i, '\n', h->body.len - i))) {
+		i = (size_t)(nl - h->body.data);
 		if (i > start && !h->on_line(h, h->body.data + start, i - start,
 		    h->arg)) {
 			h->aborted = true;
-			return 0;
+			return -1;
 		}
-		start = i + 1;
+		start = ++i;
 	}
 	gk_buf_consume(&h->body, start);
+	h->scanned = h->body.len;
 	if (h->body.len > GK_RHTTP_MAX_BODY) {
 		h->too_big = true;
-		return 0;
+		return -1;
 	}
-	return len;
+	return 0;
 }
 
 static size_t
@@ -101,6 +112,7 @@ gk__rhttp_start(gk_rhttp *h, const char *method, const char *url,
 	curl_slist_free_all(h->headers);
 	h->headers = NULL;
 	gk_buf_reset(&h->body);
+	h->scanned = 0;
 	gk_buf_reset(&h->req);
 	h->too_big = h->aborted = h->have_header = false;
 	h->status = 0;

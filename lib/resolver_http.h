@@ -31,6 +31,7 @@ struct gk_rhttp {
 	struct curl_slist *headers;
 	gk_buf req;  /* request body, kept for the transfer */
 	gk_buf body; /* response body, or the partial line of a stream */
+	size_t scanned; /* of a stream's partial line: bytes without '\n' */
 	gk_rhttp_done_fn *done;
 	gk_rhttp_line_fn *on_line;
 	void *arg;
@@ -56,6 +57,11 @@ int gk__rhttp_start(gk_rhttp *h, const char *method, const char *url,
     const char *body, size_t bodylen, uint64_t timeout_ms,
     const char *const *headers);
 void gk__rhttp_cancel(gk_rhttp *h);
+/* A streamed body's next bytes (what libcurl writes): each whole line to
+ * h->on_line, the partial last line kept in h->body.  -1 when on_line
+ * ended the call (h->aborted) or a line is over GK_RHTTP_MAX_BODY
+ * (h->too_big). */
+int gk__rhttp_stream(gk_rhttp *h, const char *p, size_t len);
 void gk__rhttp_free(gk_rhttp *h);
 /* Why the last call failed: "HTTP 500: ...", a curl error, "too big". */
 const char *gk__rhttp_error(gk_rhttp *h);
