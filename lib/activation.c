@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,25 +16,75 @@
 
 #include "gokit.h"
 
-int
-gk_listen_fds(char ***names)
+/* A decimal number from 1 to max, digits only; else 0. */
+static long
+positive(const char *s, long max)
+{
+	long v = 0;
+	if (!*s)
+		return 0;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (max - (*s - '0')) / 10)
+			return 0;
+		v = v * 10 + (*s - '0');
+	}
+	return v;
+}
+
+/*
+ * As sd_listen_fds_with_names(3) reads them: LISTEN_PID unset, or another
+ * process's, passes nothing (whatever LISTEN_FDS holds); for us, a
+ * LISTEN_PID or LISTEN_FDS that is not a number, LISTEN_FDS below 1, and
+ * LISTEN_FDNAMES naming more or fewer sockets than LISTEN_FDS passes are
+ * errors, as is a passed fd that is not open.  Taking them for something
+ * (LISTEN_FDS=1x as 1, a missing name as none) would serve on sockets
+ * nobody meant, or with the wrong protocol.
+ */
+static int
+take_fds(char ***names, char *why, size_t whylen)
 {
 	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
 	const char *fdnames = getenv("LISTEN_FDNAMES");
-	int n = 0;
-	if (names)
-		*names = NULL;
-	if (pid && fds) {
-		char *end;
-		long p = strtol(pid, &end, 10);
-		long k = strtol(fds, NULL, 10);
-		if (*end == 0 && p == (long)getpid() && k > 0 && k < 1024)
-			n = (int)k;
+	if (!pid)
+		return 0;
+	long p = positive(pid, INT_MAX);
+	if (!p) {
+		snprintf(why, whylen, "bad LISTEN_PID: %.64s (expected a process "
+		    "id)", pid);
+		return -1;
 	}
-	if (n && names) {
+	if (p != (long)getpid() || !fds)
+		return 0;
+	long n = positive(fds, INT_MAX - 3);
+	if (!n) {
+		snprintf(why, whylen, "bad LISTEN_FDS: %.64s (expected a number "
+		    "of sockets from 1)", fds);
+		return -1;
+	}
+	if (fdnames) {
+		/* ':' separates names; an empty one is a name ("a::b" is 3),
+		 * and "" is none, as systemd splits them. */
+		long k = *fdnames ? 1 : 0;
+		for (const char *c = fdnames; *c; c++)
+			k += *c == ':';
+		if (k != n) {
+			snprintf(why, whylen, "LISTEN_FDNAMES names %ld socket%s "
+			    "and LISTEN_FDS passes %ld: %.64s", k,
+			    k == 1 ? "" : "s", n, fdnames);
+			return -1;
+		}
+	}
+	for (long i = 0; i < n; i++)
+		if (fcntl(3 + (int)i, F_SETFD, FD_CLOEXEC) < 0) {
+			snprintf(why, whylen, "LISTEN_FDS passes %ld socket%s "
+			    "but fd %ld is not open", n, n == 1 ? "" : "s",
+			    3 + i);
+			return -1;
+		}
+	if (names) {
 		char **v = gk_xcalloc((size_t)n + 1, sizeof *v);
 		const char *s = fdnames;
-		for (int i = 0; i < n; i++) {
+		for (long i = 0; i < n; i++) {
 			const char *colon = s ? strchr(s, ':') : NULL;
 			size_t len = s ? (colon ? (size_t)(colon - s) : strlen(s)) : 0;
 			v[i] = gk_xmalloc(len + 1);
@@ -43,8 +95,16 @@ gk_listen_fds(char ***names)
 		}
 		*names = v;
 	}
-	for (int i = 0; i < n; i++)
-		fcntl(3 + i, F_SETFD, FD_CLOEXEC);
+	return (int)n;
+}
+
+int
+gk_listen_fds(char ***names, char *why, size_t whylen)
+{
+	if (names)
+		*names = NULL;
+	int n = take_fds(names, why, whylen);
+	/* Unset whatever came of them, so that no child takes them. */
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");

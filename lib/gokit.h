@@ -467,9 +467,13 @@ size_t gk_opt_size(const char *opt, const char *v, size_t min);
 /* systemd: socket activation and notification                         */
 /* ------------------------------------------------------------------ */
 
-/* Fds passed by LISTEN_FDS (when LISTEN_PID is us), from 3; names from
- * LISTEN_FDNAMES.  Unsets the variables.  Returns the count. */
-int gk_listen_fds(char ***names);
+/* Fds passed by LISTEN_FDS (when LISTEN_PID is us), from 3, made
+ * close-on-exec; names from LISTEN_FDNAMES ("" each without it).  Unsets
+ * the variables.  Returns the count, or -1 with why (a line naming the
+ * variable) when they are malformed, as sd_listen_fds_with_names(3) has
+ * it: LISTEN_PID or LISTEN_FDS not a number, LISTEN_FDS below 1, a passed
+ * fd not open, LISTEN_FDNAMES naming more or fewer sockets. */
+int gk_listen_fds(char ***names, char *why, size_t whylen);
 /* sd_notify(3): "READY=1", "STOPPING=1", "STATUS=...", "WATCHDOG=1".
  * A no-op without NOTIFY_SOCKET. */
 int gk_notify(const char *state);

@@ -1159,6 +1159,17 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	st->def = *def;
 	st->cfg = *cfg;
 	st->backoff_ms = 100;
+	/* The sockets systemd passed are taken (FD_CLOEXEC, LISTEN_*
+	 * unset, as sd_listen_fds(3) does) before any child is spawned (the
+	 * south child, gk-pool's copies in start): a child would otherwise
+	 * hold the listening sockets open, and connections would queue on
+	 * them after this process is gone.  And before the loop opens its
+	 * epoll fd, which would otherwise sit where a socket systemd said it
+	 * passed and did not should be, and be taken for it. */
+	char **names = NULL, why[256];
+	int nfds = gk_listen_fds(&names, why, sizeof why);
+	if (nfds < 0)
+		gk_fatal(GK_EXIT_USAGE, "%s", why);
 	st->loop = gk_loop_new();
 	signal(SIGPIPE, SIG_IGN);
 	/* Only this process talks to systemd; its children are ours. */
@@ -1166,13 +1177,6 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	unsetenv("WATCHDOG_USEC");
 	unsetenv("WATCHDOG_PID");
 	gk_notify_take();
-	/* The sockets systemd passed are taken (FD_CLOEXEC, LISTEN_*
-	 * unset, as sd_listen_fds(3) does) before any child is spawned (the
-	 * south child, gk-pool's copies in start): a child would otherwise
-	 * hold the listening sockets open, and connections would queue on
-	 * them after this process is gone. */
-	char **names = NULL;
-	int nfds = gk_listen_fds(&names);
 	/* listen_fd (and the HTTP server's) has room for 64 besides -l's. */
 	if (nfds > 64)
 		gk_fatal(GK_EXIT_USAGE, "too many sockets from systemd: %d "

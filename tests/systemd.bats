@@ -3,6 +3,8 @@
 # systemd-socket-activate, sd_notify to a NOTIFY_SOCKET the test listens on,
 # and the units in contrib/systemd checked by systemd-analyze verify.
 
+bats_require_minimum_version 1.5.0
+
 load helpers/common
 
 setup() {
@@ -161,6 +163,64 @@ print(m["id"], m["status"], m["body"].strip())
 	wait_exit activate 10
 	assert_equal "$BG_STATUS" 64
 	grep -q 'too many sockets from systemd: 100 (LISTEN_FDS; at most 64)' "$ERR"
+}
+
+# passed NSOCKETS LISTEN_FDS LISTEN_FDNAMES|- CMD ARGS...: run CMD (as `run`
+# does) with NSOCKETS listening sockets from fd 3, LISTEN_PID its own pid
+# and LISTEN_FDS and LISTEN_FDNAMES as given ("-": unset), as systemd
+# would pass them were it wrong.
+passed() {
+	run --separate-stderr timeout 10 python3 -c '
+import os, socket, sys
+os.closerange(3, 1024)  # bats holds some: only ours from 3
+socks = []
+for i in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    assert s.fileno() == 3 + i
+    os.set_inheritable(s.fileno(), True)
+    socks.append(s)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = sys.argv[2]
+if sys.argv[3] != "-":
+    os.environ["LISTEN_FDNAMES"] = sys.argv[3]
+os.execvp(sys.argv[4], sys.argv[4:])
+' "$@"
+}
+
+@test "a malformed LISTEN_FDS or LISTEN_PID, or LISTEN_FDNAMES not naming every socket, ends a stage with 64 naming it (sd_listen_fds(3))" {
+	local bad
+	for bad in 1x 0 -1 '' 99999999999; do
+		passed 1 "$bad" - gk-listener -- hello
+		assert_equal "$status" 64
+		jq -e --arg v "$bad" 'select(.level == "fatal") |
+			.msg == "bad LISTEN_FDS: \($v) (expected a number of sockets from 1)"' <<<"$stderr"
+	done
+	passed 2 2 json gk-listener -- hello
+	assert_equal "$status" 64
+	jq -e 'select(.level == "fatal") |
+		.msg == "LISTEN_FDNAMES names 1 socket and LISTEN_FDS passes 2: json"' <<<"$stderr"
+	passed 1 1 json:http gk-listener -- hello
+	assert_equal "$status" 64
+	jq -e 'select(.level == "fatal") | .msg | startswith("LISTEN_FDNAMES names 2 sockets and LISTEN_FDS passes 1")' <<<"$stderr"
+	# a socket systemd said it passed but did not: not the stage's own fd
+	passed 1 2 - gk-listener -- hello
+	assert_equal "$status" 64
+	jq -e 'select(.level == "fatal") | .msg == "LISTEN_FDS passes 2 sockets but fd 4 is not open"' <<<"$stderr"
+	run --separate-stderr timeout 10 env LISTEN_PID=12x LISTEN_FDS=1 gk-listener -- hello
+	assert_equal "$status" 64
+	jq -e 'select(.level == "fatal") | .msg == "bad LISTEN_PID: 12x (expected a process id)"' <<<"$stderr"
+}
+
+@test "LISTEN_FDS for another process is not ours, even malformed: the stage binds its own -l" {
+	local port
+	port=$(free_port)
+	start_bg lst env LISTEN_PID=1 LISTEN_FDS=1x LISTEN_FDNAMES=a:b \
+		gk-listener -l "127.0.0.1:$port" -- hello
+	wait_http "http://127.0.0.1:$port/"
+	run curl -s -m 10 "http://127.0.0.1:$port/"
+	assert_output hello
 }
 
 @test "WATCHDOG_USEC makes gk-listener send WATCHDOG=1" {
