@@ -28,7 +28,7 @@ static struct {
 	gk_resolver *res;
 	gk_register *reg;
 	const char *uri, *out;
-	bool json, watch, got_set, stopping;
+	bool json, watch, got_set, stopping, ready;
 	int status;
 	gk_timer timeout;
 	gk_metrics_timer metrics;
@@ -102,6 +102,19 @@ finish(int status)
 	gk_loop_stop(X.loop);
 }
 
+/* sd_notify(3) READY=1 once the first set has been written where it goes
+ * (standard output, or the -o file), not at start: under Type=notify the
+ * unit is up once it serves a set, and units ordered after it (a
+ * gk-client reading the file) do not start before there is one. */
+static void
+ready(void)
+{
+	if (X.ready)
+		return;
+	X.ready = true;
+	gk_notify("READY=1");
+}
+
 static void write_out(void);
 
 static void
@@ -140,6 +153,7 @@ write_out(void)
 		return;
 	}
 	gk_counter_add(X.m_writes, 1);
+	ready();
 	if (X.write_failing) {
 		char f[300];
 		snprintf(f, sizeof f, "file=%s", X.out);
@@ -171,6 +185,7 @@ emit(const gk_endpoint *set, size_t n)
 		    fflush(stdout) == EOF)
 			gk_fatal(EXIT_IOERR, "unable to write the output: %s",
 			    strerror(errno));
+		ready();
 	}
 	gk_buf_free(&b);
 }
@@ -199,6 +214,18 @@ on_error(const char *what, void *arg)
 	if (!X.watch && !X.got_set && !X.stopping) {
 		X.stopping = true;
 		gk_fatal(EXIT_UNAVAILABLE, "unable to resolve %s: %s", X.uri, what);
+	}
+	if (!X.ready) {
+		/* Not ready yet: systemctl status says what it waits for.  On
+		 * one line: a newline from an error text (a registry's
+		 * answer) would start another assignment, READY=1 even. */
+		char st[400];
+		snprintf(st, sizeof st, "STATUS=waiting for the first set: %s",
+		    what);
+		for (char *c = st; *c; c++)
+			if ((unsigned char)*c < ' ')
+				*c = ' ';
+		gk_notify(st);
 	}
 }
 
@@ -414,7 +441,6 @@ main(int argc, char **argv)
 		if (!X.watch)
 			gk_timer_start(X.loop, &X.timeout, timeout_ms, on_timeout,
 			    NULL);
-		gk_notify("READY=1");
 		gk_loop_run(X.loop);
 	}
 	gk_timer_stop(X.loop, &X.timeout);

@@ -253,6 +253,38 @@ _lines_at_least() {
 	assert_output 0
 }
 
+# notify_mark TEXT: send TEXT to $NOTIFY ourselves and wait until it is in
+# $NOTES: every message sent to the socket before it is in $NOTES by then.
+notify_mark() {
+	python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(sys.argv[2].encode(), sys.argv[1])' "$NOTIFY" "$1"
+	wait_grep " $1\$" "$NOTES"
+}
+
+@test "gk-resolver --watch sends READY=1 once the first set is written, not while the source fails (then STATUS= says why)" {
+	notify_listener
+	start_bg res env NOTIFY_SOCKET="$NOTIFY" \
+		gk-resolver --watch -o "$T/out" "file:$T/eps"
+	local pid=$BG_PID
+	wait_event "$T/res.err" '.msg == "resolver source failed"'
+	notify_mark MARK=1
+	run grep -c "^$pid READY=1\$" "$NOTES"
+	assert_output 0
+	grep -q "^$pid STATUS=waiting for the first set: " "$NOTES"
+	[ ! -e "$T/out" ]
+	printf '10.0.0.1:80\n' >"$T/eps"
+	wait_grep "^$pid READY=1\$" "$NOTES"
+	# the set was in the file before READY=1 was sent
+	grep -qx '10.0.0.1:80 1 -' "$T/out"
+	# once only
+	printf '10.0.0.2:80\n' >"$T/eps"
+	wait_for -t 10 grep -qx '10.0.0.2:80 1 -' "$T/out"
+	notify_mark MARK=2
+	run grep -c "^$pid READY=1\$" "$NOTES"
+	assert_output 1
+}
+
 @test "a socket named json by LISTEN_FDNAMES speaks the wire protocol" {
 	activate --fdname=json -- gk-listener -- hello
 	run pyhttp '
