@@ -156,12 +156,13 @@ uint64_t
 gk_watchdog_interval_ms(void)
 {
 	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
-	if (!usec)
+	uint64_t u, p;
+	/* As sd_watchdog_enabled(3): whole numbers only (WATCHDOG_PID=12x
+	 * is not pid 12), another process's variables are not ours. */
+	if (!usec || gk_parse_uint(usec, 1, UINT64_MAX, &u) < 0)
 		return 0;
-	if (pid && strtol(pid, NULL, 10) != (long)getpid())
-		return 0;
-	unsigned long long u = strtoull(usec, NULL, 10);
-	if (!u)
+	if (pid && (gk_parse_uint(pid, 1, UINT64_MAX, &p) < 0 ||
+	    p != (uint64_t)getpid()))
 		return 0;
 	uint64_t ms = u / 2000u;
 	return ms ? ms : 1;

@@ -1,5 +1,7 @@
 /* test_activation.c: gk_listen_fds reads LISTEN_PID, LISTEN_FDS and
- * LISTEN_FDNAMES as sd_listen_fds_with_names(3) does. */
+ * LISTEN_FDNAMES as sd_listen_fds_with_names(3) does, and
+ * gk_watchdog_interval_ms WATCHDOG_USEC and WATCHDOG_PID as
+ * sd_watchdog_enabled(3). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -123,11 +125,45 @@ TEST(malformed_is_an_error)
 	}
 }
 
+/* Half the interval systemd gave, in ms; 0: no watchdog of ours. */
+static uint64_t
+watchdog(const char *usec, const char *pid)
+{
+	char self[32];
+	snprintf(self, sizeof self, "%ld", (long)getpid());
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	if (usec)
+		setenv("WATCHDOG_USEC", usec, 1);
+	if (pid)
+		setenv("WATCHDOG_PID", strcmp(pid, "self") ? pid : self, 1);
+	return gk_watchdog_interval_ms();
+}
+
+TEST(watchdog_variables)
+{
+	char self_x[40];
+	snprintf(self_x, sizeof self_x, "%ldx", (long)getpid());
+	CHECK(watchdog(NULL, NULL) == 0);
+	CHECK(watchdog("400000", NULL) == 200);
+	CHECK(watchdog("400000", "self") == 200);
+	CHECK(watchdog("1000", "self") == 1); /* never 0 once enabled */
+	CHECK(watchdog("400000", "1") == 0);  /* another process's */
+	CHECK(watchdog("400000", self_x) == 0);
+	CHECK(watchdog("400000x", "self") == 0);
+	CHECK(watchdog("0", "self") == 0);
+	CHECK(watchdog("", NULL) == 0);
+	CHECK(watchdog("-5", NULL) == 0);
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+}
+
 int
 main(void)
 {
 	RUN(passed_with_names);
 	RUN(not_ours);
 	RUN(malformed_is_an_error);
+	RUN(watchdog_variables);
 	return UNIT_END();
 }
