@@ -101,11 +101,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("gk-exporter %s\n", GK_VERSION); return 0;
-		case ':':
-			gk_usage_error("%s: expected a value (see --help)",
-			    argv[optind - 1]);
-			break;
-		default: gk_usage_bad_option(argv);
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	if (!ntos) {

@@ -97,8 +97,8 @@ usage(FILE *f)
 	        "SIGHUP.\n"
 	        "  -s, --max-size SIZE    rotate past SIZE bytes (10M; 0: "
 	        "never)\n"
-	        "  -r, --rotate WHEN      also rotate every DURATION (1h), or "
-	        "daily at midnight\n"
+	        "  -r, --rotate WHEN      also rotate every DURATION, or "
+	        "daily at midnight (never)\n"
 	        "  -k, --keep N           rotated files kept, PATH.1 .. PATH.N "
 	        "(5)\n"
 	        "      --fsync POLICY     never, batch or always (batch)\n"
@@ -137,7 +137,8 @@ main(int argc, char **argv)
 	uint64_t v;
 	size_t sz;
 	char *end;
-	while ((c = getopt_long(argc, argv, "s:r:k:hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":s:r:k:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (gk_parse_size(optarg, &sz) < 0)
@@ -215,7 +216,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-file"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	if (optind >= argc)

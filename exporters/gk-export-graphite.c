@@ -138,7 +138,8 @@ main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p': G.prefix = optarg; break;
 		case 'i': G.with_pid = true; break;
@@ -157,7 +158,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-graphite"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	addr = gk_export_operand(argc, argv, optind, addr, "[ADDR]");

@@ -247,7 +247,8 @@ main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	while ((c = getopt_long(argc, argv, "b:t:k:X:hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":b:t:k:X:hV", opts, NULL)) != -1) {
 		if (c >= 0x100 && c < 0x105) {
 			if (!*optarg)
 				gk_usage_error("bad --topic-%s: empty",
@@ -292,7 +293,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-kafka"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	if (optind < argc) {

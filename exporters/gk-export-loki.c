@@ -112,7 +112,8 @@ main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	while ((c = getopt_long(argc, argv, "l:" GK_EHTTP_SHORTOPTS "hV", opts,
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":l:" GK_EHTTP_SHORTOPTS "hV", opts,
 	            NULL)) != -1) {
 		if (gk_ehttp_option(&cli, c, optarg))
 			continue;
@@ -168,7 +169,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-loki"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	const char *base =

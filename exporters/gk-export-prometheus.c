@@ -353,7 +353,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 	    "usage: gk-export-prometheus [-l ADDR] [--expire N] "
-	    "[--max-procs N]\n"
+	    "[--max-procs N] [ADDR]\n"
 	    "Serve the metrics snapshots read on stdin on GET /metrics "
 	    "(Prometheus text format 0.0.4).\n"
 	    "  -l, --listen ADDR  address to serve on (127.0.0.1:9464)\n"
@@ -403,11 +403,7 @@ main(int argc, char **argv)
 		case 'x': exit_on_eof = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-prometheus"); return 0;
-		case ':':
-			gk_usage_error("%s: expected a value (see --help)",
-			    argv[optind - 1]);
-			break;
-		default: gk_usage_bad_option(argv);
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	/* gk-exporter --to prometheus:ADDR */

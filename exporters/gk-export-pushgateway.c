@@ -458,7 +458,8 @@ main(int argc, char **argv)
 	    {0}};
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			if (!*optarg)
@@ -496,7 +497,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-pushgateway"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	const char *base = gk_export_operand(argc, argv, optind,

@@ -461,7 +461,8 @@ main(int argc, char **argv)
 	    {0}};
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': S.dogstatsd = true; break;
 		case 'p': S.prefix = optarg; break;
@@ -494,7 +495,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-statsd"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	addr = gk_export_operand(argc, argv, optind, addr, "[ADDR]");

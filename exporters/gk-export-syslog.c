@@ -111,7 +111,8 @@ main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	while ((c = getopt_long(argc, argv, "f:i:s:hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":f:i:s:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			S.so.facility = gk_syslog_facility(optarg);
@@ -170,7 +171,7 @@ main(int argc, char **argv)
 			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-syslog"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	const char *addr =

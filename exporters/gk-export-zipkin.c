@@ -91,14 +91,15 @@ main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {0}};
 	int c;
-	while ((c = getopt_long(argc, argv, GK_EHTTP_SHORTOPTS "hV", opts,
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":" GK_EHTTP_SHORTOPTS "hV", opts,
 	            NULL)) != -1) {
 		if (gk_ehttp_option(&cli, c, optarg))
 			continue;
 		switch (c) {
 		case 'h': usage(stdout); return 0;
 		case 'V': gk_export_version("gk-export-zipkin"); return 0;
-		default: usage(stderr); return GK_EXIT_USAGE;
+		default: gk_usage_getopt(c, argv);
 		}
 	}
 	const char *base =

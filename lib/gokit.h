@@ -452,6 +452,10 @@ void gk_usage_error(const char *fmt, ...)
 /* getopt_long (with opterr = 0) returned '?': the usage error naming the
  * unknown option, "unknown option -x (see --help)", then exit 64. */
 void gk_usage_bad_option(char *const *argv) __attribute__((noreturn));
+/* Any other return c of getopt_long (opterr = 0, ':' first in the
+ * optstring): ':' is an option without its value, "--queue: expected a
+ * value (see --help)", else as gk_usage_bad_option. */
+void gk_usage_getopt(int c, char *const *argv) __attribute__((noreturn));
 /*
  * For option parsers: the value of --opt, or the usage error that names it
  * and what was expected ("bad --probes: 0 (expected a whole number from 1

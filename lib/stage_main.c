@@ -64,6 +64,14 @@ static const struct common_help common[] = {
     {0, NULL, NULL, NULL, false},
 };
 
+/* Options of the south side: a stage without one (gk-exec, gk-pool) has
+ * none of them, rather than taking them and doing nothing. */
+static bool
+south_only(int code)
+{
+	return code == OPT_TO || code == OPT_RESTART || code == OPT_NO_RESTART;
+}
+
 static void
 usage(const gk_stage_def *def, bool http)
 {
@@ -74,16 +82,17 @@ usage(const gk_stage_def *def, bool http)
 				: "(-- CMD [ARGS...] | --to ADDR)");
 	for (const gk_stage_option *o = def->options; o && o->name; o++) {
 		char left[64];
-		snprintf(left, sizeof left, "%s%c%s--%s%s%s",
-		    o->short_name ? "-" : "", o->short_name ? o->short_name : ' ',
+		/* "-x, --name" or "    --name", as the common ones below */
+		snprintf(left, sizeof left, "%c%c%s--%s%s%s",
+		    o->short_name ? '-' : ' ', o->short_name ? o->short_name : ' ',
 		    o->short_name ? ", " : "  ", o->name, o->has_arg ? " " : "",
 		    o->has_arg ? o->arg_name : "");
-		printf("  %-30s %s\n", o->short_name ? left : left + 2, o->help);
+		printf("  %-30s %s\n", left, o->help);
 	}
 	for (const struct common_help *c = common; c->name; c++) {
 		if (c->http && !http)
 			continue;
-		if (c->code == OPT_TO && def->no_south)
+		if (south_only(c->code) && def->no_south)
 			continue;
 		char left[64];
 		if (c->code < 256)
@@ -126,7 +135,7 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 	char shorts[128] = "+l:hV";
 	int n = 0;
 	for (const struct common_help *c = common; c->name; c++) {
-		if (c->http && !http_opts)
+		if ((c->http && !http_opts) || (south_only(c->code) && def->no_south))
 			continue;
 		lo[n++] = (struct option){c->name,
 		    c->arg ? required_argument : no_argument, NULL, c->code};

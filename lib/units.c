@@ -248,6 +248,15 @@ gk_usage_error(const char *fmt, ...)
 }
 
 void
+gk_usage_getopt(int c, char *const *argv)
+{
+	if (c == ':') /* with ':' first in the optstring */
+		gk_usage_error("%s: expected a value (see --help)",
+		    argv[optind - 1]);
+	gk_usage_bad_option(argv);
+}
+
+void
 gk_usage_bad_option(char *const *argv)
 {
 	if (optopt)

@@ -328,3 +328,26 @@ iso() {
 	[ "$BG_STATUS" -eq 0 ]
 	exec 4>&-
 }
+
+@test "every plugin: an unknown option or one without its value is one line naming it, exit 64" {
+	local p
+	for p in file graphite influx kafka loki otlp prometheus pushgateway statsd syslog zipkin; do
+		run gk-export-$p --bogus
+		[ "$status" -eq 64 ] || { echo "gk-export-$p --bogus: $status"; false; }
+		[ "${#lines[@]}" -eq 1 ] || { echo "gk-export-$p --bogus: $output"; false; }
+		[ "$output" = "gk-export-$p: usage: unknown option --bogus (see --help)" ]
+		run gk-export-$p -Z
+		[ "$status" -eq 64 ]
+		[ "$output" = "gk-export-$p: usage: unknown option -Z (see --help)" ]
+	done
+	# an option that takes a value, given none
+	for p in "statsd --queue" "graphite --queue" "otlp --timeout" "file --max-size" \
+		"syslog --max-message" "kafka --queue-messages" "pushgateway --job" "loki --max-streams"; do
+		run gk-export-$p
+		[ "$status" -eq 64 ]
+		[ "$output" = "gk-export-${p%% *}: usage: ${p#* }: expected a value (see --help)" ] || {
+			echo "gk-export-$p: $output"
+			false
+		}
+	done
+}

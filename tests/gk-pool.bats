@@ -212,6 +212,14 @@ _answer_from_new_copy() {
 	assert_success
 	assert_output --partial -- '--copies'
 	assert_output --partial 'killed and restarted'
+	# no south side: no --to, --restart or --no-restart, in --help or taken
+	refute_output --partial -- '--to'
+	refute_output --partial -- '--no-restart'
+	for o in --restart --no-restart "--to 127.0.0.1:1"; do
+		run gk-pool $o -- /bin/cat
+		assert_failure 64
+		assert_output "gk-pool: usage: unknown option ${o%% *} (see --help)"
+	done
 	run gk-pool --version
 	assert_success
 	assert_output --partial 'gk-pool 0.1.0'
