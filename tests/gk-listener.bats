@@ -200,16 +200,8 @@ for i in range(3):
 	run pyhttp '
 import gkhttp, socket, sys, time
 port, lpid, log = sys.argv[1], sys.argv[2], sys.argv[3]
-def status(key):
-    for l in open("/proc/%s/status" % lpid):
-        if l.startswith(key):
-            return int(l.split()[1])
-def handled():
-    try:
-        with open(log) as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0
+status = lambda key: gkhttp.proc_status(lpid, key)
+handled = lambda: gkhttp.lines_in(log)
 before = status("VmRSS:")
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -258,16 +250,8 @@ print("peak growth:", "bounded" if grown < 10000 else "%d kB" % grown)
 	run pyhttp '
 import gkhttp, socket, sys, time
 port, lpid, log = sys.argv[1], sys.argv[2], sys.argv[3]
-def status(key):
-    for l in open("/proc/%s/status" % lpid):
-        if l.startswith(key):
-            return int(l.split()[1])
-def handled():
-    try:
-        with open(log) as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0
+status = lambda key: gkhttp.proc_status(lpid, key)
+handled = lambda: gkhttp.lines_in(log)
 before = status("VmRSS:")
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -315,6 +315,20 @@ def read_response(s, head=False):
         _buffers[s.fileno()] = extra
     return status, headers, body
 
+def proc_status(pid, key):
+    """A /proc/PID/status figure in kB (VmRSS:, VmHWM:)."""
+    for l in open("/proc/%s/status" % pid):
+        if l.startswith(key):
+            return int(l.split()[1])
+
+def lines_in(path):
+    """Lines written to path so far (0 before it exists)."""
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
 def closed_within(s, seconds):
     s.settimeout(seconds)
     try:
