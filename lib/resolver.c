@@ -37,8 +37,8 @@ const gk_resolver_options *gk__resolver_options(gk_resolver *r) { return &r->opt
  * in lower case (RFC 4343: DNS names compare without case).  What is not
  * HOST:PORT is left as it is.
  */
-static void
-canon_addr(char *addr, size_t cap)
+void
+gk__canon_addr(char *addr, size_t cap)
 {
 	if (!gk__host_port(addr))
 		return;
@@ -103,7 +103,7 @@ gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
 	if (n)
 		memcpy(in, set, n * sizeof *in);
 	for (size_t i = 0; i < n; i++) {
-		canon_addr(in[i].addr, sizeof in[i].addr);
+		gk__canon_addr(in[i].addr, sizeof in[i].addr);
 		order[i] = i;
 	}
 	qsort_r(order, n, sizeof *order, ep_cmp, in);

@@ -19,6 +19,7 @@ struct gk_register {
 	gk_loop *loop;
 	gk_curl *curl;
 	gk_register_options o;
+	char addr[300]; /* o.addr, as the resolver writes it (080 is 80) */
 	const gk_register_backend *be;
 	void *state;
 	gk_rhttp check;
@@ -167,6 +168,11 @@ gk_register_new(gk_loop *loop, const gk_register_options *o, const char **why)
 	gk_register *g = gk_xcalloc(1, sizeof *g);
 	g->loop = loop;
 	g->o = *o;
+	/* Registered as every resolver lists it, so that one instance
+	 * spelled two ways is one key. */
+	snprintf(g->addr, sizeof g->addr, "%s", o->addr);
+	gk__canon_addr(g->addr, sizeof g->addr);
+	g->o.addr = g->addr;
 	if (!g->o.weight)
 		g->o.weight = 1;
 	g->be = be;

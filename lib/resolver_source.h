@@ -36,6 +36,9 @@ gk_loop *gk__resolver_loop(gk_resolver *r);
 const gk_resolver_options *gk__resolver_options(gk_resolver *r);
 /* HOST:PORT or [V6]:PORT: a host, and a port from 1 to 65535 in digits. */
 bool gk__host_port(const char *s);
+/* addr (HOST:PORT) rewritten in place in the one form addresses are
+ * compared by: port 080 is 80, [0:0::1] is [::1], host names lower case. */
+void gk__canon_addr(char *addr, size_t cap);
 /* "host:port [weight] [tags]" lines; '#' comments.  -1 on a bad line. */
 int gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep);
 /* ep->tags from a comma-separated list, whole tags only (at most 255 bytes). */

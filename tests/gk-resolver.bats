@@ -391,10 +391,12 @@ _status_is() {
 
 @test "etcd register: SIGTERM revokes the lease, so the key is gone at once" {
 	start_etcd etcd
+	# 08080 is registered as every resolver lists it: 8080
 	start_bg reg gk-resolver register "etcd:$ETCD_URL/services" --name orders \
-		--addr 127.0.0.1:8080 --ttl 60s
+		--addr 127.0.0.1:08080 --ttl 60s
 	wait_for -t 10 etcd_has /services/orders/
 	wait_event "$T/reg.err" '.msg == "registered"'
+	assert_equal "$(ectl get --prefix --keys-only /services/ | grep .)" /services/orders/127.0.0.1:8080
 	kill -TERM "$(bg_pid reg)"
 	wait_exit reg 10
 	assert_equal "$BG_STATUS" 0
