@@ -89,6 +89,7 @@ struct gk_filter {
 	gk_buf tmp; /* string unescaping */
 	int out_fd;
 	bool out_dead;
+	int out_errno; /* why writing stdout failed, other than EPIPE */
 	const char *cur_line; /* the event being processed, for reports */
 	size_t cur_len;
 	gk_log_gate rl[ERR_KINDS];
@@ -942,8 +943,21 @@ write_out(gk_filter *f)
 			poll(&p, 1, -1);
 			continue;
 		}
-		/* The reader is gone (EPIPE): stop, as jq would. */
+		/*
+		 * The reader is gone (EPIPE): stop quietly, as a filter in
+		 * a pipeline to head(1) should.  Any other failure (ENOSPC,
+		 * EIO, EBADF) loses the outputs: said once, and the exit
+		 * status tells the caller (as jq's does).
+		 */
 		f->out_dead = true;
+		if (errno != EPIPE) {
+			f->out_errno = errno;
+			gk_buf e = {0};
+			gk_buf_addf(&e, "error=%s", strerror(errno));
+			gk_log(GK_ERROR, "writing output failed",
+			    gk_buf_cstr(&e));
+			gk_buf_free(&e);
+		}
 	}
 	gk_buf_reset(&f->out);
 }
@@ -954,6 +968,18 @@ flush_all(gk_filter *f)
 	write_out(f);
 	for (size_t i = 0; i < f->nroutes; i++)
 		route_flush(f, &f->routes[i]);
+}
+
+/* A line past GK_FILTER_MAX_LINE (or the start of one): skipped, said. */
+static void
+too_long(gk_filter *f, const char *line, size_t len)
+{
+	f->cur_line = line;
+	f->cur_len = len;
+	report(f, ERR_TOO_LONG, "line too long, skipped", "longer than 16 MiB",
+	    NULL);
+	f->cur_line = NULL;
+	gk_counter_add(f->in, 1);
 }
 
 static uint64_t
@@ -1026,6 +1052,11 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 			size_t end = (size_t)(nl - in.data);
 			if (skipping)
 				skipping = false;
+			else if (end - start > GK_FILTER_MAX_LINE)
+				/* Whole in this buffer (its newline came in the
+				 * read that crossed the bound): the bound holds
+				 * all the same. */
+				too_long(f, in.data + start, end - start);
 			else
 				process_line(f, in.data + start, end - start,
 				    true, NULL);
@@ -1035,19 +1066,17 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 				break;
 		}
 		if (eof && start < in.len && !skipping && halted_status < 0) {
-			process_line(f, in.data + start, in.len - start, true,
-			    NULL);
+			if (in.len - start > GK_FILTER_MAX_LINE)
+				too_long(f, in.data + start, in.len - start);
+			else
+				process_line(f, in.data + start,
+				    in.len - start, true, NULL);
 			start = in.len;
 		}
 		gk_buf_consume(&in, start);
 		scanned = in.len;
 		if (!skipping && in.len > GK_FILTER_MAX_LINE) {
-			f->cur_line = in.data;
-			f->cur_len = in.len;
-			report(f, ERR_TOO_LONG, "line too long, skipped",
-			    "longer than 16 MiB", NULL);
-			f->cur_line = NULL;
-			gk_counter_add(f->in, 1);
+			too_long(f, in.data, in.len);
 			skipping = true;
 		}
 		if (skipping) {
@@ -1056,8 +1085,10 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 		}
 		flush_all(f);
 	}
-	/* Stopped by a signal: what was read is answered. */
-	if (!eof && in.len && !skipping && !f->out_dead) {
+	/* Stopped by a signal: what was read is answered.  Not after halt:
+	 * the program asked that no event follow the one that halted. */
+	if (!eof && in.len && !skipping && !f->out_dead &&
+	    halted_status < 0) {
 		size_t start = 0;
 		char *nl;
 		while ((nl = memchr(in.data + start, '\n', in.len - start))) {
@@ -1092,6 +1123,8 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 	gk_events_flush();
 	if (halted_status >= 0 && status == GK_EXIT_OK)
 		status = halted_status;
+	if (f->out_errno && status == GK_EXIT_OK)
+		status = 74; /* EX_IOERR */
 	return status;
 }
 

@@ -150,6 +150,52 @@ print("{\"n\":\"last\"}")' >"$T/in"
 	[ "$(count_events "$T/ev" '.msg == "line too long, skipped"')" = 1 ]
 }
 
+@test "a line just over 16 MiB is skipped too, even when its newline comes in the same read" {
+	# 16 MiB + 100 bytes: the reads of 256 KiB reach exactly 16 MiB of
+	# the line, then the read that ends it brings the newline.
+	python3 -c 'print("{\"a\":\"" + "y" * ((16 << 20) + 100 - 8) + "\"}"); print("{\"after\":1}")' >"$T/in"
+	[ "$(head -n 1 "$T/in" | wc -c)" -eq $(((16 << 20) + 101)) ]
+	filt '{after}'
+	[ "$status" -eq 0 ]
+	assert_equal "$(cat "$T/out")" '{"after":1}'
+	[ "$(metric gk_filter_errors_total kind too_long)" = 1 ]
+	[ "$(metric gk_filter_events_in_total)" = 2 ]
+}
+
+@test "halt and halt_error stop the stream: no event after the one that halted" {
+	printf '%s\n' '{"n":1}' '{"n":2}' '{"n":3}' '{"n":4}' >"$T/in"
+	filt 'if .n == 2 then halt_error else . end'
+	[ "$status" -eq 5 ]
+	assert_equal "$(cat "$T/out")" '{"n":1}'
+	filt 'if .n == 3 then halt else . end'
+	[ "$status" -eq 0 ]
+	run cat "$T/out"
+	assert_output "$(printf '%s\n' '{"n":1}' '{"n":2}')"
+}
+
+@test "standard output that fails (a full disk): an error event and exit 74, not 0" {
+	printf '%s\n' '{"n":1}' '{"n":2}' >"$T/in"
+	status=0
+	gk-filter . <"$T/in" >/dev/full 3>"$T/ev" || status=$?
+	[ "$status" -eq 74 ]
+	run events "$T/ev" 'select(.msg == "writing output failed") | .error'
+	assert_output 'No space left on device'
+	# a closed stdout is a failure as well
+	status=0
+	gk-filter . <"$T/in" >&- 3>"$T/ev" || status=$?
+	[ "$status" -eq 74 ]
+}
+
+@test "a reader that goes away (EPIPE) ends gk-filter quietly, with status 0" {
+	python3 -c '
+for i in range(200000):
+    print("{\"n\":%d}" % i)' >"$T/in"
+	run bash -c "gk-filter . <'$T/in' 3>'$T/ev' | head -n 1 >'$T/out'; echo \${PIPESTATUS[0]}"
+	assert_output 0
+	assert_equal "$(cat "$T/out")" '{"n":0}'
+	[ "$(count_events "$T/ev" '.msg == "writing output failed"')" = 0 ]
+}
+
 @test "--route sends matching outputs to a spawned command, the rest to stdout" {
 	python3 -c '
 for i in range(100):
