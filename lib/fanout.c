@@ -355,6 +355,13 @@ gk_fanout_push(gk_fanout *f, const char *line, size_t len)
 		line = f->wrap.data;
 		len = f->wrap.len;
 	}
+	/* The input drops a line past the bound while it is still partial;
+	 * one that came whole in a read (or grew past it when wrapped) is
+	 * the same case, and must not read as "oldest events dropped". */
+	if (len > f->o.buffer_bytes) {
+		gk_fanout_too_long(f);
+		return;
+	}
 	for (int i = 0; i < f->nsinks; i++) {
 		struct sink *s = &f->sink[i];
 		size_t d = gk_equeue_push(s->q, line, len);
@@ -508,6 +515,21 @@ tick_sink(gk_fanout *f, struct sink *s)
 		s->closed_ms = now;
 		close_pipe(s);
 		/* It did not read: it will not drain either. */
+		stop_plugin(s);
+	}
+	/* Its buffer all in the pipe, but the plugin has not read the pipe
+	 * within the drain timeout either (stuck): it has not taken its
+	 * events, so it is stopped as a sink closed by the timeout is.
+	 * Without this, gk-exporter waited for it for ever at the end of
+	 * input, and on TERM killed it without a TERM.  What it left
+	 * unread is counted lost when it exits. */
+	if (f->eof && s->closed_for_eof && s->pid && !s->kill_at_ms &&
+	    now - f->eof_ms > f->o.drain_ms && unread_bytes(s) > 0) {
+		char fl[100], g[40];
+		snprintf(fl, sizeof fl, "sink=%s", s->label);
+		snprintf(g, sizeof g, "unread_bytes=%d", unread_bytes(s));
+		gk_log(GK_WARN, "drain timeout: plugin left its input unread",
+		       fl, g);
 		stop_plugin(s);
 	}
 	/* On TERM, a plugin that has read everything and still runs a

@@ -361,6 +361,42 @@ exit 1'
 	[ "$(count_events "$T/ev" '.msg == "event longer than the sink buffer: dropped" and .max_bytes == 4096')" -eq 1 ]
 }
 
+@test "a line longer than --buffer that comes whole in one read is told as too long, not as oldest dropped" {
+	{
+		echo '{"type":"log","n":1}'
+		python3 -c 'print("{\"type\":\"log\",\"pad\":\"" + "x" * 10000 + "\"}")'
+		# not JSON, and longer than the bound only once wrapped
+		python3 -c 'print("\"" * 3000)'
+		echo '{"type":"log","n":2}'
+	} >"$T/in"
+	# through a pipe, in one write: the long lines arrive whole
+	cat "$T/in" | gk-exporter --buffer 4k --to "tee:$T/a" 2>"$T/ev"
+	run jq -c .n "$T/a"
+	assert_output "$(printf '1\n2')"
+	[ "$(metric "$T/ev" gk_exporter_dropped_total tee)" = 2 ]
+	[ "$(metric "$T/ev" gk_exporter_sent_total tee)" = 2 ]
+	[ "$(count_events "$T/ev" '.msg == "event longer than the sink buffer: dropped"')" -eq 2 ]
+	[ "$(count_events "$T/ev" '.msg == "sink buffer full: oldest events dropped"')" -eq 0 ]
+}
+
+@test "a plugin that leaves its input unread past the drain timeout is sent TERM, and gk-exporter exits" {
+	# sulk: reads nothing; on TERM, says so and exits 0.
+	plugin sulk 'trap "echo term >>\"\$1\"; exit 0" TERM
+while :; do sleep 0.05; done'
+	gen 3 >"$T/in"
+	# Its events fit in the pipe: the sink's own buffer is empty at EOF,
+	# but the plugin has taken nothing.
+	start_in ex "$T/in" gk-exporter --drain-timeout 1s --to "sulk:$T/sulk" --to "tee:$T/a"
+	wait_exit ex 15
+	[ "$BG_STATUS" -eq 0 ]
+	cmp "$T/in" "$T/a"
+	# TERM, not the last-resort KILL
+	assert_equal "$(cat "$T/sulk")" term
+	[ "$(count_events "$T/ex.err" '.msg == "plugin did not exit: killed"')" -eq 0 ]
+	[ "$(metric "$T/ex.err" gk_exporter_lost_total sulk)" = 3 ]
+	[ "$(metric "$T/ex.err" gk_exporter_sent_total sulk)" = 3 ]
+}
+
 @test "SIGHUP is passed on to every plugin, SIGUSR1 to none" {
 	# sig: records the HUP and USR1 it gets in $1, reads stdin to its end
 	# (from a cat in the background: fd 3, as the shell gives a background
