@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,9 +401,27 @@ serve_start(gk_stage *st, void *arg)
 	gk_loop_watch(gk_stage_loop(st), serve.efd, GK_READ, on_done_jobs,
 	    NULL);
 	serve.threads = gk_xcalloc(serve.workers, sizeof *serve.threads);
+	/*
+	 * Workers take no signal.  They are started before the runtime
+	 * blocks TERM, INT, HUP and USR1 for its signalfd, and a thread
+	 * inherits its creator's mask: with those signals open in the
+	 * workers, the kernel gave a TERM to a worker and its default
+	 * action ended the process instead of draining it.  As nginx's
+	 * thread pools do: every signal but those a fault raises, which
+	 * blocking would not stop anyway.
+	 */
+	sigset_t all, old;
+	sigfillset(&all);
+	sigdelset(&all, SIGILL);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGTRAP);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (unsigned i = 0; i < serve.workers; i++)
 		if (pthread_create(&serve.threads[i], NULL, worker, NULL))
 			gk_fatal(GK_EXIT_OSERR, "unable to start a worker thread");
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return 0;
 }
 

@@ -6,6 +6,8 @@
  * signals, exit), fed wire requests on a pipe.
  */
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -144,6 +146,64 @@ TEST(a_handler_reads_the_trace_id_a_tracer_gave_the_request)
 	handler = slow_handler;
 }
 
+/*
+ * SIGTERM while a worker runs the handler: the program drains (the
+ * request in flight is answered) and exits 0.  The workers were created
+ * before the loop blocked the signals it takes through its signalfd, so
+ * they left TERM unblocked, the kernel gave it to one of them, and its
+ * default action ended the process (status 143, the answer lost).
+ */
+TEST(with_j_sigterm_during_a_handler_drains_and_exits_0)
+{
+	memset(shared, 0, sizeof *shared);
+	int in[2], res[2];
+	CHECK(pipe(in) == 0 && pipe(res) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(res[1], 1);
+		close(in[0]);
+		close(in[1]);
+		close(res[0]);
+		close(res[1]);
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0)
+			dup2(null, 2);
+		char *argv[] = {"test_serve", "-j", "2", NULL};
+		_exit(gk_serve(3, argv, slow_handler, NULL));
+	}
+	close(in[0]);
+	close(res[1]);
+	const char *req = "{\"id\":\"t\",\"method\":\"GET\",\"path\":\"/t\"}\n";
+	CHECK(write(in[1], req, strlen(req)) == (ssize_t)strlen(req));
+	/* Wait (at most 5 s) until a worker is in the handler. */
+	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	CHECK(atomic_load(&shared->now) == 1);
+	kill(pid, SIGTERM);
+	char out[1024];
+	size_t got = 0;
+	for (;;) { /* until EOF: the child exits (stdin stays open) */
+		struct pollfd p = {.fd = res[0], .events = POLLIN};
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		ssize_t r = read(res[0], out + got, sizeof out - 1 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	out[got] = 0;
+	int status = 0;
+	waitpid(pid, &status, 0);
+	close(in[1]);
+	close(res[0]);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(strstr(out, "\"id\":\"t\"") != NULL);
+	CHECK(strstr(out, "GET /t\\n") != NULL);
+}
+
 int
 main(void)
 {
@@ -154,5 +214,6 @@ main(void)
 	RUN(without_workers_a_blocking_handler_runs_one_at_a_time);
 	RUN(with_j_4_blocking_handlers_overlap_but_never_more_than_4);
 	RUN(a_handler_reads_the_trace_id_a_tracer_gave_the_request);
+	RUN(with_j_sigterm_during_a_handler_drains_and_exits_0);
 	return UNIT_END();
 }
