@@ -445,12 +445,10 @@ serve_option(int short_name, const char *name, const char *value, void *arg)
 {
 	(void)name;
 	(void)arg;
-	uint64_t n;
-	if (short_name == 'j') {
-		if (gk_parse_uint(value, 0, 1024, &n) < 0)
-			return -1;
-		serve.workers = (unsigned)n;
-	}
+	/* gk_opt_uint's usage error says what was expected, as every
+	 * other stage option's does. */
+	if (short_name == 'j')
+		serve.workers = (unsigned)gk_opt_uint("jobs", value, 0, 1024);
 	return 0;
 }
 

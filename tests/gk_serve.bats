@@ -116,6 +116,11 @@ print(s.recv(100).decode().split(\"\\r\\n\")[0])'"
 	assert_failure 64
 	[ "${#lines[@]}" -eq 1 ]
 	assert_output --partial "hello:"
+	# the bad value and what was expected, as for every option
+	run hello -j 1025
+	assert_failure 64
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "bad --jobs: 1025 (expected a whole number from 0 to 1024)"
 	run hello --bogus
 	assert_failure 64
 	[ "${#lines[@]}" -eq 1 ]
