@@ -27,6 +27,7 @@
 #define GK_EXIT_USAGE 64	/* EX_USAGE: bad option or argument */
 #define GK_EXIT_SOFTWARE 70	/* EX_SOFTWARE: internal error */
 #define GK_EXIT_OSERR 71	/* EX_OSERR: unable to bind, fork, ... */
+#define GK_EXIT_IOERR 74	/* EX_IOERR: stdin or stdout failed */
 #define GK_EXIT_CHILD 75	/* EX_TEMPFAIL: south child died, --no-restart */
 #define GK_EXIT_NOMEM 111	/* out of memory (as skalibs) */
 

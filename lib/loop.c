@@ -170,7 +170,12 @@ watch(gk_loop *l, int fd, unsigned events, gk_io_fn *fn, void *arg, bool any)
 		l->watch[fd] = (struct watch){fn, arg, events, false, true};
 		return 0;
 	}
-	l->watch[fd] = (struct watch){fn, arg, events, false, false};
+	/* Added to learn whether epoll can watch it at all (above), then
+	 * parked while nobody wants its events: EPOLLERR and EPOLLHUP come
+	 * whatever the interest, so a stdout whose reader exited would wake
+	 * every turn (a stage spun at 100% CPU until its stdin closed). */
+	bool parked = !events && epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL) == 0;
+	l->watch[fd] = (struct watch){fn, arg, events, parked, false};
 	return 0;
 }
 

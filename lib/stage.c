@@ -79,6 +79,7 @@ struct gk_stage {
 	gk_timer watchdog_timer;
 	uint64_t watchdog_ms;
 	bool draining, stopping;
+	bool stdio_failed; /* stdin or stdout failed (not closed): exit 74 */
 	int exit_status, kill_stage;
 
 	uint64_t recent_cancel[RECENT_CANCELS];
@@ -874,8 +875,18 @@ wire_conn_close(gk_stream *s, int err, void *arg)
 	struct wire_conn *c = arg;
 	gk_stage *st = c->st;
 	if (c == &stdio_conn) {
-		/* Our parent closed stdin: answer what is in flight, go. */
-		begin_drain(st, "stdin closed");
+		/* Our parent closed stdin, or went away (EPIPE on stdout):
+		 * answer what is in flight, go.  Any other failure (stdout
+		 * on a full disk, an I/O error) loses answers: said once, and
+		 * the exit status says it too. */
+		if (err && err != EPIPE && err != ECONNRESET && !st->stdio_failed) {
+			st->stdio_failed = true;
+			st->exit_status = GK_EXIT_IOERR;
+			log_kv(GK_ERROR, "standard input or output failed", "error",
+			    strerror(err), NULL, NULL);
+		}
+		begin_drain(st, err ? "standard input or output failed"
+				    : "stdin closed");
 		return;
 	}
 	abandon_from(st, &c->north);

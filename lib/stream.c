@@ -215,11 +215,37 @@ flush_one(gk_stream *s)
 	return 0;
 }
 
+/*
+ * The write end failed (EPIPE: its reader is gone; ENOSPC, EIO): out of
+ * the epoll set, which would report EPOLLERR on it every turn (whatever
+ * was asked), and closed; a standard fd is pointed at /dev/null instead,
+ * so that no file opened later takes its number.  A socket is left to its
+ * read side, which sees the same failure.
+ */
+static void
+drop_write_fd(gk_stream *s)
+{
+	if (s->wfd < 0 || s->wfd == s->rfd)
+		return;
+	gk_loop_unwatch(s->loop, s->wfd);
+	if (s->wfd <= 2) {
+		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (null >= 0) {
+			dup2(null, s->wfd);
+			close(null);
+		}
+	} else
+		close(s->wfd);
+	s->wfd = -1;
+	s->want_write = false;
+}
+
 static void
 after_flush(gk_stream *s, int err)
 {
 	if (err) {
 		s->out.len = 0;
+		drop_write_fd(s);
 		if (s->ops->on_close && !s->closing) {
 			s->busy = true;
 			s->ops->on_close(s, err, s->arg);

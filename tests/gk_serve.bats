@@ -137,3 +137,26 @@ print(s.recv(100).decode().split(\"\\r\\n\")[0])'"
 	run timeout 10 hello </dev/null
 	[ "$status" -eq 0 ]
 }
+
+@test "answers that cannot be written (stdout on a full disk): an error event and exit 74" {
+	run bash -c 'printf "%s\n" "{\"id\":\"a\",\"method\":\"GET\",\"path\":\"/\"}" |
+		GK_EVENTS_FORMAT=json hello 2>"$BATS_TEST_TMPDIR/err" >/dev/full'
+	[ "$status" -eq 74 ]
+	[ "$(count_events "$T/err" '.level == "error" and .msg == "standard input or output failed" and .error == "No space left on device"')" -eq 1 ]
+}
+
+@test "a reader of stdout that goes away: no busy loop while stdin stays open, exit 0 at its end" {
+	# The reader takes the answer and exits (head -n 1), or exits before
+	# it is written (head -c 0, EPIPE): either way the stage waits for its
+	# stdin quietly.  Its own CPU time over the second it waits is in its
+	# last metrics snapshot; a busy loop would spend most of that second.
+	for reader in "head -n 1" "head -c 0" "head -n 1"; do
+		run bash -c '(printf "%s\n" "{\"id\":\"a\",\"method\":\"GET\",\"path\":\"/\"}"; sleep 1) |
+			GK_EVENTS_FORMAT=json hello 2>"$BATS_TEST_TMPDIR/err" | '"$reader"' >/dev/null
+			echo "${PIPESTATUS[1]}"'
+		assert_output 0
+		cpu=$(jq -r 'select(.type == "metrics") | .metrics[]
+			| select(.name == "process_cpu_seconds_total") | .series[0].value' "$T/err" | tail -1)
+		awk -v c="$cpu" 'BEGIN { exit !(c < 0.3) }' || { echo "cpu $cpu s"; false; }
+	done
+}
