@@ -566,13 +566,32 @@ state_for(gk_limiter *l, const char *key, size_t len)
 	return s;
 }
 
+/*
+ * How long lr may be held for a rate slot: what is left of --wait, and no
+ * later than just before the request's deadline.  A slot that comes after
+ * the deadline is no use to the request (the runtime answers 504 at the
+ * deadline, and the stages above it at the same moment), and taking it
+ * would push every later request's slot further out: under load every
+ * held request timed out and nothing went south.  Refused at once instead,
+ * the request gets 429 with the true Retry-After and the slot stays free.
+ */
 static uint64_t
 max_wait_ns(const gk_limiter *l, const struct lreq *lr)
 {
 	if (l->c.mode != GK_LIMIT_WAIT || (!lr->queued &&
 	    l->queued >= l->c.queue))
 		return 0;
-	return wait_left_ms(l, lr) * 1000000u;
+	uint64_t ns = wait_left_ms(l, lr) * 1000000u;
+	uint64_t dl = gk_req_deadline(lr->req);
+	if (dl) {
+		/* The deadline is whole ms of the wall clock: a slot must
+		 * come a millisecond before it at least. */
+		uint64_t now = gk_realtime_ms();
+		uint64_t left = dl > now + 1 ? (dl - now - 1) * 1000000u : 0;
+		if (left < ns)
+			ns = left;
+	}
+	return ns;
 }
 
 static void

@@ -326,6 +326,34 @@ metric_is() {
 	    select(.[0] == 0.25) | .[1]][0]' <<<"$snap")" "$held"
 }
 
+@test "--wait refuses at once a request whose slot comes after its deadline, and spends no slot" {
+	local port
+	port=$(free_port)
+	# One slot a minute, held for up to 10 minutes, but each request has
+	# 3 s (the listener's --timeout): the second request's slot is a
+	# minute away, past its deadline.  Holding it could only end in a 504
+	# at the deadline, and would spend the slot that a later request could
+	# have used: under load every request then timed out and nothing
+	# went south.
+	start_bg s gk-listener -l "127.0.0.1:$port" --no-access-log \
+		--timeout 3s -- gk-limiter -r 1/m -b 0 --wait 10m -- hello
+	wait_port 127.0.0.1 "$port"
+	run curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/"
+	assert_output 200
+	local i
+	for i in 1 2; do
+		run curl -s -i -m 20 "http://127.0.0.1:$port/"
+		assert_line --partial "429"
+		# The next slot is still the one a minute after the first
+		# request: the refused requests did not take it.
+		assert_line --regexp '^[Rr]etry-[Aa]fter: (59|60)'
+	done
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_queued_total)" 0
+	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "rate_limited"')" 2
+	assert_equal "$(value "$snap" gk_limiter_allowed_total)" 1
+}
+
 @test "--shadow lets everything through and counts what it would refuse" {
 	local port
 	port=$(free_port)
