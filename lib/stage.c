@@ -690,14 +690,28 @@ schedule_restart(gk_stage *st)
 	st->backoff_ms = st->backoff_ms * 2 > 5000 ? 5000 : st->backoff_ms * 2;
 }
 
+static void on_kill_timer(gk_loop *loop, void *arg);
+
+/* How long a child that closed its pipes has to exit by itself. */
+#define SOUTH_CLOSED_GRACE_MS 1000
+
 static void
 south_close(gk_stream *s, int err, void *arg)
 {
 	(void)s;
 	gk_stage *st = arg;
 	if (st->south_kind == SOUTH_CHILD) {
-		/* The child closed its stdout; its exit status follows. */
+		/* The child closed its stdout (or its stdin: a write failed);
+		 * its exit status usually follows at once.  A child that
+		 * lives on without its pipes can answer nothing, and the
+		 * restart waits for its exit: it is ended, TERM then KILL,
+		 * if it has not exited within SOUTH_CLOSED_GRACE_MS. */
 		south_lost(st, "south closed");
+		if (st->child && !st->stopping) {
+			st->kill_stage = 0;
+			gk_timer_start(st->loop, &st->kill_timer,
+			    SOUTH_CLOSED_GRACE_MS, on_kill_timer, st);
+		}
 		return;
 	}
 	if (st->south_up)
@@ -718,6 +732,7 @@ on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 	if (pid != st->child)
 		return;
 	st->child = 0;
+	st->kill_stage = 0;
 	char what[64], who[300];
 	if (WIFSIGNALED(ws))
 		snprintf(what, sizeof what, "signal=%s",
@@ -950,11 +965,13 @@ on_kill_timer(gk_loop *loop, void *arg)
 {
 	gk_stage *st = arg;
 	if (!st->child) {
-		gk_loop_stop(loop);
+		if (st->stopping)
+			gk_loop_stop(loop);
 		return;
 	}
 	if (st->kill_stage++ == 0) {
-		gk_log(GK_WARN, "south did not exit: sending TERM");
+		gk_log(GK_WARN, st->stopping ? "south did not exit: sending TERM"
+		    : "south closed its pipes and did not exit: sending TERM");
 		kill(st->child, SIGTERM);
 		gk_timer_start(loop, &st->kill_timer, 2000, on_kill_timer, st);
 	} else {

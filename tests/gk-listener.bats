@@ -26,6 +26,7 @@ teardown() {
 #   anything else: 200, body "PATH\n"           in, then answered last first
 #   /slow     answered after 1 s         /big/N  200, a body of N bytes that
 #   /slow/S   answered after S seconds           starts with "PATH\n"
+#   /closeout closes its stdout and lives on, reading nothing
 # It exits 1 at start while $DOWN_FILE exists.
 write_handler() {
 	cat >"$T/handler.py" <<'PY'
@@ -64,6 +65,9 @@ while True:
         continue
     if path == "/exit":
         sys.exit(3)
+    if path == "/closeout":
+        os.close(1)
+        threading.Event().wait()
     if path == "/junk":
         out.write("this is not json\n")
     elif path.startswith("/rev/"):
@@ -1071,6 +1075,24 @@ for s in (a, b):
 	wait_for -t 10 _serves
 	run curl -s -m 10 "$URL/after"
 	assert_output /after
+}
+
+@test "a handler that closes its output and lives on: 502, ended with TERM, restarted" {
+	# It can answer nothing more, and a restart waits for its exit: it
+	# used to be left running, and every request was answered 503
+	# "south unavailable" for good.
+	listener --timeout 20s -- python3 "$T/handler.py"
+	pid1=$(handler_pid)
+	run status "$URL/closeout" -m 20
+	assert_output 502
+	wait_event "$ERR" '.type == "log" and .level == "warn" and
+	    .msg == "south closed its pipes and did not exit: sending TERM"'
+	wait_event "$ERR" '.type == "log" and .msg == "south exited" and .signal == "TERM"'
+	_restarted() { [ -s "$HANDLER_LOG.pid" ] && [ "$(cat "$HANDLER_LOG.pid")" != "$pid1" ]; }
+	wait_for -t 10 _restarted
+	_serves() { [ "$(status "$URL/after")" = 200 ]; }
+	wait_for -t 10 _serves
+	[ ! -e "/proc/$pid1" ] || [ "$(awk '{print $3}' "/proc/$pid1/stat")" = Z ]
 }
 
 @test "with --no-restart the listener exits 75 when the handler dies" {
