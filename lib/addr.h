@@ -36,6 +36,19 @@ int gk_addr_listen(const gk_addr *a, int backlog, unsigned mode,
     bool share_port);
 /* Start a nonblocking connect; -1 with errno (EINPROGRESS is success). */
 int gk_addr_connect(const gk_addr *a);
+/*
+ * accept4(2) a connection from listening socket lfd, nonblocking and
+ * close-on-exec (sa and salen may be NULL); -1 when there is none (or
+ * another error).  Out of file descriptors, the connection is accepted
+ * into the fd kept in reserve, an error event says so (at most one a
+ * second) and *shed is set: the caller refuses it (a 503, or nothing),
+ * closes it and calls gk_accept_reserve() before it accepts again
+ * (accept.c).
+ */
+int gk_accept(int lfd, struct sockaddr_storage *sa, socklen_t *salen,
+    bool *shed);
+/* Keep one fd in reserve for gk_accept; call before fds run out. */
+void gk_accept_reserve(void);
 /* "127.0.0.1:5555" of a peer, into buf. */
 void gk_addr_peer(const struct sockaddr_storage *sa, char *buf, size_t len);
 

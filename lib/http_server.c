@@ -803,13 +803,16 @@ on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 	for (int i = 0; i < 64; i++) {
 		struct sockaddr_storage sa;
 		socklen_t salen = sizeof sa;
-		int cfd = accept4(fd, (struct sockaddr *)&sa, &salen,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		bool shed;
+		int cfd = gk_accept(fd, &sa, &salen, &shed);
 		if (cfd < 0)
 			return;
-		if (srv->nconns >= srv->cfg->max_conns || srv->draining) {
+		if (shed || srv->nconns >= srv->cfg->max_conns ||
+		    srv->draining) {
 			/* Refuse politely and go on accepting: the backlog
-			 * must keep moving or good clients starve. */
+			 * must keep moving or good clients starve.  Out of
+			 * fds (shed) it is the same answer, and the same
+			 * remedy: fewer connections, or a higher fd limit. */
 			gk_counter_add(srv->r_max_conns, 1);
 			gk_buf b = {0};
 			gk_http_render_simple(503, "too many connections\n",
@@ -817,6 +820,8 @@ on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 			(void)!write(cfd, b.data, b.len);
 			gk_buf_free(&b);
 			close(cfd);
+			if (shed)
+				gk_accept_reserve();
 			continue;
 		}
 		struct conn *c = gk_xcalloc(1, sizeof *c);
@@ -889,6 +894,7 @@ int
 gk_http_server_add(gk_http_server *srv, int fd)
 {
 	srv->fds[srv->nfds++] = fd;
+	gk_accept_reserve();
 	return gk_loop_watch(srv->loop, fd, GK_READ, on_accept, srv);
 }
 

@@ -917,9 +917,15 @@ on_wire_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 	(void)ev;
 	gk_stage *st = arg;
 	for (int i = 0; i < 64; i++) {
-		int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		bool shed;
+		int c = gk_accept(fd, NULL, NULL, &shed);
 		if (c < 0)
 			return;
+		if (shed) { /* out of fds: closed, which a wire client sees */
+			close(c);
+			gk_accept_reserve();
+			continue;
+		}
 		struct wire_conn *wc = gk_xcalloc(1, sizeof *wc);
 		wc->north.ops = &wire_north_ops;
 		wc->north.serial = ++st->next_serial;
@@ -1146,6 +1152,8 @@ listen_all(gk_stage *st, int n, char **names)
 		else
 			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
 	}
+	if (st->nlisten_fd)
+		gk_accept_reserve();
 	/* A stage fronting the stack over HTTP bounds every request as
 	 * gk-listener does, however its HTTP socket came (--http, an http:
 	 * address, a socket named http). */

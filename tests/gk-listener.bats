@@ -843,6 +843,53 @@ print("d", r[0] if r else "closed")
 	assert_output $'a 200\nb 200\nc 503 True\na 200\nb 200\nd 200'
 }
 
+@test "out of file descriptors: a connection past the limit is answered 503, and all is served once they free" {
+	# 32 fds for the listener: about 20 client connections fit.  Past
+	# that, accept(2) fails with EMFILE, and the connection would wait in
+	# the kernel's queue while the listener, woken again and again for
+	# it, spun at 100% CPU.
+	start_bg listener prlimit --nofile=32 gk-listener -l "127.0.0.1:$PORT" \
+		--no-access-log -- hello
+	LPID=$BG_PID
+	wait_listening
+	run pyhttp '
+import gkhttp, sys
+port = sys.argv[1]
+held, codes = [], []
+for i in range(60):
+    s = gkhttp.connect(port, timeout=5)
+    held.append(s)
+    try:
+        gkhttp.request(s)
+        r = gkhttp.read_response(s)
+    except OSError:
+        r = None
+    codes.append(r[0] if r else "none")
+    if r and r[0] == 503:
+        print("refused closed", gkhttp.closed_within(s, 5))
+    if codes[-1] != 200:
+        break
+print("first", codes[0], "last", codes[-1], "unanswered", codes.count("none"))
+print("served", codes.count(200) >= 10)
+for s in held:
+    s.close()
+import time
+for i in range(100):
+    s = gkhttp.connect(port)
+    gkhttp.request(s)
+    r = gkhttp.read_response(s)
+    s.close()
+    if r and r[0] == 200:
+        break
+    time.sleep(0.05)
+print("after", r[0] if r else "none")
+' "$PORT"
+	assert_success
+	assert_output $'refused closed True\nfirst 200 last 503 unanswered 0\nserved True\nafter 200'
+	wait_event "$ERR" '.type == "log" and .level == "error" and
+	    (.msg | startswith("out of file descriptors"))'
+}
+
 @test "--idle-timeout closes an idle keep-alive connection" {
 	listener --idle-timeout 500ms -- hello
 	run pyhttp '
