@@ -634,6 +634,22 @@ put_hex_member(gk_buf *b, const char *key, size_t klen, const char *hex,
 	b->len = (size_t)(p - b->data);
 }
 
+/*
+ * A request given up from above (status 0) once its deadline has passed
+ * was not left by its client: a stage above answered 504 at the same
+ * deadline and cancelled it south before this stage's own timer fired
+ * (the stages of a stack share the deadline, and which of them answers
+ * first is a race).  The few ms of slack cover the deadline's whole ms.
+ */
+#define DEADLINE_SLACK_MS 5
+
+static bool
+cancelled_at_deadline(const gk_req *req)
+{
+	uint64_t deadline = gk_req_deadline(req);
+	return deadline && gk_realtime_ms() + DEADLINE_SLACK_MS >= deadline;
+}
+
 void
 gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 {
@@ -703,7 +719,9 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 	if (status) {
 		ADDLIT(b, ",\"http.response.status_code\":");
 		put_int(b, status);
-	} else
+	} else if (cancelled_at_deadline(req))
+		ADDLIT(b, ",\"error.type\":\"timeout\"");
+	else
 		ADDLIT(b, ",\"error.type\":\"client_gone\"");
 	if (remote.n) {
 		/* client.address is the address alone; the port apart. */

@@ -245,6 +245,70 @@ marker() {
 	assert_equal "$(events "$ERR" 'select(.type == "access" and .status == 504) | .trace_id')" "$TP_TRACE"
 }
 
+@test "a request cancelled from above at its deadline is a timeout in its span, not client_gone" {
+	# A stage above (gk-listener --timeout) answers 504 at the deadline
+	# and cancels south; the tracer's own timer for the same deadline
+	# races that cancel, and when the cancel won, the span said the
+	# client had gone.  Made certain here: the tracer is held in a write
+	# to its full event pipe while the deadline passes and the cancel
+	# arrives, and once let go it reads the cancel before it runs its
+	# timers.
+	cat >"$T/hold.py" <<-'EOF'
+		import sys
+		log = open(sys.argv[1], "a", buffering=1)
+		for line in sys.stdin:
+		    log.write(line)
+	EOF
+	mkfifo "$T/events"
+	exec 7<>"$T/events" # a reader, so that the tracer's open goes on
+	start_bg stack bash -c 'exec "$@" 2>"$0"' "$T/events" \
+		gk-tracer -l "json:127.0.0.1:$PORT" -- \
+		python3 "$T/hold.py" "$T/south.log"
+	wait_port 127.0.0.1 "$PORT"
+	run python3 -c '
+import fcntl, json, os, socket, sys, time
+port, pid, south, fifo = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def wait(cond):
+    for _ in range(400):
+        if cond():
+            return
+        time.sleep(0.05)
+    sys.exit("timed out")
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+deadline = int(time.time() * 1000) + 1500
+s.sendall((json.dumps({"id": "1", "method": "GET", "path": "/t",
+    "deadline": deadline}) + "\n").encode())
+wait(lambda: os.path.exists(south) and "/t" in open(south).read())
+# Fill the event pipe, then ask for a snapshot: the tracer blocks in it.
+w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+try:
+    while True:
+        os.write(w, b"x" * 4095 + b"\n")
+except BlockingIOError:
+    pass
+os.kill(pid, 10)   # SIGUSR1
+wait(lambda: "pipe" in open("/proc/%d/wchan" % pid).read())
+s.sendall(b"{\"id\":\"1\",\"cancel\":true}\n")
+wait(lambda: time.time() * 1000 > deadline + 200)
+r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+fcntl.fcntl(r, fcntl.F_SETFL, 0)
+import select
+buf, end = b"", time.time() + 20
+while True:
+    if not select.select([r], [], [], max(0, end - time.time()))[0]:
+        sys.exit("no span")
+    buf += os.read(r, 65536)
+    spans = [json.loads(l) for l in buf.split(b"\n")
+             if l.startswith(b"{") and b"\"span\"" in l]
+    if spans:
+        break
+print(spans[0]["status"], spans[0]["attrs"].get("error.type"))
+' "$PORT" "$(bg_pid stack)" "$T/south.log" "$T/events"
+	exec 7<&-
+	assert_success
+	assert_output "error timeout"
+}
+
 @test "invalid trace headers are replaced by a new trace, never passed on" {
 	start_stack
 	local bad=(
