@@ -78,8 +78,9 @@ struct gk_stage {
 	gk_metrics_timer metrics;
 	gk_timer watchdog_timer;
 	uint64_t watchdog_ms;
-	bool draining, stopping;
+	bool draining, stopping, term_deferred;
 	bool stdio_failed; /* stdin or stdout failed (not closed): exit 74 */
+	gk_timer term_timer; /* a signal left to the parent stage */
 	int exit_status, kill_stage;
 
 	uint64_t recent_cancel[RECENT_CANCELS];
@@ -1066,6 +1067,7 @@ begin_drain(gk_stage *st, const char *why)
 	if (st->draining)
 		return;
 	st->draining = true;
+	gk_timer_stop(st->loop, &st->term_timer);
 	gk_notify("STOPPING=1\nSTATUS=draining");
 	char n[32];
 	snprintf(n, sizeof n, "%zu", st->ninflight);
@@ -1079,11 +1081,46 @@ begin_drain(gk_stage *st, const char *why)
 	check_drained(st);
 }
 
+/*
+ * A stage spawned by a stage (its north its stdin, its parent the pid
+ * GK_PARENT_PID named) leaves the drain to its parent.  Ctrl-C, kill %1
+ * and systemd's KillMode=control-group signal every process of a stack
+ * at once; a stage below that drained on its own stopped reading its
+ * stdin and exited once what it held was answered, and what the listener
+ * still took on (a request on an open connection, a body still arriving)
+ * met a closed stack.  The parent drains from the top and closes this
+ * stage's stdin, which drains it.  In case it does not, the signal takes
+ * effect after --drain-timeout, or at once when it comes a second time
+ * or the parent is gone.
+ */
+static pid_t parent_stage;
+
+static void
+on_deferred_term(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	begin_drain(arg, "signal: parent stage did not drain us");
+}
+
 static void
 on_term(gk_loop *loop, int signo, void *arg)
 {
-	(void)loop;
-	begin_drain(arg, signo == SIGINT ? "SIGINT" : "SIGTERM");
+	gk_stage *st = arg;
+	const char *why = signo == SIGINT ? "SIGINT" : "SIGTERM";
+	if (st->stdio && !st->draining && !st->term_deferred &&
+	    parent_stage > 1 && getppid() == parent_stage) {
+		st->term_deferred = true;
+		char p[32];
+		snprintf(p, sizeof p, "parent=%ld", (long)parent_stage);
+		gk_log(GK_INFO, signo == SIGINT
+		    ? "SIGINT: left to the parent stage, which drains the stack"
+		    : "SIGTERM: left to the parent stage, which drains the stack",
+		    p);
+		gk_timer_start(loop, &st->term_timer, st->cfg.drain_timeout_ms,
+		    on_deferred_term, st);
+		return;
+	}
+	begin_drain(st, why);
 }
 
 static void
@@ -1202,6 +1239,15 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	 * them after this process is gone.  And before the loop opens its
 	 * epoll fd, which would otherwise sit where a socket systemd said it
 	 * passed and did not should be, and be taken for it. */
+	/* Whose child this is, and the same for ours (on_term). */
+	const char *pp = getenv("GK_PARENT_PID");
+	char *end;
+	long ppid = pp ? strtol(pp, &end, 10) : 0;
+	parent_stage = pp && *pp && !*end && ppid > 1 ? (pid_t)ppid : 0;
+	char me[24];
+	snprintf(me, sizeof me, "%ld", (long)getpid());
+	setenv("GK_PARENT_PID", me, 1);
+
 	char **names = NULL, why[256];
 	int nfds = gk_listen_fds(&names, why, sizeof why);
 	if (nfds < 0)

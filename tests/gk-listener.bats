@@ -1207,6 +1207,64 @@ s = gkhttp.connect(sys.argv[1]); s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nConte
 	refute_output 0
 }
 
+@test "SIGTERM to the whole process group: the stages below leave the drain to the listener" {
+	# Ctrl-C, kill %1 and systemd's KillMode=control-group signal every
+	# process of the stack at once.  The stages below used to drain on
+	# their own: they stopped reading their stdin and exited once what
+	# they held was answered, so a request the listener still took on
+	# (here one whose body was arriving) met a closed stack: 502.
+	start_bg listener gk-listener -l "127.0.0.1:$PORT" --timeout 20s -- \
+		gk-tracer -- bash -c 'trap "" TERM INT; exec python3 "$0"' \
+		"$T/handler.py"
+	LPID=$BG_PID
+	wait_listening
+	curl -s -m 20 -w '|%{http_code}' "$URL/slow/3" >"$T/slow.out" &
+	cpid=$!
+	wait_grep '"/slow/3"' "$HANDLER_LOG"
+	run pyhttp '
+import gkhttp, json, subprocess, sys, time
+port, pgid, err = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def draining():
+    n = 0
+    for l in open(err):
+        if l.startswith("{") and json.loads(l).get("msg") == "draining":
+            n += 1
+    return n
+s = gkhttp.connect(port, timeout=20)
+s.sendall(b"POST /late HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
+# Until the listener has read it (its socket holds no unread byte): a
+# request not begun at the drain would be closed as idle.
+me = s.getsockname()[1]
+def unread():
+    out = subprocess.run(["ss", "-tnH", "state", "established",
+        "( sport = :%s and dport = :%d )" % (port, me)],
+        capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else -1
+for _ in range(200):
+    if unread() == 0:
+        break
+    time.sleep(0.05)
+import os, signal
+os.killpg(pgid, signal.SIGTERM)
+for _ in range(200):
+    if draining():
+        break
+    time.sleep(0.05)
+s.sendall(b"cd")
+r = gkhttp.read_response(s)
+print(r[0] if r else "closed", r[2].decode().strip() if r else "")
+' "$PORT" "$LPID" "$ERR"
+	assert_success
+	assert_output "200 /late"
+	wait "$cpid"
+	run cat "$T/slow.out"
+	assert_output $'/slow/3\n|200'
+	wait_exit listener 15
+	assert_equal "$BG_STATUS" 0
+	wait_event "$ERR" '.proc == "gk-tracer" and .type == "log" and
+	    (.msg | startswith("SIGTERM: left to the parent stage"))'
+}
+
 @test "SIGTERM: what is in flight is answered, new connections are refused, exit 0" {
 	listener --timeout 20s -- python3 "$T/handler.py"
 	curl -s -m 20 -w '|%{http_code}' "$URL/slow" >"$T/slow.out" &
