@@ -725,6 +725,54 @@ south_close(gk_stream *s, int err, void *arg)
 
 static const gk_stream_ops south_ops = {south_line, south_close};
 
+/*
+ * A response line past the wire's maximum is dropped (stream.c), and its
+ * client would wait for its deadline.  When the line's first member is its
+ * id, as handlers write it ({"id":"7",...), the request it answers is
+ * known: it is answered 502 at once.  A line whose id comes later is not
+ * guessed at (a nested "id" could come first).
+ */
+static void
+south_too_long(gk_stream *s, void *arg)
+{
+	gk_stage *st = arg;
+	size_t n;
+	const char *p = gk_stream_line_head(s, &n);
+	const char *end = p + (n < 4096 ? n : 4096);
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+		p++;
+	if (p == end || *p++ != '{')
+		return;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+		p++;
+	if (end - p < 4 || memcmp(p, "\"id\"", 4))
+		return;
+	p += 4;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+		p++;
+	if (p == end || *p++ != ':')
+		return;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
+		p++;
+	if (p == end || *p++ != '"')
+		return;
+	const char *id = p;
+	while (p < end && *p != '"' && *p != '\\')
+		p++;
+	if (p == end || *p != '"') /* escaped ids are not worth guessing */
+		return;
+	gk_req *req = table_find(st, id, (size_t)(p - id));
+	if (!req || !req->forwarded)
+		return;
+	gk_counter_add(st->m_badline, 1);
+	char f[300];
+	snprintf(f, sizeof f, "id=%.*s", (int)(p - id < 256 ? p - id : 256),
+	    id);
+	gk_log(GK_ERROR, "response too long from south: answered 502", f);
+	req->forwarded = false;
+	gk_answer(req, 502, NULL, "bad gateway\n", "response too long");
+}
+
 static void
 on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 {
@@ -780,6 +828,7 @@ south_start(gk_stage *st)
 		}
 		st->child = pid;
 		st->south = gk_stream_new(st->loop, r, w, &south_ops, st);
+		gk_stream_on_too_long(st->south, south_too_long);
 		gk_loop_child(st->loop, pid, on_child_exit, st);
 	} else {
 		int fd = gk_addr_connect(&st->cfg.to);
@@ -790,6 +839,7 @@ south_start(gk_stage *st)
 			return;
 		}
 		st->south = gk_stream_new(st->loop, fd, fd, &south_ops, st);
+		gk_stream_on_too_long(st->south, south_too_long);
 	}
 	st->south_up = true;
 }

@@ -76,6 +76,13 @@ gk_stream_set_max_line(gk_stream *s, size_t max)
 	s->max_line = max;
 }
 
+const char *
+gk_stream_line_head(const gk_stream *s, size_t *len)
+{
+	*len = s->in.len;
+	return s->in.data;
+}
+
 void
 gk_stream_on_too_long(gk_stream *s, void (*fn)(gk_stream *, void *))
 {
@@ -300,10 +307,13 @@ deliver_lines(gk_stream *s)
 		if (first)
 			gk_log(GK_ERROR, "line too long: dropped",
 			    "max_bytes=16777216");
-		s->skipping = true;
-		s->in.len = 0;
+		/* Called while the line's first bytes are still in s->in
+		 * (gk_stream_line_head), so that it may find what the line
+		 * was about. */
 		if (first && s->on_too_long)
 			s->on_too_long(s, s->arg);
+		s->skipping = true;
+		s->in.len = 0;
 	}
 	if (!s->in.len && s->in.cap > (256u << 10))
 		gk_buf_free(&s->in);

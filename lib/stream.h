@@ -27,6 +27,9 @@ void gk_stream_set_max_line(gk_stream *s, size_t max);
 /* fn is called (arg as for the ops) when a line past the maximum begins,
  * as it is being dropped; it may close the stream. */
 void gk_stream_on_too_long(gk_stream *s, void (*fn)(gk_stream *, void *));
+/* In fn: the first bytes of the line being dropped (at least the maximum
+ * line length of them; no NUL at the end). */
+const char *gk_stream_line_head(const gk_stream *s, size_t *len);
 void gk_stream_write(gk_stream *s, const void *p, size_t n);
 /* A line: p then '\n'. */
 void gk_stream_write_line(gk_stream *s, const void *p, size_t n);

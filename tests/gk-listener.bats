@@ -1142,6 +1142,21 @@ for s in (a, b):
 	[ ! -e "/proc/$pid1" ] || [ "$(awk '{print $3}' "/proc/$pid1/stat")" = Z ]
 }
 
+@test "a response line past the wire's 16 MiB is answered 502 at once, and the next one works" {
+	# The line cannot be passed on, but its id comes first: the request
+	# it answers is known, and its client need not wait for --timeout.
+	listener --timeout 20s -- python3 "$T/handler.py"
+	run curl -s -m 20 -o /dev/null -w '%{http_code}' "$URL/big/17000000"
+	assert_output 502
+	wait_event "$ERR" '.type == "log" and .msg == "line too long: dropped"'
+	wait_event "$ERR" '.type == "log" and .level == "error" and
+	    .msg == "response too long from south: answered 502"'
+	run curl -s -m 20 "$URL/after"
+	assert_output /after
+	run curl -s -m 20 -o /dev/null -w '%{http_code} %{size_download}' "$URL/big/16000000"
+	assert_output "200 16000000"
+}
+
 @test "with --no-restart the listener exits 75 when the handler dies" {
 	listener --no-restart --timeout 20s -- python3 "$T/handler.py"
 	pid1=$(handler_pid)
