@@ -732,35 +732,49 @@ static const gk_stream_ops south_ops = {south_line, south_close};
  * known: it is answered 502 at once.  A line whose id comes later is not
  * guessed at (a nested "id" could come first).
  */
+/* The id of a line dropped for its length, when it is the line's first
+ * member and unescaped: its start, and its length in *n; else NULL. */
+static const char *
+dropped_line_id(gk_stream *s, size_t *idlen)
+{
+	size_t n;
+	const char *p = gk_stream_line_head(s, &n);
+	const char *end = p + (n < 4096 ? n : 4096);
+#define SKIP_WS() \
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r')) \
+		p++
+	SKIP_WS();
+	if (p == end || *p++ != '{')
+		return NULL;
+	SKIP_WS();
+	if (end - p < 4 || memcmp(p, "\"id\"", 4))
+		return NULL;
+	p += 4;
+	SKIP_WS();
+	if (p == end || *p++ != ':')
+		return NULL;
+	SKIP_WS();
+#undef SKIP_WS
+	if (p == end || *p++ != '"')
+		return NULL;
+	const char *id = p;
+	while (p < end && *p != '"' && *p != '\\')
+		p++;
+	if (p == end || *p != '"') /* escaped ids are not worth guessing */
+		return NULL;
+	*idlen = (size_t)(p - id);
+	return id;
+}
+
 static void
 south_too_long(gk_stream *s, void *arg)
 {
 	gk_stage *st = arg;
 	size_t n;
-	const char *p = gk_stream_line_head(s, &n);
-	const char *end = p + (n < 4096 ? n : 4096);
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
-		p++;
-	if (p == end || *p++ != '{')
+	const char *id = dropped_line_id(s, &n);
+	if (!id)
 		return;
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
-		p++;
-	if (end - p < 4 || memcmp(p, "\"id\"", 4))
-		return;
-	p += 4;
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
-		p++;
-	if (p == end || *p++ != ':')
-		return;
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
-		p++;
-	if (p == end || *p++ != '"')
-		return;
-	const char *id = p;
-	while (p < end && *p != '"' && *p != '\\')
-		p++;
-	if (p == end || *p != '"') /* escaped ids are not worth guessing */
-		return;
+	const char *p = id + n;
 	gk_req *req = table_find(st, id, (size_t)(p - id));
 	if (!req || !req->forwarded)
 		return;
@@ -962,6 +976,37 @@ wire_conn_close(gk_stream *s, int err, void *arg)
 
 static const gk_stream_ops wire_conn_ops = {wire_conn_line, wire_conn_close};
 
+/*
+ * A request line past the wire's maximum (gk-listener --max-body allows
+ * more than fits once the body is escaped or in base64) is dropped, and the
+ * stage above would wait for its deadline: when its id comes first, it is
+ * answered 413 at once.
+ */
+static void
+wire_conn_too_long(gk_stream *s, void *arg)
+{
+	struct wire_conn *c = arg;
+	size_t n;
+	const char *id = dropped_line_id(s, &n);
+	if (!id)
+		return;
+	gk_stage *st = c->st;
+	gk_counter_add(st->m_badline, 1);
+	gk_buf b = {0};
+	gk_buf_adds(&b, "{\"id\":\"");
+	gk_buf_add(&b, id, n); /* unescaped: copied as it came */
+	gk_buf_adds(&b, "\",\"status\":413,\"headers\":{\"content-type\":"
+	    "\"text/plain; charset=utf-8\"},\"body\":\"request too large\\n\","
+	    "\"error\":{\"stage\":");
+	gk_json_quote(&b, st->def.ops.name, strlen(st->def.ops.name));
+	gk_buf_adds(&b, ",\"reason\":\"request too long\"}}");
+	char f[300];
+	snprintf(f, sizeof f, "id=%.*s", (int)(n < 256 ? n : 256), id);
+	gk_log(GK_ERROR, "request too long from north: answered 413", f);
+	gk_stream_write_line(s, b.data, b.len);
+	gk_buf_free(&b);
+}
+
 static void
 on_wire_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
@@ -982,6 +1027,7 @@ on_wire_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 		wc->north.serial = ++st->next_serial;
 		wc->st = st;
 		wc->s = gk_stream_new(loop, c, c, &wire_conn_ops, wc);
+		gk_stream_on_too_long(wc->s, wire_conn_too_long);
 		wc->next = st->wire_conns;
 		if (wc->next)
 			wc->next->prev = wc;
@@ -1000,6 +1046,7 @@ stdio_start(gk_stage *st)
 	stdio_conn.north.unique_ids = true;
 	stdio_conn.st = st;
 	st->stdio = gk_stream_new(st->loop, 0, 1, &wire_conn_ops, &stdio_conn);
+	gk_stream_on_too_long(st->stdio, wire_conn_too_long);
 	stdio_conn.s = st->stdio;
 }
 

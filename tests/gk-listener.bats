@@ -1157,6 +1157,19 @@ for s in (a, b):
 	assert_output "200 16000000"
 }
 
+@test "a request whose wire line passes 16 MiB (--max-body 20m) is answered 413 by the stage below at once" {
+	listener --max-body 20m --timeout 20s -- gk-tracer -- python3 "$T/handler.py"
+	head -c 17000000 /dev/zero | tr '\0' a >"$T/body"
+	run curl -s -m 20 --data-binary @"$T/body" -o "$T/resp" -w '%{http_code}' "$URL/up"
+	assert_output 413
+	run cat "$T/resp"
+	assert_output "request too large"
+	wait_event "$ERR" '.proc == "gk-tracer" and .level == "error" and
+	    .msg == "request too long from north: answered 413"'
+	run curl -s -m 20 "$URL/after"
+	assert_output /after
+}
+
 @test "with --no-restart the listener exits 75 when the handler dies" {
 	listener --no-restart --timeout 20s -- python3 "$T/handler.py"
 	pid1=$(handler_pid)
