@@ -319,9 +319,18 @@ on_accept(gk_loop *loop, int fd, unsigned events, void *arg)
 	(void)events;
 	(void)arg;
 	for (int i = 0; i < 16; i++) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		/* Out of fds, accept(2) would leave the connection queued
+		 * and the loop spin on it: gk_accept takes it into its
+		 * reserve fd, to be closed at once (and says so). */
+		bool shed;
+		int cfd = gk_accept(fd, NULL, NULL, &shed);
 		if (cfd < 0)
 			return;
+		if (shed) {
+			close(cfd);
+			gk_accept_reserve();
+			continue;
+		}
 		if (P.nconns >= MAX_CONNS) {
 			close(cfd);
 			gk_log(GK_WARN, "too many scrape connections: refused",

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdalign.h>
 #include <stdio.h>
@@ -1329,6 +1330,14 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	st->def = *def;
 	st->cfg = *cfg;
 	st->backoff_ms = 100;
+	/* Whose child this is, and the same for ours (on_term). */
+	const char *pp = getenv("GK_PARENT_PID");
+	uint64_t ppid;
+	parent_stage = pp && gk_parse_uint(pp, 2, INT_MAX, &ppid) == 0
+	    ? (pid_t)ppid : 0;
+	char me[24];
+	snprintf(me, sizeof me, "%ld", (long)getpid());
+	setenv("GK_PARENT_PID", me, 1);
 	/* The sockets systemd passed are taken (FD_CLOEXEC, LISTEN_*
 	 * unset, as sd_listen_fds(3) does) before any child is spawned (the
 	 * south child, gk-pool's copies in start): a child would otherwise
@@ -1336,15 +1345,6 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	 * them after this process is gone.  And before the loop opens its
 	 * epoll fd, which would otherwise sit where a socket systemd said it
 	 * passed and did not should be, and be taken for it. */
-	/* Whose child this is, and the same for ours (on_term). */
-	const char *pp = getenv("GK_PARENT_PID");
-	char *end;
-	long ppid = pp ? strtol(pp, &end, 10) : 0;
-	parent_stage = pp && *pp && !*end && ppid > 1 ? (pid_t)ppid : 0;
-	char me[24];
-	snprintf(me, sizeof me, "%ld", (long)getpid());
-	setenv("GK_PARENT_PID", me, 1);
-
 	char **names = NULL, why[256];
 	int nfds = gk_listen_fds(&names, why, sizeof why);
 	if (nfds < 0)

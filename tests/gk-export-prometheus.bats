@@ -351,3 +351,47 @@ iso() {
 		}
 	done
 }
+
+@test "out of file descriptors: scrape connections past the limit are closed at once, no busy loop, and scrapes work once they free" {
+	eport=$(free_port)
+	mkfifo "$T/fifo"
+	# 16 fds: a handful of connections fit; accept(2) then fails with
+	# EMFILE and, the connection left queued, the loop woke for it at
+	# once, again and again.
+	start_in exp "$T/fifo" prlimit --nofile=16 gk-export-prometheus -l "127.0.0.1:$eport"
+	exec 4>"$T/fifo"
+	wait_port 127.0.0.1 "$eport" 10
+	epid=$(pgrep -f -n "gk-export-prometheus -l 127.0.0.1:$eport")
+	run python3 - "$eport" "$epid" <<'PY'
+import socket, sys, time
+port, pid = int(sys.argv[1]), sys.argv[2]
+def ticks():
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+held, closed = [], 0
+for i in range(30):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    held.append(s)
+time.sleep(0.3)
+t0 = ticks()
+time.sleep(1)
+busy = ticks() - t0
+for s in held:
+    s.settimeout(0.2)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        closed += 1
+print("some refused", closed > 0, "some kept", closed < 30)
+print("quiet", busy < 30 or busy)
+for s in held:
+    s.close()
+PY
+	assert_success
+	assert_output $'some refused True some kept True\nquiet True'
+	wait_for -t 10 curl -sf -o /dev/null "http://127.0.0.1:$eport/metrics"
+	exec 4>&-
+}
