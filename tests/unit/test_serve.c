@@ -53,9 +53,10 @@ trace_handler(const gk_request *req, gk_response *resp, void *arg)
 static gk_handler *handler = slow_handler;
 static const char *request_extra = "";
 
-/* Serve REQS wire requests with ARGV; returns the responses read (lines). */
-static int
-serve_requests(char **argv, int argc, int reqs, char *out, size_t outsz)
+/* gk_serve(argc, argv, fn) in a child whose stdin is *to and whose
+ * stdout is *from (its events go to /dev/null, off the TAP stream). */
+static pid_t
+start_serve(char **argv, int argc, gk_handler *fn, int *to, int *from)
 {
 	int in[2], res[2];
 	if (pipe(in) || pipe(res))
@@ -68,26 +69,38 @@ serve_requests(char **argv, int argc, int reqs, char *out, size_t outsz)
 		close(in[1]);
 		close(res[0]);
 		close(res[1]);
-		/* Events off the TAP stream; failures show in the counts. */
 		int null = open("/dev/null", O_WRONLY);
 		if (null >= 0)
 			dup2(null, 2);
-		_exit(gk_serve(argc, argv, handler, NULL));
+		_exit(gk_serve(argc, argv, fn, NULL));
 	}
 	close(in[0]);
 	close(res[1]);
+	*to = in[1];
+	*from = res[0];
+	return pid;
+}
+
+/* Serve REQS wire requests with ARGV; returns the responses read (lines). */
+static int
+serve_requests(char **argv, int argc, int reqs, char *out, size_t outsz)
+{
+	int to, from;
+	pid_t pid = start_serve(argv, argc, handler, &to, &from);
+	if (pid < 0)
+		return -1;
 	char line[512];
 	for (int i = 0; i < reqs; i++) {
 		int n = snprintf(line, sizeof line,
 		    "{\"id\":\"%d\",\"method\":\"GET\",\"path\":\"/p%d\"%s}\n", i,
 		    i, request_extra);
-		if (write(in[1], line, (size_t)n) != n)
+		if (write(to, line, (size_t)n) != n)
 			return -1;
 	}
 	size_t got = 0;
 	int lines = 0;
 	while (lines < reqs && got < outsz - 1) {
-		ssize_t r = read(res[0], out + got, outsz - 1 - got);
+		ssize_t r = read(from, out + got, outsz - 1 - got);
 		if (r <= 0)
 			break;
 		for (ssize_t i = 0; i < r; i++)
@@ -95,10 +108,10 @@ serve_requests(char **argv, int argc, int reqs, char *out, size_t outsz)
 		got += (size_t)r;
 	}
 	out[got] = 0;
-	close(in[1]); /* EOF north: gk_serve drains and exits */
+	close(to); /* EOF north: gk_serve drains and exits */
 	int status;
 	waitpid(pid, &status, 0);
-	close(res[0]);
+	close(from);
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? lines : -1;
 }
 
@@ -156,26 +169,12 @@ TEST(a_handler_reads_the_trace_id_a_tracer_gave_the_request)
 TEST(with_j_sigterm_during_a_handler_drains_and_exits_0)
 {
 	memset(shared, 0, sizeof *shared);
-	int in[2], res[2];
-	CHECK(pipe(in) == 0 && pipe(res) == 0);
-	pid_t pid = fork();
-	if (pid == 0) {
-		dup2(in[0], 0);
-		dup2(res[1], 1);
-		close(in[0]);
-		close(in[1]);
-		close(res[0]);
-		close(res[1]);
-		int null = open("/dev/null", O_WRONLY);
-		if (null >= 0)
-			dup2(null, 2);
-		char *argv[] = {"test_serve", "-j", "2", NULL};
-		_exit(gk_serve(3, argv, slow_handler, NULL));
-	}
-	close(in[0]);
-	close(res[1]);
+	int to, from;
+	char *argv[] = {"test_serve", "-j", "2", NULL};
+	pid_t pid = start_serve(argv, 3, slow_handler, &to, &from);
+	CHECK(pid > 0);
 	const char *req = "{\"id\":\"t\",\"method\":\"GET\",\"path\":\"/t\"}\n";
-	CHECK(write(in[1], req, strlen(req)) == (ssize_t)strlen(req));
+	CHECK(write(to, req, strlen(req)) == (ssize_t)strlen(req));
 	/* Wait (at most 5 s) until a worker is in the handler. */
 	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
 		struct timespec ts = {0, 10 * 1000 * 1000};
@@ -186,10 +185,10 @@ TEST(with_j_sigterm_during_a_handler_drains_and_exits_0)
 	char out[1024];
 	size_t got = 0;
 	for (;;) { /* until EOF: the child exits (stdin stays open) */
-		struct pollfd p = {.fd = res[0], .events = POLLIN};
+		struct pollfd p = {.fd = from, .events = POLLIN};
 		if (poll(&p, 1, 10000) <= 0)
 			break;
-		ssize_t r = read(res[0], out + got, sizeof out - 1 - got);
+		ssize_t r = read(from, out + got, sizeof out - 1 - got);
 		if (r <= 0)
 			break;
 		got += (size_t)r;
@@ -197,8 +196,8 @@ TEST(with_j_sigterm_during_a_handler_drains_and_exits_0)
 	out[got] = 0;
 	int status = 0;
 	waitpid(pid, &status, 0);
-	close(in[1]);
-	close(res[0]);
+	close(to);
+	close(from);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK(strstr(out, "\"id\":\"t\"") != NULL);
 	CHECK(strstr(out, "GET /t\\n") != NULL);
