@@ -966,8 +966,9 @@ wire_conn_close(gk_stream *s, int err, void *arg)
 			log_kv(GK_ERROR, "standard input or output failed", "error",
 			    strerror(err), NULL, NULL);
 		}
-		begin_drain(st, err ? "standard input or output failed"
-				    : "stdin closed");
+		begin_drain(st, !err ? "stdin closed"
+		    : err == EPIPE || err == ECONNRESET ? "stdout closed"
+		    : "standard input or output failed");
 		return;
 	}
 	abandon_from(st, &c->north);
