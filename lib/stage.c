@@ -726,15 +726,9 @@ south_close(gk_stream *s, int err, void *arg)
 
 static const gk_stream_ops south_ops = {south_line, south_close};
 
-/*
- * A response line past the wire's maximum is dropped (stream.c), and its
- * client would wait for its deadline.  When the line's first member is its
- * id, as handlers write it ({"id":"7",...), the request it answers is
- * known: it is answered 502 at once.  A line whose id comes later is not
- * guessed at (a nested "id" could come first).
- */
 /* The id of a line dropped for its length, when it is the line's first
- * member and unescaped: its start, and its length in *n; else NULL. */
+ * member, unescaped and printable ASCII (it is copied into JSON as it
+ * is): its start, and its length in *n; else NULL. */
 static const char *
 dropped_line_id(gk_stream *s, size_t *idlen)
 {
@@ -759,7 +753,7 @@ dropped_line_id(gk_stream *s, size_t *idlen)
 	if (p == end || *p++ != '"')
 		return NULL;
 	const char *id = p;
-	while (p < end && *p != '"' && *p != '\\')
+	while (p < end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x7f)
 		p++;
 	if (p == end || *p != '"') /* escaped ids are not worth guessing */
 		return NULL;
@@ -767,6 +761,13 @@ dropped_line_id(gk_stream *s, size_t *idlen)
 	return id;
 }
 
+/*
+ * A response line past the wire's maximum is dropped (stream.c), and its
+ * client would wait for its deadline.  When the line's first member is its
+ * id, as handlers write it ({"id":"7",...), the request it answers is
+ * known: it is answered 502 at once.  A line whose id comes later is not
+ * guessed at (a nested "id" could come first).
+ */
 static void
 south_too_long(gk_stream *s, void *arg)
 {
