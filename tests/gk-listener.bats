@@ -207,10 +207,7 @@ port, lpid, log = sys.argv[1], sys.argv[2], sys.argv[3]
 status = lambda key: gkhttp.proc_status(lpid, key)
 handled = lambda: gkhttp.lines_in(log)
 before = status("VmRSS:")
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.settimeout(10)
-s.connect(("127.0.0.1", int(port)))
+s = gkhttp.slow_reader(port, 10)
 n = 400
 s.sendall(b"".join(b"GET /big/100000/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i
                    for i in range(n)))
@@ -257,10 +254,7 @@ port, lpid, log = sys.argv[1], sys.argv[2], sys.argv[3]
 status = lambda key: gkhttp.proc_status(lpid, key)
 handled = lambda: gkhttp.lines_in(log)
 before = status("VmRSS:")
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.settimeout(20)
-s.connect(("127.0.0.1", int(port)))
+s = gkhttp.slow_reader(port, 20)
 start = time.time()
 n = 40
 s.sendall(b"GET /slow/3 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -392,12 +386,9 @@ print(st, b.decode().strip())
 # listener's side until the client reads.
 linger_probe() {
 	pyhttp '
-import socket, sys, time
+import gkhttp, socket, sys, time
 port, case = int(sys.argv[1]), sys.argv[2]
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.settimeout(10)
-s.connect(("127.0.0.1", port))
+s = gkhttp.slow_reader(port, 10)
 if case == "close":
     req = b"GET /big/1000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     extra = b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n" * 3000

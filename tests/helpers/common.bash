@@ -315,6 +315,15 @@ def read_response(s, head=False):
         _buffers[s.fileno()] = extra
     return status, headers, body
 
+def slow_reader(port, timeout):
+    """A client with a 4 KiB receive buffer: what it does not read stays
+    with the server."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", int(port)))
+    return s
+
 def proc_status(pid, key):
     """A /proc/PID/status figure in kB (VmRSS:, VmHWM:)."""
     for l in open("/proc/%s/status" % pid):
