@@ -21,7 +21,6 @@
 
 #define EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE */
 #define EXIT_CANTCREAT 73   /* EX_CANTCREAT */
-#define EXIT_IOERR 74       /* EX_IOERR */
 
 static struct {
 	gk_loop *loop;
@@ -183,7 +182,7 @@ emit(const gk_endpoint *set, size_t n)
 		}
 		if ((b.len && fwrite(b.data, 1, b.len, stdout) != b.len) ||
 		    fflush(stdout) == EOF)
-			gk_fatal(EXIT_IOERR, "unable to write the output: %s",
+			gk_fatal(GK_EXIT_IOERR, "unable to write the output: %s",
 			    strerror(errno));
 		ready();
 	}

@@ -1035,7 +1035,7 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 				continue;
 			}
 			gk_logf(GK_ERROR, "reading input: %s", strerror(errno));
-			status = 74; /* EX_IOERR */
+			status = GK_EXIT_IOERR;
 			break;
 		}
 		if (n == 0) {
@@ -1124,7 +1124,7 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 	if (halted_status >= 0 && status == GK_EXIT_OK)
 		status = halted_status;
 	if (f->out_errno && status == GK_EXIT_OK)
-		status = 74; /* EX_IOERR */
+		status = GK_EXIT_IOERR;
 	return status;
 }
 

@@ -110,9 +110,9 @@ activate() {
 	assert_output ''
 }
 
-@test "the stack gk-listener spawns inherits neither the passed socket nor LISTEN_FDS (sd_listen_fds(3))" {
-	# Were the listening socket left open in the child, connections would
-	# queue on it, unanswered, after gk-listener is gone.
+# fd_probe: $T/probe, a handler that writes its open fds to $T/fds and its
+# environment to $T/env, then runs hello.
+fd_probe() {
 	cat >"$T/probe" <<EOF
 #!/bin/sh
 ls -l /proc/\$\$/fd/ >"$T/fds"
@@ -120,6 +120,12 @@ env >"$T/env"
 exec hello
 EOF
 	chmod +x "$T/probe"
+}
+
+@test "the stack gk-listener spawns inherits neither the passed socket nor LISTEN_FDS (sd_listen_fds(3))" {
+	# Were the listening socket left open in the child, connections would
+	# queue on it, unanswered, after gk-listener is gone.
+	fd_probe
 	activate -- gk-listener -- "$T/probe"
 	run curl -s -m 10 "$URL/"
 	assert_output hello
@@ -130,13 +136,7 @@ EOF
 }
 
 @test "the copies gk-pool starts inherit neither the passed socket nor LISTEN_FDS" {
-	cat >"$T/probe" <<EOF
-#!/bin/sh
-ls -l /proc/\$\$/fd/ >"$T/fds"
-env >"$T/env"
-exec hello
-EOF
-	chmod +x "$T/probe"
+	fd_probe
 	activate --fdname=json -- gk-pool -n 1 -- "$T/probe"
 	run pyhttp '
 import gkhttp, json, sys
