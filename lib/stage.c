@@ -624,6 +624,24 @@ log_bad_line(const char *side, const char *line, size_t len,
 	gk_buf_free(&f);
 }
 
+static const char *leading_id(const char *p, size_t n, size_t *idlen);
+
+/*
+ * The request an invalid line from south answers, when the line's first
+ * member is the id of a request in flight (a handler's bad JSON: an
+ * unescaped quote or control character in its body, a line cut short):
+ * that request is answered 502 at once, and its client need not wait for
+ * its deadline.  NULL when there is no such id.
+ */
+static gk_req *
+invalid_line_req(gk_stage *st, const char *line, size_t len)
+{
+	size_t n;
+	const char *id = leading_id(line, len, &n);
+	gk_req *req = id ? table_find(st, id, n) : NULL;
+	return req && req->forwarded ? req : NULL;
+}
+
 static void
 south_line(gk_stream *s, char *line, size_t len, void *arg)
 {
@@ -635,7 +653,14 @@ south_line(gk_stream *s, char *line, size_t len, void *arg)
 	gk_msg *m = gk_msg_new(line, len, &err);
 	if (!m) {
 		gk_counter_add(st->m_badline, 1);
-		log_bad_line("invalid line from south", line, len, &err);
+		gk_req *req = invalid_line_req(st, line, len);
+		log_bad_line(req ? "invalid line from south: answered 502" :
+		    "invalid line from south", line, len, &err);
+		if (req) {
+			req->forwarded = false;
+			gk_answer(req, 502, NULL, "bad gateway\n",
+			    "invalid response");
+		}
 		return;
 	}
 	gk_buf tmp = {0};
@@ -726,14 +751,15 @@ south_close(gk_stream *s, int err, void *arg)
 
 static const gk_stream_ops south_ops = {south_line, south_close};
 
-/* The id of a line dropped for its length, when it is the line's first
- * member, unescaped and printable ASCII (it is copied into JSON as it
- * is): its start, and its length in *n; else NULL. */
+/* The id of a line that cannot be read as a message (dropped for its
+ * length, or invalid), when it is the line's first member as handlers
+ * write it ({"id":"7",...), unescaped and printable ASCII (it is copied
+ * into JSON as it is): its start, and its length in *idlen; else NULL.
+ * An id later in the line is not guessed at (a nested "id" could come
+ * first). */
 static const char *
-dropped_line_id(gk_stream *s, size_t *idlen)
+leading_id(const char *p, size_t n, size_t *idlen)
 {
-	size_t n;
-	const char *p = gk_stream_line_head(s, &n);
 	const char *end = p + (n < 4096 ? n : 4096);
 #define SKIP_WS() \
 	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r')) \
@@ -759,6 +785,15 @@ dropped_line_id(gk_stream *s, size_t *idlen)
 		return NULL;
 	*idlen = (size_t)(p - id);
 	return id;
+}
+
+/* leading_id() of the line a stream is dropping for its length. */
+static const char *
+dropped_line_id(gk_stream *s, size_t *idlen)
+{
+	size_t n;
+	const char *p = gk_stream_line_head(s, &n);
+	return leading_id(p, n, idlen);
 }
 
 /*

@@ -27,6 +27,7 @@ teardown() {
 #   /slow     answered after 1 s         /big/N  200, a body of N bytes that
 #   /slow/S   answered after S seconds           starts with "PATH\n"
 #   /closeout closes its stdout and lives on, reading nothing
+#   /badjson  a line that starts with its id, then is not JSON
 # It exits 1 at start while $DOWN_FILE exists.
 write_handler() {
 	cat >"$T/handler.py" <<'PY'
@@ -70,6 +71,9 @@ while True:
         threading.Event().wait()
     if path == "/junk":
         out.write("this is not json\n")
+    elif path == "/badjson":
+        out.write('{"id": %s, "status": 200, "body": "a "quoted" word"}\n'
+            % json.dumps(req["id"]))
     elif path.startswith("/rev/"):
         held.append(req)
         if len(held) == 3:
@@ -1084,6 +1088,24 @@ for s in (a, b):
 	wait_event "$ERR" '.type == "log" and .level == "error" and ((.line // "") | startswith("this is not json"))'
 	run status "$URL/fine"
 	assert_output 200
+}
+
+@test "a handler line that starts with its id and is not JSON is answered 502 at once" {
+	# The line cannot be passed on, but the request it answers is known:
+	# its client need not wait for --timeout (curl's -m is shorter).
+	listener --timeout 30s -- python3 "$T/handler.py"
+	run curl -s -m 10 -w '|%{http_code}' "$URL/badjson"
+	assert_output $'bad gateway\n|502'
+	wait_event "$ERR" '.type == "log" and .level == "error" and
+	    .msg == "invalid line from south: answered 502" and
+	    (.line | startswith("{\"id\": "))'
+	run curl -s -m 10 "$URL/fine"
+	assert_output /fine
+	snapshot
+	run jq -s -r '[.[] | select(.type == "metrics")] | last | .metrics[]
+	    | select(.name == "gk_stage_dropped_lines_total") | .series[]
+	    | select(.labels.reason == "invalid") | .value' "$ERR"
+	assert_output 1
 }
 
 @test "a response for an unknown id is logged and dropped" {
