@@ -716,14 +716,11 @@ run(gk_req *req)
 	const gk_msg *m = gk_req_msg(req);
 	struct job *j = gk_xcalloc(1, sizeof *j);
 	j->in_fd = j->out_fd = -1;
-	gk_json b = gk_msg_get(m, "body");
-	if (b.type == GK_JSON_STRING)
-		gk_json_string(b, &j->in);
-	else if ((b = gk_msg_get(m, "body_b64")).type == GK_JSON_STRING &&
-	    b.len >= 2 && gk_base64_decode(&j->in, b.p + 1, b.len - 2) < 0) {
+	const char *why;
+	if (gk_msg_body(m, &j->in, &why) < 0) {
 		gk_buf_free(&j->in);
 		free(j);
-		gk_answer(req, 400, NULL, "bad body_b64\n", "bad body_b64");
+		gk_answer(req, 400, NULL, "bad request\n", why);
 		return;
 	}
 

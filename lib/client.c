@@ -1470,13 +1470,9 @@ gk_client_request(gk_client *c, gk_req *req)
 		gk_buf_adds(&s->method, "GET");
 	}
 	s->idempotent = idempotent(gk_buf_cstr(&s->method));
-	gk_json body = gk_msg_get(m, "body");
-	if (body.type == GK_JSON_STRING)
-		gk_json_string(body, &s->body);
-	else if ((body = gk_msg_get(m, "body_b64")).type == GK_JSON_STRING &&
-	    body.len >= 2 &&
-	    gk_base64_decode(&s->body, body.p + 1, body.len - 2) < 0) {
-		gk_answer(req, 400, NULL, "bad request\n", "invalid body_b64");
+	const char *why;
+	if (gk_msg_body(m, &s->body, &why) < 0) {
+		gk_answer(req, 400, NULL, "bad request\n", why);
 		return;
 	}
 	gk_json tr = gk_msg_get(m, "trace");

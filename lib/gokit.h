@@ -512,6 +512,13 @@ int gk_msg_status(const gk_msg *m);
 /* First value of header name (lowercase) appended unescaped to out; -1 if absent. */
 int gk_msg_header(const gk_msg *m, const char *name, gk_buf *out);
 /*
+ * The body appended to out: body's text, or body_b64 decoded; nothing when
+ * the message has neither.  -1, with a static reason in *why, when body is
+ * not a string, body_b64 is not a string of padded base64 (RFC 4648 §4),
+ * or both are present.
+ */
+int gk_msg_body(const gk_msg *m, gk_buf *out, const char **why);
+/*
  * Set one top-level member to raw JSON text, keeping every other byte.  The
  * line may move: a gk_json read from m before the set is not valid after
  * it (read it again).  raw may be such a span.

@@ -125,6 +125,40 @@ gk_msg_header(const gk_msg *m, const char *name, gk_buf *out)
 	return gk_json_string(v, out);
 }
 
+int
+gk_msg_body(const gk_msg *m, gk_buf *out, const char **why)
+{
+	gk_json b = gk_wire_get(&m->wire, "body");
+	gk_json b64 = gk_wire_get(&m->wire, "body_b64");
+	if (b.type != GK_JSON_NONE && b64.type != GK_JSON_NONE) {
+		*why = "both body and body_b64";
+		return -1;
+	}
+	if (b.type != GK_JSON_NONE) {
+		if (gk_json_string(b, out) < 0) {
+			*why = "body is not a string";
+			return -1;
+		}
+		return 0;
+	}
+	if (b64.type == GK_JSON_NONE)
+		return 0;
+	/* Unescaped first: a writer may send '/' as "\/" (PHP does). */
+	size_t len = out->len, n;
+	const char *p;
+	gk_buf tmp = {0};
+	int r = gk__json_text(b64, &tmp, &p, &n);
+	if (r >= 0)
+		r = gk_base64_decode(out, p, n);
+	gk_buf_free(&tmp);
+	if (r < 0) {
+		out->len = len;
+		*why = "invalid body_b64";
+		return -1;
+	}
+	return 0;
+}
+
 /* wire.c: a value validated at the depth of a top-level member; a splice
  * at a member's index already found. */
 int gk__json_validate_member(const char *s, size_t len, gk_wire_error *err);

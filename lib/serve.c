@@ -283,8 +283,10 @@ pass_line(gk_req *req, gk_buf *line)
 	gk_wire_error err;
 	gk_msg *m = gk_msg_new(line->data, line->len, &err);
 	if (!m) {
+		char f[96];
+		snprintf(f, sizeof f, "reason=%s", err.reason);
 		gk_log_trace(GK_ERROR, gk_req_trace_id(req),
-		    "handler response invalid", err.reason, (char *)0);
+		    "handler response invalid", f, (char *)0);
 		gk_answer(req, 500, NULL, "internal error\n", "invalid response");
 		return;
 	}
@@ -346,11 +348,40 @@ on_done_jobs(gk_loop *loop, int fd, unsigned ev, void *arg)
 	}
 }
 
+/*
+ * A body the handler could not be given (body_b64 that is not base64, a
+ * body that is not a string, or both): 400 before the handler runs, which
+ * would otherwise see an empty body.  Decoded here only when base64.
+ */
+static bool
+body_invalid(gk_req *req)
+{
+	const gk_msg *m = gk_req_msg(req);
+	gk_json b = gk_msg_get(m, "body"), b64 = gk_msg_get(m, "body_b64");
+	if (b64.type == GK_JSON_NONE &&
+	    (b.type == GK_JSON_NONE || b.type == GK_JSON_STRING))
+		return false;
+	gk_buf tmp = {0};
+	const char *why;
+	int r = gk_msg_body(m, &tmp, &why);
+	gk_buf_free(&tmp);
+	if (r == 0)
+		return false;
+	char f[64];
+	snprintf(f, sizeof f, "reason=%s", why);
+	gk_log_trace(GK_WARN, gk_req_trace_id(req), "request body invalid",
+	    f, (char *)0);
+	gk_answer(req, 400, NULL, "bad request\n", why);
+	return true;
+}
+
 static void
 serve_request(gk_stage *st, gk_req *req, void *arg)
 {
 	(void)st;
 	(void)arg;
+	if (body_invalid(req))
+		return;
 	if (!serve.workers) {
 		gk_buf line = spare_take(&spare_line);
 		run_handler(gk_req_msg(req), &line);

@@ -146,6 +146,26 @@ EOF
 	refute_output --partial HTTP_CONTENT
 }
 
+@test "a wire request whose body_b64 is not base64 is answered 400 and runs no script" {
+	# gk-exec on stdin, as a stage above it would feed it.
+	script echo.cgi <<'EOF'
+printf 'Content-Type: text/plain\n\n'
+touch "$0.ran"
+cat
+EOF
+	run bash -c 'printf "%s\n" \
+		"{\"id\":\"bad\",\"method\":\"POST\",\"path\":\"/\",\"body_b64\":\"aGk\"}" |
+		gk-exec "$1" 2>/dev/null' _ "$T/echo.cgi"
+	assert_success
+	assert_equal "$(echo "$output" | jq -c '[.id, .status, .error.reason]')" '["bad",400,"invalid body_b64"]'
+	[ ! -e "$T/echo.cgi.ran" ]
+	run bash -c 'printf "%s\n" \
+		"{\"id\":\"good\",\"method\":\"POST\",\"path\":\"/\",\"body_b64\":\"aGk=\"}" |
+		gk-exec "$1" 2>/dev/null' _ "$T/echo.cgi"
+	assert_equal "$(echo "$output" | jq -c '[.id, .status, .body]')" '["good",200,"hi"]'
+	[ -e "$T/echo.cgi.ran" ]
+}
+
 @test "a 300 KB body (more than a pipe holds) reaches the script whole" {
 	script sum.cgi <<'EOF'
 printf 'Content-Type: text/plain\n\n'

@@ -56,6 +56,29 @@ body_is() {
 	[ "$(count_events "$T/err" '.level == "warn" or .level == "error"')" -ge 1 ]
 }
 
+@test "a body_b64 that is not base64 is answered 400 before the handler runs; \\/ in a valid one is read as /" {
+	# Unpadded base64 used to reach the handler as an empty body.  The
+	# listener always pads; another program writing the wire may not.
+	# eyJzIjoiYS9iIn0= is {"s":"a/b"}.  "ab\/c" is "ab/c" once unescaped
+	# (a JSON writer may escape '/'): valid base64 of bytes that are not
+	# JSON, which the handler itself answers 400, with no error member.
+	run bash -c 'printf "%s\n" \
+		"{\"id\":\"short\",\"method\":\"POST\",\"path\":\"/count\",\"body_b64\":\"eyJzIjoiYS9iIn0\"}" \
+		"{\"id\":\"num\",\"method\":\"POST\",\"path\":\"/count\",\"body_b64\":7}" \
+		"{\"id\":\"both\",\"method\":\"POST\",\"path\":\"/count\",\"body\":\"{}\",\"body_b64\":\"e30=\"}" \
+		"{\"id\":\"esc\",\"method\":\"POST\",\"path\":\"/count\",\"body_b64\":\"eyJzIjoiYS9iIn0=\"}" \
+		"{\"id\":\"slash\",\"method\":\"POST\",\"path\":\"/count\",\"body_b64\":\"ab\\/c\"}" |
+		GK_EVENTS_FORMAT=json stringsvc 2>"$BATS_TEST_TMPDIR/err"'
+	assert_success
+	by_id() { echo "$output" | jq -c --arg id "$1" 'select(.id == $id) | [.status, .error.reason, .body]'; }
+	assert_equal "$(by_id short)" '[400,"invalid body_b64","bad request\n"]'
+	assert_equal "$(by_id num)" '[400,"invalid body_b64","bad request\n"]'
+	assert_equal "$(by_id both)" '[400,"both body and body_b64","bad request\n"]'
+	assert_equal "$(by_id esc)" '[200,null,"{\"v\":3}\n"]'
+	assert_equal "$(echo "$output" | jq -r 'select(.id == "slash") | [.status, .error] | @json')" '[400,null]'
+	assert_equal "$(count_events "$T/err" '.msg == "request body invalid" and .reason == "invalid body_b64"')" 2
+}
+
 @test "hello --http -l serves HTTP/1.1 itself, with health, Date and Content-Length" {
 	port=$(free_port)
 	start_bg hello hello --http -l "127.0.0.1:$port"

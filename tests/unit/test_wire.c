@@ -475,6 +475,49 @@ check_index(const gk_msg *m)
 	}
 }
 
+/* gk_msg_body: each way a body comes, and each way it cannot be read. */
+TEST(message_bodies)
+{
+	static const struct {
+		const char *line;
+		int r;
+		const char *want; /* body, or the reason */
+	} cases[] = {
+	    {"{\"id\":\"1\"}", 0, ""},
+	    {"{\"id\":\"1\",\"body\":\"a\\nb\"}", 0, "a\nb"},
+	    {"{\"id\":\"1\",\"body_b64\":\"aGk=\"}", 0, "hi"},
+	    {"{\"id\":\"1\",\"body_b64\":\"\"}", 0, ""},
+	    /* "\/" is '/' */
+	    {"{\"id\":\"1\",\"body_b64\":\"Pz8\\/\"}", 0, "??\x3f"},
+	    {"{\"id\":\"1\",\"body_b64\":\"aGk\"}", -1, "invalid body_b64"},
+	    {"{\"id\":\"1\",\"body_b64\":\"a=Gk\"}", -1, "invalid body_b64"},
+	    {"{\"id\":\"1\",\"body_b64\":null}", -1, "invalid body_b64"},
+	    {"{\"id\":\"1\",\"body\":7}", -1, "body is not a string"},
+	    {"{\"id\":\"1\",\"body\":\"\",\"body_b64\":\"\"}", -1,
+		"both body and body_b64"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		gk_wire_error e;
+		gk_msg *m = gk_msg_new(cases[i].line, strlen(cases[i].line), &e);
+		CHECK(m != NULL);
+		if (!m)
+			continue;
+		gk_buf b = {0};
+		gk_buf_adds(&b, "x"); /* appended to, kept on failure */
+		const char *why = NULL;
+		CHECK(gk_msg_body(m, &b, &why) == cases[i].r);
+		if (cases[i].r == 0) {
+			CHECK(b.len == 1 + strlen(cases[i].want));
+			CHECK(memcmp(b.data + 1, cases[i].want, b.len - 1) == 0);
+		} else {
+			CHECK(b.len == 1);
+			CHECK(why && strcmp(why, cases[i].want) == 0);
+		}
+		gk_buf_free(&b);
+		gk_msg_free(m);
+	}
+}
+
 TEST(messages)
 {
 	const char *line = "{\"id\":\"r1\",\"status\":200,\"headers\":{"
@@ -1261,6 +1304,7 @@ main(void)
 	RUN(iterate);
 	RUN(splice);
 	RUN(messages);
+	RUN(message_bodies);
 	RUN(set_in_place);
 	RUN(differential_jansson);
 	RUN(splice_generated);
