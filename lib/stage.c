@@ -918,6 +918,10 @@ north_wire_respond(gk_north *n, gk_req *req, gk_msg *resp)
 
 static const struct gk_north_ops wire_north_ops = {north_wire_respond};
 
+static void answer_bad_request(gk_stage *st, gk_stream *s, const char *id,
+    size_t n, int status, const char *body, const char *reason,
+    const char *msg);
+
 static void
 north_line(gk_stage *st, gk_north *n, char *line, size_t len)
 {
@@ -926,8 +930,18 @@ north_line(gk_stage *st, gk_north *n, char *line, size_t len)
 	gk_wire_error err;
 	gk_msg *m = gk_msg_new(line, len, &err);
 	if (!m) {
-		gk_counter_add(st->m_badline, 1);
-		log_bad_line("invalid line from north", line, len, &err);
+		/* Answered 400 when its id comes first (the stream is a wire
+		 * connection's: north_line serves only those). */
+		size_t idlen;
+		const char *idp = leading_id(line, len, &idlen);
+		log_bad_line(idp ? "invalid line from north: answered 400"
+		    : "invalid line from north", line, len, &err);
+		if (idp)
+			answer_bad_request(st, ((struct wire_conn *)n)->s, idp,
+			    idlen, 400, "bad request\n", "invalid request",
+			    NULL);
+		else
+			gk_counter_add(st->m_badline, 1);
 		return;
 	}
 	gk_json id = gk_msg_get(m, "id");
@@ -1015,34 +1029,51 @@ wire_conn_close(gk_stream *s, int err, void *arg)
 static const gk_stream_ops wire_conn_ops = {wire_conn_line, wire_conn_close};
 
 /*
- * A request line past the wire's maximum (gk-listener --max-body allows
- * more than fits once the body is escaped or in base64) is dropped, and the
- * stage above would wait for its deadline: when its id comes first, it is
- * answered 413 at once.
+ * Answer north at once, on its stream, a request line this stage cannot
+ * take (past the wire's maximum, or invalid) whose id comes first: the
+ * stage or program above would otherwise wait for its deadline, or for
+ * ever.  The id is unescaped printable ASCII (leading_id), copied as is.
+ * msg, when not NULL, is the error event's.
  */
+static void
+answer_bad_request(gk_stage *st, gk_stream *s, const char *id, size_t n,
+    int status, const char *body, const char *reason, const char *msg)
+{
+	gk_counter_add(st->m_badline, 1);
+	gk_buf b = {0};
+	gk_buf_adds(&b, "{\"id\":\"");
+	gk_buf_add(&b, id, n);
+	gk_buf_adds(&b, "\",\"status\":");
+	gk_buf_adduint(&b, (uint64_t)status);
+	gk_buf_adds(&b, ",\"headers\":{\"content-type\":"
+	    "\"text/plain; charset=utf-8\"},\"body\":");
+	gk_json_quote(&b, body, strlen(body));
+	gk_buf_adds(&b, ",\"error\":{\"stage\":");
+	gk_json_quote(&b, st->def.ops.name, strlen(st->def.ops.name));
+	gk_buf_adds(&b, ",\"reason\":");
+	gk_json_quote(&b, reason, strlen(reason));
+	gk_buf_adds(&b, "}}");
+	if (msg) { /* else the caller has said it */
+		char f[300];
+		snprintf(f, sizeof f, "id=%.*s", (int)(n < 256 ? n : 256), id);
+		gk_log(GK_ERROR, msg, f);
+	}
+	gk_stream_write_line(s, b.data, b.len);
+	gk_buf_free(&b);
+}
+
+/* A request line past the wire's maximum (gk-listener --max-body allows
+ * more than fits once the body is escaped or in base64): 413. */
 static void
 wire_conn_too_long(gk_stream *s, void *arg)
 {
 	struct wire_conn *c = arg;
 	size_t n;
 	const char *id = dropped_line_id(s, &n);
-	if (!id)
-		return;
-	gk_stage *st = c->st;
-	gk_counter_add(st->m_badline, 1);
-	gk_buf b = {0};
-	gk_buf_adds(&b, "{\"id\":\"");
-	gk_buf_add(&b, id, n); /* unescaped: copied as it came */
-	gk_buf_adds(&b, "\",\"status\":413,\"headers\":{\"content-type\":"
-	    "\"text/plain; charset=utf-8\"},\"body\":\"request too large\\n\","
-	    "\"error\":{\"stage\":");
-	gk_json_quote(&b, st->def.ops.name, strlen(st->def.ops.name));
-	gk_buf_adds(&b, ",\"reason\":\"request too long\"}}");
-	char f[300];
-	snprintf(f, sizeof f, "id=%.*s", (int)(n < 256 ? n : 256), id);
-	gk_log(GK_ERROR, "request too long from north: answered 413", f);
-	gk_stream_write_line(s, b.data, b.len);
-	gk_buf_free(&b);
+	if (id)
+		answer_bad_request(c->st, s, id, n, 413, "request too large\n",
+		    "request too long",
+		    "request too long from north: answered 413");
 }
 
 static void

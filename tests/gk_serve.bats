@@ -56,6 +56,19 @@ body_is() {
 	[ "$(count_events "$T/err" '.level == "warn" or .level == "error"')" -ge 1 ]
 }
 
+@test "an invalid request line whose id comes first is answered 400 at once; the next is answered" {
+	# Whoever wrote it would otherwise wait for ever: nothing else
+	# answers a line that was dropped.
+	run bash -c 'printf "%s\n" "{\"id\":\"a\",\"method\":\"GET\",\"path\":\"/\",\"body\":\"an \"unescaped\" quote\"}" \
+		"{\"id\":\"b\",\"method\":\"GET\",\"path\":\"/\"}" |
+		GK_EVENTS_FORMAT=json hello 2>"$BATS_TEST_TMPDIR/err"'
+	assert_success
+	assert_equal "$(echo "$output" | jq -c 'select(.id == "a") | [.status, .error]')" \
+		'[400,{"stage":"hello","reason":"invalid request"}]'
+	assert_equal "$(echo "$output" | jq -r 'select(.id == "b") | .status')" 200
+	assert_equal "$(count_events "$T/err" '.level == "error" and .msg == "invalid line from north: answered 400"')" 1
+}
+
 @test "a body_b64 that is not base64 is answered 400 before the handler runs; \\/ in a valid one is read as /" {
 	# Unpadded base64 used to reach the handler as an empty body.  The
 	# listener always pads; another program writing the wire may not.
