@@ -190,6 +190,99 @@ gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
 	    flags, flags ? strlen(flags) : 0, c, &only);
 }
 
+/* lcalpha / DIGIT / "_" / "-" / "*" / "/": the rest of a key's parts. */
+static bool
+keychar(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+	    c == '-' || c == '*' || c == '/';
+}
+
+/* simple-key = lcalpha 0*255(keychar), or multi-tenant-key = tenant-id
+ * "@" system-id, tenant-id (lcalpha / DIGIT) 0*240(keychar), system-id
+ * lcalpha 0*13(keychar). */
+static bool
+tracestate_key(const char *k, size_t n)
+{
+	const char *at = memchr(k, '@', n);
+	size_t first = at ? (size_t)(at - k) : n;
+	/* A tenant id may begin with a digit; a simple key may not. */
+	bool lc = k[0] >= 'a' && k[0] <= 'z', digit = k[0] >= '0' && k[0] <= '9';
+	if (!first || !(lc || (at && digit)))
+		return false;
+	for (size_t i = 1; i < first; i++)
+		if (!keychar((unsigned char)k[i]))
+			return false;
+	if (!at)
+		return first <= 256;
+	const char *sys = at + 1;
+	size_t sn = n - first - 1;
+	if (first > 241 || !sn || sn > 14 || !(*sys >= 'a' && *sys <= 'z'))
+		return false;
+	for (size_t i = 1; i < sn; i++)
+		if (!keychar((unsigned char)sys[i]))
+			return false;
+	return true;
+}
+
+/* value = 0*255(chr) nblk-chr: printable ASCII but ',' and '=', not
+ * ending in a space (trailing optional whitespace is already gone). */
+static bool
+tracestate_value(const char *v, size_t n)
+{
+	if (!n || n > 256 || v[n - 1] == ' ')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (v[i] < 0x20 || v[i] > 0x7e || v[i] == ',' || v[i] == '=')
+			return false;
+	return true;
+}
+
+static bool
+ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+int
+gk_tracestate_clean(const char *s, size_t n, char *out, size_t *outlen)
+{
+	/* Where each key went in out, to find a key twice. */
+	struct {
+		size_t at, n;
+	} keys[32];
+	size_t nkeys = 0, len = 0;
+	const char *p = s, *end = s + n;
+	*outlen = 0;
+	while (p <= end) {
+		const char *comma = memchr(p, ',', (size_t)(end - p));
+		const char *m = p, *me = comma ? comma : end;
+		p = me + 1;
+		while (m < me && ows(*m))
+			m++;
+		while (me > m && ows(me[-1]))
+			me--;
+		if (m == me)
+			continue; /* empty members are allowed */
+		const char *eq = memchr(m, '=', (size_t)(me - m));
+		if (!eq || nkeys == 32 || !tracestate_key(m, (size_t)(eq - m)) ||
+		    !tracestate_value(eq + 1, (size_t)(me - eq - 1)))
+			return -1;
+		size_t kn = (size_t)(eq - m);
+		for (size_t i = 0; i < nkeys; i++)
+			if (keys[i].n == kn && !memcmp(out + keys[i].at, m, kn))
+				return -1;
+		if (len)
+			out[len++] = ',';
+		keys[nkeys].at = len;
+		keys[nkeys++].n = kn;
+		memcpy(out + len, m, (size_t)(me - m));
+		len += (size_t)(me - m);
+	}
+	*outlen = len;
+	return 0;
+}
+
 /* The two hex digits of every byte. */
 #define H4(x) #x "0" #x "1" #x "2" #x "3" #x "4" #x "5" #x "6" #x "7" \
 	#x "8" #x "9" #x "a" #x "b" #x "c" #x "d" #x "e" #x "f"

@@ -37,6 +37,15 @@ int gk_b3_multi_parsen(const char *trace, size_t tn, const char *span,
     size_t sn, const char *sampled, size_t smn, const char *flags, size_t fn,
     gk_trace_ctx *c, int *sampling_only);
 
+/*
+ * tracestate (W3C Trace Context, the key grammar of Level 1): the list in
+ * s..n checked, and written into out (n bytes at most) without optional
+ * whitespace or empty members; *outlen 0 is a list of none.  -1 for an
+ * invalid list (a key or value outside the grammar, more than 32 members,
+ * a key twice), which is dropped whole.
+ */
+int gk_tracestate_clean(const char *s, size_t n, char *out, size_t *outlen);
+
 /* "00-<32 hex>-<16 hex>-<01|00>" into out (56 bytes with NUL). */
 void gk_traceparent_format(const uint8_t trace_id[16], const uint8_t span_id[8],
     bool sampled, char out[56]);

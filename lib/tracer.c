@@ -23,7 +23,7 @@ struct gk_tracer {
 	double tokens; /* --sample-rate bucket */
 	uint64_t last_refill_us;
 	gk_series *m_sampled, *m_unsampled, *m_started, *m_spans;
-	gk_series *m_bad_traceparent, *m_bad_b3;
+	gk_series *m_bad_traceparent, *m_bad_b3, *m_bad_tracestate;
 };
 
 struct tstate {
@@ -62,6 +62,7 @@ gk_tracer_new(const gk_tracer_config *cfg)
 	    "Invalid trace context headers replaced, by header", "header");
 	t->m_bad_traceparent = gk_series_get(bad, "traceparent", (char *)0);
 	t->m_bad_b3 = gk_series_get(bad, "b3", (char *)0);
+	t->m_bad_tracestate = gk_series_get(bad, "tracestate", (char *)0);
 	return t;
 }
 
@@ -236,6 +237,32 @@ tracestate_of(gk_json v)
 		return (struct hval){0};
 	const char *p = gk_buf_cstr(b);
 	return (struct hval){p, strlen(p), b->len, false};
+}
+
+static _Thread_local gk_buf ts_buf;
+
+/* The caller's tracestate as it goes on: checked, and without optional
+ * whitespace or empty members; none when it is invalid, which leaves the
+ * traceparent as it was (W3C).  Only a list that came plain off the wire
+ * is plain: the members are its bytes. */
+static struct hval
+tracestate_clean(gk_tracer *t, struct hval v)
+{
+	if (!v.p)
+		return v;
+	gk_buf *b = &ts_buf;
+	size_t n;
+	b->len = 0;
+	gk_buf_reserve(b, v.full + 1);
+	if (gk_tracestate_clean(v.p, v.full, b->data, &n) < 0) {
+		gk_counter_add(t->m_bad_tracestate, 1);
+		return (struct hval){0};
+	}
+	if (!n) /* empty members only: not worth sending */
+		return (struct hval){0};
+	b->len = n;
+	b->data[n] = 0;
+	return (struct hval){b->data, n, n, v.plain};
 }
 
 /* Whether the B3 headers beside a valid traceparent say debug for the
@@ -426,7 +453,8 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		if (!have)
 			gk_counter_add(t->m_bad_traceparent, 1);
 		else {
-			tracestate = tracestate_of(hv[H_TRACESTATE]);
+			tracestate = tracestate_clean(t,
+			    tracestate_of(hv[H_TRACESTATE]));
 			/* traceparent has no debug flag: a B3 caller's (or
 			 * a tracer's above, which writes both) still holds,
 			 * and a caller that sent B3 too is answered in kind. */
@@ -516,6 +544,7 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	gk__msg_set_trusted(m, "headers", hb->data, hb->len);
 	trim(hb, 1);
 	trim(unesc, H_COUNT);
+	trim(&ts_buf, 1);
 
 	/* {"trace_id":"..","span_id":"..",["parent_id":"..",]"sampled":B} */
 	char tr[160], *p = tr;

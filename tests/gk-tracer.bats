@@ -361,6 +361,70 @@ print(spans[0]["status"], spans[0]["attrs"].get("error.type"))
 	assert_equal "$(seen '.headers | has("tracestate")')" false
 }
 
+@test "an invalid tracestate is dropped, its traceparent kept; a valid one goes on without empty members or optional whitespace" {
+	start_stack
+	local tp="traceparent: 00-$TP_TRACE-$TP_SPAN-01"
+	# The W3C test suite's invalid lists (test_tracestate_*): each is
+	# dropped whole, and the caller's trace goes on.
+	local bad=(
+		"foo=1,foo=2"
+		"foo=1,foo=1"
+		"FOO=1"
+		"foo =1"
+		"foo.bar=1"
+		"foo@=1,bar=2"
+		"@foo=1,bar=2"
+		"foo@@bar=1,bar=2"
+		"foo@bar@baz=1,bar=2"
+		"1foo=1"
+		"$(printf 'z%.0s' {1..257})=1"
+		"$(printf 't%.0s' {1..242})@v=1"
+		"t@$(printf 'v%.0s' {1..15})=1"
+		"foo=bar=baz"
+		"foo=,bar=3"
+		"foo"
+		"=1"
+		"foo=$(printf 'v%.0s' {1..257})"
+		"$(seq -f 'k%g=1' -s, 33)"
+	)
+	local ts
+	for ts in "${bad[@]}"; do
+		get / -H "$tp" -H "tracestate: $ts"
+		assert_equal "$(seen .trace.trace_id)" "$TP_TRACE"
+		assert_equal "$(seen .trace.parent_id)" "$TP_SPAN"
+		assert_equal "$(seen '.headers | has("tracestate")')" false ||
+			fail "invalid tracestate passed on: $ts"
+	done
+	# Duplicates across repeated headers too.
+	get / -H "$tp" -H "tracestate: foo=1" -H "tracestate: foo=2"
+	assert_equal "$(seen '.headers | has("tracestate")')" false
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "tracestate"')" $((${#bad[@]} + 1))
+	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "traceparent"')" 0
+
+	# Valid at the limits: 32 members, a 256-character key, a 241@14
+	# multi-tenant key, a value of every allowed character.
+	local good=(
+		"$(seq -f 'k%g=1' -s, 32)"
+		"$(printf 'z%.0s' {1..256})=1"
+		"$(printf 't%.0s' {1..241})@$(printf 'v%.0s' {1..14})=1"
+		"abcdefghijklmnopqrstuvwxyz0123456789_-*/@a-z0-9_-*/= !\"#\$%&'()*+-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_\`abcdefghijklmnopqrstuvwxyz{|}~"
+		"0tenant@vendor=x"
+		"foo= 1"
+	)
+	for ts in "${good[@]}"; do
+		get / -H "$tp" -H "tracestate: $ts"
+		assert_equal "$(seen '.headers.tracestate')" "$ts"
+	done
+	# Optional whitespace and empty members are not passed on.
+	get / -H "$tp" -H $'tracestate: foo=1 \t , \t bar=2, ,\t \tbaz=3\t'
+	assert_equal "$(seen '.headers.tracestate')" "foo=1,bar=2,baz=3"
+	get / -H "$tp" -H "tracestate: ,,"
+	assert_equal "$(seen '.headers | has("tracestate")')" false
+	get / -H "$tp" -H "tracestate: ," -H "tracestate: foo=1"
+	assert_equal "$(seen '.headers.tracestate')" "foo=1"
+}
+
 @test "spans validate against the span fields of gk-events(5)" {
 	start_stack
 	get /orders/42 -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01"

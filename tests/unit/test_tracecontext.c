@@ -290,6 +290,144 @@ TEST(b3_multi_invalid)
 		  NULL, &c) < 0);
 }
 
+/* The list as it goes on, or NULL when invalid. */
+static const char *
+ts(const char *in)
+{
+	static char out[4096];
+	size_t n;
+	if (gk_tracestate_clean(in, strlen(in), out, &n) < 0)
+		return NULL;
+	out[n] = 0;
+	return out;
+}
+
+static char *
+rep(char *at, int c, int n)
+{
+	memset(at, c, (size_t)n);
+	return at + n;
+}
+
+TEST(tracestate_valid_lists_go_on_without_ows_or_empty_members)
+{
+	CHECK_STR(ts("congo=t61rcWkgMzE"), "congo=t61rcWkgMzE");
+	CHECK_STR(ts("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+	    "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+	/* W3C test_tracestate_ows_handling */
+	CHECK_STR(ts("foo=1 \t , \t bar=2, \t baz=3"), "foo=1,bar=2,baz=3");
+	CHECK_STR(ts("foo=1\t \t,\t \tbar=2,\t \tbaz=3"), "foo=1,bar=2,baz=3");
+	CHECK_STR(ts(" foo=1"), "foo=1");
+	CHECK_STR(ts("\tfoo=1"), "foo=1");
+	CHECK_STR(ts("foo=1 "), "foo=1");
+	CHECK_STR(ts("foo=1\t"), "foo=1");
+	CHECK_STR(ts("\t foo=1 \t"), "foo=1");
+	/* Empty members are allowed, and not passed on. */
+	CHECK_STR(ts(""), "");
+	CHECK_STR(ts(",, ,\t"), "");
+	CHECK_STR(ts(",foo=1,,bar=2,"), "foo=1,bar=2");
+	/* A value keeps its leading spaces and inner ones. */
+	CHECK_STR(ts("foo= 1"), "foo= 1");
+	CHECK_STR(ts("foo=a b"), "foo=a b");
+	/* Keys: digits, multi-tenant. */
+	CHECK_STR(ts("a0_-*/=1"), "a0_-*/=1");
+	CHECK_STR(ts("0tenant@vendor=1,t@v=2"), "0tenant@vendor=1,t@v=2");
+	/* W3C test_tracestate_all_allowed_characters */
+	const char *all = "abcdefghijklmnopqrstuvwxyz0123456789_-*/@a-z0-9_-*/="
+			  " !\"#$%&'()*+-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTU"
+			  "VWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+	CHECK_STR(ts(all), all);
+}
+
+TEST(tracestate_limits)
+{
+	char b[2048], *p;
+	/* 256-character key: valid; 257: invalid. */
+	p = rep(b, 'z', 256);
+	strcpy(p, "=1");
+	CHECK(ts(b) != NULL);
+	p = rep(b, 'z', 257);
+	strcpy(p, "=1");
+	CHECK(ts(b) == NULL);
+	/* tenant 241 @ system 14: valid; 242 or 15: invalid. */
+	p = rep(b, 't', 241);
+	*p++ = '@';
+	p = rep(p, 'v', 14);
+	strcpy(p, "=1");
+	CHECK(ts(b) != NULL);
+	p = rep(b, 't', 242);
+	strcpy(p, "@v=1");
+	CHECK(ts(b) == NULL);
+	p = rep(b + 2, 'v', 15);
+	memcpy(b, "t@", 2);
+	strcpy(p, "=1");
+	CHECK(ts(b) == NULL);
+	p = rep(b + 2, 'v', 14);
+	strcpy(p, "=1");
+	CHECK(ts(b) != NULL);
+	/* A value of 256 characters: valid; 257: invalid. */
+	memcpy(b, "foo=", 4);
+	p = rep(b + 4, 'v', 256);
+	*p = 0;
+	CHECK(ts(b) != NULL);
+	p = rep(b + 4, 'v', 257);
+	*p = 0;
+	CHECK(ts(b) == NULL);
+	/* 32 members: valid; 33: invalid; empty ones do not count. */
+	p = b;
+	for (int i = 1; i <= 32; i++)
+		p += sprintf(p, "%sk%d=1,", i == 1 ? "," : "", i);
+	CHECK(ts(b) != NULL);
+	strcpy(p, "k33=1");
+	CHECK(ts(b) == NULL);
+}
+
+/* The invalid lists of the W3C test suite (test_tracestate_*) and more. */
+TEST(tracestate_invalid_lists)
+{
+	const char *bad[] = {
+	    /* duplicated keys */
+	    "foo=1,foo=1",
+	    "foo=1,foo=2",
+	    "foo=1, bar=2 ,foo=3",
+	    "t@v=1,t@v=2",
+	    /* key: illegal characters */
+	    "foo =1",
+	    "FOO=1",
+	    "foo.bar=1",
+	    "1foo=1", /* a simple key begins with a letter */
+	    "_foo=1",
+	    "=1",
+	    "foo",
+	    "foo,bar=1",
+	    /* key: vendor format */
+	    "foo@=1,bar=2",
+	    "@foo=1,bar=2",
+	    "foo@@bar=1,bar=2",
+	    "foo@bar@baz=1,bar=2",
+	    "foo@1bar=1",
+	    "Foo@bar=1",
+	    /* value */
+	    "foo=bar=baz",
+	    "foo=,bar=3",
+	    "foo= ",
+	    "foo=a\tb",
+	    "foo=a\x7f",
+	    "foo=\xc3\xa9",
+	    "foo=a\nb",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		if (ts(bad[i]) != NULL) {
+			printf("#   accepted: \"%s\"\n", bad[i]);
+			unit_case_failed = 1;
+		}
+	}
+	/* A NUL inside is not the end of the list. */
+	char out[16];
+	size_t n;
+	CHECK(gk_tracestate_clean("a=1\0b=2", 7, out, &n) < 0);
+}
+
 TEST(hex_and_zero)
 {
 	uint8_t z[8] = {0}, one[8] = {0, 0, 0, 0, 0, 0, 0, 1};
@@ -375,6 +513,9 @@ main(void)
 	RUN(b3_single_invalid);
 	RUN(b3_multi);
 	RUN(b3_multi_invalid);
+	RUN(tracestate_valid_lists_go_on_without_ows_or_empty_members);
+	RUN(tracestate_limits);
+	RUN(tracestate_invalid_lists);
 	RUN(hex_and_zero);
 	RUN(random_ids_are_non_zero_and_distinct);
 	RUN(random_unit_is_in_range_and_spread);
