@@ -63,6 +63,7 @@ gk_traceparent_parse(const char *s, size_t n, gk_trace_ctx *c)
 	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
 		return -1;
 	c->sampled = flags & 1;
+	c->random = flags & 2;
 	c->sampled_known = true;
 	return 0;
 }
@@ -314,8 +315,8 @@ gk_hex(const uint8_t *p, size_t n, char *out)
 }
 
 void
-gk_traceparent_format(const uint8_t trace_id[16], const uint8_t span_id[8],
-    bool sampled, char out[56])
+gk_traceparent_format_flags(const uint8_t trace_id[16],
+    const uint8_t span_id[8], uint8_t flags, char out[56])
 {
 	memcpy(out, "00-", 3);
 	gk_hex(trace_id, 16, out + 3);
@@ -323,8 +324,15 @@ gk_traceparent_format(const uint8_t trace_id[16], const uint8_t span_id[8],
 	gk_hex(span_id, 8, out + 36);
 	out[52] = '-';
 	out[53] = '0';
-	out[54] = sampled ? '1' : '0';
+	out[54] = (char)('0' + (flags & 3));
 	out[55] = 0;
+}
+
+void
+gk_traceparent_format(const uint8_t trace_id[16], const uint8_t span_id[8],
+    bool sampled, char out[56])
+{
+	gk_traceparent_format_flags(trace_id, span_id, sampled, out);
 }
 
 /* xoshiro256**: fast, good enough for ids; seeded once from getrandom. */

@@ -15,6 +15,7 @@ typedef struct gk_trace_ctx {
 	bool sampled;
 	bool sampled_known; /* the caller decided (B3 may leave it open) */
 	bool debug;         /* B3 "d" / X-B3-Flags: 1 */
+	bool random;        /* W3C Level 2: the trace id's right 7 bytes are */
 } gk_trace_ctx;
 
 /*
@@ -49,6 +50,10 @@ int gk_tracestate_clean(const char *s, size_t n, char *out, size_t *outlen);
 /* "00-<32 hex>-<16 hex>-<01|00>" into out (56 bytes with NUL). */
 void gk_traceparent_format(const uint8_t trace_id[16], const uint8_t span_id[8],
     bool sampled, char out[56]);
+/* The same with the flags known to W3C Trace Context Level 2 (sampled,
+ * random-trace-id) of flags; the others are written zero. */
+void gk_traceparent_format_flags(const uint8_t trace_id[16],
+    const uint8_t span_id[8], uint8_t flags, char out[56]);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void gk_hex(const uint8_t *p, size_t n, char *out);
 bool gk_id_zero(const uint8_t *p, size_t n);

@@ -490,6 +490,9 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		memcpy(s->ctx.trace_id, in.trace_id, 16);
 		memcpy(s->parent, in.span_id, 8);
 		s->has_parent = true;
+		/* W3C Level 2: whoever continues a trace id passes on its
+		 * random-trace-id flag as it came (B3 has none). */
+		s->ctx.random = in.random;
 	} else {
 		gk_random_id(s->ctx.trace_id, 16);
 		gk_counter_add(t->m_started, 1);
@@ -513,7 +516,8 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	/* 00-<trace>-<span>-<flags>: the ids' hex is read from it. */
 	const char *tp = s->tp, *trace_hex = tp + 3, *span_hex = tp + 36;
 	char parent_hex[17];
-	gk_traceparent_format(s->ctx.trace_id, s->ctx.span_id, s->sampled, s->tp);
+	gk_traceparent_format_flags(s->ctx.trace_id, s->ctx.span_id,
+	    (uint8_t)(s->sampled | s->ctx.random << 1), s->tp);
 	if (s->has_parent)
 		gk_hex(s->parent, 8, parent_hex);
 	if (hb->len > 1)

@@ -109,6 +109,31 @@ marker() {
 	assert_equal "$(seen .trace.sampled)" false
 }
 
+@test "the caller's random-trace-id flag (W3C Level 2) goes on with its trace id; other unknown flags are cleared" {
+	start_stack
+	local in out
+	for in in 03:03 02:02 ff:03 fe:02 09:01 01:01; do
+		get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-${in%:*}" -D "$T/h"
+		out=${in#*:}
+		[[ $(seen .headers.traceparent) == "00-$TP_TRACE-"*"-$out" ]] ||
+			fail "flags ${in%:*} in, $(seen .headers.traceparent) south"
+		tr=$(tr -d '\r' <"$T/h" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}')
+		assert_equal "$tr" "$(seen .headers.traceparent)"
+	done
+	# A future version's flags are read the same way.
+	get / -H "traceparent: cc-$TP_TRACE-$TP_SPAN-03-later"
+	[[ $(seen .headers.traceparent) == "00-$TP_TRACE-"*-03 ]]
+	# --no-parent decides sampling, but the trace id, and what is
+	# known of it, is the caller's.
+	stop_all
+	start_stack --no-parent --sample 0
+	get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-03"
+	[[ $(seen .headers.traceparent) == "00-$TP_TRACE-"*-02 ]]
+	# B3 says nothing of how its ids were made.
+	get / -H "b3: $TP_TRACE-$TP_SPAN-1"
+	[[ $(seen .headers.traceparent) == "00-$TP_TRACE-"*-00 ]]
+}
+
 @test "traceresponse on the response names the server span" {
 	start_stack
 	get / -H "traceparent: 00-$TP_TRACE-$TP_SPAN-01" -D "$T/h"

@@ -64,6 +64,26 @@ TEST(traceparent_fields)
 	CHECK(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe", &c) ==
 	    0);
 	CHECK(!c.sampled);
+	/* Bit 1 is Level 2's random-trace-id flag. */
+	CHECK(c.random);
+	CHECK(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", &c) ==
+	    0);
+	CHECK(c.sampled && c.random);
+	CHECK(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &c) ==
+	    0);
+	CHECK(c.sampled && !c.random);
+}
+
+TEST(traceparent_format_writes_known_flags_only)
+{
+	uint8_t tid[16] = {0x4b, 0xf9, [15] = 0x36}, sid[8] = {[7] = 1};
+	char out[56];
+	gk_traceparent_format_flags(tid, sid, 0x03, out);
+	CHECK_STR(out, "00-4bf90000000000000000000000000036-0000000000000001-03");
+	gk_traceparent_format_flags(tid, sid, 0xfe, out);
+	CHECK_STR(out, "00-4bf90000000000000000000000000036-0000000000000001-02");
+	gk_traceparent_format(tid, sid, true, out);
+	CHECK_STR(out, "00-4bf90000000000000000000000000036-0000000000000001-01");
 }
 
 TEST(traceparent_future_versions_are_read_as_00)
@@ -505,6 +525,7 @@ main(void)
 {
 	RUN(traceparent_parse_then_format_round_trips);
 	RUN(traceparent_fields);
+	RUN(traceparent_format_writes_known_flags_only);
 	RUN(traceparent_future_versions_are_read_as_00);
 	RUN(traceparent_w3c_invalid_cases);
 	RUN(b3_single_full);
