@@ -158,9 +158,10 @@ multi_sampling(const char *sampled, size_t smn, const char *flags, size_t fn,
 
 int
 gk_b3_multi_parsen(const char *trace, size_t tn, const char *span, size_t sn,
-    const char *sampled, size_t smn, const char *flags, size_t fn,
-    gk_trace_ctx *c, int *sampling_only)
+    const char *parent, size_t pn, const char *sampled, size_t smn,
+    const char *flags, size_t fn, gk_trace_ctx *c, int *sampling_only)
 {
+	uint8_t parent_id[8];
 	memset(c, 0, sizeof *c);
 	*sampling_only = -1;
 	if (!trace && !span) {
@@ -176,6 +177,9 @@ gk_b3_multi_parsen(const char *trace, size_t tn, const char *span, size_t sn,
 	if (parse_trace_id(trace, tn, c->trace_id) < 0 || sn != 16 ||
 	    unhex(span, 8, c->span_id) < 0)
 		return -1;
+	/* Not used, but a bad one is a bad context, as in a b3 header. */
+	if (parent && (pn != 16 || unhex(parent, 8, parent_id) < 0))
+		return -1;
 	if (gk_id_zero(c->trace_id, 16) || gk_id_zero(c->span_id, 8))
 		return -1;
 	return multi_sampling(sampled, smn, flags, fn, c);
@@ -187,8 +191,9 @@ gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
 {
 	int only;
 	return gk_b3_multi_parsen(trace, trace ? strlen(trace) : 0, span,
-	    span ? strlen(span) : 0, sampled, sampled ? strlen(sampled) : 0,
-	    flags, flags ? strlen(flags) : 0, c, &only);
+	    span ? strlen(span) : 0, NULL, 0, sampled,
+	    sampled ? strlen(sampled) : 0, flags, flags ? strlen(flags) : 0, c,
+	    &only);
 }
 
 /* lcalpha / DIGIT / "_" / "-" / "*" / "/": the rest of a key's parts. */

@@ -31,12 +31,13 @@ int gk_b3_parse(const char *s, size_t n, gk_trace_ctx *c, int *sampling_only);
  * X-B3-Sampled, X-B3-Flags; any may be NULL. */
 int gk_b3_multi_parse(const char *trace, const char *span, const char *sampled,
     const char *flags, gk_trace_ctx *c);
-/* The same with each value's length given (they need no NUL); without
+/* The same with each value's length given (they need no NUL), and
+ * X-B3-ParentSpanId (NULL when absent; 16 hex when present); without
  * either id, a valid X-B3-Sampled or X-B3-Flags alone is a decision: -1
  * with *sampling_only filled, as gk_b3_parse does for a lone "0". */
 int gk_b3_multi_parsen(const char *trace, size_t tn, const char *span,
-    size_t sn, const char *sampled, size_t smn, const char *flags, size_t fn,
-    gk_trace_ctx *c, int *sampling_only);
+    size_t sn, const char *parent, size_t pn, const char *sampled, size_t smn,
+    const char *flags, size_t fn, gk_trace_ctx *c, int *sampling_only);
 
 /*
  * tracestate (W3C Trace Context, the key grammar of Level 1): the list in

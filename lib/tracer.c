@@ -473,11 +473,13 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	if (!have && b3_only < 0) {
 		struct hval tid = hval_of(hv[H_TRACEID], H_TRACEID);
 		struct hval sid = hval_of(hv[H_SPANID], H_SPANID);
+		struct hval pid = hval_of(hv[H_PARENTSPANID], H_PARENTSPANID);
 		struct hval smp = hval_of(hv[H_SAMPLED], H_SAMPLED);
 		struct hval flg = hval_of(hv[H_FLAGS], H_FLAGS);
 		if (tid.p || sid.p || smp.p || flg.p) {
 			have = gk_b3_multi_parsen(tid.p, tid.n, sid.p, sid.n,
-			    smp.p, smp.n, flg.p, flg.n, &in, &b3_only) == 0;
+			    pid.p, pid.n, smp.p, smp.n, flg.p, flg.n, &in,
+			    &b3_only) == 0;
 			if (!have && b3_only < 0)
 				gk_counter_add(t->m_bad_b3, 1);
 			debug = in.debug;

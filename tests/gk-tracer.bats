@@ -195,6 +195,20 @@ marker() {
 		-H "X-B3-Sampled: 0"
 	assert_equal "$(seen .trace.trace_id)" 0000000000000000463ac35c9f6413ad
 	assert_equal "$(seen .trace.sampled)" false
+
+	# X-B3-ParentSpanId is 16 lower-hex, as the b3 header's parent is:
+	# a context with a bad one is invalid, and not continued.
+	local bad
+	for bad in ": zz" ": 0020000000000001a" ": 0020000000000001A" ";"; do
+		get / -H "X-B3-TraceId: 463ac35c9f6413ad48485a3953bb6124" \
+			-H "X-B3-SpanId: a2fb4a1d1a96d312" -H "X-B3-ParentSpanId$bad" \
+			-H "X-B3-Sampled: 1"
+		assert_equal "$(seen '.trace | has("parent_id")')" false ||
+			fail "X-B3-ParentSpanId '$bad' continued"
+		[ "$(seen .trace.trace_id)" != 463ac35c9f6413ad48485a3953bb6124 ]
+	done
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "b3"')" 4
 }
 
 @test "B3 multi: a sampling decision without ids is followed, debug beats --sample" {

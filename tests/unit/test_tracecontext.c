@@ -273,21 +273,21 @@ TEST(b3_multi)
 
 	/* A decision without ids: -1, with the decision given back. */
 	int only;
-	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, "0", 1, NULL, 0, &c,
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, NULL, 0, "0", 1, NULL, 0, &c,
 		  &only) < 0);
 	CHECK(only == 0);
-	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, "true", 4, NULL, 0, &c,
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, NULL, 0, "true", 4, NULL, 0, &c,
 		  &only) < 0);
 	CHECK(only == 1 && !c.debug);
-	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, NULL, 0, "1", 1, &c,
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, NULL, 0, NULL, 0, "1", 1, &c,
 		  &only) < 0);
 	CHECK(only == 1 && c.debug);
-	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, "maybe", 5, NULL, 0, &c,
+	CHECK(gk_b3_multi_parsen(NULL, 0, NULL, 0, NULL, 0, "maybe", 5, NULL, 0, &c,
 		  &only) < 0);
 	CHECK(only == -1);
 	/* One id without the other is no decision, whatever follows. */
-	CHECK(gk_b3_multi_parsen(NULL, 0, "a2fb4a1d1a96d312", 16, "1", 1, NULL,
-		  0, &c, &only) < 0);
+	CHECK(gk_b3_multi_parsen(NULL, 0, "a2fb4a1d1a96d312", 16, NULL, 0, "1",
+		  1, NULL, 0, &c, &only) < 0);
 	CHECK(only == -1);
 }
 
@@ -448,6 +448,21 @@ TEST(tracestate_invalid_lists)
 	CHECK(gk_tracestate_clean("a=1\0b=2", 7, out, &n) < 0);
 }
 
+TEST(b3_multi_parent_span_id)
+{
+	gk_trace_ctx c;
+	int only;
+	const char *t = "463ac35c9f6413ad", *sp = "a2fb4a1d1a96d312";
+	CHECK(gk_b3_multi_parsen(t, 16, sp, 16, "0020000000000001", 16, "1", 1,
+		  NULL, 0, &c, &only) == 0);
+	CHECK(c.sampled);
+	const char *bad[] = {"", "zz", "0020000000000001a", "002000000000000",
+	    "0020000000000001A"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		CHECK(gk_b3_multi_parsen(t, 16, sp, 16, bad[i], strlen(bad[i]),
+			  "1", 1, NULL, 0, &c, &only) < 0);
+}
+
 TEST(hex_and_zero)
 {
 	uint8_t z[8] = {0}, one[8] = {0, 0, 0, 0, 0, 0, 0, 1};
@@ -534,6 +549,7 @@ main(void)
 	RUN(b3_single_invalid);
 	RUN(b3_multi);
 	RUN(b3_multi_invalid);
+	RUN(b3_multi_parent_span_id);
 	RUN(tracestate_valid_lists_go_on_without_ows_or_empty_members);
 	RUN(tracestate_limits);
 	RUN(tracestate_invalid_lists);
