@@ -258,18 +258,20 @@ gk_tracestate_clean(const char *s, size_t n, char *out, size_t *outlen)
 		size_t at, n;
 	} keys[32];
 	size_t nkeys = 0, len = 0;
-	const char *p = s, *end = s + n;
+	const char *p = s, *end = s + n, *comma;
 	*outlen = 0;
-	while (p <= end) {
-		const char *comma = memchr(p, ',', (size_t)(end - p));
+	/* Each member, up to a comma or the end; empty ones are allowed. */
+	do {
+		comma = memchr(p, ',', (size_t)(end - p));
 		const char *m = p, *me = comma ? comma : end;
-		p = me + 1;
+		if (comma)
+			p = comma + 1;
 		while (m < me && ows(*m))
 			m++;
 		while (me > m && ows(me[-1]))
 			me--;
 		if (m == me)
-			continue; /* empty members are allowed */
+			continue;
 		const char *eq = memchr(m, '=', (size_t)(me - m));
 		if (!eq || nkeys == 32 || !tracestate_key(m, (size_t)(eq - m)) ||
 		    !tracestate_value(eq + 1, (size_t)(me - eq - 1)))
@@ -284,7 +286,7 @@ gk_tracestate_clean(const char *s, size_t n, char *out, size_t *outlen)
 		keys[nkeys++].n = kn;
 		memcpy(out + len, m, (size_t)(me - m));
 		len += (size_t)(me - m);
-	}
+	} while (comma);
 	*outlen = len;
 	return 0;
 }
