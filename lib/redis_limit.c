@@ -9,7 +9,10 @@
  * Redis down (refused, no answer within the reply deadline, connection
  * lost): the waiting requests, and every request until it is back, get
  * the local limit; one event says so per outage, and the gauge
- * gk_limiter_redis_up shows it.
+ * gk_limiter_redis_up shows it.  A new connection is up only once Redis
+ * has answered on it (the SCRIPT LOAD): a Redis that accepts connections
+ * and answers nothing (stopped, paused, swapping) is still down, and the
+ * reconnects back off instead of coming back every 100ms.
  *
  * hiredis is loaded with dlopen(3) when the first --redis limit is made,
  * so that a limiter without --redis does not carry it in memory.
@@ -120,7 +123,8 @@ struct gk_redis_limit {
 	char sha[41];
 	redisAsyncContext *ac;
 	enum rstate state;
-	bool outage_logged, ever_up;
+	bool outage_logged, ever_up, script_err_logged;
+	uint64_t connected_us; /* 0 until the TCP connection is made */
 	/* the adapter onto gk_loop */
 	int fd;
 	bool reading, writing, watched;
@@ -257,17 +261,36 @@ drop(gk_redis_limit *r, const char *why)
 		H.free(ac);
 }
 
+/* The first answer on a connection: Redis is up. */
 static void
 on_script_loaded(redisAsyncContext *ac, void *reply, void *priv)
 {
 	(void)priv;
 	gk_redis_limit *r = ac->data;
 	redisReply *rep = reply;
-	if (r && r->ac == ac && rep && rep->type == REDIS_REPLY_STRING &&
-	    rep->len < sizeof r->sha) {
+	if (!r || r->ac != ac || !rep || r->state != R_CONNECTING)
+		return;
+	if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof r->sha) {
 		memcpy(r->sha, rep->str, rep->len);
 		r->sha[rep->len] = 0;
 	}
+	gk_timer_stop(r->loop, &r->connect_timer);
+	r->state = R_UP;
+	r->script_err_logged = false;
+	/* Answered within the reply deadline: healthy, the backoff starts
+	 * over.  A slow answer keeps it, so that a Redis too slow for every
+	 * request is not reconnected to every 100ms. */
+	if (gk_monotonic_us() - r->connected_us <= r->timeout_ms * 1000)
+		r->backoff_ms = 100;
+	gk_gauge_set(r->m_up, 1);
+	char a[300];
+	snprintf(a, sizeof a, "addr=%s:%d", r->host, r->port);
+	if (r->outage_logged)
+		gk_log(GK_INFO, "redis available again: global limit", a);
+	else if (!r->ever_up)
+		gk_log(GK_INFO, "redis connected: global limit", a);
+	r->outage_logged = false;
+	r->ever_up = true;
 }
 
 static void
@@ -281,18 +304,9 @@ on_connect(const redisAsyncContext *ac, int status)
 		went_down(r, ac->errstr[0] ? ac->errstr : "connect failed");
 		return;
 	}
-	gk_timer_stop(r->loop, &r->connect_timer);
-	r->state = R_UP;
-	r->backoff_ms = 100;
-	gk_gauge_set(r->m_up, 1);
-	char a[300];
-	snprintf(a, sizeof a, "addr=%s:%d", r->host, r->port);
-	if (r->outage_logged)
-		gk_log(GK_INFO, "redis available again: global limit", a);
-	else if (!r->ever_up)
-		gk_log(GK_INFO, "redis connected: global limit", a);
-	r->outage_logged = false;
-	r->ever_up = true;
+	/* Not up yet: the connect timer runs on until Redis answers the
+	 * SCRIPT LOAD sent with the connection (on_script_loaded). */
+	r->connected_us = gk_monotonic_us();
 }
 
 static void
@@ -310,7 +324,7 @@ on_connect_timeout(gk_loop *loop, void *arg)
 	(void)loop;
 	gk_redis_limit *r = arg;
 	if (r->state == R_CONNECTING)
-		drop(r, "connect timeout");
+		drop(r, r->connected_us ? "reply timeout" : "connect timeout");
 }
 
 static void
@@ -333,6 +347,7 @@ start_connect(gk_redis_limit *r)
 	attach(r, ac);
 	r->ac = ac;
 	r->state = R_CONNECTING;
+	r->connected_us = 0;
 	H.set_connect_cb(ac, on_connect);
 	H.set_disconnect_cb(ac, on_disconnect);
 	/* Queued now, sent once connected. */
@@ -444,7 +459,10 @@ on_reply(redisAsyncContext *ac, void *reply, void *priv)
 	for (size_t i = 0; ok && i < 5; i++)
 		ok = reply_int(rep, i, &v[i]);
 	if (!ok) {
-		if (op->fn) {
+		/* Once per connection: a script Redis refuses (ACL, cluster
+		 * redirection) fails every request alike. */
+		if (op->fn && !r->script_err_logged) {
+			r->script_err_logged = true;
 			char why[160];
 			snprintf(why, sizeof why, "error=%.140s",
 			    rep->type == REDIS_REPLY_ERROR ? rep->str
@@ -460,6 +478,9 @@ on_reply(redisAsyncContext *ac, void *reply, void *priv)
 		    .remaining = v[3] > 0 ? (uint64_t)v[3] : 0,
 		    .reset_ns = v[4] > 0 ? (uint64_t)v[4] * 1000u : 0,
 		};
+		/* Answered in time: the backoff starts over. */
+		if (r->ac == ac)
+			r->backoff_ms = 100;
 		op_finish(op, &res);
 	}
 	free(op->key);
@@ -494,7 +515,9 @@ gk_redis_op *
 gk_redis_limit_check(gk_redis_limit *r, const char *key, size_t len,
     uint64_t max_wait_ns, gk_redis_limit_fn *fn, void *arg)
 {
-	if (r->state == R_DOWN || !r->ac)
+	/* Until Redis has answered on this connection, the local limit:
+	 * no request waits on a connection that has not shown it works. */
+	if (r->state != R_UP || !r->ac)
 		return NULL;
 	gk_redis_op *op = gk_xcalloc(1, sizeof *op);
 	op->r = r;

@@ -430,6 +430,40 @@ metric_is() {
 	wait_event "$T/s.err" "$(metric_is gk_limiter_redis_up '' 1)"
 }
 
+@test "redis that stops answering: one outage, no flapping back, the global limit once it answers" {
+	local rport port
+	rport=$(free_port)
+	port=$(free_port)
+	start_redis redis "$rport"
+	start_stack s "$port" -r 1/m -b 2 --redis "127.0.0.1:$rport"
+	wait_event "$T/s.err" '(.msg // "") | startswith("redis connected")'
+	# Stopped, Redis still accepts connections (the kernel does) but
+	# answers nothing: every reconnect must prove itself by an answer.
+	kill -STOP "$(bg_pid redis)"
+	local got="" i
+	for i in 1 2 3 4; do
+		got+="$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/") "
+	done
+	[ "$got" = "200 200 200 429 " ]
+	wait_event "$T/s.err" '.msg == "redis unavailable: falling back to local limit"'
+	# Traffic through the outage, about 3 s of it.
+	for i in $(seq 30); do
+		curl -s -m 5 -o /dev/null "http://127.0.0.1:$port/"
+		sleep 0.1
+	done
+	[ "$(count_events "$T/s.err" '(.msg // "") | startswith("redis available again")')" -eq 0 ]
+	[ "$(count_events "$T/s.err" '.msg == "redis unavailable: falling back to local limit"')" -eq 1 ]
+	kill -CONT "$(bg_pid redis)"
+	wait_event "$T/s.err" '(.msg // "") | startswith("redis available again")' 20
+	# Decided by Redis again: a fresh key there admits, where the
+	# exhausted local limit would refuse.
+	redis-cli -p "$rport" DEL gk-limiter: >/dev/null
+	run curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/"
+	assert_output 200
+	[ "$(count_events "$T/s.err" '(.msg // "") | startswith("redis available again")')" -eq 1 ]
+	[ "$(count_events "$T/s.err" '.msg == "redis unavailable: falling back to local limit"')" -eq 1 ]
+}
+
 @test "-c 64: at most 64 in flight south, the rest answered 429 at once" {
 	local port
 	port=$(free_port)
