@@ -154,6 +154,9 @@ static const char *const why_label[] = {"rate_limited", "concurrency_limited"};
 
 enum phase { P_NEW, P_REDIS, P_DELAY, P_SLOT, P_FWD };
 
+struct gk_limiter;
+static void make_policy(struct gk_limiter *l);
+
 struct lreq {
 	gk_limiter *l;
 	gk_req *req;
@@ -187,6 +190,7 @@ struct gk_limiter {
 	gk_redis_limit *redis;
 	gk_buf keybuf;
 	struct log_throttle thr[2];
+	char policy[48]; /* RateLimit-Policy of rate refusals */
 
 	gk_series *m_allowed, *m_rejected[2], *m_shadow[2], *m_queued;
 	gk_series *m_qlen, *m_wait, *m_keys, *m_evictions, *m_limit;
@@ -241,6 +245,7 @@ gk_limiter_new(const gk_limiter_config *c, gk_loop *loop, const char **why)
 	if (c->rate > 0) {
 		l->rate_on = true;
 		gk_gcra_init(&l->gcra, c->rate, c->burst);
+		make_policy(l);
 	}
 	if (c->key) {
 		l->key = gk_key_spec_new(c->key, why);
@@ -402,13 +407,49 @@ wait_left_ms(const gk_limiter *l, const struct lreq *lr)
 
 /* ---- answers ---- */
 
+/*
+ * RateLimit-Policy, "q;w=W": q requests per W whole seconds, with q / W
+ * the configured rate, so that a client pacing itself by it runs at the
+ * rate.  W is the smallest whole number of seconds at least (burst + 1) T
+ * (the window an idle key's burst spans) in which the rate admits a whole
+ * number of requests.  The rate is n per P seconds: W must be a multiple
+ * of P / gcd(n, P).
+ */
+static void
+make_policy(gk_limiter *l)
+{
+	const uint64_t P = GK_GCRA_PERIOD_NS / 1000000000u, n = l->gcra.n;
+	uint64_t limit = l->gcra.burst + 1;
+	uint64_t a = n, b = P;
+	while (b) {
+		uint64_t t = a % b;
+		a = b;
+		b = t;
+	}
+	uint64_t step = P / a;
+	/* The burst window, in whole seconds, rounded up. */
+	uint64_t w = ceil_div((u128)limit * P, n);
+	if (!w)
+		w = 1;
+	/* A whole count in a window not much longer than the burst's;
+	 * otherwise that window, with the count rounded down. */
+	uint64_t wm = ceil_div(w, step) * step;
+	if (wm <= w * 2 || wm <= 3600)
+		w = wm;
+	uint64_t q = (uint64_t)((u128)w * n / P);
+	if (!q)
+		q = 1;
+	snprintf(l->policy, sizeof l->policy, "%llu;w=%llu",
+	    (unsigned long long)q, (unsigned long long)w);
+}
+
 static void
 reject(gk_limiter *l, struct lreq *lr, int why, const gk_rate_result *res)
 {
 	unqueue(l, lr);
 	gk_counter_add(l->m_rejected[why], 1);
 	log_over(l, lr, why, false);
-	char retry[24], lim[24], rem[24], reset[24], policy[64];
+	char retry[24], lim[24], rem[24], reset[24];
 	uint64_t retry_s = 1, reset_s = 1, limit = l->limit;
 	if (res) {
 		retry_s = (res->delay_ns + 999999999u) / 1000000000u;
@@ -423,14 +464,8 @@ reject(gk_limiter *l, struct lreq *lr, int why, const gk_rate_result *res)
 	snprintf(reset, sizeof reset, "%llu", (unsigned long long)reset_s);
 	gk_header h[6] = {{"retry-after", retry}, {"ratelimit-limit", lim},
 	    {"ratelimit-remaining", rem}, {"ratelimit-reset", reset}};
-	if (res && why == WHY_RATE) {
-		/* The quota: burst + 1 requests per (burst + 1) * T. */
-		uint64_t w = ceil_div((u128)limit * GK_GCRA_PERIOD_NS,
-		    (u128)l->gcra.n * 1000000000u);
-		snprintf(policy, sizeof policy, "%llu;w=%llu",
-		    (unsigned long long)limit, (unsigned long long)w);
-		h[4] = (gk_header){"ratelimit-policy", policy};
-	}
+	if (res && why == WHY_RATE)
+		h[4] = (gk_header){"ratelimit-policy", l->policy};
 	gk_answer(lr->req, 429, h, "too many requests\n", why_msg[why]);
 }
 

@@ -246,6 +246,32 @@ metric_is() {
 	assert_line --regexp '^[Rr]ate[Ll]imit-[Rr]eset: 1(79|80)'
 }
 
+@test "RateLimit-Policy states the configured rate, whatever the burst" {
+	local port
+	port=$(free_port)
+	# 2/s with no burst: one at once, then one every 500 ms.  A second
+	# request right after the first is refused; the policy a client
+	# paces itself by must say 2 a second, not 1.
+	start_stack s "$port" -r 2/s -b 0
+	run curl -s -i "http://127.0.0.1:$port/a" "http://127.0.0.1:$port/b"
+	assert_line --regexp '^HTTP/1.1 429'
+	assert_line --regexp '^[Rr]ate[Ll]imit-[Ll]imit: 1'
+	assert_line --regexp '^[Rr]ate[Ll]imit-[Pp]olicy: 2;w=1'
+	stop_all
+	# 40/m: 2 every 3 s, the smallest whole window that holds a whole
+	# number of requests.
+	port=$(free_port)
+	start_stack t "$port" -r 40/m -b 0
+	run curl -s -i "http://127.0.0.1:$port/a" "http://127.0.0.1:$port/b"
+	assert_line --regexp '^[Rr]ate[Ll]imit-[Pp]olicy: 2;w=3'
+	stop_all
+	# 1/m with a burst of 2: 3 in 3 minutes, as before.
+	port=$(free_port)
+	start_stack u "$port" -r 1/m -b 2
+	run curl -s -i "http://127.0.0.1:$port/[1-4]"
+	assert_line --regexp '^[Rr]ate[Ll]imit-[Pp]olicy: 3;w=180'
+}
+
 @test "--http: the limiter fronts the stack itself and answers 429 over HTTP" {
 	local port
 	port=$(free_port)
