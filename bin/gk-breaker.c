@@ -30,7 +30,8 @@ percent(const char *opt, const char *v, double *out)
 {
 	char *end;
 	double p = strtod(v, &end);
-	if (end == v || (*end && strcmp(end, "%")) || !(p > 0 && p <= 100))
+	/* From 1: "0.5" is a fraction written for 50%, not 0.5%. */
+	if (end == v || (*end && strcmp(end, "%")) || !(p >= 1 && p <= 100))
 		gk_usage_error("bad --%s: %s (expected a percentage from 1%% to 100%%)",
 		    opt, v);
 	*out = p / 100;
@@ -51,9 +52,11 @@ option(int short_name, const char *name, const char *v, void *arg)
 			cfg.window_calls = (unsigned)n;
 			cfg.window_ms = 0;
 		} else {
+			/* Whole seconds: the window is one bucket a second. */
 			if (gk_parse_duration_ms(v, &cfg.window_ms) < 0 ||
-			    cfg.window_ms < 1000 || cfg.window_ms > 3600000)
-				gk_usage_error("bad --window: %s (expected 1 to 10000 calls, or 1s to 1h)", v);
+			    cfg.window_ms < 1000 || cfg.window_ms > 3600000 ||
+			    cfg.window_ms % 1000)
+				gk_usage_error("bad --window: %s (expected 1 to 10000 calls, or whole seconds from 1s to 1h)", v);
 			cfg.window_calls = 0;
 		}
 	} else if (!strcmp(name, "min-calls")) {

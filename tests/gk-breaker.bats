@@ -512,7 +512,8 @@ PY
 	for bad in "--failure-rate 150%" "--window 0" "--fail-on 6xx" \
 		"--slow-rate 0%" "--consecutive x" "--probes 0" "-t soon" \
 		"--fail-on 5xx," "--fail-on +500" "--open-for 0" \
-		"--slow-rate 50%"; do
+		"--slow-rate 50%" "--failure-rate 0.5" "--slow-rate 0.9" \
+		"--window 1500ms"; do
 		# shellcheck disable=SC2086
 		run bash -c "gk-breaker $bad -- cat 2>&1 >/dev/null"
 		[ "$status" = 64 ] || fail "$bad: exit $status"
