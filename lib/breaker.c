@@ -54,6 +54,7 @@ struct gk_breaker {
 	gk_series *m_to_open, *m_to_half, *m_to_closed;
 	gk_series *m_success, *m_failure, *m_timeout, *m_slow, *m_rejected;
 	gk_series *m_evictions, *m_open_answer;
+	gk_buf keybuf; /* kept: no allocation per request */
 };
 
 size_t
@@ -379,12 +380,13 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 	struct rstate *s = gk_req_state(req);
 	s->start_ms = gk_loop_now(b->loop);
 	if (b->cfg.key) {
-		gk_buf k = {0};
-		gk_key_of(b->cfg.key, gk_req_msg(req), &k);
-		size_t n = k.len < KEY_MAX - 1 ? k.len : KEY_MAX - 1;
-		memcpy(s->key, k.data, n);
+		gk_buf *k = &b->keybuf;
+		gk_buf_reset(k);
+		gk_key_of(b->cfg.key, gk_req_msg(req), k);
+		size_t n = k->len < KEY_MAX - 1 ? k->len : KEY_MAX - 1;
+		if (n)
+			memcpy(s->key, k->data, n);
 		s->key[n] = 0;
-		gk_buf_free(&k);
 	}
 	struct circuit *c = circuit_of(b, s->key, true);
 	if (c->state == GK_OPEN) {
