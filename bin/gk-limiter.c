@@ -136,7 +136,10 @@ start(gk_stage *st, void *arg)
 	const char *why = NULL;
 	lim = gk_limiter_new(&cfg, gk_stage_loop(st), &why);
 	if (!lim) {
-		if (cfg.key && strncmp(why, "-k", 2) && strncmp(why, "nothing", 7))
+		/* The key spec's own faults name no option; the others
+		 * ("-k and --redis ...", "--min is above --max", "nothing to
+		 * limit") are not the key's. */
+		if (cfg.key && why[0] != '-' && strncmp(why, "nothing", 7))
 			gk_usage_error("bad --key: %s (%s)", cfg.key, why);
 		gk_usage_error("%s", why);
 	}

@@ -703,4 +703,9 @@ metric_is() {
 	[ "$status" -eq 64 ]
 	[ "${#lines[@]}" -eq 1 ]
 	assert_output --partial "--min is above --max"
+	# With a key given, a fault elsewhere is not blamed on the key.
+	run gk-limiter -r 10/s -k remote --adaptive --min 50 --max 10 -- hello
+	[ "$status" -eq 64 ]
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output "gk-limiter: usage: --min is above --max"
 }
