@@ -11,6 +11,7 @@
 static gk_limiter_config cfg;
 static gk_limiter *lim;
 static bool min_given, max_given, mode_given, burst_given;
+static bool queue_given, max_keys_given, redis_opts_given;
 static char *redis_host;
 
 static const gk_stage_option options[] = {
@@ -91,23 +92,28 @@ option(int short_name, const char *name, const char *v, void *arg)
 		max_given = true;
 	} else if (!strcmp(name, "key")) {
 		cfg.key = v;
-	} else if (!strcmp(name, "max-keys"))
+	} else if (!strcmp(name, "max-keys")) {
 		cfg.max_keys = gk_opt_uint(name, v, 1, 10000000);
-	else if (!strcmp(name, "reject"))
+		max_keys_given = true;
+	} else if (!strcmp(name, "reject"))
 		set_mode(GK_LIMIT_REJECT, name);
 	else if (!strcmp(name, "wait")) {
 		set_mode(GK_LIMIT_WAIT, name);
 		cfg.wait_ms = gk_opt_duration_ms(name, v, 1);
-	} else if (!strcmp(name, "queue"))
+	} else if (!strcmp(name, "queue")) {
 		cfg.queue = gk_opt_uint(name, v, 1, 1000000);
+		queue_given = true;
+	}
 	else if (!strcmp(name, "shadow"))
 		set_mode(GK_LIMIT_SHADOW, name);
 	else if (!strcmp(name, "redis"))
 		parse_redis(v);
-	else if (!strcmp(name, "redis-prefix"))
+	else if (!strcmp(name, "redis-prefix")) {
 		cfg.redis_prefix = v;
-	else if (!strcmp(name, "redis-timeout")) {
+		redis_opts_given = true;
+	} else if (!strcmp(name, "redis-timeout")) {
 		cfg.redis_timeout_ms = gk_opt_duration_ms(name, v, 1);
+		redis_opts_given = true;
 	} else
 		return -1;
 	return 0;
@@ -128,6 +134,18 @@ start(gk_stage *st, void *arg)
 			per_s++;
 		cfg.burst = per_s ? per_s - 1 : 0;
 	}
+	/* An option that would change nothing is a mistake worth saying:
+	 * the user meant something the command line does not do. */
+	if (burst_given && cfg.rate <= 0)
+		gk_usage_error("--burst needs --rate");
+	if (queue_given && cfg.mode != GK_LIMIT_WAIT)
+		gk_usage_error("--queue needs --wait");
+	if ((min_given || max_given) && !cfg.adaptive)
+		gk_usage_error("--min and --max need --adaptive");
+	if (max_keys_given && !cfg.key)
+		gk_usage_error("--max-keys needs --key");
+	if (redis_opts_given && !cfg.redis_host)
+		gk_usage_error("--redis-prefix and --redis-timeout need --redis");
 	/* One bound given: the other default gives way. */
 	if (min_given && !max_given && cfg.max < cfg.min)
 		cfg.max = cfg.min;

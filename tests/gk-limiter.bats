@@ -708,4 +708,20 @@ metric_is() {
 	[ "$status" -eq 64 ]
 	[ "${#lines[@]}" -eq 1 ]
 	assert_output "gk-limiter: usage: --min is above --max"
+	# An option that would change nothing: the user meant something else.
+	run gk-limiter -c 10 -b 5 -- hello
+	[ "$status" -eq 64 ]
+	assert_output "gk-limiter: usage: --burst needs --rate"
+	run gk-limiter -c 10 --queue 5 -- hello
+	[ "$status" -eq 64 ]
+	assert_output "gk-limiter: usage: --queue needs --wait"
+	run gk-limiter -c 10 --max 40 -- hello
+	[ "$status" -eq 64 ]
+	assert_output "gk-limiter: usage: --min and --max need --adaptive"
+	run gk-limiter -r 10/s --max-keys 5 -- hello
+	[ "$status" -eq 64 ]
+	assert_output "gk-limiter: usage: --max-keys needs --key"
+	run gk-limiter -r 10/s --redis-timeout 20ms -- hello
+	[ "$status" -eq 64 ]
+	assert_output "gk-limiter: usage: --redis-prefix and --redis-timeout need --redis"
 }
