@@ -88,13 +88,16 @@ fuzz:
 	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_http fuzz/fuzz_http.c $(LIB_SRC) $(LIBS)
 	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_events fuzz/fuzz_events.c $(LIB_SRC) $(LIBS) -ljansson
 	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_tracecontext fuzz/fuzz_tracecontext.c $(LIB_SRC) $(LIBS)
-	@mkdir -p $(BUILD)/fuzz/new-wire $(BUILD)/fuzz/new-http $(BUILD)/fuzz/new-events $(BUILD)/fuzz/new-tracecontext
+	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_upstream fuzz/fuzz_upstream.c $(LIB_SRC) $(LIBS)
+	@mkdir -p $(BUILD)/fuzz/new-wire $(BUILD)/fuzz/new-http $(BUILD)/fuzz/new-events \
+		$(BUILD)/fuzz/new-tracecontext $(BUILD)/fuzz/new-upstream
 	# new inputs go to the first directory, under build/: the checked-in
 	# seeds stay as they are
 	$(BUILD)/fuzz/fuzz_wire -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096 $(BUILD)/fuzz/new-wire fuzz/corpus/wire
 	$(BUILD)/fuzz/fuzz_http -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 $(BUILD)/fuzz/new-http fuzz/corpus/http
 	$(BUILD)/fuzz/fuzz_events -max_total_time=$${FUZZ_SECONDS:-60} -max_len=8192 $(BUILD)/fuzz/new-events fuzz/corpus/events
 	$(BUILD)/fuzz/fuzz_tracecontext -max_total_time=$${FUZZ_SECONDS:-60} -max_len=1024 $(BUILD)/fuzz/new-tracecontext fuzz/corpus/tracecontext
+	$(BUILD)/fuzz/fuzz_upstream -max_total_time=$${FUZZ_SECONDS:-60} -max_len=16384 $(BUILD)/fuzz/new-upstream fuzz/corpus/upstream
 
 run: deps all
 	contrib/run-demo $(BUILD)

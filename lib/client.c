@@ -640,17 +640,16 @@ emit_client_span(struct cstate *s, int status, const char *method,
 	gk_event_end();
 }
 
+/* The wire line of the upstream's answer (status, and the headers and
+ * body s holds) to the request whose id is id, appended to b. */
 static void
-answer_from_upstream(struct cstate *s, int status)
+upstream_line(struct cstate *s, gk_json id, int status, gk_buf *b)
 {
-	gk_msg *rq = gk_req_msg(s->req);
-	gk_json id = gk_msg_get(rq, "id");
-	gk_buf b = {0};
-	gk_buf_adds(&b, "{\"id\":");
-	gk_buf_add(&b, id.p, id.len);
-	gk_buf_adds(&b, ",\"status\":");
-	gk_buf_adduint(&b, (uint64_t)status);
-	gk_buf_adds(&b, ",\"headers\":{");
+	gk_buf_adds(b, "{\"id\":");
+	gk_buf_add(b, id.p, id.len);
+	gk_buf_adds(b, ",\"status\":");
+	gk_buf_adduint(b, (uint64_t)status);
+	gk_buf_adds(b, ",\"headers\":{");
 	/* Repeated headers become arrays, in order.  Hop-by-hop ones stay
 	 * behind, and so do those the upstream's Connection header names
 	 * (RFC 9110 7.6.1).  Content-Length is the framing of a body the
@@ -683,39 +682,46 @@ answer_from_upstream(struct cstate *s, int status)
 			if (!strcmp(arena + s->rh[j].name, name))
 				count++;
 		if (!first)
-			gk_buf_addc(&b, ',');
+			gk_buf_addc(b, ',');
 		first = false;
-		gk_json_quote(&b, name, nl);
-		gk_buf_addc(&b, ':');
+		gk_json_quote(b, name, nl);
+		gk_buf_addc(b, ':');
 		if (count > 1)
-			gk_buf_addc(&b, '[');
+			gk_buf_addc(b, '[');
 		bool vfirst = true;
 		for (size_t j = i; j < s->nrh; j++) {
 			if (s->rh[j].used || strcmp(arena + s->rh[j].name, name))
 				continue;
 			if (!vfirst)
-				gk_buf_addc(&b, ',');
+				gk_buf_addc(b, ',');
 			vfirst = false;
 			const char *value = arena + s->rh[j].value;
-			gk_json_quote(&b, value, strlen(value));
+			gk_json_quote(b, value, strlen(value));
 			s->rh[j].used = true;
 		}
 		if (count > 1)
-			gk_buf_addc(&b, ']');
+			gk_buf_addc(b, ']');
 	}
 	gk_buf_free(&conn);
-	gk_buf_addc(&b, '}');
+	gk_buf_addc(b, '}');
 	if (s->response.len) {
 		if (gk_utf8_valid(s->response.data, s->response.len)) {
-			gk_buf_adds(&b, ",\"body\":");
-			gk_json_quote(&b, s->response.data, s->response.len);
+			gk_buf_adds(b, ",\"body\":");
+			gk_json_quote(b, s->response.data, s->response.len);
 		} else {
-			gk_buf_adds(&b, ",\"body_b64\":\"");
-			gk_base64_encode(&b, s->response.data, s->response.len);
-			gk_buf_addc(&b, '"');
+			gk_buf_adds(b, ",\"body_b64\":\"");
+			gk_base64_encode(b, s->response.data, s->response.len);
+			gk_buf_addc(b, '"');
 		}
 	}
-	gk_buf_addc(&b, '}');
+	gk_buf_addc(b, '}');
+}
+
+static void
+answer_from_upstream(struct cstate *s, int status)
+{
+	gk_buf b = {0};
+	upstream_line(s, gk_msg_get(gk_req_msg(s->req), "id"), status, &b);
 	gk_req *req = s->req;
 	if (b.len > GK_CLIENT_MAX_WIRE_LINE) {
 		/* The stage above would drop the line (gk-wire(5)) and the
@@ -1525,4 +1531,51 @@ gk_client_done(gk_client *c, gk_req *req, int status)
 	gk_uh_xfer_free(&s->ux);
 	free(s->rh);
 	s->c = NULL;
+}
+
+/* ---- without a stage (fuzz/fuzz_upstream.c) ---- */
+
+struct gk__client_probe {
+	gk_client c; /* only its cfg.max_response is read */
+	struct cstate s;
+};
+
+gk__client_probe *
+gk__client_probe_new(const char *method, size_t max_response,
+    gk_uh_ops *ops, void **arg)
+{
+	gk__client_probe *p = gk_xcalloc(1, sizeof *p);
+	p->c.cfg.max_response = max_response;
+	p->s.c = &p->c;
+	gk_buf_adds(&p->s.method, method);
+	*ops = native_ops;
+	ops->done = NULL; /* finish_try needs a stage: the caller's own */
+	*arg = &p->s;
+	return p;
+}
+
+int
+gk__client_probe_line(gk__client_probe *p, gk_json id, int status,
+    gk_buf *out)
+{
+	size_t at = out->len;
+	upstream_line(&p->s, id, status, out);
+	/* answer_from_upstream answers 502 past a wire line */
+	return out->len - at > GK_CLIENT_MAX_WIRE_LINE ? -1 : 0;
+}
+
+bool
+gk__client_probe_too_big(const gk__client_probe *p)
+{
+	return p->s.too_big;
+}
+
+void
+gk__client_probe_free(gk__client_probe *p)
+{
+	gk_buf_free(&p->s.response);
+	gk_buf_free(&p->s.method);
+	gk_buf_free(&p->s.harena);
+	free(p->s.rh);
+	free(p);
 }

@@ -52,4 +52,20 @@ void gk_client_done(gk_client *c, gk_req *req, int status);
 /* Parse "502,503,504" into cfg->retry_on. */
 int gk_client_parse_retry_on(gk_client_config *cfg, const char *s);
 
+/*
+ * Internal, for fuzz/fuzz_upstream.c: one request's state with no stage
+ * around it.  ops gets the native engine's reset, header and body
+ * callbacks (done is the caller's), to be called with arg; the probe
+ * then makes the wire line answer_from_upstream would make of what they
+ * collected (-1: a line too long, answered 502 instead).
+ */
+typedef struct gk__client_probe gk__client_probe;
+struct gk_uh_ops;
+gk__client_probe *gk__client_probe_new(const char *method,
+    size_t max_response, struct gk_uh_ops *ops, void **arg);
+int gk__client_probe_line(gk__client_probe *p, gk_json id, int status,
+    gk_buf *out);
+bool gk__client_probe_too_big(const gk__client_probe *p);
+void gk__client_probe_free(gk__client_probe *p);
+
 #endif

@@ -339,6 +339,48 @@ write_more(gk_uh_xfer *x)
 	gk_loop_modify(x->uh->loop, k->fd, GK_READ);
 }
 
+/*
+ * What one read gave (n bytes; 0: EOF; <0: reset) goes to the parser.
+ * False when the try ended.  Shared by read_more and gk__uh_feed, so that
+ * the fuzz target runs the very code the sockets do; inlined here.
+ */
+static inline bool
+take(gk_uh_xfer *x, const char *buf, ssize_t n)
+{
+	if (n <= 0) {
+		/* EOF or reset */
+		if (!x->got_byte) {
+			if (x->reused && !x->resent)
+				reused_closed(x);
+			else
+				finish(x, GK_UH_CLOSED, false);
+			return false;
+		}
+		if (n == 0)
+			http_parser_execute(&x->hp, &settings, NULL, 0);
+		if (x->complete)
+			finish(x, GK_UH_OK, false);
+		else
+			finish(x, HTTP_PARSER_ERRNO(&x->hp) == HPE_CB_body ?
+			    GK_UH_ABORTED : GK_UH_CLOSED, false);
+		return false;
+	}
+	x->got_byte = true;
+	size_t used = http_parser_execute(&x->hp, &settings, buf, (size_t)n);
+	if (x->complete) {
+		bool keep = used == (size_t)n && !x->hp.upgrade &&
+		    x->off == x->reqlen && http_should_keep_alive(&x->hp);
+		finish(x, GK_UH_OK, keep);
+		return false;
+	}
+	enum http_errno e = HTTP_PARSER_ERRNO(&x->hp);
+	if (e != HPE_OK) {
+		finish(x, e == HPE_CB_body ? GK_UH_ABORTED : GK_UH_BAD, false);
+		return false;
+	}
+	return true;
+}
+
 static void
 read_more(gk_uh_xfer *x)
 {
@@ -349,41 +391,7 @@ read_more(gk_uh_xfer *x)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		if (n <= 0) {
-			/* EOF or reset */
-			if (!x->got_byte) {
-				if (x->reused && !x->resent)
-					reused_closed(x);
-				else
-					finish(x, GK_UH_CLOSED, false);
-				return;
-			}
-			if (n == 0)
-				http_parser_execute(&x->hp, &settings, NULL, 0);
-			if (x->complete)
-				finish(x, GK_UH_OK, false);
-			else
-				finish(x, HTTP_PARSER_ERRNO(&x->hp) == HPE_CB_body ?
-				    GK_UH_ABORTED : GK_UH_CLOSED, false);
-			return;
-		}
-		x->got_byte = true;
-		size_t used = http_parser_execute(&x->hp, &settings, buf,
-		    (size_t)n);
-		if (x->complete) {
-			bool keep = used == (size_t)n && !x->hp.upgrade &&
-			    x->off == x->reqlen &&
-			    http_should_keep_alive(&x->hp);
-			finish(x, GK_UH_OK, keep);
-			return;
-		}
-		enum http_errno e = HTTP_PARSER_ERRNO(&x->hp);
-		if (e != HPE_OK) {
-			finish(x, e == HPE_CB_body ? GK_UH_ABORTED : GK_UH_BAD,
-			    false);
-			return;
-		}
-		if ((size_t)n < sizeof buf)
+		if (!take(x, buf, n) || (size_t)n < sizeof buf)
 			return;
 	}
 }
@@ -548,6 +556,31 @@ gk_uh_start(gk_uh *uh, gk_uh_xfer *x, const char *addr, const char *req,
 	x->in_start = true;
 	connect_new(x);
 	x->in_start = false;
+}
+
+/* ---- without a socket (fuzz/fuzz_upstream.c) ---- */
+
+void
+gk__uh_begin(gk_uh *uh, gk_uh_xfer *x, bool head, const gk_uh_ops *ops,
+    void *arg)
+{
+	memset(x, 0, sizeof *x);
+	x->uh = uh;
+	x->ops = ops;
+	x->arg = arg;
+	x->head = head;
+	x->running = true;
+	/* the request is all written: nothing to send, nothing to resend */
+	x->req = "";
+	reset_response(x);
+}
+
+bool
+gk__uh_feed(gk_uh_xfer *x, const char *p, size_t n)
+{
+	if (!x->running)
+		return false;
+	return take(x, n ? p : NULL, (ssize_t)n);
 }
 
 void

@@ -83,4 +83,16 @@ void gk_uh_cancel(gk_uh_xfer *x);
 /* Free what a finished or cancelled try still holds. */
 void gk_uh_xfer_free(gk_uh_xfer *x);
 
+/*
+ * Internal, for fuzz/fuzz_upstream.c: a try on no connection, its request
+ * taken as written, so that an upstream's bytes can be fed to its parser
+ * and callbacks.  uh gives only the loop (for the try's timer).
+ * gk__uh_feed hands n bytes to the parser as one read would, n 0 as EOF;
+ * it returns false once the try ended (done has been called).  Free x
+ * with gk_uh_xfer_free.
+ */
+void gk__uh_begin(gk_uh *uh, gk_uh_xfer *x, bool head, const gk_uh_ops *ops,
+    void *arg);
+bool gk__uh_feed(gk_uh_xfer *x, const char *p, size_t n);
+
 #endif
