@@ -478,12 +478,13 @@ on_headers_complete(http_parser *hp)
 	 * (RFC 9110 6.5.1). */
 	x->in_trailers = true;
 	x->status = hp->status_code;
-	/* No body for HEAD (http_parser cannot know), nor for a 204 or a
-	 * 304 whatever their Content-Length says: a 304 may carry that of
-	 * the representation (RFC 9110 8.6, RFC 9112 6.3), and http_parser
-	 * would wait for that many bytes. */
-	return x->head || hp->status_code == 204 || hp->status_code == 304 ?
-	    1 : 0;
+	/* No body for HEAD (http_parser cannot know), nor for a 1xx, a 204
+	 * or a 304 whatever their Content-Length or Transfer-Encoding say
+	 * (RFC 9112 6.3): a 304 may carry the length of the representation
+	 * (RFC 9110 8.6), and http_parser would wait for that many bytes,
+	 * taking the next answer's for them. */
+	return x->head || hp->status_code < 200 || hp->status_code == 204 ||
+	    hp->status_code == 304 ? 1 : 0;
 }
 
 static int

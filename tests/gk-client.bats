@@ -879,3 +879,17 @@ _no_close_wait() {
 	assert_equal "$(metric "$snap" gk_client_connections_opened_total)" 2
 	assert_equal "$(metric "$snap" gk_client_errors_total)" 0
 }
+
+@test "a 1xx answer has no content whatever its Content-Length says: the final answer follows it, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		engine_stack "$eng" "stack_$eng" -e "$ODD_ADDR"
+		run curl -s -m 10 -D "$T/head" -w ' %{http_code}' "$URL/early"
+		assert_output "ok
+ 200"
+		! grep -qi '^link:' "$T/head" || fail "$eng: a header of the 103 passed north"
+		run curl -s -m 10 "$URL/after"
+		assert_output ok
+	done
+}
