@@ -477,6 +477,11 @@ on_headers_complete(http_parser *hp)
 	 * same callbacks: dropped, never merged into the header section
 	 * (RFC 9110 6.5.1). */
 	x->in_trailers = true;
+	/* http_parser takes one to three digits; a status is three, from
+	 * 100 to 599 (RFC 9112 4, RFC 9110 15).  Anything else is not an
+	 * answer (an error, HPE_CB_headers_complete: GK_UH_BAD). */
+	if (hp->status_code < 100 || hp->status_code > 599)
+		return -1;
 	x->status = hp->status_code;
 	/* No body for HEAD (http_parser cannot know), nor for a 1xx, a 204
 	 * or a 304 whatever their Content-Length or Transfer-Encoding say

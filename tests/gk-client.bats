@@ -893,3 +893,16 @@ _no_close_wait() {
 		assert_output ok
 	done
 }
+
+@test "an upstream status that is not 100-599 (two digits, 600 and more) is a bad answer: 502, counted as an error" {
+	odd_start
+	local st
+	stack --try-timeout 3s -e "$ODD_ADDR"
+	for st in 20 0 600 999; do
+		run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/status/$st"
+		assert_output 502
+	done
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/status/299"
+	assert_output 299
+	assert_equal "$(metric "$(snapshot)" gk_client_errors_total)" 4
+}

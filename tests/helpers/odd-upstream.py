@@ -22,6 +22,7 @@ headers (lowercase names, a list of [name, value] in order).
   /binary/N  200, N bytes that are not UTF-8 (0xff)
   /healthz   200 "ok"; while the file DIR/hang exists, 5 s late
   /conn      200 with "Connection: X-Hop" (and X-Hop, X-Stay headers)
+  /status/N  "HTTP/1.1 N Odd", N as given (any digits), and "ok"
   /early     103 Early Hints with Content-Length: 5 and, as RFC 9112 6.3
              says of a 1xx, no content; then 200 "ok"
   anything   200 "ok"
@@ -105,6 +106,9 @@ def serve(c):
             elif path.startswith("/binary/"):
                 body = b"\xff" * int(path[8:])
                 answer(c, 200, "OK", [("Content-Length", len(body))], body)
+            elif path.startswith("/status/"):
+                c.sendall(b"HTTP/1.1 " + path[8:].encode() + b" Odd\r\n"
+                          b"Content-Length: 3\r\n\r\nok\n")
             elif path == "/early":
                 c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n"
                           b"Content-Length: 5\r\n\r\n")
