@@ -55,10 +55,15 @@ struct gk_client {
 };
 
 /* A response header: offsets of its NUL-terminated name (lowercase) and
- * value in the request's header arena. */
+ * value in the request's header arena.  upstream_line links the headers
+ * of one name, in order, from the first of them. */
 struct hdr {
 	size_t name, value;
-	bool used; /* already written as part of a repeated header */
+	size_t next;   /* the next header of this name; 0: none */
+	size_t tail;   /* the first: the last header of its name */
+	size_t count;  /* the first: how many have its name */
+	bool first;    /* the first of its name */
+	bool dropped;  /* the first: named by Connection */
 };
 
 /* Whom a socket libcurl opens belongs to. */
@@ -493,7 +498,7 @@ store_header(struct cstate *s, const char *p, size_t nl, const char *v,
 	memcpy(a->data + a->len, v, vl);
 	a->len += vl;
 	a->data[a->len++] = 0;
-	s->rh[s->nrh++] = (struct hdr){name, value, false};
+	s->rh[s->nrh++] = (struct hdr){.name = name, .value = value};
 }
 
 static size_t
@@ -640,6 +645,48 @@ emit_client_span(struct cstate *s, int status, const char *method,
 	gk_event_end();
 }
 
+/* The slot of the header name (p, n), matched without case, in the
+ * table of upstream_line (mask + 1 slots, a power of two, at least twice
+ * the headers): 1 + the index of the first header of that name, or 0. */
+static size_t *
+name_slot(const struct cstate *s, size_t *tab, size_t mask, const char *p,
+    size_t n)
+{
+	uint64_t h = 14695981039346656037u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)tolower((unsigned char)p[i])) *
+		    1099511628211u;
+	for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+		if (!tab[i])
+			return &tab[i];
+		const char *name = s->harena.data + s->rh[tab[i] - 1].name;
+		if (!strncasecmp(name, p, n) && !name[n])
+			return &tab[i];
+	}
+}
+
+/* The headers a Connection value names are hop-by-hop (RFC 9110 7.6.1). */
+static void
+drop_options(struct cstate *s, size_t *tab, size_t mask, const char *v)
+{
+	while (*v) {
+		size_t len = strcspn(v, ",");
+		const char *b = v, *t = v + len;
+		while (b < t && (*b == ' ' || *b == '\t'))
+			b++;
+		while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
+			t--;
+		if (t > b) {
+			size_t k = *name_slot(s, tab, mask, b, (size_t)(t - b));
+			if (k)
+				s->rh[k - 1].dropped = true;
+		}
+		v += len;
+		if (*v)
+			v++;
+	}
+}
+
 /* The wire line of the upstream's answer (status, and the headers and
  * body s holds) to the request whose id is id, appended to b. */
 static void
@@ -659,50 +706,72 @@ upstream_line(struct cstate *s, gk_json id, int status, gk_buf *b)
 	 * the fields a GET's would). */
 	bool keep_length =
 	    status == 304 || !strcmp(gk_buf_cstr(&s->method), "HEAD");
-	bool first = true;
+	/* An upstream may send thousands of headers (http_parser bounds the
+	 * section at 80 KiB): the headers of one name are linked through a
+	 * table by name, and Connection's options looked up in it, so that
+	 * this is linear, not quadratic. */
 	const char *arena = s->harena.data;
-	gk_buf conn = {0};
-	for (size_t i = 0; i < s->nrh; i++)
-		if (!strcmp(arena + s->rh[i].name, "connection")) {
-			const char *v = arena + s->rh[i].value;
-			connection_options(&conn, v, strlen(v));
+	size_t n = s->nrh, cap = 32, small[32];
+	while (cap < 2 * n)
+		cap <<= 1;
+	size_t *tab = small;
+	if (cap > 32)
+		tab = gk_xcalloc(cap, sizeof *tab);
+	else
+		memset(small, 0, sizeof small);
+	for (size_t i = 0; i < n; i++) {
+		struct hdr *h = &s->rh[i];
+		const char *name = arena + h->name;
+		size_t *slot = name_slot(s, tab, cap - 1, name, strlen(name));
+		h->next = 0;
+		h->first = !*slot;
+		if (h->first) {
+			*slot = i + 1;
+			h->tail = i;
+			h->count = 1;
+			h->dropped = false;
+		} else {
+			struct hdr *f = &s->rh[*slot - 1];
+			s->rh[f->tail].next = i;
+			f->tail = i;
+			f->count++;
 		}
-	const char *listed = conn.len ? gk_buf_cstr(&conn) : "";
-	for (size_t i = 0; i < s->nrh; i++) {
-		if (s->rh[i].used)
+	}
+	size_t conn = *name_slot(s, tab, cap - 1, "connection", 10);
+	for (size_t j = conn; j;) {
+		struct hdr *h = &s->rh[j - 1];
+		drop_options(s, tab, cap - 1, arena + h->value);
+		j = h->next ? h->next + 1 : 0;
+	}
+	if (tab != small)
+		free(tab);
+	bool first = true;
+	for (size_t i = 0; i < n; i++) {
+		const struct hdr *h = &s->rh[i];
+		if (!h->first || h->dropped)
 			continue;
-		const char *name = arena + s->rh[i].name;
+		const char *name = arena + h->name;
 		size_t nl = strlen(name);
-		if ((hop_by_hop(name, nl) &&
-		     !(keep_length && !strcmp(name, "content-length"))) ||
-		    has_tag(listed, name))
+		if (hop_by_hop(name, nl) &&
+		    !(keep_length && !strcmp(name, "content-length")))
 			continue;
-		size_t count = 0;
-		for (size_t j = i; j < s->nrh; j++)
-			if (!strcmp(arena + s->rh[j].name, name))
-				count++;
 		if (!first)
 			gk_buf_addc(b, ',');
 		first = false;
 		gk_json_quote(b, name, nl);
 		gk_buf_addc(b, ':');
-		if (count > 1)
+		if (h->count > 1)
 			gk_buf_addc(b, '[');
-		bool vfirst = true;
-		for (size_t j = i; j < s->nrh; j++) {
-			if (s->rh[j].used || strcmp(arena + s->rh[j].name, name))
-				continue;
-			if (!vfirst)
-				gk_buf_addc(b, ',');
-			vfirst = false;
+		for (size_t j = i;;) {
 			const char *value = arena + s->rh[j].value;
 			gk_json_quote(b, value, strlen(value));
-			s->rh[j].used = true;
+			if (!(j = s->rh[j].next))
+				break;
+			gk_buf_addc(b, ',');
 		}
-		if (count > 1)
+		if (h->count > 1)
 			gk_buf_addc(b, ']');
 	}
-	gk_buf_free(&conn);
 	gk_buf_addc(b, '}');
 	if (s->response.len) {
 		if (gk_utf8_valid(s->response.data, s->response.len)) {

@@ -906,3 +906,21 @@ _no_close_wait() {
 	assert_output 299
 	assert_equal "$(metric "$(snapshot)" gk_client_errors_total)" 4
 }
+
+@test "an answer with thousands of distinct headers and Connection options costs gk-client milliseconds, not seconds" {
+	[ -z "${GK_SANITIZED:-}" ] || skip "timing under sanitizers"
+	odd_start
+	stack -e "$ODD_ADDR"
+	run curl -s -m 10 -D "$T/head" "$URL/many"
+	assert_output ok
+	grep -qi '^h5999: 1' "$T/head" || fail "h5999 lost"
+	local pid t0 t1
+	pid=$(client_pid)
+	t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+	for _ in 1 2 3 4 5; do
+		curl -s -m 20 -o /dev/null "$URL/many"
+	done
+	t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+	# ticks of 10 ms: five answers in well under a second
+	[ $((t1 - t0)) -lt 50 ] || fail "gk-client used $((t1 - t0)) ticks"
+}

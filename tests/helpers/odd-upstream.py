@@ -12,6 +12,9 @@ headers (lowercase names, a list of [name, value] in order).
   /echo      200, the request's headers as a JSON object (lowercase names)
   /304cl     304 Not Modified with Content-Length: 5 (the length of the
              representation, RFC 9110 8.6) and no content
+  /many      200 "ok" with about 76 KiB of header section: a Connection
+             header naming 3000 options (o0..o2999), and 6000 headers of
+             distinct names (h0..h5999), none of them named
   /204       204 No Content
   /short     200 with Content-Length: 100, 10 bytes of it, then a close
   /size      200, the length of the request body received, as text
@@ -113,6 +116,11 @@ def serve(c):
                 c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n"
                           b"Content-Length: 5\r\n\r\n")
                 answer(c, 200, "OK", [("Content-Length", 3)], b"ok\n")
+            elif path == "/many":
+                hs = [("Connection", ",".join("o%d" % i
+                                              for i in range(3000)))]
+                hs += [("h%d" % i, "1") for i in range(6000)]
+                answer(c, 200, "OK", hs + [("Content-Length", 3)], b"ok\n")
             elif path == "/204":
                 answer(c, 204, "No Content", [("X-Up", "1")])
             else:
