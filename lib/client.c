@@ -474,6 +474,77 @@ connection_options(gk_buf *list, const char *v, size_t n)
 	}
 }
 
+/*
+ * The options of a Connection list (connection_options) as a set, so that
+ * checking each request header against it is not a scan of the whole list:
+ * a client may send thousands of both within --max-header.  Open
+ * addressing, 1 + the offset of an option in the list per slot.
+ */
+struct option_set {
+	const char *list;
+	size_t *slot, mask, small[16];
+};
+
+static uint64_t
+option_hash(const char *p, size_t n)
+{
+	uint64_t h = 14695981039346656037u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 1099511628211u;
+	return h;
+}
+
+/* The slot of option (p, n): empty, or holding it. */
+static size_t *
+option_slot(const struct option_set *o, const char *p, size_t n)
+{
+	for (size_t i = (size_t)option_hash(p, n) & o->mask;;
+	     i = (i + 1) & o->mask) {
+		if (!o->slot[i])
+			return &o->slot[i];
+		const char *q = o->list + o->slot[i] - 1;
+		if (!strncmp(q, p, n) && (q[n] == ',' || !q[n]))
+			return &o->slot[i];
+	}
+}
+
+static void
+option_set_init(struct option_set *o, const char *list)
+{
+	size_t count = *list ? 1 : 0, cap = 16;
+	for (const char *p = list; *p; p++)
+		count += *p == ',';
+	while (cap < 2 * count)
+		cap <<= 1;
+	o->list = list;
+	o->mask = cap - 1;
+	o->slot = cap > 16 ? gk_xcalloc(cap, sizeof *o->slot) : o->small;
+	if (o->slot == o->small)
+		memset(o->small, 0, sizeof o->small);
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		size_t *slot = option_slot(o, p, len);
+		if (!*slot)
+			*slot = (size_t)(p - list) + 1;
+		p += len;
+		if (*p)
+			p++;
+	}
+}
+
+static bool
+option_set_has(const struct option_set *o, const char *name, size_t n)
+{
+	return *o->list && *option_slot(o, name, n);
+}
+
+static void
+option_set_free(struct option_set *o)
+{
+	if (o->slot != o->small)
+		free(o->slot);
+}
+
 static void
 store_header(struct cstate *s, const char *p, size_t nl, const char *v,
     const char *end)
@@ -1217,7 +1288,8 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 				break;
 		}
 	}
-	const char *listed = conn.len ? gk_buf_cstr(&conn) : "";
+	struct option_set listed;
+	option_set_init(&listed, conn.len ? gk_buf_cstr(&conn) : "");
 	gk_buf vals = {0}; /* of Via */
 	while (h.type == GK_JSON_OBJECT && gk_json_iter_next(&it, &k, &v)) {
 		tmp->len = 0;
@@ -1226,7 +1298,7 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 		size_t nl = tmp->len;
 		if (hop_by_hop(name, nl) || !strcmp(name, "x-gk-timeout-ms") ||
 		    (s->has_trace && !strcmp(name, "traceparent")) ||
-		    has_tag(listed, name))
+		    option_set_has(&listed, name, nl))
 			continue;
 		if (!strcmp(name, "host") && !c->cfg.preserve_host)
 			continue;
@@ -1266,6 +1338,7 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 				break;
 		}
 	}
+	option_set_free(&listed);
 	gk_buf_free(&conn);
 	/* The wire does not say which HTTP version the client spoke: 1.1,
 	 * the version gk-listener answers in. */
