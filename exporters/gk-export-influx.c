@@ -20,7 +20,7 @@ static struct {
 	gk_influx_opts o;
 	gk_influx_stats st, st_seen;
 	gk_buf out;
-	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys;
+	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys, *m_dup_tags;
 } I;
 
 static void
@@ -46,6 +46,9 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	if (I.st.empty_keys != I.st_seen.empty_keys)
 		gk_counter_add(I.m_empty_keys,
 		    (double)(I.st.empty_keys - I.st_seen.empty_keys));
+	if (I.st.dup_tags != I.st_seen.dup_tags)
+		gk_counter_add(I.m_dup_tags,
+		    (double)(I.st.dup_tags - I.st_seen.dup_tags));
 	I.st_seen = I.st;
 	if (I.out.cap > (1u << 20))
 		gk_buf_free(&I.out);
@@ -240,6 +243,10 @@ main(int argc, char **argv)
 	    "gk_export_influx_empty_key_total",
 	    "Members with an empty name left out of their point, and series "
 	    "of a metric with an empty name", NULL));
+	I.m_dup_tags = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_duplicate_tag_total",
+	    "Labels left out of their point: a tag of that key was there "
+	    "already (label_svc beside svc)", NULL));
 	I.h = gk_ehttp_new(ex, &o);
 	/* The URL without the query: the token is never in it anyway. */
 	char f[2100];

@@ -131,11 +131,29 @@ timestamp(gk_buf *out, uint64_t ns)
 	gk_buf_addc(out, '\n');
 }
 
+/* True when keys (each a size_t length, then its bytes) holds k; else k
+ * is added to it. */
+static bool
+key_seen(gk_buf *keys, const char *k, size_t n)
+{
+	for (size_t off = 0; off < keys->len;) {
+		size_t l;
+		memcpy(&l, keys->data + off, sizeof l);
+		off += sizeof l;
+		if (l == n && !memcmp(keys->data + off, k, n))
+			return true;
+		off += l;
+	}
+	gk_buf_add(keys, (const char *)&n, sizeof n);
+	gk_buf_add(keys, k, n);
+	return false;
+}
+
 static size_t
 metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
     gk_influx_stats *st)
 {
-	gk_buf kt = {0}, vt = {0}, name = {0};
+	gk_buf kt = {0}, vt = {0}, name = {0}, keys = {0};
 	uint64_t ns = gk_event_ts_ns(ev->ts);
 	size_t points = 0;
 	gk_snap_iter si;
@@ -155,22 +173,31 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 			gk_json_iter li;
 			gk_json k, v;
 			gk_json_iter_init(&li, s.labels);
+			gk_buf_reset(&keys);
 			while (gk_json_iter_next(&li, &k, &v)) {
-				/* A label named as a tag of ours is renamed. */
+				gk_buf_reset(&kt);
+				/* A label named as a tag of ours is renamed, and
+				 * so is "time", which InfluxDB refuses as a tag
+				 * key (the point is dropped). */
 				if (gk_json_eq(k, "svc") ||
 				    gk_json_eq(k, "proc") ||
 				    gk_json_eq(k, "host") ||
-				    gk_json_eq(k, "pid")) {
-					gk_buf_reset(&name);
-					gk_buf_adds(&name, "label_");
-					gk_event_text(k, &name);
-					gk_buf_reset(&vt);
-					gk_event_text(v, &vt);
-					tag(out, name.data, name.len, vt.data,
-					    vt.len);
+				    gk_json_eq(k, "pid") ||
+				    gk_json_eq(k, "time"))
+					gk_buf_adds(&kt, "label_");
+				gk_event_text(k, &kt);
+				gk_buf_reset(&vt);
+				gk_event_text(v, &vt);
+				if (!kt.len || !vt.len)
+					continue; /* left out by tag() */
+				/* A key twice ("label_svc" beside a renamed
+				 * "svc") makes InfluxDB drop the point: the
+				 * first is kept. */
+				if (key_seen(&keys, kt.data, kt.len)) {
+					st->dup_tags++;
 					continue;
 				}
-				json_tag(out, k, v, &kt, &vt);
+				tag(out, kt.data, kt.len, vt.data, vt.len);
 			}
 			common_tags(out, ev, o, o->pid_tag, &kt, &vt);
 			bool first = true;
@@ -201,6 +228,7 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 	gk_buf_free(&kt);
 	gk_buf_free(&vt);
 	gk_buf_free(&name);
+	gk_buf_free(&keys);
 	return points;
 }
 

@@ -13,7 +13,9 @@
  * escaped outside a string field value: it is written as a space there.
  * A measurement starting with '#' (a comment line) gains a '_' in front.
  * Tags with an empty key or value, and fields with an empty key, are left
- * out (InfluxDB refuses them).  Timestamps are nanoseconds.
+ * out (InfluxDB refuses them).  A label named svc, proc, host, pid or time
+ * is the tag label_NAME; a label whose tag key is already in the point is
+ * left out (InfluxDB drops a point with a key twice).  Timestamps are nanoseconds.
  */
 #ifndef GK_INFLUX_LINE_H
 #define GK_INFLUX_LINE_H
@@ -32,6 +34,8 @@ typedef struct gk_influx_stats {
 	uint64_t empty;      /* points with no field left, not written */
 	uint64_t empty_keys; /* fields with an empty key left out, and points
 	                        with an empty measurement not written */
+	uint64_t dup_tags;   /* labels left out: their tag key was in the
+	                        point already (label_svc beside svc) */
 } gk_influx_stats;
 
 /* Append to out the escaped text: measurement (is_measurement) or a tag

@@ -66,6 +66,28 @@ second|2'
 	[ "$(own_metric "$T/plugin.err" gk_export_influx_empty_key_total)" = 1 ]
 }
 
+@test "a label named time, and one named label_svc beside svc, do not cost their point or the batch: InfluxDB takes every point" {
+	start_influx
+	create_db lab
+	# InfluxDB refuses a tag key "time", and a tag key twice in a point
+	# (partial write, 400): such a point would be lost.
+	cat >"$T/events.jsonl" <<'EOF'
+{"ts":"2026-12-04T09:30:00Z","type":"metrics","proc":"p","pid":1,"svc":"s","seq":1,"part":1,"parts":1,"metrics":[{"name":"m_time","type":"gauge","help":"h","series":[{"labels":{"time":"x"},"value":1}]},{"name":"m_dup","type":"gauge","help":"h","series":[{"labels":{"svc":"a","label_svc":"b"},"value":2}]},{"name":"m_ok","type":"gauge","help":"h","series":[{"labels":{"k":"v"},"value":3}]}]}
+EOF
+	GK_METRICS_INTERVAL=0 gk-export-influx --db lab "http://127.0.0.1:$INFLUX_PORT" <"$T/events.jsonl" 2>"$T/plugin.err"
+	run last_of lab 'SELECT "value" FROM "m_ok"'
+	assert_output 3
+	run last_of lab "SELECT \"value\" FROM \"m_time\" WHERE \"label_time\" = 'x'"
+	assert_output 1
+	# The first label_svc is kept (the renamed svc), the later one left
+	# out and counted.
+	run last_of lab "SELECT \"value\" FROM \"m_dup\" WHERE \"label_svc\" = 'a' AND \"svc\" = 's'"
+	assert_output 2
+	[ "$(own_metric "$T/plugin.err" gk_export_dropped_total)" = 0 ]
+	[ "$(own_metric "$T/plugin.err" gk_export_sent_total)" = 3 ]
+	[ "$(own_metric "$T/plugin.err" gk_export_influx_duplicate_tag_total)" = 1 ]
+}
+
 @test "while InfluxDB is down and the queue is full, the oldest batches are dropped and counted, told at most once a second" {
 	python3 -c '
 for i in range(3000):
