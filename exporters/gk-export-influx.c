@@ -61,6 +61,41 @@ on_drain(gk_export *ex, void *arg)
 	gk_ehttp_drain_export(I.h, ex);
 }
 
+/*
+ * How many points of a rejected batch InfluxDB dropped.  A 1.x "partial
+ * write" (a field of another type, a key it refuses) wrote the others
+ * and says how many it dropped: {"error":"partial write: ... dropped=N"}.
+ * Any other answer: the whole batch (counted dropped, though InfluxDB may
+ * have written some).
+ */
+static size_t
+refused(long status, const char *body, size_t len, size_t n, void *arg)
+{
+	(void)status;
+	(void)arg;
+	static const char pw[] = "partial write", dr[] = "dropped=",
+	                  up[] = "unable to parse";
+	if (!memmem(body, len, pw, sizeof pw - 1))
+		return n;
+	/* Lines it could not parse are not in its dropped=N (1.6 says
+	 * dropped=0 for them): the whole batch, then, to be safe. */
+	if (memmem(body, len, up, sizeof up - 1))
+		return n;
+	/* The last dropped=: the error text before it may quote a point. */
+	const char *p = NULL;
+	for (const char *q = body, *end = body + len;
+	     (q = memmem(q, (size_t)(end - q), dr, sizeof dr - 1));
+	     q += sizeof dr - 1)
+		p = q + sizeof dr - 1;
+	if (!p)
+		return n;
+	size_t d = 0, digits = 0;
+	for (; p < body + len && *p >= '0' && *p <= '9' && digits < 19;
+	     p++, digits++)
+		d = d * 10 + (size_t)(*p - '0');
+	return digits && d < n ? d : n;
+}
+
 static gk_ehttp_cli cli;
 
 static void
@@ -134,6 +169,7 @@ main(int argc, char **argv)
 {
 	gk_events_init("gk-export-influx");
 	gk_ehttp_opts o = {.content_type = "text/plain; charset=utf-8",
+	                   .refused = refused,
 	                   .separator = "\n",
 	                   .backoff_min_ms = 500};
 	gk_ehttp_cli_init(&cli, &o, MAX_HEADERS, 4096);

@@ -246,6 +246,12 @@ typedef struct gk_ehttp_opts {
 	/* NULL: 2xx OK; 408, 429, 5xx and network errors RETRY; else DROP */
 	enum gk_ehttp_verdict (*verdict)(long status, void *arg);
 	void *verdict_arg;
+	/* For a batch of n records DROPped: how many the backend refused,
+	 * from its answer (the first 1 KiB of the body; NULL: all n).  The
+	 * others were written (InfluxDB's partial write) and count as sent.
+	 * Called on the sender thread with verdict_arg. */
+	size_t (*refused)(long status, const char *body, size_t len, size_t n,
+	    void *arg);
 	/* Between records of one batch (NULL: nothing; "\n" for lines). */
 	const char *separator;
 	/* Around a batch ("[" and "]" for a JSON array), NULL for none. */

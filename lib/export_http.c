@@ -46,6 +46,8 @@
 #define DEFAULT_MAX_BYTES (2u << 20)
 /* libcurl's buffer for sending a body (its default is 64 KiB). */
 #define UPLOAD_BUFFER 16384
+/* What is kept of an answer's body: the reason of a rejected batch. */
+#define ANSWER_MAX 1024
 
 struct batch {
 	struct batch *next;
@@ -58,7 +60,7 @@ struct batch {
 struct note {
 	enum gk_level level;
 	char msg[64];
-	char f1[160], f2[96];
+	char f1[160], f2[96], f3[224];
 };
 
 struct gk_ehttp {
@@ -70,7 +72,11 @@ struct gk_ehttp {
 	size_t batch_bytes, batch_records, max_bytes;
 	uint64_t batch_ms, timeout_ms;
 	enum gk_ehttp_verdict (*verdict)(long, void *);
+	size_t (*refused)(long, const char *, size_t, size_t, void *);
 	void *verdict_arg;
+	/* Sender thread only: the start of the answer's body. */
+	char answer[ANSWER_MAX];
+	size_t answer_len;
 
 	/* Loop thread only. */
 	struct batch *open;
@@ -111,8 +117,8 @@ batch_free(struct batch *b)
 
 /* Under mu.  A note for the loop thread to log. */
 static void
-note(gk_ehttp *h, enum gk_level level, const char *msg, const char *f1,
-    const char *f2)
+note3(gk_ehttp *h, enum gk_level level, const char *msg, const char *f1,
+    const char *f2, const char *f3)
 {
 	if (h->nnotes == MAX_NOTES) {
 		h->notes_lost++;
@@ -123,6 +129,14 @@ note(gk_ehttp *h, enum gk_level level, const char *msg, const char *f1,
 	snprintf(n->msg, sizeof n->msg, "%s", msg);
 	snprintf(n->f1, sizeof n->f1, "%s", f1 ? f1 : "");
 	snprintf(n->f2, sizeof n->f2, "%s", f2 ? f2 : "");
+	snprintf(n->f3, sizeof n->f3, "%s", f3 ? f3 : "");
+}
+
+static void
+note(gk_ehttp *h, enum gk_level level, const char *msg, const char *f1,
+    const char *f2)
+{
+	note3(h, level, msg, f1, f2, NULL);
 }
 
 static void
@@ -133,16 +147,47 @@ wake_loop(gk_ehttp *h)
 	(void)r; /* a full pipe already wakes the loop */
 }
 
+/* "reason=" and the answer's body on one line, bounded, into f (cap):
+ * the backend's word on a rejected batch; "" when it said nothing. */
+static void
+answer_reason(const gk_ehttp *h, char *f, size_t cap)
+{
+	static const char key[] = "reason=";
+	size_t n = h->answer_len, o = sizeof key - 1, i = 0;
+	f[0] = 0;
+	while (n && (unsigned char)h->answer[n - 1] <= ' ')
+		n--;
+	if (!n || cap <= sizeof key)
+		return;
+	memcpy(f, key, o);
+	for (; i < n && o + 1 < cap; i++) {
+		unsigned char c = (unsigned char)h->answer[i];
+		f[o++] = c < ' ' || c == 0x7f ? ' ' : (char)c;
+	}
+	/* Cut at the bound: no half of a UTF-8 character at the end. */
+	if (i < n && (h->answer[i] & 0xc0) == 0x80) {
+		while (o > sizeof key - 1 && (f[o - 1] & 0xc0) == 0x80)
+			o--;
+		if (o > sizeof key - 1)
+			o--; /* the lead byte */
+	}
+	f[o] = 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* The sender thread                                                   */
 /* ------------------------------------------------------------------ */
 
+/* The answer's body: its start is kept (the reason of a rejection). */
 static size_t
-discard_body(char *p, size_t size, size_t n, void *arg)
+keep_body(char *p, size_t size, size_t n, void *arg)
 {
-	(void)p;
-	(void)arg;
-	return size * n;
+	gk_ehttp *h = arg;
+	size_t len = size * n, room = ANSWER_MAX - h->answer_len;
+	size_t k = len < room ? len : room;
+	memcpy(h->answer + h->answer_len, p, k);
+	h->answer_len += k;
+	return len;
 }
 
 static size_t
@@ -295,7 +340,8 @@ sender(void *arg)
 		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)h->timeout_ms);
 		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
 		    (long)h->timeout_ms);
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_body);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_body);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
 		curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 		curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
 		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -315,6 +361,7 @@ sender(void *arg)
 		h->sending = true;
 		pthread_mutex_unlock(&h->mu);
 		long status = 0;
+		h->answer_len = 0;
 		if (c)
 			status = send_once(h, c, b, err);
 		else
@@ -346,10 +393,22 @@ sender(void *arg)
 				h->failing = false;
 				gk_backoff_reset(&h->backoff);
 			} else {
-				h->r_dropped += b->records;
+				size_t n = b->records;
+				if (h->refused) {
+					n = h->refused(status, h->answer,
+					    h->answer_len, b->records,
+					    h->verdict_arg);
+					if (n > b->records)
+						n = b->records;
+				}
+				h->r_dropped += n;
+				h->r_sent += b->records - n;
 				h->r_errors++;
-				note(h, GK_ERROR, "batch rejected: dropped", f1,
-				    f2);
+				snprintf(f2, sizeof f2, "records=%zu", n);
+				char f3[224];
+				answer_reason(h, f3, sizeof f3);
+				note3(h, GK_ERROR, "batch rejected: dropped",
+				    f1, f2, f3);
 			}
 			batch_free(b);
 			wake_loop(h);
@@ -419,7 +478,8 @@ report(gk_ehttp *h)
 	for (size_t i = 0; i < nn; i++)
 		gk_log(notes[i].level, notes[i].msg, u,
 		    notes[i].f1[0] ? notes[i].f1 : NULL,
-		    notes[i].f2[0] ? notes[i].f2 : NULL);
+		    notes[i].f2[0] ? notes[i].f2 : NULL,
+		    notes[i].f3[0] ? notes[i].f3 : NULL);
 	if (lost) {
 		char f[64];
 		snprintf(f, sizeof f, "count=%zu", lost);
@@ -680,6 +740,7 @@ gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o)
 	h->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
 	h->verdict = o->verdict ? o->verdict : default_verdict;
 	h->verdict_arg = o->verdict_arg;
+	h->refused = o->refused;
 	gk_backoff_init(&h->backoff, o->backoff_min_ms, o->backoff_max_ms);
 	pthread_once(&once, curl_init);
 	char ct[256];

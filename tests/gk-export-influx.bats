@@ -88,6 +88,28 @@ EOF
 	[ "$(own_metric "$T/plugin.err" gk_export_influx_duplicate_tag_total)" = 1 ]
 }
 
+@test "a partial write (400: a field of another type than InfluxDB has) counts only the points InfluxDB dropped, and the error says why" {
+	start_influx
+	create_db part
+	# st is a float field once the first point is in; in the next batch
+	# InfluxDB drops the point where it is a string and writes the other.
+	printf '%s\n' '{"ts":"2026-12-04T09:30:01Z","type":"log","level":"info","proc":"p","pid":1,"msg":"first","st":1}' |
+		GK_METRICS_INTERVAL=0 gk-export-influx --db part "http://127.0.0.1:$INFLUX_PORT" 2>"$T/first.err"
+	[ "$(own_metric "$T/first.err" gk_export_sent_total)" = 1 ]
+	cat >"$T/events.jsonl" <<'EOF'
+{"ts":"2026-12-04T09:30:02Z","type":"log","level":"info","proc":"p","pid":1,"msg":"second","st":"x"}
+{"ts":"2026-12-04T09:30:03Z","type":"log","level":"info","proc":"p","pid":1,"msg":"third","st":3}
+EOF
+	GK_METRICS_INTERVAL=0 gk-export-influx --db part "http://127.0.0.1:$INFLUX_PORT" <"$T/events.jsonl" 2>"$T/plugin.err"
+	run jq -r '.results[0].series[0].values | map(.[1]) | join(",")' \
+		<<<"$(influx_q part 'SELECT "msg" FROM "logs"')"
+	assert_output 'first,third'
+	[ "$(own_metric "$T/plugin.err" gk_export_sent_total)" = 1 ]
+	[ "$(own_metric "$T/plugin.err" gk_export_dropped_total)" = 1 ]
+	run jq -R -r 'fromjson? | select(.level == "error") | [.status, .records, .reason] | map(tostring) | join("|")' "$T/plugin.err"
+	assert_output --regexp '^400\|1\|.*field type conflict'
+}
+
 @test "while InfluxDB is down and the queue is full, the oldest batches are dropped and counted, told at most once a second" {
 	python3 -c '
 for i in range(3000):
