@@ -19,7 +19,8 @@ static struct {
 	const char *prefix;
 	bool with_pid;
 	gk_buf line, tail;
-	gk_series *m_points, *m_not_finite;
+	gk_smap *paths; /* of the snapshot being sent: one point a path */
+	gk_series *m_points, *m_not_finite, *m_collisions;
 } G;
 
 static void
@@ -52,6 +53,15 @@ point(const char *ts, gk_json name, const char *suffix, gk_json labels,
 		gk_fold_component(l, le, strlen(le));
 	}
 	gk_buf_add(l, G.tail.data, G.tail.len);
+	/* Two series whose labels fold alike (a.b and a_b) would be one
+	 * path, and carbon would keep whichever came last: the first is
+	 * sent, the others counted. */
+	void **seen = gk_smap_slot(G.paths, l->data, l->len, true);
+	if (*seen) {
+		gk_counter_add(G.m_collisions, 1);
+		return;
+	}
+	*seen = G.paths; /* any non-NULL mark */
 	gk_buf_addc(l, ' ');
 	gk_fmt_value(l, value);
 	gk_buf_addc(l, ' ');
@@ -101,7 +111,10 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		gk_buf_adds(&G.tail, ".pid.");
 		gk_fold_json(&G.tail, ev->pid);
 	}
+	G.paths = gk_smap_new();
 	gk_snap_walk(ev, series, ts);
+	gk_smap_free(G.paths);
+	G.paths = NULL;
 }
 
 static void
@@ -177,6 +190,10 @@ main(int argc, char **argv)
 	G.m_not_finite = gk_metric_series(gk_counter_new(
 	    "gk_export_graphite_not_finite_total",
 	    "NaN or infinite values, not sent", NULL));
+	G.m_collisions = gk_metric_series(gk_counter_new(
+	    "gk_export_graphite_collisions_total",
+	    "Points not sent because an earlier series of the same snapshot "
+	    "folded to the same path", NULL));
 	char f[340];
 	snprintf(f, sizeof f, "addr=%s", addr);
 	gk_log(GK_INFO, "sending metrics to graphite", f);

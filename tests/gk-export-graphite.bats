@@ -50,6 +50,22 @@ REQ=gk.gk_http_requests_total.method.GET.code.200.proc.gk-listener
 	assert_output 1
 }
 
+@test "two series whose labels fold to one path: the first is sent, the other counted, not left to overwrite it" {
+	start_carbon
+	record_stack "$T/run.jsonl" 2
+	# Each snapshot's request counter as two series: method "a.b" (its
+	# value) and "a_b" (value 999), which fold alike.
+	jq -c 'if .type == "metrics" then .metrics |= map(if .name == "gk_http_requests_total" then .series |= (map(.labels.method = "a.b") | . + [.[0] | .labels.method = "a_b" | .value = 999]) else . end) else . end' \
+		"$T/run.jsonl" >"$T/fold.jsonl"
+	n=$(jq -s 'map(select(.type == "metrics" and any(.metrics[]; .name == "gk_http_requests_total"))) | length' "$T/fold.jsonl")
+	gk-export-graphite --prefix fold "127.0.0.1:$CARBON_PORT" <"$T/fold.jsonl" 2>"$T/plugin.err"
+	wait_eq 2 30 wsp_last fold.gk_http_requests_total.method.a_b.code.200.proc.gk-listener
+	run own_metric "$T/plugin.err" gk_export_graphite_collisions_total
+	assert_output "$n"
+	run bash -c "whisper-fetch --from=0 '$(wsp fold.gk_http_requests_total.method.a_b.code.200.proc.gk-listener)' | awk '\$2 != \"None\" && \$2 + 0 == 999' | wc -l"
+	assert_output 0
+}
+
 @test "while carbon is down points are queued, and they all arrive once it starts, with a reconnection counted" {
 	record_stack "$T/run.jsonl" 5
 	CARBON_PORT=$(free_port)
