@@ -374,6 +374,30 @@ reject_open(gk_breaker *b, struct circuit *c, gk_req *req, const char *why)
 	    now_us > read_us ? (double)(now_us - read_us) / 1e6 : 0);
 }
 
+/*
+ * The key into KEY_MAX bytes with its NUL.  A longer one keeps its start
+ * and ends in "~" and 16 hex digits of a hash of the whole (FNV-1a), so
+ * that keys alike in their first bytes (long paths) keep breakers of
+ * their own.
+ */
+#define KEY_HEAD (KEY_MAX - 1 - 17)
+static void
+key_fit(char out[KEY_MAX], const char *k, size_t n)
+{
+	if (n < KEY_MAX) {
+		if (n)
+			memcpy(out, k, n);
+		out[n] = 0;
+		return;
+	}
+	uint64_t h = 14695981039346656037u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)k[i]) * 1099511628211u;
+	memcpy(out, k, KEY_HEAD);
+	snprintf(out + KEY_HEAD, KEY_MAX - KEY_HEAD, "~%016llx",
+	    (unsigned long long)h);
+}
+
 void
 gk_breaker_request(gk_breaker *b, gk_req *req)
 {
@@ -383,10 +407,7 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 		gk_buf *k = &b->keybuf;
 		gk_buf_reset(k);
 		gk_key_of(b->cfg.key, gk_req_msg(req), k);
-		size_t n = k->len < KEY_MAX - 1 ? k->len : KEY_MAX - 1;
-		if (n)
-			memcpy(s->key, k->data, n);
-		s->key[n] = 0;
+		key_fit(s->key, k->data, k->len);
 	}
 	struct circuit *c = circuit_of(b, s->key, true);
 	if (c->state == GK_OPEN) {

@@ -453,6 +453,22 @@ _answered() {
 	assert_equal "$(metric "$snap" gk_breaker_state '.labels.key == "b"')" 0
 }
 
+@test "per key: two keys alike in their first 200 bytes keep circuits of their own" {
+	# Keys were cut at 127 bytes: long paths with one prefix shared one
+	# circuit, and one failing route opened it for all of them.
+	local long
+	long=$(printf 'x%.0s' $(seq 200))
+	start_stack -k header:x-tenant --consecutive 2 --open-for 60s
+	expect 500 /a1 -H "x-tenant: ${long}a" -H "x-status: 500"
+	expect 500 /a2 -H "x-tenant: ${long}a" -H "x-status: 500"
+	wait_event "$ERR" '.msg == "circuit opened"' 5
+	expect 503 /a3 -H "x-tenant: ${long}a"
+	expect 200 /b1 -H "x-tenant: ${long}b"
+	# The key in the event: its start, then ~ and a hash of the whole.
+	run jq -r .key <<<"$(last_event "circuit opened")"
+	assert_output --regexp "^x{110}~[0-9a-f]{16}$"
+}
+
 @test "metrics on SIGUSR1: state, transitions, calls by outcome, rejected" {
 	start_stack --consecutive 3 --open-for 60s
 	expect 200 /ok1
