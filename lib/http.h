@@ -16,7 +16,7 @@ typedef struct gk_http_limits {
 
 /* What the parser knows of the request it just finished (or failed). */
 typedef struct gk_http_info {
-	int error_status;     /* 400, 413, 431, 501 when feed returns ERROR */
+	int error_status;     /* 400, 413, 414, 417, 431, 501, 505: feed said ERROR */
 	const char *error;    /* static reason, for the error event */
 	bool keep_alive;      /* after this request */
 	bool head;            /* method HEAD */

@@ -71,6 +71,9 @@ struct gk_http_parser {
 	bool method_prefix; /* PH_METHOD: known method bytes came before */
 	gk_buf method_line; /* PH_METHOD: the line from the unknown byte on */
 	uint8_t tail_lf_ws; /* they ended in LF then only SP/HT */
+	/* The bytes executed next are a chunk-size line (CL_AFTER_HEAD: after
+	 * the LF that ends the header section, not yet consumed). */
+	enum { CL_NO, CL_YES, CL_AFTER_HEAD } chunk_line;
 };
 
 /* tchar (RFC 9110 §5.6.2) to its lowercase; 0 for anything else. */
@@ -196,10 +199,18 @@ on_url(http_parser *hp, const char *at, size_t n)
 	if (!plain(at, n)) {
 		/* RFC 9112 §3.2: the target is ASCII; other bytes would
 		 * become U+FFFD on the wire, and different targets one. */
-		for (size_t i = 0; i < n; i++)
-			if ((unsigned char)at[i] >= 0x80)
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)at[i];
+			if (c >= 0x80)
 				return fail(p, 400,
 				    "request target is not ASCII");
+			/* http_parser lets HTAB and FF through; a parser
+			 * splitting on any whitespace would end the target
+			 * there (RFC 9112 §3). */
+			if (c < 0x20 || c == 0x7f)
+				return fail(p, 400,
+				    "control character in request target");
+		}
 		p->r->url_esc = 1;
 	}
 	gk_buf_add(&p->r->text, at, n);
@@ -264,13 +275,43 @@ finish_value(struct req *r)
 	}
 }
 
+/* A value piece that starts a line (after LF and blanks): obs-fold, which
+ * http_parser joins to the line before; RFC 9112 §5.2 lets us reject it. */
+static bool
+folded(const gk_http_parser *p, const char *at)
+{
+	const char *q = at;
+	while (q > p->slice && (q[-1] == ' ' || q[-1] == '\t'))
+		q--;
+	return q > p->slice ? q[-1] == '\n' : p->tail_lf_ws;
+}
+
+/*
+ * Trailer fields are dropped, but framed by the same rules as header
+ * fields: http_parser lets a space into a name (so "X : v" would pass)
+ * and joins folded lines, which a server or proxy behind or before us
+ * may read differently.
+ */
+static int
+trailer_piece(gk_http_parser *p, const char *at, size_t n, bool name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (name ? !tlower[(unsigned char)at[i]]
+		         : !fchar[(unsigned char)at[i]])
+			return fail(p, 400, name ? "invalid trailer field name"
+			                         : "invalid byte in trailer field");
+	if (!name && n && folded(p, at))
+		return fail(p, 400, "obs-fold in trailer field");
+	return 0;
+}
+
 static int
 on_header_field(http_parser *hp, const char *at, size_t n)
 {
 	gk_http_parser *p = hp->data;
 	struct req *r = p->r;
-	if (p->phase != PH_HEAD)
-		return 0; /* trailers of a chunked body: dropped */
+	if (p->phase != PH_HEAD) /* trailers of a chunked body: dropped */
+		return trailer_piece(p, at, n, true);
 	if (r->last != L_FIELD) {
 		/* A name begins a line; anything else is a bare CR taken
 		 * for a line end. */
@@ -319,7 +360,7 @@ on_header_value(http_parser *hp, const char *at, size_t n)
 	gk_http_parser *p = hp->data;
 	struct req *r = p->r;
 	if (p->phase != PH_HEAD)
-		return 0;
+		return trailer_piece(p, at, n, false);
 	if (r->last != L_VALUE) {
 		if (r->last != L_FIELD || r->h[r->nh - 1].name_len == 0)
 			return fail(p, 400, "empty header name");
@@ -328,14 +369,7 @@ on_header_value(http_parser *hp, const char *at, size_t n)
 	}
 	if (!n)
 		return 0;
-	/*
-	 * obs-fold: a value piece that starts a line (after LF and blanks).
-	 * http_parser joins folded lines; RFC 9112 §5.2 lets us reject them.
-	 */
-	const char *q = at;
-	while (q > p->slice && (q[-1] == ' ' || q[-1] == '\t'))
-		q--;
-	if (q > p->slice ? q[-1] == '\n' : p->tail_lf_ws)
+	if (folded(p, at))
 		return fail(p, 400, "obs-fold in header value");
 	if (!plain(at, n)) {
 		/* the slow path, only for values with something to look at */
@@ -361,11 +395,47 @@ hval(const struct req *r, int i, size_t *n)
 	return r->text.data + r->h[i].val_off;
 }
 
+/* reg-name and IPv4address bytes (RFC 3986 §3.2.2): unreserved,
+ * pct-encoded, sub-delims. */
+static const unsigned char hostc[256] = {
+    ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['0' ... '9'] = 1, ['-'] = 1,
+    ['.'] = 1,         ['_'] = 1,         ['~'] = 1,         ['%'] = 1,
+    ['!'] = 1,         ['$'] = 1,         ['&'] = 1,         ['\''] = 1,
+    ['('] = 1,         [')'] = 1,         ['*'] = 1,         ['+'] = 1,
+    [','] = 1,         [';'] = 1,         ['='] = 1,
+};
+
+/*
+ * uri-host [":" port] (RFC 9112 §3.2, RFC 3986 §3.2.2), or empty (RFC
+ * 9110 §7.2).  Anything else is a Host the server MUST answer 400: a
+ * space, '/', '@' or '?' would make the authority a handler rebuilds
+ * from it another one than the client's.
+ */
+static bool
+host_valid(const char *s, size_t n)
+{
+	size_t i = 0;
+	if (n && s[0] == '[') { /* IP-literal, its zone id percent-encoded */
+		while (++i < n && s[i] != ']')
+			if (!hostc[(unsigned char)s[i]] && s[i] != ':')
+				return false;
+		if (i++ >= n)
+			return false;
+	} else
+		while (i < n && hostc[(unsigned char)s[i]])
+			i++;
+	if (i < n && s[i] == ':')
+		while (++i < n)
+			if (s[i] < '0' || s[i] > '9')
+				return false;
+	return i == n;
+}
+
 /* Split the request target into path and query (no '?', no fragment), and
  * the authority of an absolute-form one.  Returns 0, or the reason for a
  * 400. */
 static const char *
-split_url(struct req *r)
+split_url(struct req *r, enum http_method method)
 {
 	const char *u = r->text.data;
 	size_t n = r->url_len;
@@ -381,6 +451,9 @@ split_url(struct req *r)
 		return NULL;
 	}
 	if (n == 1 && u[0] == '*') { /* OPTIONS * */
+		/* RFC 9112 §3.2.4: the asterisk-form is OPTIONS's only */
+		if (method != HTTP_OPTIONS)
+			return "asterisk-form target not with OPTIONS";
 		r->path_off = 0;
 		r->path_len = 1;
 		return NULL;
@@ -408,6 +481,8 @@ split_url(struct req *r)
 		e++;
 	if ((pu.field_set & (1 << UF_USERINFO)) || memchr(u + a, '@', e - a))
 		return "userinfo in request target";
+	if (!host_valid(u + a, e - a))
+		return "invalid authority in request target";
 	r->auth_off = (uint32_t)a;
 	r->auth_len = (uint32_t)(e - a);
 	if (pu.field_set & (1 << UF_PATH)) {
@@ -422,6 +497,14 @@ split_url(struct req *r)
 		r->query_len = pu.field_data[UF_QUERY].len;
 	}
 	return NULL;
+}
+
+/* http_should_keep_alive, but "close" wins over "keep-alive" in HTTP/1.0
+ * too (RFC 9112 §9.3: close is looked at first, whatever the version). */
+static bool
+keep_alive(const http_parser *hp)
+{
+	return http_should_keep_alive(hp) && !(hp->flags & F_CONNECTION_CLOSE);
 }
 
 static int
@@ -472,7 +555,12 @@ on_headers_complete(http_parser *hp)
 			return fail(p, 400, "header value is not UTF-8");
 	if (r->nhost > 1 || (hp->http_minor >= 1 && r->nhost == 0))
 		return fail(p, 400, "missing or repeated host");
-	const char *bad = split_url(r);
+	if (r->nhost) {
+		v = hval(r, r->host_idx, &n);
+		if (!host_valid(v, n))
+			return fail(p, 400, "invalid host");
+	}
+	const char *bad = split_url(r, (enum http_method)hp->method);
 	if (bad)
 		return fail(p, 400, bad);
 	bool chunked = hp->flags & F_CHUNKED;
@@ -489,7 +577,7 @@ on_headers_complete(http_parser *hp)
 	p->info.method[ml] = 0;
 	p->info.head = hp->method == HTTP_HEAD;
 	p->info.timeout_header = r->ntimeout;
-	p->info.keep_alive = http_should_keep_alive(hp);
+	p->info.keep_alive = keep_alive(hp);
 
 	p->cont = 0;
 	if (r->nexpect && hp->http_minor >= 1) {
@@ -527,6 +615,10 @@ static int
 on_chunk_header(http_parser *hp)
 {
 	gk_http_parser *p = hp->data;
+	/* A chunk that cannot fit is refused now, as a Content-Length is,
+	 * not once its bytes have come. */
+	if (hp->content_length > p->max_body - (p->r->text.len - p->r->body_off))
+		return fail(p, 413, "chunk over the body limit");
 	p->pause = PZ_CHUNK;
 	http_parser_pause(hp, 1);
 	return 0;
@@ -549,7 +641,7 @@ on_message_complete(http_parser *hp)
 	/* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing:
 	 * answer, then close. */
 	p->info.keep_alive =
-	    http_should_keep_alive(hp) && !(p->r->nte && hp->http_minor == 0);
+	    keep_alive(hp) && !(p->r->nte && hp->http_minor == 0);
 	p->info.body_len = p->r->text.len - p->r->body_off;
 	p->phase = PH_DONE;
 	p->pause = PZ_MESSAGE;
@@ -690,6 +782,42 @@ method_line(const char *s, size_t n, bool prefix)
 
 static enum gk_http_feed parse_error(gk_http_parser *p);
 
+/* Past --max-header: 414 while the request line is not yet whole (RFC 9112
+ * §3: a target longer than the server will parse), 431 after. */
+static void
+head_too_large(gk_http_parser *p)
+{
+	if (p->r && p->r->nh == 0 && p->phase == PH_HEAD)
+		fail(p, 414, "request line too long");
+	else
+		fail(p, 431, "request header section too large");
+}
+
+/*
+ * The bytes of a chunk-size line just executed (the whole line or a piece;
+ * last: they end it, with its LF).  http_parser skips whatever comes
+ * between the size and the CR, LF and other control bytes included; a
+ * parser that takes a bare LF for the line end (RFC 9112 §2.2 allows it)
+ * would frame the body differently.  chunk-ext is tokens, quoted strings
+ * and BWS (§7.1.1): no control byte but HTAB.
+ */
+static bool
+chunk_line_ok(const char *s, size_t n, bool last, bool after_head)
+{
+	size_t end = last && n ? n - 1 : n; /* the final LF is checked apart */
+	for (size_t i = after_head && n; i < end; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			/* the CR before the final LF, or at the end of a
+			 * piece (http_parser requires what follows to be LF) */
+			if (c == '\r' && (i + 1 == end))
+				continue;
+			return false;
+		}
+	}
+	return true;
+}
+
 /* PH_METHOD: take the line up to its LF (within the header limit) and
  * decide once it is whole. */
 static enum gk_http_feed
@@ -779,6 +907,15 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			return parse_error(p);
 		}
 		char prev = (char)p->last_byte;
+		if (p->chunk_line &&
+		    !chunk_line_ok(s, got, p->pause == PZ_CHUNK,
+		        p->chunk_line == CL_AFTER_HEAD)) {
+			*consumed = off + got;
+			fail(p, 400, "control character in chunk line");
+			return GK_HTTP_ERROR;
+		}
+		if (got && p->chunk_line == CL_AFTER_HEAD)
+			p->chunk_line = CL_YES; /* that LF is behind */
 		note_tail(p, s, got);
 		if (head)
 			p->hdr_bytes += (uint32_t)got;
@@ -811,6 +948,15 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 				fail(p, 400, "bad line end in message framing");
 				return GK_HTTP_ERROR;
 			}
+			/* What comes next is a chunk-size line: after the
+			 * headers of a chunked request, after a chunk. */
+			if (p->pause == PZ_CHUNK)
+				p->chunk_line = CL_NO;
+			else if (p->pause == PZ_CHUNK_END)
+				p->chunk_line = CL_YES;
+			else if (p->pause == PZ_HEADERS &&
+			         (p->hp.flags & F_CHUNKED))
+				p->chunk_line = CL_AFTER_HEAD;
 			if (p->pause == PZ_MESSAGE) {
 				*consumed = off;
 				return GK_HTTP_REQUEST;
@@ -829,7 +975,7 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		}
 		if (p->phase < PH_BODY && p->hdr_bytes >= p->max_header) {
 			*consumed = off;
-			fail(p, 431, "request header section too large");
+			head_too_large(p);
 			return GK_HTTP_ERROR;
 		}
 	}

@@ -79,7 +79,8 @@ struct gk_http_server {
 	int last_code;
 	gk_series *m_duration, *m_inflight, *m_conns, *m_lingering;
 	size_t nlingering;
-	gk_series *r_bad, *r_header_large, *r_body_large, *r_header_timeout,
+	gk_series *r_bad, *r_header_large, *r_uri_long, *r_body_large,
+	    *r_header_timeout,
 	    *r_not_impl, *r_max_conns, *r_idle, *r_bad_response,
 	    *r_pipeline, *r_unsent, *r_gone, *r_body_timeout;
 	size_t inflight;
@@ -706,6 +707,7 @@ conn_feed(struct conn *c, const char *data, size_t n)
 			const gk_http_info *info = gk_http_parser_info(c->parser);
 			int status = info->error_status ? info->error_status : 400;
 			gk_series *s = status == 431 ? srv->r_header_large
+			    : status == 414 ? srv->r_uri_long
 			    : status == 413 ? srv->r_body_large
 			    : status == 501 ? srv->r_not_impl
 					    : srv->r_bad;
@@ -876,6 +878,7 @@ gk_http_server_new(gk_stage *st, gk_loop *loop)
 	    "Requests and connections refused by a bound, by reason", "reason");
 	srv->r_bad = gk_series_get(rej, "bad_request", (char *)0);
 	srv->r_header_large = gk_series_get(rej, "header_too_large", (char *)0);
+	srv->r_uri_long = gk_series_get(rej, "uri_too_long", (char *)0);
 	srv->r_body_large = gk_series_get(rej, "body_too_large", (char *)0);
 	srv->r_header_timeout = gk_series_get(rej, "header_timeout", (char *)0);
 	srv->r_body_timeout = gk_series_get(rej, "body_timeout", (char *)0);

@@ -49,7 +49,7 @@ static const struct common_help common[] = {
     {OPT_TIMEOUT, "timeout", "DUR", "answer 504 when south has not answered within DUR", false},
     {OPT_DRAIN_TIMEOUT, "drain-timeout", "DUR", "longest drain after SIGTERM (30s)", false},
     {OPT_MODE, "mode", "OCTAL", "permissions of unix sockets bound with -l", false},
-    {OPT_MAX_HEADER, "max-header", "SIZE", "request line and headers; 431 past it (16k)", true},
+    {OPT_MAX_HEADER, "max-header", "SIZE", "request line and headers; 431 (414) past it (16k)", true},
     {OPT_MAX_BODY, "max-body", "SIZE", "request body; 413 past it (1m)", true},
     {OPT_HEADER_TIMEOUT, "header-timeout", "DUR", "headers must arrive within DUR; 408 (10s)", true},
     {OPT_IDLE_TIMEOUT, "idle-timeout", "DUR", "close idle keep-alive connections (60s)", true},

@@ -319,6 +319,17 @@ print("all in order" if ok else "not in order")
 	assert_line closed
 }
 
+@test "HTTP/1.0 with Connection: keep-alive, close is answered with Connection: close and closed" {
+	listener -- python3 "$T/handler.py"
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET /a HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\nGET /b HTTP/1.0\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 200 '
+	assert_line --regexp '^Connection: close'
+	assert_line closed
+	assert_equal "$(grep -c '^HTTP/1.1 ' <<<"$output")" 1
+	run jq -r .path "$HANDLER_LOG"
+	assert_output /a
+}
+
 @test "HTTP/1.0 with Connection: keep-alive keeps the connection" {
 	listener -- hello
 	run pyhttp '
@@ -668,6 +679,66 @@ print(ok)
 	refute_output --partial 'hello'
 }
 
+@test "a chunk extension or trailer field that another parser could frame otherwise is 400, and nothing runs (smuggling)" {
+	listener -- python3 "$T/handler.py"
+	# a bare LF inside a chunk extension: a parser that ends the chunk
+	# line at a bare LF (RFC 9112 §2.2 lets it) sees other chunks
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;a="b\nc"\r\nabc\r\n0\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	assert_output --partial 'control character in chunk line'
+	assert_line closed
+	# whitespace between a trailer field's name and colon (RFC 9112 §5.1)
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T : 1\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	# an obs-folded trailer field (RFC 9112 §5.2)
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n 2\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	[ ! -s "$HANDLER_LOG" ]
+	# what the grammar allows still passes: BWS, a quoted extension, a
+	# trailer field
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3 ; a="b;c"\r\nabc\r\n0\r\nX-T: 1\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 200 '
+	run jq -r '[.path, .body] | @tsv' "$HANDLER_LOG"
+	assert_output $'/ok\tabc'
+}
+
+@test "a chunk that declares more than --max-body is answered 413 at its size line" {
+	listener --max-body 1k -- hello
+	# the chunk's bytes never come: the answer must not wait for them
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n100000\r\nab')
+	assert_line --index 0 --regexp '^HTTP/1\.1 413 '
+	assert_line closed
+}
+
+@test "a Host that is not host[:port] is 400 and runs nothing; an empty one, an IPv6 literal or a port pass" {
+	listener -- python3 "$T/handler.py"
+	for h in 'a b' 'a/b' 'u@a' 'a:b' 'a?b' '[::1'; do
+		run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET / HTTP/1.1\r\nHost: %s\r\n\r\n' "$h")
+		assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+		assert_output --partial 'invalid host'
+	done
+	[ ! -s "$HANDLER_LOG" ]
+	for h in '' 'example.com:8080' '[::1]:80' '10.0.0.1'; do
+		run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET /ok HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$h")
+		assert_line --index 0 --regexp '^HTTP/1\.1 200 '
+	done
+	run jq -r '.headers.host' "$HANDLER_LOG"
+	assert_output $'\nexample.com:8080\n[::1]:80\n10.0.0.1'
+}
+
+@test "the asterisk-form target is for OPTIONS only, and a target with a tab is 400" {
+	listener -- python3 "$T/handler.py"
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'GET * HTTP/1.1\r\nHost: x\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	[ ! -s "$HANDLER_LOG" ]
+	run http_raw 127.0.0.1 "$PORT" 5 <<<$'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r'
+	assert_line --index 0 --regexp '^HTTP/1\.1 200 '
+	run jq -r '[.method, .path] | @tsv' "$HANDLER_LOG"
+	assert_output $'OPTIONS\t*'
+}
+
 @test "an unknown or lowercase method is answered 501, a request line that is no request 400" {
 	listener -- hello
 	run http_raw 127.0.0.1 "$PORT" 5 <<<$'FOO / HTTP/1.1\r\nHost: x\r\n\r'
@@ -679,16 +750,24 @@ print(ok)
 	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
 }
 
-@test "headers over --max-header are answered 431" {
+@test "headers over --max-header are answered 431, a request line over it 414" {
 	listener --max-header 1k -- hello
 	big=$(head -c 2000 /dev/zero | tr '\0' a)
 	run status "$URL/" -H "X-Big: $big"
 	assert_output 431
+	# RFC 9112 §3: a target longer than the server parses is 414
 	run status "$URL/$big"
-	assert_output 431
+	assert_output 414
 	# under the bound is fine
 	run status "$URL/" -H "X-Small: abc"
 	assert_output 200
+	snapshot
+	for reason in header_too_large uri_too_long; do
+		run events "$ERR" "select(.type == \"metrics\") | .metrics[]
+			| select(.name == \"gk_http_rejected_total\") | .series[]
+			| select(.labels.reason == \"$reason\") | .value"
+		assert_equal "$(tail -n 1 <<<"$output")" 1
+	done
 }
 
 @test "a body over --max-body is answered 413" {

@@ -455,6 +455,155 @@ TEST(errors)
 	gk_buf_free(&t);
 }
 
+/* Chunk lines and trailers frame the body: a byte another parser could
+ * take for a line end (LF, CR) or that no grammar allows (CTL) is 400,
+ * however the bytes are cut (RFC 9112 §7.1.1, §7.1.2, §5.1, §5.2). */
+TEST(chunk_ext_and_trailers)
+{
+	static const char *const bad[] = {
+	    /* LF inside an extension: a parser taking bare LF as a line
+	     * end would read "3;a" then a chunk of `"\r` ... */
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "3;a=\"b\nc\"\r\nabc\r\n0\r\n\r\n",
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "3;x\nabc\r\n0\r\n\r\n",
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "3;a\x01\r\nabc\r\n0\r\n\r\n",
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "3;a\x7f\r\nabc\r\n0\r\n\r\n",
+	    /* the last chunk's extension too */
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "0;a\nb\r\n\r\n",
+	    /* trailers: whitespace before the colon, obs-fold */
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "1\r\na\r\n0\r\nX-T : 1\r\n\r\n",
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "1\r\na\r\n0\r\nX-T: 1\r\n 2\r\n\r\n",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		size_t len = strlen(bad[i]);
+		for (size_t step = 0; step < 4; step++) {
+			gk_buf t = {0};
+			transcript(&limits, bad[i], len, step, &t);
+			if (strncmp(t.data, "ERROR 400", 9) != 0) {
+				printf("#   case %zu step %zu: %s", i, step,
+				    t.data);
+				CHECK(0);
+			}
+			gk_buf_free(&t);
+		}
+	}
+	/* what the grammar allows still passes: BWS, quoted-string with
+	 * ';' and an escaped quote, a trailer field */
+	int st;
+	json_t *j = parse1(
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "3 ; a = \"b;\\\"c\"\t;d\r\nabc\r\n0;e\r\nX-T: 1\r\n\r\n", &st);
+	CHECK(j && st == 0);
+	CHECK_STR(jstr(j, "body"), "abc");
+	json_decref(j);
+}
+
+/* A chunk that declares more than --max-body is refused at its size
+ * line, as a Content-Length is, not once its bytes have come. */
+TEST(chunk_over_max_body_at_once)
+{
+	gk_http_limits small = {.max_header = 256, .max_body = 10};
+	const char *r =
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "4\r\nabcd\r\nffffffff\r\nab";
+	gk_buf t = {0};
+	transcript(&small, r, strlen(r), 0, &t);
+	CHECK(strncmp(t.data, "ERROR 413", 9) == 0);
+	gk_buf_free(&t);
+}
+
+/* RFC 9112 §3.2: a Host whose value is not uri-host [":" port] is 400;
+ * an empty one is valid (RFC 9110 §7.2). */
+TEST(host_value)
+{
+	static const char *const bad[] = {"a b", "a/b", "u@a", "a\\b",
+	    "a:b", "a:80:80", "[::1", "[::1]x", "a\"b", "a\tb", "caf\xc3\xa9",
+	    "a?b", "a#b", "[::1]:8x"};
+	static const char *const good[] = {"", "a", "a.example:8080",
+	    "A-b_c~d.e", "[::1]", "[::1]:80", "10.0.0.1:1", "a%20b", "a:",
+	    "x!$&'()*+,;=y"};
+	char req[256];
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		snprintf(req, sizeof req,
+		    "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+		if (error_of(req) != 400) {
+			printf("#   Host: %s passed\n", bad[i]);
+			CHECK(0);
+		}
+	}
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+		snprintf(req, sizeof req,
+		    "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+		if (error_of(req) != 0) {
+			printf("#   Host: %s refused\n", good[i]);
+			CHECK(0);
+		}
+	}
+	/* HTTP/1.0 may omit it, but what it sends must be valid too */
+	CHECK(error_of("GET / HTTP/1.0\r\nHost: a/b\r\n\r\n") == 400);
+}
+
+/* RFC 9112 §3.2.4: the asterisk-form is for OPTIONS only; §3: no
+ * whitespace or other control byte inside the target. */
+TEST(request_target_forms)
+{
+	CHECK(error_of("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n") == 0);
+	CHECK(error_of("GET * HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+	CHECK(error_of("POST * HTTP/1.1\r\nHost: h\r\nContent-Length: 0"
+	               "\r\n\r\n") == 400);
+	CHECK(error_of("GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+	CHECK(error_of("GET /a\fb HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+	CHECK(error_of("GET /a?b\tc HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+}
+
+/* RFC 9112 §9.3: "close" wins over keep-alive, in HTTP/1.0 too. */
+TEST(close_wins_in_http10)
+{
+	const char *r[] = {
+	    "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+	    "GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive"
+	    "\r\n\r\n",
+	};
+	for (size_t k = 0; k < 2; k++) {
+		gk_http_parser *p = gk_http_parser_new(&limits);
+		size_t used;
+		CHECK(gk_http_parser_feed(p, r[k], strlen(r[k]), &used) ==
+		      GK_HTTP_REQUEST);
+		CHECK(!gk_http_parser_info(p)->keep_alive);
+		gk_http_parser_free(p);
+	}
+}
+
+/* RFC 9112 §3: a request line past the bound is 414, not 431. */
+TEST(uri_too_long)
+{
+	gk_http_limits small = {.max_header = 256, .max_body = 10};
+	char h[600];
+	int n = snprintf(h, sizeof h, "GET /");
+	memset(h + n, 'a', 400);
+	strcpy(h + n + 400, " HTTP/1.1\r\nHost: h\r\n\r\n");
+	for (size_t step = 0; step < 2; step++) {
+		gk_buf t = {0};
+		transcript(&small, h, strlen(h), step, &t);
+		CHECK(strncmp(t.data, "ERROR 414", 9) == 0);
+		gk_buf_free(&t);
+	}
+	/* a short line with long headers is still 431 */
+	n = snprintf(h, sizeof h, "GET / HTTP/1.1\r\nHost: h\r\nX: ");
+	memset(h + n, 'a', 400);
+	strcpy(h + n + 400, "\r\n\r\n");
+	gk_buf t = {0};
+	transcript(&small, h, strlen(h), 0, &t);
+	CHECK(strncmp(t.data, "ERROR 431", 9) == 0);
+	gk_buf_free(&t);
+}
+
 TEST(headers_and_urls)
 {
 	int st;
@@ -866,6 +1015,12 @@ main(void)
 	RUN(expect_continue);
 	RUN(errors);
 	RUN(headers_and_urls);
+	RUN(chunk_ext_and_trailers);
+	RUN(chunk_over_max_body_at_once);
+	RUN(host_value);
+	RUN(request_target_forms);
+	RUN(close_wins_in_http10);
+	RUN(uri_too_long);
 	RUN(binary_body);
 	RUN(idle_footprint);
 	RUN(timing);
