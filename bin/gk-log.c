@@ -159,10 +159,18 @@ main(int argc, char **argv)
 		gk_events_flush();
 		return 0;
 	}
-	/* gk_log_trace stops at the first NULL: pass every slot. */
+	/* gk_log_trace stops at the first NULL: pass every slot.  It renames
+	 * trace_id only when a trace id is given; gk-log(1) always does. */
 	const char *a[MAX_FIELDS + 1] = {0};
-	for (int i = 0; i < nf; i++)
+	for (int i = 0; i < nf; i++) {
 		a[i] = f[i];
+		if (!trace && !strncmp(f[i], "trace_id", 8) &&
+		    (f[i][8] == '=' || !f[i][8])) {
+			char *r = gk_xmalloc(strlen(f[i]) + sizeof "field_");
+			strcpy(stpcpy(r, "field_"), f[i]);
+			a[i] = r; /* freed at exit */
+		}
+	}
 #define A8(i) a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], \
 	    a[i + 6], a[i + 7]
 	gk_log_trace((enum gk_level)level, trace, msg, A8(0), A8(8), A8(16),

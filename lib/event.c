@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +67,13 @@
 /* Settings: written by gk_events_init, which programs call first. */
 static struct {
 	int fd;
+	/* What is written to: fd, or for a blocking pipe our own
+	 * non-blocking open of it (O_NONBLOCK on fd would be shared with
+	 * every process holding it: a handler's stderr writes would fail). */
+	int wfd;
+	bool own_wfd;    /* wfd is that open of ours */
+	bool sock;       /* send(2) with MSG_DONTWAIT instead of write(2) */
+	bool poll_first; /* blocking and no own open: poll before writing */
 	enum gk_level level;
 	bool text;
 	bool colour;
@@ -77,7 +85,7 @@ static struct {
 	 * members, made when they change (0: too long, written the slow way) */
 	char tail[512];
 	size_t tail_len;
-} cfg = {.fd = 2, .level = GK_INFO, .pipe = true};
+} cfg = {.fd = 2, .wfd = 2, .level = GK_INFO, .pipe = true};
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static atomic_bool inited;
@@ -158,21 +166,65 @@ once(void)
 	atexit(at_exit);
 }
 
+static gk_jw *event_open(const char *type, int level);
+
+/*
+ * A warning about a bad environment variable, its value a string whatever
+ * it looks like.  Once a process for each value: gk_events_init runs again
+ * (gk-log sets proc after its options) and the environment is the same.
+ */
 static void
-bad_env(const char *name, const char *value, const char *expected)
+bad_env(int which, const char *name, const char *value, const char *expected)
 {
-	gk_buf n = {0}, v = {0}, x = {0};
-	gk_buf_addf(&n, "var=%s", name);
-	gk_buf_addf(&v, "value=%s", value);
-	gk_buf_addf(&x, "expected=%s", expected);
-	gk_log(GK_WARN, "bad environment variable", gk_buf_cstr(&n),
-	       gk_buf_cstr(&v), gk_buf_cstr(&x));
-	gk_buf_free(&n);
-	gk_buf_free(&v);
-	gk_buf_free(&x);
+	static char *said[3];
+	if (said[which] && !strcmp(said[which], value))
+		return;
+	free(said[which]);
+	said[which] = gk_xstrdup(value);
+	if (!gk_log_enabled(GK_WARN))
+		return;
+	gk_jw *w = event_open("log", GK_WARN);
+	gk_jw_key(w, "msg");
+	gk_jw_cstr(w, "bad environment variable");
+	gk_jw_key(w, "var");
+	gk_jw_cstr(w, name);
+	gk_jw_key(w, "value");
+	gk_jw_cstr(w, value);
+	gk_jw_key(w, "expected");
+	gk_jw_cstr(w, expected);
+	gk_event_end();
 }
 
 static void build_tail(void);
+
+/*
+ * Writes must never block: a reader that stops would freeze the process.
+ * A socket takes MSG_DONTWAIT per call; a blocking pipe gets a descriptor
+ * of our own, opened non-blocking through /proc (a pipe's O_NONBLOCK is
+ * shared by every process holding it); failing that, each write is
+ * preceded by a poll for room.
+ */
+static void
+set_write_fd(bool fifo, bool sock)
+{
+	if (cfg.own_wfd)
+		close(cfg.wfd);
+	cfg.own_wfd = false;
+	cfg.wfd = cfg.fd;
+	cfg.sock = sock;
+	cfg.poll_first = false;
+	int fl = fcntl(cfg.fd, F_GETFL);
+	if (!fifo || fl < 0 || (fl & O_NONBLOCK))
+		return;
+	char path[40];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", cfg.fd);
+	int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd >= 0) {
+		cfg.wfd = fd;
+		cfg.own_wfd = true;
+	} else
+		cfg.poll_first = true;
+}
 
 static void
 set_proc(const char *proc)
@@ -204,8 +256,12 @@ gk_events_init(const char *proc)
 	const char *e = getenv("GK_EVENTS_FD");
 	if (e && *e) {
 		uint64_t v;
+		int fl;
+		/* Open, and for writing: a read-only fd (stdin) would
+		 * swallow every event with EBADF. */
 		if (gk_parse_uint(e, 0, 1 << 30, &v) == 0 &&
-		    fcntl((int)v, F_GETFD) != -1)
+		    (fl = fcntl((int)v, F_GETFL)) != -1 &&
+		    (fl & O_ACCMODE) != O_RDONLY)
 			cfg.fd = (int)v;
 		else
 			bad_fd = e;
@@ -225,8 +281,10 @@ gk_events_init(const char *proc)
 	if (e && *e)
 		cfg.svc = gk_xstrdup(e);
 	struct stat sb;
-	cfg.pipe = fstat(cfg.fd, &sb) < 0 || S_ISFIFO(sb.st_mode) ||
-	    S_ISSOCK(sb.st_mode);
+	bool st_ok = fstat(cfg.fd, &sb) == 0;
+	cfg.pipe = !st_ok || S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode);
+	set_write_fd(st_ok && S_ISFIFO(sb.st_mode),
+	             st_ok && S_ISSOCK(sb.st_mode));
 	bool tty = isatty(cfg.fd) == 1;
 	cfg.text = tty;
 	e = getenv("GK_EVENTS_FORMAT");
@@ -247,12 +305,12 @@ gk_events_init(const char *proc)
 
 	/* Said once set up, so the warning itself goes where it should. */
 	if (bad_fd)
-		bad_env("GK_EVENTS_FD", bad_fd, "an open fd; using 2");
+		bad_env(0, "GK_EVENTS_FD", bad_fd, "an fd open for writing; using 2");
 	if (bad_level)
-		bad_env("GK_LOG_LEVEL", bad_level,
+		bad_env(1, "GK_LOG_LEVEL", bad_level,
 		        "debug|info|warn|error|fatal; using info");
 	if (bad_format)
-		bad_env("GK_EVENTS_FORMAT", bad_format, "json|text");
+		bad_env(2, "GK_EVENTS_FORMAT", bad_format, "json|text");
 }
 
 /* Events work before gk_events_init: the environment, proc from argv[0]. */
@@ -332,7 +390,7 @@ wait_writable(uint64_t deadline)
 		uint64_t now = mono_ms();
 		if (now >= deadline)
 			return false;
-		struct pollfd p = {.fd = cfg.fd, .events = POLLOUT};
+		struct pollfd p = {.fd = cfg.wfd, .events = POLLOUT};
 		int r = poll(&p, 1, (int)(deadline - now));
 		if (r > 0)
 			return true; /* writable, or an error write will tell */
@@ -340,6 +398,21 @@ wait_writable(uint64_t deadline)
 			return false;
 		if (errno != EINTR)
 			return false;
+	}
+}
+
+/* A blocking fd has room for a write (of at most PIPE_BUF to a pipe),
+ * waiting until the deadline at most. */
+static bool
+room_now(uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = mono_ms();
+		int ms = deadline > now ? (int)(deadline - now) : 0;
+		struct pollfd p = {.fd = cfg.wfd, .events = POLLOUT};
+		int r = poll(&p, 1, ms);
+		if (r >= 0 || errno != EINTR)
+			return r != 0; /* an error: the write will tell */
 	}
 }
 
@@ -390,7 +463,8 @@ flush_locked(enum flush_mode mode)
 	sigemptyset(&pipeset);
 	sigaddset(&pipeset, SIGPIPE);
 	sigemptyset(&old);
-	if (cfg.pipe)
+	bool hold = cfg.pipe && !cfg.sock; /* send has MSG_NOSIGNAL */
+	if (hold)
 		pthread_sigmask(SIG_BLOCK, &pipeset, &old);
 	bool epipe = false;
 
@@ -400,7 +474,14 @@ flush_locked(enum flush_mode mode)
 		const char *p = queue.data + off;
 		size_t done = 0;
 		while (done < n) {
-			ssize_t w = write(cfg.fd, p + done, n - done);
+			if (cfg.poll_first && !room_now(deadline)) {
+				stalled = true;
+				off += done;
+				goto out;
+			}
+			ssize_t w = cfg.sock ? send(cfg.wfd, p + done, n - done,
+			                            MSG_DONTWAIT | MSG_NOSIGNAL)
+			                     : write(cfg.wfd, p + done, n - done);
 			if (w >= 0) {
 				done += (size_t)w;
 				stalled = false;
@@ -432,7 +513,7 @@ out:
 		while (sigtimedwait(&pipeset, NULL, &zero) == SIGPIPE)
 			;
 	}
-	if (cfg.pipe)
+	if (hold)
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (dropped && !fd_dead)
 		notice_dropped_locked();

@@ -95,3 +95,28 @@ setup() {
 	assert_success
 	assert_output 'gk-log 0.1.0'
 }
+
+@test "a GK_EVENTS_FD open only for reading is warned about and stderr used" {
+	# Events written to a read-only fd would vanish (EBADF) in silence.
+	run --separate-stderr env GK_EVENTS_FD=0 gk-log "not lost" </dev/null
+	assert_success
+	run jq -c -s 'map([.msg, .var])' <<<"$stderr"
+	assert_output '[["bad environment variable","GK_EVENTS_FD"],["not lost",null]]'
+}
+
+@test "a bad GK_LOG_LEVEL or GK_EVENTS_FD is warned about once, its value a string" {
+	run --separate-stderr env GK_LOG_LEVEL=loud GK_EVENTS_FD=77 gk-log "m"
+	assert_success
+	run jq -c -s '[.[] | select(.msg == "bad environment variable") | [.var, .value]]' <<<"$stderr"
+	assert_output '[["GK_EVENTS_FD","77"],["GK_LOG_LEVEL","loud"]]'
+}
+
+@test "trace_id given as a field without --trace-id is renamed, as gk-log(1) says" {
+	run --separate-stderr gk-log "m" trace_id=8
+	assert_success
+	run jq -e -c '[.trace_id, .field_trace_id]' <<<"$stderr"
+	assert_output '[null,8]'
+	run --separate-stderr gk-log --trace-id 4bf92f3577b34da6a3ce929d0e0e4736 "m" trace_id=8
+	run jq -e -c '[.trace_id, .field_trace_id]' <<<"$stderr"
+	assert_output '["4bf92f3577b34da6a3ce929d0e0e4736",8]'
+}

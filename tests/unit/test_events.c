@@ -991,6 +991,52 @@ TEST(fork_does_not_duplicate)
 	cap_free(&c);
 }
 
+/*
+ * The event fd a process inherits is usually a blocking pipe (stderr).  A
+ * reader that stops must not freeze the process in write(2): past the
+ * documented waits (100 ms, then none, 1 s at exit) events are dropped.
+ * The child logs into a full pipe that nobody reads and must exit soon.
+ */
+TEST(blocking_fd_never_stalls)
+{
+	clear_env();
+	int p[2];
+	CHECK(pipe(p) == 0); /* blocking, as stderr is */
+	fcntl(p[1], F_SETPIPE_SZ, 4096);
+	pid_t pid = fork();
+	if (pid == 0) {
+		char v[16];
+		snprintf(v, sizeof v, "%d", p[1]);
+		setenv("GK_EVENTS_FD", v, 1);
+		gk_events_init("test-events");
+		for (int i = 0; i < 2000; i++)
+			gk_log(GK_INFO, "nobody reads this pipe",
+			       "pad=0123456789012345678901234567");
+		exit(0);
+	}
+	int st = 0;
+	bool done = false;
+	for (int i = 0; i < 1000 && !done; i++) { /* 10 s at most */
+		done = waitpid(pid, &st, WNOHANG) == pid;
+		if (!done) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (!done) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+	CHECK(done && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* What the pipe took is whole lines. */
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	char buf[8192];
+	ssize_t n = read(p[0], buf, sizeof buf);
+	CHECK(n > 0 && buf[n - 1] == '\n');
+	close(p[0]);
+	close(p[1]);
+}
+
 int
 main(void)
 {
@@ -1011,5 +1057,6 @@ main(void)
 	RUN(fatal_and_exit);
 	RUN(fork_does_not_duplicate);
 	RUN(loop_holds_events_at_most_10ms);
+	RUN(blocking_fd_never_stalls);
 	return UNIT_END();
 }
