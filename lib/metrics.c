@@ -456,6 +456,28 @@ series_create_locked(gk_metric *m, const char *const *values)
 
 static void count_dropped(const gk_metric *m);
 
+/* The series of values with what is not UTF-8 replaced as JSON writes it. */
+static gk_series *
+series_get_mended(gk_metric *m, const char *const *values)
+{
+	const char *v[MAX_LABELS];
+	gk_buf mended[MAX_LABELS];
+	gk_buf q = {0};
+	for (size_t i = 0; i < m->nlabels; i++) {
+		mended[i] = (gk_buf){0};
+		gk_buf_reset(&q);
+		gk_json_quote(&q, values[i], strlen(values[i]));
+		gk_json_string((gk_json){GK_JSON_STRING, q.data, q.len},
+		               &mended[i]);
+		v[i] = gk_buf_cstr(&mended[i]);
+	}
+	gk_series *s = gk_series_getv(m, v);
+	for (size_t i = 0; i < m->nlabels; i++)
+		gk_buf_free(&mended[i]);
+	gk_buf_free(&q);
+	return s;
+}
+
 gk_series *
 gk_series_getv(gk_metric *m, const char *const *values)
 {
@@ -474,6 +496,13 @@ gk_series_getv(gk_metric *m, const char *const *values)
 		atomic_store_explicit(&m->last, s, memory_order_release);
 		return s;
 	}
+	/* Snapshots write a value's bytes that are not UTF-8 as U+FFFD:
+	 * such values are looked up as written, so that two of them are
+	 * never two series with the same labels.  (Not on the fast path:
+	 * a series is created from the mended values.) */
+	for (size_t i = 0; i < n; i++)
+		if (!gk_utf8_valid(values[i], strlen(values[i])))
+			return series_get_mended(m, values);
 	bool overflowed = false;
 	pthread_mutex_lock(&mlock);
 	s = table_find(atomic_load_explicit(&m->table, memory_order_relaxed), h,

@@ -546,6 +546,37 @@ TEST(programming_errors)
 	}
 }
 
+/*
+ * Label values are written as JSON strings, where bytes that are not UTF-8
+ * become U+FFFD: two values that differ only there must be one series, or a
+ * family holds two series with the same labels (Prometheus rejects the
+ * whole scrape for a duplicate series).
+ */
+TEST(label_values_not_utf8_are_one_series)
+{
+	gk_metric *c = gk_counter_new("t_bad_utf8_total", "Bad.", "path");
+	gk_series *a = gk_series_get(c, "/x\xff", (char *)0);
+	gk_series *b = gk_series_get(c, "/x\xfe", (char *)0);
+	gk_series *d = gk_series_get(c, "/x\xef\xbf\xbd", (char *)0);
+	CHECK(a && a == b && a == d);
+	CHECK(gk_series_get(c, "/x\xff", (char *)0) == a);
+	gk_counter_add(a, 1);
+	gk_counter_add(b, 2);
+	static json_t *v[512];
+	size_t longest;
+	size_t n = snapshot_lines(v, 512, &longest);
+	json_t *fam;
+	json_t *all = collect_series(v, n, "t_bad_utf8_total", &fam);
+	CHECK(json_array_size(all) == 1);
+	json_t *s0 = json_array_get(all, 0);
+	CHECK_STR(json_string_value(json_object_get(
+	              json_object_get(s0, "labels"), "path")),
+	          "/x\xef\xbf\xbd");
+	CHECK(json_number_value(json_object_get(s0, "value")) == 3);
+	json_decref(all);
+	free_lines(v, n);
+}
+
 int
 main(void)
 {
@@ -559,5 +590,6 @@ main(void)
 	RUN(threads);
 	RUN(text_rendering);
 	RUN(programming_errors);
+	RUN(label_values_not_utf8_are_one_series);
 	return UNIT_END();
 }
