@@ -52,6 +52,9 @@
 
 #define MAX_LABELS 16
 #define MAX_HELP 1024
+/* A series is never split across parts: the widest must fit one line
+ * (65 buckets of at most 47 bytes, "[-2.2250738585072014e-308,<20 digits>],"). */
+#define MAX_BUCKETS 64
 #define LINE_MAX_BYTES 4095
 
 struct gk_series {
@@ -297,6 +300,12 @@ family_new(const char *name, const char *help, const char *labels,
 		while (nbuckets && isinf(buckets[nbuckets - 1]) &&
 		       buckets[nbuckets - 1] > 0)
 			nbuckets--;
+		if (nbuckets > MAX_BUCKETS) {
+			pthread_mutex_unlock(&mlock);
+			gk_fatal(GK_EXIT_SOFTWARE,
+			         "metric %s: %zu buckets, at most %d", name,
+			         nbuckets, MAX_BUCKETS);
+		}
 		for (size_t i = 0; i < nbuckets; i++)
 			if (isnan(buckets[i]) ||
 			    (i && !(buckets[i] > buckets[i - 1]))) {

@@ -530,11 +530,23 @@ wrong_arity(void)
 	gk_series_get(m, "only-one", (char *)0);
 }
 
+/* A series longer than an event line could only be written cut, its
+ * buckets lost ("metrics" left out of the part): refused up front. */
+static void
+too_many_buckets(void)
+{
+	double b[400];
+	for (int i = 0; i < 400; i++)
+		b[i] = 0.001 * (i + 1);
+	gk_histogram_new("t_wide_seconds", "", NULL, b, 400);
+}
+
 TEST(programming_errors)
 {
 	char out[4096];
-	void (*fs[])(void) = {type_clash, bad_name, wrong_arity};
-	for (int i = 0; i < 3; i++) {
+	void (*fs[])(void) = {type_clash, bad_name, wrong_arity,
+	                      too_many_buckets};
+	for (int i = 0; i < 4; i++) {
 		int st = child_status(fs[i], out, sizeof out);
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == GK_EXIT_SOFTWARE);
 		json_t *o = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
@@ -554,6 +566,14 @@ TEST(programming_errors)
  */
 TEST(label_values_not_utf8_are_one_series)
 {
+	/* The widest histogram allowed fits a line whole. */
+	double wb[64];
+	for (int i = 0; i < 64; i++)
+		wb[i] = -2.2250738585072014e-308 * (64 - i); /* widest text */
+	gk_series *w = gk_metric_series(
+	    gk_histogram_new("t_widest_seconds", "", NULL, wb, 64));
+	for (int i = 0; i < 64; i++)
+		gk_histogram_observe(w, wb[i]);
 	gk_metric *c = gk_counter_new("t_bad_utf8_total", "Bad.", "path");
 	gk_series *a = gk_series_get(c, "/x\xff", (char *)0);
 	gk_series *b = gk_series_get(c, "/x\xfe", (char *)0);
@@ -566,6 +586,11 @@ TEST(label_values_not_utf8_are_one_series)
 	size_t longest;
 	size_t n = snapshot_lines(v, 512, &longest);
 	json_t *fam;
+	for (size_t i = 0; i < n; i++)
+		CHECK(v[i] && !json_object_get(v[i], "truncated"));
+	json_t *wide = collect_series(v, n, "t_widest_seconds", &fam);
+	CHECK(json_array_size(wide) == 1);
+	json_decref(wide);
 	json_t *all = collect_series(v, n, "t_bad_utf8_total", &fam);
 	CHECK(json_array_size(all) == 1);
 	json_t *s0 = json_array_get(all, 0);
