@@ -534,13 +534,19 @@ gk_events_flush(void)
  * small one a turn.  gk__events_due_ms tells the loop how long it may sleep.
  */
 /* How long what is queued may still wait, under qlock (-1: nothing to
- * wake for).  A stalled reader is retried at the next turn, not woken for:
- * a stuck pipe must not make the loop spin. */
+ * wake for).  A stalled reader is retried every STALL_RETRY_MS, without
+ * waiting (flush_locked does not wait while stalled): a stuck pipe must
+ * not make the loop spin, and a reader that catches up must not wait for
+ * the process's next piece of work (an idle one would hold its last
+ * events until its next metrics snapshot). */
+#define STALL_RETRY_MS 50
 static int
 due_locked(uint64_t now)
 {
-	if (!queue.len || stalled || fd_dead)
+	if (!queue.len || fd_dead)
 		return -1;
+	if (stalled)
+		return STALL_RETRY_MS;
 	uint64_t waited = now - queued_at_ms;
 	return waited >= TURN_HOLD_MS ? 0 : (int)(TURN_HOLD_MS - waited);
 }

@@ -767,6 +767,81 @@ TEST(loop_holds_events_at_most_10ms)
 	close(p[1]);
 }
 
+/* A reader that starts late: from 300 ms on (after the 100 ms a flush
+ * waits), it drains the pipe into late_got until 900 ms; the loop knows
+ * nothing of it. */
+static char late_got[1 << 20];
+static size_t late_len;
+
+static void *
+late_reader(void *arg)
+{
+	int fd = *(int *)arg;
+	struct timespec ts = {0, 300 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	uint64_t end = gk_monotonic_us() + 600 * 1000;
+	while (gk_monotonic_us() < end) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 10) == 1) {
+			ssize_t n = read(fd, late_got + late_len,
+			    sizeof late_got - late_len);
+			if (n > 0)
+				late_len += (size_t)n;
+		}
+	}
+	return NULL;
+}
+
+static void
+late_fill(gk_loop *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	for (int i = 0; i < 200; i++)
+		gk_log(GK_INFO, "filling the pipe",
+		       "pad=0123456789012345678901234567890123456789");
+	gk_log(GK_INFO, "the last one");
+}
+
+static void
+late_stop(gk_loop *l, void *arg)
+{
+	(void)arg;
+	gk_loop_stop(l);
+}
+
+/* Events held for a reader that was stuck reach it once it reads, with no
+ * other work in the process to flush them. */
+TEST(stalled_queue_retried_without_other_work)
+{
+	clear_env();
+	int p[2];
+	CHECK(pipe(p) == 0);
+	fcntl(p[1], F_SETPIPE_SZ, 4096);
+	char v[16];
+	snprintf(v, sizeof v, "%d", p[1]);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events");
+	pthread_t th;
+	late_len = 0;
+	pthread_create(&th, NULL, late_reader, &p[0]);
+	gk_loop *l = gk_loop_new();
+	gk_timer t1 = {0}, t2 = {0};
+	gk_timer_start(l, &t1, 1, late_fill, NULL);
+	gk_timer_start(l, &t2, 1000, late_stop, NULL);
+	CHECK(gk_loop_run(l) == 0);
+	pthread_join(th, NULL);
+	/* Everything came before the reader stopped, at 900 ms, though
+	 * the loop had nothing to do from 1 ms to 1000 ms. */
+	CHECK(memmem(late_got, late_len, "the last one", 12) != NULL);
+	gk_loop_free(l);
+	snprintf(v, sizeof v, "%d", devnull);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events");
+	close(p[0]);
+	close(p[1]);
+}
+
 TEST(text_format)
 {
 	clear_env();
@@ -1058,5 +1133,6 @@ main(void)
 	RUN(fork_does_not_duplicate);
 	RUN(loop_holds_events_at_most_10ms);
 	RUN(blocking_fd_never_stalls);
+	RUN(stalled_queue_retried_without_other_work);
 	return UNIT_END();
 }
