@@ -78,17 +78,22 @@ rs(gk_req *req)
 
 /* ---- the environment ---- */
 
+/* Grows with the request: the listener passes up to 256 headers, and a
+ * fixed table once dropped what did not fit (CONTENT_LENGTH, PATH). */
 struct env {
 	gk_buf text; /* "NAME=value\0" ... */
-	size_t off[256];
-	size_t n;
+	size_t *off;
+	size_t n, cap;
 };
 
 static void
 env_begin(struct env *e, const char *name)
 {
-	if (e->n < sizeof e->off / sizeof e->off[0] - 1)
-		e->off[e->n++] = e->text.len;
+	if (e->n == e->cap) {
+		e->cap = e->cap ? e->cap * 2 : 64;
+		e->off = gk_xrealloc(e->off, e->cap * sizeof *e->off);
+	}
+	e->off[e->n++] = e->text.len;
 	gk_buf_adds(&e->text, name);
 	gk_buf_addc(&e->text, '=');
 }
@@ -127,9 +132,11 @@ env_member(struct env *e, const char *name, const gk_msg *m, const char *key,
 	env_end(e);
 }
 
-/* A header value: a string, or the strings of an array joined by ", ". */
+/* A header value: a string, or the strings of an array joined by sep:
+ * ", " (RFC 9110 5.3), but "; " for Cookie (RFC 6265 5.4), whose parsers
+ * would read "a=1, b=2" as one cookie. */
 static void
-header_value(gk_json v, gk_buf *out)
+header_value(gk_json v, gk_buf *out, const char *sep)
 {
 	if (v.type == GK_JSON_STRING) {
 		gk_json_string(v, out);
@@ -145,7 +152,7 @@ header_value(gk_json v, gk_buf *out)
 		if (e.type != GK_JSON_STRING)
 			continue;
 		if (!first)
-			gk_buf_adds(out, ", ");
+			gk_buf_adds(out, sep);
 		first = false;
 		gk_json_string(e, out);
 	}
@@ -215,8 +222,55 @@ cgi_name(const char *s, size_t n)
 	return true;
 }
 
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * PATH_INFO: the wire's path (as sent) percent-decoded, as RFC 3875 4.1.5
+ * has it and Apache, nginx and Go give it.  -1 for an escape that is not
+ * two hex digits, or one of a NUL, which the environment cannot hold and
+ * which, cut there, would name another file: 400, as those servers answer.
+ */
+static int
+path_info(const gk_msg *m, gk_buf *out)
+{
+	gk_buf raw = {0};
+	gk_json v = gk_msg_get(m, "path");
+	if (v.type != GK_JSON_STRING || gk_json_string(v, &raw) < 0 ||
+	    !raw.len)
+		gk_buf_addc(&raw, '/');
+	int r = 0;
+	for (size_t i = 0; i < raw.len && !r; i++) {
+		char c = raw.data[i];
+		if (c == '%') {
+			int hi = i + 2 < raw.len ? hexval(raw.data[i + 1]) : -1;
+			int lo = hi >= 0 ? hexval(raw.data[i + 2]) : -1;
+			if (lo < 0 || (hi | lo) == 0) {
+				r = -1;
+				break;
+			}
+			c = (char)(hi << 4 | lo);
+			i += 2;
+		} else if (!c)
+			r = -1;
+		gk_buf_addc(out, c);
+	}
+	gk_buf_free(&raw);
+	return r;
+}
+
 static void
-build_env(struct env *e, const gk_msg *m, size_t body_len)
+build_env(struct env *e, const gk_msg *m, const gk_buf *pinfo,
+    size_t body_len)
 {
 	gk_buf tmp = {0};
 	env_adds(e, "GATEWAY_INTERFACE", "CGI/1.1");
@@ -224,7 +278,7 @@ build_env(struct env *e, const gk_msg *m, size_t body_len)
 	env_adds(e, "SERVER_PROTOCOL", "HTTP/1.1");
 	env_member(e, "REQUEST_METHOD", m, "method", "GET");
 	env_adds(e, "SCRIPT_NAME", cgi.cfg.argv[0]);
-	env_member(e, "PATH_INFO", m, "path", "/");
+	env_add(e, "PATH_INFO", pinfo->data, pinfo->len);
 	env_member(e, "QUERY_STRING", m, "query", "");
 
 	/* REQUEST_URI: not in RFC 3875, but scripts expect it. */
@@ -267,7 +321,7 @@ build_env(struct env *e, const gk_msg *m, size_t body_len)
 			if (!strcasecmp(tmp.data, "content-type")) {
 				if (body_len) {
 					env_begin(e, "CONTENT_TYPE");
-					header_value(hv, &e->text);
+					header_value(hv, &e->text, ", ");
 					env_end(e);
 				}
 				continue;
@@ -277,7 +331,7 @@ build_env(struct env *e, const gk_msg *m, size_t body_len)
 				continue;
 			if (!strcasecmp(tmp.data, "host")) {
 				gk_buf h = {0};
-				header_value(hv, &h);
+				header_value(hv, &h, ", ");
 				env_host(e, h.data ? h.data : "", h.len);
 				gk_buf_free(&h);
 				have_host = true;
@@ -293,7 +347,8 @@ build_env(struct env *e, const gk_msg *m, size_t body_len)
 				gk_buf_addc(&e->text, c);
 			}
 			gk_buf_addc(&e->text, '=');
-			header_value(hv, &e->text);
+			header_value(hv, &e->text,
+			    strcasecmp(tmp.data, "cookie") ? ", " : "; ");
 			env_end(e);
 		}
 	}
@@ -394,7 +449,9 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 			return -1;
 		}
 		if (ieqn(line, nn, "status")) {
-			if (ve - v < 3 || v[0] < '1' || v[0] > '5' ||
+			/* 200 to 599: the wire carries no interim (1xx)
+			 * response, nor a status past 599. */
+			if (ve - v < 3 || v[0] < '2' || v[0] > '5' ||
 			    v[1] < '0' || v[1] > '9' || v[2] < '0' ||
 			    v[2] > '9' || (ve - v > 3 && v[3] != ' ')) {
 				*why = "malformed Status";
@@ -480,15 +537,18 @@ close_fd(int *fd)
 	*fd = -1;
 }
 
+/*
+ * Kill the script's process group: it and whatever it started, even once
+ * the script itself has exited and been reaped, as a process it left in
+ * the background may still hold its stdout.  The group's id is not given
+ * to another process while a member of the group lives.
+ */
 static void
 kill_job(struct job *j, enum kill_reason why)
 {
-	if (j->reaped)
-		return;
 	if (!j->killed)
 		j->killed = why;
-	/* The script's process group: it and whatever it started. */
-	if (kill(-j->pid, SIGKILL) < 0)
+	if (kill(-j->pid, SIGKILL) < 0 && !j->reaped)
 		kill(j->pid, SIGKILL);
 }
 
@@ -622,6 +682,9 @@ on_readable(gk_loop *loop, int fd, unsigned ev, void *arg)
 			if (j->out.len > MAX_OUTPUT) {
 				kill_job(j, K_OVERSIZE);
 				close_fd(&j->out_fd);
+				/* No exit is left to wait for. */
+				if (j->reaped)
+					complete(j);
 				return;
 			}
 			if ((size_t)n < room)
@@ -675,12 +738,9 @@ on_timeout(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	struct job *j = arg;
-	if (j->reaped) { /* exited, but its stdout is held open */
-		j->killed = K_TIMEOUT;
-		complete(j);
-		return;
-	}
 	kill_job(j, K_TIMEOUT);
+	if (j->reaped) /* exited, but its stdout is held open */
+		complete(j);
 }
 
 /* posix_spawn the script: stdin in_r (or /dev/null), stdout out_w. */
@@ -724,12 +784,20 @@ run(gk_req *req)
 		return;
 	}
 
+	gk_buf pinfo = {0};
+	if (path_info(m, &pinfo) < 0) {
+		gk_buf_free(&pinfo);
+		gk_buf_free(&j->in);
+		free(j);
+		gk_answer(req, 400, NULL, "bad request\n", "invalid path");
+		return;
+	}
 	struct env e = {0};
-	build_env(&e, m, j->in.len);
-	char *envp[sizeof e.off / sizeof e.off[0]];
+	build_env(&e, m, &pinfo, j->in.len);
+	gk_buf_free(&pinfo);
+	char **envp = gk_xcalloc(e.n + 1, sizeof *envp);
 	for (size_t i = 0; i < e.n; i++)
 		envp[i] = e.text.data + e.off[i];
-	envp[e.n] = NULL;
 
 	int in[2] = {-1, -1}, out[2] = {-1, -1};
 	int err = 0;
@@ -742,6 +810,8 @@ run(gk_req *req)
 	if (!err)
 		err = spawn(envp, in[0], out[1], &j->pid);
 	gk_buf_free(&e.text);
+	free(e.off);
+	free(envp);
 	if (in[0] >= 0)
 		close(in[0]);
 	if (out[1] >= 0)
@@ -816,11 +886,9 @@ gk_cgi_done(gk_stage *st, gk_req *req, int status)
 	s->job = NULL;
 	j->req = NULL;
 	enum kill_reason why = status == 504 ? K_TIMEOUT : K_CANCEL;
-	if (j->reaped) {
-		j->killed = why;
+	kill_job(j, why);
+	if (j->reaped)
 		complete(j);
-	} else
-		kill_job(j, why);
 }
 
 int

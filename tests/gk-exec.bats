@@ -405,3 +405,98 @@ EOF
 	assert_success
 	assert_output --partial 'gk-exec 0.1.0'
 }
+
+@test "250 request headers (the listener takes 256): every one reaches the script, and CONTENT_LENGTH and PATH still do" {
+	# The environment used to hold 255 variables at most, and dropped
+	# the rest without a word: the last headers, then CONTENT_LENGTH
+	# (a POST body the script never read) and PATH.
+	script env.cgi <<'EOF2'
+printf 'Content-Type: text/plain\n\n'
+env
+EOF2
+	stack "$T/env.cgi"
+	local args=() i
+	for i in $(seq 250); do args+=(-H "X-H$i: v$i"); done
+	run curl -s -m 10 "${args[@]}" --data-binary 'abc' "$URL/"
+	assert_success
+	assert_equal "$(grep -c '^HTTP_X_H[0-9]*=v[0-9]*$' <<<"$output")" 250
+	assert_line HTTP_X_H250=v250
+	assert_line CONTENT_LENGTH=3
+	assert_line --regexp '^PATH=.+'
+	assert_line SERVER_NAME=127.0.0.1
+}
+
+@test "repeated Cookie headers are joined with '; ', other repeated headers with ', '" {
+	# RFC 6265 §5.4: one Cookie header, pairs separated by "; "; a
+	# cookie parser reads "a=1, b=2" as the single cookie a="1, b=2".
+	# As Go's net/http/cgi and nginx's $http_cookie.
+	script env.cgi <<'EOF2'
+printf 'Content-Type: text/plain\n\n'
+env
+EOF2
+	stack "$T/env.cgi"
+	run curl -s -m 10 -H 'Cookie: a=1' -H 'Cookie: b=2' \
+		-H 'X-Many: 1' -H 'X-Many: 2' "$URL/"
+	assert_success
+	assert_line 'HTTP_COOKIE=a=1; b=2'
+	assert_line 'HTTP_X_MANY=1, 2'
+}
+
+@test "PATH_INFO is percent-decoded (RFC 3875 4.1.5); REQUEST_URI and QUERY_STRING are not" {
+	script env.cgi <<'EOF2'
+printf 'Content-Type: text/plain\n\n'
+env
+EOF2
+	stack "$T/env.cgi"
+	run curl -s -m 10 "$URL/caf%C3%A9/a%20b/c%2Fd?q=%20r&s=t%2Bu"
+	assert_success
+	assert_line 'PATH_INFO=/café/a b/c/d'
+	assert_line 'REQUEST_URI=/caf%C3%A9/a%20b/c%2Fd?q=%20r&s=t%2Bu'
+	assert_line 'QUERY_STRING=q=%20r&s=t%2Bu'
+}
+
+@test "a path with an invalid percent escape or an encoded NUL is answered 400 and runs no script" {
+	# As nginx, Apache and Go answer 400; a NUL cannot be in the
+	# environment, and cut there it would name another file.
+	script env.cgi <<EOF2
+touch "$T/ran"
+printf 'Content-Type: text/plain\n\n'
+EOF2
+	stack "$T/env.cgi"
+	run status "$URL/a%zzb"
+	assert_output 400
+	run status "$URL/a%2"
+	assert_output 400
+	run status "$URL/secret%00.txt"
+	assert_output 400
+	[ ! -e "$T/ran" ]
+	run status "$URL/fine%2a"
+	assert_output 200
+}
+
+@test "-t: a script that exited but left a process holding its stdout is answered 504, and that process is killed" {
+	# Its process group is killed at -t whether or not the script
+	# itself has exited: a process it left in the background used to
+	# outlive the 504.
+	script bg.cgi <<EOF2
+printf 'Content-Type: text/plain\n\nhi\n'
+sleep 300 &
+echo \$! >"$T/sleep.pid"
+EOF2
+	stack -t 500ms "$T/bg.cgi"
+	run status "$URL/"
+	assert_output 504
+	wait_file "$T/sleep.pid"
+	wait_for -t 5 _not_running "$(cat "$T/sleep.pid")"
+}
+
+@test "a Status the wire cannot carry (1xx) is answered 502 as a malformed Status" {
+	script s100.cgi <<'EOF2'
+printf 'Status: 101 Switching Protocols\nContent-Type: text/plain\n\nx'
+EOF2
+	run bash -c 'printf "%s\n" "{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\"}" |
+		GK_EVENTS_FORMAT=json gk-exec "$1" 2>"$2"' _ "$T/s100.cgi" "$T/err"
+	assert_success
+	assert_equal "$(jq -c '[.status, .error.reason]' <<<"$output")" '[502,"malformed response"]'
+	assert_equal "$(count_events "$T/err" '.msg == "malformed CGI response" and .reason == "malformed Status"')" 1
+}
