@@ -36,6 +36,7 @@ struct copy {
 	gk_stream *s;
 	gk_req *req;   /* the request it works on */
 	gk_buf sent;   /* its id, unescaped */
+	gk_buf last;   /* the id of the request it answered last */
 	bool up;       /* running, and its pipes open */
 	bool killed;   /* we killed it: restart at once */
 	uint64_t started, backoff_ms;
@@ -194,15 +195,34 @@ copy_line(gk_stream *s, char *line, size_t len, void *arg)
 	gk_buf id = {0};
 	gk_json_string(gk_msg_get(m, "id"), &id);
 	gk_req *req = c->req;
+	bool again = c->last.len == id.len &&
+	    !memcmp(id.data, c->last.data, id.len);
 	if (!req || id.len != c->sent.len ||
 	    memcmp(id.data, c->sent.data, id.len)) {
-		log_copy(GK_WARN, "response for no request of the copy: dropped",
-		    c, "id", gk_buf_cstr(&id));
+		/* A second answer to the request it answered last is only
+		 * an extra line: the copy is in step.  Any other id while
+		 * it works on a request leaves that request without an
+		 * answer for ever, and the copy's state unknown. */
+		if (again || !req)
+			log_copy(GK_WARN,
+			    again ? "second response for a request of the "
+				    "copy: dropped"
+				  : "response for no request of the copy: "
+				    "dropped",
+			    c, "id", gk_buf_cstr(&id));
+		else {
+			log_copy(GK_ERROR,
+			    "response with another id from copy: restarting it",
+			    c, "id", gk_buf_cstr(&id));
+			copy_down(c, 502, "invalid response");
+			kill_copy(c);
+		}
 		gk_buf_free(&id);
 		gk_msg_free(m);
 		return;
 	}
-	gk_buf_free(&id);
+	gk_buf_free(&c->last);
+	c->last = id;
 	c->req = NULL;
 	rs(req)->copy = NULL;
 	pool.busy--;
@@ -255,6 +275,7 @@ spawn_copy(struct copy *c)
 		return;
 	}
 	c->pid = pid;
+	c->last.len = 0;
 	c->s = gk_stream_new(pool.loop, r, w, &copy_ops, c);
 	gk_stream_on_too_long(c->s, copy_too_long);
 	c->up = true;

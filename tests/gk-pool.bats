@@ -24,6 +24,8 @@ teardown() {
 #   /hang   records its pid in $T/hang.pid and never answers
 #   /wait   answers once $T/release exists
 #   /huge   answers with a line of 17 MiB, past the wire's bound
+#   /wrongid answers with an id it was not given
+#   /twice  answers twice
 write_handler() {
 	cat >"$T/handler.py" <<'PY'
 import json, os, sys, time
@@ -45,6 +47,11 @@ for line in sys.stdin:
     if path == "/wait":
         while not os.path.exists(T + "/release"):
             time.sleep(0.05)
+    if path == "/wrongid":
+        req["id"] = "not-" + req["id"]
+    if path == "/twice":
+        sys.stdout.write(json.dumps({"id": req["id"], "status": 200,
+            "body": "%d\n" % pid}) + "\n")
     if path == "/huge":
         # a line past the wire's 16 MiB
         sys.stdout.write(json.dumps({"id": req["id"], "status": 200,
@@ -161,6 +168,33 @@ _answer_from_new_copy() {
 	wait_event "$ERR" '.proc == "gk-pool" and .msg == "invalid line from copy: restarting it" and .reason == "line too long"'
 	wait_for -t 10 _started 2
 	wait_for -t 10 _answer_from_new_copy "$T/first"
+}
+
+@test "a copy that answers with an id it was not given: its request is answered 502 at once, and it is restarted" {
+	# Its request used to wait for ever (or its deadline), and the copy,
+	# taken as busy with it, was never given another request.
+	stack -- -n 1 -- python3 "$T/handler.py"
+	wait_for -t 10 _started 1
+	cp "$T/started" "$T/first"
+	run curl -s -o /dev/null -m 10 -w '%{http_code}' "$URL/wrongid"
+	assert_output 502
+	wait_event "$ERR" '.proc == "gk-pool" and .level == "error" and .msg == "response with another id from copy: restarting it" and (.id | startswith("not-"))'
+	wait_for -t 10 _started 2
+	wait_for -t 10 _answer_from_new_copy "$T/first"
+}
+
+@test "a copy that answers one request twice: the first answer goes, the second is dropped, the copy keeps serving" {
+	stack -- -n 1 -- python3 "$T/handler.py"
+	wait_for -t 10 _started 1
+	first=$(head -n 1 "$T/started")
+	run curl -s -m 10 "$URL/twice"
+	assert_output "$first"
+	for i in 1 2 3; do
+		run curl -s -m 10 "$URL/"
+		assert_output "$first"
+	done
+	wait_event "$ERR" '.proc == "gk-pool" and .msg == "second response for a request of the copy: dropped"'
+	assert_equal "$(wc -l <"$T/started")" 1
 }
 
 @test "a copy killed from outside is restarted and the pool keeps answering" {
