@@ -27,7 +27,7 @@ struct gk_request {
 
 struct gk_response {
 	int status;
-	gk_buf headers; /* members of the headers object, comma-separated */
+	gk_buf headers; /* "name\0value\0" per header, names lowercased */
 	gk_buf body;
 };
 
@@ -174,25 +174,101 @@ gk_response_status(gk_response *w, int status)
 	w->status = status;
 }
 
+static bool
+tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/*
+ * A name that is not an HTTP token, or a value with a control character
+ * but tab (CR and LF above all), cannot go out over HTTP: gk-listener
+ * would answer the whole response 502.  As Go's net/http, such a header is
+ * dropped, and said.
+ */
+static bool
+header_ok(const char *name, const char *value)
+{
+	if (!*name)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!tchar((unsigned char)*p))
+			return false;
+	for (const char *p = value; *p; p++)
+		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return false;
+	return true;
+}
+
 void
 gk_response_header(gk_response *w, const char *name, const char *value)
 {
-	if (w->headers.len)
-		gk_buf_addc(&w->headers, ',');
+	if (!header_ok(name, value)) {
+		gk_buf f = {0};
+		gk_buf_adds(&f, "name=");
+		gk_buf_add(&f, name, strnlen(name, 64));
+		gk_log(GK_ERROR, "invalid response header: dropped",
+		    gk_buf_cstr(&f));
+		gk_buf_free(&f);
+		return;
+	}
 	/* Wire header names are lowercase. */
-	char small[64];
-	gk_buf lower = {small, 0, sizeof small};
-	/* On the stack only when it never needs to grow (a growth would
-	 * realloc it): a reserve grows at cap - len <= 1. */
-	if (strlen(name) + 2 > sizeof small)
-		lower = (gk_buf){0};
 	for (const char *p = name; *p; p++)
-		gk_buf_addc(&lower, (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
-	gk_json_quote(&w->headers, lower.data, lower.len);
-	if (lower.data != small)
-		gk_buf_free(&lower);
-	gk_buf_addc(&w->headers, ':');
-	gk_json_quote(&w->headers, value, strlen(value));
+		gk_buf_addc(&w->headers,
+		    (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
+	gk_buf_addc(&w->headers, 0);
+	gk_buf_add(&w->headers, value, strlen(value) + 1);
+}
+
+/*
+ * The headers object: a name set more than once is one member whose value
+ * is the array of its values in order, as gk-wire(5) has a repeated header
+ * (the same key twice in an object is read as the last one alone).
+ */
+static void
+headers_json(const gk_buf *h, gk_buf *out)
+{
+	if (!h->len)
+		return;
+	const char *end = h->data + h->len;
+	bool first = true;
+	for (const char *n = h->data; n < end;) {
+		const char *v = n + strlen(n) + 1, *next = v + strlen(v) + 1;
+		bool seen = false;
+		size_t count = 0;
+		for (const char *m = h->data; m < end;) {
+			const char *mv = m + strlen(m) + 1;
+			if (!strcmp(m, n)) {
+				seen |= m < n;
+				count++;
+			}
+			m = mv + strlen(mv) + 1;
+		}
+		if (!seen) {
+			if (!first)
+				gk_buf_addc(out, ',');
+			first = false;
+			gk_json_quote(out, n, strlen(n));
+			gk_buf_addc(out, ':');
+			if (count > 1)
+				gk_buf_addc(out, '[');
+			bool vfirst = true;
+			for (const char *m = n; m < end;) {
+				const char *mv = m + strlen(m) + 1;
+				if (!strcmp(m, n)) {
+					if (!vfirst)
+						gk_buf_addc(out, ',');
+					vfirst = false;
+					gk_json_quote(out, mv, strlen(mv));
+				}
+				m = mv + strlen(mv) + 1;
+			}
+			if (count > 1)
+				gk_buf_addc(out, ']');
+		}
+		n = next;
+	}
 }
 
 void
@@ -249,15 +325,20 @@ run_handler(const gk_msg *msg, gk_buf *out)
 	gk_response w = {.status = 200, .headers = spare_take(&spare_headers),
 	    .body = spare_take(&spare_body)};
 	serve.fn(&r, &w, serve.arg);
-	if (w.status < 100 || w.status > 599)
+	/* The wire carries 200 to 599: no interim (1xx) response. */
+	if (w.status < 200 || w.status > 599) {
+		char f[32];
+		snprintf(f, sizeof f, "status=%d", w.status);
+		gk_log(GK_ERROR, "handler status out of range: answered 500", f);
 		w.status = 500;
+	}
 	gk_buf_adds(out, "{\"id\":");
 	gk_json id = gk_msg_get(msg, "id");
 	gk_buf_add(out, id.p, id.len);
 	gk_buf_adds(out, ",\"status\":");
 	gk_buf_adduint(out, (uint64_t)w.status);
 	gk_buf_adds(out, ",\"headers\":{");
-	gk_buf_add(out, w.headers.data, w.headers.len);
+	headers_json(&w.headers, out);
 	gk_buf_addc(out, '}');
 	if (w.body.len) {
 		if (gk_utf8_valid(w.body.data, w.body.len)) {

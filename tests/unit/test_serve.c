@@ -50,6 +50,34 @@ trace_handler(const gk_request *req, gk_response *resp, void *arg)
 	gk_response_printf(resp, "%s", t ? t : "none");
 }
 
+/* Headers as a handler author might set them: one name twice, a name in
+ * capitals, names and values HTTP cannot carry; a status by path. */
+static void
+header_handler(const gk_request *req, gk_response *resp, void *arg)
+{
+	(void)arg;
+	const char *p = gk_request_path(req);
+	if (!strcmp(p, "/p0")) {
+		gk_response_header(resp, "Set-Cookie", "a=1");
+		gk_response_header(resp, "x-one", "1");
+		gk_response_header(resp, "set-cookie", "b=2");
+		gk_response_header(resp, "SET-COOKIE", "c=3");
+	} else if (!strcmp(p, "/p1")) {
+		gk_response_header(resp, "x-ok", "fine");
+		gk_response_header(resp, "x-a\r\nx-evil", "1");
+		gk_response_header(resp, "bad name", "2");
+		gk_response_header(resp, "", "3");
+		gk_response_header(resp, "x-b", "v\r\nx-evil: 4");
+		gk_response_header(resp, "x-tab", "a\tb");
+	} else if (!strcmp(p, "/p2"))
+		gk_response_status(resp, 101);
+	else if (!strcmp(p, "/p3"))
+		gk_response_status(resp, 600);
+	else if (!strcmp(p, "/p4"))
+		gk_response_status(resp, 204);
+	gk_response_body(resp, "ok", 2);
+}
+
 static gk_handler *handler = slow_handler;
 static const char *request_extra = "";
 
@@ -160,6 +188,53 @@ TEST(a_handler_reads_the_trace_id_a_tracer_gave_the_request)
 }
 
 /*
+ * The wire has a repeated header as one member whose value is an array
+ * (gk-wire(5)); the same name twice in one object is read as the last one
+ * alone by jq and most JSON readers.  gk_response_header() used to write
+ * the name twice.
+ */
+TEST(a_header_set_twice_goes_as_one_member_with_an_array)
+{
+	char *argv[] = {"test_serve", NULL};
+	char out[4096];
+	handler = header_handler;
+	CHECK(serve_requests(argv, 1, 1, out, sizeof out) == 1);
+	CHECK(strstr(out, "\"headers\":{\"set-cookie\":[\"a=1\",\"b=2\","
+	                  "\"c=3\"],\"x-one\":\"1\"}") != NULL);
+	handler = slow_handler;
+}
+
+/*
+ * A name that is not an HTTP token, or a value with CR, LF or another
+ * control character, is dropped (as Go's net/http does) rather than make
+ * the whole response one gk-listener must refuse (502).
+ */
+TEST(a_header_http_cannot_carry_is_dropped_and_the_rest_goes)
+{
+	char *argv[] = {"test_serve", NULL};
+	char out[4096];
+	handler = header_handler;
+	CHECK(serve_requests(argv, 1, 2, out, sizeof out) == 2);
+	CHECK(strstr(out, "\"headers\":{\"x-ok\":\"fine\",\"x-tab\":"
+	                  "\"a\\tb\"}") != NULL);
+	CHECK(strstr(out, "evil") == NULL);
+	handler = slow_handler;
+}
+
+/* The wire carries 200 to 599 only: 1xx and past 599 become 500. */
+TEST(a_status_the_wire_cannot_carry_becomes_500)
+{
+	char *argv[] = {"test_serve", NULL};
+	char out[4096];
+	handler = header_handler;
+	CHECK(serve_requests(argv, 1, 5, out, sizeof out) == 5);
+	CHECK(strstr(out, "{\"id\":\"2\",\"status\":500,") != NULL);
+	CHECK(strstr(out, "{\"id\":\"3\",\"status\":500,") != NULL);
+	CHECK(strstr(out, "{\"id\":\"4\",\"status\":204,") != NULL);
+	handler = slow_handler;
+}
+
+/*
  * SIGTERM while a worker runs the handler: the program drains (the
  * request in flight is answered) and exits 0.  The workers were created
  * before the loop blocked the signals it takes through its signalfd, so
@@ -214,5 +289,8 @@ main(void)
 	RUN(with_j_4_blocking_handlers_overlap_but_never_more_than_4);
 	RUN(a_handler_reads_the_trace_id_a_tracer_gave_the_request);
 	RUN(with_j_sigterm_during_a_handler_drains_and_exits_0);
+	RUN(a_header_set_twice_goes_as_one_member_with_an_array);
+	RUN(a_header_http_cannot_carry_is_dropped_and_the_rest_goes);
+	RUN(a_status_the_wire_cannot_carry_becomes_500);
 	return UNIT_END();
 }
