@@ -92,15 +92,22 @@ cap_open(struct cap *c, bool seqpacket, bool start_reader)
 		cap_reader_start(c);
 }
 
+/* Events to /dev/null again, as the next test expects them. */
+static void
+events_to_devnull(void)
+{
+	char v[16];
+	snprintf(v, sizeof v, "%d", devnull);
+	setenv("GK_EVENTS_FD", v, 1);
+	gk_events_init("test-events");
+}
+
 /* Flush, move the events to /dev/null, wait for the reader's EOF. */
 static void
 cap_close(struct cap *c)
 {
 	gk_events_flush();
-	char v[16];
-	snprintf(v, sizeof v, "%d", devnull);
-	setenv("GK_EVENTS_FD", v, 1);
-	gk_events_init("test-events");
+	events_to_devnull();
 	close(c->wfd);
 	pthread_join(c->th, NULL);
 	close(c->rfd);
@@ -760,9 +767,7 @@ TEST(loop_holds_events_at_most_10ms)
 	ssize_t n = read(p[0], buf, sizeof buf - 1);
 	CHECK(n > 0 && memmem(buf, (size_t)n, "held a moment", 13));
 	gk_loop_free(l);
-	snprintf(v, sizeof v, "%d", devnull);
-	setenv("GK_EVENTS_FD", v, 1);
-	gk_events_init("test-events");
+	events_to_devnull();
 	close(p[0]);
 	close(p[1]);
 }
@@ -835,9 +840,7 @@ TEST(stalled_queue_retried_without_other_work)
 	 * the loop had nothing to do from 1 ms to 1000 ms. */
 	CHECK(memmem(late_got, late_len, "the last one", 12) != NULL);
 	gk_loop_free(l);
-	snprintf(v, sizeof v, "%d", devnull);
-	setenv("GK_EVENTS_FD", v, 1);
-	gk_events_init("test-events");
+	events_to_devnull();
 	close(p[0]);
 	close(p[1]);
 }
@@ -927,9 +930,7 @@ TEST(text_colour_on_terminal)
 	CHECK(strstr(buf, "\033[33mWARN\033[0m  test-events coloured") != NULL);
 	CHECK(strstr(buf, "\033[31mERROR\033[0m test-events red") != NULL);
 	CHECK(strchr(buf, '{') == NULL);
-	snprintf(v, sizeof v, "%d", devnull);
-	setenv("GK_EVENTS_FD", v, 1);
-	gk_events_init("test-events");
+	events_to_devnull();
 	close(s);
 	close(m);
 }
