@@ -558,7 +558,7 @@ log_outcome(const struct job *j, enum gk_level level, const char *msg,
 {
 	char script[512], pid[32], f2[512];
 	snprintf(script, sizeof script, "script=%s", cgi.cfg.argv[0]);
-	snprintf(pid, sizeof pid, "pid=%d", (int)j->pid);
+	snprintf(pid, sizeof pid, "child_pid=%d", (int)j->pid);
 	if (k2)
 		snprintf(f2, sizeof f2, "%s=%s", k2, v2);
 	const char *trace = j->req ? gk_req_trace_id(j->req) : NULL;

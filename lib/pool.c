@@ -89,7 +89,7 @@ log_copy(enum gk_level level, const char *msg, const struct copy *c,
 	char cmd[512], idx[32], pid[32], kv[512];
 	snprintf(cmd, sizeof cmd, "cmd=%s", pool.cfg.argv[0]);
 	snprintf(idx, sizeof idx, "copy=%u", c->index);
-	snprintf(pid, sizeof pid, "pid=%d", (int)c->pid);
+	snprintf(pid, sizeof pid, "child_pid=%d", (int)c->pid);
 	if (k)
 		snprintf(kv, sizeof kv, "%s=%s", k, v);
 	gk_log(level, msg, cmd, idx, pid, k ? kv : NULL);

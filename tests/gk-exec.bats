@@ -273,7 +273,7 @@ EOF
 	stack "$T/killed.cgi"
 	run status "$URL/"
 	assert_output 502
-	wait_event "$ERR" '.proc == "gk-exec" and .signal == "KILL"'
+	wait_event "$ERR" '.proc == "gk-exec" and .signal == "KILL" and (.child_pid | type) == "number"'
 }
 
 @test "the script's stderr goes to the event stream" {

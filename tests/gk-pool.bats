@@ -153,7 +153,7 @@ _answer_from_new_copy() {
 	cp "$T/started" "$T/first"
 	run curl -s -o /dev/null -m 10 -w '%{http_code}' "$URL/crash"
 	assert_output 502
-	wait_event "$ERR" '.proc == "gk-pool" and .msg == "copy exited" and .status == 3'
+	wait_event "$ERR" '.proc == "gk-pool" and .msg == "copy exited" and .status == 3 and (.child_pid | type) == "number" and .pid != .child_pid'
 	# A third copy starts in place of the dead one, and answers.
 	wait_for -t 10 _started 3
 	wait_for -t 10 _answer_from_new_copy "$T/first"
