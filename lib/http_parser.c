@@ -583,9 +583,10 @@ on_headers_complete(http_parser *hp)
 	if (r->nexpect && hp->http_minor >= 1) {
 		/* RFC 9110 §10.1.1; HTTP/1.0 clients' Expect is ignored */
 		v = hval(r, r->expect_idx, &n);
-		if (r->nexpect > 1 || !ieq(v, n, "100-continue"))
+		/* An empty value is an empty list: nothing is expected. */
+		if (r->nexpect > 1 || (n && !ieq(v, n, "100-continue")))
 			return fail(p, 417, "unsupported expectation");
-		p->cont = has_body;
+		p->cont = n && has_body;
 	}
 	/* Upgrade is not supported: serve the request as plain HTTP/1.1. */
 	hp->upgrade = 0;

@@ -352,6 +352,17 @@ TEST(expect_continue)
 	/* HTTP/1.0: Expect is ignored */
 	CHECK(error_of("POST / HTTP/1.0\r\nExpect: 100-continue\r\n"
 	               "Content-Length: 1\r\n\r\nx") == 0);
+	/* An empty Expect is an empty list: no expectation, and no 100
+	 * (RFC 9110 §5.6.1, §10.1.1) */
+	CHECK(error_of("POST / HTTP/1.1\r\nHost: h\r\nExpect:\r\n"
+	               "Content-Length: 1\r\n\r\nx") == 0);
+	const char *e =
+	    "POST / HTTP/1.1\r\nHost: h\r\nExpect:  \r\n"
+	    "Content-Length: 1\r\n\r\nx";
+	gk_buf_reset(&t);
+	transcript(&limits, e, strlen(e), 0, &t);
+	CHECK(t.data && t.data[0] == '{');
+	gk_buf_free(&t);
 }
 
 TEST(errors)
