@@ -376,7 +376,7 @@ reject_open(gk_breaker *b, struct circuit *c, gk_req *req, const char *why)
 
 /*
  * The key into KEY_MAX bytes with its NUL.  A longer one keeps its start
- * and ends in "~" and 16 hex digits of a hash of the whole (FNV-1a), so
+ * and ends in "~" and 16 hex digits of a hash of the whole, so
  * that keys alike in their first bytes (long paths) keep breakers of
  * their own.
  */
@@ -390,12 +390,9 @@ key_fit(char out[KEY_MAX], const char *k, size_t n)
 		out[n] = 0;
 		return;
 	}
-	uint64_t h = 14695981039346656037u;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)k[i]) * 1099511628211u;
 	memcpy(out, k, KEY_HEAD);
 	snprintf(out + KEY_HEAD, KEY_MAX - KEY_HEAD, "~%016llx",
-	    (unsigned long long)h);
+	    (unsigned long long)gk__hash_bytes(k, n));
 }
 
 void

@@ -63,7 +63,6 @@ struct hdr {
 	size_t tail;   /* the first: the last header of its name */
 	size_t count;  /* the first: how many have its name */
 	bool first;    /* the first of its name */
-	bool dropped;  /* the first: named by Connection */
 };
 
 /* Whom a socket libcurl opens belongs to. */
@@ -476,8 +475,8 @@ connection_options(gk_buf *list, const char *v, size_t n)
 
 /*
  * The options of a Connection list (connection_options) as a set, so that
- * checking each request header against it is not a scan of the whole list:
- * a client may send thousands of both within --max-header.  Open
+ * checking each header against it is not a scan of the whole list: a
+ * request or an answer may hold thousands of both.  Open
  * addressing, 1 + the offset of an option in the list per slot.
  */
 struct option_set {
@@ -485,20 +484,11 @@ struct option_set {
 	size_t *slot, mask, small[16];
 };
 
-static uint64_t
-option_hash(const char *p, size_t n)
-{
-	uint64_t h = 14695981039346656037u; /* FNV-1a */
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 1099511628211u;
-	return h;
-}
-
 /* The slot of option (p, n): empty, or holding it. */
 static size_t *
 option_slot(const struct option_set *o, const char *p, size_t n)
 {
-	for (size_t i = (size_t)option_hash(p, n) & o->mask;;
+	for (size_t i = (size_t)gk__hash_bytes(p, n) & o->mask;;
 	     i = (i + 1) & o->mask) {
 		if (!o->slot[i])
 			return &o->slot[i];
@@ -716,45 +706,20 @@ emit_client_span(struct cstate *s, int status, const char *method,
 	gk_event_end();
 }
 
-/* The slot of the header name (p, n), matched without case, in the
- * table of upstream_line (mask + 1 slots, a power of two, at least twice
+/* The slot of the header name (p, n), lowercase as store_header keeps
+ * names, in the table of upstream_line (mask + 1 slots, a power of two, at least twice
  * the headers): 1 + the index of the first header of that name, or 0. */
 static size_t *
 name_slot(const struct cstate *s, size_t *tab, size_t mask, const char *p,
     size_t n)
 {
-	uint64_t h = 14695981039346656037u; /* FNV-1a */
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)tolower((unsigned char)p[i])) *
-		    1099511628211u;
-	for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+	for (size_t i = (size_t)gk__hash_bytes(p, n) & mask;;
+	     i = (i + 1) & mask) {
 		if (!tab[i])
 			return &tab[i];
 		const char *name = s->harena.data + s->rh[tab[i] - 1].name;
-		if (!strncasecmp(name, p, n) && !name[n])
+		if (!strncmp(name, p, n) && !name[n])
 			return &tab[i];
-	}
-}
-
-/* The headers a Connection value names are hop-by-hop (RFC 9110 7.6.1). */
-static void
-drop_options(struct cstate *s, size_t *tab, size_t mask, const char *v)
-{
-	while (*v) {
-		size_t len = strcspn(v, ",");
-		const char *b = v, *t = v + len;
-		while (b < t && (*b == ' ' || *b == '\t'))
-			b++;
-		while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
-			t--;
-		if (t > b) {
-			size_t k = *name_slot(s, tab, mask, b, (size_t)(t - b));
-			if (k)
-				s->rh[k - 1].dropped = true;
-		}
-		v += len;
-		if (*v)
-			v++;
 	}
 }
 
@@ -779,8 +744,8 @@ upstream_line(struct cstate *s, gk_json id, int status, gk_buf *b)
 	    status == 304 || !strcmp(gk_buf_cstr(&s->method), "HEAD");
 	/* An upstream may send thousands of headers (http_parser bounds the
 	 * section at 80 KiB): the headers of one name are linked through a
-	 * table by name, and Connection's options looked up in it, so that
-	 * this is linear, not quadratic. */
+	 * table by name, and Connection's options are a set, so that this is
+	 * linear, not quadratic. */
 	const char *arena = s->harena.data;
 	size_t n = s->nrh, cap = 32, small[32];
 	while (cap < 2 * n)
@@ -800,7 +765,6 @@ upstream_line(struct cstate *s, gk_json id, int status, gk_buf *b)
 			*slot = i + 1;
 			h->tail = i;
 			h->count = 1;
-			h->dropped = false;
 		} else {
 			struct hdr *f = &s->rh[*slot - 1];
 			s->rh[f->tail].next = i;
@@ -808,23 +772,27 @@ upstream_line(struct cstate *s, gk_json id, int status, gk_buf *b)
 			f->count++;
 		}
 	}
-	size_t conn = *name_slot(s, tab, cap - 1, "connection", 10);
-	for (size_t j = conn; j;) {
-		struct hdr *h = &s->rh[j - 1];
-		drop_options(s, tab, cap - 1, arena + h->value);
-		j = h->next ? h->next + 1 : 0;
+	gk_buf conn = {0};
+	/* 1 + the first Connection header, then its chain (0 ends it). */
+	for (size_t j = *name_slot(s, tab, cap - 1, "connection", 10); j;) {
+		const char *v = arena + s->rh[j - 1].value;
+		connection_options(&conn, v, strlen(v));
+		j = s->rh[j - 1].next ? s->rh[j - 1].next + 1 : 0;
 	}
 	if (tab != small)
 		free(tab);
+	struct option_set listed;
+	option_set_init(&listed, conn.len ? gk_buf_cstr(&conn) : "");
 	bool first = true;
 	for (size_t i = 0; i < n; i++) {
 		const struct hdr *h = &s->rh[i];
-		if (!h->first || h->dropped)
+		if (!h->first)
 			continue;
 		const char *name = arena + h->name;
 		size_t nl = strlen(name);
-		if (hop_by_hop(name, nl) &&
-		    !(keep_length && !strcmp(name, "content-length")))
+		if ((hop_by_hop(name, nl) &&
+		     !(keep_length && !strcmp(name, "content-length"))) ||
+		    option_set_has(&listed, name, nl))
 			continue;
 		if (!first)
 			gk_buf_addc(b, ',');
@@ -843,6 +811,8 @@ upstream_line(struct cstate *s, gk_json id, int status, gk_buf *b)
 		if (h->count > 1)
 			gk_buf_addc(b, ']');
 	}
+	option_set_free(&listed);
+	gk_buf_free(&conn);
 	gk_buf_addc(b, '}');
 	if (s->response.len) {
 		if (gk_utf8_valid(s->response.data, s->response.len)) {

@@ -388,31 +388,11 @@ wait_writable(uint64_t deadline)
 {
 	for (;;) {
 		uint64_t now = mono_ms();
-		if (now >= deadline)
-			return false;
-		struct pollfd p = {.fd = cfg.wfd, .events = POLLOUT};
-		int r = poll(&p, 1, (int)(deadline - now));
-		if (r > 0)
-			return true; /* writable, or an error write will tell */
-		if (r == 0)
-			return false;
-		if (errno != EINTR)
-			return false;
-	}
-}
-
-/* A blocking fd has room for a write (of at most PIPE_BUF to a pipe),
- * waiting until the deadline at most. */
-static bool
-room_now(uint64_t deadline)
-{
-	for (;;) {
-		uint64_t now = mono_ms();
 		int ms = deadline > now ? (int)(deadline - now) : 0;
 		struct pollfd p = {.fd = cfg.wfd, .events = POLLOUT};
 		int r = poll(&p, 1, ms);
 		if (r >= 0 || errno != EINTR)
-			return r != 0; /* an error: the write will tell */
+			return r > 0; /* writable, or an error the write tells */
 	}
 }
 
@@ -474,7 +454,7 @@ flush_locked(enum flush_mode mode)
 		const char *p = queue.data + off;
 		size_t done = 0;
 		while (done < n) {
-			if (cfg.poll_first && !room_now(deadline)) {
+			if (cfg.poll_first && !wait_writable(deadline)) {
 				stalled = true;
 				off += done;
 				goto out;

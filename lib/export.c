@@ -909,17 +909,6 @@ struct gk_smap {
 	size_t cap, count, used;
 };
 
-static uint64_t
-fnv(const char *p, size_t n)
-{
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= 1099511628211ull;
-	}
-	return h;
-}
-
 gk_smap *
 gk_smap_new(void)
 {
@@ -986,7 +975,7 @@ grow(gk_smap *m)
 void **
 gk_smap_slot(gk_smap *m, const char *key, size_t n, bool create)
 {
-	uint64_t h = fnv(key, n);
+	uint64_t h = gk__hash_bytes(key, n);
 	struct smap_slot *fs;
 	struct smap_slot *s = find(m, key, n, h, &fs);
 	if (s)
@@ -1014,7 +1003,7 @@ void *
 gk_smap_get(const gk_smap *m, const char *key, size_t n)
 {
 	struct smap_slot *fs;
-	struct smap_slot *s = find(m, key, n, fnv(key, n), &fs);
+	struct smap_slot *s = find(m, key, n, gk__hash_bytes(key, n), &fs);
 	return s ? s->value : NULL;
 }
 
@@ -1022,7 +1011,7 @@ bool
 gk_smap_del(gk_smap *m, const char *key, size_t n)
 {
 	struct smap_slot *fs;
-	struct smap_slot *s = find(m, key, n, fnv(key, n), &fs);
+	struct smap_slot *s = find(m, key, n, gk__hash_bytes(key, n), &fs);
 	if (!s)
 		return false;
 	free(s->key);

@@ -265,6 +265,8 @@ bool gk_utf8_valid(const char *p, size_t n);
 void gk_base64_encode(gk_buf *out, const void *p, size_t n);
 /* Returns -1 on malformed input. */
 int gk_base64_decode(gk_buf *out, const char *p, size_t n);
+/* Internal: the string hash of the library's tables (FNV-1a). */
+uint64_t gk__hash_bytes(const char *p, size_t n);
 
 /* ------------------------------------------------------------------ */
 /* Events (gk-events(5)) and logging                                   */

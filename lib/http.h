@@ -89,6 +89,11 @@ int gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 void gk_http_render_simple(int status, const char *body, bool keep_alive,
     bool head, const char *extra_headers, gk_buf *out);
 
+/* What gk_http_render sends of a header: a name that is a token (RFC
+ * 9110 5.6.2), not empty; a value without a control byte but HTAB (5.5). */
+bool gk_http_field_name(const char *name, size_t n);
+bool gk_http_field_value(const char *v, size_t n);
+
 const char *gk_http_reason(int status);
 /* The IMF-fixdate of now, cached for the current second (29 chars + NUL). */
 const char *gk_http_date(void);

@@ -180,10 +180,19 @@ digits(const char *p, size_t n)
 	return true;
 }
 
+bool
+gk_http_field_name(const char *name, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!tchar[(unsigned char)name[i]])
+			return false;
+	return n > 0;
+}
+
 /* No control character but HTAB (RFC 9110 §5.5): CR or LF would split
  * the header, the others are refused by clients or worse. */
-static bool
-field_value(const char *v, size_t n)
+bool
+gk_http_field_value(const char *v, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)v;
 	unsigned bad = 0;
@@ -279,11 +288,10 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 				err = "bad header name";
 				goto fail;
 			}
-			for (size_t i = 0; i < nl; i++)
-				if (!tchar[(unsigned char)name[i]]) {
-					err = "header name is not a token";
-					goto fail;
-				}
+			if (!gk_http_field_name(name, nl)) {
+				err = "header name is not a token";
+				goto fail;
+			}
 			/* Framing and hop-by-hop headers are ours. */
 			bool skip = ieq(name, nl, "content-length") ||
 			            ieq(name, nl, "transfer-encoding") ||
@@ -308,7 +316,7 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 				}
 				/* Unescaped JSON text holds no control byte
 				 * but DEL: the whole check only for escapes. */
-				if (esc ? !field_value(val, vl)
+				if (esc ? !gk_http_field_value(val, vl)
 					: memchr(val, 0x7f, vl) != NULL) {
 					err = "control character in header "
 					      "value";

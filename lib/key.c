@@ -253,15 +253,6 @@ struct gk_keytable {
 	void *arg;
 };
 
-static uint64_t
-hash_bytes(const char *p, size_t n)
-{
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
-	return h;
-}
-
 gk_keytable *
 gk_keytable_new(size_t max_keys, size_t value_size,
     void (*evict)(void *value, void *arg), void *arg)
@@ -340,14 +331,14 @@ find(gk_keytable *t, const char *key, size_t len, uint64_t h)
 void *
 gk_keytable_peek(gk_keytable *t, const char *key, size_t len)
 {
-	struct entry *e = find(t, key, len, hash_bytes(key, len));
+	struct entry *e = find(t, key, len, gk__hash_bytes(key, len));
 	return e ? e->value : NULL;
 }
 
 void *
 gk_keytable_get(gk_keytable *t, const char *key, size_t len, bool *created)
 {
-	uint64_t h = hash_bytes(key, len);
+	uint64_t h = gk__hash_bytes(key, len);
 	struct entry *e = find(t, key, len, h);
 	if (created)
 		*created = !e;

@@ -174,13 +174,6 @@ gk_response_status(gk_response *w, int status)
 	w->status = status;
 }
 
-static bool
-tchar(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 /*
  * A name that is not an HTTP token, or a value with a control character
  * but tab (CR and LF above all), cannot go out over HTTP: gk-listener
@@ -190,15 +183,8 @@ tchar(unsigned char c)
 static bool
 header_ok(const char *name, const char *value)
 {
-	if (!*name)
-		return false;
-	for (const char *p = name; *p; p++)
-		if (!tchar((unsigned char)*p))
-			return false;
-	for (const char *p = value; *p; p++)
-		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
-			return false;
-	return true;
+	return gk_http_field_name(name, strlen(name)) &&
+	    gk_http_field_value(value, strlen(value));
 }
 
 void
