@@ -99,6 +99,7 @@ struct cstate {
 	gk_buf reqbuf; /* the request as written */
 	/* client span */
 	bool sampled;
+	bool random; /* the trace id's Level 2 random flag, passed on */
 	uint8_t trace_id[16], parent[8], span_id[8];
 	bool has_trace;
 };
@@ -652,6 +653,16 @@ idempotent(const char *m)
 		if (!strcmp(m, ok[i]))
 			return true;
 	return false;
+}
+
+/* The traceparent of a try: a new client span in the request's trace,
+ * with its sampled and random flags. */
+static void
+client_traceparent(struct cstate *s, char tp[56])
+{
+	gk_random_id(s->span_id, 8);
+	gk_traceparent_format_flags(s->trace_id, s->span_id,
+	    (uint8_t)(s->sampled | s->random << 1), tp);
 }
 
 static void
@@ -1399,8 +1410,7 @@ try_native(struct cstate *s, gk_backend *be, uint64_t timeout,
 	}
 	if (s->has_trace) {
 		char tp[56];
-		gk_random_id(s->span_id, 8);
-		gk_traceparent_format(s->trace_id, s->span_id, s->sampled, tp);
+		client_traceparent(s, tp);
 		gk_buf_adds(b, "traceparent: ");
 		gk_buf_adds(b, tp);
 		gk_buf_adds(b, "\r\n");
@@ -1532,8 +1542,7 @@ try_once(struct cstate *s)
 		add_header(s, remaining);
 	if (s->has_trace) {
 		char tp[56], tl[80];
-		gk_random_id(s->span_id, 8);
-		gk_traceparent_format(s->trace_id, s->span_id, s->sampled, tp);
+		client_traceparent(s, tp);
 		snprintf(tl, sizeof tl, "traceparent: %s", tp);
 		add_header(s, tl);
 	}
@@ -1599,6 +1608,7 @@ gk_client_request(gk_client *c, gk_req *req)
 	    unhex_id(gk_json_member(tr, "span_id"), s->parent, 8) == 0) {
 		s->has_trace = true;
 		s->sampled = gk_json_member(tr, "sampled").type == GK_JSON_TRUE;
+		s->random = gk_json_member(tr, "random").type == GK_JSON_TRUE;
 	}
 	budget_note(c, false);
 	try_once(s);

@@ -497,6 +497,9 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		s->ctx.random = in.random;
 	} else {
 		gk_random_id(s->ctx.trace_id, 16);
+		/* Level 2: a trace id made here is random in all its bytes,
+		 * and says so to whoever samples by it below. */
+		s->ctx.random = true;
 		gk_counter_add(t->m_started, 1);
 	}
 	gk_random_id(s->ctx.span_id, 8);
@@ -552,8 +555,9 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	trim(unesc, H_COUNT);
 	trim(&ts_buf, 1);
 
-	/* {"trace_id":"..","span_id":"..",["parent_id":"..",]"sampled":B} */
-	char tr[160], *p = tr;
+	/* {"trace_id":"..","span_id":"..",["parent_id":"..",]"sampled":B
+	 * [,"random":true]} */
+	char tr[176], *p = tr;
 #define PUT(s) (memcpy(p, (s), sizeof(s) - 1), p += sizeof(s) - 1)
 	PUT("{\"trace_id\":\"");
 	memcpy(p, trace_hex, 32), p += 32;
@@ -564,9 +568,12 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 		memcpy(p, parent_hex, 16), p += 16;
 	}
 	if (s->sampled)
-		PUT("\",\"sampled\":true}");
+		PUT("\",\"sampled\":true");
 	else
-		PUT("\",\"sampled\":false}");
+		PUT("\",\"sampled\":false");
+	if (s->ctx.random)
+		PUT(",\"random\":true");
+	*p++ = '}';
 #undef PUT
 	gk__msg_set_trusted(m, "trace", tr, (size_t)(p - tr));
 	gk_forward(req);
@@ -575,7 +582,6 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 void
 gk_tracer_answer(gk_tracer *t, gk_req *req, gk_msg *resp)
 {
-	(void)t;
 	struct tstate *s = gk_req_state(req);
 	if (!s->tp[0]) /* answered before the trace was known */
 		return;
@@ -589,6 +595,11 @@ gk_tracer_answer(gk_tracer *t, gk_req *req, gk_msg *resp)
 		gk_buf_addc(hb, ',');
 	ADDLIT(hb, "\"traceresponse\":\"");
 	put(hb, s->tp, 55);
+	/* An unsampled request that fails gets a span with
+	 * --sample-errors: the caller is told it was recorded (Level 2:
+	 * traceresponse's sampled flag is the callee's recording). */
+	if (!s->sampled && t->cfg.sample_errors && gk_msg_status(resp) >= 500)
+		hb->data[hb->len - 1] |= 1;
 	ADDLIT(hb, "\"}");
 	gk__msg_set_trusted(resp, "headers", hb->data, hb->len);
 	trim(hb, 1);

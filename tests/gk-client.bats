@@ -412,6 +412,16 @@ count_status() {
 	settle ' /quiet ' 1
 	tp=$(sed -n 's|.* /quiet .* tp=\([^ ]*\) .*|\1|p' "$T/up1/access.log")
 	[[ $tp =~ ^00-$tr2-[0-9a-f]{16}-00$ ]] || fail "traceparent upstream: $tp"
+	# W3C Level 2: the random-trace-id flag goes upstream with the trace
+	# id, whether the caller set it or the tracer made the id.
+	local tr4=22222222222222222222222222222222
+	curl -s -o /dev/null -H "traceparent: 00-$tr4-$caller-03" "$URL/random"
+	curl -s -o /dev/null "$URL/fresh"
+	settle ' /fresh ' 1
+	tp=$(sed -n 's|.* /random .* tp=\([^ ]*\) .*|\1|p' "$T/up1/access.log")
+	[[ $tp =~ ^00-$tr4-[0-9a-f]{16}-03$ ]] || fail "traceparent upstream: $tp"
+	tp=$(sed -n 's|.* /fresh .* tp=\([^ ]*\) .*|\1|p' "$T/up1/access.log")
+	[[ $tp =~ ^00-[0-9a-f]{32}-[0-9a-f]{16}-03$ ]] || fail "traceparent upstream: $tp"
 	# a sampled request after it: once its span is out, so would the other be
 	local tr3=11111111111111111111111111111111
 	curl -s -o /dev/null -H "traceparent: 00-$tr3-$caller-01" "$URL/marker"

@@ -54,9 +54,9 @@ _spans_at_least() {
 
 # A valid W3C traceparent that is not the all-zero one.
 valid_traceparent() {
-	[[ $1 =~ ^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$ ]] || return 1
+	[[ $1 =~ ^00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-3]$ ]] || return 1
 	[[ $1 != 00-00000000000000000000000000000000-* ]] || return 1
-	[[ $1 != *-0000000000000000-0[01] ]] || return 1
+	[[ $1 != *-0000000000000000-0[0-3] ]] || return 1
 }
 
 tracer_pid() {
@@ -119,6 +119,9 @@ marker() {
 			fail "flags ${in%:*} in, $(seen .headers.traceparent) south"
 		tr=$(tr -d '\r' <"$T/h" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}')
 		assert_equal "$tr" "$(seen .headers.traceparent)"
+		# The trace member says it too, for gk-client below.
+		assert_equal "$(seen '.trace.random // false')" \
+			"$([ $((0x$out & 2)) = 2 ] && echo true || echo false)"
 	done
 	# A future version's flags are read the same way.
 	get / -H "traceparent: cc-$TP_TRACE-$TP_SPAN-03-later"
@@ -151,6 +154,9 @@ marker() {
 	tp=$(seen '.headers.traceparent')
 	valid_traceparent "$tp"
 	assert_equal "$(seen '.trace | has("parent_id")')" false
+	# W3C Level 2: the id is random, and the flags say so.
+	[[ $tp == *-03 ]] || fail "new trace's flags: $tp"
+	assert_equal "$(seen .trace.random)" true
 	[[ $(seen .trace.trace_id) =~ ^[0-9a-f]{32}$ ]]
 	[[ $(seen .trace.span_id) =~ ^[0-9a-f]{16}$ ]]
 	first=$(seen .trace.trace_id)
@@ -226,7 +232,7 @@ marker() {
 	start_stack
 	get / -H "X-B3-Sampled: 0"
 	assert_equal "$(seen .trace.sampled)" false
-	[[ $(seen .headers.traceparent) == *-00 ]]
+	[[ $(seen .headers.traceparent) == *-02 ]] # unsampled, in a new trace of ours: random
 	snap=$(snapshot)
 	assert_equal "$(metric "$snap" gk_tracer_invalid_context_total '.labels.header == "b3"')" 0
 }
@@ -563,6 +569,15 @@ PY
 	assert_equal "$(jq -r .status <<<"$ev")" error
 	assert_equal "$(jq -r .trace_id <<<"$ev")" "$TP_TRACE"
 	assert_equal "$(jq -r '.attrs["http.response.status_code"]' <<<"$ev")" 500
+	# The caller is told which of the two was recorded (Level 2
+	# traceresponse: the sampled flag is the callee's recording).
+	local trs
+	for trs in ok:00 fail:01; do
+		get "/${trs%:*}" -H "traceparent: 00-$TP_TRACE-$TP_SPAN-00" \
+			-H "x-status: $([ "${trs%:*}" = ok ] && echo 200 || echo 500)" -D "$T/h"
+		tr=$(tr -d '\r' <"$T/h" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}')
+		[[ $tr == "00-$TP_TRACE-"*"-${trs#*:}" ]] || fail "traceresponse of /${trs%:*}: $tr"
+	done
 }
 
 @test "--no-parent ignores the caller's sampled flag" {
