@@ -145,15 +145,12 @@ gk_request_body(const gk_request *rc, size_t *len)
 	gk_request *r = (gk_request *)rc;
 	if (!r->have_body) {
 		r->have_body = true;
+		/* As body_invalid checked it: body_b64 unescaped, then
+		 * decoded (a JSON writer may send "\/" for "/"). */
 		gk_buf b = {0};
-		gk_json v = gk_msg_get(r->msg, "body");
-		if (v.type == GK_JSON_STRING)
-			gk_json_string(v, &b);
-		else {
-			v = gk_msg_get(r->msg, "body_b64");
-			if (v.type == GK_JSON_STRING && v.len >= 2)
-				gk_base64_decode(&b, v.p + 1, v.len - 2);
-		}
+		const char *why;
+		if (gk_msg_body(r->msg, &b, &why) < 0)
+			b.len = 0; /* not reached: answered 400 before */
 		r->body_len = b.len;
 		r->body = keep(r, &b);
 	}
