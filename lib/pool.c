@@ -79,7 +79,8 @@ gauges(void)
 
 /* ---- copies ---- */
 
-static void spawn_copy(struct copy *c);
+static bool spawn_copy(struct copy *c);
+static void schedule_restart(struct copy *c, bool now);
 static void dispatch(void);
 
 static void
@@ -129,8 +130,12 @@ on_restart(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	struct copy *c = arg;
-	if (!gk_stage_draining(pool.st) && !c->pid)
-		spawn_copy(c);
+	if (!gk_stage_draining(pool.st) && !c->pid && !spawn_copy(c)) {
+		char e[128];
+		snprintf(e, sizeof e, "%s", strerror(errno));
+		log_copy(GK_ERROR, "unable to spawn a copy", c, "error", e);
+		schedule_restart(c, false);
+	}
 }
 
 static void
@@ -261,19 +266,15 @@ copy_too_long(gk_stream *s, void *arg)
 
 static const gk_stream_ops copy_ops = {copy_line, copy_close};
 
-static void
+/* false, errno set, when it could not be spawned. */
+static bool
 spawn_copy(struct copy *c)
 {
 	int w, r;
 	c->started = gk_loop_now(pool.loop);
 	pid_t pid = gk_spawn(pool.cfg.argv, &w, &r);
-	if (pid < 0) {
-		char e[128];
-		snprintf(e, sizeof e, "%s", strerror(errno));
-		log_copy(GK_ERROR, "unable to spawn a copy", c, "error", e);
-		schedule_restart(c, false);
-		return;
-	}
+	if (pid < 0)
+		return false;
 	c->pid = pid;
 	c->last.len = 0;
 	c->s = gk_stream_new(pool.loop, r, w, &copy_ops, c);
@@ -283,6 +284,7 @@ spawn_copy(struct copy *c)
 	gauges();
 	gk_loop_child(pool.loop, pid, on_copy_exit, c);
 	dispatch();
+	return true;
 }
 
 static void
@@ -392,19 +394,11 @@ gk_pool_start(gk_stage *st, const gk_pool_config *cfg)
 		struct copy *c = &pool.copy[i];
 		c->index = i;
 		c->backoff_ms = 100;
-		pid_t pid;
-		int w, r;
-		c->started = gk_loop_now(pool.loop);
-		pid = gk_spawn(pool.cfg.argv, &w, &r);
-		if (pid < 0)
+		/* At start a copy that cannot be spawned is fatal: the
+		 * command is wrong, and no restart will mend it. */
+		if (!spawn_copy(c))
 			gk_fatal(GK_EXIT_OSERR, "unable to spawn %s: %s",
 			    pool.cfg.argv[0], strerror(errno));
-		c->pid = pid;
-		c->s = gk_stream_new(pool.loop, r, w, &copy_ops, c);
-	gk_stream_on_too_long(c->s, copy_too_long);
-		c->up = true;
-		pool.up++;
-		gk_loop_child(pool.loop, pid, on_copy_exit, c);
 	}
 	gauges();
 	return 0;
