@@ -534,15 +534,31 @@ slot_refused_now(const gk_limiter *l, const struct lreq *lr)
 	    l->queued >= l->c.queue;
 }
 
-/* Forward the waiting requests that fit now. */
+/* Whether lr has been held its whole --wait (to the nanosecond). */
+static bool
+wait_spent(const gk_limiter *l, const struct lreq *lr)
+{
+	return now_ns() - lr->arrival_ns >= l->c.wait_ms * 1000000u;
+}
+
+/*
+ * Forward the waiting requests that fit now.  A slot can come free in the
+ * same loop turn in which the head's --wait ran out, before its timer has
+ * run (fds first, or an earlier timer): the head is then refused, as its
+ * timer would have, and never admitted past its bound.
+ */
 static void
 pump(gk_limiter *l)
 {
 	if (l->pumping) /* a forward failed and finished a request */
 		return;
 	l->pumping = true;
-	while (l->qhead && l->inflight < l->limit)
-		forward(l, l->qhead);
+	while (l->qhead && l->inflight < l->limit) {
+		if (wait_spent(l, l->qhead))
+			reject(l, l->qhead, WHY_CONC, NULL);
+		else
+			forward(l, l->qhead);
+	}
 	l->pumping = false;
 }
 

@@ -58,6 +58,7 @@ import json, os, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 mode = os.environ["MODE"]
 received = open(os.environ["RECEIVED"], "a", buffering=1)
+answered = open(os.environ["ANSWERED"], "a", buffering=1)
 release, slow = os.environ.get("RELEASE", ""), os.environ.get("SLOW", "")
 out = threading.Lock()
 held, held_lock = [], threading.Lock()
@@ -68,6 +69,7 @@ def answer(req):
     with out:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+        answered.write(req.get("path", "") + "\n")
 def releaser():
     while True:
         if os.path.exists(release):
@@ -101,10 +103,12 @@ for line in sys.stdin:
         pool.submit(serve, req)
 PY
 	RECEIVED="$T/received"
+	ANSWERED="$T/answered"
 	RELEASE="$T/release"
 	SLOW="$T/slow"
-	export RECEIVED RELEASE SLOW
+	export RECEIVED ANSWERED RELEASE SLOW
 	: >"$RECEIVED"
+	: >"$ANSWERED"
 }
 
 # start_held NAME PORT LIMITER-ARGS...: the limiter in front of the
@@ -153,6 +157,11 @@ snapshot() {
 # value SNAPSHOT NAME [SERIES FILTER]: the sum of the matching series.
 value() {
 	jq -r --arg n "$2" "[.[\$n][]? | select(${3:-true}) | .value] | add // 0" <<<"$1"
+}
+
+# _snap_value_is STACK NAME WANT: a fresh snapshot shows NAME at WANT.
+_snap_value_is() {
+	[ "$(value "$(snapshot "$1")" "$2")" = "$3" ]
 }
 
 start_redis() {
@@ -571,6 +580,48 @@ metric_is() {
 	# The three that waited are in the wait-time histogram.
 	assert_equal "$(jq -r '.gk_limiter_wait_seconds[0].count' <<<"$snap")" 3
 	assert_equal "$(jq -r '.gk_limiter_wait_seconds[0].buckets | last | .[1]' <<<"$snap")" 3
+}
+
+# _past_ms T0 MS: MS milliseconds have passed since T0 (date +%s%3N).
+_past_ms() {
+	[ "$(date +%s%3N)" -ge $(($1 + $2)) ]
+}
+
+@test "--wait: a queued request whose bound passed while the limiter stalled is refused, not admitted" {
+	local port a b
+	port=$(free_port)
+	write_handler
+	# Each request has 2 s (the listener's --timeout); the handler holds
+	# everything.  The first request's deadline (a + 2 s) comes before
+	# the second's --wait bound (b + 1.5 s, b > a + 0.5 s).
+	MODE=hold start_bg s gk-listener -l "127.0.0.1:$port" --no-access-log \
+		--timeout 2s -- gk-limiter -c 1 --wait 1500ms -- python3 -u "$T/handler.py"
+	wait_port 127.0.0.1 "$port"
+	a=$(date +%s%3N)
+	curl -s -m 30 -o /dev/null -w '%{http_code}\n' \
+		"http://127.0.0.1:$port/first" >"$T/first" 2>/dev/null &
+	local first=$!
+	wait_for -t 10 _received_is 1
+	wait_for -t 10 _past_ms "$a" 600
+	b=$(date +%s%3N)
+	curl -s -m 30 -o /dev/null -w '%{http_code}\n' \
+		"http://127.0.0.1:$port/second" >"$T/second" 2>/dev/null &
+	local second=$!
+	wait_for -t 10 _snap_value_is s gk_limiter_queue_length 1
+	# Stalled (as by swapping or a debugger) past both times: when it
+	# resumes, the first request's deadline frees its slot in the same
+	# loop turn in which the second's bound has passed.
+	kill -STOP "$(limiter_pid s)"
+	wait_for -t 10 _past_ms "$b" 1700
+	kill -CONT "$(limiter_pid s)"
+	wait "$first" "$second"
+	assert_equal "$(cat "$T/first")" 504
+	assert_equal "$(received)" 1
+	snap=$(snapshot s)
+	assert_equal "$(value "$snap" gk_limiter_allowed_total)" 1
+	assert_equal "$(value "$snap" gk_limiter_rejected_total '.labels.reason == "concurrency_limited"')" 1
+	assert_equal "$(value "$snap" gk_limiter_queue_length)" 0
+	assert_equal "$(value "$snap" gk_limiter_inflight)" 0
 }
 
 @test "-k jq:EXPR keys each tenant apart; requests it finds no key in share the empty key" {
