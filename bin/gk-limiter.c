@@ -77,6 +77,15 @@ option(int short_name, const char *name, const char *v, void *arg)
 			gk_usage_error("bad --rate: %s (expected a rate: 100/s, "
 				       "6000/m, 10/h)",
 			    v);
+		/* Kept as given or refused: a rate silently rounded is a
+		 * different limit from the one the user wrote. */
+		gk_gcra probe;
+		if (gk_parse_rate_exact(v, &cfg.rate_num, &cfg.rate_den_s) < 0 ||
+		    gk_gcra_init(&probe, cfg.rate_num, cfg.rate_den_s, 0) < 0)
+			gk_usage_error("bad --rate: %s (not kept exactly: a "
+				       "rate must admit a whole number of "
+				       "requests in some span of at most 1e10s)",
+			    v);
 	} else if (!strcmp(name, "burst")) {
 		cfg.burst = gk_opt_uint(name, v, 0, 1000000000);
 		burst_given = true;

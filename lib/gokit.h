@@ -445,6 +445,10 @@ uint64_t gk_realtime_us(void);
 int gk_parse_duration_ms(const char *s, uint64_t *ms);
 /* "100/s", "6000/m", "10/h": events per second. -1 if malformed. */
 int gk_parse_rate(const char *s, double *per_second);
+/* The same grammar, exactly: num events per den_s seconds, as written
+ * ("0.25/m" is 25 per 6000 s).  -1 if malformed, zero, or either part
+ * does not fit in 64 bits. */
+int gk_parse_rate_exact(const char *s, uint64_t *num, uint64_t *den_s);
 /* "64k", "16KiB", "1m", "1MiB", plain bytes.  -1 if malformed. */
 int gk_parse_size(const char *s, size_t *bytes);
 /* A whole number in [min, max]; -1 if not. */

@@ -21,26 +21,40 @@ typedef unsigned __int128 u128;
 
 /* ---- GCRA ---- */
 
-void
-gk_gcra_init(gk_gcra *g, double per_second, uint64_t burst)
+static u128
+gcd128(u128 a, u128 b)
+{
+	while (b) {
+		u128 t = a % b;
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+int
+gk_gcra_init(gk_gcra *g, uint64_t num, uint64_t den_s, uint64_t burst)
 {
 	memset(g, 0, sizeof *g);
-	/* Rounded by hand: libm is not worth loading for one call. */
-	double n = (double)(uint64_t)(per_second * (GK_GCRA_PERIOD_NS / 1e9) +
-	    0.5);
-	if (n < 1)
-		n = 1;
-	if (n > (double)GK_GCRA_PERIOD_NS)
-		n = (double)GK_GCRA_PERIOD_NS;
-	g->n = (uint64_t)n ? (uint64_t)n : 1; /* n >= 1 above; for cppcheck */
-	g->t_ns = GK_GCRA_PERIOD_NS / g->n;
-	g->t_fr = GK_GCRA_PERIOD_NS % g->n;
+	if (!num || !den_s)
+		return -1;
+	u128 n = num, P = (u128)den_s * 1000000000u;
+	u128 d = gcd128(n, P);
+	n /= d;
+	P /= d;
+	if (P > GK_GCRA_MAX_PERIOD_NS)
+		return -1;
+	g->n = (uint64_t)n;
+	g->period_ns = (uint64_t)P;
+	g->t_ns = g->period_ns / g->n;
+	g->t_fr = g->period_ns % g->n;
 	g->burst = burst;
 	/* tau = burst * T, exactly: burst * P / n. */
-	u128 tau = (u128)burst * GK_GCRA_PERIOD_NS;
+	u128 tau = (u128)burst * g->period_ns;
 	u128 whole = tau / g->n;
 	g->tau_ns = whole > UINT64_MAX / 2 ? UINT64_MAX / 2 : (uint64_t)whole;
 	g->tau_fr = (uint64_t)(tau % g->n);
+	return 0;
 }
 
 static uint64_t
@@ -55,7 +69,7 @@ gk_gcra_take(const gk_gcra *g, gk_gcra_state *s, uint64_t now_ns,
     uint64_t max_wait_ns, gk_rate_result *res)
 {
 	/* Every time below is scaled by n, so T is exactly the period P. */
-	const u128 n = g->n, T = GK_GCRA_PERIOD_NS;
+	const u128 n = g->n, T = g->period_ns;
 	u128 now = (u128)now_ns * n;
 	u128 tat = (u128)s->tat_ns * n + s->tat_fr;
 	u128 tau = (u128)g->tau_ns * n + g->tau_fr;
@@ -244,7 +258,12 @@ gk_limiter_new(const gk_limiter_config *c, gk_loop *loop, const char **why)
 	l->loop = loop;
 	if (c->rate > 0) {
 		l->rate_on = true;
-		gk_gcra_init(&l->gcra, c->rate, c->burst);
+		if (gk_gcra_init(&l->gcra, c->rate_num, c->rate_den_s,
+		    c->burst) < 0) {
+			*why = "the rate cannot be kept exactly";
+			free(l);
+			return NULL;
+		}
 		make_policy(l);
 	}
 	if (c->key) {
@@ -412,35 +431,30 @@ wait_left_ms(const gk_limiter *l, const struct lreq *lr)
  * the configured rate, so that a client pacing itself by it runs at the
  * rate.  W is the smallest whole number of seconds at least (burst + 1) T
  * (the window an idle key's burst spans) in which the rate admits a whole
- * number of requests.  The rate is n per P seconds: W must be a multiple
- * of P / gcd(n, P).
+ * number of requests.  The rate is n per P ns, n * 1e9 per P seconds: W
+ * must be a multiple of P / gcd(n * 1e9, P).
  */
 static void
 make_policy(gk_limiter *l)
 {
-	const uint64_t P = GK_GCRA_PERIOD_NS / 1000000000u, n = l->gcra.n;
+	const u128 P = l->gcra.period_ns, n = (u128)l->gcra.n * 1000000000u;
 	uint64_t limit = l->gcra.burst + 1;
-	uint64_t a = n, b = P;
-	while (b) {
-		uint64_t t = a % b;
-		a = b;
-		b = t;
-	}
-	uint64_t step = P / a;
+	u128 step = P / gcd128(n, P);
 	/* The burst window, in whole seconds, rounded up. */
 	uint64_t w = ceil_div((u128)limit * P, n);
 	if (!w)
 		w = 1;
 	/* A whole count in a window not much longer than the burst's;
 	 * otherwise that window, with the count rounded down. */
-	uint64_t wm = ceil_div(w, step) * step;
-	if (wm <= w * 2 || wm <= 3600)
-		w = wm;
-	uint64_t q = (uint64_t)((u128)w * n / P);
+	u128 wm = (w + step - 1) / step * step;
+	if (wm <= (u128)w * 2 || wm <= 3600)
+		w = (uint64_t)wm;
+	u128 q = (u128)w * n / P;
 	if (!q)
 		q = 1;
 	snprintf(l->policy, sizeof l->policy, "%llu;w=%llu",
-	    (unsigned long long)q, (unsigned long long)w);
+	    (unsigned long long)(q > UINT64_MAX ? UINT64_MAX : (uint64_t)q),
+	    (unsigned long long)w);
 }
 
 static void

@@ -14,14 +14,18 @@
 /* ---- GCRA: the generic cell rate algorithm ---- */
 
 /*
- * The emission interval T is kept as an exact rational, q + r/n ns, with n
- * the number of events per GK_GCRA_PERIOD_NS: a rate such as 7/s then
- * never drifts, however long the limiter runs.
+ * The rate is kept exactly as n events per period P ns, the fraction as
+ * given reduced to lowest terms ("7/s" is 7 per 1e9 ns, "0.0001/h" 1 per
+ * 3.6e16 ns); the emission interval T = P / n is then q + r/n ns and a
+ * rate such as 7/s never drifts, however long the limiter runs.  P is at
+ * most GK_GCRA_MAX_PERIOD_NS: a rate that needs a longer one (too slow,
+ * or given too finely) is refused, never rounded.
  */
-#define GK_GCRA_PERIOD_NS 3600000000000000ull /* 1000 hours */
+#define GK_GCRA_MAX_PERIOD_NS 10000000000000000000ull /* 1e10 s */
 
 typedef struct gk_gcra {
-	uint64_t n;	       /* events per GK_GCRA_PERIOD_NS */
+	uint64_t n;	       /* events per period_ns */
+	uint64_t period_ns;
 	uint64_t t_ns, t_fr;   /* T = t_ns + t_fr / n */
 	uint64_t tau_ns, tau_fr; /* tolerance: burst * T */
 	uint64_t burst;
@@ -43,8 +47,9 @@ typedef struct gk_rate_result {
 	uint64_t reset_ns;  /* until the key is idle (full) again */
 } gk_rate_result;
 
-/* rate in events per second (> 0, at most 1e9); burst >= 0. */
-void gk_gcra_init(gk_gcra *g, double per_second, uint64_t burst);
+/* A rate of num events per den_s seconds (both > 0); burst >= 0.  -1 when
+ * the rate cannot be kept exactly (the period would pass the maximum). */
+int gk_gcra_init(gk_gcra *g, uint64_t num, uint64_t den_s, uint64_t burst);
 /*
  * A request at now_ns.  An idle key admits burst + 1 at once, then one per
  * T.  With max_wait_ns > 0 a request that would conform within that long
@@ -87,6 +92,7 @@ enum gk_limiter_mode { GK_LIMIT_REJECT, GK_LIMIT_WAIT, GK_LIMIT_SHADOW };
 
 typedef struct gk_limiter_config {
 	double rate;	   /* per second; 0: no rate limit */
+	uint64_t rate_num, rate_den_s; /* the rate exactly: num per den_s s */
 	uint64_t burst;
 	uint64_t concurrency; /* -c; 0: none */
 	bool adaptive;

@@ -9,7 +9,8 @@
  * and only a true zero gives 0.
  *
  * Rates: NUMBER or NUMBER/UNIT with UNIT one of s, m, h ("100/s", "6000/m",
- * "10/h"); a bare NUMBER is per second.  Zero is rejected.
+ * "10/h"); a bare NUMBER is per second.  Zero is rejected.  The exact
+ * form is a fraction of whole numbers, as given: "0.25/m" is 25 / 6000.
  *
  * Sizes: a whole number of bytes with an optional suffix, case-insensitive:
  * b; k, kb, kib (1024); m, mb, mib (1024^2); g, gb, gib (1024^3); t, tb,
@@ -168,6 +169,40 @@ gk_parse_rate(const char *s, double *per_second)
 	if (v <= 0)
 		return -1;
 	*per_second = v;
+	return 0;
+}
+
+int
+gk_parse_rate_exact(const char *s, uint64_t *num, uint64_t *den_s)
+{
+	if (!s)
+		return -1;
+	const char *p = s;
+	uint64_t whole, frac;
+	unsigned k;
+	bool sticky;
+	if (parse_decimal(&p, &whole, &frac, &k, &sticky) < 0 || sticky)
+		return -1;
+	uint64_t div = 1;
+	if (*p == '/') {
+		p++;
+		if (strcmp(p, "s") == 0)
+			div = 1;
+		else if (strcmp(p, "m") == 0)
+			div = 60;
+		else if (strcmp(p, "h") == 0)
+			div = 3600;
+		else
+			return -1;
+	} else if (*p)
+		return -1;
+	uint64_t n, d;
+	if (__builtin_mul_overflow(whole, pow10u(k), &n) ||
+	    __builtin_add_overflow(n, frac, &n) || !n ||
+	    __builtin_mul_overflow(pow10u(k), div, &d))
+		return -1;
+	*num = n;
+	*den_s = d;
 	return 0;
 }
 

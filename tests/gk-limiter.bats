@@ -281,6 +281,33 @@ metric_is() {
 	assert_line --regexp '^[Rr]ate[Ll]imit-[Pp]olicy: 3;w=180'
 }
 
+@test "a rate under 0.001/h is kept as given: -r 0.0001/h admits one per 10000 hours" {
+	local port
+	port=$(free_port)
+	start_stack s "$port" -r 0.0001/h -b 0
+	run curl -s -i "http://127.0.0.1:$port/a" "http://127.0.0.1:$port/b"
+	assert_line --regexp '^HTTP/1.1 200'
+	assert_line --regexp '^HTTP/1.1 429'
+	# The next slot is 10000 h (36000000 s) after the first request.
+	assert_line --regexp '^[Rr]etry-[Aa]fter: (35999999|36000000)'
+	assert_line --regexp '^[Rr]ate[Ll]imit-[Pp]olicy: 1;w=36000000'
+}
+
+@test "a rate the limiter cannot keep exactly is a usage error, never rounded" {
+	local r
+	for r in 1.00000000001/s 0.0000000000000001/h 0.0000000000000000001/s; do
+		run timeout 10 gk-limiter -r "$r" -- hello </dev/null
+		[ "$status" -eq 64 ]
+		[ "${#lines[@]}" -eq 1 ]
+		assert_output --partial "gk-limiter: usage: bad --rate: $r (not kept exactly"
+	done
+	# As fine as the limiter keeps them: accepted.
+	for r in 1.0000000001/s 0.000001/h 7/s 1/m; do
+		run timeout 10 gk-limiter -r "$r" -- hello </dev/null
+		[ "$status" -eq 0 ]
+	done
+}
+
 @test "--http: the limiter fronts the stack itself and answers 429 over HTTP" {
 	local port
 	port=$(free_port)

@@ -22,14 +22,14 @@ take_n(const gk_gcra *g, gk_gcra_state *s, uint64_t now, unsigned n)
 TEST(gcra_idle_key_admits_burst_plus_one_exactly)
 {
 	gk_gcra g;
-	gk_gcra_init(&g, 100, 20);
+	gk_gcra_init(&g, 100, 1, 20);
 	gk_gcra_state s = {0};
 	CHECK(take_n(&g, &s, T0, 25) == 21);
 	/* The next slot opens exactly one interval (10 ms) later. */
 	CHECK(take_n(&g, &s, T0 + 10 * MS - 1, 1) == 0);
 	CHECK(take_n(&g, &s, T0 + 10 * MS, 1) == 1);
 	CHECK(take_n(&g, &s, T0 + 10 * MS, 1) == 0);
-	gk_gcra_init(&g, 5, 0);
+	gk_gcra_init(&g, 5, 1, 0);
 	gk_gcra_state z = {0};
 	CHECK(take_n(&g, &z, T0, 3) == 1);
 }
@@ -37,7 +37,7 @@ TEST(gcra_idle_key_admits_burst_plus_one_exactly)
 TEST(gcra_headers_describe_the_decision)
 {
 	gk_gcra g;
-	gk_gcra_init(&g, 1.0 / 60, 10); /* 1/m */
+	gk_gcra_init(&g, 1, 60, 10); /* 1/m */
 	gk_gcra_state s = {0};
 	gk_rate_result r;
 	CHECK(gk_gcra_take(&g, &s, T0, 0, &r));
@@ -56,10 +56,11 @@ TEST(gcra_headers_describe_the_decision)
 
 /* Offer 10x the rate for hours; count what is admitted. */
 static uint64_t
-overload(double rate, uint64_t burst, uint64_t seconds)
+overload(uint64_t num, uint64_t den_s, uint64_t burst, uint64_t seconds)
 {
 	gk_gcra g;
-	gk_gcra_init(&g, rate, burst);
+	double rate = (double)num / (double)den_s;
+	CHECK(gk_gcra_init(&g, num, den_s, burst) == 0);
 	gk_gcra_state s = {0};
 	gk_rate_result r;
 	uint64_t offered = (uint64_t)(rate * 10 * (double)seconds);
@@ -86,18 +87,42 @@ within_one(uint64_t got, double want)
 TEST(gcra_ten_hours_at_ten_times_overload_does_not_drift)
 {
 	const uint64_t H10 = 10 * 3600;
-	CHECK(within_one(overload(100, 20, H10), 100.0 * H10 + 20));
+	CHECK(within_one(overload(100, 1, 20, H10), 100.0 * H10 + 20));
 	/* An interval that is no whole number of nanoseconds. */
-	CHECK(within_one(overload(7, 3, H10), 7.0 * H10 + 3));
-	CHECK(within_one(overload(6000.0 / 60, 0, H10), 100.0 * H10));
-	CHECK(within_one(overload(10.0 / 3600, 2, H10), 100.0 + 2));
-	CHECK(within_one(overload(3.0 / 7, 1, H10), 3.0 / 7 * H10 + 1));
+	CHECK(within_one(overload(7, 1, 3, H10), 7.0 * H10 + 3));
+	CHECK(within_one(overload(6000, 60, 0, H10), 100.0 * H10));
+	CHECK(within_one(overload(10, 3600, 2, H10), 100.0 + 2));
+	CHECK(within_one(overload(3, 7, 1, H10), 3.0 / 7 * H10 + 1));
+}
+
+TEST(gcra_keeps_slow_and_fine_rates_exactly_or_refuses_them)
+{
+	gk_gcra g;
+	gk_rate_result r;
+	/* 0.0001/h: one per 10000 hours, not one per 1000. */
+	CHECK(gk_gcra_init(&g, 1, 10000 * 3600, 0) == 0);
+	gk_gcra_state s = {0};
+	CHECK(gk_gcra_take(&g, &s, T0, 0, &r));
+	CHECK(!gk_gcra_take(&g, &s, T0 + 9999 * 3600 * SEC, 0, &r));
+	CHECK(r.delay_ns == 3600 * SEC);
+	CHECK(gk_gcra_take(&g, &s, T0 + 10000 * 3600 * SEC, 0, &r));
+	/* 1.0000000001/s: 10000000001 per 1e10 s, kept. */
+	CHECK(gk_gcra_init(&g, 10000000001ull, 10000000000ull, 0) == 0);
+	CHECK(g.n == 10000000001ull && g.period_ns == 10000000000000000000ull);
+	/* One more digit, or slower than one per 1e10 s: refused. */
+	CHECK(gk_gcra_init(&g, 100000000001ull, 100000000000ull, 0) == -1);
+	CHECK(gk_gcra_init(&g, 1, 10000000001ull, 0) == -1);
+	CHECK(gk_gcra_init(&g, 1, 10000000000ull, 0) == 0);
+	CHECK(gk_gcra_init(&g, 0, 1, 0) == -1);
+	/* Reduced to lowest terms: 6000/m is 1 per 10 ms. */
+	CHECK(gk_gcra_init(&g, 6000, 60, 0) == 0);
+	CHECK(g.n == 1 && g.period_ns == 10 * MS);
 }
 
 TEST(gcra_wait_reserves_slots_within_the_bound)
 {
 	gk_gcra g;
-	gk_gcra_init(&g, 10, 0);
+	gk_gcra_init(&g, 10, 1, 0);
 	gk_gcra_state s = {0};
 	gk_rate_result r;
 	uint64_t want[] = {0, 100 * MS, 200 * MS, 300 * MS};
@@ -115,7 +140,7 @@ TEST(gcra_wait_reserves_slots_within_the_bound)
 TEST(keys_are_isolated)
 {
 	gk_gcra g;
-	gk_gcra_init(&g, 10, 4);
+	gk_gcra_init(&g, 10, 1, 4);
 	gk_keytable *t = gk_keytable_new(100, sizeof(gk_gcra_state), NULL,
 	    NULL);
 	gk_gcra_state *a = gk_keytable_get(t, "a", 1, NULL);
@@ -191,6 +216,7 @@ main(void)
 	RUN(gcra_idle_key_admits_burst_plus_one_exactly);
 	RUN(gcra_headers_describe_the_decision);
 	RUN(gcra_ten_hours_at_ten_times_overload_does_not_drift);
+	RUN(gcra_keeps_slow_and_fine_rates_exactly_or_refuses_them);
 	RUN(gcra_wait_reserves_slots_within_the_bound);
 	RUN(keys_are_isolated);
 	RUN(gradient_rises_while_latency_holds);

@@ -106,6 +106,34 @@ TEST(rates)
 	}
 }
 
+TEST(rates_exactly)
+{
+	static const struct {
+		const char *s;
+		uint64_t num, den;
+	} ok[] = {
+	    {"100/s", 100, 1},       {"6000/m", 6000, 60},
+	    {"0.25/m", 25, 6000},    {"0.0001/h", 1, 36000000},
+	    {"1.5", 15, 10},         {"007/s", 7, 1},
+	    {"1.000000000000000000", 1000000000000000000ull, 1000000000000000000ull},
+	};
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		uint64_t n = 0, d = 0;
+		CHECK(gk_parse_rate_exact(ok[i].s, &n, &d) == 0);
+		CHECK(n == ok[i].num && d == ok[i].den);
+	}
+	static const char *const bad[] = {"", "0", "0.000/h", "10/x",
+	    "1e3/s", "0.0000000000000000001/s", "0.000000000000000001/h",
+	    "99999999999999999999/s", NULL};
+	for (int i = 0; bad[i]; i++) {
+		uint64_t n = 42, d = 42;
+		int ret = gk_parse_rate_exact(bad[i], &n, &d);
+		if (ret != -1)
+			printf("#   accepted bad rate '%s'\n", bad[i]);
+		CHECK(ret == -1 && n == 42 && d == 42);
+	}
+}
+
 TEST(sizes)
 {
 	static const struct {
@@ -261,6 +289,7 @@ main(void)
 {
 	RUN(durations);
 	RUN(rates);
+	RUN(rates_exactly);
 	RUN(sizes);
 	RUN(uints);
 	RUN(decimal);
