@@ -2,6 +2,7 @@
  * gk-limiter: rate limits, concurrency limits and backpressure.  Options
  * and callbacks only; the logic is lib/limiter.c.  See gk-limiter(1).
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,8 @@ static const gk_stage_option options[] = {
     {"redis-prefix", 0, true, "STR", "prefix of the Redis keys (gk-limiter:)"},
     {"redis-timeout", 0, true, "DUR",
 	"Redis reply deadline, then the local limit (50ms)"},
+    {"nameserver", 0, true, "IP:PORT",
+	"DNS server for the --redis host name (resolv.conf's)"},
     {0},
 };
 
@@ -64,6 +67,32 @@ parse_redis(const char *v)
 	redis_host[n] = 0;
 	cfg.redis_host = redis_host;
 	cfg.redis_port = (int)port;
+}
+
+/* IPv4:PORT or [IPv6]:PORT, as c-ares takes it. */
+static void
+check_nameserver(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	uint64_t port;
+	char ip[64];
+	unsigned char bin[16];
+	size_t n = colon ? (size_t)(colon - v) : 0;
+	bool ok = colon && n < sizeof ip &&
+	    gk_parse_uint(colon + 1, 1, 65535, &port) == 0;
+	if (ok && n > 2 && v[0] == '[' && v[n - 1] == ']') {
+		memcpy(ip, v + 1, n - 2);
+		ip[n - 2] = 0;
+		ok = inet_pton(AF_INET6, ip, bin) == 1;
+	} else if (ok) {
+		memcpy(ip, v, n);
+		ip[n] = 0;
+		ok = inet_pton(AF_INET, ip, bin) == 1;
+	}
+	if (!ok)
+		gk_usage_error("bad --nameserver: %s (expected IP:PORT, "
+			       "[IPv6]:PORT)",
+		    v);
 }
 
 static int
@@ -123,6 +152,10 @@ option(int short_name, const char *name, const char *v, void *arg)
 	} else if (!strcmp(name, "redis-timeout")) {
 		cfg.redis_timeout_ms = gk_opt_duration_ms(name, v, 1);
 		redis_opts_given = true;
+	} else if (!strcmp(name, "nameserver")) {
+		check_nameserver(v);
+		cfg.redis_nameserver = v;
+		redis_opts_given = true;
 	} else
 		return -1;
 	return 0;
@@ -154,7 +187,8 @@ start(gk_stage *st, void *arg)
 	if (max_keys_given && !cfg.key)
 		gk_usage_error("--max-keys needs --key");
 	if (redis_opts_given && !cfg.redis_host)
-		gk_usage_error("--redis-prefix and --redis-timeout need --redis");
+		gk_usage_error("--redis-prefix, --redis-timeout and --nameserver "
+			       "need --redis");
 	/* One bound given: the other default gives way. */
 	if (min_given && !max_given && cfg.max < cfg.min)
 		cfg.max = cfg.min;

@@ -319,10 +319,15 @@ gk_limiter_new(const gk_limiter_config *c, gk_loop *loop, const char **why)
 	    "Requests forwarded south and not yet answered", NULL));
 	gk_gauge_set(l->m_limit, l->conc_on ? l->limit : 0);
 
-	if (c->redis_host)
+	if (c->redis_host) {
 		l->redis = gk_redis_limit_new(loop, c->redis_host,
-		    c->redis_port, c->redis_prefix, c->redis_timeout_ms,
-		    c->rate, c->burst);
+		    c->redis_port, c->redis_nameserver, c->redis_prefix,
+		    c->redis_timeout_ms, c->rate, c->burst, why);
+		if (!l->redis) {
+			gk_limiter_free(l);
+			return NULL;
+		}
+	}
 	return l;
 }
 

@@ -104,6 +104,7 @@ typedef struct gk_limiter_config {
 	uint64_t queue;	  /* --queue */
 	const char *redis_host; /* NULL: local only */
 	int redis_port;
+	const char *redis_nameserver; /* "IP:PORT", or NULL: resolv.conf's */
 	const char *redis_prefix;
 	uint64_t redis_timeout_ms;
 } gk_limiter_config;

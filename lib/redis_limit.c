@@ -14,9 +14,15 @@
  * and answers nothing (stopped, paused, swapping) is still down, and the
  * reconnects back off instead of coming back every 100ms.
  *
+ * A host name is looked up with c-ares on the loop before each connect
+ * (hiredis would call getaddrinfo(3), and every request of the process
+ * would wait on the resolver); the addresses of one answer are tried in
+ * turn, and when the resolver fails, the last answer stands.
+ *
  * hiredis is loaded with dlopen(3) when the first --redis limit is made,
  * so that a limiter without --redis does not carry it in memory.
  */
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -24,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dns_lookup.h"
 #include "redis_limit.h"
 
 /* The hiredis functions called here, found once by hiredis_load(). */
@@ -100,7 +107,7 @@ static const char script[] =
     "end\n"
     "return {1, math.ceil(wait), limit, remaining, math.ceil(new - now)}\n";
 
-enum rstate { R_DOWN, R_CONNECTING, R_UP };
+enum rstate { R_DOWN, R_RESOLVING, R_CONNECTING, R_UP };
 
 struct gk_redis_op {
 	gk_redis_limit *r;
@@ -130,6 +137,11 @@ struct gk_redis_limit {
 	bool reading, writing, watched;
 	gk_timer reconnect_timer, connect_timer;
 	uint64_t backoff_ms;
+	/* host a name: its resolver, its last answer, the next to try */
+	gk_dns *dns;
+	gk_dns_addrs addrs;
+	size_t next_addr;
+	bool stale_logged;
 	gk_series *m_up;
 };
 
@@ -276,6 +288,8 @@ on_script_loaded(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	gk_timer_stop(r->loop, &r->connect_timer);
 	r->state = R_UP;
+	/* Once it goes down, the name is looked up again. */
+	r->next_addr = r->addrs.n;
 	r->script_err_logged = false;
 	/* Answered within the reply deadline: healthy, the backoff starts
 	 * over.  A slow answer keeps it, so that a Redis too slow for every
@@ -328,10 +342,11 @@ on_connect_timeout(gk_loop *loop, void *arg)
 }
 
 static void
-start_connect(gk_redis_limit *r)
+connect_to(gk_redis_limit *r, const char *addr)
 {
-	redisAsyncContext *ac = H.connect(r->host, r->port);
+	redisAsyncContext *ac = H.connect(addr, r->port);
 	if (!ac) {
+		r->state = R_CONNECTING; /* so went_down does its work */
 		went_down(r, "out of memory");
 		return;
 	}
@@ -340,7 +355,7 @@ start_connect(gk_redis_limit *r)
 		snprintf(why, sizeof why, "%s", ac->errstr);
 		H.free(ac);
 		r->ac = NULL;
-		r->state = R_CONNECTING; /* so went_down does its work */
+		r->state = R_CONNECTING;
 		went_down(r, why);
 		return;
 	}
@@ -356,12 +371,71 @@ start_connect(gk_redis_limit *r)
 	gk_timer_start(r->loop, &r->connect_timer, ct, on_connect_timeout, r);
 }
 
+static void
+on_resolved(void *arg, const gk_dns_addrs *a, const char *err)
+{
+	gk_redis_limit *r = arg;
+	if (r->state != R_RESOLVING)
+		return;
+	if (a) {
+		r->addrs = *a;
+		r->stale_logged = false;
+	} else if (r->addrs.n) {
+		/* The resolver is down or slow, perhaps not Redis. */
+		if (!r->stale_logged) {
+			char h[300], e[200];
+			snprintf(h, sizeof h, "host=%s", r->host);
+			snprintf(e, sizeof e, "error=%s", err);
+			gk_log(GK_WARN, "redis host not resolved: its last "
+			    "address stands", h, e);
+			r->stale_logged = true;
+		}
+	} else {
+		char why[400];
+		snprintf(why, sizeof why, "unable to resolve %s: %s", r->host,
+		    err);
+		went_down(r, why);
+		return;
+	}
+	r->next_addr = 0;
+	connect_to(r, r->addrs.addr[r->next_addr++]);
+}
+
+static void
+start_connect(gk_redis_limit *r)
+{
+	if (!r->dns) {
+		connect_to(r, r->host);
+		return;
+	}
+	if (r->next_addr < r->addrs.n) {
+		/* The next address of the last answer. */
+		connect_to(r, r->addrs.addr[r->next_addr++]);
+		return;
+	}
+	/* Each address tried, or the connection was up and went down:
+	 * ask again, the address may have moved.  The answer may come at
+	 * once (the hosts file). */
+	r->state = R_RESOLVING;
+	gk__dns_lookup(r->dns, r->host, on_resolved, r);
+}
+
 gk_redis_limit *
 gk_redis_limit_new(gk_loop *loop, const char *host, int port,
-    const char *prefix, uint64_t timeout_ms, double per_second, uint64_t burst)
+    const char *nameserver, const char *prefix, uint64_t timeout_ms,
+    double per_second, uint64_t burst, const char **why)
 {
+	unsigned char bin[16];
+	gk_dns *dns = NULL;
+	if (inet_pton(AF_INET, host, bin) != 1 &&
+	    inet_pton(AF_INET6, host, bin) != 1) {
+		dns = gk__dns_new(loop, nameserver, why);
+		if (!dns)
+			return NULL;
+	}
 	hiredis_load();
 	gk_redis_limit *r = gk_xcalloc(1, sizeof *r);
+	r->dns = dns;
 	r->loop = loop;
 	r->host = gk_xstrdup(host);
 	r->port = port;
@@ -392,6 +466,7 @@ gk_redis_limit_free(gk_redis_limit *r)
 	r->state = R_DOWN;
 	if (ac)
 		H.free(ac);
+	gk__dns_free(r->dns);
 	free(r->host);
 	free(r->prefix);
 	free(r);

@@ -14,10 +14,12 @@ typedef struct gk_redis_op gk_redis_op;
 /* res NULL: Redis did not answer in time or is gone; decide locally. */
 typedef void gk_redis_limit_fn(void *arg, const gk_rate_result *res);
 
-/* Connects at once (asynchronously); reconnects with backoff when lost. */
+/* Connects at once (asynchronously); reconnects with backoff when lost.
+ * A host name is looked up without blocking, at nameserver ("IP:PORT")
+ * when given; NULL with *why set when that is malformed. */
 gk_redis_limit *gk_redis_limit_new(gk_loop *loop, const char *host, int port,
-    const char *prefix, uint64_t timeout_ms, double per_second,
-    uint64_t burst);
+    const char *nameserver, const char *prefix, uint64_t timeout_ms,
+    double per_second, uint64_t burst, const char **why);
 void gk_redis_limit_free(gk_redis_limit *r);
 /*
  * Ask Redis about one request of key.  NULL when Redis is down now (the

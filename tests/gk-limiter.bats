@@ -3,6 +3,7 @@
 # curl), with a real redis-server for the global limit.
 
 load helpers/common
+load helpers/resolver
 
 setup() {
 	common_setup
@@ -437,7 +438,8 @@ metric_is() {
 	p1=$(free_port)
 	p2=$(free_port)
 	start_stack a "$p1" -r 50/s -b 5 --redis "127.0.0.1:$rport"
-	start_stack b "$p2" -r 50/s -b 5 --redis "127.0.0.1:$rport"
+	# A host name from the hosts file, as getaddrinfo(3) would find it.
+	start_stack b "$p2" -r 50/s -b 5 --redis "localhost:$rport"
 	wait_event "$T/a.err" '(.msg // "") | startswith("redis connected")'
 	wait_event "$T/b.err" '(.msg // "") | startswith("redis connected")'
 	wrk -t1 -c5 -d5s -s "$T/count.lua" "http://127.0.0.1:$p1/" >"$T/a.wrk" &
@@ -490,6 +492,38 @@ metric_is() {
 	start_redis redis2 "$rport"
 	wait_event "$T/s.err" '(.msg // "") | startswith("redis available again")'
 	wait_event "$T/s.err" "$(metric_is gk_limiter_redis_up '' 1)"
+}
+
+@test "--redis by host name: no request waits on the resolver, and one that stops answering leaves the last address" {
+	local rport port got i
+	rport=$(free_port)
+	port=$(free_port)
+	start_redis redis "$rport"
+	start_dnsmasq dns --host-record=redis.example.test,127.0.0.1
+	start_stack s "$port" -r 1/m -b 2 --redis "redis.example.test:$rport" \
+		--nameserver "127.0.0.1:$DNS_PORT"
+	wait_event "$T/s.err" '(.msg // "") | startswith("redis connected")'
+	run curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/"
+	assert_output 200
+	# Decided in Redis, at the address the name has.
+	assert_equal "$(redis-cli -p "$rport" EXISTS gk-limiter:)" 1
+	# The resolver stops answering, then the connection drops: the
+	# reconnect asks the stopped resolver.
+	kill -STOP "$(bg_pid dns)"
+	redis-cli -p "$rport" CLIENT KILL TYPE normal >/dev/null
+	wait_event "$T/s.err" '.msg == "redis unavailable: falling back to local limit"'
+	# Meanwhile every request is answered (the local limit: burst + 1,
+	# then 429), none held behind the lookup.
+	got=""
+	for i in 1 2 3 4; do
+		got+="$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/") "
+	done
+	[ "$got" = "200 200 200 429 " ]
+	# The lookup fails; the last address stands, and the global limit is
+	# back while the resolver is still stopped.
+	wait_event "$T/s.err" '.msg == "redis host not resolved: its last address stands"'
+	wait_event "$T/s.err" '(.msg // "") | startswith("redis available again")'
+	kill -CONT "$(bg_pid dns)"
 }
 
 @test "redis that stops answering: one outage, no flapping back, the global limit once it answers" {
@@ -801,5 +835,5 @@ _past_ms() {
 	assert_output "gk-limiter: usage: --max-keys needs --key"
 	run gk-limiter -r 10/s --redis-timeout 20ms -- hello
 	[ "$status" -eq 64 ]
-	assert_output "gk-limiter: usage: --redis-prefix and --redis-timeout need --redis"
+	assert_output "gk-limiter: usage: --redis-prefix, --redis-timeout and --nameserver need --redis"
 }
