@@ -26,6 +26,7 @@ struct circuit {
 	unsigned trips; /* in a row, for the growing open interval */
 	uint64_t open_until;
 	unsigned probes_out, probes_ok;
+	uint64_t half_open; /* which half-open this is: its probes carry it */
 	/* count-based ring */
 	uint8_t *ring; /* bit 0 failure, bit 1 slow */
 	unsigned ring_len, ring_pos;
@@ -43,6 +44,7 @@ struct rstate {
 	uint64_t start_ms;
 	bool passed; /* let through south: the call has an outcome */
 	bool probe, counted, timed_out;
+	uint64_t half_open; /* a probe: the half-open it was let through in */
 };
 
 struct gk_breaker {
@@ -55,6 +57,7 @@ struct gk_breaker {
 	gk_series *m_success, *m_failure, *m_timeout, *m_slow, *m_rejected;
 	gk_series *m_evictions, *m_open_answer;
 	gk_buf keybuf; /* kept: no allocation per request */
+	uint64_t half_opens; /* numbers each half-open, over every key */
 };
 
 size_t
@@ -234,6 +237,7 @@ transition(gk_breaker *b, struct circuit *c, gk_req *req, const char *key,
 	} else if (to == GK_HALF_OPEN) {
 		gk_counter_add(b->m_to_half, 1);
 		c->probes_out = c->probes_ok = 0;
+		c->half_open = ++b->half_opens;
 		gk_log_trace(GK_INFO, trace, "circuit half-open", k, f,
 		    (char *)0);
 	} else {
@@ -293,6 +297,16 @@ record_outcome(gk_breaker *b, struct circuit *c, bool failed, bool slow)
 	}
 }
 
+/* A probe of the half-open c is in now: one let through in an earlier
+ * half-open (since ended, opened again and half-open anew) answering
+ * late must neither free a slot of this one nor count toward closing. */
+static bool
+is_probe_of(const struct circuit *c, const struct rstate *s)
+{
+	return c->state == GK_HALF_OPEN && s->probe &&
+	    s->half_open == c->half_open;
+}
+
 static void
 outcome(gk_breaker *b, gk_req *req, int status, bool timed_out)
 {
@@ -310,7 +324,7 @@ outcome(gk_breaker *b, gk_req *req, int status, bool timed_out)
 	if (slow)
 		gk_counter_add(b->m_slow, 1);
 
-	if (c->state == GK_HALF_OPEN && s->probe) {
+	if (is_probe_of(c, s)) {
 		c->probes_out--;
 		if (failed || (slow && b->cfg.slow_rate > 0)) {
 			transition(b, c, req, s->key, GK_OPEN, "probe failed");
@@ -320,6 +334,8 @@ outcome(gk_breaker *b, gk_req *req, int status, bool timed_out)
 			transition(b, c, req, s->key, GK_CLOSED, "probes succeeded");
 		return;
 	}
+	/* Open, half-open (a call let through before it, or a probe of an
+	 * earlier half-open, answering late): no say in it. */
 	if (c->state != GK_CLOSED)
 		return;
 	c->consecutive = failed ? c->consecutive + 1 : 0;
@@ -421,6 +437,7 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 		}
 		c->probes_out++;
 		s->probe = true;
+		s->half_open = c->half_open;
 	}
 	s->passed = true;
 	if (b->cfg.timeout_ms) {
@@ -442,7 +459,7 @@ no_outcome(gk_breaker *b, gk_req *req)
 		return;
 	if (s->probe) {
 		struct circuit *c = circuit_of(b, s->key, false);
-		if (c && c->state == GK_HALF_OPEN && c->probes_out)
+		if (c && is_probe_of(c, s) && c->probes_out)
 			c->probes_out--;
 	}
 	s->counted = true;
