@@ -22,6 +22,7 @@ static gk_breaker_config cfg = {
     .max_keys = 1000,
 };
 static bool min_calls_given;
+static const char *open_for_given, *open_max_given; /* their text */
 static const char *slow_rate_given; /* its text, for the message */
 static gk_breaker *breaker;
 
@@ -74,10 +75,12 @@ option(int short_name, const char *name, const char *v, void *arg)
 		cfg.timeout_ms = gk_opt_duration_ms("call-timeout", v, 0);
 	else if (!strcmp(name, "open-for")) {
 		cfg.open_ms = gk_opt_duration_ms(name, v, 1);
+		open_for_given = v;
 	}
-	else if (!strcmp(name, "open-max"))
+	else if (!strcmp(name, "open-max")) {
 		cfg.open_max_ms = gk_opt_duration_ms(name, v, 1);
-	else if (!strcmp(name, "probes")) {
+		open_max_given = v;
+	} else if (!strcmp(name, "probes")) {
 		cfg.probes = (unsigned)gk_opt_uint(name, v, 1, 10000);
 	} else if (!strcmp(name, "fail-on")) {
 		if (gk_breaker_parse_fail_on(&cfg, v) < 0)
@@ -110,8 +113,15 @@ start(gk_stage *st, void *arg)
 			    cfg.min_calls, cfg.window_calls);
 		cfg.min_calls = cfg.window_calls;
 	}
-	if (cfg.open_max_ms < cfg.open_ms)
+	if (cfg.open_max_ms < cfg.open_ms) {
+		/* The default bound gives way; one given is a mistake. */
+		if (open_max_given)
+			gk_usage_error("bad --open-max: %s (below the --open-for "
+				       "of %s)",
+			    open_max_given,
+			    open_for_given ? open_for_given : "60s");
 		cfg.open_max_ms = cfg.open_ms;
+	}
 	breaker = gk_breaker_new(gk_stage_loop(st), &cfg);
 	return 0;
 }

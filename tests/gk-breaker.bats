@@ -582,4 +582,8 @@ PY
 	run bash -c "gk-breaker --window 100 --min-calls 500 -- cat 2>&1 >/dev/null"
 	assert_equal "$status" 64
 	assert_output "gk-breaker: usage: bad --min-calls: 500 (more than the --window of 100 calls holds)"
+	# A bound below the first interval, given: not silently raised.
+	run bash -c "timeout 10 gk-breaker --open-for 10s --open-max 5s -- cat 2>&1 >/dev/null </dev/null"
+	assert_equal "$status" 64
+	assert_output "gk-breaker: usage: bad --open-max: 5s (below the --open-for of 10s)"
 }
