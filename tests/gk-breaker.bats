@@ -405,42 +405,37 @@ _answered() {
 	expect 200 /closed
 }
 
-# _past_ms T0 MS: MS milliseconds have passed since T0 (date +%s%3N).
-_past_ms() {
-	[ "$(date +%s%3N)" -ge $(($1 + $2)) ]
-}
-
 @test "a probe of an earlier half-open that answers late does not count toward closing" {
-	local t a
-	start_stack --consecutive 1 --open-for 300ms --probes 2
-	t=$(date +%s%3N)
+	local a
+	start_stack --consecutive 1 --open-for 300ms --probes 3
 	expect 500 /trip -H "x-status: 500"
 	wait_event "$ERR" '.msg == "circuit opened"' 5
-	wait_for -t 5 _past_ms "$t" 500
-	# Half-open: probe A, slow (it will succeed late), then probe B,
-	# which fails and opens the circuit again, for 600 ms.
+	# Half-open: probe P succeeds, probe A is slow (it will succeed
+	# late), probe B fails and opens the circuit again, for 600 ms.
+	poll_until_admitted /p
+	assert_equal "$CODE" 200
 	curl -s -m 10 -o /dev/null -w '%{http_code}' -H "x-sleep: 2500" \
 		"$URL/a" >"$T/a" 2>/dev/null &
 	a=$!
 	wait_for -t 5 grep -qx /a "$RECEIVED"
-	t=$(date +%s%3N)
 	expect 500 /b -H "x-status: 500"
 	wait_for -t 5 _opened_at_least 2
 	# The next half-open: its first probe succeeds...
-	wait_for -t 5 _past_ms "$t" 800
-	expect 200 /c
-	# ...and A's late success belongs to the earlier half-open: the
-	# circuit waits for this one's second probe.
+	poll_until_admitted /c
+	assert_equal "$CODE" 200
+	# ...A's late success belongs to the earlier half-open...
 	wait "$a"
 	assert_equal "$(cat "$T/a")" 200
+	# ...so after this period's second probe it is still half-open.
+	expect 200 /d
 	snap=$(snapshot)
 	assert_equal "$(count_events "$ERR" '.msg == "circuit closed"')" 0
 	assert_equal "$(metric "$snap" gk_breaker_state)" 1
-	expect 200 /d
+	expect 200 /e
 	wait_event "$ERR" '.msg == "circuit closed"' 5
 	snap=$(snapshot)
 	assert_equal "$(metric "$snap" gk_breaker_transitions_total '.labels.to == "half_open"')" 2
-	assert_equal "$(received)" 5
+	assert_equal "$(received)" 7
 }
 
 @test "--fail-on 5xx,429: 429 fails, 404 does not" {

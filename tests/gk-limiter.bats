@@ -668,7 +668,8 @@ _past_ms() {
 	curl -s -m 30 -o /dev/null -w '%{http_code}\n' \
 		"http://127.0.0.1:$port/second" >"$T/second" 2>/dev/null &
 	local second=$!
-	wait_for -t 10 _snap_value_is s gk_limiter_queue_length 1
+	# Queued (a counter: still 1 should its bound pass meanwhile).
+	wait_for -t 10 _snap_value_is s gk_limiter_queued_total 1
 	# Stalled (as by swapping or a debugger) past both times: when it
 	# resumes, the first request's deadline frees its slot in the same
 	# loop turn in which the second's bound has passed.
