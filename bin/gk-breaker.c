@@ -76,8 +76,7 @@ option(int short_name, const char *name, const char *v, void *arg)
 	else if (!strcmp(name, "open-for")) {
 		cfg.open_ms = gk_opt_duration_ms(name, v, 1);
 		open_for_given = v;
-	}
-	else if (!strcmp(name, "open-max")) {
+	} else if (!strcmp(name, "open-max")) {
 		cfg.open_max_ms = gk_opt_duration_ms(name, v, 1);
 		open_max_given = v;
 	} else if (!strcmp(name, "probes")) {
