@@ -203,12 +203,13 @@ on_url(http_parser *hp, const char *at, size_t n)
 			unsigned char c = (unsigned char)at[i];
 			if (c >= 0x80)
 				return fail(p, 400,
-				    "request target is not ASCII");
+				            "request target is not ASCII");
 			/* http_parser lets HTAB and FF through; a parser
 			 * splitting on any whitespace would end the target
 			 * there (RFC 9112 §3). */
 			if (c < 0x20 || c == 0x7f)
-				return fail(p, 400,
+				return fail(
+				    p, 400,
 				    "control character in request target");
 		}
 		p->r->url_esc = 1;
@@ -298,8 +299,9 @@ trailer_piece(gk_http_parser *p, const char *at, size_t n, bool name)
 	for (size_t i = 0; i < n; i++)
 		if (name ? !tlower[(unsigned char)at[i]]
 		         : !fchar[(unsigned char)at[i]])
-			return fail(p, 400, name ? "invalid trailer field name"
-			                         : "invalid byte in trailer field");
+			return fail(p, 400,
+			            name ? "invalid trailer field name"
+			                 : "invalid byte in trailer field");
 	if (!name && n && folded(p, at))
 		return fail(p, 400, "obs-fold in trailer field");
 	return 0;
@@ -550,8 +552,9 @@ on_headers_complete(http_parser *hp)
 	/* obs-text is field content, but the wire carries UTF-8 only: a value
 	 * that is not would arrive changed (U+FFFD), so it is refused. */
 	for (uint32_t i = 0; i < r->nh; i++)
-		if (r->h[i].esc && !gk_utf8_valid(r->text.data + r->h[i].val_off,
-		                       r->h[i].val_len))
+		if (r->h[i].esc &&
+		    !gk_utf8_valid(r->text.data + r->h[i].val_off,
+		                   r->h[i].val_len))
 			return fail(p, 400, "header value is not UTF-8");
 	if (r->nhost > 1 || (hp->http_minor >= 1 && r->nhost == 0))
 		return fail(p, 400, "missing or repeated host");
@@ -618,7 +621,8 @@ on_chunk_header(http_parser *hp)
 	gk_http_parser *p = hp->data;
 	/* A chunk that cannot fit is refused now, as a Content-Length is,
 	 * not once its bytes have come. */
-	if (hp->content_length > p->max_body - (p->r->text.len - p->r->body_off))
+	if (hp->content_length >
+	    p->max_body - (p->r->text.len - p->r->body_off))
 		return fail(p, 413, "chunk over the body limit");
 	p->pause = PZ_CHUNK;
 	http_parser_pause(hp, 1);
@@ -832,7 +836,7 @@ method_rest(gk_http_parser *p, const char *data, size_t len, size_t *consumed)
 	p->hdr_bytes += (uint32_t)take;
 	*consumed += take;
 	int r = method_line(p->method_line.data, p->method_line.len,
-	    p->method_prefix);
+	                    p->method_prefix);
 	if (r < 0 && p->hdr_bytes < p->max_header)
 		return GK_HTTP_NEED_MORE;
 	gk_buf_free(&p->method_line);
@@ -903,14 +907,14 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 				if (head)
 					p->hdr_bytes += (uint32_t)got;
 				return method_rest(p, s + got, n - got,
-				    consumed);
+				                   consumed);
 			}
 			return parse_error(p);
 		}
 		char prev = (char)p->last_byte;
 		if (p->chunk_line &&
 		    !chunk_line_ok(s, got, p->pause == PZ_CHUNK,
-		        p->chunk_line == CL_AFTER_HEAD)) {
+		                   p->chunk_line == CL_AFTER_HEAD)) {
 			*consumed = off + got;
 			fail(p, 400, "control character in chunk line");
 			return GK_HTTP_ERROR;
@@ -1023,7 +1027,7 @@ struct index_at {
 /* A member starts: its key (with quotes, klen bytes) at out->len + skip. */
 static inline void
 mark(struct index_at *ix, const gk_buf *out, size_t skip, size_t klen,
-    enum gk_json_type type)
+     enum gk_json_type type)
 {
 	if (!ix)
 		return;
@@ -1032,7 +1036,7 @@ mark(struct index_at *ix, const gk_buf *out, size_t skip, size_t klen,
 }
 
 static void encode(gk_http_parser *p, const char *id, const char *remote,
-    uint64_t deadline_ms, gk_buf *out, struct index_at *ix);
+                   uint64_t deadline_ms, gk_buf *out, struct index_at *ix);
 
 void
 gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
@@ -1042,8 +1046,8 @@ gk_http_parser_encode(gk_http_parser *p, const char *id, const char *remote,
 }
 
 gk_msg *
-gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
-    const char *remote, uint64_t deadline_ms)
+gk_http_parser_encode_msg(gk_http_parser *p, const char *id, const char *remote,
+                          uint64_t deadline_ms)
 {
 	if (p->phase != PH_DONE)
 		return NULL;
@@ -1058,9 +1062,10 @@ gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
 	w->escaped = 0; /* every key is one of ours, plain */
 	for (unsigned i = 0; i < ix.n; i++) {
 		const struct member_at *a = &ix.m[i];
-		w->field[i].key = (gk_json){GK_JSON_STRING, base + a->key, a->klen};
-		w->field[i].value = (gk_json){a->type, base + a->val,
-		    a->end - a->val};
+		w->field[i].key =
+		    (gk_json){GK_JSON_STRING, base + a->key, a->klen};
+		w->field[i].value =
+		    (gk_json){a->type, base + a->val, a->end - a->val};
 	}
 #if defined(__SANITIZE_ADDRESS__)
 	/* The index must be what a parse makes of the line. */
@@ -1075,7 +1080,7 @@ gk_http_parser_encode_msg(gk_http_parser *p, const char *id,
 
 static void
 encode(gk_http_parser *p, const char *id, const char *remote,
-    uint64_t deadline_ms, gk_buf *out, struct index_at *ix)
+       uint64_t deadline_ms, gk_buf *out, struct index_at *ix)
 {
 	if (p->phase != PH_DONE)
 		return;

@@ -80,9 +80,8 @@ struct gk_http_server {
 	gk_series *m_duration, *m_inflight, *m_conns, *m_lingering;
 	size_t nlingering;
 	gk_series *r_bad, *r_header_large, *r_uri_long, *r_body_large,
-	    *r_header_timeout,
-	    *r_not_impl, *r_max_conns, *r_idle, *r_bad_response,
-	    *r_pipeline, *r_unsent, *r_gone, *r_body_timeout;
+	    *r_header_timeout, *r_not_impl, *r_max_conns, *r_idle,
+	    *r_bad_response, *r_pipeline, *r_unsent, *r_gone, *r_body_timeout;
 	size_t inflight;
 	/* Finished pendings kept for reuse, their output buffer with them:
 	 * no allocation a request once a few have gone by. */
@@ -245,9 +244,11 @@ on_conn_timer(gk_loop *loop, void *arg)
 		/* Slowloris: headers not complete in time, or a body that
 		 * stalls. */
 		gk_counter_add(c->timer_kind == T_HEADER
-		    ? c->srv->r_header_timeout : c->srv->r_body_timeout, 1);
+		                   ? c->srv->r_header_timeout
+		                   : c->srv->r_body_timeout,
+		               1);
 		gk_http_render_simple(408, "request timeout\n", false, false,
-		    NULL, &c->out);
+		                      NULL, &c->out);
 		c->close_when_flushed = true;
 		c->linger = true;
 		c->paused = true;
@@ -278,14 +279,15 @@ arm_timer(struct conn *c)
 	if (gk_http_parser_in_body(c->parser)) {
 		c->timer_kind = T_BODY;
 		gk_timer_start(srv->loop, &c->timer, srv->cfg->idle_timeout_ms,
-		    on_conn_timer, c);
+		               on_conn_timer, c);
 		return;
 	}
 	if (!gk_http_parser_idle(c->parser)) {
 		if (c->timer_kind != T_HEADER || !gk_timer_armed(&c->timer)) {
 			c->timer_kind = T_HEADER;
 			gk_timer_start(srv->loop, &c->timer,
-			    srv->cfg->header_timeout_ms, on_conn_timer, c);
+			               srv->cfg->header_timeout_ms,
+			               on_conn_timer, c);
 		}
 		return;
 	}
@@ -296,7 +298,7 @@ arm_timer(struct conn *c)
 	}
 	c->timer_kind = T_IDLE;
 	gk_timer_start(srv->loop, &c->timer, srv->cfg->idle_timeout_ms,
-	    on_conn_timer, c);
+	               on_conn_timer, c);
 }
 
 /* Drop what is still waiting on c: its requests are cancelled south. */
@@ -395,7 +397,8 @@ conn_linger(struct conn *c)
 	update_events(c);
 	c->linger_until_us = gk_monotonic_us() + cfg->lingering_time_ms * 1000;
 	c->timer_kind = T_LINGER;
-	gk_timer_start(srv->loop, &c->timer,
+	gk_timer_start(
+	    srv->loop, &c->timer,
 	    min_u64(cfg->lingering_timeout_ms, cfg->lingering_time_ms),
 	    on_conn_timer, c);
 	srv->nlingering++;
@@ -421,7 +424,8 @@ conn_linger_read(struct conn *c)
 	}
 	uint64_t left_ms = (c->linger_until_us - now + 999) / 1000;
 	gk_timer_start(c->srv->loop, &c->timer,
-	    min_u64(cfg->lingering_timeout_ms, left_ms), on_conn_timer, c);
+	               min_u64(cfg->lingering_timeout_ms, left_ms),
+	               on_conn_timer, c);
 }
 
 /* Move answered responses at the head of the pipeline to the output. */
@@ -466,8 +470,9 @@ conn_release(struct conn *c)
 static const char *
 method_label(const char *m)
 {
-	static const char *known[] = {"GET", "HEAD", "POST", "PUT", "DELETE",
-	    "PATCH", "OPTIONS", "TRACE", "CONNECT", NULL};
+	static const char *known[] = {"GET",     "HEAD",  "POST",    "PUT",
+	                              "DELETE",  "PATCH", "OPTIONS", "TRACE",
+	                              "CONNECT", NULL};
 	for (int i = 0; known[i]; i++)
 		if (!strcmp(m, known[i]))
 			return known[i];
@@ -484,8 +489,8 @@ response_trace_id(const gk_msg *resp, char out[33])
 {
 	/* The header as the tracer writes it: a plain string (an escaped
 	 * one cannot hold the hex below anyway). */
-	gk_json v = gk_json_member(gk_msg_get(resp, "headers"),
-	    "traceresponse");
+	gk_json v =
+	    gk_json_member(gk_msg_get(resp, "headers"), "traceresponse");
 	if (v.type != GK_JSON_STRING || v.len < 57 || v.p[3] != '-' ||
 	    v.p[36] != '-')
 		return NULL;
@@ -493,7 +498,7 @@ response_trace_id(const gk_msg *resp, char out[33])
 	out[32] = 0;
 	for (int i = 0; i < 32; i++)
 		if (!((out[i] >= '0' && out[i] <= '9') ||
-		        (out[i] >= 'a' && out[i] <= 'f')))
+		      (out[i] >= 'a' && out[i] <= 'f')))
 			return NULL;
 	return out;
 }
@@ -502,7 +507,7 @@ response_trace_id(const gk_msg *resp, char out[33])
  * NULL for one the transport made, read for its trace id only then). */
 static void
 record(struct conn *c, struct pending *p, int status, size_t bytes,
-    const gk_msg *resp)
+       const gk_msg *resp)
 {
 	gk_http_server *srv = c->srv;
 	const char *m = method_label(p->info.method);
@@ -510,8 +515,8 @@ record(struct conn *c, struct pending *p, int status, size_t bytes,
 	    strcmp(srv->last_method, m)) {
 		char code[8];
 		snprintf(code, sizeof code, "%d", status);
-		srv->last_req_series = gk_series_get(srv->m_requests, m, code,
-		    (char *)0);
+		srv->last_req_series =
+		    gk_series_get(srv->m_requests, m, code, (char *)0);
 		srv->last_code = status;
 		snprintf(srv->last_method, sizeof srv->last_method, "%s", m);
 	}
@@ -546,11 +551,11 @@ record(struct conn *c, struct pending *p, int status, size_t bytes,
 /* Answer p with a response the transport makes itself. */
 static void
 answer_simple(struct conn *c, struct pending *p, int status, const char *body,
-    const char *extra)
+              const char *extra)
 {
 	bool keep = p->info.keep_alive && !c->srv->draining;
 	gk_http_render_simple(status, body, keep, p->info.head, extra,
-	    &p->bytes);
+	                      &p->bytes);
 	p->close_after = !keep;
 	p->ready = true;
 	c->held += p->bytes.len;
@@ -569,7 +574,7 @@ error_event(gk_msg *resp, const char *why)
 	gk_buf_adds(&w, "why=");
 	gk_buf_adds(&w, why);
 	gk_log(GK_ERROR, "invalid response from the stack: answered 502",
-	    gk_buf_cstr(&stage), gk_buf_cstr(&w));
+	       gk_buf_cstr(&stage), gk_buf_cstr(&w));
 	gk_buf_free(&stage);
 	gk_buf_free(&w);
 }
@@ -631,12 +636,14 @@ take_request(struct conn *c)
 	gk_buf idb = {id, 0, sizeof id};
 	gk_buf_adduint(&idb, gk__stage_next_id(srv->st));
 	id[idb.len] = 0;
-	uint64_t deadline = srv->cfg->timeout_ms
-	    ? gk_loop_realtime_ms(srv->loop) + srv->cfg->timeout_ms : 0;
+	uint64_t deadline =
+	    srv->cfg->timeout_ms
+	        ? gk_loop_realtime_ms(srv->loop) + srv->cfg->timeout_ms
+	        : 0;
 	/* Encoded with its index: no parse of a line we wrote (the fuzz
 	 * target and sanitizer builds check the index against one). */
-	gk_msg *m = gk_http_parser_encode_msg(c->parser, id, c->remote,
-	    deadline);
+	gk_msg *m =
+	    gk_http_parser_encode_msg(c->parser, id, c->remote, deadline);
 	if (!m) { /* not a whole request: cannot happen after GK_HTTP_REQUEST */
 		gk_counter_add(srv->r_bad, 1);
 		answer_simple(c, p, 400, "bad request\n", NULL);
@@ -653,24 +660,29 @@ take_request(struct conn *c)
 	 * for in the headers only when the parser saw the name). */
 	gk_json rem = {GK_JSON_NONE, NULL, 0};
 	if (p->info.timeout_header)
-		rem = gk_json_member(gk_msg_get(m, "headers"), "x-gk-timeout-ms");
+		rem =
+		    gk_json_member(gk_msg_get(m, "headers"), "x-gk-timeout-ms");
 	if (rem.type == GK_JSON_STRING) {
 		gk_buf v = {0};
 		uint64_t left;
 		gk_json_string(rem, &v);
 		if (gk_parse_uint(gk_buf_cstr(&v), 1, 86400000, &left) == 0 &&
-		    (!deadline || gk_loop_realtime_ms(srv->loop) + left < deadline)) {
+		    (!deadline ||
+		     gk_loop_realtime_ms(srv->loop) + left < deadline)) {
 			char num[24];
-			int k = snprintf(num, sizeof num, "%llu",
-			    (unsigned long long)(gk_loop_realtime_ms(srv->loop) + left));
+			int k =
+			    snprintf(num, sizeof num, "%llu",
+			             (unsigned long long)(gk_loop_realtime_ms(
+			                                      srv->loop) +
+			                                  left));
 			gk_msg_set(m, "deadline", num, (size_t)k);
 		}
 		gk_buf_free(&v);
 	}
 	if (is_health(srv, m)) {
 		bool ok = gk__stage_healthy(srv->st);
-		answer_simple(c, p, ok ? 200 : 503, ok ? "ok\n" : "unavailable\n",
-		    NULL);
+		answer_simple(c, p, ok ? 200 : 503,
+		              ok ? "ok\n" : "unavailable\n", NULL);
 		gk_msg_free(m);
 		return;
 	}
@@ -690,27 +702,30 @@ conn_feed(struct conn *c, const char *data, size_t n)
 	gk_http_server *srv = c->srv;
 	while (n && !c->closed && !c->close_when_flushed) {
 		size_t used = 0;
-		enum gk_http_feed r = gk_http_parser_feed(c->parser, data, n,
-		    &used);
+		enum gk_http_feed r =
+		    gk_http_parser_feed(c->parser, data, n, &used);
 		data += used;
 		n -= used;
 		if (r == GK_HTTP_NEED_MORE)
 			break;
 		if (r == GK_HTTP_CONTINUE) {
 			if (!c->npending) {
-				gk_buf_adds(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+				gk_buf_adds(&c->out,
+				            "HTTP/1.1 100 Continue\r\n\r\n");
 				mark_dirty(c);
 			}
 			continue;
 		}
 		if (r == GK_HTTP_ERROR) {
-			const gk_http_info *info = gk_http_parser_info(c->parser);
-			int status = info->error_status ? info->error_status : 400;
-			gk_series *s = status == 431 ? srv->r_header_large
-			    : status == 414 ? srv->r_uri_long
-			    : status == 413 ? srv->r_body_large
-			    : status == 501 ? srv->r_not_impl
-					    : srv->r_bad;
+			const gk_http_info *info =
+			    gk_http_parser_info(c->parser);
+			int status =
+			    info->error_status ? info->error_status : 400;
+			gk_series *s = status == 431   ? srv->r_header_large
+			               : status == 414 ? srv->r_uri_long
+			               : status == 413 ? srv->r_body_large
+			               : status == 501 ? srv->r_not_impl
+			                               : srv->r_bad;
 			gk_counter_add(s, 1);
 			struct pending *p = pending_queue(c, info);
 			p->info.keep_alive = false;
@@ -719,10 +734,10 @@ conn_feed(struct conn *c, const char *data, size_t n)
 			char body[160];
 			if (info->error)
 				snprintf(body, sizeof body, "%s: %s\n",
-				    gk_http_reason(status), info->error);
+				         gk_http_reason(status), info->error);
 			else
 				snprintf(body, sizeof body, "%s\n",
-				    gk_http_reason(status));
+				         gk_http_reason(status));
 			answer_simple(c, p, status, body, NULL);
 			p->close_after = true;
 			conn_release(c);
@@ -748,7 +763,9 @@ conn_feed(struct conn *c, const char *data, size_t n)
 			 * refeed them when the pipeline shrinks and the
 			 * output drains. */
 			gk_counter_add(c->npending >= MAX_PIPELINE
-			    ? srv->r_pipeline : srv->r_unsent, 1);
+			                   ? srv->r_pipeline
+			                   : srv->r_unsent,
+			               1);
 			c->paused = true;
 			update_events(c);
 			if (n) /* rare: keep the rest until answers drain */
@@ -818,7 +835,8 @@ on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 			gk_counter_add(srv->r_max_conns, 1);
 			gk_buf b = {0};
 			gk_http_render_simple(503, "too many connections\n",
-			    false, false, "Retry-After: 1\r\n", &b);
+			                      false, false,
+			                      "Retry-After: 1\r\n", &b);
 			(void)!write(cfd, b.data, b.len);
 			gk_buf_free(&b);
 			close(cfd);
@@ -835,7 +853,7 @@ on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 		if (sa.ss_family != AF_UNIX) {
 			int one = 1;
 			setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one,
-			    sizeof one);
+			           sizeof one);
 		}
 		gk_addr_peer(&sa, c->remote, sizeof c->remote);
 		c->next = srv->conns;
@@ -857,24 +875,27 @@ gk_http_server_new(gk_stage *st, gk_loop *loop)
 	srv->st = st;
 	srv->loop = loop;
 	srv->cfg = gk__stage_config(st);
-	srv->m_requests = gk_counter_new("gk_http_requests_total",
+	srv->m_requests = gk_counter_new(
+	    "gk_http_requests_total",
 	    "HTTP requests answered, by method and status code", "method,code");
 	srv->m_duration = gk_metric_series(gk_histogram_new(
 	    "gk_http_request_duration_seconds",
 	    "Time from a request's last byte to its answer", NULL, NULL, 0));
-	srv->m_inflight = gk_metric_series(gk_gauge_new("gk_http_inflight",
-	    "HTTP requests waiting on the stack", NULL));
-	srv->m_conns = gk_metric_series(gk_gauge_new("gk_http_connections",
-	    "Open client connections", NULL));
+	srv->m_inflight = gk_metric_series(gk_gauge_new(
+	    "gk_http_inflight", "HTTP requests waiting on the stack", NULL));
+	srv->m_conns = gk_metric_series(gk_gauge_new(
+	    "gk_http_connections", "Open client connections", NULL));
 	srv->m_lingering = gk_metric_series(gk_gauge_new(
 	    "gk_http_lingering_connections",
 	    "Connections answered for the last time, reading and discarding "
 	    "what the client still sends before close (--lingering-time)",
 	    NULL));
-	gk_gauge_set(gk_metric_series(gk_gauge_new("gk_http_max_connections",
-	    "The bound on connections (--max-conns)", NULL)),
-	    (double)srv->cfg->max_conns);
-	gk_metric *rej = gk_counter_new("gk_http_rejected_total",
+	gk_gauge_set(gk_metric_series(gk_gauge_new(
+	                 "gk_http_max_connections",
+	                 "The bound on connections (--max-conns)", NULL)),
+	             (double)srv->cfg->max_conns);
+	gk_metric *rej = gk_counter_new(
+	    "gk_http_rejected_total",
 	    "Requests and connections refused by a bound, by reason", "reason");
 	srv->r_bad = gk_series_get(rej, "bad_request", (char *)0);
 	srv->r_header_large = gk_series_get(rej, "header_too_large", (char *)0);

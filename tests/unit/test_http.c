@@ -356,9 +356,8 @@ TEST(expect_continue)
 	 * (RFC 9110 §5.6.1, §10.1.1) */
 	CHECK(error_of("POST / HTTP/1.1\r\nHost: h\r\nExpect:\r\n"
 	               "Content-Length: 1\r\n\r\nx") == 0);
-	const char *e =
-	    "POST / HTTP/1.1\r\nHost: h\r\nExpect:  \r\n"
-	    "Content-Length: 1\r\n\r\nx";
+	const char *e = "POST / HTTP/1.1\r\nHost: h\r\nExpect:  \r\n"
+	                "Content-Length: 1\r\n\r\nx";
 	gk_buf_reset(&t);
 	transcript(&limits, e, strlen(e), 0, &t);
 	CHECK(t.data && t.data[0] == '{');
@@ -377,9 +376,12 @@ TEST(errors)
 	 * a request line cut after "OPTION" was 400, whole it was 501). */
 	static const char *const cut[] = {
 	    "OPTIONbodyS * HTTP/1.1\r\nHost: h\r\n\r\n",
-	    "FOO / HTTP/1.1\r\nHost: h\r\n\r\n", "get /x HTTP/1.0\r\n\r\n",
-	    "GE / HTTP/1.1\r\n\r\n", " / HTTP/1.1\r\n\r\n",
-	    "FOO / HTTP/1\r\n\r\n", "THIS IS NOT HTTP\r\n\r\n",
+	    "FOO / HTTP/1.1\r\nHost: h\r\n\r\n",
+	    "get /x HTTP/1.0\r\n\r\n",
+	    "GE / HTTP/1.1\r\n\r\n",
+	    " / HTTP/1.1\r\n\r\n",
+	    "FOO / HTTP/1\r\n\r\n",
+	    "THIS IS NOT HTTP\r\n\r\n",
 	    "\r\nPOSTX /a HTTP/1.1\r\nHost: h\r\n\r\n"};
 	for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
 		size_t len = strlen(cut[i]);
@@ -389,7 +391,8 @@ TEST(errors)
 			gk_buf part = {0};
 			transcript(&limits, cut[i], len, step, &part);
 			if (strcmp(whole.data, part.data) != 0) {
-				printf("#   %zu-byte pieces of %s: %s, whole: %s",
+				printf(
+				    "#   %zu-byte pieces of %s: %s, whole: %s",
 				    step, cut[i], part.data, whole.data);
 				CHECK(0);
 			}
@@ -498,7 +501,7 @@ TEST(chunk_ext_and_trailers)
 			transcript(&limits, bad[i], len, step, &t);
 			if (strncmp(t.data, "ERROR 400", 9) != 0) {
 				printf("#   case %zu step %zu: %s", i, step,
-				    t.data);
+				       t.data);
 				CHECK(0);
 			}
 			gk_buf_free(&t);
@@ -509,7 +512,8 @@ TEST(chunk_ext_and_trailers)
 	int st;
 	json_t *j = parse1(
 	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-	    "3 ; a = \"b;\\\"c\"\t;d\r\nabc\r\n0;e\r\nX-T: 1\r\n\r\n", &st);
+	    "3 ; a = \"b;\\\"c\"\t;d\r\nabc\r\n0;e\r\nX-T: 1\r\n\r\n",
+	    &st);
 	CHECK(j && st == 0);
 	CHECK_STR(jstr(j, "body"), "abc");
 	json_decref(j);
@@ -533,24 +537,32 @@ TEST(chunk_over_max_body_at_once)
  * an empty one is valid (RFC 9110 §7.2). */
 TEST(host_value)
 {
-	static const char *const bad[] = {"a b", "a/b", "u@a", "a\\b",
-	    "a:b", "a:80:80", "[::1", "[::1]x", "a\"b", "a\tb", "caf\xc3\xa9",
-	    "a?b", "a#b", "[::1]:8x"};
-	static const char *const good[] = {"", "a", "a.example:8080",
-	    "A-b_c~d.e", "[::1]", "[::1]:80", "10.0.0.1:1", "a%20b", "a:",
-	    "x!$&'()*+,;=y"};
+	static const char *const bad[] = {
+	    "a b",         "a/b",  "u@a",    "a\\b",    "a:b",
+	    "a:80:80",     "[::1", "[::1]x", "a\"b",    "a\tb",
+	    "caf\xc3\xa9", "a?b",  "a#b",    "[::1]:8x"};
+	static const char *const good[] = {"",
+	                                   "a",
+	                                   "a.example:8080",
+	                                   "A-b_c~d.e",
+	                                   "[::1]",
+	                                   "[::1]:80",
+	                                   "10.0.0.1:1",
+	                                   "a%20b",
+	                                   "a:",
+	                                   "x!$&'()*+,;=y"};
 	char req[256];
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		snprintf(req, sizeof req,
-		    "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+		snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
+		         bad[i]);
 		if (error_of(req) != 400) {
 			printf("#   Host: %s passed\n", bad[i]);
 			CHECK(0);
 		}
 	}
 	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-		snprintf(req, sizeof req,
-		    "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+		snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
+		         good[i]);
 		if (error_of(req) != 0) {
 			printf("#   Host: %s refused\n", good[i]);
 			CHECK(0);
@@ -680,14 +692,12 @@ TEST(headers_and_urls)
 	 * does, as it is */
 	CHECK(error_of("GET / HTTP/1.1\r\nHost: h\r\nX: caf\xe9\r\n\r\n") ==
 	      400);
-	j = parse1("GET / HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\r\n\r\n",
-	           &st);
+	j = parse1("GET / HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\r\n\r\n", &st);
 	CHECK_STR(jhdr(j, "x"), "caf\xc3\xa9");
 	json_decref(j);
 	/* the request target is ASCII (RFC 9112 §3.2) */
 	CHECK(error_of("GET /caf\xe9 HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
-	CHECK(error_of("GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n") ==
-	      400);
+	CHECK(error_of("GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
 	CHECK(error_of("GET /?q=\xff HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
 }
 
@@ -843,8 +853,8 @@ TEST(render_basic)
 
 	/* HEAD answered without a body or a length: no length at all (0
 	 * would say the GET's body is empty); with one, that one */
-	CHECK(render("{\"id\":\"1\",\"status\":200}", &head, true, &out,
-	             &bb, &why) == 0);
+	CHECK(render("{\"id\":\"1\",\"status\":200}", &head, true, &out, &bb,
+	             &why) == 0);
 	CHECK(!strstr(out.data, "Content-Length"));
 	CHECK(render("{\"id\":\"1\",\"status\":200,\"headers\":"
 	             "{\"content-length\":\"42\"}}",
@@ -904,7 +914,8 @@ TEST(render_refuses)
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\u001b[2J\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\\u007f\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":\"a\x7f\"}}",
-	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":[\"ok\",\"\\u0008\"]}}",
+	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\":[\"ok\","
+	    "\"\\u0008\"]}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"x\\r\\ny\":\"a\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"a b\":\"a\"}}",
 	    "{\"id\":\"1\",\"status\":200,\"headers\":{\"\":\"a\"}}",
@@ -976,7 +987,8 @@ TEST(encode_msg_index)
 	    "GET /a%20b/c?x=1&y=%22 HTTP/1.1\r\nHost: a\r\nAccept: x\r\n"
 	    "accept: y\r\nX-Q: \"q\\\\\"\r\n\r\n",
 	    "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe\"lo",
-	    "PUT /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n\xff\x00\x01",
+	    "PUT /b HTTP/1.1\r\nHost: a\r\nContent-Length: "
+	    "3\r\n\r\n\xff\x00\x01",
 	    "DELETE /%C3%A9t HTTP/1.0\r\nX: \xc3\xa9t\xc3\xa9\r\n\r\n",
 	};
 	gk_http_limits lim = {.max_header = 8192, .max_body = 1 << 20};
@@ -987,29 +999,32 @@ TEST(encode_msg_index)
 			const char *rq = reqs[i];
 			size_t len = i == 3 ? strlen(rq) + 2 : strlen(rq);
 			CHECK(gk_http_parser_feed(p, rq, len, &used) ==
-			    GK_HTTP_REQUEST);
-			gk_msg *m = gk_http_parser_encode_msg(p, "q\"1",
-			    variant ? NULL : "10.0.0.7:5555",
+			      GK_HTTP_REQUEST);
+			gk_msg *m = gk_http_parser_encode_msg(
+			    p, "q\"1", variant ? NULL : "10.0.0.7:5555",
 			    variant ? 0 : 1700000000123ull);
 			CHECK(m != NULL);
 			gk_wire_msg w;
 			gk_wire_error e;
-			CHECK(gk_wire_parse(&w, m->line.data, m->line.len, &e) == 0);
+			CHECK(gk_wire_parse(&w, m->line.data, m->line.len,
+			                    &e) == 0);
 			CHECK(w.nfields == m->wire.nfields && !m->wire.escaped);
 			CHECK(m->wire.line == m->line.data &&
-			    m->wire.len == m->line.len);
+			      m->wire.len == m->line.len);
 			for (unsigned f = 0; f < w.nfields; f++) {
-				CHECK(w.field[f].key.p == m->wire.field[f].key.p &&
-				    w.field[f].key.len == m->wire.field[f].key.len);
+				CHECK(w.field[f].key.p ==
+				          m->wire.field[f].key.p &&
+				      w.field[f].key.len ==
+				          m->wire.field[f].key.len);
 				CHECK(w.field[f].value.p ==
-				        m->wire.field[f].value.p &&
-				    w.field[f].value.len ==
-				        m->wire.field[f].value.len &&
-				    w.field[f].value.type ==
-				        m->wire.field[f].value.type);
+				          m->wire.field[f].value.p &&
+				      w.field[f].value.len ==
+				          m->wire.field[f].value.len &&
+				      w.field[f].value.type ==
+				          m->wire.field[f].value.type);
 			}
 			CHECK(gk_msg_get(m, "deadline").type ==
-			    (variant ? GK_JSON_NONE : GK_JSON_NUMBER));
+			      (variant ? GK_JSON_NONE : GK_JSON_NUMBER));
 			gk_msg_free(m);
 			gk_http_parser_free(p);
 		}
