@@ -74,6 +74,7 @@ struct gk_http_parser {
 	/* The bytes executed next are a chunk-size line (CL_AFTER_HEAD: after
 	 * the LF that ends the header section, not yet consumed). */
 	enum { CL_NO, CL_YES, CL_AFTER_HEAD } chunk_line;
+	uint8_t chunk_at; /* enum chunk_at: where in that line */
 };
 
 /* tchar (RFC 9110 §5.6.2) to its lowercase; 0 for anything else. */
@@ -799,28 +800,99 @@ head_too_large(gk_http_parser *p)
 }
 
 /*
- * The bytes of a chunk-size line just executed (the whole line or a piece;
- * last: they end it, with its LF).  http_parser skips whatever comes
- * between the size and the CR, LF and other control bytes included; a
- * parser that takes a bare LF for the line end (RFC 9112 §2.2 allows it)
- * would frame the body differently.  chunk-ext is tokens, quoted strings
- * and BWS (§7.1.1): no control byte but HTAB.
+ * Where a chunk-size line is (RFC 9112 §7.1, §7.1.1):
+ *   chunk-size [ chunk-ext ] CRLF
+ *   chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted ) ] )
+ * http_parser takes whatever follows the size and a space or ';' up to the
+ * CR, so "3 \r\n", "3 x" or "3;" pass it; a parser in front or behind
+ * that reads them otherwise (or takes a bare LF for the line end, §2.2)
+ * frames the body otherwise: request smuggling.  So every byte is checked
+ * here, whole lines or pieces alike.  BWS only ever comes before ';' or
+ * '=' or after them: never before the CR.
  */
-static bool
-chunk_line_ok(const char *s, size_t n, bool last, bool after_head)
+enum chunk_at {
+	CK_SIZE0,   /* the first hex digit is next */
+	CK_SIZE,    /* in the size */
+	CK_BWS,     /* BWS after the size or a value: ';' must follow */
+	CK_NAME0,   /* after ';' (and BWS): a name must follow */
+	CK_NAME,    /* in a name */
+	CK_NAME_WS, /* BWS after a name: '=' or ';' must follow */
+	CK_VAL0,    /* after '=' (and BWS): a token or quoted-string */
+	CK_TOKEN,   /* in a token value */
+	CK_QUOTED,  /* in a quoted-string */
+	CK_QPAIR,   /* after a backslash in one */
+	CK_QEND,    /* after a closing quote */
+	CK_CR,      /* after the CR: the LF must follow */
+	CK_DONE,    /* after the LF */
+	CK_BAD,
+};
+
+static enum chunk_at
+chunk_step(enum chunk_at at, unsigned char c)
 {
-	size_t end = last && n ? n - 1 : n; /* the final LF is checked apart */
-	for (size_t i = after_head && n; i < end; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if ((c < 0x20 && c != '\t') || c == 0x7f) {
-			/* the CR before the final LF, or at the end of a
-			 * piece (http_parser requires what follows to be LF) */
-			if (c == '\r' && (i + 1 == end))
-				continue;
-			return false;
-		}
+	bool ws = c == ' ' || c == '\t', tc = tlower[c] != 0;
+	bool hex =
+	    (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+	switch (at) {
+	case CK_SIZE0: return hex ? CK_SIZE : CK_BAD;
+	case CK_SIZE:
+	case CK_TOKEN:
+	case CK_QEND:
+		if (at == CK_SIZE && hex)
+			return CK_SIZE;
+		if (at == CK_TOKEN && tc)
+			return CK_TOKEN;
+		return c == '\r'  ? CK_CR
+		       : c == ';' ? CK_NAME0
+		       : ws       ? CK_BWS
+		                  : CK_BAD;
+	case CK_BWS: return ws ? CK_BWS : c == ';' ? CK_NAME0 : CK_BAD;
+	case CK_NAME0: return ws ? CK_NAME0 : tc ? CK_NAME : CK_BAD;
+	case CK_NAME:
+		if (tc)
+			return CK_NAME;
+		return c == '\r'  ? CK_CR
+		       : c == ';' ? CK_NAME0
+		       : c == '=' ? CK_VAL0
+		       : ws       ? CK_NAME_WS
+		                  : CK_BAD;
+	case CK_NAME_WS:
+		return ws         ? CK_NAME_WS
+		       : c == ';' ? CK_NAME0
+		       : c == '=' ? CK_VAL0
+		                  : CK_BAD;
+	case CK_VAL0:
+		return ws         ? CK_VAL0
+		       : c == '"' ? CK_QUOTED
+		       : tc       ? CK_TOKEN
+		                  : CK_BAD;
+	case CK_QUOTED: /* qdtext: HTAB, SP, VCHAR but '"' and '\\', obs-text */
+		if (c == '"')
+			return CK_QEND;
+		if (c == '\\')
+			return CK_QPAIR;
+		return (c >= 0x20 && c != 0x7f) || c == '\t' ? CK_QUOTED
+		                                             : CK_BAD;
+	case CK_QPAIR:
+		return (c >= 0x20 && c != 0x7f) || c == '\t' ? CK_QUOTED
+		                                             : CK_BAD;
+	case CK_CR: return c == '\n' ? CK_DONE : CK_BAD;
+	case CK_DONE:
+	case CK_BAD: break;
 	}
-	return true;
+	return CK_BAD;
+}
+
+/* The bytes of a chunk-size line just executed (the whole line or a piece;
+ * after_head: the first is the LF that ends the header section). */
+static bool
+chunk_line_ok(gk_http_parser *p, const char *s, size_t n, bool after_head)
+{
+	enum chunk_at at = p->chunk_at;
+	for (size_t i = after_head && n; i < n && at != CK_BAD; i++)
+		at = chunk_step(at, (unsigned char)s[i]);
+	p->chunk_at = (uint8_t)at;
+	return at != CK_BAD;
 }
 
 /* PH_METHOD: take the line up to its LF (within the header limit) and
@@ -913,10 +985,9 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		}
 		char prev = (char)p->last_byte;
 		if (p->chunk_line &&
-		    !chunk_line_ok(s, got, p->pause == PZ_CHUNK,
-		                   p->chunk_line == CL_AFTER_HEAD)) {
+		    !chunk_line_ok(p, s, got, p->chunk_line == CL_AFTER_HEAD)) {
 			*consumed = off + got;
-			fail(p, 400, "control character in chunk line");
+			fail(p, 400, "invalid chunk line");
 			return GK_HTTP_ERROR;
 		}
 		if (got && p->chunk_line == CL_AFTER_HEAD)
@@ -937,7 +1008,10 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			case PZ_TRAILERS:
 				bad = got >= n || s[got] != '\n';
 				break;
-			case PZ_CHUNK: bad = !got || s[got - 1] != '\n'; break;
+			case PZ_CHUNK:
+				bad = !got || s[got - 1] != '\n' ||
+				      p->chunk_at != CK_DONE;
+				break;
 			case PZ_CHUNK_END:
 				bad = !got || s[got - 1] != '\n' ||
 				      (got >= 2 ? s[got - 2] : prev) != '\r';
@@ -955,6 +1029,8 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			}
 			/* What comes next is a chunk-size line: after the
 			 * headers of a chunked request, after a chunk. */
+			if (p->pause != PZ_CHUNK)
+				p->chunk_at = CK_SIZE0; /* if a line is next */
 			if (p->pause == PZ_CHUNK)
 				p->chunk_line = CL_NO;
 			else if (p->pause == PZ_CHUNK_END)

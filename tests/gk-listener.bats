@@ -685,7 +685,13 @@ print(ok)
 	# line at a bare LF (RFC 9112 §2.2 lets it) sees other chunks
 	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;a="b\nc"\r\nabc\r\n0\r\n\r\n')
 	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_output --partial 'control character in chunk line'
+	assert_output --partial 'invalid chunk line'
+	assert_line closed
+	# a space after the size and no extension (RFC 9112 §7.1: BWS only
+	# before ';'): a proxy in front may read the size otherwise
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	assert_output --partial 'invalid chunk line'
 	assert_line closed
 	# whitespace between a trailer field's name and colon (RFC 9112 §5.1)
 	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T : 1\r\n\r\n')
