@@ -696,6 +696,28 @@ take_request(struct conn *c)
 	c->busy = false;
 }
 
+/*
+ * The body of a request with Expect: 100-continue is to be read now: the
+ * client may wait for the 100 before it sends it (RFC 9110 §10.1.1).
+ * Behind answers still due it is queued as one of them, in its place, so
+ * it goes out right after them, never before (nor never at all, which
+ * left a pipelining client to its own timeout).
+ */
+static void
+send_continue(struct conn *c)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	if (!c->npending) {
+		gk_buf_add(&c->out, cont, sizeof cont - 1);
+		mark_dirty(c);
+		return;
+	}
+	struct pending *p = pending_queue(c, gk_http_parser_info(c->parser));
+	gk_buf_add(&p->bytes, cont, sizeof cont - 1);
+	p->ready = true;
+	c->held += p->bytes.len;
+}
+
 static void
 conn_feed(struct conn *c, const char *data, size_t n)
 {
@@ -709,11 +731,7 @@ conn_feed(struct conn *c, const char *data, size_t n)
 		if (r == GK_HTTP_NEED_MORE)
 			break;
 		if (r == GK_HTTP_CONTINUE) {
-			if (!c->npending) {
-				gk_buf_adds(&c->out,
-				            "HTTP/1.1 100 Continue\r\n\r\n");
-				mark_dirty(c);
-			}
+			send_continue(c);
 			continue;
 		}
 		if (r == GK_HTTP_ERROR) {

@@ -360,6 +360,28 @@ for i in range(2):
 	assert_success
 	assert_output --partial '< HTTP/1.1 100 Continue'
 	assert_output --partial 'the body'
+	# Pipelined behind a request still in flight: the 100 comes after
+	# that one's answer, and the client that waits for it is not stalled.
+	run pyhttp '
+import gkhttp, socket, sys
+s = gkhttp.connect(sys.argv[1])
+s.sendall(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"
+    b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    b"Content-Length: 8\r\n\r\n")
+seen = []
+try:
+    while not seen or seen[-1] != 100:
+        st, _, body = gkhttp.read_response(s)
+        seen.append(st)
+    s.sendall(b"the body")
+    st, _, body = gkhttp.read_response(s)
+    seen.append(st)
+    seen.append(body.decode())
+except socket.timeout:
+    seen.append("timeout")
+print(*seen)
+' "$PORT"
+	assert_output '200 100 200 the body'
 }
 
 @test "HEAD is answered with Content-Length and no body" {
