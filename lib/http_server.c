@@ -261,6 +261,23 @@ on_conn_timer(gk_loop *loop, void *arg)
 }
 
 /*
+ * Draining, c has nothing due nor half-read: close it once what is written
+ * is sent, lingering as after a last answer.  The client may be sending a
+ * request at this very moment (or have pipelined one behind an answer
+ * still being written): closed with it unread, or when it comes, the
+ * kernel answers with a reset, which destroys what of the answer the
+ * client has not read yet, and reads as a failure where a clean end of
+ * file tells a client to retry on a new connection.
+ */
+static void
+drain_close(struct conn *c)
+{
+	c->close_when_flushed = true;
+	c->linger = true;
+	mark_dirty(c);
+}
+
+/*
  * Idle (nothing pending, nothing half-read): the idle timer runs.  Headers
  * half-read: the header timer, from their first byte.  A body half-read:
  * the idle timeout again, from the last read, so that a slow upload that
@@ -292,8 +309,7 @@ arm_timer(struct conn *c)
 		return;
 	}
 	if (srv->draining) {
-		c->close_when_flushed = true;
-		mark_dirty(c);
+		drain_close(c);
 		return;
 	}
 	c->timer_kind = T_IDLE;
@@ -948,10 +964,8 @@ gk_http_server_drain(gk_http_server *srv)
 		next = c->next;
 		if (c->lingering) /* closing already, within its bounds */
 			continue;
-		if (!c->npending && gk_http_parser_idle(c->parser)) {
-			c->close_when_flushed = true;
-			mark_dirty(c);
-		}
+		if (!c->npending && gk_http_parser_idle(c->parser))
+			drain_close(c);
 	}
 }
 

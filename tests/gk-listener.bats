@@ -539,6 +539,36 @@ time.sleep(60)
 	assert_equal "$BG_STATUS" 0
 }
 
+@test "SIGTERM closes an idle keep-alive connection lingering: a request the client sends as it closes is read and discarded, not answered with a reset" {
+	listener --lingering-timeout 60s --lingering-time 60s --drain-timeout 20s -- hello
+	start_bg client python3 -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+out = b""
+while b"hello" not in out:
+    out += s.recv(65536)
+print("answered", flush=True)
+while s.recv(65536):
+    pass
+print("eof", flush=True)
+# A request on its way as the listener closed: closed at once, the kernel
+# answers it with a reset.
+s.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+print("sent", flush=True)
+time.sleep(60)
+' "$PORT"
+	wait_grep answered "$T/client.out"
+	kill -TERM "$LPID"
+	wait_grep sent "$T/client.out"
+	# The connection lingers: reading, not closed, until the client closes.
+	run gauge gk_http_lingering_connections
+	assert_output 1
+	kill -- "-$(bg_pid client)"
+	wait_exit listener 15
+	assert_equal "$BG_STATUS" 0
+}
+
 # Send the bytes of stdin on one connection, then a GET /check on another;
 # once /check is answered, anything the first one ran is in $HANDLER_LOG.
 after_close_case() {
