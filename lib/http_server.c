@@ -564,12 +564,24 @@ record(struct conn *c, struct pending *p, int status, size_t bytes,
 	gk_event_end();
 }
 
+/*
+ * Whether the connection stays open after p's answer.  Draining, the last
+ * answer due closes it; those before it keep it open, for the requests
+ * behind them were taken and run: closing after the first would throw
+ * their answers away.
+ */
+static bool
+keep_after(const struct conn *c, const struct pending *p)
+{
+	return p->info.keep_alive && !(c->srv->draining && p == c->tail);
+}
+
 /* Answer p with a response the transport makes itself. */
 static void
 answer_simple(struct conn *c, struct pending *p, int status, const char *body,
               const char *extra)
 {
-	bool keep = p->info.keep_alive && !c->srv->draining;
+	bool keep = keep_after(c, p);
 	gk_http_render_simple(status, body, keep, p->info.head, extra,
 	                      &p->bytes);
 	p->close_after = !keep;
@@ -608,7 +620,7 @@ http_respond(gk_north *n, gk_req *req, gk_msg *resp)
 	p->req = NULL;
 	srv->inflight--;
 	gk_gauge_set(srv->m_inflight, (double)srv->inflight);
-	bool keep = p->info.keep_alive && !srv->draining;
+	bool keep = keep_after(c, p);
 	size_t body = 0;
 	const char *why = NULL;
 	if (gk_http_render(resp, &p->info, keep, &p->bytes, &body, &why) < 0) {

@@ -1443,11 +1443,32 @@ print(r[0] if r else "closed", r[2].decode().strip() if r else "")
 	    (.msg | startswith("SIGTERM: left to the parent stage"))'
 }
 
+_lines_are() {
+	[ "$(wc -l <"$1")" -eq "$2" ]
+}
+
 @test "SIGTERM: what is in flight is answered, new connections are refused, exit 0" {
 	listener --timeout 20s -- python3 "$T/handler.py"
 	curl -s -m 20 -w '|%{http_code}' "$URL/slow" >"$T/slow.out" &
 	cpid=$!
+	# and three pipelined on one connection, all in flight
+	start_bg piped python3 -c '
+import re, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s.sendall(b"".join(b"GET /slow/1?%d HTTP/1.1\r\nHost: x\r\n\r\n" % i
+    for i in range(3)))
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+for head, body in re.findall(rb"(HTTP/1.1 .*?)\r\n\r\n(/slow/1\n)", out, re.S):
+    print(head.split(b" ")[1].decode(), body.decode().strip(),
+        "close" if b"Connection: close" in head else "keep-alive")
+' "$PORT"
 	wait_grep '"/slow"' "$HANDLER_LOG"
+	wait_for _lines_are "$HANDLER_LOG" 4
 	kill -TERM "$LPID"
 	wait_event "$ERR" '.type == "log" and .msg == "draining"'
 	run curl -s -m 5 -o /dev/null -w '%{http_code}' "$URL/new"
@@ -1455,6 +1476,10 @@ print(r[0] if r else "closed", r[2].decode().strip() if r else "")
 	wait "$cpid"
 	run cat "$T/slow.out"
 	assert_output $'/slow\n|200'
+	# each pipelined request is answered, the last one with close
+	wait_exit piped 20
+	run cat "$T/piped.out"
+	assert_output $'200 /slow/1 keep-alive\n200 /slow/1 keep-alive\n200 /slow/1 close'
 	wait_exit listener 10
 	assert_equal "$BG_STATUS" 0
 	# the handler saw its stdin close and was reaped
