@@ -74,7 +74,9 @@ struct gk_http_parser {
 	/* The bytes executed next are a chunk-size line (CL_AFTER_HEAD: after
 	 * the LF that ends the header section, not yet consumed). */
 	enum { CL_NO, CL_YES, CL_AFTER_HEAD } chunk_line;
-	uint8_t chunk_at; /* enum chunk_at: where in that line */
+	uint8_t chunk_at;          /* enum chunk_at: where in that line */
+	uint32_t chunk_line_bytes; /* of that line so far: --max-header */
+	size_t ext_bytes; /* chunk-ext bytes of the request: --max-body */
 };
 
 /* tchar (RFC 9110 §5.6.2) to its lowercase; 0 for anything else. */
@@ -187,6 +189,7 @@ on_message_begin(http_parser *hp)
 	gk_http_parser *p = hp->data;
 	memset(&p->info, 0, sizeof p->info);
 	p->info.http_minor = 1;
+	p->ext_bytes = 0;
 	p->phase = PH_HEAD;
 	if (!p->r)
 		p->r = req_new();
@@ -883,16 +886,38 @@ chunk_step(enum chunk_at at, unsigned char c)
 	return CK_BAD;
 }
 
-/* The bytes of a chunk-size line just executed (the whole line or a piece;
- * after_head: the first is the LF that ends the header section). */
+/*
+ * The bytes of a chunk-size line just executed (the whole line or a piece;
+ * after_head: the first is the LF that ends the header section).  Nothing
+ * of an extension is kept, but its bytes are bounded all the same: a line
+ * by --max-header, as a header line is, and those of a request with its
+ * data by --max-body; else a client could send without end (a few bytes
+ * of data, each with a long extension) for one request.
+ */
 static bool
 chunk_line_ok(gk_http_parser *p, const char *s, size_t n, bool after_head)
 {
 	enum chunk_at at = p->chunk_at;
-	for (size_t i = after_head && n; i < n && at != CK_BAD; i++)
+	size_t i = after_head && n, ext = 0;
+	for (; i < n && at != CK_BAD; i++) {
+		if (at > CK_SIZE && at < CK_CR && s[i] != '\r')
+			ext++;
 		at = chunk_step(at, (unsigned char)s[i]);
+	}
 	p->chunk_at = (uint8_t)at;
-	return at != CK_BAD;
+	p->chunk_line_bytes += (uint32_t)(n - (after_head && n));
+	p->ext_bytes += ext;
+	const char *why = NULL;
+	int status = 400;
+	if (at == CK_BAD)
+		why = "invalid chunk line";
+	else if (at != CK_DONE && p->chunk_line_bytes >= p->max_header)
+		status = 431, why = "chunk line too long";
+	else if (p->ext_bytes > p->max_body - (p->r->text.len - p->r->body_off))
+		status = 413, why = "chunk extensions over the body limit";
+	if (why)
+		fail(p, status, why);
+	return !why;
 }
 
 /* PH_METHOD: take the line up to its LF (within the header limit) and
@@ -959,6 +984,13 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			size_t room = p->max_header - p->hdr_bytes;
 			if (n > room)
 				n = room;
+		} else if (p->chunk_line) {
+			/* nor more of a chunk line (the LF that ends the
+			 * headers aside): past it is a 431 too */
+			size_t room = p->max_header - p->chunk_line_bytes +
+			              (p->chunk_line == CL_AFTER_HEAD);
+			if (n > room)
+				n = room;
 		}
 		if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED)
 			http_parser_pause(&p->hp, 0);
@@ -987,7 +1019,6 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		if (p->chunk_line &&
 		    !chunk_line_ok(p, s, got, p->chunk_line == CL_AFTER_HEAD)) {
 			*consumed = off + got;
-			fail(p, 400, "invalid chunk line");
 			return GK_HTTP_ERROR;
 		}
 		if (got && p->chunk_line == CL_AFTER_HEAD)
@@ -1029,8 +1060,10 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			}
 			/* What comes next is a chunk-size line: after the
 			 * headers of a chunked request, after a chunk. */
-			if (p->pause != PZ_CHUNK)
-				p->chunk_at = CK_SIZE0; /* if a line is next */
+			if (p->pause != PZ_CHUNK) { /* if a line is next */
+				p->chunk_at = CK_SIZE0;
+				p->chunk_line_bytes = 0;
+			}
 			if (p->pause == PZ_CHUNK)
 				p->chunk_line = CL_NO;
 			else if (p->pause == PZ_CHUNK_END)

@@ -766,6 +766,15 @@ print(ok)
 	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n100000\r\nab')
 	assert_line --index 0 --regexp '^HTTP/1\.1 413 '
 	assert_line closed
+	# chunk extensions are dropped, but count toward --max-body: 20 bytes
+	# of data cannot carry 2 KB of them
+	ext=$(head -c 97 /dev/zero | tr '\0' b)
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'
+		for i in $(seq 20); do printf '1;a=%s\r\nx\r\n' "$ext"; done
+		printf '0\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 413 '
+	assert_output --partial 'chunk extensions over the body limit'
+	assert_line closed
 }
 
 @test "a Host that is not host[:port] is 400 and runs nothing; an empty one, an IPv6 literal or a port pass" {

@@ -563,6 +563,55 @@ TEST(chunk_ext_and_trailers)
 		gk_buf_free(&t);
 	}
 }
+
+/* Chunk extensions are dropped but bounded: a chunk line by --max-header
+ * (431), and their bytes in a request, with its data, by --max-body (413):
+ * else a few bytes of data could carry extensions without end. */
+TEST(chunk_ext_bounded)
+{
+	gk_http_limits small = {.max_header = 256, .max_body = 1000};
+	gk_buf r = {0}, t = {0};
+	/* a line of 256 bytes with its CRLF passes, 257 does not */
+	for (size_t len = 256; len <= 257; len++) {
+		gk_buf_reset(&r);
+		gk_buf_adds(&r, H "1;a=");
+		while (r.len < sizeof H - 1 + len - 2)
+			gk_buf_addc(&r, 'b');
+		gk_buf_adds(&r, "\r\nx\r\n0\r\n\r\n");
+		for (size_t step = 0; step < 4; step += 3) {
+			gk_buf_reset(&t);
+			transcript(&small, r.data, r.len, step, &t);
+			bool ok = len == 256
+			              ? t.data[0] == '{'
+			              : strncmp(t.data, "ERROR 431", 9) == 0;
+			if (!ok) {
+				printf("#   line of %zu, step %zu: %s", len,
+				       step, t.data);
+				CHECK(0);
+			}
+		}
+	}
+	/* 100-byte extensions on 1-byte chunks: past 1000 in all, 413 */
+	gk_buf_reset(&r);
+	gk_buf_adds(&r, H);
+	for (int i = 0; i < 20; i++) {
+		gk_buf_adds(&r, "1;a=");
+		for (int k = 0; k < 97; k++)
+			gk_buf_addc(&r, 'b');
+		gk_buf_adds(&r, "\r\nx\r\n");
+	}
+	gk_buf_adds(&r, "0\r\n\r\n");
+	for (size_t step = 0; step < 4; step += 3) {
+		gk_buf_reset(&t);
+		transcript(&small, r.data, r.len, step, &t);
+		if (strncmp(t.data, "ERROR 413", 9) != 0) {
+			printf("#   step %zu: %s", step, t.data);
+			CHECK(0);
+		}
+	}
+	gk_buf_free(&r);
+	gk_buf_free(&t);
+}
 #undef H
 
 /* A chunk that declares more than --max-body is refused at its size
@@ -1088,6 +1137,7 @@ main(void)
 	RUN(errors);
 	RUN(headers_and_urls);
 	RUN(chunk_ext_and_trailers);
+	RUN(chunk_ext_bounded);
 	RUN(chunk_over_max_body_at_once);
 	RUN(host_value);
 	RUN(request_target_forms);
