@@ -6,11 +6,13 @@
  * metrics.  Parsing and rendering live in http_parser.c and http_render.c.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -56,6 +58,9 @@ struct conn {
 	bool last_taken; /* a request without keep-alive: read no more */
 	bool linger;     /* the last answer is queued: linger once it is sent */
 	bool lingering;  /* it is sent: reading and discarding (conn_linger) */
+	bool wrote;      /* T_IDLE: the client took output since it was armed */
+	unsigned outq;   /* and the kernel's unsent bytes then (UINT_MAX: not
+	                  * looked at yet) */
 	enum { T_IDLE, T_HEADER, T_BODY, T_LINGER } timer_kind;
 	uint64_t linger_until_us;
 	struct conn *next_dirty, *prev, *next;
@@ -190,6 +195,7 @@ conn_flush(struct conn *c)
 			return;
 		}
 		gk_buf_consume(&c->out, (size_t)n);
+		c->wrote = true;
 		break; /* one write per turn; the rest when writable */
 	}
 	/* Reading stopped for the output may go on: not from here, which
@@ -231,6 +237,37 @@ flush_dirty(gk_loop *loop, void *arg)
 	}
 }
 
+static void on_conn_timer(gk_loop *loop, void *arg);
+
+/* Idle, or an answer is being written: --idle-timeout bounds a client that
+ * stops taking it (on_conn_timer), not one that takes it slowly. */
+static void
+arm_send_timer(struct conn *c)
+{
+	c->timer_kind = T_IDLE;
+	c->wrote = false;
+	c->outq = UINT_MAX;
+	gk_timer_start(c->srv->loop, &c->timer, c->srv->cfg->idle_timeout_ms,
+	               on_conn_timer, c);
+}
+
+/*
+ * Whether the client took some of its answer since the timer was armed.
+ * Writes alone do not tell: the kernel's send buffer (megabytes) may take
+ * a slow client longer than --idle-timeout to make room for one, while it
+ * reads all along; its unsent bytes going down do.
+ */
+static bool
+send_moved(struct conn *c)
+{
+	int q = 0;
+	if (ioctl(c->fd, TIOCOUTQ, &q) < 0 || q < 0)
+		return c->wrote;
+	bool moved = c->wrote || (unsigned)q < c->outq;
+	c->outq = (unsigned)q;
+	return moved;
+}
+
 static void
 on_conn_timer(gk_loop *loop, void *arg)
 {
@@ -254,7 +291,15 @@ on_conn_timer(gk_loop *loop, void *arg)
 		c->paused = true;
 		update_events(c);
 		mark_dirty(c);
+	} else if (c->out.len && send_moved(c)) {
+		/* Not idle: an answer is still being written, and the
+		 * client takes it, however slowly.  Closing would cut it. */
+		c->wrote = false;
+		gk_timer_start(c->srv->loop, &c->timer,
+		               c->srv->cfg->idle_timeout_ms, on_conn_timer, c);
 	} else {
+		/* Idle, or a client that has taken none of its answer for
+		 * that long */
 		gk_counter_add(c->srv->r_idle, 1);
 		conn_close(c);
 	}
@@ -275,6 +320,7 @@ drain_close(struct conn *c)
 	c->close_when_flushed = true;
 	c->linger = true;
 	mark_dirty(c);
+	arm_send_timer(c); /* lingering replaces it once all is sent */
 }
 
 /*
@@ -312,9 +358,7 @@ arm_timer(struct conn *c)
 		drain_close(c);
 		return;
 	}
-	c->timer_kind = T_IDLE;
-	gk_timer_start(srv->loop, &c->timer, srv->cfg->idle_timeout_ms,
-	               on_conn_timer, c);
+	arm_send_timer(c);
 }
 
 /* Drop what is still waiting on c: its requests are cancelled south. */
@@ -464,6 +508,9 @@ conn_release(struct conn *c)
 			c->linger = true;
 			c->paused = true;
 			update_events(c);
+			/* nothing is read any more, but the answer must be
+			 * taken: a client that never does is closed */
+			arm_send_timer(c);
 			return;
 		}
 	}

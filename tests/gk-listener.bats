@@ -1046,6 +1046,43 @@ print(closed, time.monotonic() - t0 >= 0.4)
 	assert_output $'200\nTrue True'
 }
 
+@test "--idle-timeout does not cut an answer a slow client is still taking; one that takes none of it is closed" {
+	listener --idle-timeout 300ms -- python3 "$T/handler.py"
+	# 6 MB, more than the kernel buffers, read a little at a time for
+	# longer than --idle-timeout in all
+	run pyhttp '
+import gkhttp, sys, time
+s = gkhttp.slow_reader(sys.argv[1], 10)
+s.sendall(b"GET /big/6000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(4096)
+head, _, body = head.partition(b"\r\n\r\n")
+n = len(body)
+while n < 6000000:
+    b = s.recv(16384)
+    if not b:
+        break
+    n += len(b)
+    time.sleep(0.0005)
+print(head.split(b"\r\n")[0].decode(), n)
+' "$PORT"
+	assert_output 'HTTP/1.1 200 OK 6000000'
+	# asked with Connection: close, and never read: closed all the same
+	start_bg stuck python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /big/6000001 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+time.sleep(60)
+' "$PORT"
+	wait_grep '/big/6000001' "$HANDLER_LOG"
+	wait_for -t 10 _gauge_is gk_http_connections 0
+	run gauge gk_http_lingering_connections
+	assert_output 0
+}
+
 @test "a response header with CR LF from the handler becomes 502 and an error event" {
 	listener -- jq -c --unbuffered '{id, status: 200, headers: {"x-bad": "a\r\nInjected: yes"}, body: "x"}'
 	run curl -s -i -m 10 "$URL/"
