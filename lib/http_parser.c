@@ -792,11 +792,13 @@ method_line(const char *s, size_t n, bool prefix)
 static enum gk_http_feed parse_error(gk_http_parser *p);
 
 /* Past --max-header: 414 while the request line is not yet whole (RFC 9112
- * §3: a target longer than the server will parse), 431 after. */
+ * §3: a target longer than the server will parse), 431 after (its LF the
+ * last byte in: a line of just --max-header bytes is not over it). */
 static void
 head_too_large(gk_http_parser *p)
 {
-	if (p->r && p->r->nh == 0 && p->phase == PH_HEAD)
+	if (p->r && p->r->nh == 0 && p->phase == PH_HEAD &&
+	    p->last_byte != '\n')
 		fail(p, 414, "request line too long");
 	else
 		fail(p, 431, "request header section too large");

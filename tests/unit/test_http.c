@@ -719,6 +719,20 @@ TEST(uri_too_long)
 	gk_buf t = {0};
 	transcript(&small, h, strlen(h), 0, &t);
 	CHECK(strncmp(t.data, "ERROR 431", 9) == 0);
+	/* a line of exactly --max-header (its CRLF included) is not over
+	 * it: what follows is, 431, however the bytes are cut */
+	n = snprintf(h, sizeof h, "GET /");
+	memset(h + n, 'a', 256 - 16);
+	strcpy(h + 256 - 11, " HTTP/1.1\r\nHost: h\r\n\r\n");
+	CHECK(strstr(h, "\n") == h + 255);
+	for (size_t step = 0; step < 4; step += 3) {
+		gk_buf_reset(&t);
+		transcript(&small, h, strlen(h), step, &t);
+		if (strncmp(t.data, "ERROR 431", 9) != 0) {
+			printf("#   step %zu: %s", step, t.data);
+			CHECK(0);
+		}
+	}
 	gk_buf_free(&t);
 }
 
