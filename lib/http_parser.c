@@ -76,7 +76,8 @@ struct gk_http_parser {
 	enum { CL_NO, CL_YES, CL_AFTER_HEAD } chunk_line;
 	uint8_t chunk_at;          /* enum chunk_at: where in that line */
 	uint32_t chunk_line_bytes; /* of that line so far: --max-header */
-	size_t ext_bytes; /* chunk-ext bytes of the request: --max-body */
+	size_t ext_bytes;       /* chunk-ext bytes of the request: --max-body */
+	uint32_t trailer_bytes; /* of its trailer section: --max-header */
 };
 
 /* tchar (RFC 9110 §5.6.2) to its lowercase; 0 for anything else. */
@@ -190,6 +191,7 @@ on_message_begin(http_parser *hp)
 	memset(&p->info, 0, sizeof p->info);
 	p->info.http_minor = 1;
 	p->ext_bytes = 0;
+	p->trailer_bytes = 0;
 	p->phase = PH_HEAD;
 	if (!p->r)
 		p->r = req_new();
@@ -994,6 +996,12 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			if (n > room)
 				n = room;
 		}
+		/* nor more of a trailer section than of a header section
+		 * (http_parser's own bound is its process-wide one) */
+		bool trail = !head && p->phase == PH_BODY && !p->chunk_line &&
+		             (p->hp.flags & F_TRAILING);
+		if (trail && n > p->max_header - p->trailer_bytes)
+			n = p->max_header - p->trailer_bytes;
 		if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED)
 			http_parser_pause(&p->hp, 0);
 		p->pause = PZ_NONE;
@@ -1028,6 +1036,8 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		note_tail(p, s, got);
 		if (head)
 			p->hdr_bytes += (uint32_t)got;
+		if (trail)
+			p->trailer_bytes += (uint32_t)got;
 		off += got;
 		if (e == HPE_PAUSED) {
 			/*
@@ -1092,6 +1102,11 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		if (p->phase < PH_BODY && p->hdr_bytes >= p->max_header) {
 			*consumed = off;
 			head_too_large(p);
+			return GK_HTTP_ERROR;
+		}
+		if (trail && p->trailer_bytes >= p->max_header) {
+			*consumed = off;
+			fail(p, 431, "trailer section too large");
 			return GK_HTTP_ERROR;
 		}
 	}

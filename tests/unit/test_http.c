@@ -566,7 +566,8 @@ TEST(chunk_ext_and_trailers)
 
 /* Chunk extensions are dropped but bounded: a chunk line by --max-header
  * (431), and their bytes in a request, with its data, by --max-body (413):
- * else a few bytes of data could carry extensions without end. */
+ * else a few bytes of data could carry extensions without end.  Trailer
+ * fields, dropped too, by --max-header as header fields are. */
 TEST(chunk_ext_bounded)
 {
 	gk_http_limits small = {.max_header = 256, .max_body = 1000};
@@ -586,6 +587,27 @@ TEST(chunk_ext_bounded)
 			              : strncmp(t.data, "ERROR 431", 9) == 0;
 			if (!ok) {
 				printf("#   line of %zu, step %zu: %s", len,
+				       step, t.data);
+				CHECK(0);
+			}
+		}
+	}
+	/* the trailer section, like the header section, by --max-header:
+	 * 256 bytes with its final CRLF pass, 257 are 431 */
+	for (size_t len = 256; len <= 257; len++) {
+		gk_buf_reset(&r);
+		gk_buf_adds(&r, H "1\r\nx\r\n0\r\nX-T: ");
+		while (r.len < sizeof H - 1 + 9 + len - 4)
+			gk_buf_addc(&r, 'b');
+		gk_buf_adds(&r, "\r\n\r\n");
+		for (size_t step = 0; step < 4; step += 3) {
+			gk_buf_reset(&t);
+			transcript(&small, r.data, r.len, step, &t);
+			bool ok = len == 256
+			              ? t.data[0] == '{'
+			              : strncmp(t.data, "ERROR 431", 9) == 0;
+			if (!ok) {
+				printf("#   trailers of %zu, step %zu: %s", len,
 				       step, t.data);
 				CHECK(0);
 			}
