@@ -202,6 +202,9 @@ static int
 on_url(http_parser *hp, const char *at, size_t n)
 {
 	gk_http_parser *p = hp->data;
+	/* The method is known now: an error answered from here on is one
+	 * to a HEAD, without a body (RFC 9112 §6.3), if it is one. */
+	p->info.head = hp->method == HTTP_HEAD;
 	if (!plain(at, n)) {
 		/* RFC 9112 §3.2: the target is ASCII; other bytes would
 		 * become U+FFFD on the wire, and different targets one. */

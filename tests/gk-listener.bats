@@ -403,6 +403,12 @@ st, h, b = gkhttp.read_response(s)
 print(st, b.decode().strip())
 ' "$PORT"
 	assert_output $'200 6 0\n200 hello'
+	# an error the listener answers to a HEAD has no body either
+	run http_raw 127.0.0.1 "$PORT" 5 < <(printf 'HEAD / HTTP/1.1\r\n\r\n')
+	assert_line --index 0 --regexp '^HTTP/1\.1 400'
+	assert_line --regexp $'^Content-Length: [1-9][0-9]*\r$'
+	refute_output --partial 'host'
+	assert_line closed
 }
 
 @test "Connection: close is answered and the connection closed" {
