@@ -1015,6 +1015,14 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
 		if (e != HPE_OK && e != HPE_PAUSED) {
 			*consumed = off + got;
+			/* A chunk line's own fault first, whatever http_parser
+			 * made of it (it takes bytes >= 0x80 for the digit 0:
+			 * "3\xff" is a size of 0x30, over --max-body or not),
+			 * so that the answer is the same however it is cut. */
+			if (p->chunk_line &&
+			    !chunk_line_ok(p, s, got,
+			                   p->chunk_line == CL_AFTER_HEAD))
+				return GK_HTTP_ERROR;
 			if (e == HPE_INVALID_METHOD) {
 				/* Method bytes came before when the message
 				 * began (http_parser calls that at the first
