@@ -7,8 +7,10 @@
  * Values are typed as gk_log(3) types them: a JSON number (within 2^53),
  * true, false or null is written as such, anything else as a string.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gokit.h"
@@ -61,6 +63,23 @@ reserved(const char *k, size_t n)
 		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
 			return true;
 	return false;
+}
+
+/*
+ * Exit 1 when the event was not written (a full disk, a closed or read-only
+ * fd, a reader gone, a pipe still full after 1 s): a script must be able to
+ * tell.  Said on stderr, which may be the very fd that failed.
+ */
+static int
+finish(void)
+{
+	int fd = 2, err = 0;
+	if (!gk__events_finish(&fd, &err))
+		return 0;
+	fprintf(stderr,
+	        "gk-log: fatal: unable to write the event to fd %d: %s\n", fd,
+	        err == EAGAIN ? "still full after 1 s" : strerror(err));
+	return 1;
 }
 
 /* An event of a type other than log: the same members, built here. */
@@ -156,8 +175,7 @@ main(int argc, char **argv)
 		return 0;
 	if (strcmp(type, "log")) {
 		other_event(type, (enum gk_level)level, trace, msg, f, nf);
-		gk_events_flush();
-		return 0;
+		return finish();
 	}
 	/* gk_log_trace stops at the first NULL: pass every slot.  It renames
 	 * trace_id only when a trace id is given; gk-log(1) always does. */
@@ -176,6 +194,5 @@ main(int argc, char **argv)
 	gk_log_trace((enum gk_level)level, trace, msg, A8(0), A8(8), A8(16),
 	    A8(24), A8(32), A8(40), A8(48), A8(56), (char *)0);
 #undef A8
-	gk_events_flush();
-	return 0;
+	return finish();
 }

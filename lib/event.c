@@ -98,6 +98,8 @@ static gk_buf queue;
 static uint64_t dropped; /* events dropped since the last notice */
 static bool fd_dead;     /* EPIPE or EBADF: the reader is gone */
 static bool stalled;     /* the last flush gave up waiting for POLLOUT */
+static uint64_t lost;    /* events not written since gk_events_init */
+static int lost_errno;   /* why the last of them was not */
 
 /* The event being built by this thread. */
 struct builder {
@@ -248,6 +250,8 @@ gk_events_init(const char *proc)
 	dropped = 0;
 	fd_dead = false;
 	stalled = false;
+	lost = 0;
+	lost_errno = 0;
 
 	const char *bad_fd = NULL, *bad_level = NULL, *bad_format = NULL;
 	set_proc(proc);
@@ -420,12 +424,25 @@ chunk_len(size_t off)
 
 static void notice_dropped_locked(void);
 
+/* The lines of the queue from off on are lost, for err (gk-log's status). */
+static void
+lose_locked(size_t off, int err)
+{
+	const char *p = queue.data + off, *end = queue.data + queue.len;
+	while (p < end && (p = memchr(p, '\n', (size_t)(end - p)))) {
+		lost++;
+		p++;
+	}
+	lost_errno = err;
+}
+
 static void
 flush_locked(enum flush_mode mode)
 {
 	if (!queue.len)
 		return;
 	if (fd_dead) {
+		lose_locked(0, lost_errno);
 		queue.len = 0;
 		return;
 	}
@@ -481,6 +498,7 @@ flush_locked(enum flush_mode mode)
 				epipe = true;
 			if (errno == EPIPE || errno == EBADF)
 				fd_dead = true;
+			lose_locked(off + done, errno);
 			off = queue.len;
 			goto out;
 		}
@@ -497,6 +515,22 @@ out:
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (dropped && !fd_dead)
 		notice_dropped_locked();
+}
+
+uint64_t
+gk__events_finish(int *fd, int *err)
+{
+	pthread_mutex_lock(&qlock);
+	flush_locked(FLUSH_EXIT);
+	if (queue.len) { /* still full after the wait at exit */
+		lose_locked(0, EAGAIN);
+		queue.len = 0; /* counted: at_exit must not wait again */
+	}
+	uint64_t n = lost;
+	*fd = cfg.fd;
+	*err = lost_errno;
+	pthread_mutex_unlock(&qlock);
+	return n;
 }
 
 void
@@ -1132,12 +1166,16 @@ render_text(const char *line, size_t len, gk_buf *out, bool colour)
 static void
 enqueue_locked(const char *line, size_t len)
 {
-	if (fd_dead)
+	if (fd_dead) {
+		lost++;
 		return;
+	}
 	if (dropped)
 		notice_dropped_locked();
 	if (queue.len + len + 1 > QUEUE_MAX) {
 		dropped++;
+		lost++;
+		lost_errno = EAGAIN;
 		if (queue.len > QUEUE_FLUSH)
 			flush_locked(FLUSH_AUTO);
 		return;

@@ -329,6 +329,10 @@ void gk_events_set_batching(bool on);
  * (-1: none held); turn_end returns what due_ms would. */
 int gk__events_turn_end(void);
 int gk__events_due_ms(void);
+/* For gk-log: flush as at exit (waiting up to 1 s for room); how many events
+ * since gk_events_init were not written (0: all were), *fd the event fd,
+ * *err why the last was not. */
+uint64_t gk__events_finish(int *fd, int *err);
 
 /* ------------------------------------------------------------------ */
 /* Metrics                                                             */

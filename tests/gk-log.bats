@@ -120,3 +120,23 @@ setup() {
 	run jq -e -c '[.trace_id, .field_trace_id]' <<<"$stderr"
 	assert_output '["4bf92f3577b34da6a3ce929d0e0e4736",8]'
 }
+
+@test "gk-log exits 1, saying why on stderr, when the event could not be written (full, closed, read-only)" {
+	# A script must be able to tell that its event went nowhere.
+	run --separate-stderr env GK_EVENTS_FD=3 gk-log "to a full disk" 3>/dev/full
+	assert_failure 1
+	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
+	[[ $stderr == "gk-log: fatal: unable to write the event to fd 3: No space left on device" ]]
+	# (run would put its own stderr in place of these: outside it.)
+	local st=0
+	gk-log "to a closed stderr" 2>&- || st=$?
+	[ "$st" = 1 ]
+	st=0
+	gk-log "to a read-only stderr" 2</dev/null || st=$?
+	[ "$st" = 1 ]
+	st=0
+	gk-log "to /dev/full as stderr" 2>/dev/full || st=$?
+	[ "$st" = 1 ]
+	# Filtered out by the level is not a failure: nothing was to be written.
+	GK_LOG_LEVEL=error gk-log "filtered" 2>/dev/full
+}
