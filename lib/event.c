@@ -4,7 +4,8 @@
  * Every event is built as one JSON line by one code path (event_open ...
  * gk_event_end) in a per-thread buffer, cut to PIPE_BUF - 1 bytes when it is
  * longer, rendered for a person when the event fd is a terminal (the text is
- * made from the JSON line, never built apart), and appended to one
+ * made from the JSON line, never built apart, and cut to PIPE_BUF - 1 bytes
+ * in turn: it can be longer), and appended to one
  * process-wide queue.  gk_events_flush writes the queue in chunks that end at
  * a newline and, to a pipe or socket, hold at most PIPE_BUF bytes, so lines
  * of the processes that share one pipe never interleave (a write to a file
@@ -402,7 +403,7 @@ wait_writable(uint64_t deadline)
 
 /*
  * How much of the queue from off goes in one write: whole lines, at most
- * WRITE_MAX bytes; a single longer line (text mode only) goes alone.
+ * WRITE_MAX bytes (no line is longer: gk_event_end cuts both formats).
  */
 static size_t
 chunk_len(size_t off)
@@ -1220,6 +1221,42 @@ notice_dropped_locked(void)
 	gk_buf_free(&text);
 }
 
+/*
+ * Text can be longer than the JSON line it is made from (a metrics family's
+ * name is repeated for each series): cut it to LINE_MAX_BYTES too, at a
+ * character's start, marked, so that a line is one atomic write to a pipe.
+ * Returns the new length.
+ */
+static const char text_cut_mark[] = "\xe2\x80\xa6 truncated=true";
+
+static size_t
+cut_text(char *p, size_t len)
+{
+	if (len <= LINE_MAX_BYTES)
+		return len;
+	size_t keep = LINE_MAX_BYTES - (sizeof text_cut_mark - 1);
+	while (keep > 0 && ((unsigned char)p[keep] & 0xc0) == 0x80)
+		keep--;
+	memcpy(p + keep, text_cut_mark, sizeof text_cut_mark - 1);
+	return keep + sizeof text_cut_mark - 1;
+}
+
+/* Counted once the event is out of the way (metrics.c ends its own events). */
+static void
+count_truncated(void)
+{
+	static _Atomic(gk_series *) series;
+	gk_series *s = atomic_load_explicit(&series, memory_order_acquire);
+	if (!s) {
+		s = gk_metric_series(gk_counter_new(
+		    "gk_events_truncated_total",
+		    "Events shortened to fit one line of PIPE_BUF bytes.",
+		    NULL));
+		atomic_store_explicit(&series, s, memory_order_release);
+	}
+	gk_counter_add(s, 1);
+}
+
 void
 gk_event_end(void)
 {
@@ -1228,7 +1265,8 @@ gk_event_end(void)
 		return; /* no gk_event_begin */
 	while (b->jw.depth > 0)
 		gk_jw_object_end(&b->jw);
-	if (b->line.len > LINE_MAX_BYTES)
+	bool cut = b->line.len > LINE_MAX_BYTES;
+	if (cut)
 		shorten(b);
 	const char *line = b->line.data;
 	size_t len = b->line.len;
@@ -1237,11 +1275,17 @@ gk_event_end(void)
 		render_text(line, len, &b->aux, cfg.colour);
 		line = b->aux.data;
 		len = b->aux.len - 1;
+		if (len > LINE_MAX_BYTES) {
+			len = cut_text(b->aux.data, len);
+			cut = true;
+		}
 	}
 	pthread_mutex_lock(&qlock);
 	enqueue_locked(line, len);
 	pthread_mutex_unlock(&qlock);
 	b->line.len = 0;
+	if (cut)
+		count_truncated();
 }
 
 /* ------------------------------------------------------------------ */

@@ -893,6 +893,66 @@ TEST(text_format)
 	unsetenv("GK_SERVICE");
 }
 
+/*
+ * Text is rendered from the JSON line and can be longer than it (a
+ * metrics family's name is repeated for each series): on a pipe it must
+ * still be one line of at most PIPE_BUF - 1 bytes a write, so that the
+ * processes sharing the pipe never interleave, cut with a mark.
+ */
+TEST(text_line_fits_pipe_buf)
+{
+	clear_env();
+	setenv("GK_EVENTS_FORMAT", "text", 1);
+	gk_series *cut = gk_metric_series(
+	    gk_counter_new("gk_events_truncated_total", NULL, NULL));
+	double cut0 = gk_series_value(cut);
+	struct cap c;
+	cap_open(&c, true, true);
+	char name[201];
+	memset(name, 'n', 200);
+	name[200] = 0;
+	gk_jw *w = gk_event_begin("metrics");
+	gk_jw_key(w, "metrics");
+	gk_jw_array(w);
+	gk_jw_object(w);
+	gk_jw_key(w, "name");
+	gk_jw_cstr(w, name);
+	gk_jw_key(w, "series");
+	gk_jw_array(w);
+	for (int i = 0; i < 40; i++) {
+		char v[8];
+		snprintf(v, sizeof v, "%d", i);
+		gk_jw_object(w);
+		gk_jw_key(w, "labels");
+		gk_jw_object(w);
+		gk_jw_key(w, "a");
+		gk_jw_cstr(w, v);
+		gk_jw_object_end(w);
+		gk_jw_key(w, "value");
+		gk_jw_int(w, i);
+		gk_jw_object_end(w);
+	}
+	gk_jw_array_end(w);
+	gk_jw_object_end(w);
+	gk_jw_array_end(w);
+	gk_event_end();
+	gk_log(GK_INFO, "after");
+	cap_close(&c);
+	CHECK(c.nrec == 2);
+	for (size_t i = 0; i < c.nrec; i++)
+		CHECK(c.rec[i] <= 4096);
+	char *nl = memchr(c.data, '\n', c.len);
+	CHECK(nl != NULL && nl - c.data <= 4095);
+	static const char mark[] = "\xe2\x80\xa6 truncated=true\n";
+	CHECK(nl && nl + 1 - c.data >= (ptrdiff_t)sizeof mark - 1 &&
+	      !memcmp(nl + 1 - (sizeof mark - 1), mark, sizeof mark - 1));
+	CHECK(nl && memmem(nl, c.len - (size_t)(nl - c.data),
+	                   "INFO  test-events after\n", 24));
+	CHECK(gk_series_value(cut) == cut0 + 1);
+	cap_free(&c);
+	unsetenv("GK_EVENTS_FORMAT");
+}
+
 TEST(text_colour_on_terminal)
 {
 	clear_env();
@@ -1128,6 +1188,7 @@ main(void)
 	RUN(drops_when_stuck);
 	RUN(reader_gone);
 	RUN(text_format);
+	RUN(text_line_fits_pipe_buf);
 	RUN(text_colour_on_terminal);
 	RUN(threads);
 	RUN(fatal_and_exit);
