@@ -82,6 +82,24 @@ finish(void)
 	return 1;
 }
 
+/* The member name of field f, into buf (64 bytes) when renamed. */
+static void
+field_key(const char *f, char *buf, const char **k, size_t *kn)
+{
+	const char *eq = strchr(f, '=');
+	size_t n = eq ? (size_t)(eq - f) : strlen(f);
+	if (!n) {
+		*k = "_";
+		*kn = 1;
+	} else if (reserved(f, n)) {
+		*kn = (size_t)snprintf(buf, 64, "field_%.*s", (int)n, f);
+		*k = buf;
+	} else {
+		*k = f;
+		*kn = n;
+	}
+}
+
 /* An event of a type other than log: the same members, built here. */
 static void
 other_event(const char *type, enum gk_level level, const char *trace,
@@ -97,16 +115,20 @@ other_event(const char *type, enum gk_level level, const char *trace,
 		gk_jw_cstr(w, trace);
 	}
 	for (int i = 0; i < nf; i++) {
+		char buf[64], buf2[64];
+		const char *k, *k2;
+		size_t kn, kn2;
+		field_key(f[i], buf, &k, &kn);
+		/* A key given twice: the last value wins (as for log). */
+		bool dup = false;
+		for (int j = i + 1; j < nf && !dup; j++) {
+			field_key(f[j], buf2, &k2, &kn2);
+			dup = kn2 == kn && !memcmp(k2, k, kn);
+		}
+		if (dup)
+			continue;
+		gk_jw_keyn(w, k, kn);
 		const char *eq = strchr(f[i], '=');
-		size_t kn = eq ? (size_t)(eq - f[i]) : strlen(f[i]);
-		if (!kn)
-			gk_jw_key(w, "_");
-		else if (reserved(f[i], kn)) {
-			char k[64];
-			snprintf(k, sizeof k, "field_%.*s", (int)kn, f[i]);
-			gk_jw_key(w, k);
-		} else
-			gk_jw_keyn(w, f[i], kn);
 		if (!eq)
 			gk_jw_bool(w, true);
 		else if (scalar(eq + 1))

@@ -1354,6 +1354,44 @@ reserved(const char *k, size_t n, bool have_trace)
 	return have_trace && n == 8 && !memcmp(k, "trace_id", 8);
 }
 
+/*
+ * The member name of field f ("k=v" or "k"): "_" for an empty key,
+ * field_NAME for a common member's name, else the key.  *k may point into
+ * buf (at least 32 bytes).
+ */
+static void
+field_key(const char *f, bool have_trace, char *buf, const char **k, size_t *kn)
+{
+	const char *eq = strchr(f, '=');
+	size_t n = eq ? (size_t)(eq - f) : strlen(f);
+	if (!n) {
+		*k = "_";
+		*kn = 1;
+	} else if (reserved(f, n, have_trace)) {
+		*kn = (size_t)snprintf(buf, 32, "field_%.*s", (int)n, f);
+		*k = buf;
+	} else {
+		*k = f;
+		*kn = n;
+	}
+}
+
+/* Whether a field after those read from *ap has member name k. */
+static bool
+given_later(va_list *ap, const char *k, size_t kn, bool have_trace)
+{
+	const char *f;
+	while ((f = va_arg(*ap, const char *))) {
+		char buf[32];
+		const char *k2;
+		size_t kn2;
+		field_key(f, have_trace, buf, &k2, &kn2);
+		if (kn2 == kn && !memcmp(k2, k, kn))
+			return true;
+	}
+	return false;
+}
+
 static void
 log_va(enum gk_level level, const char *trace_id, const char *msg, va_list ap)
 {
@@ -1366,16 +1404,20 @@ log_va(enum gk_level level, const char *trace_id, const char *msg, va_list ap)
 	}
 	const char *f;
 	while ((f = va_arg(ap, const char *))) {
+		char buf[32];
+		const char *k;
+		size_t kn;
+		field_key(f, trace_id != NULL, buf, &k, &kn);
+		/* A key given twice: the last value wins, as jq reads it;
+		 * readers that keep the first would see another event. */
+		va_list later;
+		va_copy(later, ap);
+		bool dup = given_later(&later, k, kn, trace_id != NULL);
+		va_end(later);
+		if (dup)
+			continue;
+		gk_jw_keyn(w, k, kn);
 		const char *eq = strchr(f, '=');
-		size_t kn = eq ? (size_t)(eq - f) : strlen(f);
-		if (!kn) {
-			gk_jw_key(w, "_");
-		} else if (reserved(f, kn, trace_id != NULL)) {
-			char k[32];
-			snprintf(k, sizeof k, "field_%.*s", (int)kn, f);
-			gk_jw_key(w, k);
-		} else
-			gk_jw_keyn(w, f, kn);
 		if (!eq)
 			gk_jw_bool(w, true);
 		else if (json_scalar(eq + 1))

@@ -140,3 +140,19 @@ setup() {
 	# Filtered out by the level is not a failure: nothing was to be written.
 	GK_LOG_LEVEL=error gk-log "filtered" 2>/dev/full
 }
+
+@test "a key given twice is written once, with the last value (as jq reads it)" {
+	# Readers differ on duplicate keys (jq keeps the last, others the
+	# first): the event never has any.
+	local t
+	for t in log access; do
+		run --separate-stderr gk-log -t "$t" m a=1 b=x a=2 level=warn \
+			field_level=z flag flag=false
+		assert_success
+		[ "$(grep -o '"a":' <<<"$stderr" | wc -l)" = 1 ]
+		[ "$(grep -o '"field_level":' <<<"$stderr" | wc -l)" = 1 ]
+		[ "$(grep -o '"flag":' <<<"$stderr" | wc -l)" = 1 ]
+		run jq -c '[.a, .b, .field_level, .flag]' <<<"$stderr"
+		assert_output '[2,"x","z",false]'
+	done
+}
