@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -202,13 +203,15 @@ static void build_tail(void);
 
 /*
  * Writes must never block: a reader that stops would freeze the process.
- * A socket takes MSG_DONTWAIT per call; a blocking pipe gets a descriptor
- * of our own, opened non-blocking through /proc (a pipe's O_NONBLOCK is
- * shared by every process holding it); failing that, each write is
- * preceded by a poll for room.
+ * A socket takes MSG_DONTWAIT per call; a blocking pipe or terminal (one
+ * stopped by Ctrl-S, or frozen) gets a descriptor of our own, opened
+ * non-blocking through /proc (O_NONBLOCK on the fd would be shared by
+ * every process holding it: a shell would read EAGAIN); failing that, each
+ * write is preceded by a poll for room.  Not a pty master: opening it
+ * anew would make another terminal.
  */
 static void
-set_write_fd(bool fifo, bool sock)
+set_write_fd(bool reopen, bool sock)
 {
 	if (cfg.own_wfd)
 		close(cfg.wfd);
@@ -217,8 +220,13 @@ set_write_fd(bool fifo, bool sock)
 	cfg.sock = sock;
 	cfg.poll_first = false;
 	int fl = fcntl(cfg.fd, F_GETFL);
-	if (!fifo || fl < 0 || (fl & O_NONBLOCK))
+	if (!reopen || fl < 0 || (fl & O_NONBLOCK))
 		return;
+	unsigned ptn;
+	if (ioctl(cfg.fd, TIOCGPTN, &ptn) == 0) {
+		cfg.poll_first = true; /* a pty master */
+		return;
+	}
 	char path[40];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", cfg.fd);
 	int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
@@ -288,9 +296,9 @@ gk_events_init(const char *proc)
 	struct stat sb;
 	bool st_ok = fstat(cfg.fd, &sb) == 0;
 	cfg.pipe = !st_ok || S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode);
-	set_write_fd(st_ok && S_ISFIFO(sb.st_mode),
-	             st_ok && S_ISSOCK(sb.st_mode));
 	bool tty = isatty(cfg.fd) == 1;
+	set_write_fd(st_ok && (S_ISFIFO(sb.st_mode) || tty),
+	             st_ok && S_ISSOCK(sb.st_mode));
 	cfg.text = tty;
 	e = getenv("GK_EVENTS_FORMAT");
 	if (e && *e) {

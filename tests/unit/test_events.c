@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1173,6 +1174,75 @@ TEST(blocking_fd_never_stalls)
 	close(p[1]);
 }
 
+/*
+ * A terminal whose output is stopped (Ctrl-S, or a frozen terminal) must
+ * not freeze the process in write(2) either: the events are held, and
+ * written once the terminal resumes.  The child logs to a stopped pty and
+ * says when gk_log has returned; then the output resumes and the event
+ * must arrive, written at the child's exit.
+ */
+TEST(stopped_terminal_never_stalls)
+{
+	clear_env();
+	setenv("GK_EVENTS_FORMAT", "text", 1);
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0) {
+		printf("# skip: no pseudo-terminal: %s\n", strerror(errno));
+		unsetenv("GK_EVENTS_FORMAT");
+		return;
+	}
+	grantpt(m);
+	unlockpt(m);
+	int s = open(ptsname(m), O_RDWR | O_NOCTTY); /* blocking, as a tty is */
+	CHECK(s >= 0);
+	CHECK(tcflow(s, TCOOFF) == 0); /* as Ctrl-S does */
+	int said[2], go[2];
+	CHECK(pipe(said) == 0 && pipe(go) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		char v[16];
+		snprintf(v, sizeof v, "%d", s);
+		setenv("GK_EVENTS_FD", v, 1);
+		gk_events_init("test-events");
+		gk_log(GK_INFO, "to a stopped terminal");
+		gk_events_flush();
+		(void)!write(said[1], "r", 1);
+		char c;
+		(void)!read(go[0], &c, 1);
+		exit(0); /* writes what is held, waiting up to 1 s */
+	}
+	struct pollfd pf = {.fd = said[0], .events = POLLIN};
+	bool returned = poll(&pf, 1, 5000) == 1;
+	CHECK(returned); /* else gk_log is stuck in write(2) */
+	CHECK(tcflow(s, TCOON) == 0);
+	(void)!write(go[1], "g", 1);
+	char buf[4096];
+	size_t n = 0;
+	while (returned && n < sizeof buf - 1 &&
+	       !memmem(buf, n, "stopped terminal", 16)) {
+		struct pollfd pm = {.fd = m, .events = POLLIN};
+		if (poll(&pm, 1, 3000) <= 0)
+			break;
+		ssize_t r = read(m, buf + n, sizeof buf - 1 - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	CHECK(memmem(buf, n, "test-events to a stopped terminal", 33));
+	if (!returned)
+		kill(pid, SIGKILL);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	CHECK(returned && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(said[0]);
+	close(said[1]);
+	close(go[0]);
+	close(go[1]);
+	close(s);
+	close(m);
+	unsetenv("GK_EVENTS_FORMAT");
+}
+
 int
 main(void)
 {
@@ -1195,6 +1265,7 @@ main(void)
 	RUN(fork_does_not_duplicate);
 	RUN(loop_holds_events_at_most_10ms);
 	RUN(blocking_fd_never_stalls);
+	RUN(stopped_terminal_never_stalls);
 	RUN(stalled_queue_retried_without_other_work);
 	return UNIT_END();
 }
