@@ -15,7 +15,9 @@
 
 #include "gokit.h"
 
-#define MAX_FIELDS 64
+/* Readers take at most 64 members (gk-wire(5)): the fields, and ts, type,
+ * level, proc, pid, svc, msg, trace_id and truncated. */
+#define MAX_FIELDS (GK_WIRE_MAX_FIELDS - 9)
 
 static void
 usage(void)
@@ -201,7 +203,7 @@ main(int argc, char **argv)
 	}
 	/* gk_log_trace stops at the first NULL: pass every slot.  It renames
 	 * trace_id only when a trace id is given; gk-log(1) always does. */
-	const char *a[MAX_FIELDS + 1] = {0};
+	const char *a[64 + 1] = {0}; /* A8 below passes 64 */
 	for (int i = 0; i < nf; i++) {
 		a[i] = f[i];
 		if (!trace && !strncmp(f[i], "trace_id", 8) &&

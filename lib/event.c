@@ -922,8 +922,16 @@ shorten(struct builder *b)
 	size_t nmem = 0, capm = 0;
 	gk_json_iter it;
 	gk_json key, val;
+	/* A "truncated" member already there (gk_log's, past the members
+	 * readers take) is left out: the one added below stands for it. */
+	size_t omit_from = 0, omit_to = 0;
 	gk_json_iter_init(&it, (gk_json){GK_JSON_OBJECT, line, len});
 	while (gk_json_iter_next(&it, &key, &val)) {
+		if (nmem && !omit_to && gk_json_eq(key, "truncated")) {
+			omit_from = mem[nmem - 1].to; /* the comma before */
+			omit_to = (size_t)(val.p + val.len - line);
+			continue;
+		}
 		if (nmem == capm) {
 			capm = capm ? capm * 2 : 32;
 			mem = gk_xrealloc(mem, capm * sizeof *mem);
@@ -935,7 +943,11 @@ shorten(struct builder *b)
 	}
 
 	/* Bytes to lose: the excess, and room for the truncated member. */
-	size_t need = len - 1 + (sizeof truncated_member - 1) - LINE_MAX_BYTES;
+	size_t kept = len - 1 - (omit_to - omit_from);
+	size_t need =
+	    kept + (sizeof truncated_member - 1) > LINE_MAX_BYTES
+	        ? kept + (sizeof truncated_member - 1) - LINE_MAX_BYTES
+	        : 0;
 	size_t maxc = 0;
 	for (size_t i = 0; i < s.n; i++)
 		if (s.v[i].len - 2 > maxc)
@@ -956,8 +968,11 @@ shorten(struct builder *b)
 	gk_buf *out = &b->aux;
 	gk_buf_reset(out);
 	if (cap) {
-		/* Everything but the closing brace. */
-		copy_cut(out, line, 0, len - 1, &s, cap);
+		/* Everything but the closing brace (and the member left
+		 * out). */
+		copy_cut(out, line, 0, omit_to ? omit_from : len - 1, &s, cap);
+		if (omit_to)
+			copy_cut(out, line, omit_to, len - 1, &s, cap);
 	} else {
 		/* Strings at their shortest, and the members that fit. */
 		gk_buf one = {0};
@@ -1410,11 +1425,21 @@ log_va(enum gk_level level, const char *trace_id, const char *msg, va_list ap)
 		gk_jw_key(w, "trace_id");
 		gk_jw_cstr(w, trace_id);
 	}
+	/* Readers take at most GK_WIRE_MAX_FIELDS members: ts, type,
+	 * level, proc, pid, msg, svc and trace_id when set, the fields that
+	 * fit, and room for "truncated" (which shorten may add too). */
+	int room =
+	    GK_WIRE_MAX_FIELDS - 7 - (cfg.svc != NULL) - (trace_id != NULL);
+	bool cut = false;
 	const char *f;
 	while ((f = va_arg(ap, const char *))) {
 		char buf[32];
 		const char *k;
 		size_t kn;
+		if (room == 0) {
+			cut = true;
+			break;
+		}
 		field_key(f, trace_id != NULL, buf, &k, &kn);
 		/* A key given twice: the last value wins, as jq reads it;
 		 * readers that keep the first would see another event. */
@@ -1432,6 +1457,12 @@ log_va(enum gk_level level, const char *trace_id, const char *msg, va_list ap)
 			gk_jw_raw(w, eq + 1, strlen(eq + 1));
 		else
 			gk_jw_cstr(w, eq + 1);
+		room--;
+	}
+	if (cut) {
+		gk_jw_key(w, "truncated");
+		gk_jw_bool(w, true);
+		count_truncated();
 	}
 	gk_event_end();
 }

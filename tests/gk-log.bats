@@ -156,3 +156,19 @@ setup() {
 		assert_output '[2,"x","z",false]'
 	done
 }
+
+@test "gk-log's largest event is read by an exporter as an event, and one field more is refused with 64" {
+	# Readers take at most 64 members (gk-wire(5)): 55 fields, the
+	# common members (svc and trace_id too) and "truncated" fit.
+	local args=() i long
+	long=$(printf 'v%.0s' {1..100})
+	for i in $(seq 1 55); do args+=("k$i=$long"); done
+	GK_SERVICE=orders GK_EVENTS_FD=3 gk-log --trace-id 4bf92f3577b34da6a3ce929d0e0e4736 \
+		m "${args[@]}" 3>"$T/events"
+	GK_EVENTS_FD=3 gk-export-file "$T/out" <"$T/events" 3>/dev/null
+	run jq -c '[.raw, .truncated, .svc, (.k1 | length > 16)]' "$T/out"
+	assert_output '[null,true,"orders",true]'
+	run --separate-stderr gk-log m "${args[@]}" k56=1
+	assert_failure 64
+	[[ $stderr == "gk-log: usage: too many fields: 56 (at most 55)" ]]
+}

@@ -846,6 +846,42 @@ TEST(stalled_queue_retried_without_other_work)
 	close(p[1]);
 }
 
+/* Readers take at most GK_WIRE_MAX_FIELDS members: gk_log keeps to it,
+ * also when the event is too long as well, with one "truncated". */
+TEST(many_fields_stay_readable)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, false, true);
+#define F5(p, v) p "1=" v, p "2=" v, p "3=" v, p "4=" v, p "5=" v
+#define F70(v)                                                                 \
+	F5("a", v), F5("b", v), F5("c", v), F5("d", v), F5("e", v),            \
+	    F5("f", v), F5("g", v), F5("h", v), F5("i", v), F5("j", v),        \
+	    F5("k", v), F5("l", v), F5("m", v), F5("n", v)
+	gk_log(GK_INFO, "many", F70("1"));
+	gk_log(GK_INFO, "many and long",
+	       F70("0123456789012345678901234567890123456789"
+	           "0123456789012345678901234567890123456789"));
+#undef F70
+#undef F5
+	cap_close(&c);
+	size_t start = 0, lines = 0;
+	for (size_t i = 0; i < c.len; i++) {
+		if (c.data[i] != '\n')
+			continue;
+		gk_wire_msg m;
+		gk_wire_error err;
+		CHECK(gk_wire_parse(&m, c.data + start, i - start, &err) == 0);
+		CHECK(m.nfields == GK_WIRE_MAX_FIELDS);
+		CHECK(gk_wire_get(&m, "truncated").type == GK_JSON_TRUE);
+		CHECK(gk_wire_get(&m, "a1").type != GK_JSON_NONE);
+		lines++;
+		start = i + 1;
+	}
+	CHECK(lines == 2);
+	cap_free(&c);
+}
+
 TEST(text_format)
 {
 	clear_env();
@@ -1257,6 +1293,7 @@ main(void)
 	RUN(batching_flushes_past_64k);
 	RUN(drops_when_stuck);
 	RUN(reader_gone);
+	RUN(many_fields_stay_readable);
 	RUN(text_format);
 	RUN(text_line_fits_pipe_buf);
 	RUN(text_colour_on_terminal);
