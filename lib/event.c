@@ -1264,7 +1264,7 @@ cut_text(char *p, size_t len)
 	return keep + sizeof text_cut_mark - 1;
 }
 
-/* Counted once the event is out of the way (metrics.c ends its own events). */
+/* Not under qlock: metrics.c writes events of its own. */
 static void
 count_truncated(void)
 {
@@ -1280,17 +1280,60 @@ count_truncated(void)
 	gk_counter_add(s, 1);
 }
 
+/*
+ * What the caller left open, closed: a key without its value gets null,
+ * and each open array or object its own bracket (the writer keeps no
+ * record of which is which: the line tells, read outside strings).
+ */
+static void
+close_open(struct builder *b)
+{
+	if (b->jw.after_key)
+		gk_jw_null(&b->jw);
+	char open[GK_WIRE_MAX_DEPTH + 1];
+	size_t n = 0;
+	bool in_str = false;
+	for (size_t i = 0; i < b->line.len; i++) {
+		char c = b->line.data[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+		} else if (c == '"')
+			in_str = true;
+		else if (c == '{' || c == '[') {
+			if (n < sizeof open)
+				open[n] = c;
+			n++;
+		} else if ((c == '}' || c == ']') && n)
+			n--;
+	}
+	while (b->jw.depth > 0) {
+		if (n && n <= sizeof open && open[n - 1] == '[')
+			gk_jw_array_end(&b->jw);
+		else
+			gk_jw_object_end(&b->jw);
+		if (n)
+			n--;
+	}
+}
+
 void
 gk_event_end(void)
 {
 	struct builder *b = &tb;
 	if (!b->line.len)
 		return; /* no gk_event_begin */
-	while (b->jw.depth > 0)
+	if (b->jw.depth == 1 && !b->jw.after_key)
 		gk_jw_object_end(&b->jw);
+	else if (b->jw.depth > 0)
+		close_open(b);
 	bool cut = b->line.len > LINE_MAX_BYTES;
-	if (cut)
+	if (cut) {
 		shorten(b);
+		count_truncated();
+	}
 	const char *line = b->line.data;
 	size_t len = b->line.len;
 	if (cfg.text) {
@@ -1300,15 +1343,14 @@ gk_event_end(void)
 		len = b->aux.len - 1;
 		if (len > LINE_MAX_BYTES) {
 			len = cut_text(b->aux.data, len);
-			cut = true;
+			if (!cut)
+				count_truncated();
 		}
 	}
 	pthread_mutex_lock(&qlock);
 	enqueue_locked(line, len);
 	pthread_mutex_unlock(&qlock);
 	b->line.len = 0;
-	if (cut)
-		count_truncated();
 }
 
 /* ------------------------------------------------------------------ */

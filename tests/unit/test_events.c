@@ -533,6 +533,39 @@ TEST(structured_event)
 }
 
 /*
+ * gk_event_end closes what the caller left open: an array with "]", not
+ * "}", and a key left without a value gets null, so the line is JSON.
+ */
+TEST(event_end_closes_what_is_open)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_jw *w = gk_event_begin("span");
+	gk_jw_key(w, "attrs");
+	gk_jw_object(w);
+	gk_jw_key(w, "list");
+	gk_jw_array(w);
+	gk_jw_cstr(w, "a]\"[{");
+	gk_jw_object(w);
+	gk_jw_key(w, "k");
+	gk_event_end();
+	cap_close(&c);
+	json_t *v[2];
+	size_t n = cap_lines(&c, v, 2);
+	CHECK(n == 1 && v[0]);
+	if (n == 1 && v[0]) {
+		json_t *l =
+		    json_object_get(json_object_get(v[0], "attrs"), "list");
+		CHECK(json_is_array(l) && json_array_size(l) == 2);
+		CHECK_STR(json_string_value(json_array_get(l, 0)), "a]\"[{");
+		CHECK(json_is_null(json_object_get(json_array_get(l, 1), "k")));
+	}
+	free_lines(v, n);
+	cap_free(&c);
+}
+
+/*
  * Every record (one write(2)) is whole lines, at most 4096 bytes, and as
  * full as whole lines allow.
  */
@@ -1288,6 +1321,7 @@ main(void)
 	RUN(level_filtering);
 	RUN(truncation);
 	RUN(structured_event);
+	RUN(event_end_closes_what_is_open);
 	RUN(double_round_trip);
 	RUN(batching_whole_lines);
 	RUN(batching_flushes_past_64k);
