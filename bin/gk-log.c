@@ -84,6 +84,21 @@ finish(void)
 	return 1;
 }
 
+/* A trace id as gk-events(5) has it: 32 lowercase hex, not all zero. */
+static bool
+trace_id_ok(const char *t)
+{
+	size_t n = 0;
+	bool nonzero = false;
+	for (; t[n]; n++) {
+		if (!((t[n] >= '0' && t[n] <= '9') ||
+		      (t[n] >= 'a' && t[n] <= 'f')))
+			return false;
+		nonzero |= t[n] != '0';
+	}
+	return n == 32 && nonzero;
+}
+
 /* The member name of field f, into buf (64 bytes) when renamed. */
 static void
 field_key(const char *f, char *buf, const char **k, size_t *kn)
@@ -185,6 +200,10 @@ main(int argc, char **argv)
 		gk_usage_error("bad -p: empty (expected a program name)");
 	if (!*type)
 		gk_usage_error("bad -t: empty (expected log, access, ...)");
+	if (trace && !trace_id_ok(trace))
+		gk_usage_error("bad --trace-id: %s (expected 32 lowercase "
+		               "hexadecimal digits, not all 0)",
+		               trace);
 	if (optind >= argc)
 		gk_usage_error("no MESSAGE (see --help)");
 	const char *msg = argv[optind++];

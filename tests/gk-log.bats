@@ -172,3 +172,14 @@ setup() {
 	assert_failure 64
 	[[ $stderr == "gk-log: usage: too many fields: 56 (at most 55)" ]]
 }
+
+@test "a --trace-id that is not 32 lowercase hexadecimal digits is refused with 64, nothing written" {
+	local bad
+	for bad in xyz 4BF92F3577B34DA6A3CE929D0E0E4736 00000000000000000000000000000000 \
+		4bf92f3577b34da6a3ce929d0e0e473 4bf92f3577b34da6a3ce929d0e0e47361; do
+		run --separate-stderr env GK_EVENTS_FD=3 gk-log --trace-id "$bad" m 3>"$T/events"
+		assert_failure 64
+		[[ $stderr == "gk-log: usage: bad --trace-id: $bad (expected 32 lowercase hexadecimal digits, not all 0)" ]]
+		[ ! -s "$T/events" ]
+	done
+}
