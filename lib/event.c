@@ -1021,6 +1021,40 @@ level_colour(const char *level)
 	return "\033[36m";
 }
 
+/* U+0080..U+009F, which JSON leaves as they are and a terminal may obey
+ * (U+009B is CSI). */
+static bool
+is_c1(const char *p, size_t n)
+{
+	return n >= 2 && (unsigned char)p[0] == 0xc2 &&
+	       (unsigned char)p[1] >= 0x80 && (unsigned char)p[1] <= 0x9f;
+}
+
+/* The C1 controls of out from start on as \u00XX: within a string (text
+ * quotes a word that has one), a JSON escape like the others. */
+static void
+escape_c1(gk_buf *out, size_t start)
+{
+	const char *p = out->data + start, *end = out->data + out->len;
+	const char *c = p;
+	while (c < end && (c = memchr(c, 0xc2, (size_t)(end - c))) &&
+	       !is_c1(c, (size_t)(end - c)))
+		c++;
+	if (!c || c >= end)
+		return;
+	gk_buf t = {0};
+	while (p < end) {
+		if (is_c1(p, (size_t)(end - p))) {
+			gk_buf_addf(&t, "\\u00%02x", (unsigned char)p[1]);
+			p += 2;
+		} else
+			gk_buf_addc(&t, *p++);
+	}
+	out->len = start;
+	gk_buf_add(out, t.data, t.len);
+	gk_buf_free(&t);
+}
+
 /* A string for a person: bare when it is one plain word, else quoted. */
 static void
 text_string(gk_buf *out, const char *s, size_t n, bool allow_space)
@@ -1028,7 +1062,7 @@ text_string(gk_buf *out, const char *s, size_t n, bool allow_space)
 	bool plain = n > 0;
 	for (size_t i = 0; i < n && plain; i++) {
 		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == 0x7f || c == '"' ||
+		if (c < 0x20 || c == 0x7f || c == '"' || is_c1(s + i, n - i) ||
 		    (!allow_space && (c == ' ' || c == '=')))
 			plain = false;
 	}
@@ -1119,8 +1153,10 @@ render_text(const char *line, size_t len, gk_buf *out, bool colour)
 {
 	gk_wire_msg m;
 	gk_wire_error err;
+	size_t start = out->len;
 	if (gk_wire_parse(&m, line, len, &err) < 0) {
 		gk_buf_add(out, line, len);
+		escape_c1(out, start);
 		gk_buf_addc(out, '\n');
 		return;
 	}
@@ -1179,6 +1215,7 @@ render_text(const char *line, size_t len, gk_buf *out, bool colour)
 		gk_buf_addc(out, '=');
 		text_value(out, v, &tmp);
 	}
+	escape_c1(out, start);
 	gk_buf_addc(out, '\n');
 	gk_buf_free(&tmp);
 	gk_buf_free(&word);

@@ -990,7 +990,7 @@ TEST(text_line_fits_pipe_buf)
 	gk_jw_key(w, "series");
 	gk_jw_array(w);
 	for (int i = 0; i < 40; i++) {
-		char v[8];
+		char v[16];
 		snprintf(v, sizeof v, "%d", i);
 		gk_jw_object(w);
 		gk_jw_key(w, "labels");
@@ -1019,6 +1019,39 @@ TEST(text_line_fits_pipe_buf)
 	CHECK(nl && memmem(nl, c.len - (size_t)(nl - c.data),
 	                   "INFO  test-events after\n", 24));
 	CHECK(gk_series_value(cut) == cut0 + 1);
+	cap_free(&c);
+	unsetenv("GK_EVENTS_FORMAT");
+}
+
+/*
+ * C1 controls (U+0080..U+009F) are valid UTF-8 that JSON leaves as they
+ * are, but a terminal may obey them (U+009B is CSI): text, which is for
+ * a terminal, escapes them, in a bare word as in a nested object.
+ */
+TEST(text_escapes_c1_controls)
+{
+	clear_env();
+	setenv("GK_EVENTS_FORMAT", "text", 1);
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_log(GK_WARN,
+	       "csi \xc2\x9b"
+	       "2J",
+	       "path=/a\xc2\x9b"
+	       "2J");
+	gk_jw *w = gk_event_begin("span");
+	gk_jw_key(w, "attrs");
+	gk_jw_object(w);
+	gk_jw_key(w, "t");
+	gk_jw_cstr(w, "\xc2\x85x");
+	gk_jw_object_end(w);
+	gk_event_end();
+	cap_close(&c);
+	CHECK(memmem(c.data, c.len, "\xc2\x9b", 2) == NULL);
+	CHECK(memmem(c.data, c.len, "\xc2\x85", 2) == NULL);
+	CHECK(memmem(c.data, c.len, "path=\"/a\\u009b2J\"", 17) != NULL);
+	CHECK(memmem(c.data, c.len, "\"csi \\u009b2J\"", 14) != NULL);
+	CHECK(memmem(c.data, c.len, "attrs={\"t\":\"\\u0085x\"}", 21) != NULL);
 	cap_free(&c);
 	unsetenv("GK_EVENTS_FORMAT");
 }
@@ -1330,6 +1363,7 @@ main(void)
 	RUN(many_fields_stay_readable);
 	RUN(text_format);
 	RUN(text_line_fits_pipe_buf);
+	RUN(text_escapes_c1_controls);
 	RUN(text_colour_on_terminal);
 	RUN(threads);
 	RUN(fatal_and_exit);
