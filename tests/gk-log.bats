@@ -165,7 +165,9 @@ setup() {
 	for i in $(seq 1 55); do args+=("k$i=$long"); done
 	GK_SERVICE=orders GK_EVENTS_FD=3 gk-log --trace-id 4bf92f3577b34da6a3ce929d0e0e4736 \
 		m "${args[@]}" 3>"$T/events"
-	GK_EVENTS_FD=3 gk-export-file "$T/out" <"$T/events" 3>/dev/null
+	# A one-shot reader: to EOF of the file, then exits.
+	GK_EVENTS_FD=3 timeout 10 "$GK_BUILD/exporters/gk-export-file" "$T/out" \
+		<"$T/events" 3>/dev/null
 	run jq -c '[.raw, .truncated, .svc, (.k1 | length > 16)]' "$T/out"
 	assert_output '[null,true,"orders",true]'
 	run --separate-stderr gk-log m "${args[@]}" k56=1
