@@ -1030,21 +1030,23 @@ is_c1(const char *p, size_t n)
 	       (unsigned char)p[1] >= 0x80 && (unsigned char)p[1] <= 0x9f;
 }
 
-/* The C1 controls of out from start on as \u00XX: within a string (text
- * quotes a word that has one), a JSON escape like the others. */
+/* DEL and the C1 controls of out from start on as \u00XX (JSON, which
+ * quotes the others, leaves them): within a string (text quotes a word
+ * that has one), a JSON escape like the others. */
 static void
 escape_c1(gk_buf *out, size_t start)
 {
 	const char *p = out->data + start, *end = out->data + out->len;
 	const char *c = p;
-	while (c < end && (c = memchr(c, 0xc2, (size_t)(end - c))) &&
-	       !is_c1(c, (size_t)(end - c)))
+	while (c < end && *c != 0x7f && !is_c1(c, (size_t)(end - c)))
 		c++;
-	if (!c || c >= end)
+	if (c >= end)
 		return;
 	gk_buf t = {0};
 	while (p < end) {
-		if (is_c1(p, (size_t)(end - p))) {
+		if (*p == 0x7f)
+			gk_buf_adds(&t, "\\u007f"), p++;
+		else if (is_c1(p, (size_t)(end - p))) {
 			gk_buf_addf(&t, "\\u00%02x", (unsigned char)p[1]);
 			p += 2;
 		} else

@@ -1024,9 +1024,9 @@ TEST(text_line_fits_pipe_buf)
 }
 
 /*
- * C1 controls (U+0080..U+009F) are valid UTF-8 that JSON leaves as they
- * are, but a terminal may obey them (U+009B is CSI): text, which is for
- * a terminal, escapes them, in a bare word as in a nested object.
+ * C1 controls (U+0080..U+009F) and DEL are valid UTF-8 that JSON leaves as
+ * they are, but a terminal may obey them (U+009B is CSI): text, which is
+ * for a terminal, escapes them, in a bare word as in a nested object.
  */
 TEST(text_escapes_c1_controls)
 {
@@ -1038,7 +1038,8 @@ TEST(text_escapes_c1_controls)
 	       "csi \xc2\x9b"
 	       "2J",
 	       "path=/a\xc2\x9b"
-	       "2J");
+	       "2J",
+	       "del=\x7f");
 	gk_jw *w = gk_event_begin("span");
 	gk_jw_key(w, "attrs");
 	gk_jw_object(w);
@@ -1049,6 +1050,8 @@ TEST(text_escapes_c1_controls)
 	cap_close(&c);
 	CHECK(memmem(c.data, c.len, "\xc2\x9b", 2) == NULL);
 	CHECK(memmem(c.data, c.len, "\xc2\x85", 2) == NULL);
+	CHECK(memchr(c.data, 0x7f, c.len) == NULL);
+	CHECK(memmem(c.data, c.len, "del=\"\\u007f\"", 12) != NULL);
 	CHECK(memmem(c.data, c.len, "path=\"/a\\u009b2J\"", 17) != NULL);
 	CHECK(memmem(c.data, c.len, "\"csi \\u009b2J\"", 14) != NULL);
 	CHECK(memmem(c.data, c.len, "attrs={\"t\":\"\\u0085x\"}", 21) != NULL);
