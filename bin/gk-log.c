@@ -198,6 +198,10 @@ main(int argc, char **argv)
 			       "error or fatal)", level_s);
 	if (!*proc)
 		gk_usage_error("bad -p: empty (expected a program name)");
+	/* proc is held in 127 bytes (as gk_events_init keeps it): cut, the
+	 * name would match nothing a reader looks for. */
+	if (strlen(proc) > 127)
+		gk_usage_error("bad -p: %zu bytes (at most 127)", strlen(proc));
 	if (!*type)
 		gk_usage_error("bad -t: empty (expected log, access, ...)");
 	if (trace && !trace_id_ok(trace))

@@ -185,3 +185,15 @@ setup() {
 		[ ! -s "$T/events" ]
 	done
 }
+
+@test "a -p longer than the 127 bytes proc holds is refused with 64, never cut" {
+	local long
+	long=$(printf 'p%.0s' {1..128})
+	run --separate-stderr gk-log -p "$long" m
+	assert_failure 64
+	[[ $stderr == "gk-log: usage: bad -p: 128 bytes (at most 127)" ]]
+	run --separate-stderr gk-log -p "${long:1}" m
+	assert_success
+	run jq -r '.proc | length' <<<"$stderr"
+	assert_output 127
+}
