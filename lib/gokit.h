@@ -311,8 +311,9 @@ void gk_fatal(int status, const char *fmt, ...)
  * Structured events of any type: begin writes the common members (ts, type,
  * proc, pid, svc) into an open object and returns the writer; add members,
  * each name once and none of the common ones (nothing checks: gk_log's
- * key=value fields are the way for names from outside), then end.  An event longer than PIPE_BUF - 1 bytes is cut to fit: its
- * longest string members are shortened and "truncated":true is added.
+ * key=value fields are the way for names from outside), then end.  An event
+ * longer than PIPE_BUF - 1 bytes is cut to fit: its longest string members are
+ * shortened and "truncated":true is added.
  */
 gk_jw *gk_event_begin(const char *type);
 void gk_event_end(void);
