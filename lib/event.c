@@ -1225,13 +1225,14 @@ render_text(const char *line, size_t len, gk_buf *out, bool colour)
 
 /* --- the queue --- */
 
-/* One finished line (no newline) into the queue, under qlock. */
-static void
+/* One finished line (no newline) into the queue, under qlock; false when
+ * it was dropped, the queue full. */
+static bool
 enqueue_locked(const char *line, size_t len)
 {
 	if (fd_dead) {
 		lost++;
-		return;
+		return true; /* the reader is gone: not a drop to count */
 	}
 	if (dropped)
 		notice_dropped_locked();
@@ -1241,7 +1242,7 @@ enqueue_locked(const char *line, size_t len)
 		lost_errno = EAGAIN;
 		if (queue.len > QUEUE_FLUSH)
 			flush_locked(FLUSH_AUTO);
-		return;
+		return false;
 	}
 	if (!queue.len)
 		queued_at_ms = mono_ms();
@@ -1252,6 +1253,7 @@ enqueue_locked(const char *line, size_t len)
 	if (!atomic_load_explicit(&batching, memory_order_relaxed) ||
 	    queue.len > QUEUE_FLUSH)
 		flush_locked(FLUSH_AUTO);
+	return true;
 }
 
 /* The "events dropped" notice once there is room for it, under qlock. */
@@ -1304,19 +1306,24 @@ cut_text(char *p, size_t len)
 }
 
 /* Not under qlock: metrics.c writes events of its own. */
+static _Atomic(gk_series *) m_truncated, m_dropped;
+
+static void
+count_metric(_Atomic(gk_series *) *series, const char *name, const char *help)
+{
+	gk_series *s = atomic_load_explicit(series, memory_order_acquire);
+	if (!s) {
+		s = gk_metric_series(gk_counter_new(name, help, NULL));
+		atomic_store_explicit(series, s, memory_order_release);
+	}
+	gk_counter_add(s, 1);
+}
+
 static void
 count_truncated(void)
 {
-	static _Atomic(gk_series *) series;
-	gk_series *s = atomic_load_explicit(&series, memory_order_acquire);
-	if (!s) {
-		s = gk_metric_series(gk_counter_new(
-		    "gk_events_truncated_total",
-		    "Events shortened to fit one line of PIPE_BUF bytes.",
-		    NULL));
-		atomic_store_explicit(&series, s, memory_order_release);
-	}
-	gk_counter_add(s, 1);
+	count_metric(&m_truncated, "gk_events_truncated_total",
+	             "Events shortened to fit one line of PIPE_BUF bytes.");
 }
 
 /*
@@ -1387,9 +1394,12 @@ gk_event_end(void)
 		}
 	}
 	pthread_mutex_lock(&qlock);
-	enqueue_locked(line, len);
+	bool queued = enqueue_locked(line, len);
 	pthread_mutex_unlock(&qlock);
 	b->line.len = 0;
+	if (!queued)
+		count_metric(&m_dropped, "gk_events_dropped_total",
+		             "Events dropped, the event queue (1 MiB) full.");
 }
 
 /* ------------------------------------------------------------------ */

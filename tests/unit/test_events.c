@@ -672,6 +672,9 @@ TEST(drops_when_stuck)
 	fcntl(c.wfd, F_SETFL, O_NONBLOCK);
 	fcntl(c.wfd, F_SETPIPE_SZ, 4096);
 	gk_events_set_batching(true);
+	gk_series *m_dropped = gk_metric_series(
+	    gk_counter_new("gk_events_dropped_total", NULL, NULL));
+	double dropped0 = gk_series_value(m_dropped);
 	const int total = 20000;
 	for (int i = 0; i < total; i++)
 		gk_log(GK_INFO, "stuck reader",
@@ -717,6 +720,8 @@ TEST(drops_when_stuck)
 	CHECK(notices >= 1);
 	CHECK(dropped > 0);
 	CHECK(delivered + dropped == total);
+	/* ... and counted where a scraper sees them. */
+	CHECK(gk_series_value(m_dropped) - dropped0 == (double)dropped);
 	/* The queue is bounded at 1 MiB. */
 	CHECK(delivered * 130 < 1100 * 1024);
 	free_lines(v, n);
