@@ -462,6 +462,12 @@ gk_loop_run(gk_loop *l)
 		if (l->nalways && always_due(l))
 			timeout = 0;
 		int n = epoll_wait(l->epfd, ev, 256, timeout);
+		/* Interrupted: stopped and continued (Ctrl-Z and fg, SIGSTOP,
+		 * a debugger).  What came meanwhile is read before the
+		 * timers that came due, as after any long turn: an answer
+		 * waiting in a pipe is not timed out for the stop. */
+		if (n < 0 && errno == EINTR)
+			n = epoll_wait(l->epfd, ev, 256, 0);
 		if (n < 0 && errno != EINTR) {
 			gk_events_set_batching(false);
 			return -1;
