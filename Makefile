@@ -78,7 +78,7 @@ test: deps all
 	tests/run $(BUILD)
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 SAN_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN_FLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=undefined,float-cast-overflow" all
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 GK_SANITIZED=1 tests/run build-asan
 
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -DGK_LIBEXEC='"$(PREFIX)/libexec/gokit"' -g -O1 -Ilib -fsanitize=fuzzer,address,undefined

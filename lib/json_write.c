@@ -252,7 +252,8 @@ gk_jw_double(gk_jw *w, double v)
 		gk_buf_adds(w->out, "null");
 		return;
 	}
-	if (v == (double)(int64_t)v && fabs(v) < 9007199254740992.0) {
+	/* The range first: converting a double past int64's is undefined. */
+	if (fabs(v) < 9007199254740992.0 && v == (double)(int64_t)v) {
 		int64_t i = (int64_t)v;
 		if (i < 0) {
 			gk_buf_addc(w->out, '-');
