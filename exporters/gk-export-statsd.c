@@ -20,6 +20,20 @@ struct proc {
 	uint64_t seen_ms;
 };
 
+/*
+ * A statsd bucket (its type and name as sent, tags included) and the
+ * series that owns it: name, labels, svc and proc as the event wrote them
+ * (the pid is left out: the processes of one program share a bucket).
+ * Folding maps other series onto the same bucket ("a.b" and "a_b"), and
+ * statsd would silently add their counts: the first series keeps it, the
+ * others are refused and counted.
+ */
+struct bucket {
+	char *owner;
+	size_t len;
+	uint64_t seen_ms;
+};
+
 static struct {
 	gk_export *ex;
 	gk_loop *loop;
@@ -29,12 +43,13 @@ static struct {
 	size_t max_packet;
 	uint64_t expire_ms;
 	gk_deltas *deltas;
-	gk_smap *procs;
-	size_t max_procs;
-	gk_buf pkt, line, path, tags, key, t;
+	gk_smap *procs, *buckets;
+	size_t max_procs, max_buckets;
+	gk_buf pkt, line, path, tags, key, t, owner;
 	gk_timer sweep;
 	gk_series *m_lines, *m_not_finite, *m_negative, *m_max_series,
-	    *m_too_long;
+	    *m_too_long, *m_collision;
+	uint64_t untold, told_ms;
 } S;
 
 /* ------------------------------------------------------------------ */
@@ -72,7 +87,7 @@ add_unit(const char *p, size_t n)
 /* Names                                                               */
 /* ------------------------------------------------------------------ */
 
-/* A DogStatsD tag part: no ',', '|', '#', newline. */
+/* A DogStatsD tag part: no ',', '|', '#', no control character. */
 static void
 add_tag_text(gk_buf *out, gk_json v, bool key)
 {
@@ -83,8 +98,8 @@ add_tag_text(gk_buf *out, gk_json v, bool key)
 		gk_buf_addc(out, '_');
 	for (size_t i = 0; i < t->len; i++) {
 		char c = t->data[i];
-		bool bad = c == ',' || c == '|' || c == '#' || c == '\n' ||
-		           c == '\r' || (key && c == ':');
+		bool bad = c == ',' || c == '|' || c == '#' ||
+		           (unsigned char)c < 0x20 || (key && c == ':');
 		gk_buf_addc(out, bad ? '_' : c);
 	}
 }
@@ -129,6 +144,81 @@ make_name(const gk_event *ev, gk_json name, gk_json labels)
 	gk_fold_origin(&S.path, ev);
 }
 
+static void
+add_raw(gk_buf *b, gk_json v)
+{
+	if (v.len)
+		gk_buf_add(b, v.p, v.len);
+}
+
+/* Tell the refused series at most once a second, with the count since. */
+static void
+tell_collision(void)
+{
+	S.untold++;
+	uint64_t now = gk_loop_now(S.loop);
+	if (S.told_ms && now - S.told_ms < 1000)
+		return;
+	S.told_ms = now;
+	char b[300], n[40];
+	snprintf(b, sizeof b, "bucket=%.*s",
+	         (int)(S.path.len > 250 ? 250 : S.path.len), S.path.data);
+	snprintf(n, sizeof n, "count=%llu", (unsigned long long)S.untold);
+	gk_log(
+	    GK_WARN,
+	    "series not sent: another series folds to the same statsd bucket",
+	    b, n);
+	S.untold = 0;
+}
+
+/* Name the series (make_name) and claim its bucket of that type for it:
+ * false when the bucket belongs to another series (or the table of
+ * buckets is full), counted. */
+static bool
+claim_name(const gk_event *ev, gk_json name, gk_json labels, const char *type)
+{
+	make_name(ev, name, labels);
+	gk_buf *k = &S.key;
+	gk_buf_reset(k);
+	gk_buf_adds(k, type);
+	gk_buf_addc(k, '|');
+	gk_buf_add(k, S.path.data, S.path.len);
+	gk_buf_addc(k, '|');
+	if (S.tags.len)
+		gk_buf_add(k, S.tags.data, S.tags.len);
+	gk_buf *o = &S.owner;
+	gk_buf_reset(o);
+	add_raw(o, name);
+	gk_buf_addc(o, 0x1f);
+	add_raw(o, labels);
+	gk_buf_addc(o, 0x1f);
+	add_raw(o, ev->svc);
+	gk_buf_addc(o, 0x1f);
+	add_raw(o, ev->proc);
+	void **slot = gk_smap_slot(S.buckets, k->data, k->len, false);
+	struct bucket *b = slot ? *slot : NULL;
+	if (!b) {
+		if (gk_smap_count(S.buckets) >= S.max_buckets) {
+			gk_counter_add(S.m_max_series, 1);
+			gk_export_dropped(S.ex, 1);
+			return false;
+		}
+		slot = gk_smap_slot(S.buckets, k->data, k->len, true);
+		b = gk_xcalloc(1, sizeof *b);
+		b->owner = gk_xmalloc(o->len);
+		memcpy(b->owner, o->data, o->len);
+		b->len = o->len;
+		*slot = b;
+	} else if (b->len != o->len || memcmp(b->owner, o->data, o->len)) {
+		gk_counter_add(S.m_collision, 1);
+		gk_export_dropped(S.ex, 1);
+		tell_collision();
+		return false;
+	}
+	b->seen_ms = gk_loop_now(S.loop);
+	return true;
+}
+
 /* "PATH:VALUE|TYPE[|@RATE][|#TAGS]" into S.line (appended). */
 static void
 add_line(double value, const char *type, double rate)
@@ -156,13 +246,6 @@ add_line(double value, const char *type, double rate)
 /* ------------------------------------------------------------------ */
 /* Snapshots                                                           */
 /* ------------------------------------------------------------------ */
-
-static void
-add_raw(gk_buf *b, gk_json v)
-{
-	if (v.len)
-		gk_buf_add(b, v.p, v.len);
-}
 
 /* proc US pid */
 static void
@@ -263,7 +346,8 @@ do_histogram(const gk_event *ev, const gk_snap_family *f,
 	for (size_t i = 0; i < nb; i++)
 		nonempty += counts[i] > 0;
 	bool ms = !S.dogstatsd && ends_with(f->name, "_seconds");
-	make_name(ev, f->name, s->labels);
+	if (!claim_name(ev, f->name, s->labels, S.dogstatsd ? "d" : "ms"))
+		return;
 	for (size_t i = 0; i < nb; i++) {
 		if (counts[i] <= 0)
 			continue;
@@ -321,7 +405,8 @@ series(const gk_snap_family *f, const gk_snap_series *s, void *arg)
 			gk_counter_add(S.m_not_finite, 1);
 			break;
 		}
-		make_name(ev, f->name, s->labels);
+		if (!claim_name(ev, f->name, s->labels, "c"))
+			break;
 		gk_buf_reset(&S.line);
 		add_line(d, "c", 1);
 		add_unit(S.line.data, S.line.len);
@@ -331,7 +416,8 @@ series(const gk_snap_family *f, const gk_snap_series *s, void *arg)
 			gk_counter_add(S.m_not_finite, 1);
 			break;
 		}
-		make_name(ev, f->name, s->labels);
+		if (!claim_name(ev, f->name, s->labels, "g"))
+			break;
 		gk_buf_reset(&S.line);
 		/* A signed value changes a statsd gauge: set it to 0 first,
 		 * in the same packet. */
@@ -397,6 +483,16 @@ sweep(gk_loop *loop, void *arg)
 		size_t pos = 0;
 		const char *k;
 		void *v;
+		while (gk_smap_next(S.buckets, &pos, &k, &v)) {
+			struct bucket *b = v;
+			if (b->seen_ms < before) {
+				free(b->owner);
+				free(b);
+				/* Keys hold no NUL: folded text and tags. */
+				gk_smap_del(S.buckets, k, strlen(k));
+			}
+		}
+		pos = 0;
 		while (gk_smap_next(S.procs, &pos, &k, &v)) {
 			struct proc *p = v;
 			if (p->seen_ms < before) {
@@ -511,12 +607,15 @@ main(int argc, char **argv)
 	S.deltas = gk_deltas_new((size_t)max_series);
 	S.procs = gk_smap_new();
 	S.max_procs = 100000;
+	S.buckets = gk_smap_new();
+	S.max_buckets = (size_t)max_series;
 	gk_metric *skipped = gk_counter_new("gk_export_statsd_skipped_total",
 	    "Values not sent, by reason", "reason");
 	S.m_not_finite = gk_series_get(skipped, "not_finite", (char *)0);
 	S.m_max_series = gk_series_get(skipped, "max_series", (char *)0);
 	S.m_too_long = gk_series_get(skipped, "too_long", (char *)0);
 	S.m_negative = gk_series_get(skipped, "negative_timer", (char *)0);
+	S.m_collision = gk_series_get(skipped, "collision", (char *)0);
 	S.m_lines = gk_metric_series(gk_counter_new(
 	    "gk_export_statsd_lines_total", "statsd lines sent", NULL));
 	gk_timer_start(S.loop, &S.sweep, 10000, sweep, NULL);

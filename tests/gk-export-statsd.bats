@@ -125,6 +125,33 @@ with open(sys.argv[2], "a") as f:
 	assert_output 0
 }
 
+@test "two series that fold to one statsd bucket are not merged: the first keeps it, the other is refused, counted and told" {
+	start_statsd
+	# jobs.done and jobs_done both fold to jobs_done; so do the label
+	# values x.y and x_y of one gauge.
+	snap() {
+		printf '{"ts":"2026-12-05T10:00:0%sZ","type":"metrics","proc":"worker","pid":4242,"seq":%s,"part":1,"parts":1,"metrics":[' "$1" "$1"
+		printf '{"name":"jobs.done","type":"counter","help":"","series":[{"labels":{},"value":%s}]},' "$2"
+		printf '{"name":"jobs_done","type":"counter","help":"","series":[{"labels":{},"value":%s}]},' "$3"
+		printf '{"name":"depth","type":"gauge","help":"","series":[{"labels":{"q":"x.y"},"value":-2},{"labels":{"q":"x_y"},"value":7}]}]}\n'
+	}
+	{ snap 1 3 5; snap 2 4 9; } >"$T/snaps.jsonl"
+	GK_EVENTS_FORMAT=json gk-export-statsd "127.0.0.1:$STATSD_PORT" <"$T/snaps.jsonl" 2>"$T/plugin.err"
+	# 3, then 1 more: jobs.done's increases only, never jobs_done's.
+	wait_eq 4 30 statsd_counter jobs_done.proc.worker
+	run bash -c "sed -n 's/^.* - DEBUG: //p' '$T/statsd.out' | grep '^jobs_done.proc.worker:'"
+	assert_output "$(printf 'jobs_done.proc.worker:3|c\njobs_done.proc.worker:1|c')"
+	run statsd_gauge depth.q.x_y.proc.worker
+	assert_output -- -2
+	# Two series refused in each of the two snapshots.
+	run jq -R 'fromjson? | select(.type == "metrics") | .metrics[] | select(.name == "gk_export_statsd_skipped_total") | .series[] | select(.labels.reason == "collision") | .value' "$T/plugin.err"
+	assert_output 4
+	run grep -c 'same statsd bucket' "$T/plugin.err"
+	assert_output 1
+	run grep -c '"bucket":"jobs_done.proc.worker","count":1' "$T/plugin.err"
+	assert_output 1
+}
+
 @test "bad options are one-line usage errors with exit 64" {
 	run gk-export-statsd --max-packet 10
 	assert_failure 64
