@@ -14,9 +14,10 @@
 #include "export.h"
 #include "export_fold.h"
 
-/* A process, by proc and pid: the seq of its first snapshot we saw. */
+/* A process, by proc and pid: the seq of its first snapshot we saw, and
+ * the seq and part of its last. */
 struct proc {
-	int64_t first_seq;
+	int64_t first_seq, last_seq, last_part;
 	uint64_t seen_ms;
 };
 
@@ -440,8 +441,9 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	(void)arg;
 	if (ev->type != GK_EV_METRICS)
 		return;
-	int64_t seq = 0;
+	int64_t seq = 0, part = 1;
 	gk_json_int(gk_wire_get(ev->msg, "seq"), &seq);
+	gk_json_int(gk_wire_get(ev->msg, "part"), &part);
 	uint64_t now = gk_loop_now(S.loop);
 	/* The process: proc US pid. */
 	gk_buf_reset(&S.key);
@@ -458,7 +460,20 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		p = gk_xcalloc(1, sizeof *p);
 		p->first_seq = seq;
 		*slot = p;
+	} else if (seq > 0 && (seq < p->last_seq ||
+	                       (seq == p->last_seq && part <= p->last_part))) {
+		/*
+		 * Its seq went back: the process restarted with the same
+		 * pid (a container restarted, say), and its counters
+		 * started again from zero.  A value above the last one is
+		 * then no increase over it: forget the last values.
+		 */
+		gk_buf_addc(&S.key, 0x1f);
+		gk_deltas_forget(S.deltas, S.key.data, S.key.len);
+		p->first_seq = seq;
 	}
+	p->last_seq = seq;
+	p->last_part = part;
 	p->seen_ms = now;
 	/*
 	 * Counters count from zero when the process is new (its first

@@ -163,6 +163,23 @@ gk_deltas_expire(gk_deltas *d, uint64_t before_ms)
 }
 
 size_t
+gk_deltas_forget(gk_deltas *d, const char *prefix, size_t n)
+{
+	size_t pos = 0, gone = 0;
+	const char *k;
+	void *v;
+	while (gk_smap_next(d->m, &pos, &k, &v)) {
+		size_t kl = strlen(k);
+		if (kl < n || memcmp(k, prefix, n))
+			continue;
+		free(v);
+		gk_smap_del(d->m, k, kl);
+		gone++;
+	}
+	return gone;
+}
+
+size_t
 gk_deltas_count(const gk_deltas *d)
 {
 	return gk_smap_count(d->m);

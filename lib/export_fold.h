@@ -53,6 +53,9 @@ enum gk_delta_result gk_deltas_update(gk_deltas *d, const char *key,
     size_t n, double value, bool from_zero, uint64_t now_ms, double *delta);
 /* Forget the series not updated since before_ms; returns how many. */
 size_t gk_deltas_expire(gk_deltas *d, uint64_t before_ms);
+/* Forget the series whose key starts with prefix (a process that
+ * restarted); returns how many. */
+size_t gk_deltas_forget(gk_deltas *d, const char *prefix, size_t n);
 size_t gk_deltas_count(const gk_deltas *d);
 
 #endif

@@ -42,7 +42,7 @@ LAT=gk_http_request_duration_seconds.proc.gk-listener
 	assert_output 0
 }
 
-@test "a counter that went down (the process restarted, even with the same pid) counts from zero: never a negative delta" {
+@test "a process that restarted (even with the same pid) counts from zero: never a negative delta, nothing lost when its counters climb back past the old values" {
 	start_statsd
 	record_stack "$T/run1.jsonl" 3
 	record_stack "$T/run2.jsonl" 2
@@ -62,6 +62,13 @@ LAT=gk_http_request_duration_seconds.proc.gk-listener
 	cat "$T/run1.jsonl" "$T/run2.jsonl" |
 		gk-export-statsd "127.0.0.1:$STATSD_PORT" 2>"$T/plugin2.err"
 	wait_eq 10 30 statsd_counter "$REQ"
+	# Restarted with the same pids (a container restarted), it served as
+	# many requests again: its counters are back where they were, not
+	# below, and every count is still new (its seq went back to 1).
+	cat "$T/run1.jsonl" "$T/run1.jsonl" |
+		gk-export-statsd "127.0.0.1:$STATSD_PORT" 2>"$T/plugin3.err"
+	wait_eq 16 30 statsd_counter "$REQ"
+	wait_eq 16 30 statsd_timer_count "$LAT"
 }
 
 @test "the first snapshot of a process already running when the plugin started is a baseline, not a burst of old counts" {
