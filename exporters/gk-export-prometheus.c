@@ -24,7 +24,7 @@ struct proc {
 	gk_expo_origin o;
 	/* The latest complete snapshot: its lines, each NUL-terminated. */
 	gk_buf snap;
-	uint64_t snap_ts_ms;
+	gk_snap_interval iv;
 	uint64_t recv_ms; /* monotonic, when it completed */
 	uint64_t interval_ms;
 	gk_snapasm asm_; /* the snapshot being assembled */
@@ -104,9 +104,8 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	if (r != GK_SNAPASM_COMPLETE)
 		return;
 	/* Complete: it replaced the one before. */
-	if (p->snap_ts_ms && ts > p->snap_ts_ms)
-		p->interval_ms = ts - p->snap_ts_ms;
-	p->snap_ts_ms = ts;
+	gk_snap_interval_add(&p->iv, ts);
+	p->interval_ms = gk_snap_interval_ms(&p->iv, 10000);
 	p->recv_ms = gk_loop_now(P.loop);
 	gk_export_sent(ex, (uint64_t)parts);
 }

@@ -27,7 +27,8 @@ struct proc {
 	bool retrying; /* the timer is a retry after a failure */
 	CURL *easy;
 	gk_buf body, resp;
-	uint64_t last_push_ms, recv_ms, interval_ms, snap_ts_ms;
+	uint64_t last_push_ms, recv_ms, interval_ms;
+	gk_snap_interval iv;
 	gk_timer timer;
 	gk_backoff backoff;
 	bool failing;
@@ -327,9 +328,8 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	case GK_SNAPASM_INCOMPLETE: gk_counter_add(U.m_incomplete, 1); return;
 	case GK_SNAPASM_COMPLETE: break;
 	}
-	if (p->snap_ts_ms && ts > p->snap_ts_ms)
-		p->interval_ms = ts - p->snap_ts_ms;
-	p->snap_ts_ms = ts;
+	gk_snap_interval_add(&p->iv, ts);
+	p->interval_ms = gk_snap_interval_ms(&p->iv, 10000);
 	p->recv_ms = gk_loop_now(U.loop);
 	if (p->dirty)
 		gk_counter_add(U.m_coalesced, 1); /* replaced before pushed */

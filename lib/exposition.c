@@ -449,6 +449,27 @@ gk_snapasm_add(gk_snapasm *a, const gk_event *ev, gk_buf *snap,
 }
 
 void
+gk_snap_interval_add(gk_snap_interval *iv, uint64_t ts_ms)
+{
+	if (iv->last_ts_ms && ts_ms > iv->last_ts_ms)
+		iv->gap[iv->n++ % GK_SNAP_GAPS] = ts_ms - iv->last_ts_ms;
+	if (ts_ms > iv->last_ts_ms)
+		iv->last_ts_ms = ts_ms;
+}
+
+uint64_t
+gk_snap_interval_ms(const gk_snap_interval *iv, uint64_t dflt_ms)
+{
+	if (!iv->n)
+		return dflt_ms;
+	uint64_t m = 0;
+	for (unsigned i = 0; i < GK_SNAP_GAPS && i < iv->n; i++)
+		if (iv->gap[i] > m)
+			m = iv->gap[i];
+	return m;
+}
+
+void
 gk_expo_left_out(gk_export *ex, size_t n)
 {
 	static uint64_t untold, told_ms;

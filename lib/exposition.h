@@ -79,6 +79,24 @@ void gk_snapasm_free(gk_snapasm *a);
 enum gk_snapasm_result gk_snapasm_add(gk_snapasm *a, const gk_event *ev,
     gk_buf *snap, uint64_t *ts_ms);
 
+/*
+ * The interval between a process's snapshots, learnt from their ts: the
+ * longest of the last GK_SNAP_GAPS gaps, so that a snapshot written out
+ * of turn (on SIGUSR1, or at exit) does not make it look short and its
+ * series expire while it lives.
+ */
+#define GK_SNAP_GAPS 4
+typedef struct gk_snap_interval {
+	uint64_t last_ts_ms;
+	uint64_t gap[GK_SNAP_GAPS];
+	unsigned n; /* gaps recorded, all time */
+} gk_snap_interval;
+
+/* A snapshot of ts_ms completed. */
+void gk_snap_interval_add(gk_snap_interval *iv, uint64_t ts_ms);
+/* The interval now: dflt_ms until two snapshots were seen. */
+uint64_t gk_snap_interval_ms(const gk_snap_interval *iv, uint64_t dflt_ms);
+
 /* The families and labels gk_expo_render left out (n): counted dropped
  * now, and told in a warning at most once a second with the count since. */
 void gk_expo_left_out(gk_export *ex, size_t n);

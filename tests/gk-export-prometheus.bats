@@ -216,7 +216,7 @@ iso() {
 	exec 4>&-
 }
 
-@test "the series of a process gone for 3 of its intervals are dropped, the others stay" {
+@test "the series of a process gone for 3 of its intervals are dropped, the others stay, one that wrote a snapshot out of turn (SIGUSR1) too" {
 	eport=$(free_port)
 	mkfifo "$T/fifo"
 	start_in exp "$T/fifo" gk-export-prometheus -l "127.0.0.1:$eport"
@@ -228,6 +228,8 @@ iso() {
 	snap gone 201 s "$(iso 0)" 2 2 >&4
 	snap stays 202 s "$(iso -10)" 1 3 >&4
 	snap stays 202 s "$(iso 0)" 2 4 >&4
+	# and 0.2 s later one on SIGUSR1: its interval is still 10 s.
+	snap stays 202 s "$(iso 0 | sed 's/\.000000Z$/.200000Z/')" 3 5 >&4
 	wait_for -t 10 sh -c "curl -sf http://127.0.0.1:$eport/metrics | grep -q 'proc=\"gone\"'"
 	scrape "$eport" | grep -q 'proc="stays"'
 	# after 3 s without a snapshot from 201

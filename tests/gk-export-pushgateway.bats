@@ -111,6 +111,33 @@ pgw_groups() {
 	assert_line hello
 }
 
+@test "a snapshot written out of turn (SIGUSR1) does not shorten a process's interval: its group stays while one gone quiet is deleted" {
+	start_pushgateway
+	# snap PROC PID SECONDS_FROM_NOW SEQ: a snapshot of one counter.
+	snap() {
+		printf '{"ts":"%s","type":"metrics","proc":"%s","pid":%s,"seq":%s,"part":1,"parts":1,"metrics":[{"name":"app_requests_total","type":"counter","help":"Requests","series":[{"labels":{},"value":%s}]}]}\n' \
+			"$(date -u -d "@$(($(date +%s) + $3))" +%Y-%m-%dT%H:%M:%S.000000Z | sed "s/\.000000Z/.${5:-000000}Z/")" "$1" "$2" "$4" "$4"
+	}
+	fifo_plugin plugin gk-export-pushgateway --expire 3 "http://127.0.0.1:$PGW_PORT"
+	# gone: every second, then nothing; stays: every 10 s, and one
+	# snapshot on SIGUSR1 0.2 s after the last.
+	{
+		snap gone 301 -1 1
+		snap gone 301 0 2
+		snap stays 302 -10 1
+		snap stays 302 0 2
+		snap stays 302 0 3 200000
+	} >&8
+	host=$(hostname)
+	wait_for -t 20 bash -c "curl -s http://127.0.0.1:$PGW_PORT/api/v1/metrics | grep -q '$host:302'"
+	wait_metric_ge "$T/plugin.err" gk_export_pushgateway_deleted_total 1 30
+	run pgw_groups
+	assert_output "gokit/$host:302"
+	run own_metric "$T/plugin.err" gk_export_pushgateway_deleted_total
+	assert_output 1
+	exec 8>&-
+}
+
 @test "while the pushgateway is down pushes are retried, and the newest snapshot arrives once it starts" {
 	record_stack "$T/run.jsonl" 5 2
 	PGW_PORT=$(free_port)
