@@ -26,6 +26,7 @@ struct fam {
 };
 
 static gk_buf tmp; /* scratch for label values and help */
+static gk_buf ident; /* scratch: a series' name and labels, as written */
 
 static void
 sanitize(char *out, size_t cap, gk_json v, bool metric)
@@ -167,6 +168,11 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 	else
 		gk_buf_addf(out, "Metric %s.", f->name);
 	gk_buf_addf(out, "\n# TYPE %s %s\n", f->name, tn[f->type]);
+	/* Series whose labels are the same once written (a.b and a_b, proc
+	 * and exported_proc, or a producer's repeat): the first only.  The
+	 * Pushgateway refuses a push that holds one twice, Prometheus drops
+	 * the sample. */
+	gk_smap *seen = gk_smap_new();
 	for (size_t i = 0; i < f->n; i++) {
 		gk_snap_family sf = {.type = f->type, .series = f->v[i].series};
 		gk_json_iter it;
@@ -174,6 +180,16 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 		gk_snap_series_begin(&it, &sf);
 		while (gk_snap_series_next(&it, &sf, &s)) {
 			const gk_expo_src *p = f->v[i].src;
+			gk_buf_reset(&ident);
+			add_series_name(&ident, "", "", p, s.labels, NULL, o,
+			                NULL);
+			const char *id = gk_buf_cstr(&ident);
+			if (gk_smap_slot(seen, id, ident.len, false)) {
+				if (dropped)
+					(*dropped)++;
+				continue;
+			}
+			gk_smap_slot(seen, id, ident.len, true);
 			if (f->type != GK_HISTOGRAM) {
 				add_series_name(out, f->name, "", p, s.labels,
 				    NULL, o, dropped);
@@ -220,6 +236,7 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 			gk_buf_addc(out, '\n');
 		}
 	}
+	gk_smap_free(seen);
 }
 
 static int
@@ -350,6 +367,8 @@ gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t nsrc,
 	free(msgs);
 	if (tmp.cap > 65536)
 		gk_buf_free(&tmp);
+	if (ident.cap > 65536)
+		gk_buf_free(&ident);
 	return dropped;
 }
 
@@ -482,8 +501,8 @@ gk_expo_left_out(gk_export *ex, size_t n)
 	char f[64];
 	snprintf(f, sizeof f, "count=%llu", (unsigned long long)untold);
 	gk_log(GK_WARN,
-	    "metric families or labels left out: their names collide "
-	    "once sanitised, or the types differ",
-	    f);
+	       "metric families, series or labels left out: their names "
+	       "collide once sanitised, or the types differ",
+	       f);
 	untold = 0;
 }

@@ -35,7 +35,9 @@ typedef struct gk_expo_opts {
  * same name as the first seen, once sanitised, but another type or
  * another name ("a.b" after "a_b"); a family whose name is one of a
  * histogram's lines (h_count beside the histogram h); a label of a series
- * whose sanitised name it already has ("a-b" after "a_b").
+ * whose sanitised name it already has ("a-b" after "a_b"); a series of a
+ * family whose labels, as written, are those of one before it ({a.b="1"}
+ * after {a_b="1"}): the Pushgateway refuses a push with such a repeat.
  */
 size_t gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t n,
     const gk_expo_opts *o);

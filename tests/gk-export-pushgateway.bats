@@ -170,6 +170,21 @@ pgw_groups() {
 	assert_line "gokit/$(hostname):$hpid"
 }
 
+@test "series that are one once written ({a.b} and {a_b}) are pushed once, the later left out and counted: the Pushgateway takes the snapshot, not a 400 for all of it" {
+	start_pushgateway
+	printf '%s\n' '{"ts":"2026-12-05T10:00:00.000000Z","type":"metrics","proc":"p","pid":401,"seq":1,"part":1,"parts":1,"metrics":[{"name":"app_jobs","type":"gauge","help":"Jobs","series":[{"labels":{"a.b":"1"},"value":1},{"labels":{"a_b":"1"},"value":2}]},{"name":"app_up","type":"gauge","help":"Up","series":[{"labels":{},"value":1}]}]}' >"$T/in.jsonl"
+	gk-export-pushgateway "http://127.0.0.1:$PGW_PORT" <"$T/in.jsonl" 2>"$T/plugin.err"
+	host=$(hostname)
+	run pgw_value "app_up{instance=\"$host:401\",job=\"gokit\",proc=\"p\"}"
+	assert_output 1
+	run pgw_value "app_jobs{a_b=\"1\",instance=\"$host:401\",job=\"gokit\",proc=\"p\"}"
+	assert_output 1
+	run own_metric "$T/plugin.err" gk_export_pushgateway_rejected_total
+	assert_output 0
+	run own_metric "$T/plugin.err" gk_export_dropped_total
+	assert_output 1
+}
+
 @test "bad options are one-line usage errors with exit 64" {
 	run gk-export-pushgateway --min-interval soon
 	assert_failure 64
