@@ -321,11 +321,16 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		gk_export_dropped(ex, 1);
 		return;
 	}
-	uint64_t ts = 0;
-	switch (gk_snapasm_add(&p->asm_, ev, &p->snap, &ts)) {
+	uint64_t ts = 0, lost = p->asm_.incomplete;
+	enum gk_snapasm_result r = gk_snapasm_add(&p->asm_, ev, &p->snap, &ts);
+	/* Every snapshot abandoned, also the one a COMPLETE call gave up. */
+	if (p->asm_.incomplete != lost)
+		gk_counter_add(U.m_incomplete,
+		               (double)(p->asm_.incomplete - lost));
+	switch (r) {
 	case GK_SNAPASM_PENDING: return;
 	case GK_SNAPASM_INVALID: gk_export_dropped(ex, 1); return;
-	case GK_SNAPASM_INCOMPLETE: gk_counter_add(U.m_incomplete, 1); return;
+	case GK_SNAPASM_INCOMPLETE: return;
 	case GK_SNAPASM_COMPLETE: break;
 	}
 	gk_snap_interval_add(&p->iv, ts);

@@ -170,9 +170,11 @@ pgw_groups() {
 	assert_line "gokit/$(hostname):$hpid"
 }
 
-@test "series that are one once written ({a.b} and {a_b}) are pushed once, the later left out and counted: the Pushgateway takes the snapshot, not a 400 for all of it" {
+@test "series that are one once written ({a.b} and {a_b}) are pushed once, the later left out and counted: the Pushgateway takes the snapshot, not a 400 for all of it; a half snapshot before it is counted incomplete" {
 	start_pushgateway
-	printf '%s\n' '{"ts":"2026-12-05T10:00:00.000000Z","type":"metrics","proc":"p","pid":401,"seq":1,"part":1,"parts":1,"metrics":[{"name":"app_jobs","type":"gauge","help":"Jobs","series":[{"labels":{"a.b":"1"},"value":1},{"labels":{"a_b":"1"},"value":2}]},{"name":"app_up","type":"gauge","help":"Up","series":[{"labels":{},"value":1}]}]}' >"$T/in.jsonl"
+	# Before it, part 1 of 2 of a snapshot whose part 2 never came.
+	printf '%s\n' '{"ts":"2026-12-05T09:59:59.000000Z","type":"metrics","proc":"p","pid":401,"seq":1,"part":1,"parts":2,"metrics":[{"name":"app_up","type":"gauge","help":"Up","series":[{"labels":{},"value":0}]}]}' >"$T/in.jsonl"
+	printf '%s\n' '{"ts":"2026-12-05T10:00:00.000000Z","type":"metrics","proc":"p","pid":401,"seq":2,"part":1,"parts":1,"metrics":[{"name":"app_jobs","type":"gauge","help":"Jobs","series":[{"labels":{"a.b":"1"},"value":1},{"labels":{"a_b":"1"},"value":2}]},{"name":"app_up","type":"gauge","help":"Up","series":[{"labels":{},"value":1}]}]}' >>"$T/in.jsonl"
 	gk-export-pushgateway "http://127.0.0.1:$PGW_PORT" <"$T/in.jsonl" 2>"$T/plugin.err"
 	host=$(hostname)
 	run pgw_value "app_up{instance=\"$host:401\",job=\"gokit\",proc=\"p\"}"
@@ -182,6 +184,9 @@ pgw_groups() {
 	run own_metric "$T/plugin.err" gk_export_pushgateway_rejected_total
 	assert_output 0
 	run own_metric "$T/plugin.err" gk_export_dropped_total
+	assert_output 1
+	# The half snapshot was given up, and counted.
+	run own_metric "$T/plugin.err" gk_export_pushgateway_incomplete_total
 	assert_output 1
 }
 
