@@ -172,13 +172,18 @@ gk_syslog_5424(const gk_event *ev, const gk_syslog_opts *o, gk_buf *out)
 	if (ev->text.type != GK_JSON_NONE) {
 		gk_buf_reset(&tmp);
 		gk_event_text(ev->text, &tmp);
-		size_t used = out->len - start + 1;
-		size_t room = used < max ? max - used : 0;
-		size_t n = utf8_cut(tmp.data, tmp.len, room);
-		if (n < tmp.len)
-			cut = true;
-		gk_buf_addc(out, ' ');
-		gk_buf_add(out, tmp.data, n);
+		size_t used = out->len - start + 1; /* with the SP before MSG */
+		if (used > max) {
+			/* The header and structured data fill the bound: no
+			 * room for the SP, so no MSG. */
+			cut = cut || tmp.len > 0;
+		} else {
+			size_t n = utf8_cut(tmp.data, tmp.len, max - used);
+			if (n < tmp.len)
+				cut = true;
+			gk_buf_addc(out, ' ');
+			gk_buf_add(out, tmp.data, n);
+		}
 	}
 	gk_buf_free(&tmp);
 	return cut;

@@ -144,6 +144,21 @@ teardown() {
 	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_syslog_truncated_total)" = 1 ]
 }
 
+@test "no message is longer than --max-message, wherever the bound falls in its structured data" {
+	# Structured data of every size around the bound, then a message:
+	# one of them ends exactly at the bound, with no room for " MSG".
+	plugin_start plug gk-export-syslog --max-message 480 --hostname h "udp:127.0.0.1:$RS_UDP"
+	for k in $(seq 380 480); do
+		feed "$(ev info "sd $k" "\"k\":\"$(head -c "$k" /dev/zero | tr '\0' a)\"")"
+	done
+	feed "$(ev info 'after them')"
+	wait_for -t 20 grep -q 'after them' "$RS_RAW"
+	run grep -c 'orders-api' "$RS_RAW"
+	assert_output 102
+	run awk 'length($0) > 480 {print length($0)}' "$RS_RAW"
+	assert_output ""
+}
+
 @test "usage errors exit 64 with one line naming the program" {
 	run --separate-stderr gk-export-syslog --facility nosuch
 	assert_failure 64

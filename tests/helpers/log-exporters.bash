@@ -58,7 +58,8 @@ metric() {
 # $RS_SOCK5424 (the default parsers: RFC 5424).  Every message goes to
 # $RS_OUT, one line each:
 #   FACILITY.SEVERITY APP-NAME PROCID MSGID |MSG| STRUCTURED-DATA
-# and to $RS_TS as: TIMESTAMP (RFC 3339, as rsyslog read it) MSG
+# to $RS_TS as: TIMESTAMP (RFC 3339, as rsyslog read it) MSG
+# and to $RS_RAW as the message as received (rawmsg), one a line.
 rsyslog_start() {
 	local d="$BATS_TEST_TMPDIR/rsyslog"
 	mkdir -p "$d/work"
@@ -68,6 +69,7 @@ rsyslog_start() {
 	RS_SOCK5424="$d/log5424.sock"
 	RS_OUT="$d/out.log"
 	RS_TS="$d/ts.log"
+	RS_RAW="$d/raw.log"
 	cat >"$d/rsyslog.conf" <<EOF
 global(workDirectory="$d/work" maxMessageSize="64k")
 module(load="imuxsock" SysSock.Use="off")
@@ -83,8 +85,10 @@ template(name="gk" type="string"
   string="%syslogfacility-text%.%syslogseverity-text% %app-name% %procid% %msgid% |%msg%| %structured-data%\n")
 template(name="gkts" type="string"
   string="%timereported:::date-rfc3339% %msg%\n")
+template(name="gkraw" type="string" string="%rawmsg%\n")
 *.* action(type="omfile" file="$RS_OUT" template="gk")
 *.* action(type="omfile" file="$RS_TS" template="gkts")
+*.* action(type="omfile" file="$RS_RAW" template="gkraw")
 EOF
 	start_bg rsyslogd rsyslogd -n -f "$d/rsyslog.conf" -i "$d/rsyslogd.pid"
 	wait_port 127.0.0.1 "$RS_TCP" 20
