@@ -67,6 +67,10 @@ add_group_label(gk_buf *u, const char *name, const char *v)
 		plain = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
 		        (*c >= '0' && *c <= '9') || *c == '_' || *c == '-' ||
 		        *c == '.' || *c == ':';
+	/* "." and ".." are dot segments: the URL would lose them (curl
+	 * removes them, RFC 3986 5.2.4) and name another path. */
+	if (!strcmp(v, ".") || !strcmp(v, ".."))
+		plain = false;
 	gk_buf_addc(u, '/');
 	gk_buf_adds(u, name);
 	if (plain) {

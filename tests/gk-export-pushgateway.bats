@@ -47,16 +47,18 @@ pgw_groups() {
 	[ "${#lines[@]}" -eq 2 ]
 }
 
-@test "GK_SERVICE names the job, and --job overrides it; a label value with a slash goes in base64 in the group URL" {
+@test "GK_SERVICE names the job, and --job overrides it; a label value with a slash, or one that is a dot segment (..), goes in base64 in the group URL" {
 	start_pushgateway
 	record_stack "$T/run.jsonl" 2
 	jq -c '.svc = "shop/eu"' "$T/run.jsonl" >"$T/svc.jsonl"
 	gk-export-pushgateway "http://127.0.0.1:$PGW_PORT" <"$T/svc.jsonl" 2>"$T/p1.err"
 	gk-export-pushgateway --job batch "http://127.0.0.1:$PGW_PORT/" <"$T/run.jsonl" 2>"$T/p2.err"
+	gk-export-pushgateway --job .. "http://127.0.0.1:$PGW_PORT" <"$T/run.jsonl" 2>"$T/p3.err"
 	run pgw_groups
 	lpid=$(jq -r 'select(.proc == "gk-listener") | .pid' "$T/run.jsonl" | head -n 1)
 	assert_line "shop/eu/$(hostname):$lpid"
 	assert_line "batch/$(hostname):$lpid"
+	assert_line "../$(hostname):$lpid"
 	run pgw_value "gk_http_requests_total{code=\"200\",instance=\"$(hostname):$lpid\",job=\"shop/eu\",method=\"GET\",proc=\"gk-listener\",svc=\"shop/eu\"}"
 	assert_output 2
 }
