@@ -40,12 +40,16 @@ text_line(const gk_event *ev, gk_buf *out)
 		gk_buf_addc(out, ']');
 	}
 	gk_buf_add(out, ": ", 2);
-	size_t at = out->len;
 	gk_event_text(ev->text, out);
 	gk_event_kv_text(ev, out);
-	for (size_t i = at; i < out->len; i++)
-		if (out->data[i] == '\n' || out->data[i] == '\r')
+	/* One event, one line, and nothing a terminal would act on: a
+	 * control character anywhere (a newline in proc, an escape) is a
+	 * space. */
+	for (size_t i = 0; i < out->len; i++) {
+		unsigned char c = (unsigned char)out->data[i];
+		if (c < 0x20 || c == 0x7f)
 			out->data[i] = ' ';
+	}
 }
 
 static void

@@ -80,6 +80,18 @@ fill_fs() {
 	assert_output --regexp '^20[0-9-]+T[0-9:.]+Z WARN gk-log\[[0-9]+\]: disk nearly full free_mb=120$'
 }
 
+@test "--format text writes each event on one line: control characters anywhere in it (a newline in proc or ts, an escape) become spaces" {
+	plugin_start plug gk-export-file --format text "$LOG"
+	feed '{"ts":"2026-12-04T09:30:00.123456Z\nFORGED","type":"log","level":"info","proc":"a\nb\u001b[31m","pid":1,"msg":"m\u001b[2J","k":"v"}' \
+		"$(ev info 'second')"
+	feed_end
+	wait_exit plug 20
+	run cat "$LOG"
+	assert_line --index 0 '2026-12-04T09:30:00.123456Z FORGED INFO a b [31m[1]: m [2J k=v'
+	assert_line --index 1 --regexp ' INFO orders-api\[4242\]: second'
+	[ "${#lines[@]}" -eq 2 ]
+}
+
 @test "--max-size rotates between events and --keep 2 keeps PATH.1 and PATH.2 only" {
 	plugin_start plug gk-export-file --max-size 1k --keep 2 "$LOG"
 	while read -r line; do feed "$line"; done < <(seq_events 1 40)
