@@ -42,6 +42,7 @@ static struct {
 	const char *prefix;
 	bool dogstatsd;
 	size_t max_packet;
+	uint64_t timer_lines;
 	uint64_t expire_ms;
 	gk_deltas *deltas;
 	gk_smap *procs, *buckets;
@@ -349,6 +350,19 @@ do_histogram(const gk_event *ev, const gk_snap_family *f,
 	bool ms = !S.dogstatsd && ends_with(f->name, "_seconds");
 	if (!claim_name(ev, f->name, s->labels, S.dogstatsd ? "d" : "ms"))
 		return;
+	/*
+	 * statsd counts a line as 1/rate observations, but takes its mean
+	 * and percentiles over the lines, one value each: a bucket's weight
+	 * there is its number of lines.  So each bucket gets lines in
+	 * proportion to its observations: one each while they are at most
+	 * --timer-lines, else about --timer-lines in all (at least one a
+	 * bucket), each line counting for its share of the bucket.
+	 */
+	double total = 0;
+	for (size_t i = 0; i < nb; i++)
+		total += counts[i] > 0 ? counts[i] : 0;
+	double scale =
+	    total > (double)S.timer_lines ? (double)S.timer_lines / total : 1;
 	for (size_t i = 0; i < nb; i++) {
 		if (counts[i] <= 0)
 			continue;
@@ -371,9 +385,13 @@ do_histogram(const gk_event *ev, const gk_snap_family *f,
 			gk_counter_add(S.m_negative, 1);
 			continue;
 		}
+		double lines = round(counts[i] * scale);
+		if (lines < 1)
+			lines = 1;
 		gk_buf_reset(&S.line);
-		add_line(v, S.dogstatsd ? "d" : "ms", 1 / counts[i]);
-		add_unit(S.line.data, S.line.len);
+		add_line(v, S.dogstatsd ? "d" : "ms", lines / counts[i]);
+		for (double k = 0; k < lines; k++)
+			add_unit(S.line.data, S.line.len);
 	}
 }
 
@@ -533,23 +551,25 @@ on_drain(gk_export *ex, void *arg)
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-	    "usage: gk-export-statsd [--dogstatsd] [--prefix P] "
-	    "[--max-packet N] [ADDR]\n"
-	    "Send the metrics snapshots read on stdin to statsd over UDP: "
-	    "counters as deltas,\ngauges, histograms as timers (|ms) or "
-	    "distributions (|d).\n"
-	    "  ADDR                host:port, udp:host:port or unix:PATH "
-	    "(127.0.0.1:8125)\n"
-	    "  --dogstatsd         labels as DogStatsD tags (|#k:v), "
-	    "histograms as |d\n"
-	    "  --prefix P          put P. before every metric name\n"
-	    "  --max-packet N      bytes per datagram at most (1432)\n"
-	    "  --max-series N      counter series tracked at most (100000)\n"
-	    "  --expire DUR        forget a series not seen for DUR (10m)\n"
-	    "  --queue SIZE        bound of the datagrams waiting (1m)\n"
-	    "  -h, --help          this help\n"
-	    "  -V, --version       version\n");
+	fprintf(
+	    f, "usage: gk-export-statsd [--dogstatsd] [--prefix P] "
+	       "[--max-packet N] [ADDR]\n"
+	       "Send the metrics snapshots read on stdin to statsd over UDP: "
+	       "counters as deltas,\ngauges, histograms as timers (|ms) or "
+	       "distributions (|d).\n"
+	       "  ADDR                host:port, udp:host:port or unix:PATH "
+	       "(127.0.0.1:8125)\n"
+	       "  --dogstatsd         labels as DogStatsD tags (|#k:v), "
+	       "histograms as |d\n"
+	       "  --prefix P          put P. before every metric name\n"
+	       "  --max-packet N      bytes per datagram at most (1432)\n"
+	       "  --timer-lines N     timer lines per histogram and snapshot, "
+	       "about (100)\n"
+	       "  --max-series N      counter series tracked at most (100000)\n"
+	       "  --expire DUR        forget a series not seen for DUR (10m)\n"
+	       "  --queue SIZE        bound of the datagrams waiting (1m)\n"
+	       "  -h, --help          this help\n"
+	       "  -V, --version       version\n");
 }
 
 int
@@ -559,12 +579,14 @@ main(int argc, char **argv)
 	size_t queue = 1u << 20;
 	uint64_t max_series = 100000;
 	S.max_packet = 1432;
+	S.timer_lines = 100;
 	S.expire_ms = 600000;
 	static const struct option opts[] = {
 	    {"dogstatsd", no_argument, NULL, 'd'},
 	    {"prefix", required_argument, NULL, 'p'},
 	    {"max-packet", required_argument, NULL, 'm'},
 	    {"max-series", required_argument, NULL, 's'},
+	    {"timer-lines", required_argument, NULL, 't'},
 	    {"expire", required_argument, NULL, 'e'},
 	    {"queue", required_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -589,6 +611,13 @@ main(int argc, char **argv)
 			    0)
 				gk_usage_error("bad --max-series: %s (expected "
 				               "a count)",
+				    optarg);
+			break;
+		case 't':
+			if (gk_parse_uint(optarg, 1, 10000, &S.timer_lines) < 0)
+				gk_usage_error(
+				    "bad --timer-lines: %s (expected "
+				    "1 to 10000)",
 				    optarg);
 			break;
 		case 'e':

@@ -89,6 +89,21 @@ LAT=gk_http_request_duration_seconds.proc.gk-listener
 	assert_output 0
 }
 
+@test "a histogram's buckets weigh in statsd's mean and percentiles as their observations do, not a line each; counts stay exact past --timer-lines" {
+	start_statsd
+	# 90 requests within 0.1 s and 10 between 0.1 and 1 s (a); the same
+	# times a hundred (b), more observations than --timer-lines (100).
+	printf '%s\n' '{"ts":"2026-12-05T10:00:01Z","type":"metrics","proc":"w","pid":7,"seq":1,"part":1,"parts":1,"metrics":[{"name":"lat_seconds","type":"histogram","help":"","series":[{"labels":{"k":"a"},"buckets":[[0.1,90],[1,100],["+Inf",100]],"sum":10,"count":100},{"labels":{"k":"b"},"buckets":[[0.1,9000],[1,10000],["+Inf",10000]],"sum":1000,"count":10000}]}]}' |
+		gk-export-statsd "127.0.0.1:$STATSD_PORT" 2>"$T/plugin.err"
+	wait_eq 100 30 statsd_timer_count lat_seconds.k.a.proc.w
+	wait_eq 10000 30 statsd_timer_count lat_seconds.k.b.proc.w
+	# Each bucket's value is its middle: 50 ms and 550 ms, 9 to 1.
+	for k in a b; do
+		run jq -s -c --arg k "lat_seconds.k.$k.proc.w" 'map(.timer_data[$k] // empty) | .[0] | [.mean, .median, .upper_90]' "$STATSD_FLUSH"
+		assert_output '[100,50,50]'
+	done
+}
+
 @test "--dogstatsd sends labels as |#k:v tags and histograms as distributions (|d)" {
 	start_statsd
 	PORT=$(free_port)
@@ -167,6 +182,9 @@ with open(sys.argv[2], "a") as f:
 	[ "${#lines[@]}" -eq 1 ]
 	run gk-export-statsd 'udp:nohost'
 	assert_failure 64
+	run gk-export-statsd --timer-lines 0
+	assert_failure 64
+	assert_output --partial "--timer-lines"
 	run gk-export-statsd --help
 	assert_success
 	assert_output --partial "usage: gk-export-statsd"
