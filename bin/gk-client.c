@@ -23,6 +23,7 @@ static gk_client_config cfg = {
     .check_every_ms = 5000,
     .max_response = 8u << 20,
     .via = "gokit",
+    .wait_endpoints_ms = 5000,
 };
 static gk_buf statics;
 static gk_client *client;
@@ -117,6 +118,8 @@ option(int short_name, const char *name, const char *v, void *arg)
 		else
 			gk_usage_error("bad --engine: %s (expected native or curl)", v);
 	}
+	else if (!strcmp(name, "wait-endpoints"))
+		cfg.wait_endpoints_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "max-conns-per-endpoint")) {
 		cfg.max_host_connections = (long)gk_opt_uint(name, v, 1, 100000);
 	}
@@ -182,6 +185,7 @@ main(int argc, char **argv)
 	    {"max-ejected", 0, true, "PCT", "never eject more of the set (50%)"},
 	    {"check", 0, true, "PATH", "active health check path"},
 	    {"check-interval", 0, true, "DUR", "between active checks (5s)"},
+	    {"wait-endpoints", 0, true, "DUR", "wait for a first set at start (5s)"},
 	    {"nameserver", 0, true, "ADDR", "DNS server for dns: sources"},
 	    {"invalidate-after", 0, true, "DUR", "drop the last good set after DUR of errors"},
 	    {"max-response", 0, true, "SIZE", "largest upstream body; 502 past it (8m)"},

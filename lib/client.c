@@ -8,6 +8,7 @@
  * Envoy's retry budgets keep it, and never past the request's deadline.
  */
 #include <ctype.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,11 @@ struct gk_client {
 	 * made with prior knowledge (curl issue 10634, fixed by PR 10643). */
 	bool h2_no_reuse, h2_warned;
 	gk_buf url, tmp, line; /* scratch of try_once: libcurl copies */
+	/* At start, until the source's first set (wait_first_set). */
+	bool got_set, starting;
+	int start_signal; /* TERM or INT while starting: raised again */
+	gk_timer start_timer;
+	gk_series *m_start_expired;
 };
 
 /* A response header: offsets of its NUL-terminated name (lowercase) and
@@ -197,6 +203,9 @@ static void
 on_endpoints(const gk_endpoint *set, size_t n, void *arg)
 {
 	gk_client *c = arg;
+	c->got_set = true;
+	if (c->starting)
+		gk_loop_stop(c->loop);
 	gk_balancer_update(c->bal, set, n);
 	for (size_t i = 0; i < gk_balancer_size(c->bal); i++)
 		backend_metrics(c, gk_balancer_at(c->bal, i));
@@ -204,6 +213,58 @@ on_endpoints(const gk_endpoint *set, size_t n, void *arg)
 	char k[32];
 	snprintf(k, sizeof k, "count=%zu", n);
 	gk_log(n ? GK_INFO : GK_WARN, "endpoints", k);
+}
+
+/* ---- at start: the first set ---- */
+
+static void
+on_start_expired(gk_loop *loop, void *arg)
+{
+	gk_client *c = arg;
+	char k[48];
+	snprintf(k, sizeof k, "waited_ms=%llu",
+	    (unsigned long long)c->cfg.wait_endpoints_ms);
+	gk_log(GK_WARN, "no endpoints yet: serving without them", k);
+	gk_counter_add(c->m_start_expired, 1);
+	gk_loop_stop(loop);
+}
+
+static void
+on_start_signal(gk_loop *loop, int signo, void *arg)
+{
+	gk_client *c = arg;
+	c->start_signal = signo;
+	gk_loop_stop(loop);
+}
+
+/*
+ * A source that has not answered yet (a DNS lookup, a registry query, a
+ * file not written yet): run the loop for it alone, at most
+ * --wait-endpoints, before the stage goes on.  Until then there is no
+ * READY=1 and no request is read (they wait in the pipe or the socket),
+ * rather than answered 503 for want of a set that is about to come.  An
+ * empty set is an answer: it ends the wait.  TERM or INT ends it too, and
+ * is raised again (held, being blocked) for the stage to drain on; HUP
+ * waits for the stage; USR1 is answered now.
+ */
+static void
+wait_first_set(gk_client *c)
+{
+	sigset_t hup;
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	sigprocmask(SIG_BLOCK, &hup, NULL);
+	gk_loop_signal(c->loop, SIGTERM, on_start_signal, c);
+	gk_loop_signal(c->loop, SIGINT, on_start_signal, c);
+	gk_loop_signal(c->loop, SIGUSR1, gk_metrics_on_signal, NULL);
+	gk_timer_start(c->loop, &c->start_timer, c->cfg.wait_endpoints_ms,
+	    on_start_expired, c);
+	c->starting = true;
+	gk_loop_run(c->loop);
+	c->starting = false;
+	gk_timer_stop(c->loop, &c->start_timer);
+	if (c->start_signal)
+		raise(c->start_signal);
 }
 
 /* ---- the retry budget ---- */
@@ -421,6 +482,14 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 	    "Idle upstream connections the native engine keeps for reuse at "
 	    "most, per endpoint", NULL)),
 	    c->uh ? GK_UH_MAX_IDLE_PER_ENDPOINT : 0);
+	c->m_start_expired = gk_metric_series(gk_counter_new(
+	    "gk_client_start_wait_expired_total",
+	    "Starts that went on without a set after --wait-endpoints", NULL));
+	gk_gauge_set(gk_metric_series(gk_gauge_new(
+	    "gk_client_start_wait_max_seconds",
+	    "How long a start waits for the source's first set at most "
+	    "(--wait-endpoints)", NULL)),
+	    (double)cfg->wait_endpoints_ms / 1000);
 	c->h2_no_reuse = curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
 	c->res = gk_resolver_new(c->loop, cfg->source, &cfg->ropts,
 	    on_endpoints, c, why);
@@ -432,6 +501,8 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 		on_endpoints(set, n, c);
 	if (cfg->check_path && cfg->check_every_ms)
 		gk_timer_start(c->loop, &c->check_timer, 0, on_check_timer, c);
+	if (!c->got_set && cfg->wait_endpoints_ms)
+		wait_first_set(c);
 	return c;
 }
 

@@ -37,6 +37,7 @@ typedef struct gk_client_config {
 	bool http2;                 /* HTTP/2 with prior knowledge, every endpoint */
 	long max_host_connections;  /* 0: no bound */
 	bool native;                /* plain-http tries on the native engine */
+	uint64_t wait_endpoints_ms; /* for the first set at start (5 s) */
 } gk_client_config;
 
 /* An ejection lasts --eject-time times the endpoint's ejections, at most: */

@@ -958,3 +958,66 @@ PY
 	# ticks of 10 ms: five answers in well under a second
 	[ $((t1 - t0)) -lt 50 ] || fail "gk-client used $((t1 - t0)) ticks"
 }
+
+# notify_listener: a NOTIFY_SOCKET ($NOTIFY) that appends each message it
+# receives to $NOTES, a line each, as systemd would read them.
+notify_listener() {
+	NOTIFY="$T/notify.sock"
+	NOTES="$T/notify.out"
+	start_bg notify python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+out = open(sys.argv[2], "a", buffering=1)
+open(sys.argv[2] + ".ready", "w").close()
+while True:
+    for line in s.recv(65536).decode(errors="replace").split("\n"):
+        if line:
+            out.write(line + "\n")
+' "$NOTIFY" "$NOTES"
+	wait_for -t 10 test -e "$NOTES.ready"
+}
+
+@test "with a source that has no set yet, gk-client says READY and reads requests only once the first set comes: a request sent before is answered 200, not 503" {
+	upstream_start 1
+	notify_listener
+	mkfifo "$T/in"
+	# gk-resolver -o writes the file later (not there at start)
+	start_bg_in "$T/in" client env NOTIFY_SOCKET="$NOTIFY" \
+		gk-client "${ENGINE[@]}" --resolve "file:$T/eps"
+	exec 7>"$T/in"
+	echo '{"id":"1","method":"GET","path":"/early"}' >&7
+	wait_event "$T/client.err" '.msg == "resolver source failed"'
+	! grep -q READY "$NOTES" || fail "READY=1 before any set"
+	[ ! -s "$T/client.out" ] || fail "answered before any set: $(cat "$T/client.out")"
+	gk-resolver -o "$T/eps" "static:${UP_ADDR[1]}"
+	wait_file "$T/client.out"
+	assert_equal "$(jq -c '[.id, .status]' "$T/client.out")" '["1",200]'
+	grep -qx 'READY=1' "$NOTES"
+	exec 7>&-
+	wait_exit client
+	assert_equal "$BG_STATUS" 0
+	assert_equal "$(count_events "$T/client.err" '.msg == "no endpoints yet: serving without them"')" 0
+}
+
+@test "a source that gives no set within --wait-endpoints: gk-client starts anyway, says so, answers 503 and counts it" {
+	notify_listener
+	mkfifo "$T/in"
+	start_bg_in "$T/in" client env NOTIFY_SOCKET="$NOTIFY" \
+		gk-client "${ENGINE[@]}" --wait-endpoints 200ms --resolve "file:$T/eps"
+	exec 7>"$T/in"
+	echo '{"id":"1","method":"GET","path":"/"}' >&7
+	wait_file "$T/client.out"
+	assert_equal "$(jq -c '[.status, .error.reason]' "$T/client.out")" '[503,"no endpoints"]'
+	grep -qx 'READY=1' "$NOTES"
+	exec 7>&-
+	wait_exit client
+	assert_equal "$(count_events "$T/client.err" '.msg == "no endpoints yet: serving without them"')" 1
+	assert_equal "$(events "$T/client.err" 'select(.type == "metrics") | .metrics[] |
+		select(.name == "gk_client_start_wait_expired_total") | .series[0].value' | tail -n 1)" 1
+	# an empty set is the source's answer: served at once, no wait
+	: >"$T/empty"
+	run bash -c "echo '{\"id\":\"2\",\"method\":\"GET\",\"path\":\"/\"}' |
+		gk-client --wait-endpoints 60s --endpoints '$T/empty' 2>/dev/null"
+	assert_equal "$(jq -r .status <<<"$output")" 503
+}
