@@ -20,6 +20,10 @@
  * we shut the socket down ourselves: our FIN ends the TCP connection at
  * once, and libcurl, whose liveness check then sees the hang-up, closes
  * the descriptor through our close callback the next time it looks.
+ * An idle HTTP/1.x connection on which bytes arrive (a 408, a body the
+ * answer did not announce) is shut down at once too: nothing may come
+ * between answers, libcurl would not reuse it, and once we stopped
+ * watching it the peer's close that follows would go unseen.
  * The descriptor stays ours until then, so its number cannot be given
  * to another socket behind libcurl's back (closing it here would).
  */
@@ -39,9 +43,10 @@ struct transfer {
 	gk_curl *c;
 };
 
-/* FD_GONE: idle, its peer closed it, shut down by us; libcurl has yet
- * to close it. */
-enum { FD_FOREIGN = 0, FD_ACTIVE, FD_IDLE, FD_GONE };
+/* FD_IDLE_MUX: idle HTTP/2, on which the peer may speak (a PING).
+ * FD_GONE: idle, its peer closed it (or spoke out of turn), shut down by
+ * us; libcurl has yet to close it. */
+enum { FD_FOREIGN = 0, FD_ACTIVE, FD_IDLE, FD_IDLE_MUX, FD_GONE };
 
 struct gk_curl {
 	gk_loop *loop;
@@ -88,14 +93,16 @@ static void
 on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
 	gk_curl *c = arg;
-	if (fd_state(c, fd) == FD_IDLE) {
+	unsigned char state = fd_state(c, fd);
+	if (state == FD_IDLE || state == FD_IDLE_MUX) {
 		/* Readable while idle: stop watching either way (libcurl
-		 * finds the connection unusable before any reuse).  When the
-		 * peer closed it, end our side now (see the top), and tell
-		 * the close hook: the connection is gone, whatever libcurl
-		 * still holds. */
+		 * reads an HTTP/2 peer's frames when it next uses the
+		 * connection).  When the peer closed it, or sent bytes on an
+		 * HTTP/1.x one, end our side now (see the top), and tell the
+		 * close hook: the connection is gone, whatever libcurl still
+		 * holds. */
 		gk_loop_unwatch(loop, fd);
-		if (peer_closed(fd)) {
+		if (state == FD_IDLE || peer_closed(fd)) {
 			shutdown(fd, SHUT_RDWR);
 			c->fdstate[fd] = FD_GONE;
 			if (c->on_close)
@@ -112,19 +119,25 @@ on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
 static int
 socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-	(void)easy;
 	(void)socketp;
 	gk_curl *c = userp;
 	if (what == CURL_POLL_REMOVE) {
 		if (fd_state(c, s) == FD_FOREIGN)
 			gk_loop_unwatch(c->loop, s);
 		else if (fd_state(c, s) != FD_GONE) {
-			c->fdstate[s] = FD_IDLE;
+			/* The version of the transfer that used it last; when
+			 * unknown, HTTP/1.x: at worst an HTTP/2 connection is
+			 * closed on a PING, and opened again. */
+			long v = 0;
+			if (easy)
+				curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &v);
+			c->fdstate[s] =
+			    v >= CURL_HTTP_VERSION_2_0 ? FD_IDLE_MUX : FD_IDLE;
 			gk_loop_modify(c->loop, s, GK_READ);
 		}
 		return 0;
 	}
-	if (fd_state(c, s) == FD_IDLE)
+	if (fd_state(c, s) == FD_IDLE || fd_state(c, s) == FD_IDLE_MUX)
 		c->fdstate[s] = FD_ACTIVE;
 	unsigned ev = (what & CURL_POLL_IN ? GK_READ : 0) |
 	    (what & CURL_POLL_OUT ? GK_WRITE : 0);

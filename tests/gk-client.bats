@@ -1021,3 +1021,28 @@ while True:
 		gk-client --wait-endpoints 60s --endpoints '$T/empty' 2>/dev/null"
 	assert_equal "$(jq -r .status <<<"$output")" 503
 }
+
+# _no_close_wait_to PORT: no socket to PORT is left in CLOSE_WAIT.
+_no_close_wait_to() {
+	[ -z "$(ss -Htn state close-wait "( dport = :$1 )")" ]
+}
+
+@test "an idle connection on which the upstream sends stray bytes, then closes, is closed on our side, not left in CLOSE_WAIT, on either engine" {
+	odd_start
+	local eng port
+	port=${ODD_ADDR##*:}
+	for eng in native curl; do
+		rm -f "$ODD_DIR/stray-closed"
+		engine_stack "$eng" "stack_$eng" -e "$ODD_ADDR"
+		run curl -s -m 10 "$URL/stray"
+		assert_output ok
+		# the upstream wrote a 408 on the idle connection, then closed it
+		wait_file "$ODD_DIR/stray-closed"
+		wait_for -t 5 _no_close_wait_to "$port" ||
+			fail "$eng: $(ss -Htn state close-wait "( dport = :$port )")"
+		# the next request goes on a new connection, answered
+		run curl -s -m 10 "$URL/after-$eng"
+		assert_output ok
+	done
+	assert_equal "$(grep -c '"/after-' "$ODD_DIR/log")" 2
+}

@@ -16,6 +16,9 @@ headers (lowercase names, a list of [name, value] in order).
              header naming 3000 options (o0..o2999), and 6000 headers of
              distinct names (h0..h5999), none of them named
   /204       204 No Content
+  /stray     200 "ok"; 200 ms later bytes no request asked for (a 408)
+             on the idle connection, 300 ms later the close; then the
+             file DIR/stray-closed
   /short     200 with Content-Length: 100, 10 bytes of it, then a close
   /size      200, the length of the request body received, as text
   /trailers  200, chunked "hello", then the trailer fields X-Trail-A
@@ -123,6 +126,16 @@ def serve(c):
                 answer(c, 200, "OK", hs + [("Content-Length", 3)], b"ok\n")
             elif path == "/204":
                 answer(c, 204, "No Content", [("X-Up", "1")])
+            elif path == "/stray":
+                answer(c, 200, "OK", [("Content-Length", 3)], b"ok\n")
+                time.sleep(0.2)
+                c.sendall(b"HTTP/1.1 408 Request Timeout\r\n"
+                          b"Content-Length: 0\r\n\r\n")
+                time.sleep(0.3)
+                c.close()
+                with open(os.path.join(d, "stray-closed"), "w") as f:
+                    f.write("closed\n")
+                return
             else:
                 answer(c, 200, "OK", [("Content-Length", 3)], b"ok\n")
     except OSError:
