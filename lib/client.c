@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "curl_loop.h"
+#include "http.h"
 #include "tracecontext.h"
 #include "upstream_http.h"
 
@@ -1653,6 +1654,46 @@ unhex_id(gk_json v, uint8_t *out, size_t n)
 	return rc;
 }
 
+/*
+ * Why the request cannot go upstream as it is, or NULL.  Its method and
+ * header names are written as they are: one that is not a token, or a
+ * value with a control character (CR, LF), would split the request or
+ * bend its framing at the upstream (a name "transfer-encoding " that
+ * some servers read as Transfer-Encoding).  gk-listener sends none, but
+ * a stage between may make one.
+ */
+static const char *
+unfit_request(gk_msg *m, const gk_buf *method, gk_buf *tmp)
+{
+	if (!gk_http_field_name(method->data, method->len))
+		return "method is not a token";
+	gk_json h = gk_msg_get(m, "headers"), k, v, one;
+	gk_json_iter it, vi;
+	if (h.type != GK_JSON_OBJECT)
+		return NULL;
+	gk_json_iter_init(&it, h);
+	while (gk_json_iter_next(&it, &k, &v)) {
+		tmp->len = 0;
+		if (gk_json_string(k, tmp) < 0 ||
+		    !gk_http_field_name(tmp->data, tmp->len))
+			return "header name is not a token";
+		bool arr = v.type == GK_JSON_ARRAY;
+		if (arr)
+			gk_json_iter_init(&vi, v);
+		while (arr ? gk_json_iter_next(&vi, NULL, &one) :
+		    (one = v, true)) {
+			tmp->len = 0;
+			if (gk_json_string(one, tmp) < 0)
+				return "header value is not a string";
+			if (!gk_http_field_value(tmp->data, tmp->len))
+				return "control character in header value";
+			if (!arr)
+				break;
+		}
+	}
+	return NULL;
+}
+
 void
 gk_client_request(gk_client *c, gk_req *req)
 {
@@ -1668,7 +1709,11 @@ gk_client_request(gk_client *c, gk_req *req)
 		gk_buf_adds(&s->method, "GET");
 	}
 	s->idempotent = idempotent(gk_buf_cstr(&s->method));
-	const char *why;
+	const char *why = unfit_request(m, &s->method, &c->tmp);
+	if (why) {
+		gk_answer(req, 400, NULL, "bad request\n", why);
+		return;
+	}
 	if (gk_msg_body(m, &s->body, &why) < 0) {
 		gk_answer(req, 400, NULL, "bad request\n", why);
 		return;

@@ -1046,3 +1046,26 @@ _no_close_wait_to() {
 	done
 	assert_equal "$(grep -c '"/after-' "$ODD_DIR/log")" 2
 }
+
+@test "a wire request whose method or header would split or bend the request upstream is answered 400 and not sent, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		: >"$ODD_DIR/log"
+		run bash -c "gk-client --engine $eng -e $ODD_ADDR 2>/dev/null" <<-'EOF2'
+			{"id":"m","method":"GET /x HTTP/1.1\r\nX-Inj: 1\r\n\r\nDELETE","path":"/m"}
+			{"id":"v","method":"GET","path":"/v","headers":{"x-v":"a\r\nX-Evil: 1"}}
+			{"id":"n","method":"GET","path":"/n","headers":{"transfer-encoding ":"chunked"}}
+			{"id":"e","method":"GET","path":"/e","headers":{"":"1"}}
+			{"id":"a","method":"GET","path":"/a","headers":{"x-a":["1","b\nc"]}}
+			{"id":"ok","method":"GET","path":"/ok","headers":{"x-ok":"tab\tok"}}
+		EOF2
+		assert_success
+		assert_equal "$(jq -c -s 'sort_by(.id) | map([.id, .status])' <<<"$output")" \
+			'[["a",400],["e",400],["m",400],["n",400],["ok",200],["v",400]]'
+		assert_equal "$(jq -r -s 'map(.error.reason // empty) | unique | join(",")' <<<"$output")" \
+			"control character in header value,header name is not a token,method is not a token"
+		# only the good one reached the upstream
+		assert_equal "$(jq -c -s 'map(.path)' "$ODD_DIR/log")" '["/ok"]'
+	done
+}
