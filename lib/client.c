@@ -1413,14 +1413,15 @@ request_headers(struct cstate *s, gk_buf *tmp, gk_buf *out)
 	return host;
 }
 
-/* The request target, percent-encoding what HTTP/1.1 cannot carry. */
+/* The request target, percent-encoding what HTTP/1.1 cannot carry, and
+ * '#', which would end it at a fragment (libcurl drops what follows). */
 static void
 add_target(gk_buf *out, const char *p, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)p[i];
-		if (ch <= 0x20 || ch >= 0x7f) {
+		if (ch <= 0x20 || ch >= 0x7f || ch == '#') {
 			gk_buf_addc(out, '%');
 			gk_buf_addc(out, hex[ch >> 4]);
 			gk_buf_addc(out, hex[ch & 15]);
@@ -1560,18 +1561,21 @@ try_once(struct cstate *s)
 	if (!asterisk) {
 		if (!tmp.len || tmp.data[0] != '/')
 			gk_buf_addc(&url, '/');
-		gk_buf_add(&url, tmp.data, tmp.len);
+		add_target(&url, tmp.data, tmp.len);
 	}
 	tmp.len = 0;
 	if (gk_json_string(gk_msg_get(m, "query"), &tmp) == 0 && tmp.len) {
 		gk_buf_addc(&url, '?');
-		gk_buf_add(&url, tmp.data, tmp.len);
+		add_target(&url, tmp.data, tmp.len);
 	}
 	CURL *e = easy_get(c);
 	s->easy = e;
 	curl_easy_setopt(e, CURLOPT_URL, gk_buf_cstr(&url));
 	if (asterisk)
 		curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, "*");
+	/* The path as it came, as on the native engine: dot segments are
+	 * the upstream's to resolve. */
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	set_http_version(c, be, e);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,

@@ -1069,3 +1069,23 @@ _no_close_wait_to() {
 		assert_equal "$(jq -c -s 'map(.path)' "$ODD_DIR/log")" '["/ok"]'
 	done
 }
+
+@test "the request target goes upstream as the wire gave it on either engine: what HTTP cannot carry percent-encoded, dot segments kept, a '#' not taken for a fragment" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		: >"$ODD_DIR/log"
+		run bash -c "gk-client --engine $eng -e $ODD_ADDR 2>/dev/null" <<-'EOF2'
+			{"id":"1","method":"GET","path":"/a b"}
+			{"id":"2","method":"GET","path":"/c\r\nX-Evil: 1"}
+			{"id":"3","method":"GET","path":"/d#frag","query":"q=1"}
+			{"id":"4","method":"GET","path":"/e","query":"x=1 2#f"}
+			{"id":"5","method":"GET","path":"/h/../../i"}
+			{"id":"6","method":"GET","path":"/\u00e9"}
+		EOF2
+		assert_success
+		assert_equal "$(jq -c -s 'map(.status) | unique' <<<"$output")" '[200]'
+		assert_equal "$(jq -c -s 'map(.path) | sort' "$ODD_DIR/log")" \
+			'["/%C3%A9","/a%20b","/c%0D%0AX-Evil:%201","/d%23frag?q=1","/e?x=1%202%23f","/h/../../i"]'
+	done
+}
