@@ -635,6 +635,35 @@ store_header(struct cstate *s, const char *p, size_t nl, const char *v,
 	s->rh[s->nrh++] = (struct hdr){.name = name, .value = value};
 }
 
+/*
+ * The answer whose header section libcurl just gave announces a body past
+ * --max-response, or past any number (which libcurl would take for a body
+ * that ends at the close): refused now, as on the native engine, rather
+ * than waited for.  Not for a HEAD, a 1xx, 204 or 304, which have no body
+ * whatever their Content-Length says.
+ */
+static bool
+length_past_bound(const struct cstate *s)
+{
+	long code = 0;
+	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (code < 200 || code == 204 || code == 304 ||
+	    (s->method.len == 4 && !memcmp(s->method.data, "HEAD", 4)))
+		return false;
+	for (size_t i = 0; i < s->nrh; i++) {
+		const char *name = s->harena.data + s->rh[i].name;
+		const char *v = s->harena.data + s->rh[i].value;
+		if (strcmp(name, "content-length"))
+			continue;
+		uint64_t len;
+		if (*v && strspn(v, "0123456789") == strlen(v) &&
+		    (gk_parse_uint(v, 0, UINT64_MAX, &len) < 0 ||
+		    len > s->c->cfg.max_response))
+			return true;
+	}
+	return false;
+}
+
 static size_t
 on_header(char *p, size_t size, size_t n, void *arg)
 {
@@ -653,6 +682,10 @@ on_header(char *p, size_t size, size_t n, void *arg)
 	if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
 		/* the end of the header section */
 		s->in_trailers = true;
+		if (length_past_bound(s)) {
+			s->too_big = true;
+			return 0; /* aborts the transfer */
+		}
 		return len;
 	}
 	if ((p[0] == ' ' || p[0] == '\t') && s->nrh) {
@@ -1196,9 +1229,11 @@ native_done(void *arg, enum gk_uh_result r, int status, bool sent)
 	case GK_UH_BAD:
 		why = "invalid upstream response";
 		break;
+	case GK_UH_ABORTED:
+		s->too_big = true; /* (native_body refused, or the length) */
+		break;
 	case GK_UH_REFUSED:
 	case GK_UH_CLOSED:
-	case GK_UH_ABORTED:
 		break;
 	}
 	finish_try(s, status, how, !sent, why, (long)s->ux.connects);
@@ -1499,6 +1534,7 @@ try_native(struct cstate *s, gk_backend *be, uint64_t timeout,
 		gk_buf_add(b, s->body.data, s->body.len);
 
 	s->native = true;
+	s->ux.max_body = c->cfg.max_response;
 	s->try_start_us = gk_monotonic_us();
 	gk_balancer_started(be);
 	s->running = true;

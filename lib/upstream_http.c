@@ -14,6 +14,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -250,6 +251,7 @@ reset_response(gk_uh_xfer *x)
 	x->hp.data = x;
 	x->field.len = x->value.len = 0;
 	x->in_value = x->complete = x->got_byte = x->in_trailers = false;
+	x->too_long = false;
 	x->status = 0;
 	x->off = 0;
 }
@@ -375,7 +377,8 @@ take(gk_uh_xfer *x, const char *buf, ssize_t n)
 	}
 	enum http_errno e = HTTP_PARSER_ERRNO(&x->hp);
 	if (e != HPE_OK) {
-		finish(x, e == HPE_CB_body ? GK_UH_ABORTED : GK_UH_BAD, false);
+		finish(x, e == HPE_CB_body || x->too_long ? GK_UH_ABORTED :
+		    GK_UH_BAD, false);
 		return false;
 	}
 	return true;
@@ -483,13 +486,21 @@ on_headers_complete(http_parser *hp)
 	if (hp->status_code < 100 || hp->status_code > 599)
 		return -1;
 	x->status = hp->status_code;
+	bool none = x->head || hp->status_code < 200 ||
+	    hp->status_code == 204 || hp->status_code == 304;
+	/* A body announced past the bound is refused now, not waited for
+	 * (an upstream that sends less would hold the try to its deadline). */
+	if (!none && x->max_body && hp->content_length != ULLONG_MAX &&
+	    hp->content_length > x->max_body) {
+		x->too_long = true;
+		return -1;
+	}
 	/* No body for HEAD (http_parser cannot know), nor for a 1xx, a 204
 	 * or a 304 whatever their Content-Length or Transfer-Encoding say
 	 * (RFC 9112 6.3): a 304 may carry the length of the representation
 	 * (RFC 9110 8.6), and http_parser would wait for that many bytes,
 	 * taking the next answer's for them. */
-	return x->head || hp->status_code < 200 || hp->status_code == 204 ||
-	    hp->status_code == 304 ? 1 : 0;
+	return none ? 1 : 0;
 }
 
 static int

@@ -25,7 +25,8 @@ enum gk_uh_result {
 	GK_UH_CLOSED,      /* reset or closed after the request was sent */
 	GK_UH_NOT_RESENT,  /* a reused connection closed before any answer:
 	                    * not idempotent, so not sent again */
-	GK_UH_ABORTED,     /* the body callback refused more */
+	GK_UH_ABORTED,     /* the body callback refused more, or the
+	                    * Content-Length is past max_body */
 	GK_UH_BAD,         /* not a valid HTTP/1.x response */
 };
 
@@ -54,6 +55,9 @@ typedef struct gk_uh_xfer {
 	const char *req;
 	size_t reqlen, off;
 	uint64_t deadline_ms; /* loop ms; 0: none */
+	/* Set by the caller before gk_uh_start, 0 for none: an answer whose
+	 * Content-Length is past it ends GK_UH_ABORTED at its headers. */
+	uint64_t max_body;
 	gk_timer timer;
 	http_parser hp;
 	gk_buf field, value;
@@ -63,6 +67,7 @@ typedef struct gk_uh_xfer {
 	bool running, idempotent, head, reused, got_byte, in_value;
 	bool in_trailers; /* past the header section: fields are dropped */
 	bool connecting, complete, resent, has_pending, in_start;
+	bool too_long; /* the Content-Length is past max_body */
 } gk_uh_xfer;
 
 /* on_open(owner, fd) when a connection is opened for a try whose owner is

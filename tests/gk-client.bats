@@ -1089,3 +1089,22 @@ _no_close_wait_to() {
 			'["/%C3%A9","/a%20b","/c%0D%0AX-Evil:%201","/d%23frag?q=1","/e?x=1%202%23f","/h/../../i"]'
 	done
 }
+
+@test "an answer whose Content-Length is past --max-response, or past any number, is 502 at once on either engine, not waited for until the deadline" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		# no deadline: a try that waited for the body would never end
+		run timeout 10 bash -c "gk-client --engine $eng --max-response 1m -e $ODD_ADDR 2>/dev/null" <<-'EOF2'
+			{"id":"huge","method":"GET","path":"/cl/99999999999999999999"}
+			{"id":"big","method":"GET","path":"/cl/2000000"}
+			{"id":"fits","method":"GET","path":"/cl/2"}
+			{"id":"head","method":"HEAD","path":"/cl/2000000"}
+		EOF2
+		assert_success
+		assert_equal "$(jq -c -s 'sort_by(.id) | map([.id, .status])' <<<"$output")" \
+			'[["big",502],["fits",200],["head",200],["huge",502]]'
+		assert_equal "$(jq -r -s 'map(select(.id == "big") | .error.reason)[]' <<<"$output")" \
+			"upstream response too large"
+	done
+}

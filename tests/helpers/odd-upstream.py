@@ -16,6 +16,8 @@ headers (lowercase names, a list of [name, value] in order).
              header naming 3000 options (o0..o2999), and 6000 headers of
              distinct names (h0..h5999), none of them named
   /204       204 No Content
+  /cl/N      200 with Content-Length: N (any digits) and "ok", the
+             connection kept open
   /stray     200 "ok"; 200 ms later bytes no request asked for (a 408)
              on the idle connection, 300 ms later the close; then the
              file DIR/stray-closed
@@ -126,6 +128,9 @@ def serve(c):
                 answer(c, 200, "OK", hs + [("Content-Length", 3)], b"ok\n")
             elif path == "/204":
                 answer(c, 204, "No Content", [("X-Up", "1")])
+            elif path.startswith("/cl/"):
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " +
+                          path[4:].encode() + b"\r\n\r\nok")
             elif path == "/stray":
                 answer(c, 200, "OK", [("Content-Length", 3)], b"ok\n")
                 time.sleep(0.2)
