@@ -215,12 +215,11 @@ static gk_backend *
 pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
     const gk_backend *avoid, bool allow_avoid, unsigned prio)
 {
-	size_t cand[64], nc = 0, total = 0;
+	size_t nc = 0, total = 0;
 	gk_backend *only = NULL;
 	for (size_t i = 0; i < b->n; i++)
 		if (eligible(b, i, now, prio, avoid, allow_avoid)) {
-			if (nc < 64)
-				cand[nc++] = i;
+			nc++;
 			total += b->be[i]->ep.weight;
 			only = b->be[i];
 		}
@@ -271,13 +270,26 @@ pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
 	}
 	case GK_BALANCE_P2C_EWMA: {
 		if (nc == 1)
-			return b->be[cand[0]];
+			return only;
+		/* Two distinct candidates of all nc (the x-th and y-th
+		 * eligible), however large the set. */
 		size_t x = (size_t)(gk_random_unit() * (double)nc);
 		size_t y = (size_t)(gk_random_unit() * (double)(nc - 1));
 		if (y >= x)
 			y++;
+		gk_backend *a = NULL, *c = NULL;
+		for (size_t i = 0, k = 0; i < b->n && (!a || !c); i++) {
+			if (!eligible(b, i, now, prio, avoid, allow_avoid))
+				continue;
+			if (k == x)
+				a = b->be[i];
+			if (k == y)
+				c = b->be[i];
+			k++;
+		}
+		if (!a || !c) /* (gk_random_unit is below 1: never) */
+			return only;
 		uint64_t now_us = gk_monotonic_us();
-		gk_backend *a = b->be[cand[x]], *c = b->be[cand[y]];
 		return cost(a, now_us) <= cost(c, now_us) ? a : c;
 	}
 	case GK_BALANCE_HASH: {

@@ -102,6 +102,24 @@ TEST(backup_priority_is_used_when_the_first_is_unavailable)
 	gk_balancer_free(b);
 }
 
+TEST(p2c_ewma_reaches_every_endpoint_of_a_set_of_100)
+{
+	enum { N = 100 };
+	gk_endpoint set[N];
+	memset(set, 0, sizeof set);
+	for (int i = 0; i < N; i++) {
+		snprintf(set[i].addr, sizeof set[i].addr, "127.0.0.%d:80", i + 1);
+		set[i].weight = 1;
+	}
+	unsigned counts[N], never = 0;
+	pick_counts(GK_BALANCE_P2C_EWMA, set, N, 20000, counts);
+	for (int i = 0; i < N; i++)
+		never += counts[i] == 0;
+	if (never)
+		printf("#   %u of %d endpoints never picked\n", never, N);
+	CHECK(never == 0);
+}
+
 static const gk_endpoint *loaded;
 static size_t nloaded;
 
@@ -157,5 +175,6 @@ main(int argc, char **argv)
 	RUN(round_robin_weights_within_5_percent_backup_unused);
 	RUN(random_weights_within_5_points_backup_unused);
 	RUN(backup_priority_is_used_when_the_first_is_unavailable);
+	RUN(p2c_ewma_reaches_every_endpoint_of_a_set_of_100);
 	return UNIT_END();
 }
