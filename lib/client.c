@@ -97,6 +97,7 @@ struct cstate {
 	size_t nrh, caprh;
 	gk_buf harena;    /* their bytes */
 	bool too_big;
+	bool invalid;     /* a header no valid answer has: 502 */
 	bool in_trailers; /* libcurl's header callback past the headers */
 	uint64_t start_us, try_start_us;
 	gk_timer retry_timer;
@@ -622,6 +623,12 @@ store_header(struct cstate *s, const char *p, size_t nl, const char *v,
 		s->rh = gk_xrealloc(s->rh, s->caprh * sizeof *s->rh);
 	}
 	size_t vl = (size_t)(end - v);
+	/* A name that is not a token or a value with a control byte: the
+	 * stage above could not pass the answer on (gk-listener would
+	 * answer 502 for it, blaming nobody), so it is the upstream's
+	 * invalid answer here. */
+	if (!gk_http_field_name(p, nl) || !gk_http_field_value(v, vl))
+		s->invalid = true;
 	gk_buf *a = &s->harena;
 	gk_buf_reserve(a, nl + vl + 2);
 	size_t name = a->len;
@@ -664,6 +671,31 @@ length_past_bound(const struct cstate *s)
 	return false;
 }
 
+/*
+ * The header section libcurl just gave frames its body two ways: two
+ * different Content-Lengths, or one with Transfer-Encoding (RFC 9112
+ * 6.3: a sign of response splitting, to be handled as an error).  The
+ * native engine's parser refuses both.
+ */
+static bool
+ambiguous_length(const struct cstate *s)
+{
+	const char *len = NULL;
+	bool te = false;
+	for (size_t i = 0; i < s->nrh; i++) {
+		const char *name = s->harena.data + s->rh[i].name;
+		const char *v = s->harena.data + s->rh[i].value;
+		if (!strcmp(name, "transfer-encoding"))
+			te = true;
+		else if (!strcmp(name, "content-length")) {
+			if (len && strcmp(len, v))
+				return true;
+			len = v;
+		}
+	}
+	return te && len;
+}
+
 static size_t
 on_header(char *p, size_t size, size_t n, void *arg)
 {
@@ -675,6 +707,7 @@ on_header(char *p, size_t size, size_t n, void *arg)
 		s->nrh = 0;
 		s->harena.len = 0;
 		s->in_trailers = false;
+		s->invalid = false;
 		return len;
 	}
 	if (s->in_trailers)
@@ -682,9 +715,13 @@ on_header(char *p, size_t size, size_t n, void *arg)
 	if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
 		/* the end of the header section */
 		s->in_trailers = true;
+		if (ambiguous_length(s))
+			s->invalid = true;
+		if (s->invalid)
+			return 0; /* aborts the transfer */
 		if (length_past_bound(s)) {
 			s->too_big = true;
-			return 0; /* aborts the transfer */
+			return 0;
 		}
 		return len;
 	}
@@ -1100,6 +1137,10 @@ finish_try(struct cstate *s, long code, enum try_end how, bool unsent,
 {
 	gk_client *c = s->c;
 	s->running = false;
+	if (how == TRY_ANSWERED && s->invalid) {
+		how = TRY_BROKEN;
+		why = "invalid upstream response";
+	}
 	uint64_t now_us = gk_monotonic_us();
 	uint64_t took = now_us - s->try_start_us;
 	if (connects)
@@ -1178,7 +1219,8 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	    (result == CURLE_OPERATION_TIMEDOUT && s->prereqs == 0);
 	finish_try(s, code, result == CURLE_OK ? TRY_ANSWERED :
 	    result == CURLE_OPERATION_TIMEDOUT ? TRY_TIMEDOUT : TRY_BROKEN,
-	    unsent, curl_easy_strerror(result), connects);
+	    unsent, s->invalid ? "invalid upstream response" :
+	    curl_easy_strerror(result), connects);
 }
 
 /* ---- the native engine's callbacks ---- */
@@ -1189,6 +1231,7 @@ native_reset(void *arg)
 	struct cstate *s = arg;
 	s->nrh = 0;
 	s->harena.len = 0;
+	s->invalid = false;
 }
 
 static void
@@ -1266,6 +1309,7 @@ reset_try(struct cstate *s)
 	s->headers = NULL;
 	s->response.len = 0;
 	s->too_big = false;
+	s->invalid = false;
 	s->prereqs = 0;
 	s->not_resent = false;
 	s->nrh = 0;

@@ -1108,3 +1108,22 @@ _no_close_wait_to() {
 			"upstream response too large"
 	done
 }
+
+@test "an upstream answer with a header no valid answer has (a name with a space, a control byte, two lengths, a length and chunked) is 502, counted as an error, on either engine" {
+	odd_start
+	local eng
+	for eng in native curl; do
+		run bash -c "gk-client --engine $eng --eject-after 0 -e $ODD_ADDR 2>'$T/err.$eng'" <<-'EOF2'
+			{"id":"name","method":"GET","path":"/bad/name"}
+			{"id":"ctl","method":"GET","path":"/bad/ctl"}
+			{"id":"dupcl","method":"GET","path":"/bad/dupcl"}
+			{"id":"tecl","method":"GET","path":"/bad/tecl"}
+			{"id":"ok","method":"GET","path":"/ok"}
+		EOF2
+		assert_success
+		assert_equal "$(jq -c -s 'sort_by(.id) | map([.id, .status, .error.reason])' <<<"$output")" \
+			'[["ctl",502,"invalid upstream response"],["dupcl",502,"invalid upstream response"],["name",502,"invalid upstream response"],["ok",200,null],["tecl",502,"invalid upstream response"]]'
+		assert_equal "$(events "$T/err.$eng" 'select(.type == "metrics") | .metrics[] |
+			select(.name == "gk_client_errors_total") | .series[].value' | tail -n 1)" 4
+	done
+}

@@ -16,6 +16,10 @@ headers (lowercase names, a list of [name, value] in order).
              header naming 3000 options (o0..o2999), and 6000 headers of
              distinct names (h0..h5999), none of them named
   /204       204 No Content
+  /bad/KIND  200 "ok" with a header section no valid answer has: KIND
+             name (a header name with a space), ctl (a value with a
+             control byte), dupcl (two different Content-Lengths), tecl
+             (chunked, and a Content-Length)
   /cl/N      200 with Content-Length: N (any digits) and "ok", the
              connection kept open
   /stray     200 "ok"; 200 ms later bytes no request asked for (a 408)
@@ -128,6 +132,18 @@ def serve(c):
                 answer(c, 200, "OK", hs + [("Content-Length", 3)], b"ok\n")
             elif path == "/204":
                 answer(c, 204, "No Content", [("X-Up", "1")])
+            elif path.startswith("/bad/"):
+                c.sendall({
+                    "name": b"HTTP/1.1 200 OK\r\nBad Name: x\r\n"
+                            b"Content-Length: 2\r\n\r\nok",
+                    "ctl": b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\n"
+                           b"Content-Length: 2\r\n\r\nok",
+                    "dupcl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                             b"Content-Length: 3\r\n\r\nok!",
+                    "tecl": b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n"
+                            b"2\r\nok\r\n0\r\n\r\n",
+                }[path[5:]])
             elif path.startswith("/cl/"):
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " +
                           path[4:].encode() + b"\r\n\r\nok")
