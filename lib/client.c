@@ -1618,10 +1618,13 @@ try_once(struct cstate *s)
 		uint64_t left = deadline > real ? deadline - real : 1;
 		if (!timeout || left < timeout)
 			timeout = left;
-		/* The next stack honours what is left of ours. */
-		snprintf(remaining, sizeof remaining, "x-gk-timeout-ms: %llu",
-		    (unsigned long long)left);
 	}
+	/* The next stack honours what is left of ours: of the deadline, or
+	 * of this try when --try-timeout ends it first (past it nobody
+	 * waits for the answer). */
+	if (timeout)
+		snprintf(remaining, sizeof remaining, "x-gk-timeout-ms: %llu",
+		    (unsigned long long)timeout);
 	s->native = false;
 	if (c->uh && !c->cfg.http2 && !has_tag(be->ep.tags, "h2") &&
 	    gk_uh_handles(c->uh, be->ep.addr)) {

@@ -1127,3 +1127,24 @@ _no_close_wait_to() {
 			select(.name == "gk_client_errors_total") | .series[].value' | tail -n 1)" 4
 	done
 }
+
+@test "with --try-timeout shorter than what is left of the deadline, x-gk-timeout-ms upstream is the try's, on either engine" {
+	upstream_start 1
+	local eng t
+	for eng in native curl; do
+		engine_stack "$eng" "stack_$eng" --try-timeout 400ms -e "${UP_ADDR[1]}"
+		# gk-listener's deadline: 30 s; the try gives up after 400 ms
+		run curl -s -o /dev/null -w '%{http_code}' "$URL/tt-$eng"
+		assert_output 200
+		settle " /tt-$eng " 1
+		t=$(sed -n "s|.* /tt-$eng .* t=\\([0-9]*\\) .*|\\1|p" "$T/up1/access.log")
+		[ -n "$t" ] && [ "$t" -gt 0 ] && [ "$t" -le 400 ] || fail "$eng: x-gk-timeout-ms upstream: '$t'"
+	done
+	# no deadline at all (gk-client on stdin): the try's alone
+	run bash -c "echo '{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/tt-stdin\"}' |
+		gk-client --try-timeout 400ms -e ${UP_ADDR[1]} 2>/dev/null"
+	assert_equal "$(jq .status <<<"$output")" 200
+	settle " /tt-stdin " 1
+	t=$(sed -n "s|.* /tt-stdin .* t=\\([0-9]*\\) .*|\\1|p" "$T/up1/access.log")
+	assert_equal "$t" 400
+}
