@@ -203,6 +203,8 @@ run(const char *data, size_t len, unsigned flags, uint32_t seed, gk_buf *tr)
 	static const gk_uh_ops ops = {w_reset, w_header, w_body, w_done};
 	gk_uh_xfer x;
 	gk__uh_begin(uh, &x, head, &ops, &r);
+	/* as gk-client sets it: a length past it ends the try at once */
+	x.max_body = maxr[flags >> 1 & 3];
 	size_t fed = 0;
 	bool more = true;
 	while (more && fed < len) {
@@ -228,7 +230,7 @@ run(const char *data, size_t len, unsigned flags, uint32_t seed, gk_buf *tr)
 		} else {
 			MUST(r.status == 0);
 			MUST((r.r == GK_UH_ABORTED) ==
-			     gk__client_probe_too_big(r.probe));
+			     (gk__client_probe_too_big(r.probe) || x.too_long));
 		}
 	} else
 		gk_buf_adds(tr, "RUNNING\n");
