@@ -130,7 +130,8 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 			 * closed on a PING, and opened again. */
 			long v = 0;
 			if (easy)
-				curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &v);
+				curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION,
+				    &v);
 			c->fdstate[s] =
 			    v >= CURL_HTTP_VERSION_2_0 ? FD_IDLE_MUX : FD_IDLE;
 			gk_loop_modify(c->loop, s, GK_READ);
