@@ -201,6 +201,40 @@ pool_closed(void *arg, int fd)
 	}
 }
 
+static int
+addr_cmp(const void *key, const void *ep)
+{
+	return strcmp(key, ((const gk_endpoint *)ep)->addr);
+}
+
+/* The socket fd is in the pool whose gauge is arg. */
+static bool
+in_pool(void *arg, int fd)
+{
+	struct sockowner *o = arg;
+	return (size_t)fd < o->c->nfdpool && o->c->fdpool[fd] == o->pool;
+}
+
+/* Endpoints that leave the set: their idle connections are closed now,
+ * not kept open until the upstream closes them (tries running there
+ * finish on theirs). */
+static void
+drop_left(gk_client *c, const gk_endpoint *set, size_t n)
+{
+	for (size_t i = 0; i < gk_balancer_size(c->bal); i++) {
+		gk_backend *be = gk_balancer_at(c->bal, i);
+		/* the set is sorted by addr (resolver.h) */
+		if (bsearch(be->ep.addr, set, n, sizeof *set, addr_cmp))
+			continue;
+		if (c->uh)
+			gk_uh_drop_idle(c->uh, be->ep.addr);
+		if (be->m_pool) {
+			struct sockowner o = {c, be->m_pool};
+			gk_curl_drop_idle(c->curl, in_pool, &o);
+		}
+	}
+}
+
 static void
 on_endpoints(const gk_endpoint *set, size_t n, void *arg)
 {
@@ -208,6 +242,7 @@ on_endpoints(const gk_endpoint *set, size_t n, void *arg)
 	c->got_set = true;
 	if (c->starting)
 		gk_loop_stop(c->loop);
+	drop_left(c, set, n);
 	gk_balancer_update(c->bal, set, n);
 	for (size_t i = 0; i < gk_balancer_size(c->bal); i++)
 		backend_metrics(c, gk_balancer_at(c->bal, i));

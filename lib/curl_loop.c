@@ -89,6 +89,27 @@ peer_closed(int fd)
 	       ti.tcpi_state == TCP_CLOSE_WAIT;
 }
 
+/* Our end of an idle connection, now (see the top); the close hook is
+ * told: the connection is gone, whatever libcurl still holds. */
+static void
+end_idle(gk_curl *c, int fd)
+{
+	gk_loop_unwatch(c->loop, fd);
+	shutdown(fd, SHUT_RDWR);
+	c->fdstate[fd] = FD_GONE;
+	if (c->on_close)
+		c->on_close(c->hook_arg, fd);
+}
+
+void
+gk_curl_drop_idle(gk_curl *c, bool (*match)(void *arg, int fd), void *arg)
+{
+	for (size_t fd = 0; fd < c->nfd; fd++)
+		if ((c->fdstate[fd] == FD_IDLE ||
+		    c->fdstate[fd] == FD_IDLE_MUX) && match(arg, (int)fd))
+			end_idle(c, (int)fd);
+}
+
 static void
 on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
@@ -98,16 +119,11 @@ on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
 		/* Readable while idle: stop watching either way (libcurl
 		 * reads an HTTP/2 peer's frames when it next uses the
 		 * connection).  When the peer closed it, or sent bytes on an
-		 * HTTP/1.x one, end our side now (see the top), and tell the
-		 * close hook: the connection is gone, whatever libcurl still
-		 * holds. */
-		gk_loop_unwatch(loop, fd);
-		if (state == FD_IDLE || peer_closed(fd)) {
-			shutdown(fd, SHUT_RDWR);
-			c->fdstate[fd] = FD_GONE;
-			if (c->on_close)
-				c->on_close(c->hook_arg, fd);
-		}
+		 * HTTP/1.x one, end our side now. */
+		if (state == FD_IDLE || peer_closed(fd))
+			end_idle(c, fd);
+		else
+			gk_loop_unwatch(loop, fd);
 		return;
 	}
 	int what = (ev & GK_READ ? CURL_CSELECT_IN : 0) |

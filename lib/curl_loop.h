@@ -36,6 +36,11 @@ void gk_curl_cancel(gk_curl *c, CURL *easy);
 typedef void gk_curl_sock_fn(void *arg, int fd);
 void gk_curl_socket_hooks(gk_curl *c, gk_curl_sock_fn *on_open,
     gk_curl_sock_fn *on_close, void *hook_arg);
+/* Shut down the idle connections whose socket match says is one to drop
+ * (an endpoint that left the set), as one whose peer closed: libcurl has
+ * no call for it, and closes the descriptor the next time it looks. */
+void gk_curl_drop_idle(gk_curl *c, bool (*match)(void *arg, int fd),
+    void *arg);
 /* Transfers running now. */
 int gk_curl_running(const gk_curl *c);
 

@@ -164,6 +164,20 @@ conn_close(gk_uh *uh, struct gk_uh_conn *k)
 	free(k);
 }
 
+void
+gk_uh_drop_idle(gk_uh *uh, const char *addr)
+{
+	for (struct gk_uh_pool *p = uh->pools; p; p = p->next)
+		if (!strcmp(p->addr, addr)) {
+			while (p->idle) {
+				struct gk_uh_conn *k = p->idle;
+				idle_unlink(uh, k);
+				conn_close(uh, k);
+			}
+			return;
+		}
+}
+
 static void on_io(gk_loop *loop, int fd, unsigned ev, void *arg);
 static void fail_later(gk_uh_xfer *x, enum gk_uh_result r);
 

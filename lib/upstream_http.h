@@ -83,6 +83,9 @@ bool gk_uh_handles(gk_uh *uh, const char *addr);
 void gk_uh_start(gk_uh *uh, gk_uh_xfer *x, const char *addr, const char *req,
     size_t len, bool idempotent, bool head, uint64_t timeout_ms,
     const gk_uh_ops *ops, void *arg, void *owner);
+/* Close the idle connections to addr (an endpoint that left the set);
+ * tries running there finish on theirs. */
+void gk_uh_drop_idle(gk_uh *uh, const char *addr);
 /* Stop a running try (done is not called); its connection is closed. */
 void gk_uh_cancel(gk_uh_xfer *x);
 /* Free what a finished or cancelled try still holds. */

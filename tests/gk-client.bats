@@ -1148,3 +1148,27 @@ _no_close_wait_to() {
 	t=$(sed -n "s|.* /tt-stdin .* t=\\([0-9]*\\) .*|\\1|p" "$T/up1/access.log")
 	assert_equal "$t" 400
 }
+
+# _no_conn_to PORT: no established connection of ours to PORT.
+_no_conn_to() {
+	[ -z "$(ss -Htn state established "( dport = :$1 )")" ]
+}
+
+@test "an endpoint that leaves the set has its idle connections closed at once, on either engine" {
+	upstream_start 1
+	local eng
+	for eng in native curl; do
+		printf '%s\n' "${UP_ADDR[1]}" >"$T/eps-$eng"
+		engine_stack "$eng" "stack_$eng" --endpoints "$T/eps-$eng"
+		run curl -s -m 10 "$URL/kept-$eng"
+		assert_output "upstream 1"
+		# idle in the pool now (nginx keeps it 60 s)
+		! _no_conn_to "${UP_PORT[1]}" || fail "$eng: no pooled connection"
+		: >"$T/eps-$eng.new"
+		mv "$T/eps-$eng.new" "$T/eps-$eng"
+		wait_for -t 5 _no_conn_to "${UP_PORT[1]}" ||
+			fail "$eng: $(ss -Htn state established "( dport = :${UP_PORT[1]} )")"
+		kill -TERM -- "-$(bg_pid "stack_$eng")"
+		wait_for -t 10 _not_running "$(bg_pid "stack_$eng")"
+	done
+}
