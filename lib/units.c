@@ -131,6 +131,18 @@ gk_parse_duration_ms(const char *s, uint64_t *ms)
 	return 0;
 }
 
+/* "", "/s", "/m" or "/h" at p: the seconds a rate's count is per; 0 for
+ * anything else. */
+static unsigned
+rate_unit_seconds(const char *p)
+{
+	if (!*p)
+		return 1;
+	if (*p++ != '/' || !p[0] || p[1])
+		return 0;
+	return *p == 's' ? 1 : *p == 'm' ? 60 : *p == 'h' ? 3600 : 0;
+}
+
 int
 gk_parse_rate(const char *s, double *per_second)
 {
@@ -143,18 +155,8 @@ gk_parse_rate(const char *s, double *per_second)
 	if (parse_decimal(&p, &whole, &num, &k, &sticky) < 0)
 		return -1;
 	size_t numlen = (size_t)(p - s);
-	double div = 1;
-	if (*p == '/') {
-		p++;
-		if (strcmp(p, "s") == 0)
-			div = 1;
-		else if (strcmp(p, "m") == 0)
-			div = 60;
-		else if (strcmp(p, "h") == 0)
-			div = 3600;
-		else
-			return -1;
-	} else if (*p)
+	double div = rate_unit_seconds(p);
+	if (!div)
 		return -1;
 	/* The grammar is checked; strtod does the rounding. */
 	char tmp[64];
@@ -183,18 +185,8 @@ gk_parse_rate_exact(const char *s, uint64_t *num, uint64_t *den_s)
 	bool sticky;
 	if (parse_decimal(&p, &whole, &frac, &k, &sticky) < 0 || sticky)
 		return -1;
-	uint64_t div = 1;
-	if (*p == '/') {
-		p++;
-		if (strcmp(p, "s") == 0)
-			div = 1;
-		else if (strcmp(p, "m") == 0)
-			div = 60;
-		else if (strcmp(p, "h") == 0)
-			div = 3600;
-		else
-			return -1;
-	} else if (*p)
+	uint64_t div = rate_unit_seconds(p);
+	if (!div)
 		return -1;
 	uint64_t n, d;
 	if (__builtin_mul_overflow(whole, pow10u(k), &n) ||
