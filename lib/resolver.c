@@ -21,9 +21,9 @@ struct gk_resolver {
 	char *uri;
 	gk_endpoint *set;
 	size_t n;
-	bool published, failing;
+	bool published, failing, over_bound;
 	gk_timer invalidate;
-	gk_series *m_errors, *m_size, *m_changes;
+	gk_series *m_errors, *m_size, *m_changes, *m_bound, *m_stale, *m_good;
 };
 
 gk_loop *gk__resolver_loop(gk_resolver *r) { return r->loop; }
@@ -119,6 +119,28 @@ gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
 	}
 	free(order);
 	free(in);
+	/* The bound, for every source (a file, DNS, static: as much as
+	 * Consul and etcd): the first addresses in order are kept, so the
+	 * set does not churn from one answer to the next. */
+	if (k > GK_RESOLVER_MAX_ENDPOINTS) {
+		gk_counter_add(r->m_bound,
+		               (double)(k - GK_RESOLVER_MAX_ENDPOINTS));
+		if (!r->over_bound) {
+			char u[300], m[64];
+			snprintf(u, sizeof u, "source=%s", r->uri);
+			snprintf(m, sizeof m, "max=%d",
+			         GK_RESOLVER_MAX_ENDPOINTS);
+			gk_log(GK_WARN,
+			       "resolver: more endpoints than the bound, "
+			       "the rest left out",
+			       u, m);
+		}
+		r->over_bound = true;
+		k = GK_RESOLVER_MAX_ENDPOINTS;
+	} else
+		r->over_bound = false;
+	gk_gauge_set(r->m_good, (double)gk_loop_realtime_ms(r->loop) / 1000);
+	gk_gauge_set(r->m_stale, 0);
 	if (r->failing) {
 		char u[300];
 		snprintf(u, sizeof u, "source=%s", r->uri);
@@ -164,6 +186,8 @@ gk__resolver_error(gk_resolver *r, const char *what)
 		    "resolver source failed: keeping the last good set" :
 		    "resolver source failed", w, u);
 		r->failing = true;
+		/* What is served is no longer what the source says. */
+		gk_gauge_set(r->m_stale, 1);
 		if (r->opts.invalidate_after_ms && r->n)
 			gk_timer_start(r->loop, &r->invalidate,
 			    r->opts.invalidate_after_ms, on_invalidate, r);
@@ -209,6 +233,18 @@ gk_resolver_new(gk_loop *loop, const char *uri, const gk_resolver_options *opts,
 	    "Endpoints in the current set", NULL));
 	r->m_changes = gk_metric_series(gk_counter_new(
 	    "gk_resolver_changes_total", "Times the set changed", NULL));
+	r->m_bound = gk_series_get(
+	    gk_counter_new(
+	        "gk_resolver_dropped_total",
+	        "Endpoints a source left out: over the bound, or malformed",
+	        "reason"),
+	    "bound", (char *)0);
+	r->m_stale = gk_metric_series(gk_gauge_new(
+	    "gk_resolver_stale",
+	    "1 while the source fails and the last good set is kept", NULL));
+	r->m_good = gk_metric_series(
+	    gk_gauge_new("gk_resolver_last_good_timestamp_seconds",
+	                 "When the source last answered with a set", NULL));
 	if (src->start(r, colon + 1, &r->state, why) < 0) {
 		free(r->set);
 		free(r->uri);

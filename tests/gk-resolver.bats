@@ -126,16 +126,38 @@ usage_fails() {
 	bg_alive res
 }
 
-@test "file: a file with only bad lines keeps the last good set and says so" {
+@test "file: a file with only bad lines keeps the last good set and says so, in an event and in gk_resolver_stale" {
 	printf '10.0.0.1:80\n' >"$T/eps"
 	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
 	wait_for -t 10 set_is "$T/out" 10.0.0.1:80
+	kill -USR1 "$(bg_pid res)"
+	wait_for -t 10 metric_seq "$T/res.err" gk_resolver_stale 0
+	local good seq
+	good=$(metric_seq "$T/res.err" gk_resolver_stale 0)
 	printf 'not an endpoint at all\n' >"$T/eps"
 	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set"'
 	set_is "$T/out" 10.0.0.1:80
+	kill -USR1 "$(bg_pid res)"
+	wait_for -t 10 snapshot_after "$T/res.err" "$good" gk_resolver_stale 1
+	seq=$(metric_seq "$T/res.err" gk_resolver_stale 1)
 	printf '10.0.0.9:80\n' >"$T/eps"
 	wait_for -t 10 set_is "$T/out" 10.0.0.9:80
 	wait_event "$T/res.err" '.msg == "resolver source recovered"'
+	kill -USR1 "$(bg_pid res)"
+	wait_for -t 10 snapshot_after "$T/res.err" "$seq" gk_resolver_stale 0
+}
+
+@test "file: a set over the bound of 10000 endpoints keeps the first 10000 and counts the rest in gk_resolver_dropped_total" {
+	awk 'BEGIN { for (i = 0; i < 10003; i++)
+		printf "10.%d.%d.%d:80\n", int(i / 65536), int(i / 256) % 256, i % 256 }' >"$T/eps"
+	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
+	wait_for -t 10 test -s "$T/out"
+	assert_equal "$(wc -l <"$T/out")" 10000
+	# the first by address, so that the set does not churn
+	assert_equal "$(head -1 "$T/out")" '10.0.0.0:80 1 -'
+	assert_equal "$(count_events "$T/res.err" '.msg == "resolver: more endpoints than the bound, the rest left out" and .max == 10000')" 1
+	kill -USR1 "$(bg_pid res)"
+	wait_for -t 10 metric_seq "$T/res.err" gk_resolver_dropped_total 3 bound
 }
 
 @test "file: a line longer than 600 bytes is one line: an address at the end of a long comment stays commented out" {

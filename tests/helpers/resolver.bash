@@ -141,3 +141,22 @@ set_is() {
 	[ $# -gt 0 ] && want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
 	[ "$(set_of "$file" | tr '\n' ' ')" = "$want" ]
 }
+
+# metric_seq FILE NAME VALUE [REASON]: the seq of the last metrics snapshot
+# in FILE whose NAME (its reason= series, when given) is VALUE; fails when
+# there is none.
+metric_seq() {
+	local s
+	s=$(jq -R -c 'fromjson? | objects' "$1" | jq -s -r --arg n "$2" \
+		--argjson v "$3" --arg r "${4:-}" '
+		map(select(.type == "metrics" and ([.metrics[] | select(.name == $n) |
+			.series[] | select($r == "" or .labels.reason == $r) | .value] |
+			first) == $v)) | last | .seq // empty')
+	[ -n "$s" ] && echo "$s"
+}
+
+# snapshot_after FILE SEQ NAME VALUE: a snapshot later than SEQ says VALUE.
+snapshot_after() {
+	local s
+	s=$(metric_seq "$1" "$3" "$4") && [ "$s" -gt "$2" ]
+}
