@@ -214,6 +214,14 @@ on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	(void)timeouts;
 	struct addr_query *q = arg;
 	struct dns_state *d = q->d;
+	if (status == ARES_EDESTRUCTION) {
+		/* The source is being stopped: no round to finish, no error
+		 * to tell (nor a retry to arm in state about to be freed). */
+		if (!--q->name->left)
+			free(q->name);
+		free(q);
+		return;
+	}
 	if (status == ARES_SUCCESS) {
 		uint32_t ttl = answer_ttl(abuf, alen);
 		if (ttl < d->min_ttl)
@@ -285,6 +293,8 @@ on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	(void)timeouts;
 	struct dns_state *d = arg;
 	struct ares_srv_reply *srv = NULL;
+	if (status == ARES_EDESTRUCTION)
+		return; /* stopped: see on_addr */
 	if (status != ARES_SUCCESS ||
 	    ares_parse_srv_reply(abuf, alen, &srv) != ARES_SUCCESS) {
 		if (!d->failed)

@@ -245,6 +245,21 @@ usage_fails() {
 	[[ $stderr != *'source failed'* ]]
 }
 
+@test "dns: SIGTERM while a lookup waits on a server that stopped answering exits 0 without a source error" {
+	start_dnsmasq dns --host-record=a.example.test,127.0.0.11
+	kill -STOP "$(bg_pid dns)"
+	start_bg res gk-resolver --watch -o "$T/out" --nameserver "127.0.0.1:$DNS_PORT" dns:a.example.test:80
+	# asked, and waiting (c-ares gives up after about 3 s)
+	wait_for -t 2 udp_queued "$DNS_PORT"
+	kill -TERM "$(bg_pid res)"
+	wait_exit res
+	kill -CONT "$(bg_pid dns)"
+	assert_equal "$BG_STATUS" 0
+	assert_equal "$(count_events "$T/res.err" '(.msg // "") | startswith("resolver source failed")')" 0
+	# the snapshot at exit counts no source error
+	metric_seq "$T/res.err" gk_resolver_errors_total 0
+}
+
 srv_dnsmasq() {
 	start_dnsmasq dns --local-ttl=60 \
 		--host-record=a.example.test,127.0.0.11 \

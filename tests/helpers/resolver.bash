@@ -160,3 +160,11 @@ snapshot_after() {
 	local s
 	s=$(metric_seq "$1" "$3" "$4") && [ "$s" -gt "$2" ]
 }
+
+# udp_queued PORT: datagrams wait, unread, on the loopback UDP socket of
+# PORT (a stopped server has been asked).
+udp_queued() {
+	awk -v p="$(printf '%04X' "$1")" '
+		$2 ~ ":" p "$" { split($5, q, ":"); if (q[2] !~ /^0+$/) f = 1 }
+		END { exit !f }' /proc/net/udp
+}
