@@ -36,13 +36,11 @@ struct dns_state {
 	unsigned pending;
 	bool failed;
 	int status; /* the first failure's c-ares status */
+	const char *why; /* or the failure in words, when not c-ares's */
 	uint32_t min_ttl;
 	gk_endpoint *set;
 	size_t n, cap;
-	struct target *targets;
-	size_t ntargets;
-	int fds[16];
-	int nfds;
+	gk_series *m_bad;
 };
 
 static void start_round(struct dns_state *d);
@@ -173,7 +171,7 @@ round_done(struct dns_state *d)
 	if (d->failed) {
 		char w[400];
 		snprintf(w, sizeof w, "dns: %s: %s", d->name,
-		    ares_strerror(d->status));
+		    d->why ? d->why : ares_strerror(d->status));
 		gk__resolver_error(d->r, w);
 		next = ERROR_RETRY_MS;
 	} else {
@@ -307,12 +305,33 @@ on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	if (ttl < d->min_ttl)
 		d->min_ttl = ttl;
 	/* A target of "." (RFC 2782): the service is decidedly not available
-	 * there; it has no addresses to look up. */
-	for (struct ares_srv_reply *s = srv; s; s = s->next)
-		if (s->host[0] && strcmp(s->host, "."))
-			query_addrs(d, s->host, s->port, s->weight,
-			    s->priority);
+	 * there; it has no addresses to look up.  Port 0 is no port to
+	 * connect to: the record is left out and counted, and an answer of
+	 * nothing else is an error (the last good set is kept). */
+	unsigned good = 0, bad = 0;
+	for (struct ares_srv_reply *s = srv; s; s = s->next) {
+		if (!s->host[0] || !strcmp(s->host, "."))
+			continue;
+		if (!s->port) {
+			char t[300];
+			snprintf(t, sizeof t, "target=%s", s->host);
+			gk_log(GK_WARN, "dns+srv: a record with port 0, left out",
+			    t);
+			gk_counter_add(d->m_bad, 1);
+			bad++;
+			continue;
+		}
+		good++;
+		query_addrs(d, s->host, s->port, s->weight, s->priority);
+	}
 	ares_free_data(srv);
+	if (bad && !good) {
+		if (!d->failed) {
+			d->status = ARES_EBADRESP;
+			d->why = "every SRV record has port 0";
+		}
+		d->failed = true;
+	}
 	round_done(d);
 }
 
@@ -321,6 +340,7 @@ start_round(struct dns_state *d)
 {
 	d->n = 0;
 	d->failed = false;
+	d->why = NULL;
 	d->min_ttl = MAX_REFRESH_MS / 1000;
 	d->pending = 1; /* held by this function until the queries are out */
 	if (d->srv) {
@@ -359,6 +379,9 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 	d->r = r;
 	d->loop = gk__resolver_loop(r);
 	d->srv = srv;
+	d->m_bad = gk_series_get(gk_counter_new("gk_resolver_dropped_total",
+	    "Endpoints a source left out: over the bound, or malformed",
+	    "reason"), "bad", (char *)0);
 	if (srv) {
 		if (!*rest || strlen(rest) >= sizeof d->name) {
 			*why = "expected dns+srv:_service._proto.name";

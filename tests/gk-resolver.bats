@@ -245,6 +245,27 @@ usage_fails() {
 	[[ $stderr != *'source failed'* ]]
 }
 
+@test "dns+srv: a record with port 0 adds no endpoint and is counted; an answer of nothing else is a source error" {
+	start_dnsmasq dns --local-ttl=1 \
+		--host-record=a.example.test,127.0.0.11 \
+		--host-record=b.example.test,127.0.0.12 \
+		--srv-host=_web._tcp.example.test,a.example.test,8001 \
+		--srv-host=_web._tcp.example.test,b.example.test,0 \
+		--srv-host=_zero._tcp.example.test,b.example.test,0
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_web._tcp.example.test
+	assert_success
+	assert_output '127.0.0.11:8001 1 -'
+	[[ $stderr == *'"msg":"dns+srv: a record with port 0, left out","target":"b.example.test"'* ]]
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_zero._tcp.example.test
+	assert_equal "$status" 69
+	assert_equal "$output" ""
+	[[ $stderr == *'unable to resolve dns+srv:_zero._tcp.example.test: dns: _zero._tcp.example.test: every SRV record has port 0'* ]]
+	start_bg res gk-resolver --watch -o "$T/out" --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_web._tcp.example.test
+	wait_for -t 10 set_is "$T/out" 127.0.0.11:8001
+	kill -USR1 "$(bg_pid res)"
+	wait_for -t 10 metric_seq "$T/res.err" gk_resolver_dropped_total 1 bad
+}
+
 @test "dns: SIGTERM while a lookup waits on a server that stopped answering exits 0 without a source error" {
 	start_dnsmasq dns --host-record=a.example.test,127.0.0.11
 	kill -STOP "$(bg_pid dns)"
