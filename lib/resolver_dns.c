@@ -171,7 +171,7 @@ round_done(struct dns_state *d)
 	if (d->failed) {
 		char w[400];
 		snprintf(w, sizeof w, "dns: %s: %s", d->name,
-		    d->why ? d->why : ares_strerror(d->status));
+		         d->why ? d->why : ares_strerror(d->status));
 		gk__resolver_error(d->r, w);
 		next = ERROR_RETRY_MS;
 	} else {
@@ -315,8 +315,8 @@ on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		if (!s->port) {
 			char t[300];
 			snprintf(t, sizeof t, "target=%s", s->host);
-			gk_log(GK_WARN, "dns+srv: a record with port 0, left out",
-			    t);
+			gk_log(GK_WARN,
+			       "dns+srv: a record with port 0, left out", t);
 			gk_counter_add(d->m_bad, 1);
 			bad++;
 			continue;
@@ -379,9 +379,12 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 	d->r = r;
 	d->loop = gk__resolver_loop(r);
 	d->srv = srv;
-	d->m_bad = gk_series_get(gk_counter_new("gk_resolver_dropped_total",
-	    "Endpoints a source left out: over the bound, or malformed",
-	    "reason"), "bad", (char *)0);
+	d->m_bad = gk_series_get(
+	    gk_counter_new(
+	        "gk_resolver_dropped_total",
+	        "Endpoints a source left out: over the bound, or malformed",
+	        "reason"),
+	    "bad", (char *)0);
 	if (srv) {
 		if (!*rest || strlen(rest) >= sizeof d->name) {
 			*why = "expected dns+srv:_service._proto.name";
