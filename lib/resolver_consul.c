@@ -70,9 +70,10 @@ query(struct consul_state *c)
 	gk_buf_free(&u);
 }
 
-/* One instance of the health API's answer into ep; false to skip it. */
+/* One instance of the health API's answer into ep; false to skip it
+ * (*why says what is wrong with it). */
 static bool
-instance(jv e, gk_endpoint *ep)
+instance(jv e, gk_endpoint *ep, const char **why)
 {
 	memset(ep, 0, sizeof *ep);
 	jv svc = gk__jv_get(e, "Service");
@@ -82,8 +83,12 @@ instance(jv e, gk_endpoint *ep)
 	jv p = gk__jv_get(svc, "Port");
 	bool ok = (gk__jv_strcpy(svc, "Address", host, sizeof host) && *host) ||
 	    (gk__jv_strcpy(node, "Address", host, sizeof host) && *host);
-	ok = ok && jv_get_kind(p) == JV_KIND_NUMBER && gk__jv_uint(p, &port) &&
-	    port >= 1 && port <= 65535 && !strpbrk(host, " \t\r\n#");
+	if (!ok || strpbrk(host, " \t\r\n#"))
+		*why = "no address, or not one", ok = false;
+	else if (jv_get_kind(p) != JV_KIND_NUMBER || !gk__jv_uint(p, &port) ||
+	         port < 1 || port > 65535)
+		*why = "Service.Port is not a number from 1 to 65535",
+		ok = false;
 	jv_free(p);
 	if (ok) {
 		snprintf(ep->addr, sizeof ep->addr,
@@ -138,7 +143,9 @@ instance(jv e, gk_endpoint *ep)
 	return ok;
 }
 
-/* The answer's set; -1 when it is not the health API's array. */
+/* The answer's set, published; -1 when it is not the health API's
+ * array, -2 when it lists instances but none usable (the last good set is
+ * kept: an answer of only malformed instances is a lie, not "none"). */
 static int
 parse(struct consul_state *c, const char *body, size_t len)
 {
@@ -149,7 +156,7 @@ parse(struct consul_state *c, const char *body, size_t len)
 	}
 	int n = jv_array_length(jv_copy(doc));
 	gk_endpoint *set = gk_xcalloc(n ? (size_t)n : 1, sizeof *set);
-	size_t k = 0;
+	size_t k = 0, bad = 0;
 	for (int i = 0; i < n; i++) {
 		if (k == GK_RESOLVER_MAX_ENDPOINTS) {
 			gk_counter_add(c->m_bound, (double)(n - i));
@@ -158,16 +165,28 @@ parse(struct consul_state *c, const char *body, size_t len)
 			break;
 		}
 		jv e = jv_array_get(jv_copy(doc), i);
-		if (instance(e, &set[k]))
+		const char *why = NULL;
+		if (instance(e, &set[k], &why))
 			k++;
 		else {
+			char id[300] = "id=", w[100];
+			jv svc = gk__jv_get(e, "Service");
+			if (!gk__jv_strcpy(svc, "ID", id + 3, sizeof id - 3))
+				snprintf(id, sizeof id, "index=%d", i);
+			jv_free(svc);
+			snprintf(w, sizeof w, "error=%s", why);
 			gk_counter_add(c->m_bad, 1);
-			gk_log(GK_WARN, "consul: instance without an address "
-			    "and port, skipped");
+			gk_log(GK_WARN, "consul: malformed instance, skipped",
+			       id, w);
+			bad++;
 		}
 		jv_free(e);
 	}
 	jv_free(doc);
+	if (bad && !k) {
+		free(set);
+		return -2;
+	}
 	gk__resolver_publish(c->r, set, k);
 	free(set);
 	return 0;
@@ -179,7 +198,7 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 	struct consul_state *c = arg;
 	(void)h;
 	uint64_t now = gk_loop_now(c->loop);
-	bool bad_body = false;
+	int bad_body = 0;
 	if (ok) {
 		uint64_t idx = 0;
 		char *end;
@@ -189,9 +208,7 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 			if (*end || !*c->h.header_value)
 				have = false, idx = 0;
 		}
-		if (parse(c, c->h.body.data, c->h.body.len) < 0)
-			bad_body = true;
-		else {
+		if ((bad_body = parse(c, c->h.body.data, c->h.body.len)) == 0) {
 			if (have && idx < c->index) {
 				/* Backwards (a snapshot restore, a leader
 				 * change): start the blocking loop over. */
@@ -217,9 +234,13 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 		}
 	}
 	char what[400];
-	if (bad_body)
+	if (bad_body == -1)
 		snprintf(what, sizeof what, "consul: not a health API answer "
 		    "(expected a JSON array)");
+	else if (bad_body == -2)
+		snprintf(what, sizeof what,
+		         "consul: no usable instance in the "
+		         "answer, only malformed ones");
 	else
 		snprintf(what, sizeof what, "consul: %s", gk__rhttp_error(&c->h));
 	gk__resolver_error(c->r, what);

@@ -568,6 +568,34 @@ _logged() {
 	wait_for -t 20 set_is "$T/out" 10.1.0.2:8081 10.2.0.1:8080
 }
 
+@test "consul: an answer of only malformed instances (a port as a string, out of range) is an error that keeps the last good set" {
+	cat >"$T/script.json" <<'EOF2'
+[{"index": 5, "body": [
+  {"Node": {"Node": "n1", "Address": "10.1.0.1"},
+   "Service": {"ID": "web-1", "Service": "web", "Address": "10.2.0.1", "Port": 8080}, "Checks": []}]},
+ {"index": 6, "body": [
+  {"Node": {"Node": "n1", "Address": "10.1.0.1"},
+   "Service": {"ID": "web-1", "Service": "web", "Address": "10.2.0.1", "Port": "8080"}, "Checks": []},
+  {"Node": {"Node": "n2", "Address": "10.1.0.2"},
+   "Service": {"ID": "web-2", "Service": "web", "Address": "10.2.0.2", "Port": 70000}, "Checks": []}]},
+ {"index": 7, "body": [
+  {"Node": {"Node": "n2", "Address": "10.1.0.2"},
+   "Service": {"ID": "web-2", "Service": "web", "Address": "10.2.0.2", "Port": 70000}, "Checks": []},
+  {"Node": {"Node": "n3", "Address": "10.1.0.3"},
+   "Service": {"ID": "web-3", "Service": "web", "Address": "10.2.0.3", "Port": 8083}, "Checks": []}]}]
+EOF2
+	start_consul consul "$T/script.json"
+	start_bg res gk-resolver --watch -o "$T/out" "consul:$CONSUL_URL/web?wait=30s"
+	wait_for -t 10 set_is "$T/out" 10.2.0.1:8080
+	consul_ctl next
+	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set" and .error == "consul: no usable instance in the answer, only malformed ones"'
+	wait_event "$T/res.err" '.msg == "consul: malformed instance, skipped" and .id == "web-2" and (.error | test("65535"))'
+	set_is "$T/out" 10.2.0.1:8080
+	# a good instance among bad ones is an answer: it is the set
+	consul_ctl next
+	wait_for -t 20 set_is "$T/out" 10.2.0.3:8083
+}
+
 @test "consul register: registers with a TTL check, passes it at a third of the TTL, deregisters on SIGTERM" {
 	consul_script
 	start_consul consul "$T/script.json"
