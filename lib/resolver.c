@@ -274,6 +274,11 @@ gk_resolver_set(const gk_resolver *r, size_t *n)
 	return r->set;
 }
 
+/* What a host name or IPv4 address is made of (RFC 952/1123, and '_',
+ * which internal names use). */
+#define HOST_CHARS                                                             \
+	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
+
 bool
 gk__host_port(const char *s)
 {
@@ -288,7 +293,27 @@ gk__host_port(const char *s)
 		if (port > 65535)
 			return false;
 	}
-	return port > 0;
+	if (!port)
+		return false;
+	/* The host: what a client can connect to, so that a source that
+	 * gives a URL ("http://10.0.0.1:80") or an IPv6 address without
+	 * brackets is told, not passed on as an endpoint. */
+	size_t hl = (size_t)(colon - s);
+	if (s[0] != '[')
+		return strspn(s, HOST_CHARS) == hl;
+	char v6[INET6_ADDRSTRLEN + 64];
+	if (hl < 3 || s[hl - 1] != ']' || hl - 2 >= sizeof v6)
+		return false;
+	memcpy(v6, s + 1, hl - 2);
+	v6[hl - 2] = 0;
+	char *zone = strchr(v6, '%'); /* fe80::1%eth0 */
+	if (zone) {
+		if (!zone[1] || zone[1 + strspn(zone + 1, HOST_CHARS)])
+			return false;
+		*zone = 0;
+	}
+	unsigned char bin[16];
+	return inet_pton(AF_INET6, v6, bin) == 1;
 }
 
 void

@@ -83,8 +83,8 @@ instance(jv e, gk_endpoint *ep, const char **why)
 	jv p = gk__jv_get(svc, "Port");
 	bool ok = (gk__jv_strcpy(svc, "Address", host, sizeof host) && *host) ||
 	    (gk__jv_strcpy(node, "Address", host, sizeof host) && *host);
-	if (!ok || strpbrk(host, " \t\r\n#"))
-		*why = "no address, or not one", ok = false;
+	if (!ok)
+		*why = "no Service.Address nor Node.Address";
 	else if (jv_get_kind(p) != JV_KIND_NUMBER || !gk__jv_uint(p, &port) ||
 	         port < 1 || port > 65535)
 		*why = "Service.Port is not a number from 1 to 65535",
@@ -94,6 +94,12 @@ instance(jv e, gk_endpoint *ep, const char **why)
 		snprintf(ep->addr, sizeof ep->addr,
 		    strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
 		    (unsigned)port);
+		if (!gk__host_port(ep->addr)) {
+			*why = "the address is no host or IP address";
+			ok = false;
+		}
+	}
+	if (ok) {
 		/* The worst check decides the weight, as Consul's DNS
 		 * interface does: Weights.Passing, or Weights.Warning. */
 		bool warning = false;

@@ -47,6 +47,8 @@ usage_fails() {
 	usage_fails 'static:a.test:http'
 	usage_fails 'static:1.2.3.4:70000'
 	usage_fails 'static::80'
+	usage_fails 'static:http://10.0.0.1:80'
+	usage_fails register etcd:http://127.0.0.1:2379/s --name a --addr ::1:80 --ttl 5s
 	usage_fails 'consul:http://127.0.0.1:8500/'
 	usage_fails 'consul:http://127.0.0.1:8500/web?index=3'
 	usage_fails 'consul:http://127.0.0.1:8500/web?wait=1h'
@@ -404,14 +406,17 @@ _status_is() {
 	[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$2")" = "$1" ]
 }
 
-@test "etcd: a value that is not HOST:PORT [WEIGHT] is left out with a warning" {
+@test "etcd: a value that is not HOST:PORT [WEIGHT] (a URL, an IPv6 address without brackets) is left out with a warning" {
 	start_etcd etcd
 	ectl put /svc/a '127.0.0.1:9001' >/dev/null
 	ectl put /svc/b 'garbage' >/dev/null
+	ectl put /svc/c 'http://127.0.0.1:9002' >/dev/null
+	ectl put /svc/d '::1:9003' >/dev/null
+	ectl put /svc/e '[nonsense]:9004' >/dev/null
 	run --separate-stderr gk-resolver "etcd:$ETCD_URL/svc/"
 	assert_success
 	assert_output '127.0.0.1:9001 1 -'
-	[ "$(count_events <(printf '%s\n' "$stderr") '.msg | startswith("etcd: value is not")')" = 1 ]
+	[ "$(count_events <(printf '%s\n' "$stderr") '.msg | startswith("etcd: value is not")')" = 4 ]
 }
 
 @test "etcd: through an etcd restart the last good set is kept, and changes made meanwhile are seen" {
@@ -582,7 +587,9 @@ _logged() {
   {"Node": {"Node": "n2", "Address": "10.1.0.2"},
    "Service": {"ID": "web-2", "Service": "web", "Address": "10.2.0.2", "Port": 70000}, "Checks": []},
   {"Node": {"Node": "n3", "Address": "10.1.0.3"},
-   "Service": {"ID": "web-3", "Service": "web", "Address": "10.2.0.3", "Port": 8083}, "Checks": []}]}]
+   "Service": {"ID": "web-3", "Service": "web", "Address": "10.2.0.3", "Port": 8083}, "Checks": []},
+  {"Node": {"Node": "n4", "Address": "10.1.0.4"},
+   "Service": {"ID": "web-4", "Service": "web", "Address": "http://10.2.0.4", "Port": 8084}, "Checks": []}]}]
 EOF2
 	start_consul consul "$T/script.json"
 	start_bg res gk-resolver --watch -o "$T/out" "consul:$CONSUL_URL/web?wait=30s"
@@ -594,6 +601,8 @@ EOF2
 	# a good instance among bad ones is an answer: it is the set
 	consul_ctl next
 	wait_for -t 20 set_is "$T/out" 10.2.0.3:8083
+	# an Address that is no host (a URL) is malformed too
+	wait_event "$T/res.err" '.msg == "consul: malformed instance, skipped" and .id == "web-4"'
 }
 
 @test "consul register: registers with a TTL check, passes it at a third of the TTL, deregisters on SIGTERM" {
