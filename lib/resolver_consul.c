@@ -37,7 +37,7 @@ struct consul_state {
 	gk_timer next;
 	char token[600];
 	const char *headers[2];
-	gk_series *m_resets, *m_queries, *m_bound, *m_bad;
+	gk_series *m_resets, *m_queries, *m_bad;
 };
 
 static void query(struct consul_state *c);
@@ -160,16 +160,12 @@ parse(struct consul_state *c, const char *body, size_t len)
 		jv_free(doc);
 		return -1;
 	}
+	/* All of them: the core bounds the set once duplicates are gone (an
+	 * instance listed twice takes no room of another). */
 	int n = jv_array_length(jv_copy(doc));
 	gk_endpoint *set = gk_xcalloc(n ? (size_t)n : 1, sizeof *set);
 	size_t k = 0, bad = 0;
 	for (int i = 0; i < n; i++) {
-		if (k == GK_RESOLVER_MAX_ENDPOINTS) {
-			gk_counter_add(c->m_bound, (double)(n - i));
-			gk_log(GK_WARN, "consul: too many instances, the rest "
-			    "dropped", "max=" "10000");
-			break;
-		}
 		jv e = jv_array_get(jv_copy(doc), i);
 		const char *why = NULL;
 		if (instance(e, &set[k], &why))
@@ -341,7 +337,6 @@ consul_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	gk_metric *dropped = gk_counter_new("gk_resolver_dropped_total",
 	    "Endpoints a source left out: over the bound, or malformed",
 	    "reason");
-	c->m_bound = gk_series_get(dropped, "bound", (char *)0);
 	c->m_bad = gk_series_get(dropped, "bad", (char *)0);
 	*state = c;
 	query(c);

@@ -605,6 +605,25 @@ EOF2
 	wait_event "$T/res.err" '.msg == "consul: malformed instance, skipped" and .id == "web-4"'
 }
 
+@test "consul: the bound of 10000 counts endpoints: an instance listed twice takes no room of another" {
+	python3 -c '
+import json, sys
+inst = lambda i, a: {"Node": {"Node": "n%d" % i, "Address": a},
+                     "Service": {"ID": "w%d" % i, "Service": "web", "Address": a, "Port": 80},
+                     "Checks": []}
+body = [inst(0, "10.9.9.9"), inst(1, "10.9.9.9")]
+body += [inst(i + 2, "10.0.%d.%d" % (i // 256, i % 256)) for i in range(10000)]
+json.dump([{"index": 5, "body": body}], open(sys.argv[1], "w"))' "$T/script.json"
+	start_consul consul "$T/script.json"
+	start_bg res gk-resolver --watch -o "$T/out" "consul:$CONSUL_URL/web?wait=30s"
+	wait_for -t 10 test -s "$T/out"
+	# 10001 addresses: 10000 of them, the first in order, one counted
+	assert_equal "$(wc -l <"$T/out")" 10000
+	assert_equal "$(head -1 "$T/out")" '10.0.0.0:80 1 -'
+	kill -USR1 "$(bg_pid res)"
+	wait_for -t 10 metric_seq "$T/res.err" gk_resolver_dropped_total 1 bound
+}
+
 @test "consul register: registers with a TTL check, passes it at a third of the TTL, deregisters on SIGTERM" {
 	consul_script
 	start_consul consul "$T/script.json"
