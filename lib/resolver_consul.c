@@ -165,24 +165,29 @@ parse(struct consul_state *c, const char *body, size_t len)
 	int n = jv_array_length(jv_copy(doc));
 	gk_endpoint *set = gk_xcalloc(n ? (size_t)n : 1, sizeof *set);
 	size_t k = 0, bad = 0;
+	char id[300] = "id=", w[100] = "";
 	for (int i = 0; i < n; i++) {
 		jv e = jv_array_get(jv_copy(doc), i);
 		const char *why = NULL;
 		if (instance(e, &set[k], &why))
 			k++;
-		else {
-			char id[300] = "id=", w[100];
+		else if (!bad++) {
+			/* The first one named, the others counted: an answer
+			 * of thousands is one warning, not thousands. */
 			jv svc = gk__jv_get(e, "Service");
 			if (!gk__jv_strcpy(svc, "ID", id + 3, sizeof id - 3))
 				snprintf(id, sizeof id, "index=%d", i);
 			jv_free(svc);
 			snprintf(w, sizeof w, "error=%s", why);
-			gk_counter_add(c->m_bad, 1);
-			gk_log(GK_WARN, "consul: malformed instance, skipped",
-			       id, w);
-			bad++;
 		}
 		jv_free(e);
+	}
+	if (bad) {
+		char m[64];
+		snprintf(m, sizeof m, "skipped=%zu", bad);
+		gk_counter_add(c->m_bad, (double)bad);
+		gk_log(GK_WARN, "consul: malformed instances skipped", id, w,
+		       m);
 	}
 	jv_free(doc);
 	if (bad && !k) {
