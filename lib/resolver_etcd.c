@@ -36,6 +36,10 @@ struct etcd_state {
 	gk_buf key64, end64;
 	struct kv *kvs;
 	size_t n, cap;
+	/* Keys under the prefix whose values are not endpoints (ep unused):
+	 * when they are all there is, the prefix is malformed, not empty. */
+	struct kv *bad;
+	size_t nbad, badcap;
 	uint64_t revision;
 	unsigned failures;
 	bool over_bound;
@@ -98,6 +102,15 @@ retry_later(struct etcd_state *e)
 static void
 publish(struct etcd_state *e)
 {
+	if (!e->n && e->nbad) {
+		char w[200];
+		snprintf(w, sizeof w,
+		         "etcd: every key under the prefix is "
+		         "malformed (%zu), none an endpoint",
+		         e->nbad);
+		gk__resolver_error(e->r, w);
+		return;
+	}
 	gk_endpoint *set = gk_xcalloc(e->n ? e->n : 1, sizeof *set);
 	size_t k = 0;
 	for (size_t i = 0; i < e->n && k < GK_RESOLVER_MAX_ENDPOINTS; i++)
@@ -120,18 +133,43 @@ clear(struct etcd_state *e)
 	for (size_t i = 0; i < e->n; i++)
 		free(e->kvs[i].key);
 	e->n = 0;
+	for (size_t i = 0; i < e->nbad; i++)
+		free(e->bad[i].key);
+	e->nbad = 0;
+}
+
+static void
+del_from(struct kv *kvs, size_t *n, const char *key, size_t keylen)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (kvs[i].keylen == keylen &&
+		    !memcmp(kvs[i].key, key, keylen)) {
+			free(kvs[i].key);
+			kvs[i] = kvs[--*n];
+			return;
+		}
 }
 
 static void
 del(struct etcd_state *e, const char *key, size_t keylen)
 {
-	for (size_t i = 0; i < e->n; i++)
-		if (e->kvs[i].keylen == keylen &&
-		    !memcmp(e->kvs[i].key, key, keylen)) {
-			free(e->kvs[i].key);
-			e->kvs[i] = e->kvs[--e->n];
-			return;
-		}
+	del_from(e->kvs, &e->n, key, keylen);
+	del_from(e->bad, &e->nbad, key, keylen);
+}
+
+static struct kv *
+add(struct kv **kvs, size_t *n, size_t *cap, const char *key, size_t keylen)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 16;
+		*kvs = gk_xrealloc(*kvs, *cap * sizeof **kvs);
+	}
+	struct kv *kv = &(*kvs)[(*n)++];
+	kv->key = gk_xmalloc(keylen + 1);
+	memcpy(kv->key, key, keylen);
+	kv->key[keylen] = 0;
+	kv->keylen = keylen;
+	return kv;
 }
 
 /* A key's value: its endpoint, or (malformed) no endpoint at all. */
@@ -152,18 +190,10 @@ put(struct etcd_state *e, const char *key, size_t keylen, const char *val,
 		gk_log(GK_WARN, "etcd: value is not HOST:PORT [WEIGHT], key "
 		    "left out", k);
 		gk_counter_add(e->m_bad, 1);
+		add(&e->bad, &e->nbad, &e->badcap, key, keylen);
 		return;
 	}
-	if (e->n == e->cap) {
-		e->cap = e->cap ? e->cap * 2 : 16;
-		e->kvs = gk_xrealloc(e->kvs, e->cap * sizeof *e->kvs);
-	}
-	struct kv *kv = &e->kvs[e->n++];
-	kv->key = gk_xmalloc(keylen + 1);
-	memcpy(kv->key, key, keylen);
-	kv->key[keylen] = 0;
-	kv->keylen = keylen;
-	kv->ep = ep;
+	add(&e->kvs, &e->n, &e->cap, key, keylen)->ep = ep;
 }
 
 /* kv.key and kv.value of a JSON kv, base64 decoded; -1 if malformed. */
@@ -419,6 +449,7 @@ etcd_stop(void *state)
 	gk_curl_free(e->curl);
 	clear(e);
 	free(e->kvs);
+	free(e->bad);
 	free(e->base);
 	gk_buf_free(&e->key64);
 	gk_buf_free(&e->end64);

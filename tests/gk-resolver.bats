@@ -406,7 +406,7 @@ _status_is() {
 	[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$2")" = "$1" ]
 }
 
-@test "etcd: a value that is not HOST:PORT [WEIGHT] (a URL, an IPv6 address without brackets) is left out with a warning" {
+@test "etcd: a value that is not HOST:PORT [WEIGHT] (a URL, an IPv6 address without brackets) is left out with a warning; a prefix of only such values keeps the last good set" {
 	start_etcd etcd
 	ectl put /svc/a '127.0.0.1:9001' >/dev/null
 	ectl put /svc/b 'garbage' >/dev/null
@@ -417,6 +417,20 @@ _status_is() {
 	assert_success
 	assert_output '127.0.0.1:9001 1 -'
 	[ "$(count_events <(printf '%s\n' "$stderr") '.msg | startswith("etcd: value is not")')" = 4 ]
+	# the one endpoint's value overwritten with garbage: the prefix is
+	# malformed, not empty
+	ectl put /one/a '127.0.0.1:9001' >/dev/null
+	start_bg res gk-resolver --watch -o "$T/out" "etcd:$ETCD_URL/one/"
+	wait_for -t 10 set_is "$T/out" 127.0.0.1:9001
+	ectl put /one/a 'http://127.0.0.1:9001' >/dev/null
+	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set" and (.error | test("every key under the prefix is malformed"))'
+	set_is "$T/out" 127.0.0.1:9001
+	ectl put /one/b '127.0.0.1:9002' >/dev/null
+	wait_for -t 10 set_is "$T/out" 127.0.0.1:9002
+	# a malformed key deleted is gone: the prefix is what it holds
+	ectl del /one/b >/dev/null
+	ectl del /one/a >/dev/null
+	wait_for -t 10 set_is "$T/out"
 }
 
 @test "etcd: through an etcd restart the last good set is kept, and changes made meanwhile are seen" {
