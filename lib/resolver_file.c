@@ -10,9 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "resolver_source.h"
+
+/* The largest file read, as the largest HTTP answer: 10000 endpoints are
+ * well under it, and a runaway writer does not take the memory. */
+#define MAX_FILE_BYTES (16u << 20)
 
 struct file_state {
 	gk_resolver *r;
@@ -29,6 +34,14 @@ load(struct file_state *f)
 		gk__resolver_error(f->r, strerror(errno));
 		return;
 	}
+	struct stat st;
+	if (fstat(fileno(fp), &st) == 0 && st.st_size > MAX_FILE_BYTES) {
+		fclose(fp);
+		char w[100];
+		snprintf(w, sizeof w, "file over %u bytes", MAX_FILE_BYTES);
+		gk__resolver_error(f->r, w);
+		return;
+	}
 	gk_endpoint *set = NULL;
 	size_t n = 0, cap = 0;
 	/* Whole lines, however long: a long line read in pieces would make
@@ -38,8 +51,11 @@ load(struct file_state *f)
 	ssize_t got;
 	unsigned lineno = 0;
 	bool bad = false;
+	size_t total = 0;
 	while ((got = getline(&line, &linecap, fp)) >= 0) {
 		lineno++;
+		if ((total += (size_t)got) > MAX_FILE_BYTES)
+			break;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
 			set = gk_xrealloc(set, cap * sizeof *set);
@@ -59,6 +75,13 @@ load(struct file_state *f)
 	}
 	free(line);
 	fclose(fp);
+	if (total > MAX_FILE_BYTES) {
+		char w[100];
+		snprintf(w, sizeof w, "file over %u bytes", MAX_FILE_BYTES);
+		gk__resolver_error(f->r, w);
+		free(set);
+		return;
+	}
 	/* A file with only bad lines is an error, not an empty set. */
 	if (bad && !n)
 		gk__resolver_error(f->r, "no valid endpoint in file");

@@ -149,6 +149,23 @@ usage_fails() {
 	wait_for -t 10 snapshot_after "$T/res.err" "$seq" gk_resolver_stale 0
 }
 
+@test "file: a file over 16 MiB is a source error that keeps the last good set" {
+	printf '10.0.0.1:80\n' >"$T/eps"
+	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.1:80
+	{
+		printf '10.0.0.2:80\n#'
+		head -c 17M /dev/zero | tr '\0' x
+		echo
+	} >"$T/eps.new"
+	mv "$T/eps.new" "$T/eps"
+	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set" and .error == "file over 16777216 bytes"'
+	set_is "$T/out" 10.0.0.1:80
+	run --separate-stderr gk-resolver "file:$T/eps"
+	assert_equal "$status" 69
+	[[ $stderr == *"unable to resolve file:$T/eps: file over 16777216 bytes"* ]]
+}
+
 @test "file: a set over the bound of 10000 endpoints keeps the first 10000 and counts the rest in gk_resolver_dropped_total" {
 	awk 'BEGIN { for (i = 0; i < 10003; i++)
 		printf "10.%d.%d.%d:80\n", int(i / 65536), int(i / 256) % 256, i % 256 }' >"$T/eps"
