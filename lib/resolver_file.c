@@ -22,13 +22,60 @@
 struct file_state {
 	gk_resolver *r;
 	char *path, *dir, *base;
-	int fd;
+	int fd, wd;
+	/* PATH a symbolic link: the directory of what it points to is
+	 * watched too (twd, for a rewrite there), and any change in PATH's
+	 * directory may have swapped the link (as Kubernetes updates a
+	 * ConfigMap: a new directory, then a rename over "..data"). */
+	bool link;
+	int twd;
+	char *tdir, *tbase;
 	gk_timer settle;
 };
+
+#define WATCH_MASK                                                             \
+	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY)
+
+/* Where PATH leads now: watch that directory as well, when it is not
+ * PATH's own. */
+static void
+follow(struct file_state *f)
+{
+	struct stat st;
+	f->link = lstat(f->path, &st) == 0 && S_ISLNK(st.st_mode);
+	char *real = f->link ? realpath(f->path, NULL) : NULL;
+	char *tdir = NULL, *tbase = NULL;
+	if (real) {
+		char *d = gk_xstrdup(real), *b = gk_xstrdup(real);
+		const char *dir = dirname(d);
+		if (strcmp(dir, f->dir)) {
+			tdir = gk_xstrdup(dir);
+			tbase = gk_xstrdup(basename(b));
+		}
+		free(d), free(b), free(real);
+	}
+	if (tdir && f->tdir && !strcmp(tdir, f->tdir)) {
+		free(f->tbase); /* the same directory: its watch stays */
+		f->tbase = tbase;
+		free(tdir);
+		return;
+	}
+	if (f->twd >= 0) /* its directory may be gone, and the watch with it */
+		inotify_rm_watch(f->fd, f->twd);
+	free(f->tdir), free(f->tbase);
+	f->tdir = f->tbase = NULL;
+	f->twd = tdir ? inotify_add_watch(f->fd, tdir, WATCH_MASK) : -1;
+	if (f->twd >= 0) {
+		f->tdir = tdir;
+		f->tbase = tbase;
+	} else
+		free(tdir), free(tbase);
+}
 
 static void
 load(struct file_state *f)
 {
+	follow(f);
 	FILE *fp = fopen(f->path, "r");
 	if (!fp) {
 		gk__resolver_error(f->r, strerror(errno));
@@ -97,6 +144,17 @@ on_settle(gk_loop *loop, void *arg)
 	load(arg);
 }
 
+/* An event about the file: its name in its directory, anything there
+ * when it is a link (which may have been swapped), or its target's name
+ * where the link leads. */
+static bool
+concerns(const struct file_state *f, const struct inotify_event *e)
+{
+	if (e->wd == f->wd)
+		return f->link || !strcmp(e->name, f->base);
+	return e->wd == f->twd && f->tbase && !strcmp(e->name, f->tbase);
+}
+
 static void
 on_inotify(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
@@ -108,7 +166,7 @@ on_inotify(gk_loop *loop, int fd, unsigned ev, void *arg)
 	while ((n = read(fd, buf, sizeof buf)) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			struct inotify_event *e = (struct inotify_event *)p;
-			if (e->len && !strcmp(e->name, f->base))
+			if (e->len && concerns(f, e))
 				ours = true;
 			p += sizeof *e + e->len;
 		}
@@ -134,9 +192,10 @@ file_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	f->base = gk_xstrdup(basename(b));
 	free(d);
 	free(b);
+	f->twd = -1;
 	f->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (f->fd < 0 || inotify_add_watch(f->fd, f->dir, IN_CLOSE_WRITE |
-	    IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY) < 0) {
+	if (f->fd < 0 ||
+	    (f->wd = inotify_add_watch(f->fd, f->dir, WATCH_MASK)) < 0) {
 		*why = "unable to watch the file's directory";
 		if (f->fd >= 0)
 			close(f->fd);
@@ -157,6 +216,7 @@ file_stop(void *state)
 	gk_timer_stop(loop, &f->settle);
 	gk_loop_unwatch(loop, f->fd);
 	close(f->fd);
+	free(f->tdir), free(f->tbase);
 	free(f->path), free(f->dir), free(f->base), free(f);
 }
 

@@ -117,6 +117,28 @@ usage_fails() {
 	grep -qx '10.0.0.3:80 4 -' "$T/out"
 }
 
+@test "file: a symbolic link swapped as Kubernetes updates a ConfigMap (a new directory, a rename over ..data) is followed, and a rewrite behind it seen" {
+	local cm=$T/cm
+	mkdir -p "$cm/..v1" "$T/elsewhere"
+	printf '10.0.0.1:80\n' >"$cm/..v1/eps"
+	ln -s ..v1 "$cm/..data"
+	ln -s ..data/eps "$cm/eps"
+	start_bg res gk-resolver --watch -o "$T/out" "file:$cm/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.1:80
+	mkdir "$cm/..v2"
+	printf '10.0.0.2:80\n' >"$cm/..v2/eps"
+	ln -s ..v2 "$cm/..data_tmp"
+	mv -T "$cm/..data_tmp" "$cm/..data"
+	rm -r "$cm/..v1"
+	wait_for -t 10 set_is "$T/out" 10.0.0.2:80
+	# rewritten where the link leads, in another directory
+	printf '10.0.0.3:80\n' >"$T/elsewhere/eps"
+	ln -sfn "$T/elsewhere/eps" "$cm/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.3:80
+	printf '10.0.0.4:80\n' >"$T/elsewhere/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.4:80
+}
+
 @test "--watch -o: a write that failed is tried again until it goes through, though the set does not change" {
 	# as after ENOSPC: here the file's directory is missing at first
 	printf '10.0.0.1:80\n' >"$T/eps"
