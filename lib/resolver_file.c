@@ -30,8 +30,12 @@ struct file_state {
 	bool link;
 	int twd;
 	char *tdir, *tbase;
-	gk_timer settle;
+	gk_timer settle, rewatch;
 };
+
+/* A directory removed (a RuntimeDirectory= of a unit restarted) is looked
+ * for again this often, until it is back. */
+#define REWATCH_MS 1000
 
 #define WATCH_MASK                                                             \
 	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY)
@@ -78,7 +82,9 @@ load(struct file_state *f)
 	follow(f);
 	FILE *fp = fopen(f->path, "r");
 	if (!fp) {
-		gk__resolver_error(f->r, strerror(errno));
+		char w[600];
+		snprintf(w, sizeof w, "%s: %s", f->path, strerror(errno));
+		gk__resolver_error(f->r, w);
 		return;
 	}
 	struct stat st;
@@ -155,25 +161,53 @@ concerns(const struct file_state *f, const struct inotify_event *e)
 	return e->wd == f->twd && f->tbase && !strcmp(e->name, f->tbase);
 }
 
+static void on_rewatch(gk_loop *loop, void *arg);
+
+static void
+rewatch(struct file_state *f)
+{
+	gk_loop *loop = gk__resolver_loop(f->r);
+	if (f->wd >= 0) /* moved away: that directory is not ours now */
+		inotify_rm_watch(f->fd, f->wd);
+	f->wd = inotify_add_watch(f->fd, f->dir,
+	                          WATCH_MASK | IN_DELETE_SELF | IN_MOVE_SELF);
+	if (f->wd < 0)
+		gk_timer_start(loop, &f->rewatch, REWATCH_MS, on_rewatch, f);
+	load(f); /* the file as it is now, or the error of its absence */
+}
+
+static void
+on_rewatch(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	rewatch(arg);
+}
+
 static void
 on_inotify(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
 	(void)ev;
 	struct file_state *f = arg;
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool ours = false;
+	bool ours = false, lost = false;
 	ssize_t n;
 	while ((n = read(fd, buf, sizeof buf)) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			struct inotify_event *e = (struct inotify_event *)p;
 			if (e->len && concerns(f, e))
 				ours = true;
+			if (e->wd == f->wd &&
+			    (e->mask &
+			     (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)))
+				lost = true;
 			p += sizeof *e + e->len;
 		}
 	}
 	/* Writers touch a file several times in a row: read it once
 	 * they are done. */
-	if (ours)
+	if (lost)
+		rewatch(f);
+	else if (ours)
 		gk_timer_start(loop, &f->settle, 20, on_settle, f);
 }
 
@@ -195,7 +229,9 @@ file_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	f->twd = -1;
 	f->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (f->fd < 0 ||
-	    (f->wd = inotify_add_watch(f->fd, f->dir, WATCH_MASK)) < 0) {
+	    (f->wd = inotify_add_watch(
+	         f->fd, f->dir, WATCH_MASK | IN_DELETE_SELF | IN_MOVE_SELF)) <
+	        0) {
 		*why = "unable to watch the file's directory";
 		if (f->fd >= 0)
 			close(f->fd);
@@ -214,6 +250,7 @@ file_stop(void *state)
 	struct file_state *f = state;
 	gk_loop *loop = gk__resolver_loop(f->r);
 	gk_timer_stop(loop, &f->settle);
+	gk_timer_stop(loop, &f->rewatch);
 	gk_loop_unwatch(loop, f->fd);
 	close(f->fd);
 	free(f->tdir), free(f->tbase);

@@ -139,6 +139,22 @@ usage_fails() {
 	wait_for -t 10 set_is "$T/out" 10.0.0.4:80
 }
 
+@test "file: the file's directory removed and made again (a unit's RuntimeDirectory= restarted) is watched again: its new file is seen" {
+	mkdir "$T/run"
+	printf '10.0.0.1:80\n' >"$T/run/eps"
+	start_bg res gk-resolver --watch -o "$T/out" "file:$T/run/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.1:80
+	rm -r "$T/run"
+	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set" and .error == "'"$T/run/eps"': No such file or directory"'
+	mkdir "$T/run"
+	printf '10.0.0.2:80\n' >"$T/run/eps.new"
+	mv "$T/run/eps.new" "$T/run/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.2:80
+	# and it is watched: a change after is seen too
+	printf '10.0.0.3:80\n' >"$T/run/eps"
+	wait_for -t 10 set_is "$T/out" 10.0.0.3:80
+}
+
 @test "--watch -o: a write that failed is tried again until it goes through, though the set does not change" {
 	# as after ENOSPC: here the file's directory is missing at first
 	printf '10.0.0.1:80\n' >"$T/eps"
