@@ -266,6 +266,13 @@ on_term(gk_loop *loop, int signo, void *arg)
 		gk_register_stop(X.reg, on_deregistered, NULL);
 		return;
 	}
+	/* Without --watch, 0 says the set was written: a run interrupted
+	 * before it came did not do its job. */
+	if (!X.reg && !X.watch && !X.got_set)
+		gk_fatal(EXIT_UNAVAILABLE,
+		         "unable to resolve %s: interrupted "
+		         "before a set came",
+		         X.uri);
 	X.stopping = true;
 	finish(X.reg ? EXIT_UNAVAILABLE : 0);
 }

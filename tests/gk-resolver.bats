@@ -323,7 +323,7 @@ usage_fails() {
 	wait_for -t 10 metric_seq "$T/res.err" gk_resolver_dropped_total 1 bad
 }
 
-@test "dns: SIGTERM while a lookup waits on a server that stopped answering exits 0 without a source error" {
+@test "dns: SIGTERM while a lookup waits on a server that stopped answering ends a watch with 0 and no source error, a one-shot run with 69" {
 	start_dnsmasq dns --host-record=a.example.test,127.0.0.11
 	kill -STOP "$(bg_pid dns)"
 	start_bg res gk-resolver --watch -o "$T/out" --nameserver "127.0.0.1:$DNS_PORT" dns:a.example.test:80
@@ -336,6 +336,17 @@ usage_fails() {
 	assert_equal "$(count_events "$T/res.err" '(.msg // "") | startswith("resolver source failed")')" 0
 	# the snapshot at exit counts no source error
 	metric_seq "$T/res.err" gk_resolver_errors_total 0
+	# without --watch, exit 0 would say the set was written: it was not
+	wait_for -t 5 udp_drained "$DNS_PORT"
+	kill -STOP "$(bg_pid dns)"
+	start_bg once gk-resolver --timeout 30s --nameserver "127.0.0.1:$DNS_PORT" dns:a.example.test:80
+	wait_for -t 2 udp_queued "$DNS_PORT"
+	kill -TERM "$(bg_pid once)"
+	wait_exit once
+	kill -CONT "$(bg_pid dns)"
+	assert_equal "$BG_STATUS" 69
+	assert_equal "$(cat "$T/once.out")" ""
+	grep -q 'unable to resolve dns:a.example.test:80: interrupted before a set came' "$T/once.err"
 }
 
 srv_dnsmasq() {

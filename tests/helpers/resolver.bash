@@ -168,3 +168,8 @@ udp_queued() {
 		$2 ~ ":" p "$" { split($5, q, ":"); if (q[2] !~ /^0+$/) f = 1 }
 		END { exit !f }' /proc/net/udp
 }
+
+# udp_drained PORT: nothing waits on it (the server read what it was sent).
+udp_drained() {
+	! udp_queued "$1"
+}
