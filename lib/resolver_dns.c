@@ -280,8 +280,16 @@ query_addrs(struct dns_state *d, const char *host, unsigned port,
 		struct addr_query *q = gk_xcalloc(1, sizeof *q);
 		*q = (struct addr_query){d, nl, port, weight, prio, v6};
 		d->pending++;
-		ares_query(d->ch, host, ns_c_in, v6 ? ns_t_aaaa : ns_t_a,
-		    on_addr, q);
+		/* The name given (dns:NAME) is looked up as getaddrinfo(3)
+		 * would, through resolv.conf's search list ("orders" in
+		 * Kubernetes is orders.NAMESPACE.svc.cluster.local); an SRV
+		 * target is a domain name already, absolute (RFC 2782). */
+		if (d->srv)
+			ares_query(d->ch, host, ns_c_in,
+			           v6 ? ns_t_aaaa : ns_t_a, on_addr, q);
+		else
+			ares_search(d->ch, host, ns_c_in,
+			            v6 ? ns_t_aaaa : ns_t_a, on_addr, q);
 	}
 }
 
@@ -345,7 +353,7 @@ start_round(struct dns_state *d)
 	d->pending = 1; /* held by this function until the queries are out */
 	if (d->srv) {
 		d->pending++;
-		ares_query(d->ch, d->name, ns_c_in, ns_t_srv, on_srv, d);
+		ares_search(d->ch, d->name, ns_c_in, ns_t_srv, on_srv, d);
 	} else
 		query_addrs(d, d->name, d->port, 1, 0);
 	arm_ares_timer(d);

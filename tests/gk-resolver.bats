@@ -243,10 +243,16 @@ usage_fails() {
 
 # --- DNS: a real dnsmasq ----------------------------------------------
 
-@test "dns: the A records of a name are the set, at the port given" {
+@test "dns: the A records of a name are the set, at the port given; a short name is looked up through the search list, as getaddrinfo does" {
 	printf '127.0.0.2 web.example.test\n127.0.0.3 web.example.test\n' >"$T/hosts"
-	start_dnsmasq dns --addn-hosts="$T/hosts" --local-ttl=60
+	# other.test: a domain the server knows has no web (NXDOMAIN)
+	start_dnsmasq dns --addn-hosts="$T/hosts" --local-ttl=60 --local=/other.test/
 	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns:web.example.test:8080
+	assert_success
+	assert_equal "$output" "$(printf '127.0.0.2:8080 1 -\n127.0.0.3:8080 1 -')"
+	# "orders" in Kubernetes is orders.NAMESPACE.svc.cluster.local:
+	# LOCALDOMAIN is resolv.conf's search line, as resolv.conf(5) says
+	run --separate-stderr env LOCALDOMAIN='other.test example.test' gk-resolver --timeout 5s --nameserver "127.0.0.1:$DNS_PORT" dns:web:8080
 	assert_success
 	assert_equal "$output" "$(printf '127.0.0.2:8080 1 -\n127.0.0.3:8080 1 -')"
 }
