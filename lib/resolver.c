@@ -21,9 +21,10 @@ struct gk_resolver {
 	char *uri;
 	gk_endpoint *set;
 	size_t n;
-	bool published, failing, over_bound;
+	bool published, failing, over_bound, conflicting;
 	gk_timer invalidate;
 	gk_series *m_errors, *m_size, *m_changes, *m_bound, *m_stale, *m_good;
+	gk_series *m_dup;
 };
 
 gk_loop *gk__resolver_loop(gk_resolver *r) { return r->loop; }
@@ -107,11 +108,22 @@ gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
 		order[i] = i;
 	}
 	qsort_r(order, n, sizeof *order, ep_cmp, in);
-	size_t k = 0;
+	size_t k = 0, dups = 0;
+	const char *conflict = NULL;
 	for (size_t i = 0; i < n; i++) {
 		const gk_endpoint *e = &in[order[i]];
-		if (k && !strcmp(s[k - 1].addr, e->addr))
-			continue; /* the first of duplicates wins */
+		if (k && !strcmp(s[k - 1].addr, e->addr)) {
+			/* The first of duplicates wins; one that says
+			 * something else (a weight, tags, a priority) is told,
+			 * as what it says is lost. */
+			dups++;
+			if (!conflict &&
+			    ((e->weight ? e->weight : 1) != s[k - 1].weight ||
+			     e->priority != s[k - 1].priority ||
+			     strcmp(e->tags, s[k - 1].tags)))
+				conflict = s[k - 1].addr;
+			continue;
+		}
 		s[k] = *e;
 		if (!s[k].weight)
 			s[k].weight = 1;
@@ -119,6 +131,18 @@ gk__resolver_publish(gk_resolver *r, const gk_endpoint *set, size_t n)
 	}
 	free(order);
 	free(in);
+	if (dups)
+		gk_counter_add(r->m_dup, (double)dups);
+	if (conflict && !r->conflicting) {
+		char a[300], u[300];
+		snprintf(a, sizeof a, "addr=%s", conflict);
+		snprintf(u, sizeof u, "source=%s", r->uri);
+		gk_log(GK_WARN,
+		       "resolver: an address listed twice, differently: "
+		       "the first kept",
+		       a, u);
+	}
+	r->conflicting = conflict != NULL;
 	/* The bound, for every source (a file, DNS, static: as much as
 	 * Consul and etcd): the first addresses in order are kept, so the
 	 * set does not churn from one answer to the next. */
@@ -239,6 +263,12 @@ gk_resolver_new(gk_loop *loop, const char *uri, const gk_resolver_options *opts,
 	        "Endpoints a source left out: over the bound, or malformed",
 	        "reason"),
 	    "bound", (char *)0);
+	r->m_dup = gk_series_get(
+	    gk_counter_new(
+	        "gk_resolver_dropped_total",
+	        "Endpoints a source left out: over the bound, or malformed",
+	        "reason"),
+	    "duplicate", (char *)0);
 	r->m_stale = gk_metric_series(gk_gauge_new(
 	    "gk_resolver_stale",
 	    "1 while the source fails and the last good set is kept", NULL));

@@ -77,17 +77,21 @@ usage_fails() {
 		'[["10.0.0.1:80","10.0.0.1",80,1],["[::1]:81","::1",81,2]]'
 }
 
-@test "an address given twice in different spellings is listed once, in its canonical form, the first one's weight" {
+@test "an address given twice in different spellings is listed once, in its canonical form, the first one's weight, and a twice that differs is told" {
 	# 080 is port 80, [0:0::1] is [::1], Web.Test is web.test: one
 	# endpoint each, whatever the source
 	run --separate-stderr gk-resolver \
 		'static:127.0.0.1:80*3,127.0.0.1:080*5,[0:0::1]:0081,[::1]:81,Web.Test:82,web.test:82'
 	assert_success
 	assert_equal "$output" "$(printf '127.0.0.1:80 3 -\n[::1]:81 1 -\nweb.test:82 1 -')"
+	# the weight 5 is lost: told once, naming it; the same twice is not
+	run jq -R -c 'fromjson? | select(.msg == "resolver: an address listed twice, differently: the first kept") | .addr' <<<"$stderr"
+	assert_output '"127.0.0.1:80"'
 	printf '10.0.0.1:0080 2\n10.0.0.1:80 4\n[::FFFF:10.0.0.2]:90\n' >"$T/eps"
 	run --separate-stderr gk-resolver "file:$T/eps"
 	assert_success
 	assert_equal "$output" "$(printf '10.0.0.1:80 2 -\n[::ffff:10.0.0.2]:90 1 -')"
+	[[ $stderr == *'"msg":"resolver: an address listed twice, differently: the first kept","addr":"10.0.0.1:80"'* ]]
 }
 
 @test "-o FILE round-trips through the file: source that gk-client --endpoints uses" {
@@ -204,9 +208,10 @@ usage_fails() {
 	[[ $stderr == *"unable to resolve file:$T/eps: file over 16777216 bytes"* ]]
 }
 
-@test "file: a set over the bound of 10000 endpoints keeps the first 10000 and counts the rest in gk_resolver_dropped_total" {
+@test "file: a set over the bound of 10000 endpoints keeps the first 10000 and counts the rest in gk_resolver_dropped_total, duplicates apart" {
 	awk 'BEGIN { for (i = 0; i < 10003; i++)
-		printf "10.%d.%d.%d:80\n", int(i / 65536), int(i / 256) % 256, i % 256 }' >"$T/eps"
+		printf "10.%d.%d.%d:80\n", int(i / 65536), int(i / 256) % 256, i % 256
+		print "10.0.0.7:080" }' >"$T/eps"
 	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
 	wait_for -t 10 test -s "$T/out"
 	assert_equal "$(wc -l <"$T/out")" 10000
@@ -215,6 +220,8 @@ usage_fails() {
 	assert_equal "$(count_events "$T/res.err" '.msg == "resolver: more endpoints than the bound, the rest left out" and .max == 10000')" 1
 	kill -USR1 "$(bg_pid res)"
 	wait_for -t 10 metric_seq "$T/res.err" gk_resolver_dropped_total 3 bound
+	# an address listed twice is counted as such, not in the bound
+	metric_seq "$T/res.err" gk_resolver_dropped_total 1 duplicate
 }
 
 @test "file: a line longer than 600 bytes is one line: an address at the end of a long comment stays commented out" {
