@@ -31,6 +31,7 @@ struct file_state {
 	int twd;
 	char *tdir, *tbase;
 	gk_timer settle, rewatch;
+	gk_series *m_bad;
 };
 
 /* A directory removed (a RuntimeDirectory= of a unit restarted) is looked
@@ -123,6 +124,7 @@ load(struct file_state *f)
 			char w[64];
 			snprintf(w, sizeof w, "line=%u", lineno);
 			gk_log(GK_WARN, "resolver: bad line in endpoints file", w);
+			gk_counter_add(f->m_bad, 1);
 			bad = true;
 		}
 	}
@@ -227,6 +229,12 @@ file_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	free(d);
 	free(b);
 	f->twd = -1;
+	f->m_bad = gk_series_get(
+	    gk_counter_new(
+	        "gk_resolver_dropped_total",
+	        "Endpoints a source left out: over the bound, or malformed",
+	        "reason"),
+	    "bad", (char *)0);
 	f->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (f->fd < 0 ||
 	    (f->wd = inotify_add_watch(

@@ -170,7 +170,7 @@ usage_fails() {
 	bg_alive res
 }
 
-@test "file: a file with only bad lines keeps the last good set and says so, in an event and in gk_resolver_stale" {
+@test "file: a file with only bad lines keeps the last good set and says so, in an event and in gk_resolver_stale, counting the bad line" {
 	printf '10.0.0.1:80\n' >"$T/eps"
 	start_bg res gk-resolver --watch -o "$T/out" "file:$T/eps"
 	wait_for -t 10 set_is "$T/out" 10.0.0.1:80
@@ -184,6 +184,8 @@ usage_fails() {
 	kill -USR1 "$(bg_pid res)"
 	wait_for -t 10 snapshot_after "$T/res.err" "$good" gk_resolver_stale 1
 	seq=$(metric_seq "$T/res.err" gk_resolver_stale 1)
+	# the bad line is counted, as a malformed endpoint of any source
+	[ "$(metric_seq "$T/res.err" gk_resolver_dropped_total 1 bad)" = "$seq" ]
 	printf '10.0.0.9:80\n' >"$T/eps"
 	wait_for -t 10 set_is "$T/out" 10.0.0.9:80
 	wait_event "$T/res.err" '.msg == "resolver source recovered"'
