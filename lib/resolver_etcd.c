@@ -353,10 +353,13 @@ static void
 on_watch_end(gk_rhttp *h, bool ok, void *arg)
 {
 	struct etcd_state *e = arg;
-	(void)ok;
 	char w[300];
-	snprintf(w, sizeof w, "error=%s", h->aborted ? "ended by gk-resolver" :
-	    gk__rhttp_error(h));
+	/* A stream that ended cleanly was ended by etcd (stopped, or a
+	 * leader change): no error of ours or of the transfer. */
+	snprintf(w, sizeof w, "error=%s",
+	         h->aborted ? "ended by gk-resolver"
+	         : ok       ? "etcd ended the watch stream"
+	                    : gk__rhttp_error(h));
 	gk_log(GK_INFO, "etcd: watch ended, ranging the prefix again", w);
 	gk_counter_add(e->m_reconnects, 1);
 	retry_later(e);

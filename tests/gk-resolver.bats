@@ -523,6 +523,8 @@ _status_is() {
 	wait_exit etcd 20
 	wait_event "$T/res.err" '.msg == "resolver source failed: keeping the last good set"' 20
 	set_is "$T/out" 127.0.0.1:9001
+	# the watch's end says what ended it: etcd, or the transfer's error
+	wait_event "$T/res.err" '.msg == "etcd: watch ended, ranging the prefix again" and (.error | test("^etcd ended the watch stream$|Recv failure|transfer closed|Failed to connect"))'
 	restart_etcd etcd
 	ectl put /svc/b '127.0.0.1:9002' >/dev/null
 	wait_for -t 20 set_is "$T/out" 127.0.0.1:9001 127.0.0.1:9002
