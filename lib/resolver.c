@@ -373,32 +373,40 @@ gk__resolver_parse_line(const char *line, size_t len, gk_endpoint *ep)
 		return -1;
 	memcpy(buf, line, len);
 	buf[len] = 0;
-	char *save, *tok = strtok_r(buf, " \t\r", &save);
-	if (!tok)
-		return 1; /* blank */
-	if (strlen(tok) >= sizeof ep->addr || !gk__host_port(tok))
-		return -1;
-	strcpy(ep->addr, tok);
-	/* WEIGHT, then TAGS ("-": none), then priority=N, each optional
-	 * from the right. */
-	for (int field = 0; (tok = strtok_r(NULL, " \t\r", &save)); field++) {
-		char *end;
-		if (!strncmp(tok, "priority=", 9)) {
-			long p = strtol(tok + 9, &end, 10);
-			if (end == tok + 9 || *end || p < 0 || p > 65535)
-				return -1;
-			ep->priority = (unsigned)p;
-			field = 2;
-		} else if (field == 0) {
-			long w = strtol(tok, &end, 10);
-			if (end == tok || *end || w < 1 || w > 1000000)
-				return -1;
-			ep->weight = (unsigned)w;
-		} else if (field == 1) {
-			if (strcmp(tok, "-"))
-				gk__resolver_set_tags(ep, tok, strlen(tok));
-		} else
+	char *save, *tok[5];
+	int n = 0;
+	for (char *t = strtok_r(buf, " \t\r", &save); t;
+	     t = strtok_r(NULL, " \t\r", &save)) {
+		if (n == 5)
 			return -1;
+		tok[n++] = t;
 	}
+	if (!n)
+		return 1; /* blank */
+	if (strlen(tok[0]) >= sizeof ep->addr || !gk__host_port(tok[0]))
+		return -1;
+	strcpy(ep->addr, tok[0]);
+	/* WEIGHT, then TAGS ("-": none), then priority=N, each optional
+	 * from the right.  priority=N is the last word only: a tag that
+	 * reads "priority=high" (Consul's tags are anyone's words) is a tag,
+	 * and the writer adds priority=0 after it so that it stays one. */
+	char *end;
+	if (n > 1 && !strncmp(tok[n - 1], "priority=", 9)) {
+		long p = strtol(tok[n - 1] + 9, &end, 10);
+		if (end == tok[n - 1] + 9 || *end || p < 0 || p > 65535)
+			return -1;
+		ep->priority = (unsigned)p;
+		n--;
+	}
+	if (n > 3)
+		return -1;
+	if (n > 1) {
+		long w = strtol(tok[1], &end, 10);
+		if (end == tok[1] || *end || w < 1 || w > 1000000)
+			return -1;
+		ep->weight = (unsigned)w;
+	}
+	if (n > 2 && strcmp(tok[2], "-"))
+		gk__resolver_set_tags(ep, tok[2], strlen(tok[2]));
 	return 0;
 }

@@ -21,7 +21,9 @@ gk_resolver_format_lines(gk_buf *out, const gk_endpoint *set, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		gk_buf_addf(out, "%s %u %s", set[i].addr, set[i].weight,
 		    set[i].tags[0] ? set[i].tags : "-");
-		if (set[i].priority)
+		/* priority=0 is said when the tags could read as a priority
+		 * (the reader takes a last word priority=N as one). */
+		if (set[i].priority || !strncmp(set[i].tags, "priority=", 9))
 			gk_buf_addf(out, " priority=%u", set[i].priority);
 		gk_buf_addc(out, '\n');
 	}

@@ -706,6 +706,28 @@ EOF2
 	wait_event "$T/res.err" '.msg == "consul: malformed instances skipped" and .id == "web-4" and .skipped == 2'
 }
 
+@test "consul: tags that read as a priority (priority=high, priority=3) round-trip through -o and file: as tags" {
+	cat >"$T/script.json" <<'EOF2'
+[{"index": 5, "body": [
+  {"Node": {"Node": "n1", "Address": "10.1.0.1"},
+   "Service": {"ID": "web-1", "Service": "web", "Address": "10.2.0.1", "Port": 8080,
+               "Tags": ["priority=high"]}, "Checks": []},
+  {"Node": {"Node": "n2", "Address": "10.1.0.2"},
+   "Service": {"ID": "web-2", "Service": "web", "Address": "10.2.0.2", "Port": 8080,
+               "Tags": ["priority=3", "v2"]}, "Checks": []}]}]
+EOF2
+	start_consul consul "$T/script.json"
+	run --separate-stderr gk-resolver -o "$T/out" "consul:$CONSUL_URL/web"
+	assert_success
+	# what gk-client --endpoints reads: both endpoints, tags as given,
+	# neither a backup of priority 3
+	run --separate-stderr gk-resolver --json "file:$T/out"
+	assert_success
+	assert_equal "$(jq -c '.endpoints | map([.addr, .priority, .tags])' <<<"$output")" \
+		'[["10.2.0.1:8080",0,["priority=high"]],["10.2.0.2:8080",0,["priority=3","v2"]]]'
+	[[ $stderr != *'bad line'* ]]
+}
+
 @test "consul: the bound of 10000 counts endpoints: an instance listed twice takes no room of another" {
 	python3 -c '
 import json, sys
