@@ -69,7 +69,12 @@ on_done(gk_rhttp *h, bool ok, void *arg)
 			gk__register_result(c->g, GK_REG_FAILED, what);
 		break;
 	case DEREGISTER:
-		gk__register_stopped(c->g, ok, what);
+		/* A service the agent does not know (it restarted and forgot
+		 * it) is as good as deregistered, as a lease already gone is
+		 * for etcd. */
+		gk__register_stopped(
+		    c->g, ok || (h->result == CURLE_OK && h->status == 404),
+		    what);
 		break;
 	}
 }

@@ -747,7 +747,7 @@ json.dump([{"index": 5, "body": body}], open(sys.argv[1], "w"))' "$T/script.json
 	wait_for -t 10 metric_seq "$T/res.err" gk_resolver_dropped_total 1 bound
 }
 
-@test "consul register: registers with a TTL check, passes it at a third of the TTL, deregisters on SIGTERM" {
+@test "consul register: registers with a TTL check, passes it at a third of the TTL, deregisters on SIGTERM, also when the agent forgot it" {
 	consul_script
 	start_consul consul "$T/script.json"
 	start_bg reg gk-resolver register "consul:$CONSUL_URL" --name web \
@@ -764,6 +764,17 @@ json.dump([{"index": 5, "body": body}], open(sys.argv[1], "w"))' "$T/script.json
 	wait_exit reg 10
 	assert_equal "$BG_STATUS" 0
 	assert_equal "$(consul_requests '.path == "/v1/agent/service/deregister/web-10.0.0.5-8080" and .status == 200')" 1
+	# Forgotten by the agent and stopped before the next pass: the
+	# service the agent does not know (404) is as good as deregistered.
+	start_bg reg2 gk-resolver register "consul:$CONSUL_URL" --name web \
+		--addr 10.0.0.6:8080 --ttl 30s
+	wait_event "$T/reg2.err" '.msg == "registered"'
+	consul_ctl forget
+	kill -TERM "$(bg_pid reg2)"
+	wait_exit reg2 10
+	assert_equal "$BG_STATUS" 0
+	assert_equal "$(consul_requests '.path == "/v1/agent/service/deregister/web-10.0.0.6-8080" and .status == 404')" 1
+	wait_event "$T/reg2.err" '.msg == "deregistered"'
 }
 
 @test "register --check: the registration is only kept alive while the check URL answers 2xx" {
