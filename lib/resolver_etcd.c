@@ -42,9 +42,8 @@ struct etcd_state {
 	size_t nbad, badcap;
 	uint64_t revision;
 	unsigned failures;
-	bool over_bound;
 	gk_timer retry;
-	gk_series *m_reconnects, *m_bound, *m_bad, *m_events;
+	gk_series *m_reconnects, *m_bad, *m_events;
 };
 
 /* Percent-decoding of the URL's path. */
@@ -111,19 +110,13 @@ publish(struct etcd_state *e)
 		gk__resolver_error(e->r, w);
 		return;
 	}
+	/* Every key: the core bounds the set once duplicates are gone (two
+	 * keys of one address, as while an instance registers again, take
+	 * one place). */
 	gk_endpoint *set = gk_xcalloc(e->n ? e->n : 1, sizeof *set);
-	size_t k = 0;
-	for (size_t i = 0; i < e->n && k < GK_RESOLVER_MAX_ENDPOINTS; i++)
-		set[k++] = e->kvs[i].ep;
-	if (e->n > k) {
-		if (!e->over_bound)
-			gk_log(GK_WARN, "etcd: more keys than the bound, the rest "
-			    "left out", "max=10000");
-		e->over_bound = true;
-		gk_counter_add(e->m_bound, (double)(e->n - k));
-	} else
-		e->over_bound = false;
-	gk__resolver_publish(e->r, set, k);
+	for (size_t i = 0; i < e->n; i++)
+		set[i] = e->kvs[i].ep;
+	gk__resolver_publish(e->r, set, e->n);
 	free(set);
 }
 
@@ -432,10 +425,10 @@ etcd_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	    "Times the etcd watch ended and the prefix was ranged again", NULL));
 	e->m_events = gk_metric_series(gk_counter_new(
 	    "gk_resolver_etcd_events_total", "Watch events from etcd", NULL));
-	gk_metric *dropped = gk_counter_new("gk_resolver_dropped_total",
+	gk_metric *dropped = gk_counter_new(
+	    "gk_resolver_dropped_total",
 	    "Endpoints a source left out: over the bound, or malformed",
 	    "reason");
-	e->m_bound = gk_series_get(dropped, "bound", (char *)0);
 	e->m_bad = gk_series_get(dropped, "bad", (char *)0);
 	*state = e;
 	start_range(e);

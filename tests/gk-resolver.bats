@@ -487,7 +487,7 @@ _status_is() {
 	[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$2")" = "$1" ]
 }
 
-@test "etcd: a value that is not HOST:PORT [WEIGHT] (a URL, an IPv6 address without brackets) is left out with a warning; a prefix of only such values keeps the last good set" {
+@test "etcd: a value that is not HOST:PORT [WEIGHT] (a URL, an IPv6 address without brackets) is left out with a warning; a prefix of only such values keeps the last good set; two keys of one address take one place of the 10000" {
 	start_etcd etcd
 	ectl put /svc/a '127.0.0.1:9001' >/dev/null
 	ectl put /svc/b 'garbage' >/dev/null
@@ -512,6 +512,20 @@ _status_is() {
 	ectl del /one/b >/dev/null
 	ectl del /one/a >/dev/null
 	wait_for -t 10 set_is "$T/out"
+	# the bound of 10000 counts endpoints: two keys of one address take
+	# one place (10001 addresses in 10002 keys, 128 puts a transaction)
+	python3 -c '
+import base64, json, sys, urllib.request
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+vals = ["10.9.9.9:80"] * 2 + ["10.0.%d.%d:80" % (i >> 8, i & 255) for i in range(10000)]
+for off in range(0, len(vals), 128):
+    ops = [{"request_put": {"key": b64("/many/%05d" % (off + j)), "value": b64(v)}}
+           for j, v in enumerate(vals[off:off + 128])]
+    req = urllib.request.Request(sys.argv[1] + "/v3/kv/txn", json.dumps({"success": ops}).encode())
+    urllib.request.urlopen(req, timeout=10).read()' "$ETCD_URL"
+	run --separate-stderr gk-resolver "etcd:$ETCD_URL/many/"
+	assert_success
+	assert_equal "${#lines[@]}" 10000
 }
 
 @test "etcd: through an etcd restart the last good set is kept, and changes made meanwhile are seen" {
