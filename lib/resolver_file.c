@@ -69,7 +69,13 @@ follow(struct file_state *f)
 		inotify_rm_watch(f->fd, f->twd);
 	free(f->tdir), free(f->tbase);
 	f->tdir = f->tbase = NULL;
-	f->twd = tdir ? inotify_add_watch(f->fd, tdir, WATCH_MASK) : -1;
+	/* IN_MASK_ADD, and no second watch of PATH's own directory spelled
+	 * another way (inotify gives its watch again): removing it later
+	 * would remove that one. */
+	f->twd = tdir ? inotify_add_watch(f->fd, tdir, WATCH_MASK | IN_MASK_ADD)
+	              : -1;
+	if (f->twd == f->wd)
+		f->twd = -1;
 	if (f->twd >= 0) {
 		f->tdir = tdir;
 		f->tbase = tbase;
