@@ -322,10 +322,8 @@ gk_limiter_new(const gk_limiter_config *c, gk_loop *loop, const char **why)
 	if (c->redis_host) {
 		l->redis = gk_redis_limit_new(loop, c->redis_host,
 		    c->redis_port, c->redis_nameserver, c->redis_prefix,
-		    c->redis_timeout_ms, c->rate, c->burst, why);
+		    c->redis_timeout_ms, &l->gcra, why);
 		if (!l->redis) {
-			/* Named for the option: not taken for the key's. */
-			*why = "--redis: unable to start the host name lookup";
 			gk_limiter_free(l);
 			return NULL;
 		}

@@ -464,6 +464,77 @@ metric_is() {
 	[ "$(count_events "$T/a.err" '(.msg // "") | startswith("redis unavailable")')" -eq 0 ]
 }
 
+# script_admits PORT SHA KEY NOW0 FIRST STEPS STEP_US CALLS ARGV...: runs the
+# limiter's script (EVALSHA SHA) on a clock of the test's own (the script's
+# last argument, in microseconds): FIRST calls at NOW0, then CALLS at each
+# of STEPS times STEP_US apart.  Prints how many were admitted in all.
+# ARGV as lib/redis_limit.c sends it: T in us as whole, fraction
+# numerator, denominator; burst * T as whole, numerator; the longest wait
+# (us); burst + 1.
+script_admits() {
+	python3 - "$@" <<'PY'
+import socket, sys
+port, sha, key, now0, first, steps, step, calls = sys.argv[1:9]
+args = sys.argv[9:]
+s = socket.create_connection(("127.0.0.1", int(port)))
+f = s.makefile("rb")
+def cmd(parts):
+    out = [b"*%d\r\n" % len(parts)]
+    for p in parts:
+        p = p.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(p), p))
+    return b"".join(out)
+def reply():
+    line = f.readline()
+    if line[:1] == b"*":
+        return [reply() for _ in range(int(line[1:]))]
+    if line[:1] == b":":
+        return int(line[1:])
+    sys.exit("unexpected reply: %r" % line)
+def run(now, n):
+    s.sendall(cmd(["EVALSHA", sha, "1", key] + args + [str(now)]) * n)
+    return sum(reply()[0] == 1 for _ in range(n))
+now0 = int(now0)
+total = run(now0, int(first))
+for i in range(1, int(steps) + 1):
+    total += run(now0 + i * int(step), int(calls))
+print(total)
+PY
+}
+
+@test "the global limit admits exactly the rate at 300000/s and 8M/s, not a rounded one" {
+	local rport port sha now0
+	rport=$(free_port)
+	port=$(free_port)
+	start_redis redis "$rport"
+	start_stack s "$port" -r 1/s --redis "127.0.0.1:$rport"
+	wait_event "$T/s.err" '(.msg // "") | startswith("redis connected")'
+	sha=$(events "$T/s.err" 'select((.msg // "") | startswith("redis connected")) | .script')
+	# Redis's own clock, as the script would read it: times near 1.8e15 us.
+	now0=$(redis-cli -p "$rport" TIME | awk 'NR == 1 { s = $1 } NR == 2 {
+	    printf "%d%06d", s, $1 }')
+	# 300000/s (T = 10/3 us), burst 3000: an idle key admits 3001 at
+	# once, then exactly 300 per simulated millisecond; each step calls
+	# more than that, so the count is the limit's, not the calls'.
+	run script_admits "$rport" "$sha" k300k "$now0" 3100 20 1000 330 \
+		3 1 3 10000 0 0 3001
+	assert_success
+	assert_output 9001
+	# 8000000/s (T = 1/8 us, under the spacing of doubles near now):
+	# burst 1000, then 8 per simulated microsecond.
+	run script_admits "$rport" "$sha" k8m "$now0" 1100 10 1 20 \
+		0 1 8 125 0 0 1001
+	assert_success
+	assert_output 1081
+	# A key in the format of earlier versions (one number, far in the
+	# future here) is taken as absent: no script error, burst + 1 admitted.
+	redis-cli -p "$rport" SET kold 99999999999999999.125 >/dev/null
+	run script_admits "$rport" "$sha" kold "$now0" 5 0 0 0 \
+		3 1 3 6 2 0 3
+	assert_success
+	assert_output 3
+}
+
 @test "redis killed mid-run: the local limit answers, the gauge and an event say so" {
 	local rport port
 	rport=$(free_port)
@@ -837,4 +908,8 @@ _past_ms() {
 	run gk-limiter -r 10/s --redis-timeout 20ms -- hello
 	[ "$status" -eq 64 ]
 	assert_output "gk-limiter: usage: --redis-prefix, --redis-timeout and --nameserver need --redis"
+	# 1e9 hours of burst: past what the Redis script counts exactly.
+	run gk-limiter -r 1/h -b 1000000000 --redis 127.0.0.1:1 -- hello
+	[ "$status" -eq 64 ]
+	assert_output "gk-limiter: usage: --redis: the rate's interval times --burst + 1 passes 2^52us (142 years), past what Redis's script counts exactly"
 }

@@ -1,6 +1,7 @@
 /* test_limiter.c: GCRA and Gradient2 of lib/limiter.c, on a fake clock. */
 #include "key.h"
 #include "limiter.h"
+#include "redis_limit.h"
 #include "unit.h"
 
 #define MS 1000000ull
@@ -137,6 +138,36 @@ TEST(gcra_wait_reserves_slots_within_the_bound)
 	CHECK(r.delay_ns == 300 * MS);
 }
 
+TEST(redis_script_times_are_exact_fractions_of_a_microsecond)
+{
+	gk_gcra g;
+	uint64_t tw, tf, d, uw, uf;
+	/* 300000/s: T = 10/3 us, burst 3000: tau = 10000 us. */
+	gk_gcra_init(&g, 300000, 1, 3000);
+	CHECK(gk__redis_script_times(&g, &tw, &tf, &d, &uw, &uf) == 0);
+	CHECK(tw == 3 && tf == 1 && d == 3 && uw == 10000 && uf == 0);
+	/* 8M/s: 1/8 us, under the spacing of doubles near 1.8e15. */
+	gk_gcra_init(&g, 8000000, 1, 1001);
+	CHECK(gk__redis_script_times(&g, &tw, &tf, &d, &uw, &uf) == 0);
+	CHECK(tw == 0 && tf == 1 && d == 8 && uw == 125 && uf == 1);
+	/* 7/m: 60e6/7 us. */
+	gk_gcra_init(&g, 7, 60, 2);
+	CHECK(gk__redis_script_times(&g, &tw, &tf, &d, &uw, &uf) == 0);
+	CHECK(tw == 8571428 && tf == 4 && d == 7 && uw == 17142857 && uf == 1);
+	/* 987654321.0987654321/s: T = 1e16 / 9876543210987654321 us, a
+	 * denominator past 2^52; T is rounded up to the next 2^-52 us. */
+	gk_gcra_init(&g, 9876543210987654321ull, 10000000000ull, 0);
+	CHECK(gk__redis_script_times(&g, &tw, &tf, &d, &uw, &uf) == 0);
+	CHECK(d == 1ull << 52 && tw == 0);
+	unsigned __int128 exact = (unsigned __int128)10000000000000000ull << 52;
+	CHECK(tf == (uint64_t)(exact / 9876543210987654321ull) + 1);
+	/* (burst + 1) * T past 2^52 us: refused, not rounded. */
+	gk_gcra_init(&g, 1, 3600, 1000000000);
+	CHECK(gk__redis_script_times(&g, &tw, &tf, &d, &uw, &uf) == -1);
+	gk_gcra_init(&g, 1, 3600, 1000000);
+	CHECK(gk__redis_script_times(&g, &tw, &tf, &d, &uw, &uf) == 0);
+}
+
 TEST(keys_are_isolated)
 {
 	gk_gcra g;
@@ -218,6 +249,7 @@ main(void)
 	RUN(gcra_ten_hours_at_ten_times_overload_does_not_drift);
 	RUN(gcra_keeps_slow_and_fine_rates_exactly_or_refuses_them);
 	RUN(gcra_wait_reserves_slots_within_the_bound);
+	RUN(redis_script_times_are_exact_fractions_of_a_microsecond);
 	RUN(keys_are_isolated);
 	RUN(gradient_rises_while_latency_holds);
 	RUN(gradient_falls_when_queueing_starts);
