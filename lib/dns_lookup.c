@@ -4,19 +4,16 @@
  * timeouts times its attempts, with every request of the process stalled
  * behind it; c-ares asks on non-blocking sockets that the loop watches.
  */
-#include <ares.h>
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "ares_loop.h"
 #include "dns_lookup.h"
 
 struct gk_dns {
-	gk_loop *loop;
-	ares_channel ch;
-	gk_timer timer;
+	gk_ares ares;
 	unsigned gen; /* the lookup whose answer is wanted */
 	bool dying;   /* in gk__dns_free: answers go nowhere */
 	gk_dns_fn *fn;
@@ -28,80 +25,13 @@ struct query {
 	unsigned gen;
 };
 
-static void arm_timer(gk_dns *d);
-
-static void
-on_timer(gk_loop *loop, void *arg)
-{
-	(void)loop;
-	gk_dns *d = arg;
-	ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-	arm_timer(d);
-}
-
-static void
-arm_timer(gk_dns *d)
-{
-	struct timeval tv, *t = ares_timeout(d->ch, NULL, &tv);
-	if (t)
-		gk_timer_start(d->loop, &d->timer,
-		               (uint64_t)t->tv_sec * 1000 +
-		                   (uint64_t)t->tv_usec / 1000 + 1,
-		               on_timer, d);
-	else
-		gk_timer_stop(d->loop, &d->timer);
-}
-
-static void
-on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
-{
-	(void)loop;
-	gk_dns *d = arg;
-	ares_process_fd(d->ch, ev & GK_READ ? fd : ARES_SOCKET_BAD,
-	                ev & GK_WRITE ? fd : ARES_SOCKET_BAD);
-	arm_timer(d);
-}
-
-static void
-sock_state(void *arg, ares_socket_t fd, int readable, int writable)
-{
-	gk_dns *d = arg;
-	unsigned ev = (readable ? GK_READ : 0) | (writable ? GK_WRITE : 0);
-	if (!ev) {
-		gk_loop_unwatch(d->loop, fd);
-		return;
-	}
-	if (gk_loop_modify(d->loop, fd, ev) < 0)
-		gk_loop_watch(d->loop, fd, ev, on_fd, d);
-}
-
 gk_dns *
 gk__dns_new(gk_loop *loop, const char *nameserver, const char **why)
 {
-	static bool lib;
-	if (!lib) {
-		ares_library_init(ARES_LIB_INIT_ALL);
-		lib = true;
-	}
 	gk_dns *d = gk_xcalloc(1, sizeof *d);
-	d->loop = loop;
 	/* Short tries: a caller that has a last good address goes on with
 	 * it rather than wait long for a resolver that does not answer. */
-	struct ares_options o = {.sock_state_cb = sock_state,
-	                         .sock_state_cb_data = d,
-	                         .timeout = 500,
-	                         .tries = 2};
-	if (ares_init_options(&d->ch, &o,
-	                      ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
-	                          ARES_OPT_TRIES) != ARES_SUCCESS) {
-		*why = "unable to start c-ares";
-		free(d);
-		return NULL;
-	}
-	if (nameserver &&
-	    ares_set_servers_ports_csv(d->ch, nameserver) != ARES_SUCCESS) {
-		*why = "expected IP:PORT";
-		ares_destroy(d->ch);
+	if (gk__ares_open(&d->ares, loop, 500, 2, nameserver, why) < 0) {
 		free(d);
 		return NULL;
 	}
@@ -160,8 +90,8 @@ gk__dns_lookup(gk_dns *d, const char *name, gk_dns_fn *fn, void *arg)
 	struct ares_addrinfo_hints h = {.ai_family = AF_UNSPEC,
 	                                .ai_socktype = SOCK_STREAM};
 	/* May answer at once (the hosts file): fn can run inside this call. */
-	ares_getaddrinfo(d->ch, name, NULL, &h, on_answer, q);
-	arm_timer(d);
+	ares_getaddrinfo(d->ares.ch, name, NULL, &h, on_answer, q);
+	gk__ares_arm(&d->ares);
 }
 
 bool
@@ -176,7 +106,6 @@ gk__dns_free(gk_dns *d)
 	if (!d)
 		return;
 	d->dying = true;
-	gk_timer_stop(d->loop, &d->timer);
-	ares_destroy(d->ch); /* answers the pending lookups: forgotten */
+	gk__ares_close(&d->ares); /* answers the pending lookups: forgotten */
 	free(d);
 }

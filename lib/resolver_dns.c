@@ -5,14 +5,13 @@
  * shortest TTL of the answers runs out.  --nameserver asks one server
  * instead of resolv.conf's.
  */
-#include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "ares_loop.h"
 #include "resolver_source.h"
 
 #define MIN_REFRESH_MS 1000
@@ -27,11 +26,11 @@ struct target {
 struct dns_state {
 	gk_resolver *r;
 	gk_loop *loop;
-	ares_channel ch;
+	gk_ares ares; /* no channel for an IP address */
 	bool srv;
 	char name[256];
 	unsigned port;
-	gk_timer refresh, ares_timer;
+	gk_timer refresh;
 	/* one round of lookups */
 	unsigned pending;
 	bool failed;
@@ -44,52 +43,6 @@ struct dns_state {
 };
 
 static void start_round(struct dns_state *d);
-
-static void arm_ares_timer(struct dns_state *d);
-
-static void
-on_ares_timer(gk_loop *loop, void *arg)
-{
-	(void)loop;
-	struct dns_state *d = arg;
-	ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-	arm_ares_timer(d);
-}
-
-static void
-arm_ares_timer(struct dns_state *d)
-{
-	struct timeval tv, *t = ares_timeout(d->ch, NULL, &tv);
-	if (t)
-		gk_timer_start(d->loop, &d->ares_timer,
-		    (uint64_t)t->tv_sec * 1000 + (uint64_t)t->tv_usec / 1000 + 1,
-		    on_ares_timer, d);
-	else
-		gk_timer_stop(d->loop, &d->ares_timer);
-}
-
-static void
-on_ares_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
-{
-	(void)loop;
-	struct dns_state *d = arg;
-	ares_process_fd(d->ch, ev & GK_READ ? fd : ARES_SOCKET_BAD,
-	    ev & GK_WRITE ? fd : ARES_SOCKET_BAD);
-	arm_ares_timer(d);
-}
-
-static void
-sock_state(void *arg, ares_socket_t fd, int readable, int writable)
-{
-	struct dns_state *d = arg;
-	unsigned ev = (readable ? GK_READ : 0) | (writable ? GK_WRITE : 0);
-	if (!ev) {
-		gk_loop_unwatch(d->loop, fd);
-		return;
-	}
-	if (gk_loop_modify(d->loop, fd, ev) < 0)
-		gk_loop_watch(d->loop, fd, ev, on_ares_fd, d);
-}
 
 /* The smallest TTL of the answer section of a raw DNS message. */
 static uint32_t
@@ -285,10 +238,10 @@ query_addrs(struct dns_state *d, const char *host, unsigned port,
 		 * Kubernetes is orders.NAMESPACE.svc.cluster.local); an SRV
 		 * target is a domain name already, absolute (RFC 2782). */
 		if (d->srv)
-			ares_query(d->ch, host, ns_c_in,
+			ares_query(d->ares.ch, host, ns_c_in,
 			           v6 ? ns_t_aaaa : ns_t_a, on_addr, q);
 		else
-			ares_search(d->ch, host, ns_c_in,
+			ares_search(d->ares.ch, host, ns_c_in,
 			            v6 ? ns_t_aaaa : ns_t_a, on_addr, q);
 	}
 }
@@ -353,10 +306,10 @@ start_round(struct dns_state *d)
 	d->pending = 1; /* held by this function until the queries are out */
 	if (d->srv) {
 		d->pending++;
-		ares_search(d->ch, d->name, ns_c_in, ns_t_srv, on_srv, d);
+		ares_search(d->ares.ch, d->name, ns_c_in, ns_t_srv, on_srv, d);
 	} else
 		query_addrs(d, d->name, d->port, 1, 0);
-	arm_ares_timer(d);
+	gk__ares_arm(&d->ares);
 	round_done(d);
 }
 
@@ -429,23 +382,8 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 			return 0;
 		}
 	}
-	static bool lib;
-	if (!lib) {
-		ares_library_init(ARES_LIB_INIT_ALL);
-		lib = true;
-	}
-	struct ares_options o = {.sock_state_cb = sock_state,
-	    .sock_state_cb_data = d, .timeout = 1000, .tries = 2};
-	if (ares_init_options(&d->ch, &o, ARES_OPT_SOCK_STATE_CB |
-	    ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES) != ARES_SUCCESS) {
-		*why = "unable to start c-ares";
-		free(d);
-		return -1;
-	}
 	const char *ns = gk__resolver_options(r)->nameserver;
-	if (ns && ares_set_servers_ports_csv(d->ch, ns) != ARES_SUCCESS) {
-		*why = "bad --nameserver (expected IP:PORT)";
-		ares_destroy(d->ch);
+	if (gk__ares_open(&d->ares, d->loop, 1000, 2, ns, why) < 0) {
 		free(d);
 		return -1;
 	}
@@ -471,9 +409,7 @@ dns_stop(void *state)
 {
 	struct dns_state *d = state;
 	gk_timer_stop(d->loop, &d->refresh);
-	gk_timer_stop(d->loop, &d->ares_timer);
-	if (d->ch) /* none for an IP address */
-		ares_destroy(d->ch);
+	gk__ares_close(&d->ares);
 	free(d->set);
 	free(d);
 }
