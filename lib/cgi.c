@@ -403,11 +403,14 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 	int status = 0;
 	bool location = false;
 	const char *body = NULL;
+	/* Fields seen, Status among them: "Status: 204" alone is a whole
+	 * response (RFC 3875 6.2: at least one field, any of them). */
+	size_t nfields = 0;
 	for (;;) {
 		const char *nl = memchr(p + pos, '\n', n - pos);
 		if (!nl) {
-			*why = nh ? "no blank line after the headers"
-				  : "no CGI header block";
+			*why = nfields ? "no blank line after the headers"
+				       : "no CGI header block";
 			return -1;
 		}
 		size_t end = (size_t)(nl - p), len = end - pos;
@@ -416,7 +419,7 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 			len--;
 		pos = end + 1;
 		if (!len) {
-			if (!nh) {
+			if (!nfields) {
 				*why = "no CGI header block";
 				return -1;
 			}
@@ -448,6 +451,7 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 			*why = "too many headers";
 			return -1;
 		}
+		nfields++;
 		if (ieqn(line, nn, "status")) {
 			/* 200 to 599: the wire carries no interim (1xx)
 			 * response, nor a status past 599. */

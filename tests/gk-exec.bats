@@ -500,3 +500,23 @@ EOF2
 	assert_equal "$(jq -c '[.status, .error.reason]' <<<"$output")" '[502,"malformed response"]'
 	assert_equal "$(count_events "$T/err" '.msg == "malformed CGI response" and .reason == "malformed Status"')" 1
 }
+
+# wire SCRIPT: one GET / on gk-exec's stdin; its answer in $output.
+wire() {
+	run bash -c 'printf "%s\n" "{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\"}" |
+		GK_EVENTS_FORMAT=json gk-exec "$1" 2>"$2"' _ "$1" "$T/err"
+}
+
+@test "a header block of only a Status (204, 404 with no body) sets that status" {
+	script s204.cgi <<'EOF2'
+printf 'Status: 204 No Content\n\n'
+EOF2
+	wire "$T/s204.cgi"
+	assert_success
+	assert_equal "$(jq -c '[.status, .error, .body]' <<<"$output")" '[204,null,null]'
+	script s404.cgi <<'EOF2'
+printf 'Status: 404\r\n\r\n'
+EOF2
+	wire "$T/s404.cgi"
+	assert_equal "$(jq -c '[.status, .error]' <<<"$output")" '[404,null]'
+}
