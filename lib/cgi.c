@@ -394,6 +394,18 @@ ieqn(const char *a, size_t n, const char *b)
 	return strlen(b) == n && !strncasecmp(a, b, n);
 }
 
+/* The code of "nnn [reason]", 200 to 599 (the wire carries no interim
+ * (1xx) response, nor a status past 599), or -1. */
+static int
+status_code(const char *v, const char *ve)
+{
+	if (ve - v < 3 || v[0] < '2' || v[0] > '5' || v[1] < '0' ||
+	    v[1] > '9' || v[2] < '0' || v[2] > '9' ||
+	    (ve - v > 3 && v[3] != ' '))
+		return -1;
+	return (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
+}
+
 int
 gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
     const char **why)
@@ -426,6 +438,20 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 			body = p + pos;
 			break;
 		}
+		/* An nph- script writes a whole HTTP response (RFC 3875 5):
+		 * its status line sets the status as Status would.  The
+		 * rest still goes through the wire, which has no room for
+		 * a response passed as is. */
+		if (line == p && len >= 5 && !memcmp(line, "HTTP/", 5)) {
+			const char *sp = memchr(line, ' ', len);
+			if (!sp ||
+			    (status = status_code(sp + 1, line + len)) < 0) {
+				*why = "malformed status line";
+				return -1;
+			}
+			nfields++;
+			continue;
+		}
 		const char *colon = memchr(line, ':', len);
 		if (!colon || colon == line) {
 			*why = "malformed header line";
@@ -453,16 +479,10 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 		}
 		nfields++;
 		if (ieqn(line, nn, "status")) {
-			/* 200 to 599: the wire carries no interim (1xx)
-			 * response, nor a status past 599. */
-			if (ve - v < 3 || v[0] < '2' || v[0] > '5' ||
-			    v[1] < '0' || v[1] > '9' || v[2] < '0' ||
-			    v[2] > '9' || (ve - v > 3 && v[3] != ' ')) {
+			if ((status = status_code(v, ve)) < 0) {
 				*why = "malformed Status";
 				return -1;
 			}
-			status = (v[0] - '0') * 100 + (v[1] - '0') * 10 +
-			    (v[2] - '0');
 			continue;
 		}
 		if (ieqn(line, nn, "location"))

@@ -520,3 +520,19 @@ EOF2
 	wire "$T/s404.cgi"
 	assert_equal "$(jq -c '[.status, .error]' <<<"$output")" '[404,null]'
 }
+
+@test "an nph- script's status line (HTTP/1.1 201 Created) sets the status, its headers pass on" {
+	script nph-created.cgi <<'EOF2'
+printf 'HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nX-Id: 7\r\n\r\nmade\n'
+EOF2
+	wire "$T/nph-created.cgi"
+	assert_success
+	assert_equal "$(jq -c '[.status, .headers, .body, .error]' <<<"$output")" \
+		'[201,{"content-type":"text/plain","x-id":"7"},"made\n",null]'
+	script nph-bad.cgi <<'EOF2'
+printf 'HTTP/1.1 2O1 Created\r\nContent-Type: text/plain\r\n\r\nmade\n'
+EOF2
+	wire "$T/nph-bad.cgi"
+	assert_equal "$(jq -c '[.status, .error.reason]' <<<"$output")" '[502,"malformed response"]'
+	assert_equal "$(count_events "$T/err" '.msg == "malformed CGI response" and .reason == "malformed status line"')" 1
+}
