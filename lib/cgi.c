@@ -495,7 +495,7 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 	gk_buf_adduint(out, (uint64_t)status);
 	gk_buf_adds(out, ",\"headers\":{");
 	bool first = true;
-	char lower[256];
+	gk_buf lower = {0}; /* as long as the name: none is cut */
 	for (size_t i = 0; i < nh; i++) {
 		bool seen = false;
 		size_t count = 0;
@@ -508,15 +508,16 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 			}
 		if (seen)
 			continue;
-		size_t ln = h[i].nn < sizeof lower ? h[i].nn : sizeof lower;
-		for (size_t k = 0; k < ln; k++) {
+		lower.len = 0;
+		for (size_t k = 0; k < h[i].nn; k++) {
 			char c = h[i].name[k];
-			lower[k] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+			gk_buf_addc(&lower,
+			    (char)(c >= 'A' && c <= 'Z' ? c + 32 : c));
 		}
 		if (!first)
 			gk_buf_addc(out, ',');
 		first = false;
-		gk_json_quote(out, lower, ln);
+		gk_json_quote(out, lower.data, lower.len);
 		gk_buf_addc(out, ':');
 		if (count > 1)
 			gk_buf_addc(out, '[');
@@ -533,6 +534,7 @@ gk_cgi_parse_response(const char *p, size_t n, gk_buf *out,
 			gk_buf_addc(out, ']');
 	}
 	gk_buf_addc(out, '}');
+	gk_buf_free(&lower);
 	size_t bn = (size_t)(p + n - body);
 	if (bn) {
 		if (gk_utf8_valid(body, bn)) {

@@ -536,3 +536,15 @@ EOF2
 	assert_equal "$(jq -c '[.status, .error.reason]' <<<"$output")" '[502,"malformed response"]'
 	assert_equal "$(count_events "$T/err" '.msg == "malformed CGI response" and .reason == "malformed status line"')" 1
 }
+
+@test "a response header name of 300 characters passes on whole, not cut to 256" {
+	script longname.cgi <<'EOF2'
+printf 'Content-Type: text/plain\nX-%0298d: v\n\nb' 0
+EOF2
+	wire "$T/longname.cgi"
+	assert_success
+	local name
+	name="x-$(printf '%0298d' 0)"
+	assert_equal "$(jq -r '.headers | keys | map(length) | sort | join(",")' <<<"$output")" "12,300"
+	assert_equal "$(jq -r --arg n "$name" '.headers[$n]' <<<"$output")" v
+}
