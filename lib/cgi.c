@@ -30,6 +30,14 @@ extern char **environ;
 /* Output larger than this is not a response we can pass on: 502. */
 #define MAX_OUTPUT (8u << 20)
 #define MAX_HEADERS 100
+/*
+ * A script that closed its stdout but has not exited this long after is
+ * answered from what it wrote, and goes on running in its slot.  Shorter,
+ * and a script that is merely in the middle of exiting (its stdout
+ * closes a moment before it can be reaped) would be answered before its
+ * exit status is known.
+ */
+#define EOF_GRACE_MS 250
 
 enum kill_reason { K_NONE, K_TIMEOUT, K_CANCEL, K_OVERSIZE };
 
@@ -41,9 +49,11 @@ struct job {
 	size_t in_off;
 	gk_buf out;
 	bool reaped, eof;
+	bool malformed; /* answered 502 at EOF, before the exit */
 	int ws;
 	enum kill_reason killed;
 	gk_timer timer;
+	gk_timer grace; /* from EOF until the exit */
 	uint64_t start_us;
 };
 
@@ -592,11 +602,45 @@ log_outcome(const struct job *j, enum gk_level level, const char *msg,
 	    (char *)0);
 }
 
+/*
+ * Answer the job's request from the script's output: what it wrote, or
+ * 502 when that is not a CGI response (and then true).
+ */
+static bool
+answer_output(struct job *j)
+{
+	gk_req *req = j->req;
+	gk_buf line = {0};
+	gk_json id = gk_msg_get(gk_req_msg(req), "id");
+	const char *why = NULL;
+	bool bad = false;
+	gk_buf_adds(&line, "{\"id\":");
+	gk_buf_add(&line, id.p, id.len);
+	if (gk_cgi_parse_response(j->out.data ? j->out.data : "", j->out.len,
+		&line, &why) < 0) {
+		log_outcome(j, GK_ERROR, "malformed CGI response", "reason",
+		    why);
+		bad = true;
+	} else
+		gk_buf_addc(&line, '}');
+	rs(req)->job = NULL;
+	j->req = NULL;
+	gk_wire_error err;
+	gk_msg *m = bad ? NULL : gk_msg_new(line.data, line.len, &err);
+	if (m)
+		gk_pass(req, m);
+	else
+		gk_answer(req, 502, NULL, "bad gateway\n", "malformed response");
+	gk_buf_free(&line);
+	return bad;
+}
+
 /* Answer the job's request (if it is still there) and free the job. */
 static void
 complete(struct job *j)
 {
 	gk_timer_stop(cgi.loop, &j->timer);
+	gk_timer_stop(cgi.loop, &j->grace);
 	close_fd(&j->in_fd);
 	close_fd(&j->out_fd);
 	gk_histogram_observe(cgi.m_duration,
@@ -604,8 +648,7 @@ complete(struct job *j)
 
 	int status = 0;
 	const char *reason = NULL;
-	gk_series *outcome = cgi.m_ok;
-	gk_buf line = {0};
+	gk_series *outcome = j->malformed ? cgi.m_error : cgi.m_ok;
 	char num[64];
 	if (j->killed == K_TIMEOUT) {
 		outcome = cgi.m_timeout;
@@ -635,43 +678,18 @@ complete(struct job *j)
 		reason = "script failed";
 		snprintf(num, sizeof num, "%d", WEXITSTATUS(j->ws));
 		log_outcome(j, GK_ERROR, "CGI script failed", "status", num);
-	} else if (j->req) {
-		gk_json id = gk_msg_get(gk_req_msg(j->req), "id");
-		const char *why = NULL;
-		gk_buf_adds(&line, "{\"id\":");
-		gk_buf_add(&line, id.p, id.len);
-		if (gk_cgi_parse_response(j->out.data ? j->out.data : "",
-			j->out.len, &line, &why) < 0) {
-			outcome = cgi.m_error;
-			status = 502;
-			reason = "malformed response";
-			log_outcome(j, GK_ERROR, "malformed CGI response",
-			    "reason", why);
-		} else
-			gk_buf_addc(&line, '}');
-	}
+	} else if (j->req && answer_output(j))
+		outcome = cgi.m_error;
 	gk_counter_add(outcome, 1);
 
 	gk_req *req = j->req;
 	if (req) {
 		rs(req)->job = NULL;
 		j->req = NULL;
-		if (status) {
-			gk_answer(req, status, NULL,
-			    status == 504 ? "gateway timeout\n"
-					  : "bad gateway\n",
-			    reason);
-		} else {
-			gk_wire_error err;
-			gk_msg *m = gk_msg_new(line.data, line.len, &err);
-			if (m)
-				gk_pass(req, m);
-			else
-				gk_answer(req, 502, NULL, "bad gateway\n",
-				    "malformed response");
-		}
+		gk_answer(req, status, NULL,
+		    status == 504 ? "gateway timeout\n" : "bad gateway\n",
+		    reason);
 	}
-	gk_buf_free(&line);
 	gk_buf_free(&j->in);
 	gk_buf_free(&j->out);
 	free(j);
@@ -691,6 +709,17 @@ on_exit_child(gk_loop *loop, pid_t pid, int ws, void *arg)
 	/* Once killed, do not wait for an EOF a stray process may hold. */
 	if (j->eof || j->killed)
 		complete(j);
+}
+
+/* The script closed its stdout and goes on running: its output is all
+ * there is, so answer it now; its exit is only logged. */
+static void
+on_grace(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	struct job *j = arg;
+	if (j->req && !j->killed)
+		j->malformed = answer_output(j);
 }
 
 static void
@@ -727,6 +756,8 @@ on_readable(gk_loop *loop, int fd, unsigned ev, void *arg)
 	j->eof = true;
 	if (j->reaped)
 		complete(j);
+	else if (j->req)
+		gk_timer_start(cgi.loop, &j->grace, EOF_GRACE_MS, on_grace, j);
 }
 
 static bool

@@ -548,3 +548,24 @@ EOF2
 	assert_equal "$(jq -r '.headers | keys | map(length) | sort | join(",")' <<<"$output")" "12,300"
 	assert_equal "$(jq -r --arg n "$name" '.headers[$n]' <<<"$output")" v
 }
+
+@test "a script that closes its stdout and goes on running is answered from what it wrote; its later exit status is logged" {
+	script early.cgi <<EOF2
+printf 'Content-Type: text/plain\n\nbye\n'
+exec >&-
+echo \$\$ >"$T/script.pid"
+i=0
+while [ ! -e "$T/release" ] && [ \$i -lt 400 ]; do sleep 0.05; i=\$((i + 1)); done
+exit 4
+EOF2
+	stack -t 20s "$T/early.cgi"
+	run curl -s -m 10 -w ' %{http_code}' "$URL/"
+	assert_success
+	assert_output $'bye\n 200'
+	# Answered while the script still runs: it keeps its child slot.
+	run _not_running "$(cat "$T/script.pid")"
+	assert_failure
+	touch "$T/release"
+	wait_event "$ERR" '.proc == "gk-exec" and .msg == "CGI script failed" and .status == 4'
+	assert_equal "$(count_events "$ERR" '.type == "access"')" 1
+}
