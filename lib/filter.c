@@ -51,6 +51,9 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STABLE_MS 10000 /* a route up this long restarts at once again */
+/* Outputs waiting for a route command that does not read: past this, they
+ * are dropped (counted) rather than stall every other output. */
+#define ROUTE_BACKLOG (1u << 20)
 
 enum err_kind {
 	ERR_RUNTIME,
@@ -58,10 +61,11 @@ enum err_kind {
 	ERR_TOO_LONG,
 	ERR_ROUTE_EXPR,
 	ERR_ROUTE,
+	ERR_ROUTE_FULL,
 	ERR_KINDS
 };
 static const char *const kind_names[ERR_KINDS] = {"runtime", "number",
-    "too_long", "route_expr", "route"};
+    "too_long", "route_expr", "route", "route_full"};
 
 struct route {
 	char *expr;
@@ -69,7 +73,8 @@ struct route {
 	jq_state *jq;
 	pipeline *p;
 	int fd; /* -1 when not running */
-	gk_buf out;
+	gk_buf out;	/* whole lines; the first sent bytes of it written */
+	size_t sent;
 	size_t out_lines;
 	bool ever_started;
 	uint64_t started_ms;
@@ -89,6 +94,7 @@ struct gk_filter {
 	gk_buf tmp; /* string unescaping */
 	int out_fd;
 	bool out_dead;
+	bool ending; /* routes_drain: writes to routes block */
 	int out_errno; /* why writing stdout failed, other than EPIPE */
 	const char *cur_line; /* the event being processed, for reports */
 	size_t cur_len;
@@ -631,7 +637,6 @@ raw_event(gk_filter *f, const char *line, size_t len)
 static bool
 route_start(gk_filter *f, struct route *r)
 {
-	(void)f;
 	r->p = pipeline_new();
 	pipeline_command(r->p, pipecmd_new_argstr(r->cmd));
 	pipeline_want_in(r->p, -1);
@@ -644,8 +649,12 @@ route_start(gk_filter *f, struct route *r)
 		r->p = NULL;
 		return false;
 	}
-	/* Later routes must not hold this pipe open. */
+	/* Later routes must not hold this pipe open; a command that does
+	 * not read must not block the others (ROUTE_BACKLOG), but at the
+	 * end its backlog is written whole. */
 	fcntl(r->fd, F_SETFD, FD_CLOEXEC);
+	if (!f->ending)
+		fcntl(r->fd, F_SETFL, O_NONBLOCK);
 	r->started_ms = gk_monotonic_ms();
 	if (r->ever_started) {
 		gk_counter_add(r->restarts, 1);
@@ -731,7 +740,7 @@ route_flush(gk_filter *f, struct route *r)
 	if (!r->out.len)
 		return;
 	route_check(f, r);
-	size_t off = 0;
+	size_t off = r->sent;
 	bool retried = false;
 	while (r->fd >= 0 && off < r->out.len) {
 		ssize_t w = write(r->fd, r->out.data + off, r->out.len - off);
@@ -741,6 +750,17 @@ route_flush(gk_filter *f, struct route *r)
 		}
 		if (errno == EINTR)
 			continue;
+		if (errno == EAGAIN) {
+			/* Its pipe is full: the rest waits, from the start
+			 * of the line being written. */
+			size_t keep = off;
+			while (keep > 0 && r->out.data[keep - 1] != '\n')
+				keep--;
+			r->out_lines -= count_lines(r->out.data, keep);
+			gk_buf_consume(&r->out, keep);
+			r->sent = off - keep;
+			return;
+		}
 		/*
 		 * EPIPE: the command is gone.  Once per flush, when its
 		 * backoff allows, it is started again and given the rest from
@@ -750,6 +770,7 @@ route_flush(gk_filter *f, struct route *r)
 		size_t lines = count_lines(r->out.data + off, r->out.len - off);
 		if (retried) {
 			route_died(f, r, lines);
+			off = r->out.len;
 			break;
 		}
 		retried = true;
@@ -761,8 +782,16 @@ route_flush(gk_filter *f, struct route *r)
 		}
 		r->undelivered += lines;
 		gk_counter_add(r->lost, (double)lines);
+		off = r->out.len;
+	}
+	/* Gone before it could take them (reaped since they were routed). */
+	if (off < r->out.len) {
+		size_t lines = count_lines(r->out.data + off, r->out.len - off);
+		r->undelivered += lines;
+		gk_counter_add(r->lost, (double)lines);
 	}
 	gk_buf_reset(&r->out);
+	r->sent = 0;
 	r->out_lines = 0;
 }
 
@@ -826,6 +855,17 @@ emit(gk_filter *f, jv v, bool use_routes)
 				continue;
 			gk_counter_add(r->routed, 1);
 			if (!route_ready(f, r)) {
+				r->undelivered++;
+				gk_counter_add(r->lost, 1);
+				jv_free(v);
+				return;
+			}
+			if (r->out.len >= ROUTE_BACKLOG) {
+				char a[32];
+				snprintf(a, sizeof a, "route=%s", r->label);
+				report(f, ERR_ROUTE_FULL,
+				    "route command not reading: outputs dropped",
+				    "backlog of 1 MiB full", a);
 				r->undelivered++;
 				gk_counter_add(r->lost, 1);
 				jv_free(v);
@@ -982,6 +1022,47 @@ too_long(gk_filter *f, const char *line, size_t len)
 	gk_counter_add(f->in, 1);
 }
 
+/*
+ * Wait until input is readable, for at most ms (-1: no limit), meanwhile
+ * writing their backlog to the route commands that take it.  false when
+ * there is no input yet (time's up, or a signal).
+ */
+static bool
+wait_input(gk_filter *f, int in_fd, int ms)
+{
+	struct pollfd p[1 + 64];
+	struct route *who[1 + 64];
+	nfds_t n = 0;
+	p[n++] = (struct pollfd){.fd = in_fd, .events = POLLIN};
+	for (size_t i = 0; i < f->nroutes && n < 1 + 64; i++)
+		if (f->routes[i].out.len && f->routes[i].fd >= 0) {
+			who[n] = &f->routes[i];
+			p[n++] = (struct pollfd){.fd = f->routes[i].fd,
+			    .events = POLLOUT};
+		}
+	if (n == 1 && ms < 0)
+		return true; /* nothing to wait for but input: read blocks */
+	if (poll(p, n, ms) <= 0)
+		return false;
+	for (nfds_t i = 1; i < n; i++)
+		if (p[i].revents)
+			route_flush(f, who[i]);
+	return p[0].revents != 0;
+}
+
+/* At the end: the backlogs written whole, the commands given time. */
+static void
+routes_drain(gk_filter *f)
+{
+	f->ending = true;
+	for (size_t i = 0; i < f->nroutes; i++) {
+		struct route *r = &f->routes[i];
+		if (r->fd >= 0)
+			fcntl(r->fd, F_SETFL, 0);
+		route_flush(f, r);
+	}
+}
+
 static uint64_t
 metrics_interval(void)
 {
@@ -1013,17 +1094,17 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 			got_usr1 = 0;
 			gk_metrics_snapshot();
 		}
+		int wait_ms = -1;
 		if (every) {
 			uint64_t now = gk_monotonic_ms();
 			if (now >= next_snap) {
 				gk_metrics_snapshot();
 				next_snap = now + every;
 			}
-			struct pollfd p = {.fd = in_fd, .events = POLLIN};
-			int r = poll(&p, 1, (int)(next_snap - now));
-			if (r <= 0)
-				continue; /* time to snapshot, or a signal */
+			wait_ms = (int)(next_snap - now);
 		}
+		if (!wait_input(f, in_fd, wait_ms))
+			continue; /* time to snapshot, a signal, a backlog */
 		gk_buf_reserve(&in, READ_CHUNK);
 		ssize_t n = read(in_fd, in.data + in.len, READ_CHUNK);
 		if (n < 0) {
@@ -1100,6 +1181,7 @@ gk_filter_run(gk_filter *f, int in_fd, int out_fd)
 		flush_all(f);
 	}
 	gk_buf_free(&in);
+	routes_drain(f);
 	for (size_t i = 0; i < f->nroutes; i++) {
 		struct route *r = &f->routes[i];
 		if (r->p) {
@@ -1289,7 +1371,8 @@ gk_filter_new(const gk_filter_config *cfg, gk_buf *err)
 	    "Lines that were not JSON objects, wrapped as raw log events.",
 	    NULL));
 	gk_metric *em = gk_counter_new("gk_filter_errors_total",
-	    "Errors by kind: runtime, number, too_long, route_expr, route.",
+	    "Errors by kind: runtime, number, too_long, route_expr, route, "
+	    "route_full.",
 	    "kind");
 	for (int i = 0; i < ERR_KINDS; i++)
 		f->err[i] = gk_series_get(em, kind_names[i], (char *)0);
@@ -1298,7 +1381,8 @@ gk_filter_new(const gk_filter_config *cfg, gk_buf *err)
 		    "Outputs routed, by route number (from 1).", "route");
 		gk_metric *lm = gk_counter_new(
 		    "gk_filter_route_undelivered_total",
-		    "Routed outputs lost: the route command was down.",
+		    "Routed outputs lost: the route command was down, or its "
+		    "backlog full.",
 		    "route");
 		gk_metric *sm = gk_counter_new(
 		    "gk_filter_route_restarts_total",

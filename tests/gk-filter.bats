@@ -248,6 +248,36 @@ for i in range(100):
 	[ $((got + lost)) -eq 5 ] || { echo "got $got, lost $lost"; false; }
 }
 
+@test "a route command that stops reading does not stall the stream: past a 1 MiB backlog its outputs are dropped, counted, said" {
+	mkfifo "$T/fifo"
+	# The command never reads; it exits once released.  Before the
+	# bound, gk-filter blocked in write(2) once the pipe was full, and
+	# every other output (and its stdin's writer) waited with it.
+	printf '%s\n' '#!/bin/sh' 'i=0' \
+		'while [ ! -e "$1" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i + 1)); done' >"$T/stuck.sh"
+	python3 -c '
+pad = "x" * 1000
+for i in range(1500):
+    print("{\"level\":\"error\",\"n\":%d,\"pad\":\"%s\"}" % (i, pad))
+print("{\"level\":\"info\",\"n\":-1}")' >"$T/in"
+	start_bg_in "$T/fifo" filt env GK_EVENTS_FD=2 gk-filter \
+		--route '.level == "error"' "sh $T/stuck.sh $T/release" .
+	exec 4>"$T/fifo"
+	timeout 10 cat "$T/in" >&4 || true
+	wait_for -t 10 lines_ge "$T/filt.out" 1
+	assert_equal "$(cat "$T/filt.out")" '{"level":"info","n":-1}'
+	wait_event "$T/filt.err" '.msg == "route command not reading: outputs dropped"'
+	touch "$T/release"
+	exec 4>&-
+	wait_exit filt 10
+	[ "$BG_STATUS" -eq 0 ]
+	[ "$(route_metric gk_filter_routed_total)" = 1500 ]
+	# All but what a pipe (64 KiB, some 62 events) took: the command's,
+	# and at the end that of the one restarted for the backlog.
+	lost=$(route_metric gk_filter_route_undelivered_total)
+	[ "$lost" -ge 1300 ] && [ "$lost" -le 1500 ] || { echo "lost $lost"; false; }
+}
+
 # not_running PATTERN: no process's command line holds PATTERN.
 not_running() {
 	! pgrep -f "$1" >/dev/null
