@@ -899,14 +899,26 @@ run_event(gk_filter *f, jv in, bool use_routes, gk_buf *out)
 		    ? (int)jv_number_value(code)
 		    : 0;
 		jv_free(code);
+		/* halt_error's value, as jq writes it: a string raw, any
+		 * other value as JSON; none after halt. */
 		jv msg = jq_get_error_message(f->jq);
+		gk_buf m = {0}, st = {0};
+		gk_buf_addf(&st, "status=%d", halted_status);
 		if (jv_get_kind(msg) == JV_KIND_STRING) {
-			gk_buf m = {0};
-			jv_message(msg, &m);
-			gk_log(GK_INFO, "program halted", gk_buf_cstr(&m));
-			gk_buf_free(&m);
-		} else
-			jv_free(msg);
+			gk_buf_adds(&m, "message=");
+			gk_buf_add(&m, jv_string_value(msg),
+			    (size_t)jv_string_length_bytes(jv_copy(msg)));
+		} else if (jv_is_valid(msg)) {
+			jv d = jv_dump_string(jv_copy(msg), 0);
+			gk_buf_adds(&m, "message=");
+			gk_buf_adds(&m, jv_string_value(d));
+			jv_free(d);
+		}
+		jv_free(msg);
+		gk_log(GK_INFO, "program halted", gk_buf_cstr(&st),
+		    m.len ? gk_buf_cstr(&m) : NULL);
+		gk_buf_free(&m);
+		gk_buf_free(&st);
 		jv_free(v);
 		return;
 	}

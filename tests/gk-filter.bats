@@ -173,6 +173,16 @@ print("{\"n\":\"last\"}")' >"$T/in"
 	assert_output "$(printf '%s\n' '{"n":1}' '{"n":2}')"
 }
 
+@test "halt_error's message, a string or any other value (as JSON), is the message of the program halted event, with the status" {
+	printf '%s\n' '{"n":1}' >"$T/in"
+	filt '"no more\n" | halt_error(3)'
+	[ "$status" -eq 3 ]
+	assert_equal "$(count_events "$T/ev" '.msg == "program halted" and .message == "no more\n" and .status == 3')" 1
+	filt '{"why":"bad", n} | halt_error'
+	[ "$status" -eq 5 ]
+	assert_equal "$(count_events "$T/ev" '.msg == "program halted" and .message == "{\"why\":\"bad\",\"n\":1}" and .status == 5')" 1
+}
+
 @test "standard output that fails (a full disk): an error event and exit 74, not 0" {
 	printf '%s\n' '{"n":1}' '{"n":2}' >"$T/in"
 	status=0
