@@ -521,7 +521,7 @@ gk_json gk_msg_get(const gk_msg *m, const char *key);
 #define gk_msg_get(m, key) gk__wire_get_inline(&(m)->wire, (key))
 /* The status of a response (0 when absent or invalid). */
 int gk_msg_status(const gk_msg *m);
-/* First value of header name (lowercase) appended unescaped to out; -1 if absent. */
+/* First value of header name (any case) appended unescaped to out; -1 if absent. */
 int gk_msg_header(const gk_msg *m, const char *name, gk_buf *out);
 /*
  * The body appended to out: body's text, or body_b64 decoded; nothing when

@@ -111,18 +111,34 @@ gk_msg_status(const gk_msg *m)
 	return v >= 100 && v <= 999 ? (int)v : 0;
 }
 
-int
-gk_msg_header(const gk_msg *m, const char *name, gk_buf *out)
+gk_json
+gk__msg_header_value(const gk_msg *m, const char *name)
 {
+	/* The wire's names are lowercase; a caller's need not be (HTTP's
+	 * are case-blind): "Content-Type" finds content-type. */
+	char low[256];
+	size_t n = strlen(name);
+	if (n < sizeof low) {
+		for (size_t i = 0; i <= n; i++)
+			low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z'
+			    ? name[i] + 32 : name[i]);
+		name = low;
+	}
 	gk_json v = gk_json_member(gk_wire_get(&m->wire, "headers"), name);
 	if (v.type == GK_JSON_ARRAY) {
 		/* A repeated header: its first value. */
 		gk_json_iter it;
 		gk_json_iter_init(&it, v);
 		if (!gk_json_iter_next(&it, NULL, &v))
-			return -1;
+			return (gk_json){0};
 	}
-	return gk_json_string(v, out);
+	return v;
+}
+
+int
+gk_msg_header(const gk_msg *m, const char *name, gk_buf *out)
+{
+	return gk_json_string(gk__msg_header_value(m, name), out);
 }
 
 int

@@ -57,6 +57,8 @@ const gk_stage_config *gk__stage_config(const gk_stage *st);
 /* gk_msg_set without checking raw and key (msg.c says when that is safe). */
 void gk__msg_set_trusted(gk_msg *m, const char *key, const char *raw,
     size_t rawlen);
+/* The first value of header name (any case) of m; GK_JSON_NONE if none. */
+gk_json gk__msg_header_value(const gk_msg *m, const char *name);
 /* South up and not draining: what /healthz reports. */
 bool gk__stage_healthy(const gk_stage *st);
 /* Next request id for transports that make their own. */

@@ -129,14 +129,7 @@ const char *
 gk_request_header(const gk_request *rc, const char *name)
 {
 	gk_request *r = (gk_request *)rc;
-	gk_json v = gk_json_member(gk_msg_get(r->msg, "headers"), name);
-	if (v.type == GK_JSON_ARRAY) {
-		gk_json_iter it;
-		gk_json_iter_init(&it, v);
-		if (!gk_json_iter_next(&it, NULL, &v))
-			return NULL;
-	}
-	return string_member(r, v, NULL);
+	return string_member(r, gk__msg_header_value(r->msg, name), NULL);
 }
 
 const char *

@@ -187,6 +187,29 @@ TEST(a_handler_reads_the_trace_id_a_tracer_gave_the_request)
 	handler = slow_handler;
 }
 
+static void
+content_type_handler(const gk_request *req, gk_response *resp, void *arg)
+{
+	(void)arg;
+	const char *a = gk_request_header(req, "Content-Type");
+	const char *b = gk_request_header(req, "content-type");
+	gk_response_printf(resp, "%s|%s", a ? a : "none", b ? b : "none");
+}
+
+/* HTTP header names are case-blind (RFC 9110 5.1): a handler asking for
+ * "Content-Type" gets the wire's content-type, not NULL. */
+TEST(a_header_is_found_by_its_name_in_any_case)
+{
+	char *argv[] = {"test_serve", NULL};
+	char out[4096];
+	handler = content_type_handler;
+	request_extra = ",\"headers\":{\"content-type\":\"text/plain\"}";
+	CHECK(serve_requests(argv, 1, 1, out, sizeof out) == 1);
+	CHECK(strstr(out, "\"body\":\"text/plain|text/plain\"") != NULL);
+	request_extra = "";
+	handler = slow_handler;
+}
+
 /*
  * The wire has a repeated header as one member whose value is an array
  * (gk-wire(5)); the same name twice in one object is read as the last one
@@ -289,6 +312,7 @@ main(void)
 	RUN(with_j_4_blocking_handlers_overlap_but_never_more_than_4);
 	RUN(a_handler_reads_the_trace_id_a_tracer_gave_the_request);
 	RUN(with_j_sigterm_during_a_handler_drains_and_exits_0);
+	RUN(a_header_is_found_by_its_name_in_any_case);
 	RUN(a_header_set_twice_goes_as_one_member_with_an_array);
 	RUN(a_header_http_cannot_carry_is_dropped_and_the_rest_goes);
 	RUN(a_status_the_wire_cannot_carry_becomes_500);
