@@ -20,7 +20,8 @@ static struct {
 	gk_influx_opts o;
 	gk_influx_stats st, st_seen;
 	gk_buf out;
-	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys, *m_dup_tags;
+	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys,
+	    *m_dup_tags, *m_backslashes;
 } I;
 
 static void
@@ -49,6 +50,10 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	if (I.st.dup_tags != I.st_seen.dup_tags)
 		gk_counter_add(I.m_dup_tags,
 		    (double)(I.st.dup_tags - I.st_seen.dup_tags));
+	if (I.st.backslashes != I.st_seen.backslashes)
+		gk_counter_add(
+		    I.m_backslashes,
+		    (double)(I.st.backslashes - I.st_seen.backslashes));
 	I.st_seen = I.st;
 	if (I.out.cap > (1u << 20))
 		gk_buf_free(&I.out);
@@ -283,6 +288,11 @@ main(int argc, char **argv)
 	    "gk_export_influx_duplicate_tag_total",
 	    "Labels left out of their point: a tag of that key was there "
 	    "already (label_svc beside svc)", NULL));
+	I.m_backslashes = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_trailing_backslash_total",
+	    "Names (measurement, tag key or value, field key) whose trailing "
+	    "backslashes were left out: InfluxDB cannot read them",
+	    NULL));
 	I.h = gk_ehttp_new(ex, &o);
 	/* The URL without the query: the token is never in it anyway. */
 	char f[2100];

@@ -18,26 +18,33 @@ special(char c, bool is_measurement)
 	       (!is_measurement && c == '=');
 }
 
+size_t
+gk_influx_name_len(const char *s, size_t n)
+{
+	/* InfluxDB's parser ends a name at a separator not right after a
+	 * backslash: a trailing backslash would escape the separator after
+	 * it and cannot be written. */
+	while (n && s[n - 1] == '\\')
+		n--;
+	return n;
+}
+
 void
 gk_influx_name(gk_buf *out, const char *s, size_t n, bool is_measurement)
 {
+	n = gk_influx_name_len(s, n);
 	gk_buf_reserve(out, n + 8);
 	/* A line that starts with '#' is a comment. */
 	if (is_measurement && n && s[0] == '#')
 		gk_buf_addc(out, '_');
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
+		/* Only "\" and a special character is read as one: any other
+		 * backslash, even two in a row, is itself. */
 		if (special(c, is_measurement)) {
 			gk_buf_addc(out, '\\');
 			if (c == '\n' || c == '\r' || c == '\t')
 				c = ' ';
-		} else if (c == '\\' &&
-		           (i + 1 == n || s[i + 1] == '\\' ||
-		               special(s[i + 1], is_measurement))) {
-			/* Two backslashes are one: a backslash before an
-			 * escaped character, another backslash or the end is
-			 * doubled, so that it escapes nothing. */
-			gk_buf_addc(out, '\\');
 		}
 		gk_buf_addc(out, c);
 	}
@@ -56,19 +63,33 @@ gk_influx_string(gk_buf *out, const char *s, size_t n)
 	gk_buf_addc(out, '"');
 }
 
+/* The length of s[0..n) as written: without its trailing backslashes,
+ * counted. */
+static size_t
+name_len(const char *s, size_t n, gk_influx_stats *st)
+{
+	size_t w = gk_influx_name_len(s, n);
+	if (w != n)
+		st->backslashes++;
+	return w;
+}
+
+/* v's text in tmp, its trailing backslashes cut (counted). */
 static void
-json_name(gk_buf *out, gk_json v, bool is_measurement, gk_buf *tmp)
+json_text(gk_json v, gk_buf *tmp, gk_influx_stats *st)
 {
 	gk_buf_reset(tmp);
 	gk_event_text(v, tmp);
-	gk_influx_name(out, tmp->data ? tmp->data : "", tmp->len,
-	    is_measurement);
+	tmp->len = name_len(tmp->data, tmp->len, st);
 }
 
-/* ",key=value" unless the value is empty. */
+/* ",key=value" unless the key or value is empty. */
 static void
-tag(gk_buf *out, const char *k, size_t kn, const char *v, size_t vn)
+tag(gk_buf *out, const char *k, size_t kn, const char *v, size_t vn,
+    gk_influx_stats *st)
 {
+	kn = name_len(k, kn, st);
+	vn = name_len(v, vn, st);
 	if (!vn || !kn)
 		return;
 	gk_buf_addc(out, ',');
@@ -78,30 +99,31 @@ tag(gk_buf *out, const char *k, size_t kn, const char *v, size_t vn)
 }
 
 static void
-json_tag(gk_buf *out, gk_json k, gk_json v, gk_buf *kt, gk_buf *vt)
+json_tag(gk_buf *out, gk_json k, gk_json v, gk_buf *kt, gk_buf *vt,
+         gk_influx_stats *st)
 {
 	gk_buf_reset(kt);
 	gk_buf_reset(vt);
 	gk_event_text(k, kt);
 	gk_event_text(v, vt);
-	tag(out, kt->data, kt->len, vt->data, vt->len);
+	tag(out, kt->data, kt->len, vt->data, vt->len, st);
 }
 
 static void
-common_tags(gk_buf *out, const gk_event *ev, const gk_influx_opts *o,
-    bool pid, gk_buf *kt, gk_buf *vt)
+common_tags(gk_buf *out, const gk_event *ev, const gk_influx_opts *o, bool pid,
+            gk_buf *kt, gk_buf *vt, gk_influx_stats *st)
 {
 	static const gk_json proc_k = {GK_JSON_NUMBER, "proc", 4};
 	static const gk_json svc_k = {GK_JSON_NUMBER, "svc", 3};
 	static const gk_json pid_k = {GK_JSON_NUMBER, "pid", 3};
 	if (ev->svc.type != GK_JSON_NONE)
-		json_tag(out, svc_k, ev->svc, kt, vt);
+		json_tag(out, svc_k, ev->svc, kt, vt, st);
 	if (ev->proc.type != GK_JSON_NONE)
-		json_tag(out, proc_k, ev->proc, kt, vt);
+		json_tag(out, proc_k, ev->proc, kt, vt, st);
 	if (o->host && *o->host)
-		tag(out, "host", 4, o->host, strlen(o->host));
+		tag(out, "host", 4, o->host, strlen(o->host), st);
 	if (pid && ev->pid.type != GK_JSON_NONE)
-		json_tag(out, pid_k, ev->pid, kt, vt);
+		json_tag(out, pid_k, ev->pid, kt, vt, st);
 }
 
 /* ",key=number" or " key=number" for the first. */
@@ -165,7 +187,8 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 		gk_snap_series_begin(&it, &f);
 		while (gk_snap_series_next(&it, &f, &s)) {
 			size_t start = out->len;
-			json_name(out, f.name, true, &name);
+			json_text(f.name, &name, st);
+			gk_influx_name(out, name.data, name.len, true);
 			if (out->len == start) { /* no measurement */
 				st->empty_keys++;
 				continue;
@@ -188,6 +211,8 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 				gk_event_text(k, &kt);
 				gk_buf_reset(&vt);
 				gk_event_text(v, &vt);
+				kt.len = name_len(kt.data, kt.len, st);
+				vt.len = name_len(vt.data, vt.len, st);
 				if (!kt.len || !vt.len)
 					continue; /* left out by tag() */
 				/* A key twice ("label_svc" beside a renamed
@@ -197,9 +222,9 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 					st->dup_tags++;
 					continue;
 				}
-				tag(out, kt.data, kt.len, vt.data, vt.len);
+				tag(out, kt.data, kt.len, vt.data, vt.len, st);
 			}
-			common_tags(out, ev, o, o->pid_tag, &kt, &vt);
+			common_tags(out, ev, o, o->pid_tag, &kt, &vt, st);
 			bool first = true;
 			if (f.type != GK_HISTOGRAM) {
 				num_field(out, &first, "value", 5, s.value, st);
@@ -241,8 +266,8 @@ log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 	enum gk_level lv = gk_event_level(ev);
 	static const char *const names[] = {"debug", "info", "warn", "error",
 	                                    "fatal"};
-	tag(out, "level", 5, names[lv], strlen(names[lv]));
-	common_tags(out, ev, o, false, &kt, &vt);
+	tag(out, "level", 5, names[lv], strlen(names[lv]), st);
+	common_tags(out, ev, o, false, &kt, &vt, st);
 	/* msg first (every log event has one, "" when it had none). */
 	gk_buf_adds(out, " msg=");
 	gk_buf_reset(&vt);
@@ -257,12 +282,13 @@ log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 		gk_json k = ev->msg->field[i].key, v = ev->msg->field[i].value;
 		if (gk_event_common_key(k) || v.type == GK_JSON_NULL)
 			continue;
-		if (k.len <= 2) { /* "": InfluxDB refuses the whole batch */
+		json_text(k, &kt, st);
+		if (!kt.len) { /* "": InfluxDB refuses the whole batch */
 			st->empty_keys++;
 			continue;
 		}
 		gk_buf_addc(out, ',');
-		json_name(out, k, false, &kt);
+		gk_influx_name(out, kt.data, kt.len, false);
 		if (gk_json_eq(k, "time")) /* InfluxDB refuses that key */
 			gk_buf_addc(out, '_');
 		gk_buf_addc(out, '=');

@@ -4,18 +4,20 @@
  *
  *   measurement[,tag=value...] field=value[,field=value...] timestamp
  *
- * Escaping, as the line protocol reference of InfluxDB 1.x and 2.x gives
- * it: in a measurement, commas and spaces take a backslash; in tag keys,
- * tag values and field keys, commas, equals signs and spaces do; two
- * backslashes are read as one, so a backslash before one of those, before
- * another backslash or at the end is doubled; in a string field value,
- * double quotes and backslashes take a backslash.  A newline cannot be
- * escaped outside a string field value: it is written as a space there.
+ * Escaping, as InfluxDB's parser (1.x and 2.x) reads it: in a
+ * measurement, commas and spaces take a backslash; in tag keys, tag
+ * values and field keys, commas, equals signs and spaces do; any other
+ * backslash is itself (the parser never reads two as one); a trailing
+ * backslash would escape the separator after it, so it is left out
+ * (counted); in a string field value, double quotes and backslashes take
+ * a backslash.  A newline cannot be escaped outside a string field
+ * value: it is written as a space there.
  * A measurement starting with '#' (a comment line) gains a '_' in front.
  * Tags with an empty key or value, and fields with an empty key, are left
  * out (InfluxDB refuses them).  A label named svc, proc, host, pid or time
  * is the tag label_NAME; a label whose tag key is already in the point is
- * left out (InfluxDB drops a point with a key twice).  Timestamps are nanoseconds.
+ * left out (InfluxDB drops a point with a key twice).  Timestamps are
+ * nanoseconds.
  */
 #ifndef GK_INFLUX_LINE_H
 #define GK_INFLUX_LINE_H
@@ -36,12 +38,15 @@ typedef struct gk_influx_stats {
 	                        with an empty measurement not written */
 	uint64_t dup_tags;   /* labels left out: their tag key was in the
 	                        point already (label_svc beside svc) */
+	uint64_t backslashes; /* names whose trailing backslashes were cut */
 } gk_influx_stats;
 
 /* Append to out the escaped text: measurement (is_measurement) or a tag
- * key, tag value or field key. */
+ * key, tag value or field key, without its trailing backslashes. */
 void gk_influx_name(gk_buf *out, const char *s, size_t n,
     bool is_measurement);
+/* n without the trailing backslashes of s, which cannot be written. */
+size_t gk_influx_name_len(const char *s, size_t n);
 /* Append "..." a string field value, escaped. */
 void gk_influx_string(gk_buf *out, const char *s, size_t n);
 

@@ -60,16 +60,19 @@ influx_special(char c, bool measurement)
 	return c == ',' || c == ' ' || (!measurement && c == '=');
 }
 
-/* Read an escaped name back as the line protocol reference says
- * (InfluxDB 2.x): a backslash before a special character or another
- * backslash escapes it, any other backslash is itself; an unescaped
- * special character would end the name, so it fails. */
+/* Read an escaped name back as InfluxDB's parser does (1.x and 2.x): a
+ * special character right after a backslash is escaped, the pair read as
+ * the character; any other backslash is itself, two are two; an unescaped
+ * special character would end the name, and a trailing backslash would
+ * escape the separator after it, so both fail. */
 static bool
 influx_unescape(const char *s, size_t n, bool measurement, gk_buf *out)
 {
+	if (n && s[n - 1] == '\\')
+		return false;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '\\' && i + 1 < n &&
-		    (s[i + 1] == '\\' || influx_special(s[i + 1], measurement))) {
+		    influx_special(s[i + 1], measurement)) {
 			gk_buf_addc(out, s[++i]);
 			continue;
 		}
@@ -99,10 +102,11 @@ TEST(influx_escaping)
 	check_influx_name("a,b=c", false, "a\\,b\\=c");
 	check_influx_name("a=b", true, "a=b");
 	check_influx_name("a\\b", false, "a\\b");
-	check_influx_name("a\\ b", false, "a\\\\\\ b");
-	check_influx_name("ab\\", false, "ab\\\\");
-	check_influx_name("a\\\\b", false, "a\\\\\\b");
-	check_influx_name("a\\=", false, "a\\\\\\=");
+	check_influx_name("a\\ b", false, "a\\\\ b");
+	check_influx_name("ab\\", false, "ab");
+	check_influx_name("ab\\\\", true, "ab");
+	check_influx_name("a\\\\b", false, "a\\\\b");
+	check_influx_name("a\\=", false, "a\\\\=");
 	check_influx_name("a\\=", true, "a\\=");
 	check_influx_name("a\nb", false, "a\\ b");
 	check_influx_name("#m", true, "_#m");
@@ -110,7 +114,7 @@ TEST(influx_escaping)
 	check_influx_name("m#", true, "m#");
 
 	/* Every name of up to 6 characters of a, backslash, space, comma and
-	 * equals reads back as itself. */
+	 * equals reads back as itself, less its trailing backslashes. */
 	static const char alpha[] = "a\\ ,=";
 	char in[8];
 	gk_buf enc = {0}, dec = {0};
@@ -126,10 +130,12 @@ TEST(influx_escaping)
 				gk_buf_reset(&enc);
 				gk_buf_reset(&dec);
 				gk_influx_name(&enc, in, (size_t)len, m);
+				size_t want =
+				    gk_influx_name_len(in, (size_t)len);
 				if (influx_unescape(enc.data, enc.len, m,
-				        &dec) &&
-				    dec.len == (size_t)len &&
-				    !memcmp(dec.data, in, (size_t)len))
+				                    &dec) &&
+				    dec.len == want &&
+				    !memcmp(dec.data, in, want))
 					continue;
 				if (bad++ < 5)
 					printf("#   [%.*s] -> [%.*s]\n", len, in,
