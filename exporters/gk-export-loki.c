@@ -141,6 +141,12 @@ main(int argc, char **argv)
 				gk_usage_error("bad --static-label: %s "
 				               "(expected NAME=VALUE)",
 				               optarg);
+			/* Loki refuses a longer value, with the push. */
+			if (strlen(eq + 1) > 2048)
+				gk_usage_error("bad --static-label: %.*s=... "
+				               "(value longer than 2048 "
+				               "bytes)",
+				               (int)(eq - optarg), optarg);
 			statics[nstatic++] = optarg;
 			break;
 		}

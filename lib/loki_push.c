@@ -15,6 +15,10 @@
 
 #include "logship.h"
 
+/* Loki's default max_label_value_length: a longer value costs the push
+ * (400, "label value too long"). */
+#define MAX_LABEL_VALUE 2048
+
 struct gk_loki {
 	char **labels;
 	size_t nlabels;
@@ -23,7 +27,7 @@ struct gk_loki {
 	size_t max_streams;
 	gk_smap *seen;
 	gk_buf key, val;
-	gk_series *m_streams, *m_overflow;
+	gk_series *m_streams, *m_overflow, *m_cut;
 };
 
 gk_loki *
@@ -55,6 +59,9 @@ gk_loki_new(const char *const *labels, size_t nlabels,
 	    "Events sent to the _overflow stream: past --max-streams label "
 	    "sets",
 	    NULL));
+	l->m_cut = gk_metric_series(
+	    gk_counter_new("gk_export_loki_label_cut_total",
+	                   "Label values cut to Loki's 2048-byte limit", NULL));
 	return l;
 }
 
@@ -81,10 +88,11 @@ gk_loki_streams(const gk_loki *l)
 	return gk_smap_count(l->seen);
 }
 
-/* The value of label i for ev into l->val; false when the event has no
- * such member (or it is empty). */
+/* The value of label i for ev into l->val, cut to MAX_LABEL_VALUE bytes
+ * on a character boundary (counted when count); false when the event has
+ * no such member (or it is empty). */
 static bool
-label_value(gk_loki *l, const gk_event *ev, size_t i)
+label_value(gk_loki *l, const gk_event *ev, size_t i, bool count)
 {
 	gk_buf_reset(&l->val);
 	gk_json v;
@@ -96,6 +104,14 @@ label_value(gk_loki *l, const gk_event *ev, size_t i)
 	             GK_JSON_NONE &&
 	         v.type != GK_JSON_NULL)
 		gk_event_text(v, &l->val);
+	if (l->val.len > MAX_LABEL_VALUE) {
+		size_t n = MAX_LABEL_VALUE;
+		while (n && ((unsigned char)l->val.data[n] & 0xc0) == 0x80)
+			n--;
+		l->val.len = n;
+		if (count)
+			gk_counter_add(l->m_cut, 1);
+	}
 	return l->val.len > 0;
 }
 
@@ -106,7 +122,7 @@ gk_loki_entry(gk_loki *l, const gk_event *ev, gk_buf *out)
 	gk_buf_reset(&l->key);
 	bool any = l->nstatic > 0;
 	for (size_t i = 0; i < l->nlabels; i++) {
-		if (label_value(l, ev, i)) {
+		if (label_value(l, ev, i, true)) {
 			gk_buf_add(&l->key, l->val.data, l->val.len);
 			any = true;
 		} else {
@@ -150,7 +166,7 @@ gk_loki_entry(gk_loki *l, const gk_event *ev, gk_buf *out)
 		if (overflow) {
 			gk_jw_key(&w, l->labels[i]);
 			gk_jw_cstr(&w, "_overflow");
-		} else if (label_value(l, ev, i)) {
+		} else if (label_value(l, ev, i, false)) {
 			gk_jw_key(&w, l->labels[i]);
 			gk_jw_string(&w, l->val.data, l->val.len);
 		}

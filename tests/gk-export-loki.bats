@@ -167,6 +167,22 @@ seq_events() {
 	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_loki_streams)" = 2 ]
 }
 
+@test "a label value past Loki's 2048-byte limit is cut on a character boundary and counted: the push is accepted, no event lost" {
+	http_sink_start
+	plugin_start plug gk-export-loki --label user "http://127.0.0.1:$SINK_PORT"
+	# 1 + 1500 two-byte characters: byte 2048 is inside one.
+	long="x$(printf 'é%.0s' $(seq 1500))"
+	feed "$(ev info 'long' "\"user\":\"$long\"")" "$(ev info 'short' '"user":"bob"')"
+	feed_end
+	wait_exit plug 20
+	run jq -r 'select(.status < 300) | .body | fromjson | .streams[] |
+		"\(.stream.user | utf8bytelength) \(.values[0][1] | fromjson | .msg)"' "$SINK_LOG"
+	assert_output "2047 long
+3 short"
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_loki_label_cut_total)" = 1 ]
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_dropped_total)" = 0 ]
+}
+
 @test "--gzip compresses the body and says so in Content-Encoding; --tenant sets X-Scope-OrgID" {
 	http_sink_start
 	plugin_start plug gk-export-loki --gzip --tenant team-a \
@@ -201,6 +217,9 @@ seq_events() {
 	assert_failure 64
 	run --separate-stderr gk-export-loki --static-label novalue
 	assert_failure 64
+	run --separate-stderr gk-export-loki --static-label "job=$(printf 'v%.0s' $(seq 2049))"
+	assert_failure 64
+	[[ $stderr == *'2048 bytes'* ]]
 	run gk-export-loki --help
 	assert_success
 	assert_output --partial '/loki/api/v1/push'

@@ -116,7 +116,8 @@ rs_lines() {
 # ($SINK_PORT) that records every request (method, path, headers, body
 # decompressed when gzipped) as one JSON line in $SINK_LOG, and answers
 # with the given statuses in turn, then 204 for every request after.
-# Like Loki, it answers 400 to a push with a stream without labels.
+# Like Loki, it answers 400 to a push with a stream without labels, or
+# with a label value longer than 2048 bytes (its default limit).
 http_sink_start() {
 	SINK_PORT=$(free_port)
 	SINK_LOG="$BATS_TEST_TMPDIR/sink.jsonl"
@@ -145,6 +146,9 @@ class H(BaseHTTPRequestHandler):
             streams = []
         if any(not s.get("stream") for s in streams):
             status = 400  # Loki: at least one label pair per stream
+        if any(len(v.encode()) > 2048 for s in streams
+               for v in (s.get("stream") or {}).values()):
+            status = 400  # Loki: max_label_value_length, 2048 bytes
         rec = {"method": self.command, "path": self.path,
                "headers": {k.lower(): v for k, v in self.headers.items()},
                "raw_bytes": len(raw), "body": body.decode("utf-8"),
