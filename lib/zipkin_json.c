@@ -21,14 +21,23 @@ tag_value(gk_jw *w, gk_json v)
 		gk_jw_string(w, v.p, v.len); /* its JSON text */
 }
 
+/* The other side of the connection: the server of a client span
+ * (server.address, as gk-client gives it), the client of any other. */
 static void
-remote_endpoint(gk_jw *w, gk_json attrs)
+remote_endpoint(gk_jw *w, gk_json attrs, bool client_side)
 {
-	gk_json addr = gk_json_member(attrs, "client.address");
-	gk_json port = gk_json_member(attrs, "client.port");
+	const char *ak = client_side ? "server.address" : "client.address";
+	const char *pk = client_side ? "server.port" : "client.port";
+	gk_json addr = gk_json_member(attrs, ak);
+	gk_json port = gk_json_member(attrs, pk);
 	gk_buf a = {0};
 	if (addr.type == GK_JSON_STRING)
 		gk_json_string(addr, &a);
+	/* An IPv6 address may come bracketed, as in a URL ("[::1]"). */
+	if (a.len > 2 && a.data[0] == '[' && a.data[a.len - 1] == ']') {
+		memmove(a.data, a.data + 1, a.len - 2);
+		a.len -= 2;
+	}
 	const char *s = gk_buf_cstr(&a);
 	unsigned char bin[16];
 	const char *key = NULL;
@@ -88,10 +97,12 @@ gk_zipkin_span(const gk_event *ev, gk_buf *out, const char **why)
 		gk_jw_key(&w, "name");
 		gk_jw_raw(&w, name.p, name.len);
 	}
+	const char *zkind = NULL;
 	for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
 		if (gk_json_eq(kind, kinds[i][0])) {
+			zkind = kinds[i][1];
 			gk_jw_key(&w, "kind");
-			gk_jw_cstr(&w, kinds[i][1]);
+			gk_jw_cstr(&w, zkind);
 			break;
 		}
 	}
@@ -110,7 +121,12 @@ gk_zipkin_span(const gk_event *ev, gk_buf *out, const char **why)
 	else
 		gk_jw_cstr(&w, "unknown");
 	gk_jw_object_end(&w);
-	remote_endpoint(&w, attrs);
+	/* A producer's and a consumer's other side is the broker: the
+	 * server, as for a client. */
+	remote_endpoint(&w, attrs,
+	                zkind && (!strcmp(zkind, "CLIENT") ||
+	                          !strcmp(zkind, "PRODUCER") ||
+	                          !strcmp(zkind, "CONSUMER")));
 	gk_jw_key(&w, "tags");
 	gk_jw_object(&w);
 	gk_json_iter it;

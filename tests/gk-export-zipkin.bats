@@ -165,6 +165,23 @@ ids() {
 	assert_output "0000000000000001,0000000000000002,0000000000000003"
 }
 
+@test "a client span's remoteEndpoint is its server (server.address, server.port as gk-client writes them), a server span's its client" {
+	start_sink sink
+	# The members and attrs of gk-client's span (lib/client.c), and of
+	# gk-tracer's server span.
+	{
+		echo '{"ts":"2026-12-04T09:30:00.000001Z","type":"span","proc":"gk-client","pid":3,"trace_id":"'$TRACE'","span_id":"00000000000000c1","parent_id":"'$PARENT'","name":"GET","kind":"client","start_us":1796376600000000,"duration_us":5,"status":"ok","attrs":{"http.request.method":"GET","url.full":"http://127.0.0.2:8080/x","server.address":"127.0.0.2","server.port":8080,"http.response.status_code":200}}'
+		echo '{"ts":"2026-12-04T09:30:00.000001Z","type":"span","proc":"gk-client","pid":3,"trace_id":"'$TRACE'","span_id":"00000000000000c2","parent_id":"'$PARENT'","name":"GET","kind":"client","start_us":1796376600000000,"duration_us":5,"status":"ok","attrs":{"server.address":"[::1]","server.port":8081,"client.address":"127.0.0.9"}}'
+		echo '{"ts":"2026-12-04T09:30:00.000001Z","type":"span","proc":"gk-tracer","pid":4,"trace_id":"'$TRACE'","span_id":"00000000000000c3","name":"GET /x","kind":"server","start_us":1796376600000000,"duration_us":9,"status":"ok","attrs":{"client.address":"127.0.0.3","client.port":40000,"server.address":"127.0.0.4"}}'
+	} >"$EV"
+	run_plugin "$EV" gk-export-zipkin --batch-interval 50ms "http://127.0.0.1:$SINK_PORT"
+	[ "$PLUGIN_STATUS" = 0 ]
+	run jq -c '.[] | [.id, .kind, .remoteEndpoint]' "$SINK_DIR/0001.json"
+	assert_output '["00000000000000c1","CLIENT",{"ipv4":"127.0.0.2","port":8080}]
+["00000000000000c2","CLIENT",{"ipv6":"::1","port":8081}]
+["00000000000000c3","SERVER",{"ipv4":"127.0.0.3","port":40000}]'
+}
+
 @test "a failed span carries Zipkin's error tag; a span with a bad id is dropped with an error naming why" {
 	start_sink sink
 	{
