@@ -87,8 +87,15 @@ gk_otlp_anyvalue(gk_jw *w, gk_json v)
 			snprintf(s, sizeof s, "\"%lld\"", (long long)i);
 			gk_jw_raw(w, s, strlen(s));
 		} else {
+			/* A number past a double's range (1e400) would be a
+			 * JSON number the receiver refuses, and with it the
+			 * whole request: it is the double it reads as. */
+			double d = 0;
 			gk_jw_key(w, "doubleValue");
-			gk_jw_raw(w, v.p, v.len);
+			if (!gk_json_double(v, &d) && isinf(d))
+				jw_otlp_double(w, d);
+			else
+				gk_jw_raw(w, v.p, v.len);
 		}
 		break;
 	case GK_JSON_TRUE:

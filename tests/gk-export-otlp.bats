@@ -162,10 +162,10 @@ span_ids() {
 	assert_output "orders"
 }
 
-@test "a log event with a trace_id becomes a log record with traceId, a severity from its level and its other keys as typed attributes" {
+@test "a log event with a trace_id becomes a log record with traceId, a severity from its level and its other keys as typed attributes (a number past a double's range as -Infinity)" {
 	start_sink sink
 	cat >"$EV" <<-EOF
-	{"ts":"2026-12-04T09:30:00.123456Z","type":"log","level":"warn","proc":"gk-limiter","pid":9,"svc":"orders","msg":"rate limited","key":"10.0.0.7","limit":200,"trace_id":"$TRACE"}
+	{"ts":"2026-12-04T09:30:00.123456Z","type":"log","level":"warn","proc":"gk-limiter","pid":9,"svc":"orders","msg":"rate limited","key":"10.0.0.7","limit":200,"ratio":0.5,"huge":-1e400,"trace_id":"$TRACE"}
 	a stray line from a handler
 	EOF
 	run_plugin "$EV" gk-export-otlp --batch-interval 50ms "http://127.0.0.1:$SINK_PORT"
@@ -176,7 +176,7 @@ span_ids() {
 	assert_output 2
 	run jq -r -s '.[0] | [.traceId, .severityNumber, .severityText, .body.stringValue,
 		.timeUnixNano, (.attributes | map(.key + "=" + (.value | tostring)) | join(" "))] | @tsv' "$T/logs"
-	assert_output "$TRACE	13	warn	rate limited	1796376600123456000	key={\"stringValue\":\"10.0.0.7\"} limit={\"intValue\":\"200\"}"
+	assert_output "$TRACE	13	warn	rate limited	1796376600123456000	key={\"stringValue\":\"10.0.0.7\"} limit={\"intValue\":\"200\"} ratio={\"doubleValue\":0.5} huge={\"doubleValue\":\"-Infinity\"}"
 	# The line that was not JSON is not lost: a log record of its own.
 	run jq -r -s '.[1] | [.body.stringValue, .severityNumber, (.traceId // "none"),
 		(.attributes[] | select(.key == "raw") | .value.boolValue)] | @tsv' "$T/logs"
