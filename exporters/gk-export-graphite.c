@@ -18,10 +18,55 @@ static struct {
 	gk_econn *conn;
 	const char *prefix;
 	bool with_pid;
-	gk_buf line, tail;
+	gk_buf line, tail, cut;
 	gk_smap *paths; /* of the snapshot being sent: one point a path */
-	gk_series *m_points, *m_not_finite, *m_collisions;
+	gk_series *m_points, *m_not_finite, *m_collisions, *m_cut;
 } G;
+
+/* Carbon makes a directory of each component of a path and a file
+ * COMPONENT.wsp of the last: one past the file system's 255 bytes cannot
+ * be made, and carbon drops its points. */
+#define MAX_COMPONENT 250
+/* A longer one keeps its start, then "_" and 16 hex digits of a hash of
+ * the whole, so that two long values stay two paths. */
+#define CUT_KEEP (MAX_COMPONENT - 17)
+
+/* Cut the components of l->data longer than MAX_COMPONENT, counted. */
+static void
+bound_components(gk_buf *l)
+{
+	size_t start = 0;
+	bool any = false;
+	for (size_t i = 0; i <= l->len; i++)
+		if (i == l->len || l->data[i] == '.') {
+			any |= i - start > MAX_COMPONENT;
+			start = i + 1;
+		}
+	if (!any)
+		return;
+	gk_buf *c = &G.cut;
+	gk_buf_reset(c);
+	start = 0;
+	for (size_t i = 0; i <= l->len; i++) {
+		if (i < l->len && l->data[i] != '.')
+			continue;
+		size_t n = i - start;
+		if (n > MAX_COMPONENT) {
+			gk_buf_add(c, l->data + start, CUT_KEEP);
+			gk_buf_addf(c, "_%016llx",
+			            (unsigned long long)gk__hash_bytes(
+			                l->data + start, n));
+			gk_counter_add(G.m_cut, 1);
+		} else {
+			gk_buf_add(c, l->data + start, n);
+		}
+		if (i < l->len)
+			gk_buf_addc(c, '.');
+		start = i + 1;
+	}
+	gk_buf_reset(l);
+	gk_buf_add(l, c->data, c->len);
+}
 
 static void
 on_drain(gk_export *ex, void *arg)
@@ -53,6 +98,7 @@ point(const char *ts, gk_json name, const char *suffix, gk_json labels,
 		gk_fold_component(l, le, strlen(le));
 	}
 	gk_buf_add(l, G.tail.data, G.tail.len);
+	bound_components(l);
 	/* Two series whose labels fold alike (a.b and a_b) would be one
 	 * path, and carbon would keep whichever came last: the first is
 	 * sent, the others counted. */
@@ -194,6 +240,10 @@ main(int argc, char **argv)
 	    "gk_export_graphite_collisions_total",
 	    "Points not sent because an earlier series of the same snapshot "
 	    "folded to the same path", NULL));
+	G.m_cut = gk_metric_series(gk_counter_new(
+	    "gk_export_graphite_cut_total",
+	    "Path components longer than 250 bytes cut to a start and a hash",
+	    NULL));
 	char f[340];
 	snprintf(f, sizeof f, "addr=%s", addr);
 	gk_log(GK_INFO, "sending metrics to graphite", f);

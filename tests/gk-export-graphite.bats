@@ -37,7 +37,17 @@ REQ=gk.gk_http_requests_total.method.GET.code.200.proc.gk-listener
 	wait_eq 9 30 wsp_last "$REQ"
 }
 
-@test "label values with dots, spaces, slashes and quotes fold into safe path components" {
+# long_values DIR: the values carbon stored under DIR (a path's
+# directory in $CARBON_WSP), each file's last, sorted.
+long_values() {
+	local f
+	find "$CARBON_WSP/$1" -name '*.wsp' | while read -r f; do
+		whisper-fetch --from=0 "$f" 2>/dev/null |
+			awk '$2 != "None" {v = $2} END {printf "%.15g\n", v}'
+	done | sort | tr '\n' ' '
+}
+
+@test "label values with dots, spaces, slashes and quotes fold into safe path components; one longer than a file name may be is cut, not lost" {
 	start_carbon
 	record_stack "$T/run.jsonl" 2
 	# The recorded snapshots, with a label value no path may hold as is.
@@ -48,6 +58,18 @@ REQ=gk.gk_http_requests_total.method.GET.code.200.proc.gk-listener
 	# No other file was made for that series.
 	run bash -c "find '$CARBON_WSP/odd/gk_http_requests_total' -name '*.wsp' | wc -l"
 	assert_output 1
+	# Two label values of 301 bytes, alike but for the last: carbon
+	# cannot make a directory of such a name, and lost their points.
+	long=$(printf 'v%.0s' $(seq 300))
+	printf '{"ts":"%s","type":"metrics","proc":"p","pid":1,"seq":1,"part":1,"parts":1,"metrics":[{"name":"m_long","type":"gauge","help":"h","series":[{"labels":{"path":"%sa"},"value":1},{"labels":{"path":"%sb"},"value":2}]}]}\n' \
+		"$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$long" "$long" |
+		GK_METRICS_INTERVAL=0 gk-export-graphite --prefix odd "127.0.0.1:$CARBON_PORT" 2>"$T/long.err"
+	wait_eq "1 2 " 30 long_values odd/m_long
+	run bash -c "ls '$CARBON_WSP/odd/m_long/path' | awk '{print length(\$0), substr(\$0, 230, 5)}'"
+	assert_output '250 vvvv_
+250 vvvv_'
+	run own_metric "$T/long.err" gk_export_graphite_cut_total
+	assert_output 2
 }
 
 @test "two series whose labels fold to one path: the first is sent, the other counted, not left to overwrite it" {
