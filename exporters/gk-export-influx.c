@@ -21,7 +21,7 @@ static struct {
 	gk_influx_stats st, st_seen;
 	gk_buf out;
 	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys,
-	    *m_dup_tags, *m_backslashes;
+	    *m_dup_tags, *m_backslashes, *m_bad_pid;
 } I;
 
 static void
@@ -54,6 +54,9 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		gk_counter_add(
 		    I.m_backslashes,
 		    (double)(I.st.backslashes - I.st_seen.backslashes));
+	if (I.st.bad_pid != I.st_seen.bad_pid)
+		gk_counter_add(I.m_bad_pid,
+		               (double)(I.st.bad_pid - I.st_seen.bad_pid));
 	I.st_seen = I.st;
 	if (I.out.cap > (1u << 20))
 		gk_buf_free(&I.out);
@@ -292,6 +295,10 @@ main(int argc, char **argv)
 	    "gk_export_influx_trailing_backslash_total",
 	    "Names (measurement, tag key or value, field key) whose trailing "
 	    "backslashes were left out: InfluxDB cannot read them",
+	    NULL));
+	I.m_bad_pid = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_bad_pid_total",
+	    "Log events whose pid was not an integer: left out of the point",
 	    NULL));
 	I.h = gk_ehttp_new(ex, &o);
 	/* The URL without the query: the token is never in it anyway. */

@@ -273,10 +273,14 @@ log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 	gk_buf_reset(&vt);
 	gk_event_text(ev->text, &vt);
 	gk_influx_string(out, vt.data ? vt.data : "", vt.len);
-	if (ev->pid.type == GK_JSON_NUMBER) {
+	/* An integer field: its text as given (1.5i, 1e3i) would make
+	 * InfluxDB refuse the point. */
+	int64_t pid;
+	if (gk_json_int(ev->pid, &pid)) {
 		gk_buf_adds(out, ",pid=");
-		gk_buf_add(out, ev->pid.p, ev->pid.len);
-		gk_buf_addc(out, 'i');
+		gk_buf_addf(out, "%lldi", (long long)pid);
+	} else if (ev->pid.type != GK_JSON_NONE) {
+		st->bad_pid++;
 	}
 	for (unsigned i = 0; i < ev->msg->nfields; i++) {
 		gk_json k = ev->msg->field[i].key, v = ev->msg->field[i].value;

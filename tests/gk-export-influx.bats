@@ -47,23 +47,26 @@ last_of() {
 	wait_eq 7 30 last_of gk "SELECT last(\"value\") FROM gk_http_requests_total WHERE proc = 'gk-listener'"
 }
 
-@test "a member with an empty name is left out (counted) and a metric named #... is not read as a comment: InfluxDB takes the whole batch" {
+@test "a member with an empty name and a pid that is not an integer are left out (counted), and a metric named #... is not read as a comment: InfluxDB takes the whole batch" {
 	start_influx
 	create_db odd
 	cat >"$T/events.jsonl" <<'EOF'
 {"ts":"2026-12-04T09:30:00Z","type":"log","level":"info","proc":"p","pid":1,"msg":"first","":"x","n":1}
 {"ts":"2026-12-04T09:30:01Z","type":"metrics","proc":"p","pid":1,"seq":1,"part":1,"parts":1,"metrics":[{"name":"#hash","type":"gauge","help":"h","series":[{"labels":{},"value":7}]}]}
 {"ts":"2026-12-04T09:30:02Z","type":"log","level":"info","proc":"p","pid":1,"msg":"second","n":2}
+{"ts":"2026-12-04T09:30:03Z","type":"log","level":"info","proc":"p","pid":1.5,"msg":"third","n":3}
 EOF
 	GK_METRICS_INTERVAL=0 gk-export-influx --db odd "http://127.0.0.1:$INFLUX_PORT" <"$T/events.jsonl" 2>"$T/plugin.err"
 	run jq -r '.results[0].series[0].values | map(.[1:] | map(tostring) | join("|")) | .[]' \
 		<<<"$(influx_q odd 'SELECT "msg", "n" FROM "logs"')"
 	assert_output 'first|1
-second|2'
+second|2
+third|3'
 	run last_of odd 'SELECT "value" FROM "_#hash"'
 	assert_output 7
 	[ "$(own_metric "$T/plugin.err" gk_export_dropped_total)" = 0 ]
 	[ "$(own_metric "$T/plugin.err" gk_export_influx_empty_key_total)" = 1 ]
+	[ "$(own_metric "$T/plugin.err" gk_export_influx_bad_pid_total)" = 1 ]
 }
 
 @test "a label named time, and one named label_svc beside svc, do not cost their point or the batch: InfluxDB takes every point" {
