@@ -21,7 +21,7 @@ static struct {
 	gk_influx_stats st, st_seen;
 	gk_buf out;
 	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys,
-	    *m_dup_tags, *m_backslashes, *m_bad_pid;
+	    *m_dup_tags, *m_backslashes, *m_bad_pid, *m_bad_time;
 } I;
 
 static void
@@ -57,6 +57,9 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	if (I.st.bad_pid != I.st_seen.bad_pid)
 		gk_counter_add(I.m_bad_pid,
 		               (double)(I.st.bad_pid - I.st_seen.bad_pid));
+	if (I.st.bad_time != I.st_seen.bad_time)
+		gk_counter_add(I.m_bad_time,
+		               (double)(I.st.bad_time - I.st_seen.bad_time));
 	I.st_seen = I.st;
 	if (I.out.cap > (1u << 20))
 		gk_buf_free(&I.out);
@@ -299,6 +302,10 @@ main(int argc, char **argv)
 	I.m_bad_pid = gk_metric_series(gk_counter_new(
 	    "gk_export_influx_bad_pid_total",
 	    "Log events whose pid was not an integer: left out of the point",
+	    NULL));
+	I.m_bad_time = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_bad_time_total",
+	    "Events of a ts past what InfluxDB holds (2262-04-11): not written",
 	    NULL));
 	I.h = gk_ehttp_new(ex, &o);
 	/* The URL without the query: the token is never in it anyway. */

@@ -325,13 +325,36 @@ log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 	return 1;
 }
 
+/* InfluxDB holds times up to 2262-04-11T23:47:16.854775806Z (int64
+ * nanoseconds): it refuses a point of a later ts.  The year is read too,
+ * as nanoseconds past 2554 no longer fit in 64 bits. */
+static bool
+time_ok(gk_json ts)
+{
+	if (ts.type == GK_JSON_STRING && ts.len >= 6) {
+		int y = 0;
+		for (size_t i = 1; i <= 4; i++) {
+			if (ts.p[i] < '0' || ts.p[i] > '9')
+				return true; /* not a time: none is written */
+			y = y * 10 + (ts.p[i] - '0');
+		}
+		if (y > 2262)
+			return false;
+	}
+	return gk_event_ts_ns(ts) <= 9223372036854775806ull;
+}
+
 size_t
 gk_influx_event(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
     gk_influx_stats *st)
 {
-	if (ev->type == GK_EV_METRICS)
-		return metric_points(ev, o, out, st);
-	if (ev->type == GK_EV_LOG && o->logs && *o->logs)
-		return log_point(ev, o, out, st);
-	return 0;
+	bool metrics = ev->type == GK_EV_METRICS;
+	if (!metrics && !(ev->type == GK_EV_LOG && o->logs && *o->logs))
+		return 0;
+	if (!time_ok(ev->ts)) {
+		st->bad_time++;
+		return 0;
+	}
+	return metrics ? metric_points(ev, o, out, st)
+	               : log_point(ev, o, out, st);
 }

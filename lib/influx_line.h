@@ -39,6 +39,8 @@ typedef struct gk_influx_stats {
 	uint64_t dup_tags;   /* labels left out: their tag key was in the
 	                        point already (label_svc beside svc) */
 	uint64_t backslashes; /* names whose trailing backslashes were cut */
+	uint64_t bad_time;    /* events of a ts past what InfluxDB holds
+	                         (2262), not written */
 	uint64_t bad_pid;     /* log events whose pid, not an integer, was
 	                         left out */
 } gk_influx_stats;

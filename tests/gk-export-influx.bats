@@ -47,7 +47,7 @@ last_of() {
 	wait_eq 7 30 last_of gk "SELECT last(\"value\") FROM gk_http_requests_total WHERE proc = 'gk-listener'"
 }
 
-@test "a member with an empty name and a pid that is not an integer are left out (counted), and a metric named #... is not read as a comment: InfluxDB takes the whole batch" {
+@test "a member with an empty name and a pid that is not an integer are left out, an event of a ts past 2262 is not written (all counted), and a metric named #... is not read as a comment: InfluxDB takes the whole batch" {
 	start_influx
 	create_db odd
 	cat >"$T/events.jsonl" <<'EOF'
@@ -55,6 +55,8 @@ last_of() {
 {"ts":"2026-12-04T09:30:01Z","type":"metrics","proc":"p","pid":1,"seq":1,"part":1,"parts":1,"metrics":[{"name":"#hash","type":"gauge","help":"h","series":[{"labels":{},"value":7}]}]}
 {"ts":"2026-12-04T09:30:02Z","type":"log","level":"info","proc":"p","pid":1,"msg":"second","n":2}
 {"ts":"2026-12-04T09:30:03Z","type":"log","level":"info","proc":"p","pid":1.5,"msg":"third","n":3}
+{"ts":"2300-12-04T09:30:04Z","type":"log","level":"info","proc":"p","pid":1,"msg":"2300","n":4}
+{"ts":"9999-12-04T09:30:04Z","type":"log","level":"info","proc":"p","pid":1,"msg":"9999","n":5}
 EOF
 	GK_METRICS_INTERVAL=0 gk-export-influx --db odd "http://127.0.0.1:$INFLUX_PORT" <"$T/events.jsonl" 2>"$T/plugin.err"
 	run jq -r '.results[0].series[0].values | map(.[1:] | map(tostring) | join("|")) | .[]' \
@@ -67,6 +69,8 @@ third|3'
 	[ "$(own_metric "$T/plugin.err" gk_export_dropped_total)" = 0 ]
 	[ "$(own_metric "$T/plugin.err" gk_export_influx_empty_key_total)" = 1 ]
 	[ "$(own_metric "$T/plugin.err" gk_export_influx_bad_pid_total)" = 1 ]
+	[ "$(own_metric "$T/plugin.err" gk_export_influx_bad_time_total)" = 2 ]
+	[ "$(own_metric "$T/plugin.err" gk_export_sent_total)" = 4 ]
 }
 
 @test "a label named time, and one named label_svc beside svc, do not cost their point or the batch: InfluxDB takes every point" {
