@@ -153,6 +153,18 @@ timestamp(gk_buf *out, uint64_t ns)
 	gk_buf_addc(out, '\n');
 }
 
+/* A label name that must be renamed: a tag of ours, or "time". */
+static bool
+reserved_tag(const char *s, size_t n)
+{
+	static const char *const names[] = {"svc", "proc", "host", "pid",
+	                                    "time"};
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+		if (strlen(names[i]) == n && !memcmp(s, names[i], n))
+			return true;
+	return false;
+}
+
 /* True when keys (each a size_t length, then its bytes) holds k; else k
  * is added to it. */
 static bool
@@ -198,21 +210,17 @@ metric_points(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 			gk_json_iter_init(&li, s.labels);
 			gk_buf_reset(&keys);
 			while (gk_json_iter_next(&li, &k, &v)) {
+				/* A label named as a tag of ours is renamed,
+				 * and so is "time", which InfluxDB refuses as a
+				 * tag key (the point is dropped): the name as
+				 * written, its trailing backslashes cut
+				 * ("time\"). */
+				json_text(k, &vt, st);
 				gk_buf_reset(&kt);
-				/* A label named as a tag of ours is renamed, and
-				 * so is "time", which InfluxDB refuses as a tag
-				 * key (the point is dropped). */
-				if (gk_json_eq(k, "svc") ||
-				    gk_json_eq(k, "proc") ||
-				    gk_json_eq(k, "host") ||
-				    gk_json_eq(k, "pid") ||
-				    gk_json_eq(k, "time"))
+				if (reserved_tag(vt.data, vt.len))
 					gk_buf_adds(&kt, "label_");
-				gk_event_text(k, &kt);
-				gk_buf_reset(&vt);
-				gk_event_text(v, &vt);
-				kt.len = name_len(kt.data, kt.len, st);
-				vt.len = name_len(vt.data, vt.len, st);
+				gk_buf_add(&kt, vt.data, vt.len);
+				json_text(v, &vt, st);
 				if (!kt.len || !vt.len)
 					continue; /* left out by tag() */
 				/* A key twice ("label_svc" beside a renamed
@@ -293,7 +301,8 @@ log_point(const gk_event *ev, const gk_influx_opts *o, gk_buf *out,
 		}
 		gk_buf_addc(out, ',');
 		gk_influx_name(out, kt.data, kt.len, false);
-		if (gk_json_eq(k, "time")) /* InfluxDB refuses that key */
+		/* InfluxDB refuses that key (also time\ once cut) */
+		if (kt.len == 4 && !memcmp(kt.data, "time", 4))
 			gk_buf_addc(out, '_');
 		gk_buf_addc(out, '=');
 		double d;
