@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -236,8 +237,13 @@ span_kind(gk_json k)
 	int64_t n;
 	if (gk_json_int(k, &n) && n >= 0 && n <= 5)
 		return (int)n;
+	/* In either case: Zipkin writes kinds in upper case, and
+	 * gk-export-zipkin reads both. */
+	if (k.type != GK_JSON_STRING || k.len < 2)
+		return SPAN_KIND_UNSPECIFIED;
 	for (int i = 0; i < 6; i++)
-		if (gk_json_eq(k, names[i]))
+		if (strlen(names[i]) == k.len - 2 &&
+		    !strncasecmp(k.p + 1, names[i], k.len - 2))
 			return i;
 	return SPAN_KIND_UNSPECIFIED;
 }

@@ -315,19 +315,20 @@ span_ids() {
 	[ "$(plugin_metric "$T/plugin.err" gk_export_sent_total)" = 0 ]
 }
 
-@test "gk-exporter fans one stream out to otlp (with its options) and zipkin: the same span reaches both" {
+@test "gk-exporter fans one stream out to otlp (with its options) and zipkin: the same span reaches both, of the same kind" {
 	start_sink otlp
 	OTLP_DIR=$SINK_DIR OTLP_PORT=$SINK_PORT
 	start_sink zipkin
-	spans 1 >"$EV"
+	# Its kind in upper case, as Zipkin writes kinds.
+	spans 1 | sed 's/"kind":"server"/"kind":"CLIENT"/' >"$EV"
 	run_plugin "$EV" gk-exporter \
 		--to "otlp:--gzip,--batch-interval,50ms,http://127.0.0.1:$OTLP_PORT" \
 		--to "zipkin:--batch-interval,50ms,http://127.0.0.1:$SINK_PORT"
 	[ "$PLUGIN_STATUS" = 0 ]
 	run sink_count "$OTLP_DIR" '.path == "/v1/traces" and .headers["content-encoding"] == "gzip"'
 	assert_output 1
-	run jq -r '.resourceSpans[0].scopeSpans[0].spans[0] | .traceId + " " + .spanId' "$OTLP_DIR/0001.json"
-	assert_output "$TRACE 0000000000000001"
-	run jq -r '.[0] | .traceId + " " + .id' "$SINK_DIR/0001.json"
-	assert_output "$TRACE 0000000000000001"
+	run jq -r '.resourceSpans[0].scopeSpans[0].spans[0] | .traceId + " " + .spanId + " " + (.kind | tostring)' "$OTLP_DIR/0001.json"
+	assert_output "$TRACE 0000000000000001 3"
+	run jq -r '.[0] | .traceId + " " + .id + " " + .kind' "$SINK_DIR/0001.json"
+	assert_output "$TRACE 0000000000000001 CLIENT"
 }
