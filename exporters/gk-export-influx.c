@@ -216,6 +216,12 @@ main(int argc, char **argv)
 		case 'L':
 			if (!*optarg)
 				gk_usage_error("bad --logs-measurement: empty");
+			/* InfluxDB cannot read a trailing backslash. */
+			if (optarg[strlen(optarg) - 1] == '\\')
+				gk_usage_error(
+				    "bad --logs-measurement: %s (ends "
+				    "with a backslash)",
+				    optarg);
 			I.o.logs = optarg;
 			break;
 		case 'N': I.o.logs = NULL; break;

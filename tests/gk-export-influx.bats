@@ -248,6 +248,9 @@ x\ y|4'
 	assert_output --partial "token"
 	run gk-export-influx --db a ftp://x
 	assert_failure 64
+	run gk-export-influx --db a --logs-measurement 'logs\'
+	assert_failure 64
+	assert_output --partial "backslash"
 	run gk-export-influx --help
 	assert_success
 	assert_output --partial "usage: gk-export-influx"
