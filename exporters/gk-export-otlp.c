@@ -27,7 +27,7 @@ static struct {
 	int draining;
 	gk_smap *starts; /* "proc\0pid" -> process start, ns (uint64_t *) */
 	gk_buf rec, key;
-	gk_series *m_invalid;
+	gk_series *m_invalid, *m_skipped;
 	gk_log_gate invalid_gate;
 } O;
 
@@ -83,25 +83,21 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 {
 	(void)arg;
 	const char *why = NULL;
-	int r;
-	int sig;
-	gk_buf_reset(&O.rec);
-	if (ev->type == GK_EV_SPAN) {
-		sig = SIG_TRACES;
-		if (!O.h[sig])
-			return;
-		r = gk_otlp_span(ev, &O.rec, &why);
-	} else if (ev->type == GK_EV_METRICS) {
-		sig = SIG_METRICS;
-		if (!O.h[sig])
-			return;
-		r = gk_otlp_metrics(ev, process_start(ev), &O.rec, &why);
-	} else {
-		sig = SIG_LOGS;
-		if (!O.h[sig])
-			return;
-		r = gk_otlp_log(ev, &O.rec, &why);
+	int sig = ev->type == GK_EV_SPAN      ? SIG_TRACES
+	          : ev->type == GK_EV_METRICS ? SIG_METRICS
+	                                      : SIG_LOGS;
+	if (!O.h[sig]) { /* a signal not in --signals: passed over */
+		gk_counter_add(O.m_skipped, 1);
+		return;
 	}
+	int r;
+	gk_buf_reset(&O.rec);
+	if (sig == SIG_TRACES)
+		r = gk_otlp_span(ev, &O.rec, &why);
+	else if (sig == SIG_METRICS)
+		r = gk_otlp_metrics(ev, process_start(ev), &O.rec, &why);
+	else
+		r = gk_otlp_log(ev, &O.rec, &why);
 	if (r < 0)
 		invalid(ex, why);
 	else if (r == 0)
@@ -215,6 +211,9 @@ main(int argc, char **argv)
 	O.m_invalid = gk_metric_series(gk_counter_new(
 	    "gk_export_otlp_invalid_total",
 	    "Events that could not be encoded as OTLP (bad ids, times)", NULL));
+	O.m_skipped = gk_metric_series(
+	    gk_counter_new("gk_export_otlp_skipped_total",
+	                   "Events of a signal not in --signals", NULL));
 	size_t blen = strlen(base);
 	while (blen && base[blen - 1] == '/')
 		blen--;

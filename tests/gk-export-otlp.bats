@@ -162,7 +162,7 @@ span_ids() {
 	assert_output "orders"
 }
 
-@test "a log event with a trace_id becomes a log record with traceId, a severity from its level and its other keys as typed attributes (a number past a double's range as -Infinity)" {
+@test "a log event with a trace_id becomes a log record with traceId, a severity from its level and its other keys as typed attributes (a number past a double's range as -Infinity); with --signals traces they are passed over, counted" {
 	start_sink sink
 	cat >"$EV" <<-EOF
 	{"ts":"2026-12-04T09:30:00.123456Z","type":"log","level":"warn","proc":"gk-limiter","pid":9,"svc":"orders","msg":"rate limited","key":"10.0.0.7","limit":200,"ratio":0.5,"huge":-1e400,"trace_id":"$TRACE"}
@@ -181,6 +181,11 @@ span_ids() {
 	run jq -r -s '.[1] | [.body.stringValue, .severityNumber, (.traceId // "none"),
 		(.attributes[] | select(.key == "raw") | .value.boolValue)] | @tsv' "$T/logs"
 	assert_output "a stray line from a handler	9	none	true"
+	n=$(sink_count "$SINK_DIR" true)
+	run_plugin "$EV" gk-export-otlp --signals traces --batch-interval 50ms "http://127.0.0.1:$SINK_PORT"
+	[ "$PLUGIN_STATUS" = 0 ]
+	[ "$(sink_count "$SINK_DIR" true)" = "$n" ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_otlp_skipped_total)" = 2 ]
 }
 
 @test "503 with Retry-After, then 200: each span is delivered exactly once, in order, and the retry waits as told" {
