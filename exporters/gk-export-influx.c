@@ -21,7 +21,7 @@ static struct {
 	gk_influx_stats st, st_seen;
 	gk_buf out;
 	gk_series *m_points, *m_not_finite, *m_empty, *m_empty_keys,
-	    *m_dup_tags, *m_backslashes, *m_bad_pid, *m_bad_time;
+	    *m_dup_tags, *m_backslashes, *m_bad_pid, *m_bad_time, *m_skipped;
 } I;
 
 static void
@@ -29,6 +29,11 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 {
 	(void)ex;
 	(void)arg;
+	/* Spans, access events, and logs with --no-logs: passed over. */
+	if (ev->type != GK_EV_METRICS && (ev->type != GK_EV_LOG || !I.o.logs)) {
+		gk_counter_add(I.m_skipped, 1);
+		return;
+	}
 	gk_buf_reset(&I.out);
 	size_t n = gk_influx_event(ev, &I.o, &I.out, &I.st);
 	/* One record per point: a batch never splits a line. */
@@ -312,6 +317,10 @@ main(int argc, char **argv)
 	I.m_bad_time = gk_metric_series(gk_counter_new(
 	    "gk_export_influx_bad_time_total",
 	    "Events of a ts past what InfluxDB holds (2262-04-11): not written",
+	    NULL));
+	I.m_skipped = gk_metric_series(gk_counter_new(
+	    "gk_export_influx_skipped_total",
+	    "Events not written: spans, access events, logs with --no-logs",
 	    NULL));
 	I.h = gk_ehttp_new(ex, &o);
 	/* The URL without the query: the token is never in it anyway. */

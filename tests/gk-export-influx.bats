@@ -187,6 +187,7 @@ x\ y|4'
 	gk-export-influx --org 'my org' --bucket 'b/1' --token-file "$T/token" --no-logs --pid-tag \
 		"http://127.0.0.1:$SINK_PORT/" <"$T/events.jsonl" 2>"$T/plugin.err"
 	[ ! -s "$T/requests.jsonl" ] # --no-logs: no point, no request
+	[ "$(own_metric "$T/plugin.err" gk_export_influx_skipped_total)" = 1 ]
 	record_stack "$T/run.jsonl" 1
 	gk-export-influx --org 'my org' --bucket 'b/1' --token-file "$T/token" --pid-tag \
 		"http://127.0.0.1:$SINK_PORT/" <"$T/run.jsonl" 2>"$T/plugin.err"
