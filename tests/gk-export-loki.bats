@@ -183,6 +183,21 @@ seq_events() {
 	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_dropped_total)" = 0 ]
 }
 
+@test "an event longer than Loki's max_line_size is dropped alone, counted and logged: the rest of its batch is accepted" {
+	http_sink_start
+	plugin_start plug gk-export-loki "http://127.0.0.1:$SINK_PORT"
+	feed "$(ev info 'long' "\"pad\":\"$(head -c 300000 /dev/zero | tr '\0' x)\"")" \
+		"$(ev info 'short')"
+	feed_end
+	wait_exit plug 20
+	run pushed
+	assert_output "[{\"svc\":\"orders\",\"level\":\"info\"},\"$NS\",\"short\"]"
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_loki_too_long_total)" = 1 ]
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_dropped_total)" = 1 ]
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_sent_total)" = 1 ]
+	wait_event "$BATS_TEST_TMPDIR/plug.err" '.msg == "event longer than --max-line-size: dropped"' 5
+}
+
 @test "--gzip compresses the body and says so in Content-Encoding; --tenant sets X-Scope-OrgID" {
 	http_sink_start
 	plugin_start plug gk-export-loki --gzip --tenant team-a \

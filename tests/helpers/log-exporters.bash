@@ -117,7 +117,8 @@ rs_lines() {
 # decompressed when gzipped) as one JSON line in $SINK_LOG, and answers
 # with the given statuses in turn, then 204 for every request after.
 # Like Loki, it answers 400 to a push with a stream without labels, or
-# with a label value longer than 2048 bytes (its default limit).
+# with a label value longer than 2048 bytes or a line longer than 256000
+# (its default limits).
 http_sink_start() {
 	SINK_PORT=$(free_port)
 	SINK_LOG="$BATS_TEST_TMPDIR/sink.jsonl"
@@ -149,6 +150,9 @@ class H(BaseHTTPRequestHandler):
         if any(len(v.encode()) > 2048 for s in streams
                for v in (s.get("stream") or {}).values()):
             status = 400  # Loki: max_label_value_length, 2048 bytes
+        if any(len(v[1].encode()) > 256000 for s in streams
+               for v in s.get("values") or []):
+            status = 400  # Loki: max_line_size, 256KB
         rec = {"method": self.command, "path": self.path,
                "headers": {k.lower(): v for k, v in self.headers.items()},
                "raw_bytes": len(raw), "body": body.decode("utf-8"),
