@@ -20,6 +20,11 @@ static struct {
 	bool with_pid;
 	gk_buf line, tail, cut;
 	gk_smap *paths; /* of the snapshot being sent: one point a path */
+	/* "proc\0pid" -> struct origin: the paths of a snapshot whose
+	 * parts are still coming (metrics.c splits a snapshot into lines a
+	 * pipe writes whole, a family's series across parts). */
+	gk_smap *origins;
+	gk_buf key;
 	gk_series *m_points, *m_not_finite, *m_collisions, *m_cut;
 } G;
 
@@ -27,6 +32,8 @@ static struct {
  * COMPONENT.wsp of the last: one past the file system's 255 bytes cannot
  * be made, and carbon drops its points. */
 #define MAX_COMPONENT 250
+/* Snapshots in progress (some parts read) remembered at most. */
+#define MAX_ORIGINS 10000
 /* A longer one keeps its start, then "_" and 16 hex digits of a hash of
  * the whole, so that two long values stay two paths. */
 #define CUT_KEEP (MAX_COMPONENT - 17)
@@ -139,6 +146,62 @@ series(const gk_snap_family *f, const gk_snap_series *s, void *arg)
 	point(ts, f->name, "_count", s->labels, NULL, s->count);
 }
 
+struct origin {
+	int64_t seq;
+	gk_smap *paths;
+};
+
+/* The paths sent so far of the snapshot ev is a part of: a map of its
+ * origin's, new at its first part; NULL when too many snapshots are in
+ * progress (then *own is a map for this part alone). */
+static gk_smap *
+snapshot_paths(const gk_event *ev, gk_smap **own)
+{
+	int64_t seq = 0, part = 1;
+	gk_json_int(gk_wire_get(ev->msg, "seq"), &seq);
+	gk_json_int(gk_wire_get(ev->msg, "part"), &part);
+	gk_buf *k = &G.key;
+	gk_buf_reset(k);
+	gk_event_text(ev->proc, k);
+	gk_buf_addc(k, 0);
+	gk_event_text(ev->pid, k);
+	struct origin *o = gk_smap_get(G.origins, k->data, k->len);
+	if (!o) {
+		if (gk_smap_count(G.origins) >= MAX_ORIGINS) {
+			*own = gk_smap_new();
+			return *own;
+		}
+		o = gk_xcalloc(1, sizeof *o);
+		*gk_smap_slot(G.origins, k->data, k->len, true) = o;
+	} else if (o->seq != seq || part <= 1) {
+		gk_smap_free(
+		    o->paths); /* an earlier snapshot, left unfinished */
+		o->paths = NULL;
+	}
+	if (!o->paths)
+		o->paths = gk_smap_new();
+	o->seq = seq;
+	*own = NULL;
+	return o->paths;
+}
+
+/* After the part ev: its origin's map is done with at the last part. */
+static void
+snapshot_part_done(const gk_event *ev)
+{
+	int64_t part = 1, parts = 1;
+	gk_json_int(gk_wire_get(ev->msg, "part"), &part);
+	gk_json_int(gk_wire_get(ev->msg, "parts"), &parts);
+	if (part < parts)
+		return;
+	struct origin *o = gk_smap_get(G.origins, G.key.data, G.key.len);
+	if (!o)
+		return;
+	gk_smap_free(o->paths);
+	free(o);
+	gk_smap_del(G.origins, G.key.data, G.key.len);
+}
+
 static void
 on_event(gk_export *ex, const gk_event *ev, void *arg)
 {
@@ -157,9 +220,13 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		gk_buf_adds(&G.tail, ".pid.");
 		gk_fold_json(&G.tail, ev->pid);
 	}
-	G.paths = gk_smap_new();
+	gk_smap *own;
+	G.paths = snapshot_paths(ev, &own);
 	gk_snap_walk(ev, series, ts);
-	gk_smap_free(G.paths);
+	if (own)
+		gk_smap_free(own);
+	else
+		snapshot_part_done(ev);
 	G.paths = NULL;
 }
 
@@ -224,6 +291,7 @@ main(int argc, char **argv)
 	gk_export_def def = {.name = "graphite", .on_event = on_event,
 	                     .on_drain = on_drain};
 	G.ex = gk_export_new(&def);
+	G.origins = gk_smap_new();
 	const char *why = NULL;
 	G.conn = gk_econn_new(G.ex, addr, GK_ECONN_TCP, queue, &why);
 	if (!G.conn)
@@ -247,5 +315,16 @@ main(int argc, char **argv)
 	char f[340];
 	snprintf(f, sizeof f, "addr=%s", addr);
 	gk_log(GK_INFO, "sending metrics to graphite", f);
-	return gk_export_run(G.ex);
+	int rc = gk_export_run(G.ex);
+	size_t pos = 0;
+	const char *key;
+	void *val;
+	while (gk_smap_next(G.origins, &pos, &key, &val)) {
+		struct origin *o = val;
+		gk_smap_free(o->paths);
+		free(o);
+	}
+	gk_smap_free(G.origins);
+	gk_buf_free(&G.key);
+	return rc;
 }
