@@ -21,8 +21,8 @@ typedef unsigned __int128 u128;
 
 /* ---- GCRA ---- */
 
-static u128
-gcd128(u128 a, u128 b)
+u128
+gk__gcd128(u128 a, u128 b)
 {
 	while (b) {
 		u128 t = a % b;
@@ -39,7 +39,7 @@ gk_gcra_init(gk_gcra *g, uint64_t num, uint64_t den_s, uint64_t burst)
 	if (!num || !den_s)
 		return -1;
 	u128 n = num, P = (u128)den_s * 1000000000u;
-	u128 d = gcd128(n, P);
+	u128 d = gk__gcd128(n, P);
 	n /= d;
 	P /= d;
 	if (P > GK_GCRA_MAX_PERIOD_NS)
@@ -444,7 +444,7 @@ make_policy(gk_limiter *l)
 {
 	const u128 P = l->gcra.period_ns, n = (u128)l->gcra.n * 1000000000u;
 	uint64_t limit = l->gcra.burst + 1;
-	u128 step = P / gcd128(n, P);
+	u128 step = P / gk__gcd128(n, P);
 	/* The burst window, in whole seconds, rounded up. */
 	uint64_t w = ceil_div((u128)limit * P, n);
 	if (!w)

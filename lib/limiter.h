@@ -50,6 +50,8 @@ typedef struct gk_rate_result {
 /* A rate of num events per den_s seconds (both > 0); burst >= 0.  -1 when
  * the rate cannot be kept exactly (the period would pass the maximum). */
 int gk_gcra_init(gk_gcra *g, uint64_t num, uint64_t den_s, uint64_t burst);
+/* The greatest common divisor, for the exact fractions of a rate. */
+unsigned __int128 gk__gcd128(unsigned __int128 a, unsigned __int128 b);
 /*
  * A request at now_ns.  An idle key admits burst + 1 at once, then one per
  * T.  With max_wait_ns > 0 a request that would conform within that long

@@ -144,17 +144,6 @@ typedef unsigned __int128 u128;
  * stay below it when each part is at most 2^52. */
 #define SCRIPT_MAX (1ull << 52)
 
-static u128
-gcd128(u128 a, u128 b)
-{
-	while (b) {
-		u128 t = a % b;
-		a = b;
-		b = t;
-	}
-	return a;
-}
-
 /*
  * The script's arguments (redis_limit.h): T = period_ns / (1000 n) us as
  * tw + tf / d, and tau = burst * T as uw + uf / d.  Exact when the reduced
@@ -169,7 +158,7 @@ gk__redis_script_times(const gk_gcra *g, uint64_t *tw, uint64_t *tf,
     uint64_t *d, uint64_t *uw, uint64_t *uf)
 {
 	u128 a = g->period_ns, b = (u128)g->n * 1000u;
-	u128 c = gcd128(a, b);
+	u128 c = gk__gcd128(a, b);
 	a /= c;
 	b /= c;
 	u128 w = a / b, f = a % b;
