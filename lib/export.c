@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "log_gate.h"
 #include "stream.h"
 
 #define DEFAULT_MAX_LINE (4u << 20)
@@ -40,7 +41,8 @@ struct gk_export {
 	} holder[MAX_HOLDERS];
 	size_t nholders;
 	gk_series *m_events, *m_raw, *m_sent, *m_dropped, *m_errors,
-	    *m_reconnects, *m_queue, *m_toolong;
+	    *m_reconnects, *m_queue, *m_toolong, *m_badts;
+	gk_log_gate badts_gate;
 };
 
 /* ------------------------------------------------------------------ */
@@ -59,14 +61,22 @@ digits(const char *p, int n)
 	return v;
 }
 
+/* The last second nanoseconds since the epoch hold in a uint64_t
+ * (2554-07-21T23:34:33.709551615Z), and the nanoseconds within it. */
+#define TS_MAX_S 18446744073ull
+#define TS_MAX_FRAC 709551615ull
+
 /*
  * RFC 3339 as events write it ("2026-12-04T09:30:00.123456Z"; a space for
  * the T, up to nine fraction digits, Z or an offset) in nanoseconds since
- * the epoch: every exporter reads ts through this one parse.
+ * the epoch: every exporter reads ts through this one parse.  *range is
+ * set when ts is well formed but outside what a uint64_t of nanoseconds
+ * since the epoch holds (before 1970, after 2554-07-21T23:34:33.709551615Z).
  */
-uint64_t
-gk_event_ts_ns(gk_json ts)
+static uint64_t
+ts_parse(gk_json ts, bool *range)
 {
+	*range = false;
 	if (ts.type != GK_JSON_STRING || ts.len < 22)
 		return 0;
 	const char *p = ts.p + 1, *end = ts.p + ts.len - 1;
@@ -76,20 +86,18 @@ gk_event_ts_ns(gk_json ts)
 	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
 	int h = digits(p + 11, 2), mi = digits(p + 14, 2),
 	    s = digits(p + 17, 2);
-	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
+	if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
 	    h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60)
 		return 0;
 	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
 	                .tm_hour = h, .tm_min = mi, .tm_sec = s};
-	time_t t = timegm(&tm);
-	if (t == (time_t)-1 || t < 0)
-		return 0;
-	uint64_t ns = (uint64_t)t * 1000000000u;
+	int64_t t = (int64_t)timegm(&tm);
+	uint64_t frac = 0;
 	const char *q = p + 19;
 	if (q < end && *q == '.') {
 		uint64_t scale = 100000000;
 		for (q++; q < end && *q >= '0' && *q <= '9'; q++) {
-			ns += (uint64_t)(*q - '0') * scale;
+			frac += (uint64_t)(*q - '0') * scale;
 			scale /= 10;
 		}
 	}
@@ -97,15 +105,25 @@ gk_event_ts_ns(gk_json ts)
 	if (q < end && (*q == '+' || *q == '-') && end - q >= 6) {
 		int oh = digits(q + 1, 2), om = digits(q + 4, 2);
 		if (oh >= 0 && om >= 0) {
-			uint64_t off = ((uint64_t)oh * 3600 + (uint64_t)om * 60) *
-			               1000000000u;
-			if (*q == '+')
-				ns = ns > off ? ns - off : 0;
-			else
-				ns += off;
+			int64_t off = (int64_t)oh * 3600 + (int64_t)om * 60;
+			t += *q == '+' ? -off : off;
 		}
 	}
-	return ns;
+	/* Past the range the nanoseconds would wrap, or go negative: no
+	 * time rather than a wrong one. */
+	if (t < 0 || (uint64_t)t > TS_MAX_S ||
+	    ((uint64_t)t == TS_MAX_S && frac > TS_MAX_FRAC)) {
+		*range = true;
+		return 0;
+	}
+	return (uint64_t)t * 1000000000u + frac;
+}
+
+uint64_t
+gk_event_ts_ns(gk_json ts)
+{
+	bool range;
+	return ts_parse(ts, &range);
 }
 
 uint64_t
@@ -237,6 +255,15 @@ gk_export_feed(gk_export *ex, const char *line, size_t len)
 		if (gk_wire_parse(&ex->msg, ex->wrap.data, ex->wrap.len, &err))
 			return; /* cannot happen: we wrote it */
 		gk_event_read(&ev, &ex->msg, true);
+	}
+	bool range;
+	if (ev.ts.type == GK_JSON_STRING && !ts_parse(ev.ts, &range) && range) {
+		/* Read as an event without ts: said, not silently shifted. */
+		gk_counter_add(ex->m_badts, 1);
+		gk_log_gate_error(&ex->badts_gate,
+		    "event ts out of range: read as without ts",
+		    "nanoseconds since the epoch hold 1970 to "
+		    "2554-07-21T23:34:33.709551615Z");
 	}
 	if (ex->def.on_event)
 		ex->def.on_event(ex, &ev, ex->def.arg);
@@ -470,6 +497,9 @@ gk_export_new(const gk_export_def *def)
 	    "Connections to the backend established after a failure");
 	ex->m_toolong = counter("gk_export_too_long_total",
 	    "Event lines longer than the bound, dropped");
+	ex->m_badts = counter("gk_export_ts_out_of_range_total",
+	    "Events whose ts is before 1970 or past 2554-07-21T23:34:33Z, "
+	    "read as without ts");
 	ex->m_queue = gk_metric_series(gk_gauge_new("gk_export_queue_bytes",
 	    "Bytes waiting for the backend", NULL));
 	int fl = fcntl(0, F_GETFL);

@@ -26,6 +26,11 @@
  *   gk_export_errors_total     backend errors (send, connect, HTTP status)
  *   gk_export_reconnects_total connections (re)established after a failure
  *   gk_export_queue_bytes      bytes waiting for the backend (gauge)
+ *   gk_export_too_long_total   event lines past the bound, dropped
+ *   gk_export_ts_out_of_range_total  events whose ts nanoseconds since
+ *                              the epoch do not hold (before 1970, after
+ *                              2554-07-21T23:34:33.709551615Z): read as
+ *                              events without ts
  */
 #ifndef GK_EXPORT_H
 #define GK_EXPORT_H
@@ -61,7 +66,8 @@ typedef struct gk_event {
 void gk_event_read(gk_event *ev, const gk_wire_msg *m, bool raw);
 
 /* ts (RFC 3339, up to nine fraction digits, Z or an offset) in nanoseconds
- * since the epoch; 0 when absent or malformed. */
+ * since the epoch; 0 when absent, malformed, or outside what a uint64_t of
+ * nanoseconds holds (before 1970, after 2554-07-21T23:34:33.709551615Z). */
 uint64_t gk_event_ts_ns(gk_json ts);
 /* The same in milliseconds and in microseconds. */
 uint64_t gk_event_ts_ms(const gk_event *ev);

@@ -162,18 +162,25 @@ span_ids() {
 	assert_output "orders"
 }
 
-@test "a log event with a trace_id becomes a log record with traceId, a severity from its level and its other keys as typed attributes (a number past a double's range as -Infinity); with --signals traces they are passed over, counted" {
+@test "a log event with a trace_id becomes a log record with traceId, a severity from its level and its other keys as typed attributes (a number past a double's range as -Infinity); a ts past 2554 is sent as no time, counted; with --signals traces they are passed over, counted" {
 	start_sink sink
 	cat >"$EV" <<-EOF
 	{"ts":"2026-12-04T09:30:00.123456Z","type":"log","level":"warn","proc":"gk-limiter","pid":9,"svc":"orders","msg":"rate limited","key":"10.0.0.7","limit":200,"ratio":0.5,"huge":-1e400,"trace_id":"$TRACE"}
 	a stray line from a handler
+	{"ts":"2600-01-01T00:00:00Z","type":"log","msg":"from past 2554"}
 	EOF
 	run_plugin "$EV" gk-export-otlp --batch-interval 50ms "http://127.0.0.1:$SINK_PORT"
 	[ "$PLUGIN_STATUS" = 0 ]
 	sink_bodies "$SINK_DIR" '.path == "/v1/logs"' |
 		jq -c '.resourceLogs[].scopeLogs[].logRecords[]' >"$T/logs"
 	run jq -s length "$T/logs"
-	assert_output 2
+	assert_output 3
+	# A ts past what uint64 nanoseconds hold is no time, not a wrapped
+	# one: the record has only its observed time, and it is counted.
+	run jq -r -s '.[2] | [.body.stringValue, (.timeUnixNano // "none")] | @tsv' "$T/logs"
+	assert_output "from past 2554	none"
+	[ "$(plugin_metric "$T/plugin.err" gk_export_ts_out_of_range_total)" = 1 ]
+	[ "$(count_events "$T/plugin.err" '.level == "error" and .msg == "event ts out of range: read as without ts"')" = 1 ]
 	run jq -r -s '.[0] | [.traceId, .severityNumber, .severityText, .body.stringValue,
 		.timeUnixNano, (.attributes | map(.key + "=" + (.value | tostring)) | join(" "))] | @tsv' "$T/logs"
 	assert_output "$TRACE	13	warn	rate limited	1796376600123456000	key={\"stringValue\":\"10.0.0.7\"} limit={\"intValue\":\"200\"} ratio={\"doubleValue\":0.5} huge={\"doubleValue\":\"-Infinity\"}"
@@ -185,7 +192,7 @@ span_ids() {
 	run_plugin "$EV" gk-export-otlp --signals traces --batch-interval 50ms "http://127.0.0.1:$SINK_PORT"
 	[ "$PLUGIN_STATUS" = 0 ]
 	[ "$(sink_count "$SINK_DIR" true)" = "$n" ]
-	[ "$(plugin_metric "$T/plugin.err" gk_export_otlp_skipped_total)" = 2 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_otlp_skipped_total)" = 3 ]
 }
 
 @test "503 with Retry-After, then 200: each span is delivered exactly once, in order, and the retry waits as told" {
