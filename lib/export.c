@@ -276,6 +276,16 @@ gk_export_feed(gk_export *ex, const char *line, size_t len)
 static void start_drain(gk_export *ex);
 
 static void
+too_long(gk_export *ex)
+{
+	char f[64];
+	snprintf(f, sizeof f, "max_bytes=%zu", ex->max_line);
+	gk_log(GK_ERROR, "event line too long: dropped", f);
+	gk_counter_add(ex->m_toolong, 1);
+	gk_counter_add(ex->m_dropped, 1);
+}
+
+static void
 deliver(gk_export *ex)
 {
 	size_t start = 0;
@@ -284,21 +294,20 @@ deliver(gk_export *ex)
 		if (!nl)
 			break;
 		size_t len = (size_t)(nl - (ex->in.data + start));
+		/* A line may arrive whole in one read, past the bound: the
+		 * bound holds for it too, not only for a line still open. */
 		if (ex->skipping)
 			ex->skipping = false;
+		else if (len > ex->max_line)
+			too_long(ex);
 		else
 			gk_export_feed(ex, ex->in.data + start, len);
 		start += len + 1;
 	}
 	gk_buf_consume(&ex->in, start);
 	if (ex->in.len > ex->max_line) {
-		if (!ex->skipping) {
-			char f[64];
-			snprintf(f, sizeof f, "max_bytes=%zu", ex->max_line);
-			gk_log(GK_ERROR, "event line too long: dropped", f);
-			gk_counter_add(ex->m_toolong, 1);
-			gk_counter_add(ex->m_dropped, 1);
-		}
+		if (!ex->skipping)
+			too_long(ex);
 		ex->skipping = true;
 		ex->in.len = 0;
 	}

@@ -195,6 +195,30 @@ span_ids() {
 	[ "$(plugin_metric "$T/plugin.err" gk_export_otlp_skipped_total)" = 3 ]
 }
 
+@test "an event line over the 4 MiB bound is dropped and counted even when it arrives whole in one read; one of exactly 4 MiB is sent" {
+	start_sink sink
+	# stdin is a regular file: the runtime reads it in large reads, so
+	# each long line arrives complete, newline included.
+	python3 - "$EV" <<-'PY'
+	import sys
+	cap = 4 << 20
+	pad = cap - len('{"type":"log","msg":""}')
+	with open(sys.argv[1], "w") as f:
+	    f.write('{"type":"log","msg":"%s"}\n' % ("a" * pad))
+	    f.write('{"type":"log","msg":"%s"}\n' % ("b" * (pad + 1)))
+	    f.write('{"type":"log","msg":"short"}\n')
+	PY
+	timeout -k 5 60 gk-export-otlp --max-queue 16M --batch-interval 50ms \
+		"http://127.0.0.1:$SINK_PORT" <"$EV" 2>"$T/plugin.err"
+	sink_bodies "$SINK_DIR" '.path == "/v1/logs"' |
+		jq -r '.resourceLogs[].scopeLogs[].logRecords[].body.stringValue | .[:1] + ":" + (length | tostring)' >"$T/got"
+	run paste -sd, "$T/got"
+	assert_output "a:$(((4 << 20) - 23)),s:5"
+	[ "$(plugin_metric "$T/plugin.err" gk_export_too_long_total)" = 1 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_dropped_total)" = 1 ]
+	[ "$(count_events "$T/plugin.err" '.msg == "event line too long: dropped" and .max_bytes == 4194304')" = 1 ]
+}
+
 @test "503 with Retry-After, then 200: each span is delivered exactly once, in order, and the retry waits as told" {
 	start_sink sink --statuses 503:1,200,503:1,200
 	spans 6 >"$EV"
