@@ -11,7 +11,9 @@
 #include "log_gate.h"
 #include "logship.h"
 
-#define MAX_LABELS 16
+/* Loki's default max_label_names_per_series: a stream with more label
+ * names is refused, and with it the whole push. */
+#define MAX_LABELS 15
 #define MAX_HEADERS 16
 
 static struct {
@@ -67,6 +69,44 @@ label_name_ok(const char *s, size_t n)
 			return false;
 	}
 	return !(n >= 2 && s[0] == '_' && s[1] == '_');
+}
+
+static void
+too_many_labels(void)
+{
+	gk_usage_error("too many labels: --label (svc and level by default) "
+	               "and --static-label give at most %d names, as Loki "
+	               "takes per stream",
+	               MAX_LABELS);
+}
+
+static size_t
+name_len(const char *s)
+{
+	const char *eq = strchr(s, '=');
+	return eq ? (size_t)(eq - s) : strlen(s);
+}
+
+/* Loki refuses a stream with a label name twice, and the push with it. */
+static void
+check_twice(const char *const *labels, size_t nlabels,
+            const char *const *statics, size_t nstatic)
+{
+	const char *all[MAX_LABELS];
+	size_t n = 0;
+	for (size_t i = 0; i < nlabels; i++)
+		all[n++] = labels[i];
+	for (size_t i = 0; i < nstatic; i++)
+		all[n++] = statics[i];
+	for (size_t i = 0; i < n; i++) {
+		size_t li = name_len(all[i]);
+		for (size_t j = 0; j < i; j++)
+			if (name_len(all[j]) == li &&
+			    !memcmp(all[i], all[j], li))
+				gk_usage_error("label %.*s given twice (by "
+				               "--label or --static-label)",
+				               (int)li, all[i]);
+	}
 }
 
 static gk_ehttp_cli cli;
@@ -135,10 +175,8 @@ main(int argc, char **argv)
 			continue;
 		switch (c) {
 		case 'l':
-			if (nlabels == MAX_LABELS)
-				gk_usage_error("too many --label options (at "
-				               "most %d)",
-				               MAX_LABELS);
+			if (nlabels + nstatic == MAX_LABELS)
+				too_many_labels();
 			if (!label_name_ok(optarg, strlen(optarg)))
 				gk_usage_error("bad --label: %s (expected a "
 				               "Loki label name: letters, "
@@ -148,10 +186,8 @@ main(int argc, char **argv)
 			break;
 		case 's': {
 			const char *eq = strchr(optarg, '=');
-			if (nstatic == MAX_LABELS)
-				gk_usage_error("too many --static-label "
-				               "options (at most %d)",
-				               MAX_LABELS);
+			if (nlabels + nstatic == MAX_LABELS)
+				too_many_labels();
 			if (!eq || !eq[1] ||
 			    !label_name_ok(optarg, (size_t)(eq - optarg)))
 				gk_usage_error("bad --static-label: %s "
@@ -205,9 +241,12 @@ main(int argc, char **argv)
 	    gk_ehttp_url_arg(argc, argv, "http://127.0.0.1:3100");
 	gk_ehttp_cli_check(&cli, false);
 	if (!nlabels) {
+		if (nstatic + 2 > MAX_LABELS)
+			too_many_labels();
 		labels[nlabels++] = "svc";
 		labels[nlabels++] = "level";
 	}
+	check_twice(labels, nlabels, statics, nstatic);
 	/* URL/loki/api/v1/push, unless the path is given already. */
 	gk_buf url = {0};
 	gk_buf_adds(&url, base);

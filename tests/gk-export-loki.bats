@@ -223,7 +223,7 @@ seq_events() {
 	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_loki_skipped_total)" = 1 ]
 }
 
-@test "usage errors exit 64 with one line naming the program" {
+@test "usage errors exit 64 with one line naming the program; more than 15 label names, or one twice, is one" {
 	run --separate-stderr gk-export-loki --label 'bad-name'
 	assert_failure 64
 	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
@@ -235,6 +235,28 @@ seq_events() {
 	run --separate-stderr gk-export-loki --static-label "job=$(printf 'v%.0s' $(seq 2049))"
 	assert_failure 64
 	[[ $stderr == *'2048 bytes'* ]]
+	# Loki refuses a stream of more than 15 label names (its
+	# max_label_names_per_series), and with it the whole push: 16 in
+	# all is refused at the start, 15 is taken.
+	local i args=()
+	for i in 1 2 3 4 5 6 7 8; do args+=(--label "l$i" --static-label "s$i=v"); done
+	run --separate-stderr gk-export-loki "${args[@]}" </dev/null
+	assert_failure 64
+	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
+	[[ $stderr == *'at most 15'* ]]
+	run --separate-stderr gk-export-loki "${args[@]:2}" --help
+	assert_success
+	# the default labels (svc, level) count too: 14 static ones are 16
+	args=()
+	for i in $(seq 14); do args+=(--static-label "s$i=v"); done
+	run --separate-stderr gk-export-loki "${args[@]:2}" --help
+	assert_success
+	run --separate-stderr gk-export-loki "${args[@]}" </dev/null
+	assert_failure 64
+	# and a name twice is a duplicate Loki refuses
+	run --separate-stderr gk-export-loki --static-label svc=shop </dev/null
+	assert_failure 64
+	[[ $stderr == *'svc'*'twice'* ]]
 	run gk-export-loki --help
 	assert_success
 	assert_output --partial '/loki/api/v1/push'
