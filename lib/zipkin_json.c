@@ -131,21 +131,35 @@ gk_zipkin_span(const gk_event *ev, gk_buf *out, const char **why)
 	gk_jw_object(&w);
 	gk_json_iter it;
 	gk_json k, v;
-	bool has_error_tag = false;
+	bool failed = gk_json_eq(gk_wire_get(m, "status"), "error");
+	bool has_error_tag = false, has_code_tag = false;
 	gk_json_iter_init(&it, attrs);
 	while (gk_json_iter_next(&it, &k, &v)) {
 		if (v.type == GK_JSON_NULL)
 			continue;
-		if (gk_json_eq(k, "error"))
+		/* Zipkin reads an error tag's presence as a failure, whatever
+		 * its value: an "error" attribute of false is left out, as
+		 * OpenTelemetry's Zipkin mapping asks. */
+		if (gk_json_eq(k, "error")) {
+			if (v.type == GK_JSON_FALSE || gk_json_eq(v, "false"))
+				continue;
 			has_error_tag = true;
+		}
+		if (gk_json_eq(k, "otel.status_code"))
+			has_code_tag = true;
 		gk_jw_raw(&w, k.p, k.len);
 		gk_buf_addc(out, ':');
 		w.after_key = true;
 		tag_value(&w, v);
 	}
-	if (gk_json_eq(gk_wire_get(m, "status"), "error") && !has_error_tag) {
-		/* Zipkin marks a failed span with an "error" tag holding
-		 * the error's description. */
+	/* OpenTelemetry's status mapping: otel.status_code ERROR, and
+	 * Zipkin's "error" tag holding the error's description.  "ok"
+	 * stays unset, as in OTLP (otlp_json.c): no tag. */
+	if (failed && !has_code_tag) {
+		gk_jw_key(&w, "otel.status_code");
+		gk_jw_cstr(&w, "ERROR");
+	}
+	if (failed && !has_error_tag) {
 		gk_json et = gk_json_member(attrs, "error.type");
 		gk_jw_key(&w, "error");
 		if (et.type == GK_JSON_STRING)

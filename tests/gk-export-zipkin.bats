@@ -182,16 +182,27 @@ ids() {
 ["00000000000000c3","SERVER",{"ipv4":"127.0.0.3","port":40000}]'
 }
 
-@test "a failed span carries Zipkin's error tag; a span with a bad id is dropped with an error naming why" {
+@test "a failed span carries Zipkin's error tag and otel.status_code ERROR, an ok one with an error attribute of false none; a span with a bad id is dropped with an error naming why" {
 	start_sink sink
 	{
 		echo '{"ts":"2026-12-04T09:30:00.000001Z","type":"span","proc":"gk-tracer","pid":3,"trace_id":"'$TRACE'","span_id":"00000000000000aa","name":"GET /x","kind":"client","start_us":1796376600000000,"duration_us":0,"status":"error","attrs":{"error.type":"client_gone","retries":2,"cached":false}}'
 		echo '{"type":"span","proc":"x","pid":1,"trace_id":"'$TRACE'","span_id":"xyz","start_us":1}'
+		# ok spans whose "error" attribute says false: Zipkin reads an
+		# error tag's presence as a failure, so none is written
+		echo '{"type":"span","proc":"gk-tracer","pid":3,"trace_id":"'$TRACE'","span_id":"00000000000000bb","name":"GET /y","start_us":1796376600000000,"duration_us":5,"status":"ok","attrs":{"error":false,"n":1}}'
+		echo '{"type":"span","proc":"gk-tracer","pid":3,"trace_id":"'$TRACE'","span_id":"00000000000000cc","name":"GET /z","start_us":1796376600000000,"duration_us":5,"status":"ok","attrs":{"error":"false"}}'
+		# a failed span with "error": false is still failed, once
+		echo '{"type":"span","proc":"gk-tracer","pid":3,"trace_id":"'$TRACE'","span_id":"00000000000000dd","name":"GET /w","start_us":1796376600000000,"duration_us":5,"status":"error","attrs":{"error":false}}'
 	} >"$EV"
 	run_plugin "$EV" gk-export-zipkin --batch-interval 50ms "http://127.0.0.1:$SINK_PORT"
 	[ "$PLUGIN_STATUS" = 0 ]
 	run jq -c '.[] | [.id, .kind, .duration, .localEndpoint.serviceName, .tags]' "$SINK_DIR/0001.json"
-	assert_output '["00000000000000aa","CLIENT",1,"gk-tracer",{"error.type":"client_gone","retries":"2","cached":"false","error":"client_gone"}]'
+	assert_output - <<-'EOF'
+	["00000000000000aa","CLIENT",1,"gk-tracer",{"error.type":"client_gone","retries":"2","cached":"false","otel.status_code":"ERROR","error":"client_gone"}]
+	["00000000000000bb",null,5,"gk-tracer",{"n":"1"}]
+	["00000000000000cc",null,5,"gk-tracer",{}]
+	["00000000000000dd",null,5,"gk-tracer",{"otel.status_code":"ERROR","error":"error"}]
+	EOF
 	[ "$(count_events "$T/plugin.err" '.level == "error" and .reason == "span_id is not 16 hexadecimal digits"')" = 1 ]
 	[ "$(plugin_metric "$T/plugin.err" gk_export_dropped_total)" = 1 ]
 }
