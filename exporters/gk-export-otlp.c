@@ -5,6 +5,7 @@
  * See gk-export-otlp(1); the encoding is in lib/otlp_json.c.
  */
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,10 @@ enum { SIG_TRACES, SIG_METRICS, SIG_LOGS, NSIG_ };
 static const char *const sig_name[NSIG_] = {"traces", "metrics", "logs"};
 static const char *const sig_prefix[NSIG_] = {
     "{\"resourceSpans\":[", "{\"resourceMetrics\":[", "{\"resourceLogs\":["};
+
+/* partialSuccess's count of what it rejected, per signal. */
+static const char *const rejected_key[NSIG_] = {
+    "rejectedSpans", "rejectedDataPoints", "rejectedLogRecords"};
 
 static struct {
 	gk_export *ex;
@@ -42,6 +47,77 @@ verdict(long status, void *arg)
 	    status == 504)
 		return GK_EHTTP_RETRY;
 	return GK_EHTTP_DROP;
+}
+
+/* A count as OTLP's JSON writes an int64: a decimal string, or a number. */
+static bool
+count_of(gk_json v, uint64_t *out)
+{
+	int64_t i;
+	if (v.type == GK_JSON_NUMBER && gk_json_int(v, &i) && i >= 0) {
+		*out = (uint64_t)i;
+		return true;
+	}
+	if (v.type != GK_JSON_STRING || v.len < 3 || v.len > 22)
+		return false;
+	uint64_t c = 0;
+	for (size_t k = 1; k + 1 < v.len; k++) {
+		if (v.p[k] < '0' || v.p[k] > '9' || c > UINT64_MAX / 10 - 1)
+			return false;
+		c = c * 10 + (uint64_t)(v.p[k] - '0');
+	}
+	*out = c;
+	return true;
+}
+
+/*
+ * OTLP/HTTP's partial success: a 200 whose body's partialSuccess counts
+ * the items the collector rejected, with an errorMessage; they are lost
+ * and must not be sent again.  A span or a log record is one record
+ * here, so that many are dropped; a metrics record is a whole snapshot
+ * and rejectedDataPoints counts points, so none is (the points are
+ * logged).  On the sender thread (gk_ehttp_opts.partial).
+ */
+static size_t
+partial(const char *body, size_t len, size_t n, uint64_t *rejected,
+    char *msg, size_t cap, void *arg)
+{
+	int sig = (int)(intptr_t)arg;
+	while (len && (unsigned char)body[len - 1] <= ' ')
+		len--;
+	while (len && (unsigned char)*body <= ' ')
+		body++, len--;
+	gk_wire_error err;
+	if (!len || *body != '{' || gk_json_validate(body, len, &err) < 0)
+		return 0; /* not JSON (or cut at 4 KiB): a full success */
+	gk_json ps = gk_json_member((gk_json){GK_JSON_OBJECT, body, len},
+	    "partialSuccess");
+	if (ps.type != GK_JSON_OBJECT)
+		return 0;
+	if (!count_of(gk_json_member(ps, rejected_key[sig]), rejected))
+		*rejected = 0;
+	gk_json em = gk_json_member(ps, "errorMessage");
+	if (em.type == GK_JSON_STRING) {
+		gk_buf b = {0};
+		gk_json_string(em, &b);
+		size_t k = 0;
+		for (; k < b.len && k + 1 < cap; k++) {
+			unsigned char c = (unsigned char)b.data[k];
+			msg[k] = c < ' ' || c == 0x7f ? ' ' : (char)c;
+		}
+		/* Cut at the bound: no half of a UTF-8 character. */
+		if (k < b.len && (b.data[k] & 0xc0) == 0x80) {
+			while (k && (msg[k - 1] & 0xc0) == 0x80)
+				k--;
+			if (k)
+				k--;
+		}
+		msg[k] = 0;
+		gk_buf_free(&b);
+	}
+	if (sig == SIG_METRICS)
+		return 0;
+	return *rejected < n ? (size_t)*rejected : n;
 }
 
 static void
@@ -159,7 +235,8 @@ main(int argc, char **argv)
 	                   .batch_records = 1000,
 	                   .max_bytes = 1u << 20, /* per signal: 3 in all */
 	                   .backoff_min_ms = 500,
-	                   .verdict = verdict};
+	                   .verdict = verdict,
+	                   .partial = partial};
 	gk_ehttp_cli_init(&cli, &o, MAX_HEADERS, 4096);
 	bool want[NSIG_] = {true, true, true};
 	static const struct option opts[] = {
@@ -225,6 +302,7 @@ main(int argc, char **argv)
 		    sig_name[i]);
 		o.url = url[i];
 		o.prefix = sig_prefix[i];
+		o.verdict_arg = (void *)(intptr_t)i;
 		O.h[i] = gk_ehttp_new(O.ex, &o);
 	}
 	char f[2100];

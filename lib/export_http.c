@@ -37,6 +37,7 @@
 #include <zlib.h>
 
 #include "export.h"
+#include "log_gate.h"
 
 #define MAX_NOTES 32
 #define RETRY_AFTER_MAX_MS 60000
@@ -46,8 +47,9 @@
 #define DEFAULT_MAX_BYTES (2u << 20)
 /* libcurl's buffer for sending a body (its default is 64 KiB). */
 #define UPLOAD_BUFFER 16384
-/* What is kept of an answer's body: the reason of a rejected batch. */
-#define ANSWER_MAX 1024
+/* What is kept of an answer's body: the reason of a rejected batch, an
+ * OTLP partialSuccess with its errorMessage. */
+#define ANSWER_MAX 4096
 
 struct batch {
 	struct batch *next;
@@ -73,6 +75,8 @@ struct gk_ehttp {
 	uint64_t batch_ms, timeout_ms;
 	enum gk_ehttp_verdict (*verdict)(long, void *);
 	size_t (*refused)(long, const char *, size_t, size_t, void *);
+	size_t (*partial)(const char *, size_t, size_t, uint64_t *, char *,
+	    size_t, void *);
 	void *verdict_arg;
 	/* Sender thread only: the start of the answer's body. */
 	char answer[ANSWER_MAX];
@@ -104,6 +108,8 @@ struct gk_ehttp {
 	bool thread_started;
 	gk_backoff backoff;
 	bool failing;
+	/* Partial rejections logged: with records dropped, without. */
+	gk_log_gate partial_gate[2];
 	long retry_after_ms; /* of the answer being read, -1 when none */
 };
 
@@ -275,6 +281,38 @@ default_verdict(long status, void *arg)
 	return GK_EHTTP_DROP;
 }
 
+/* Under mu: of a batch of n records acknowledged, those the backend
+ * rejected all the same (its answer says so); noted for the log. */
+static size_t
+partly_rejected(gk_ehttp *h, size_t n)
+{
+	if (!h->partial)
+		return 0;
+	uint64_t rejected = 0;
+	char msg[200];
+	msg[0] = 0;
+	size_t drop = h->partial(h->answer, h->answer_len, n, &rejected, msg,
+	    sizeof msg, h->verdict_arg);
+	if (drop > n)
+		drop = n;
+	if (!rejected && !drop && !msg[0])
+		return 0;
+	uint64_t held;
+	if (gk_log_gate_pass(&h->partial_gate[drop ? 0 : 1], &held)) {
+		char f1[64], f2[64], f3[224];
+		snprintf(f1, sizeof f1, "rejected=%llu",
+		    (unsigned long long)rejected);
+		snprintf(f2, sizeof f2, "count=%llu",
+		    (unsigned long long)(held + 1));
+		snprintf(f3, sizeof f3, "reason=%s", msg);
+		note3(h, drop ? GK_ERROR : GK_WARN,
+		    drop ? "batch partly rejected: dropped"
+		         : "batch accepted with a warning",
+		    f1, f2, msg[0] ? f3 : NULL);
+	}
+	return drop;
+}
+
 /* Send b once: the HTTP status, or 0 with err set. */
 static long
 send_once(gk_ehttp *h, CURL *c, struct batch *b, char *err)
@@ -384,7 +422,9 @@ sender(void *arg)
 			h->qbytes -= b->body.len;
 			h->qrecords -= b->records;
 			if (v == GK_EHTTP_OK) {
-				h->r_sent += b->records;
+				size_t n = partly_rejected(h, b->records);
+				h->r_dropped += n;
+				h->r_sent += b->records - n;
 				if (h->failing) {
 					h->r_reconnects++;
 					note(h, GK_INFO, "backend accepts "
@@ -741,6 +781,7 @@ gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o)
 	h->verdict = o->verdict ? o->verdict : default_verdict;
 	h->verdict_arg = o->verdict_arg;
 	h->refused = o->refused;
+	h->partial = o->partial;
 	gk_backoff_init(&h->backoff, o->backoff_min_ms, o->backoff_max_ms);
 	pthread_once(&once, curl_init);
 	char ct[256];

@@ -219,6 +219,27 @@ span_ids() {
 	[ "$(count_events "$T/plugin.err" '.msg == "event line too long: dropped" and .max_bytes == 4194304')" = 1 ]
 }
 
+@test "a 200 with partialSuccess: the rejected spans and log records are counted dropped, not sent, not retried, and the collector's errorMessage is logged" {
+	start_sink sink \
+		--body '/v1/traces={"partialSuccess":{"rejectedSpans":"1","errorMessage":"span too old"}}' \
+		--body '/v1/logs={"partialSuccess":{"rejectedLogRecords":2,"errorMessage":"log \"x\" refused"}}'
+	{
+		spans 4
+		printf '{"type":"log","msg":"m%d"}\n' 1 2 3
+	} >"$EV"
+	run_plugin "$EV" env GK_EXPORT_DRAIN_TIMEOUT=30s gk-export-otlp \
+		--batch-records 2 "http://127.0.0.1:$SINK_PORT"
+	[ "$PLUGIN_STATUS" = 0 ]
+	# two batches of spans and two of logs, each sent once
+	run sink_count "$SINK_DIR" 'true'
+	assert_output 4
+	# 7 records: 1 span and 2 log records rejected by the collector
+	[ "$(plugin_metric "$T/plugin.err" gk_export_sent_total)" = 4 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_dropped_total)" = 3 ]
+	[ "$(count_events "$T/plugin.err" '.level == "error" and .msg == "batch partly rejected: dropped" and .rejected == 1 and .reason == "span too old"')" = 1 ]
+	[ "$(count_events "$T/plugin.err" '.level == "error" and .msg == "batch partly rejected: dropped" and .rejected == 2 and .reason == "log \"x\" refused"')" = 1 ]
+}
+
 @test "503 with Retry-After, then 200: each span is delivered exactly once, in order, and the retry waits as told" {
 	start_sink sink --statuses 503:1,200,503:1,200
 	spans 6 >"$EV"

@@ -5,6 +5,7 @@ backend that Debian does not package (an OpenTelemetry collector, Zipkin,
 ...): tests check what arrives against the backend's documented wire format.
 
 usage: http-sink.py DIR [--port N] [--statuses LIST] [--then STATUS]
+                   [--body PATH=TEXT ...]
 
   DIR              where requests are recorded (created if missing)
   --port N         listen on 127.0.0.1:N; default a free port (bind port 0)
@@ -13,6 +14,8 @@ usage: http-sink.py DIR [--port N] [--statuses LIST] [--then STATUS]
                    STATUS:SECONDS to add "Retry-After: SECONDS"
                    (e.g. "503:1,200,400")
   --then STATUS    the answer once LIST is used up (default 200)
+  --body PATH=TEXT the body of the answer to the first request on PATH
+                   (such as an OTLP partialSuccess); repeatable
 
 Once listening it writes the port to DIR/port (atomically).  Request N
 (numbered from 1 in arrival order, 4 digits) is recorded as:
@@ -24,8 +27,8 @@ Once listening it writes the port to DIR/port (atomically).  Request N
                  received), gzip_error (a string, when gunzip failed)
 
 NNNN.req is written last and renamed into place, so once it exists the
-record is complete.  Every answer has the body "{}" (application/json,
-which is also an OTLP/HTTP full success).  TERM or INT ends it.
+record is complete.  Every other answer has the body "{}"
+(application/json, which is also an OTLP/HTTP full success).  TERM or INT ends it.
 """
 import argparse
 import gzip
@@ -50,12 +53,17 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--statuses", default="")
     ap.add_argument("--then", type=int, default=200)
+    ap.add_argument("--body", action="append", default=[])
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     script = []
     for item in filter(None, a.statuses.split(",")):
         status, _, retry = item.partition(":")
         script.append((int(status), retry or None))
+    bodies = {}
+    for item in a.body:
+        path, _, text = item.partition("=")
+        bodies[path] = text.encode()
     lock = threading.Lock()
     state = {"n": 0}
 
@@ -75,6 +83,7 @@ def main():
                     status, retry = script[seq - 1]
                 else:
                     status, retry = a.then, None
+                out = bodies.pop(self.path, b"{}")
             rec = {
                 "n": seq,
                 "method": self.command,
@@ -93,7 +102,6 @@ def main():
             write_atomic(base + ".body", body)
             write_atomic(base + ".json", decoded)
             write_atomic(base + ".req", (json.dumps(rec) + "\n").encode())
-            out = b"{}"
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(out)))
