@@ -79,8 +79,8 @@ count_of(gk_json v, uint64_t *out)
  * logged).  On the sender thread (gk_ehttp_opts.partial).
  */
 static size_t
-partial(const char *body, size_t len, size_t n, uint64_t *rejected,
-    char *msg, size_t cap, void *arg)
+partial(const char *body, size_t len, size_t n, uint64_t *rejected, char *msg,
+        size_t cap, void *arg)
 {
 	int sig = (int)(intptr_t)arg;
 	while (len && (unsigned char)body[len - 1] <= ' ')
@@ -91,7 +91,7 @@ partial(const char *body, size_t len, size_t n, uint64_t *rejected,
 	if (!len || *body != '{' || gk_json_validate(body, len, &err) < 0)
 		return 0; /* not JSON (or cut at 4 KiB): a full success */
 	gk_json ps = gk_json_member((gk_json){GK_JSON_OBJECT, body, len},
-	    "partialSuccess");
+	                            "partialSuccess");
 	if (ps.type != GK_JSON_OBJECT)
 		return 0;
 	if (!count_of(gk_json_member(ps, rejected_key[sig]), rejected))

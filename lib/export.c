@@ -86,8 +86,8 @@ ts_parse(gk_json ts, bool *range)
 	int y = digits(p, 4), mo = digits(p + 5, 2), d = digits(p + 8, 2);
 	int h = digits(p + 11, 2), mi = digits(p + 14, 2),
 	    s = digits(p + 17, 2);
-	if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 ||
-	    h > 23 || mi < 0 || mi > 59 || s < 0 || s > 60)
+	if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 ||
+	    mi < 0 || mi > 59 || s < 0 || s > 60)
 		return 0;
 	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
 	                .tm_hour = h, .tm_min = mi, .tm_sec = s};
@@ -261,9 +261,9 @@ gk_export_feed(gk_export *ex, const char *line, size_t len)
 		/* Read as an event without ts: said, not silently shifted. */
 		gk_counter_add(ex->m_badts, 1);
 		gk_log_gate_error(&ex->badts_gate,
-		    "event ts out of range: read as without ts",
-		    "nanoseconds since the epoch hold 1970 to "
-		    "2554-07-21T23:34:33.709551615Z");
+		                  "event ts out of range: read as without ts",
+		                  "nanoseconds since the epoch hold 1970 to "
+		                  "2554-07-21T23:34:33.709551615Z");
 	}
 	if (ex->def.on_event)
 		ex->def.on_event(ex, &ev, ex->def.arg);
@@ -506,7 +506,8 @@ gk_export_new(const gk_export_def *def)
 	    "Connections to the backend established after a failure");
 	ex->m_toolong = counter("gk_export_too_long_total",
 	    "Event lines longer than the bound, dropped");
-	ex->m_badts = counter("gk_export_ts_out_of_range_total",
+	ex->m_badts = counter(
+	    "gk_export_ts_out_of_range_total",
 	    "Events whose ts is before 1970 or past 2554-07-21T23:34:33Z, "
 	    "read as without ts");
 	ex->m_queue = gk_metric_series(gk_gauge_new("gk_export_queue_bytes",

@@ -268,7 +268,7 @@ typedef struct gk_ehttp_opts {
 	 * were dropped, else a warning).  On the sender thread, with
 	 * verdict_arg. */
 	size_t (*partial)(const char *body, size_t len, size_t n,
-	    uint64_t *rejected, char *msg, size_t cap, void *arg);
+	                  uint64_t *rejected, char *msg, size_t cap, void *arg);
 	/* Between records of one batch (NULL: nothing; "\n" for lines). */
 	const char *separator;
 	/* Around a batch ("[" and "]" for a JSON array), NULL for none. */

@@ -76,7 +76,7 @@ struct gk_ehttp {
 	enum gk_ehttp_verdict (*verdict)(long, void *);
 	size_t (*refused)(long, const char *, size_t, size_t, void *);
 	size_t (*partial)(const char *, size_t, size_t, uint64_t *, char *,
-	    size_t, void *);
+	                  size_t, void *);
 	void *verdict_arg;
 	/* Sender thread only: the start of the answer's body. */
 	char answer[ANSWER_MAX];
@@ -292,7 +292,7 @@ partly_rejected(gk_ehttp *h, size_t n)
 	char msg[200];
 	msg[0] = 0;
 	size_t drop = h->partial(h->answer, h->answer_len, n, &rejected, msg,
-	    sizeof msg, h->verdict_arg);
+	                         sizeof msg, h->verdict_arg);
 	if (drop > n)
 		drop = n;
 	if (!rejected && !drop && !msg[0])
@@ -301,14 +301,14 @@ partly_rejected(gk_ehttp *h, size_t n)
 	if (gk_log_gate_pass(&h->partial_gate[drop ? 0 : 1], &held)) {
 		char f1[64], f2[64], f3[224];
 		snprintf(f1, sizeof f1, "rejected=%llu",
-		    (unsigned long long)rejected);
+		         (unsigned long long)rejected);
 		snprintf(f2, sizeof f2, "count=%llu",
-		    (unsigned long long)(held + 1));
+		         (unsigned long long)(held + 1));
 		snprintf(f3, sizeof f3, "reason=%s", msg);
 		note3(h, drop ? GK_ERROR : GK_WARN,
-		    drop ? "batch partly rejected: dropped"
-		         : "batch accepted with a warning",
-		    f1, f2, msg[0] ? f3 : NULL);
+		      drop ? "batch partly rejected: dropped"
+		           : "batch accepted with a warning",
+		      f1, f2, msg[0] ? f3 : NULL);
 	}
 	return drop;
 }
