@@ -50,7 +50,7 @@ update_watch(gk_stream *s)
 
 gk_stream *
 gk_stream_new(gk_loop *loop, int rfd, int wfd, const gk_stream_ops *ops,
-    void *arg)
+              void *arg)
 {
 	gk_stream *s = gk_xcalloc(1, sizeof *s);
 	s->loop = loop;
@@ -284,9 +284,66 @@ flush_all(gk_loop *loop, void *arg)
 	}
 }
 
+/* The line at the head of s->in is past the maximum: said once, and the
+ * stage told while its first bytes are still there (gk_stream_line_head),
+ * so that it may find what the line was about. */
+static void
+line_too_long(gk_stream *s)
+{
+	gk_log(GK_ERROR, "line too long: dropped", "max_bytes=16777216");
+	if (s->on_too_long)
+		s->on_too_long(s, s->arg);
+}
+
+/*
+ * deliver_lines for a buffer holding more than a line's maximum: a line
+ * past it is dropped whether or not its end came in the same read (a fast
+ * writer, or a regular file, can hand over a whole long line at once).
+ * Apart from the common case so that a request costs no more.
+ */
+static void
+deliver_lines_big(gk_stream *s)
+{
+	size_t start = 0;
+	while (start < s->in.len && !s->closing) {
+		char *p = s->in.data + start;
+		char *nl = memchr(p, '\n', s->in.len - start);
+		size_t len = nl ? (size_t)(nl - p) : s->in.len - start;
+		if (len > s->max_line && !s->skipping) {
+			gk_buf_consume(&s->in, start);
+			start = 0;
+			p = s->in.data;
+			nl = nl ? p + len : NULL;
+			s->skipping = true;
+			line_too_long(s);
+			if (s->closing)
+				break;
+		}
+		if (!nl) {
+			if (s->skipping) /* what came of a line being dropped */
+				start = s->in.len;
+			break;
+		}
+		*nl = 0;
+		if (s->skipping)
+			s->skipping = false;
+		else
+			s->ops->on_line(s, p, len, s->arg);
+		start += len + 1;
+	}
+	gk_buf_consume(&s->in, start);
+	if (!s->in.len && s->in.cap > (256u << 10))
+		gk_buf_free(&s->in);
+}
+
 static void
 deliver_lines(gk_stream *s)
 {
+	if (s->in.len > s->max_line) {
+		deliver_lines_big(s);
+		return;
+	}
+	/* Every line here is within the maximum, and so is what is left. */
 	size_t start = 0;
 	char *d = s->in.data;
 	while (start < s->in.len && !s->closing) {
@@ -302,19 +359,6 @@ deliver_lines(gk_stream *s)
 		start += len + 1;
 	}
 	gk_buf_consume(&s->in, start);
-	if (s->in.len > s->max_line && !s->closing) {
-		bool first = !s->skipping;
-		if (first)
-			gk_log(GK_ERROR, "line too long: dropped",
-			    "max_bytes=16777216");
-		/* Called while the line's first bytes are still in s->in
-		 * (gk_stream_line_head), so that it may find what the line
-		 * was about. */
-		if (first && s->on_too_long)
-			s->on_too_long(s, s->arg);
-		s->skipping = true;
-		s->in.len = 0;
-	}
 	if (!s->in.len && s->in.cap > (256u << 10))
 		gk_buf_free(&s->in);
 }
@@ -355,7 +399,8 @@ stream_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 		bool full;
 		/* A short read means drained (level-triggered epoll); do not
 		 * read again for EAGAIN. */
-		while (gk_read_chunk(s->rfd, &s->in, 0, &full, &err) && full)
+		while (gk_read_chunk(s->rfd, &s->in, 0, &full, &err) && full &&
+		       s->in.len <= s->max_line)
 			;
 		if (s->in.len)
 			deliver_lines(s);

@@ -1591,3 +1591,28 @@ for head, body in re.findall(rb"(HTTP/1.1 .*?)\r\n\r\n(/slow/1\n)", out, re.S):
 	assert_success
 	assert_output --regexp '^gk-listener [0-9]+\.[0-9]+\.[0-9]+$'
 }
+
+# ---- the stage runtime: the wire protocol (gk-wire(5)) on a stage's stdin ----
+
+@test "a wire line of exactly 16 MiB is taken and one byte more is answered 413, even when both come in one read" {
+	# A regular file hands a stage whole lines in one read: the bound
+	# holds for a line whose end came with it, not only for one that is
+	# still arriving.
+	python3 -c '
+import sys
+for i, n in (("a", 16 << 20), ("b", (16 << 20) + 1)):
+    head = "{\"id\":\"%s\",\"path\":\"/%s\",\"pad\":\"" % (i, i)
+    sys.stdout.write(head + "x" * (n - len(head) - 2) + "\"}\n")
+sys.stdout.write("{\"id\":\"c\",\"path\":\"/c\"}\n")' >"$T/in"
+	[ "$(head -1 "$T/in" | wc -c)" -eq $(((16 << 20) + 1)) ]
+	start_bg_in "$T/in" stage gk-breaker -- python3 "$T/handler.py"
+	wait_exit stage 20
+	[ "$BG_STATUS" -eq 0 ]
+	jq -r '"\(.id) \(.status) \(.error.reason // "-")"' "$T/stage.out" |
+	    sort >"$T/got"
+	run cat "$T/got"
+	assert_output "$(printf 'a 200 -\nb 413 request too long\nc 200 -')"
+	run grep -c '"id": "b"' "$HANDLER_LOG"
+	assert_output 0
+	[ "$(count_events "$T/stage.err" '.msg == "line too long: dropped"')" -eq 1 ]
+}
