@@ -363,6 +363,26 @@ deliver_lines(gk_stream *s)
 		gk_buf_free(&s->in);
 }
 
+/*
+ * At the end of input, a last line without its LF is still a line, as
+ * for jq or sort: a request piped in by printf would otherwise be lost
+ * without a word, and a child that died mid-line has its cut line read
+ * (and rejected, naming the request it answered).  Not one being dropped
+ * for its length.
+ */
+static void
+deliver_last_line(gk_stream *s)
+{
+	size_t len = s->in.len;
+	bool skip = s->skipping;
+	s->in.len = 0;
+	s->skipping = false;
+	if (!len || skip)
+		return;
+	s->in.data[len] = 0; /* gk_read_chunk leaves room for it */
+	s->ops->on_line(s, s->in.data, len, s->arg);
+}
+
 size_t
 gk_read_chunk(int fd, gk_buf *b, size_t max, bool *full, int *err)
 {
@@ -404,6 +424,8 @@ stream_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 			;
 		if (s->in.len)
 			deliver_lines(s);
+		if (err >= 0 && !s->closing)
+			deliver_last_line(s);
 		if (err >= 0 && !s->closing) {
 			s->eof = true;
 			update_watch(s);

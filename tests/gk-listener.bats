@@ -1616,3 +1616,27 @@ sys.stdout.write("{\"id\":\"c\",\"path\":\"/c\"}\n")' >"$T/in"
 	assert_output 0
 	[ "$(count_events "$T/stage.err" '.msg == "line too long: dropped"')" -eq 1 ]
 }
+
+@test "a last request line without its LF at the end of stdin is served" {
+	printf '{"id":"1","path":"/a"}\n{"id":"2","path":"/b"}' >"$T/in"
+	start_bg_in "$T/in" stage gk-breaker -- python3 "$T/handler.py"
+	wait_exit stage 10
+	[ "$BG_STATUS" -eq 0 ]
+	jq -r '"\(.id) \(.status) \(.body | rtrimstr("\n"))"' "$T/stage.out" |
+	    sort >"$T/got"
+	run cat "$T/got"
+	assert_output "$(printf '1 200 /a\n2 200 /b')"
+}
+
+@test "a handler's last answer without its LF, written as it exits, reaches the client" {
+	cat >"$T/once.py" <<'PY'
+import json, sys
+r = json.loads(sys.stdin.readline())
+sys.stdout.write(json.dumps({"id": r["id"], "status": 200, "body": "last\n"}))
+PY
+	echo '{"id":"1","path":"/a"}' >"$T/in"
+	start_bg_in "$T/in" stage gk-breaker --no-restart -- python3 "$T/once.py"
+	wait_exit stage 10
+	run jq -r '"\(.id) \(.status) \(.body | rtrimstr("\n"))"' "$T/stage.out"
+	assert_output "1 200 last"
+}
