@@ -647,7 +647,8 @@ south_line(gk_stream *s, char *line, size_t len, void *arg)
 {
 	(void)s;
 	gk_stage *st = arg;
-	if (!len)
+	/* An empty line, LF or CRLF, is ignored (gk-wire(5)). */
+	if (len <= 1 && (!len || *line == '\r'))
 		return;
 	gk_wire_error err;
 	gk_msg *m = gk_msg_new(line, len, &err);
@@ -925,7 +926,8 @@ static void answer_bad_request(gk_stage *st, gk_stream *s, const char *id,
 static void
 north_line(gk_stage *st, gk_north *n, char *line, size_t len)
 {
-	if (!len)
+	/* An empty line, LF or CRLF, is ignored (gk-wire(5)). */
+	if (len <= 1 && (!len || *line == '\r'))
 		return;
 	gk_wire_error err;
 	gk_msg *m = gk_msg_new(line, len, &err);

@@ -1640,3 +1640,13 @@ PY
 	run jq -r '"\(.id) \(.status) \(.body | rtrimstr("\n"))"' "$T/stage.out"
 	assert_output "1 200 last"
 }
+
+@test "blank lines, LF or CRLF, are ignored without an error" {
+	printf '\r\n\n{"id":"1","path":"/a"}\r\n\r\n\n' >"$T/in"
+	start_bg_in "$T/in" stage gk-breaker -- python3 "$T/handler.py"
+	wait_exit stage 10
+	[ "$BG_STATUS" -eq 0 ]
+	run jq -r '"\(.id) \(.status)"' "$T/stage.out"
+	assert_output "1 200"
+	[ "$(count_events "$T/stage.err" '.level == "error"')" -eq 0 ]
+}
