@@ -89,6 +89,7 @@ struct gk_stage {
 
 	gk_series *m_inflight, *m_overload, *m_drain_rejects, *m_restarts;
 	gk_series *m_unknown, *m_badline, *m_timeouts, *m_south_down;
+	gk_series *m_duplicate, *m_drain_timeout;
 };
 
 static void begin_drain(gk_stage *st, const char *why);
@@ -522,6 +523,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 		    n->serial, req->id);
 	}
 	if (table_find(st, req->sid, req->sidlen)) {
+		gk_counter_add(st->m_duplicate, 1);
 		gk_answer(req, 400, NULL, "duplicate request id\n",
 		    "duplicate id");
 		return;
@@ -1222,8 +1224,10 @@ on_drain_timeout(gk_loop *loop, void *arg)
 	gk_req **v;
 	size_t k = table_all(st, &v);
 	for (size_t i = 0; i < k; i++)
-		if (!v[i]->done)
+		if (!v[i]->done) {
+			gk_counter_add(st->m_drain_timeout, 1);
 			answer_503(v[i], "drain timeout");
+		}
 	free(v);
 	st->nnorth = 0;
 	finish_drain(st);
@@ -1381,6 +1385,8 @@ register_metrics(gk_stage *st)
 	st->m_drain_rejects = gk_series_get(rej, "draining", (char *)0);
 	st->m_south_down = gk_series_get(rej, "south_unavailable", (char *)0);
 	st->m_timeouts = gk_series_get(rej, "timeout", (char *)0);
+	st->m_duplicate = gk_series_get(rej, "duplicate_id", (char *)0);
+	st->m_drain_timeout = gk_series_get(rej, "drain_timeout", (char *)0);
 	st->m_restarts = gk_metric_series(gk_counter_new(
 	    "gk_stage_south_restarts_total", "Restarts of the south child",
 	    NULL));

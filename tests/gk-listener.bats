@@ -1650,3 +1650,35 @@ PY
 	assert_output "1 200"
 	[ "$(count_events "$T/stage.err" '.level == "error"')" -eq 0 ]
 }
+
+# stage_rejected REASON FILE: gk_stage_rejected_total{reason=REASON} in the
+# metrics snapshot a stage wrote to FILE as it exited.
+stage_rejected() {
+	jq -R 'fromjson? | select(.type == "metrics") | .metrics[] |
+	    select(.name == "gk_stage_rejected_total") | .series[] |
+	    select(.labels.reason == "'"$1"'") | .value' "$2" | tail -1
+}
+
+@test "a request with the id of one in flight is answered 400 and counted in gk_stage_rejected_total" {
+	# Both lines come in one read: the first is still in flight when the
+	# second is taken.
+	printf '{"id":"7","path":"/a"}\n{"id":"7","path":"/b"}\n' >"$T/in"
+	start_bg_in "$T/in" stage gk-breaker -- python3 "$T/handler.py"
+	wait_exit stage 10
+	jq -r '"\(.id) \(.status) \(.error.reason // "-")"' "$T/stage.out" |
+	    sort >"$T/got"
+	run cat "$T/got"
+	assert_output "$(printf '7 200 -\n7 400 duplicate id')"
+	run stage_rejected duplicate_id "$T/stage.err"
+	assert_output 1
+}
+
+@test "what --drain-timeout cuts short is answered 503 and counted in gk_stage_rejected_total" {
+	printf '{"id":"1","path":"/hang"}\n{"id":"2","path":"/hang2"}\n' >"$T/in"
+	start_bg_in "$T/in" stage gk-breaker --drain-timeout 200ms -- python3 "$T/handler.py"
+	wait_exit stage 10
+	run jq -r '"\(.status) \(.error.reason)"' "$T/stage.out"
+	assert_output "$(printf '503 drain timeout\n503 drain timeout')"
+	run stage_rejected drain_timeout "$T/stage.err"
+	assert_output 2
+}
