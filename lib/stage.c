@@ -473,10 +473,11 @@ gk__cancel(gk_stage *st, gk_north *n, const char *id)
 	gk_req *req;
 	if (n->unique_ids)
 		req = table_find(st, id, strlen(id));
-	else {
-		char sid[256];
-		snprintf(sid, sizeof sid, "%u.%s", n->serial, id);
-		req = table_find(st, sid, strlen(sid));
+	else { /* as gk__request_with names it, whatever the id's length */
+		gk_buf sid = {0};
+		gk_buf_addf(&sid, "%u.%s", n->serial, id);
+		req = table_find(st, sid.data, sid.len);
+		gk_buf_free(&sid);
 	}
 	if (req && req->north == n)
 		gk__req_abandon(req);

@@ -1682,3 +1682,21 @@ stage_rejected() {
 	run stage_rejected drain_timeout "$T/stage.err"
 	assert_output 2
 }
+
+@test "a cancel on a wire connection reaches the handler for an id of 300 bytes" {
+	start_bg stage gk-breaker -l "127.0.0.1:$PORT" -- python3 "$T/handler.py"
+	wait_port 127.0.0.1 "$PORT"
+	python3 -c '
+import socket, sys
+i = "k" * 300
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(("{\"id\":\"%s\",\"path\":\"/hang\"}\n" % i).encode())
+s.sendall(("{\"id\":\"%s\",\"cancel\":true}\n" % i).encode())
+s.sendall(b"{\"id\":\"after\",\"path\":\"/after\"}\n")
+f = s.makefile()
+assert "after" in f.readline()
+# The handler reads in order: the cancel came before /after, and the
+# connection is still open (closing it cancels too).
+log = open(sys.argv[2]).read()
+assert log.count("\"cancel\"") == 1, log[-200:]' "$PORT" "$HANDLER_LOG"
+}
