@@ -13,14 +13,14 @@ on_timer(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	gk_ares *a = arg;
-	ares_process_fd(a->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	a->api->process_fd(a->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 	gk__ares_arm(a);
 }
 
 void
 gk__ares_arm(gk_ares *a)
 {
-	struct timeval tv, *t = ares_timeout(a->ch, NULL, &tv);
+	struct timeval tv, *t = a->api->timeout(a->ch, NULL, &tv);
 	if (t)
 		gk_timer_start(a->loop, &a->timer,
 		    (uint64_t)t->tv_sec * 1000 + (uint64_t)t->tv_usec / 1000 + 1,
@@ -34,7 +34,7 @@ on_fd(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
 	(void)loop;
 	gk_ares *a = arg;
-	ares_process_fd(a->ch, ev & GK_READ ? fd : ARES_SOCKET_BAD,
+	a->api->process_fd(a->ch, ev & GK_READ ? fd : ARES_SOCKET_BAD,
 	    ev & GK_WRITE ? fd : ARES_SOCKET_BAD);
 	gk__ares_arm(a);
 }
@@ -53,28 +53,29 @@ sock_state(void *arg, ares_socket_t fd, int readable, int writable)
 }
 
 int
-gk__ares_open(gk_ares *a, gk_loop *loop, int timeout_ms, int tries,
-    const char *nameserver, const char **why)
+gk__ares_open(gk_ares *a, const gk_ares_api *api, gk_loop *loop,
+    int timeout_ms, int tries, const char *nameserver, const char **why)
 {
 	static bool lib;
 	if (!lib) {
-		ares_library_init(ARES_LIB_INIT_ALL);
+		api->library_init(ARES_LIB_INIT_ALL);
 		lib = true;
 	}
+	a->api = api;
 	a->loop = loop;
 	a->ch = NULL;
 	struct ares_options o = {.sock_state_cb = sock_state,
 	    .sock_state_cb_data = a, .timeout = timeout_ms, .tries = tries};
-	if (ares_init_options(&a->ch, &o, ARES_OPT_SOCK_STATE_CB |
+	if (api->init_options(&a->ch, &o, ARES_OPT_SOCK_STATE_CB |
 	    ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES) != ARES_SUCCESS) {
 		a->ch = NULL;
 		*why = "unable to start c-ares";
 		return -1;
 	}
 	if (nameserver &&
-	    ares_set_servers_ports_csv(a->ch, nameserver) != ARES_SUCCESS) {
+	    api->set_servers_ports_csv(a->ch, nameserver) != ARES_SUCCESS) {
 		*why = "bad --nameserver (expected IP:PORT)";
-		ares_destroy(a->ch);
+		api->destroy(a->ch);
 		a->ch = NULL;
 		return -1;
 	}
@@ -87,6 +88,6 @@ gk__ares_close(gk_ares *a)
 	if (!a->ch)
 		return;
 	gk_timer_stop(a->loop, &a->timer);
-	ares_destroy(a->ch);
+	a->api->destroy(a->ch);
 	a->ch = NULL;
 }

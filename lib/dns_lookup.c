@@ -5,6 +5,7 @@
  * behind it; c-ares asks on non-blocking sockets that the loop watches.
  */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,59 @@ struct query {
 	unsigned gen;
 };
 
+/*
+ * c-ares is loaded with dlopen(3) when the first lookup is made, as hiredis
+ * is (redis_limit.c): linked, it would sit in the memory of every
+ * gk-limiter, most of which never look a name up.
+ */
+#define GK_LIBCARES "libcares.so.2"
+
+static struct {
+	bool loaded;
+	gk_ares_api api;
+	__typeof__(&ares_getaddrinfo) getaddrinfo;
+	__typeof__(&ares_freeaddrinfo) freeaddrinfo;
+	__typeof__(&ares_strerror) strerror;
+} C;
+
+static int
+cares_load(const char **why)
+{
+	if (C.loaded)
+		return 0;
+	void *h = dlopen(GK_LIBCARES, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		*why = "unable to load " GK_LIBCARES;
+		return -1;
+	}
+#define SYM(field, name)                                        \
+	if (!(*(void **)&C.field = dlsym(h, #name))) {          \
+		*why = "unable to find " #name " in " GK_LIBCARES; \
+		return -1;                                      \
+	}
+	SYM(api.library_init, ares_library_init)
+	SYM(api.init_options, ares_init_options)
+	SYM(api.set_servers_ports_csv, ares_set_servers_ports_csv)
+	SYM(api.destroy, ares_destroy)
+	SYM(api.process_fd, ares_process_fd)
+	SYM(api.timeout, ares_timeout)
+	SYM(getaddrinfo, ares_getaddrinfo)
+	SYM(freeaddrinfo, ares_freeaddrinfo)
+	SYM(strerror, ares_strerror)
+#undef SYM
+	C.loaded = true; /* h stays open for the life of the process */
+	return 0;
+}
+
 gk_dns *
 gk__dns_new(gk_loop *loop, const char *nameserver, const char **why)
 {
+	if (cares_load(why) < 0)
+		return NULL;
 	gk_dns *d = gk_xcalloc(1, sizeof *d);
 	/* Short tries: a caller that has a last good address goes on with
 	 * it rather than wait long for a resolver that does not answer. */
-	if (gk__ares_open(&d->ares, loop, 500, 2, nameserver, why) < 0) {
+	if (gk__ares_open(&d->ares, &C.api, loop, 500, 2, nameserver, why) < 0) {
 		free(d);
 		return NULL;
 	}
@@ -66,7 +113,7 @@ on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 				a.n++;
 		}
 	if (res)
-		ares_freeaddrinfo(res);
+		C.freeaddrinfo(res);
 	if (!wanted)
 		return;
 	gk_dns_fn *fn = d->fn;
@@ -76,7 +123,7 @@ on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 	else
 		fn(d->arg, NULL,
 		   status == ARES_SUCCESS ? "no address"
-		                          : ares_strerror(status));
+		                          : C.strerror(status));
 }
 
 void
@@ -90,7 +137,7 @@ gk__dns_lookup(gk_dns *d, const char *name, gk_dns_fn *fn, void *arg)
 	struct ares_addrinfo_hints h = {.ai_family = AF_UNSPEC,
 	                                .ai_socktype = SOCK_STREAM};
 	/* May answer at once (the hosts file): fn can run inside this call. */
-	ares_getaddrinfo(d->ares.ch, name, NULL, &h, on_answer, q);
+	C.getaddrinfo(d->ares.ch, name, NULL, &h, on_answer, q);
 	gk__ares_arm(&d->ares);
 }
 

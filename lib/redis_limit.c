@@ -518,7 +518,11 @@ gk_redis_limit_new(gk_loop *loop, const char *host, int port,
 		dns = gk__dns_new(loop, nameserver, why);
 		if (!dns) {
 			/* Named for the option: not taken for the key's. */
-			*why = "--redis: unable to start the host name lookup";
+			static char msg[192];
+			snprintf(msg, sizeof msg,
+			    "--redis: unable to start the host name lookup: %s",
+			    *why);
+			*why = msg;
 			return NULL;
 		}
 	}

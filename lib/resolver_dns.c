@@ -14,6 +14,9 @@
 #include "ares_loop.h"
 #include "resolver_source.h"
 
+const gk_ares_api gk__ares_direct = {ares_library_init, ares_init_options,
+    ares_set_servers_ports_csv, ares_destroy, ares_process_fd, ares_timeout};
+
 #define MIN_REFRESH_MS 1000
 #define MAX_REFRESH_MS 300000
 #define ERROR_RETRY_MS 2000
@@ -383,7 +386,7 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 		}
 	}
 	const char *ns = gk__resolver_options(r)->nameserver;
-	if (gk__ares_open(&d->ares, d->loop, 1000, 2, ns, why) < 0) {
+	if (gk__ares_open(&d->ares, &gk__ares_direct, d->loop, 1000, 2, ns, why) < 0) {
 		free(d);
 		return -1;
 	}

@@ -837,7 +837,7 @@ _past_ms() {
 	[ "$(count_events "$T/s.err" "$gauge and (($limits) < 4 or ($limits) > 40)")" -eq 0 ]
 }
 
-@test "without a jq key or --redis, the stages load neither libjq nor hiredis" {
+@test "without a jq key or --redis, the stages load neither libjq, hiredis nor c-ares" {
 	[ -z "${GK_SANITIZED:-}" ] || skip "sanitizer builds link every library at start"
 	local port
 	port=$(free_port)
@@ -852,7 +852,7 @@ _past_ms() {
 		p=$(pgrep -s "$(bg_pid s)" -x "$name")
 		[ -n "$p" ]
 		echo "# $name: $(grep VmRSS "/proc/$p/status" | tr -s ' \t' ' ')" >&3
-		! grep -E 'libjq|libonig|libhiredis|libcurl' "/proc/$p/maps" ||
+		! grep -E 'libjq|libonig|libhiredis|libcurl|libcares' "/proc/$p/maps" ||
 			fail "$name maps a library it does not use"
 	done
 	stop_all
