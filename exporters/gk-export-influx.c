@@ -44,27 +44,18 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		off += len + 1;
 	}
 	gk_counter_add(I.m_points, (double)n);
-	if (I.st.not_finite != I.st_seen.not_finite)
-		gk_counter_add(I.m_not_finite,
-		    (double)(I.st.not_finite - I.st_seen.not_finite));
-	if (I.st.empty != I.st_seen.empty)
-		gk_counter_add(I.m_empty, (double)(I.st.empty - I.st_seen.empty));
-	if (I.st.empty_keys != I.st_seen.empty_keys)
-		gk_counter_add(I.m_empty_keys,
-		    (double)(I.st.empty_keys - I.st_seen.empty_keys));
-	if (I.st.dup_tags != I.st_seen.dup_tags)
-		gk_counter_add(I.m_dup_tags,
-		    (double)(I.st.dup_tags - I.st_seen.dup_tags));
-	if (I.st.backslashes != I.st_seen.backslashes)
-		gk_counter_add(
-		    I.m_backslashes,
-		    (double)(I.st.backslashes - I.st_seen.backslashes));
-	if (I.st.bad_pid != I.st_seen.bad_pid)
-		gk_counter_add(I.m_bad_pid,
-		               (double)(I.st.bad_pid - I.st_seen.bad_pid));
-	if (I.st.bad_time != I.st_seen.bad_time)
-		gk_counter_add(I.m_bad_time,
-		               (double)(I.st.bad_time - I.st_seen.bad_time));
+	/* What gk_influx_event counted since the last event. */
+#define DELTA(series, field)                                              \
+	if (I.st.field != I.st_seen.field)                                \
+		gk_counter_add(I.series, (double)(I.st.field - I.st_seen.field));
+	DELTA(m_not_finite, not_finite)
+	DELTA(m_empty, empty)
+	DELTA(m_empty_keys, empty_keys)
+	DELTA(m_dup_tags, dup_tags)
+	DELTA(m_backslashes, backslashes)
+	DELTA(m_bad_pid, bad_pid)
+	DELTA(m_bad_time, bad_time)
+#undef DELTA
 	I.st_seen = I.st;
 	if (I.out.cap > (1u << 20))
 		gk_buf_free(&I.out);
