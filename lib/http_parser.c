@@ -1013,16 +1013,17 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 		    http_parser_execute(&p->hp, &settings, data + off, n);
 		const char *s = data + off;
 		enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
+		/* A chunk line's own fault first, whatever http_parser made
+		 * of it (it takes bytes >= 0x80 for the digit 0: "3\xff" is a
+		 * size of 0x30, over --max-body or not), so that the answer
+		 * is the same however it is cut. */
+		if (p->chunk_line &&
+		    !chunk_line_ok(p, s, got, p->chunk_line == CL_AFTER_HEAD)) {
+			*consumed = off + got;
+			return GK_HTTP_ERROR;
+		}
 		if (e != HPE_OK && e != HPE_PAUSED) {
 			*consumed = off + got;
-			/* A chunk line's own fault first, whatever http_parser
-			 * made of it (it takes bytes >= 0x80 for the digit 0:
-			 * "3\xff" is a size of 0x30, over --max-body or not),
-			 * so that the answer is the same however it is cut. */
-			if (p->chunk_line &&
-			    !chunk_line_ok(p, s, got,
-			                   p->chunk_line == CL_AFTER_HEAD))
-				return GK_HTTP_ERROR;
 			if (e == HPE_INVALID_METHOD) {
 				/* Method bytes came before when the message
 				 * began (http_parser calls that at the first
@@ -1037,11 +1038,6 @@ gk_http_parser_feed(gk_http_parser *p, const char *data, size_t len,
 			return parse_error(p);
 		}
 		char prev = (char)p->last_byte;
-		if (p->chunk_line &&
-		    !chunk_line_ok(p, s, got, p->chunk_line == CL_AFTER_HEAD)) {
-			*consumed = off + got;
-			return GK_HTTP_ERROR;
-		}
 		if (got && p->chunk_line == CL_AFTER_HEAD)
 			p->chunk_line = CL_YES; /* that LF is behind */
 		note_tail(p, s, got);

@@ -114,17 +114,24 @@ gk_msg_status(const gk_msg *m)
 gk_json
 gk__msg_header_value(const gk_msg *m, const char *name)
 {
+	gk_json h = gk_wire_get(&m->wire, "headers");
+	gk_json v = gk_json_member(h, name);
 	/* The wire's names are lowercase; a caller's need not be (HTTP's
-	 * are case-blind): "Content-Type" finds content-type. */
+	 * are case-blind): "Content-Type" finds content-type.  Lowercased
+	 * only when not found as given, so that the usual lowercase name
+	 * (a -k header: key, per request) costs nothing more. */
 	char low[256];
-	size_t n = strlen(name);
-	if (n < sizeof low) {
-		for (size_t i = 0; i <= n; i++)
+	size_t n;
+	if (v.type == GK_JSON_NONE && (n = strlen(name)) < sizeof low) {
+		bool upper = false;
+		for (size_t i = 0; i <= n; i++) {
+			upper |= name[i] >= 'A' && name[i] <= 'Z';
 			low[i] = (char)(name[i] >= 'A' && name[i] <= 'Z'
 			    ? name[i] + 32 : name[i]);
-		name = low;
+		}
+		if (upper)
+			v = gk_json_member(h, low);
 	}
-	gk_json v = gk_json_member(gk_wire_get(&m->wire, "headers"), name);
 	if (v.type == GK_JSON_ARRAY) {
 		/* A repeated header: its first value. */
 		gk_json_iter it;
