@@ -372,9 +372,14 @@ value:
 after_value:
 	while (lvl) {
 		bool obj = objects >> (lvl - 1) & 1;
-		p = skip_ws(p, end);
+		/* Punctuation first, whitespace only when it is not there
+		 * (as gk_wire_parse does). */
+		if (p < end && *p != ',' && *p != '}' && *p != ']')
+			p = skip_ws(p, end);
 		if (p < end && *p == ',') {
-			p = skip_ws(p + 1, end);
+			p++;
+			if (p < end && *p <= ' ')
+				p = skip_ws(p, end);
 			if (obj)
 				goto key;
 			goto value;
@@ -404,10 +409,13 @@ key:
 		}
 		goto after_value;
 	}
-	p = skip_ws(p, end);
+	if (p < end && *p != ':')
+		p = skip_ws(p, end);
 	if (p >= end || *p != ':')
 		return fail(err, base, p, "expected ':'");
-	p = skip_ws(p + 1, end);
+	p++;
+	if (p < end && *p <= ' ')
+		p = skip_ws(p, end);
 	goto value;
 }
 
@@ -719,20 +727,29 @@ gk_wire_parse(gk_wire_msg *m, const char *line, size_t len,
 			return -1;
 		}
 		seen |= bit;
-		p = skip_ws(p, end);
-		if (p >= end || *p != ':') {
-			fail(err, base, p, "expected ':'");
-			return -1;
+		/* Lines are nearly always compact: the punctuation is looked
+		 * for first, the whitespace skipped only when it is not there
+		 * (a skip where there is none costs as much as the test). */
+		if (p < end && *p == ':')
+			p++;
+		else {
+			p = skip_ws(p, end);
+			if (p >= end || *p != ':') {
+				fail(err, base, p, "expected ':'");
+				return -1;
+			}
+			p++;
 		}
-		p = skip_ws(p + 1, end);
 		ptr v = p;
 		if (p < end && *p == '"') {
 			bool vesc;
 			p = scan_string(p, end, base, err, &vesc);
 		} else if (p < end && isdig(*p))
 			p = scan_number(p, end, base, err);
-		else
+		else {
+			v = p = skip_ws(p, end);
 			p = scan_value(p, end, base, 1, err);
+		}
 		if (!p)
 			return -1;
 		gk_wire_field *f = &m->field[n];
@@ -743,9 +760,12 @@ gk_wire_parse(gk_wire_msg *m, const char *line, size_t len,
 		if (kesc)
 			escaped |= 1ull << n;
 		n++;
-		p = skip_ws(p, end);
+		if (p < end && *p != ',')
+			p = skip_ws(p, end);
 		if (p < end && *p == ',') {
-			p = skip_ws(p + 1, end);
+			p++;
+			if (p < end && *p != '"')
+				p = skip_ws(p, end);
 			continue;
 		}
 		if (p < end && *p == '}') {
