@@ -66,7 +66,8 @@ option(int short_name, const char *name, const char *v, void *arg)
 	else if (!strcmp(name, "try-timeout"))
 		cfg.try_timeout_ms = gk_opt_duration_ms(name, v, 0);
 	else if (!strcmp(name, "retries")) {
-		cfg.retries = (unsigned)gk_opt_uint(name, v, 0, 10);
+		cfg.retries = (unsigned)gk_opt_uint(name, v, 0,
+		    GK_CLIENT_RETRIES_MAX);
 	} else if (!strcmp(name, "retry-on")) {
 		if (gk_client_parse_retry_on(&cfg, v) < 0)
 			gk_usage_error("bad --retry-on: %s (expected statuses: 502,503)", v);

@@ -167,16 +167,31 @@ gk_backend_available(const gk_backend *be, uint64_t now_ms)
 	    (!be->ejected_until_ms || be->ejected_until_ms <= now_ms);
 }
 
+/* The endpoints a request has tried already (a retry goes elsewhere). */
+struct avoid {
+	gk_backend *const *be;
+	size_t n;
+};
+
+static bool
+avoided(const gk_backend *be, struct avoid avoid)
+{
+	for (size_t i = 0; i < avoid.n; i++)
+		if (avoid.be[i] == be)
+			return true;
+	return false;
+}
+
 /* Only the endpoints of the best (lowest) SRV priority that has any. */
 static unsigned
-best_priority(gk_balancer *b, uint64_t now, const gk_backend *avoid)
+best_priority(gk_balancer *b, uint64_t now, struct avoid avoid)
 {
 	unsigned best = ~0u;
 	for (size_t i = 0; i < b->n; i++)
-		if (gk_backend_available(b->be[i], now) && b->be[i] != avoid &&
-		    b->be[i]->ep.priority < best)
+		if (gk_backend_available(b->be[i], now) &&
+		    b->be[i]->ep.priority < best && !avoided(b->be[i], avoid))
 			best = b->be[i]->ep.priority;
-	if (best == ~0u) /* only avoid is left: take it */
+	if (best == ~0u) /* only those tried are left: take them */
 		for (size_t i = 0; i < b->n; i++)
 			if (gk_backend_available(b->be[i], now) &&
 			    b->be[i]->ep.priority < best)
@@ -186,11 +201,11 @@ best_priority(gk_balancer *b, uint64_t now, const gk_backend *avoid)
 
 static bool
 eligible(gk_balancer *b, size_t i, uint64_t now, unsigned prio,
-    const gk_backend *avoid, bool allow_avoid)
+    struct avoid avoid, bool allow_avoid)
 {
 	gk_backend *be = b->be[i];
 	return gk_backend_available(be, now) && be->ep.priority == prio &&
-	    (allow_avoid || be != avoid);
+	    (allow_avoid || !avoided(be, avoid));
 }
 
 #define UNMEASURED_PENALTY 1e12 /* as Finagle's PeakEwma penalty */
@@ -213,7 +228,7 @@ cost(const gk_backend *be, uint64_t now_us)
 
 static gk_backend *
 pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
-    const gk_backend *avoid, bool allow_avoid, unsigned prio)
+    struct avoid avoid, bool allow_avoid, unsigned prio)
 {
 	size_t nc = 0, total = 0;
 	gk_backend *only = NULL;
@@ -319,8 +334,9 @@ pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
 
 gk_backend *
 gk_balancer_pick(gk_balancer *b, uint64_t now_ms, const char *key,
-    size_t keylen, const gk_backend *avoid)
+    size_t keylen, gk_backend *const *tried, size_t ntried)
 {
+	struct avoid avoid = {tried, ntried};
 	unsigned prio = best_priority(b, now_ms, avoid);
 	if (prio == ~0u)
 		return NULL;

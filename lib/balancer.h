@@ -52,11 +52,13 @@ void gk_balancer_update(gk_balancer *b, const gk_endpoint *set, size_t n);
 size_t gk_balancer_size(const gk_balancer *b);
 gk_backend *gk_balancer_at(gk_balancer *b, size_t i);
 /*
- * Pick a backend in rotation at now_ms, other than avoid (a retry goes
- * elsewhere when it can); key is used by GK_BALANCE_HASH.  NULL when none.
+ * Pick a backend in rotation at now_ms, other than the ntried of tried (a
+ * retry goes to an endpoint not tried yet when there is one, as Envoy's
+ * previous_hosts predicate); key is used by GK_BALANCE_HASH.  NULL when
+ * none.
  */
 gk_backend *gk_balancer_pick(gk_balancer *b, uint64_t now_ms,
-    const char *key, size_t keylen, const gk_backend *avoid);
+    const char *key, size_t keylen, gk_backend *const *tried, size_t ntried);
 /* Record a call's start and end: outstanding count, latency for EWMA. */
 void gk_balancer_started(gk_backend *be);
 void gk_balancer_finished(gk_backend *be, uint64_t now_us, uint64_t took_us);

@@ -84,6 +84,10 @@ struct cstate {
 	gk_req *req;
 	CURL *easy;
 	gk_backend *be;   /* holds a reference */
+	/* The endpoints tried before this try, each holding a reference:
+	 * a retry goes elsewhere while there is an elsewhere. */
+	gk_backend *tried[GK_CLIENT_RETRIES_MAX];
+	unsigned ntried;
 	unsigned tries;
 	bool running;
 	bool idempotent;
@@ -1115,13 +1119,28 @@ retry_status(const gk_client *c, int status)
 	return false;
 }
 
+/* be for the next try (its reference taken); NULL: the request is done
+ * with every endpoint it tried. */
 static void
 set_backend(struct cstate *s, gk_backend *be)
 {
 	if (be)
 		gk_backend_ref(be);
-	gk_backend_unref(s->be);
+	gk_backend *old = s->be;
 	s->be = be;
+	bool keep = old && be && old != be &&
+	    s->ntried < GK_CLIENT_RETRIES_MAX;
+	for (unsigned i = 0; keep && i < s->ntried; i++)
+		keep = s->tried[i] != old;
+	if (keep)
+		s->tried[s->ntried++] = old; /* its reference kept */
+	else
+		gk_backend_unref(old);
+	if (!be) {
+		for (unsigned i = 0; i < s->ntried; i++)
+			gk_backend_unref(s->tried[i]);
+		s->ntried = 0;
+	}
 }
 
 /* The URL of a try, for spans: http://ADDR/PATH?QUERY. */
@@ -1631,7 +1650,15 @@ try_once(struct cstate *s)
 	gk_buf key = {0};
 	if (c->cfg.key)
 		gk_key_of(c->cfg.key, m, &key);
-	gk_backend *be = gk_balancer_pick(c->bal, now, key.data, key.len, s->be);
+	/* Every endpoint tried so far is avoided: the one in s->be (this
+	 * request's last) and those before it. */
+	gk_backend *avoid[GK_CLIENT_RETRIES_MAX + 1];
+	size_t navoid = s->ntried;
+	memcpy(avoid, s->tried, navoid * sizeof *avoid);
+	if (s->be)
+		avoid[navoid++] = s->be;
+	gk_backend *be = gk_balancer_pick(c->bal, now, key.data, key.len,
+	    avoid, navoid);
 	gk_buf_free(&key);
 	if (!be) {
 		gk_counter_add(c->m_no_ep, 1);

@@ -20,6 +20,7 @@ typedef struct gk_client_config {
 	uint64_t connect_timeout_ms; /* 1 s */
 	uint64_t try_timeout_ms;    /* per try; 0: only the deadline */
 	unsigned retries;           /* extra tries at most (2) */
+#define GK_CLIENT_RETRIES_MAX 10
 	int retry_on[16];           /* statuses retried for idempotent methods */
 	int nretry_on;
 	double budget_percent;      /* 0.2 */

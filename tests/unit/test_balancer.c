@@ -39,7 +39,7 @@ pick_counts(enum gk_balance how, const gk_endpoint *set, size_t nset,
 	gk_balancer_update(b, set, nset);
 	memset(counts, 0, nset * sizeof *counts);
 	for (unsigned i = 0; i < n; i++) {
-		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL);
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
 		if (!be)
 			continue;
 		for (size_t k = 0; k < nset; k++)
@@ -94,7 +94,7 @@ TEST(backup_priority_is_used_when_the_first_is_unavailable)
 			gk_balancer_at(b, i)->ejected_until_ms = 5000;
 	unsigned backup = 0;
 	for (int i = 0; i < 100; i++) {
-		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL);
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
 		if (be && be->ep.priority == 2)
 			backup++;
 	}
@@ -167,6 +167,39 @@ picks_main(const char *nstr, const char *file)
 	return 0;
 }
 
+/* A retry's pick avoids every endpoint the request tried, under every
+ * policy, while one is left; with all tried it still picks one. */
+TEST(every_policy_avoids_all_the_endpoints_tried)
+{
+	static const enum gk_balance how[] = {GK_BALANCE_ROUND_ROBIN,
+	    GK_BALANCE_RANDOM, GK_BALANCE_LEAST, GK_BALANCE_P2C_EWMA,
+	    GK_BALANCE_HASH};
+	for (size_t h = 0; h < sizeof how / sizeof how[0]; h++) {
+		gk_balancer *b = gk_balancer_new(how[h]);
+		gk_balancer_update(b, srv_set, 3);
+		gk_backend *tried[2] = {gk_balancer_at(b, 0),
+		    gk_balancer_at(b, 1)};
+		unsigned third = 0, any = 0;
+		for (int i = 0; i < 200; i++) {
+			char key[16];
+			int n = snprintf(key, sizeof key, "k%d", i);
+			gk_backend *be = gk_balancer_pick(b, 1000, key,
+			    (size_t)n, tried, 2);
+			third += be == gk_balancer_at(b, 2);
+			gk_backend *all[3] = {tried[0], tried[1],
+			    gk_balancer_at(b, 2)};
+			any += gk_balancer_pick(b, 1000, key, (size_t)n, all,
+			    3) != NULL;
+		}
+		if (third != 200)
+			printf("#   policy %zu: %u of 200 to the untried\n", h,
+			    third);
+		CHECK(third == 200);
+		CHECK(any == 200);
+		gk_balancer_free(b);
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -176,5 +209,6 @@ main(int argc, char **argv)
 	RUN(random_weights_within_5_points_backup_unused);
 	RUN(backup_priority_is_used_when_the_first_is_unavailable);
 	RUN(p2c_ewma_reaches_every_endpoint_of_a_set_of_100);
+	RUN(every_policy_avoids_all_the_endpoints_tried);
 	return UNIT_END();
 }
