@@ -2,7 +2,9 @@
  * resolver_file.c: file:/run/gk/orders, one endpoint per line, watched with
  * inotify on its directory, so that both an atomic rename (the SmartStack
  * way: a local agent writes a new file and renames it) and an in-place
- * rewrite are seen.
+ * rewrite are seen.  A rewrite in place (curl ... >FILE) truncates the file
+ * and fills it over time: it is read once its writer closes it
+ * (IN_CLOSE_WRITE), not while it is empty or half written.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -30,9 +32,17 @@ struct file_state {
 	bool link;
 	int twd;
 	char *tdir, *tbase;
-	gk_timer settle, rewatch;
-	gk_series *m_bad;
+	gk_timer settle, rewatch, writer;
+	/* The file changed in place and its writer has not closed it yet;
+	 * waited past WRITER_WAIT_MS. */
+	bool writing, waited;
+	gk_series *m_bad, *m_unclosed;
 };
+
+/* How long a writer may keep the file open after changing it before the
+ * file is read all the same (then only when it is not empty and ends in
+ * a newline: a truncated file being filled is no set). */
+#define WRITER_WAIT_MS 2000
 
 /* A directory removed (a RuntimeDirectory= of a unit restarted) is looked
  * for again this often, until it is back. */
@@ -83,8 +93,11 @@ follow(struct file_state *f)
 		free(tdir), free(tbase);
 }
 
+/* Read the file and publish its set; while_open: its writer still has it
+ * open, so an empty file or a last line without its newline is a write
+ * in progress, and the last good set is kept. */
 static void
-load(struct file_state *f)
+load(struct file_state *f, bool while_open)
 {
 	follow(f);
 	FILE *fp = fopen(f->path, "r");
@@ -110,9 +123,10 @@ load(struct file_state *f)
 	size_t linecap = 0;
 	ssize_t got;
 	unsigned lineno = 0;
-	bool bad = false;
+	bool bad = false, ends_line = false;
 	size_t total = 0;
 	while ((got = getline(&line, &linecap, fp)) >= 0) {
+		ends_line = line[got - 1] == '\n';
 		lineno++;
 		if ((total += (size_t)got) > MAX_FILE_BYTES)
 			break;
@@ -129,7 +143,8 @@ load(struct file_state *f)
 		else if (rc < 0) {
 			char w[64];
 			snprintf(w, sizeof w, "line=%u", lineno);
-			gk_log(GK_WARN, "resolver: bad line in endpoints file", w);
+			gk_log(GK_WARN, "resolver: bad line in endpoints file",
+			       w);
 			gk_counter_add(f->m_bad, 1);
 			bad = true;
 		}
@@ -143,6 +158,15 @@ load(struct file_state *f)
 		free(set);
 		return;
 	}
+	if (while_open && !ends_line) {
+		char w[600];
+		snprintf(w, sizeof w, "file=%s", f->path);
+		gk_log(GK_DEBUG,
+		       "endpoints file still being written: last good set kept",
+		       w);
+		free(set);
+		return;
+	}
 	/* A file with only bad lines is an error, not an empty set. */
 	if (bad && !n)
 		gk__resolver_error(f->r, "no valid endpoint in file");
@@ -152,10 +176,52 @@ load(struct file_state *f)
 }
 
 static void
-on_settle(gk_loop *loop, void *arg)
+on_writer_wait(gk_loop *loop, void *arg)
 {
 	(void)loop;
-	load(arg);
+	struct file_state *f = arg;
+	f->waited = true;
+	if (!f->writing)
+		return;
+	gk_counter_add(f->m_unclosed, 1);
+	load(f, true);
+}
+
+static void
+on_settle(gk_loop *loop, void *arg)
+{
+	struct file_state *f = arg;
+	if (f->writing && !f->waited) {
+		char w[600];
+		snprintf(w, sizeof w, "file=%s", f->path);
+		gk_log(
+		    GK_DEBUG,
+		    "endpoints file open for writing: read once it is closed",
+		    w);
+		if (!gk_timer_armed(&f->writer))
+			gk_timer_start(loop, &f->writer, WRITER_WAIT_MS,
+			               on_writer_wait, f);
+		return;
+	}
+	load(f, f->writing);
+}
+
+/* The writer's state from an event about the file's own name: changed
+ * in place (IN_MODIFY; IN_CREATE by open(2)) and not closed yet, or
+ * done (closed, renamed over, removed). */
+static void
+track_writer(struct file_state *f, const struct inotify_event *e)
+{
+	if (!e->len || (e->mask & IN_ISDIR))
+		return;
+	if (!(e->wd == f->wd && !strcmp(e->name, f->base)) &&
+	    !(e->wd == f->twd && f->tbase && !strcmp(e->name, f->tbase)))
+		return;
+	if (e->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE)) {
+		f->writing = f->waited = false;
+		gk_timer_stop(gk__resolver_loop(f->r), &f->writer);
+	} else if (e->mask & (IN_MODIFY | IN_CREATE))
+		f->writing = true;
 }
 
 /* An event about the file: its name in its directory, anything there
@@ -181,7 +247,10 @@ rewatch(struct file_state *f)
 	                          WATCH_MASK | IN_DELETE_SELF | IN_MOVE_SELF);
 	if (f->wd < 0)
 		gk_timer_start(loop, &f->rewatch, REWATCH_MS, on_rewatch, f);
-	load(f); /* the file as it is now, or the error of its absence */
+	/* the file as it is now, or the error of its absence */
+	f->writing = f->waited = false;
+	gk_timer_stop(loop, &f->writer);
+	load(f, false);
 }
 
 static void
@@ -196,7 +265,8 @@ on_inotify(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
 	(void)ev;
 	struct file_state *f = arg;
-	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	char buf[4096]
+	    __attribute__((aligned(__alignof__(struct inotify_event))));
 	bool ours = false, lost = false;
 	ssize_t n;
 	while ((n = read(fd, buf, sizeof buf)) > 0) {
@@ -204,6 +274,7 @@ on_inotify(gk_loop *loop, int fd, unsigned ev, void *arg)
 			struct inotify_event *e = (struct inotify_event *)p;
 			if (e->len && concerns(f, e))
 				ours = true;
+			track_writer(f, e);
 			if (e->wd == f->wd &&
 			    (e->mask &
 			     (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)))
@@ -241,6 +312,11 @@ file_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	        "Endpoints a source left out: over the bound, or malformed",
 	        "reason"),
 	    "bad", (char *)0);
+	f->m_unclosed = gk_metric_series(gk_counter_new(
+	    "gk_resolver_file_unclosed_reads_total",
+	    "Endpoints file reads made while its writer still had it open, "
+	    "after waiting 2 s for it to close",
+	    NULL));
 	f->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (f->fd < 0 ||
 	    (f->wd = inotify_add_watch(
@@ -254,7 +330,7 @@ file_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	}
 	gk_loop_watch(gk__resolver_loop(r), f->fd, GK_READ, on_inotify, f);
 	*state = f;
-	load(f);
+	load(f, false);
 	return 0;
 }
 
@@ -265,6 +341,7 @@ file_stop(void *state)
 	gk_loop *loop = gk__resolver_loop(f->r);
 	gk_timer_stop(loop, &f->settle);
 	gk_timer_stop(loop, &f->rewatch);
+	gk_timer_stop(loop, &f->writer);
 	gk_loop_unwatch(loop, f->fd);
 	close(f->fd);
 	free(f->tdir), free(f->tbase);

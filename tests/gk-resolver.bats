@@ -121,6 +121,36 @@ usage_fails() {
 	grep -qx '10.0.0.3:80 4 -' "$T/out"
 }
 
+_file_waits() {
+	[ "$(count_events "$T/res.err" '.msg == "endpoints file open for writing: read once it is closed"')" -ge "$1" ]
+}
+
+@test "file: a slow rewrite in place (curl ... >FILE) keeps the last good set while the file is empty or half written, then gives the whole new set; an empty file written on purpose is the empty set" {
+	printf '10.0.0.1:80\n10.0.0.2:80\n' >"$T/eps"
+	start_bg res env GK_LOG_LEVEL=debug gk-resolver --watch "file:$T/eps"
+	wait_for -t 10 grep -qx '10.0.0.2:80 1 -' "$T/res.out"
+	# truncated and held open, as by curl before its answer comes
+	local fd
+	exec {fd}>"$T/eps"
+	wait_for -t 5 _file_waits 1
+	# half written: one line and a part of the next
+	printf '10.0.0.1:80\n10.0.0.3:8' >&"$fd"
+	wait_for -t 5 _file_waits 2
+	printf '0\n' >&"$fd"
+	exec {fd}>&-
+	wait_for -t 10 grep -qx '10.0.0.3:80 1 -' "$T/res.out"
+	# the sets printed: the first and the new one, nothing between
+	assert_equal "$(cat "$T/res.out")" "$(printf '10.0.0.1:80 1 -\n10.0.0.2:80 1 -\n\n10.0.0.1:80 1 -\n10.0.0.3:80 1 -\n')"
+	# emptied on purpose: opened, truncated and closed
+	: >"$T/eps"
+	wait_for -t 10 _blank_lines_are 3 "$T/res.out"
+	assert_equal "$(tail -n 2 "$T/res.out" | grep -c .)" 0
+}
+
+_blank_lines_are() {
+	[ "$(grep -c '^$' "$2")" -eq "$1" ]
+}
+
 @test "file: a symbolic link swapped as Kubernetes updates a ConfigMap (a new directory, a rename over ..data) is followed, and a rewrite behind it seen" {
 	local cm=$T/cm
 	mkdir -p "$cm/..v1" "$T/elsewhere"
