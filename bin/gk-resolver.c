@@ -261,8 +261,10 @@ on_term(gk_loop *loop, int signo, void *arg)
 	(void)arg;
 	if (X.reg && !X.stopping) {
 		/* Take the registration out first; a second signal ends
-		 * at once. */
+		 * at once.  systemd is told the unit is stopping, as the
+		 * stages tell it when they drain. */
 		X.stopping = true;
+		gk_notify("STOPPING=1\nSTATUS=deregistering");
 		gk_register_stop(X.reg, on_deregistered, NULL);
 		return;
 	}

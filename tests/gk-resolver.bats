@@ -593,20 +593,50 @@ for off in range(0, len(vals), 128):
 	assert_equal "$(ectl get --prefix --keys-only /services/ | grep -c .)" 0
 }
 
-@test "etcd register: SIGTERM revokes the lease, so the key is gone at once" {
+# notify_listener: a NOTIFY_SOCKET ($NOTIFY) that appends each message it
+# receives to $NOTES, a line each, prefixed with the sender's pid.
+notify_listener() {
+	NOTIFY="$T/notify.sock"
+	NOTES="$T/notify.out"
+	start_bg notify python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+s.bind(sys.argv[1])
+out = open(sys.argv[2], "a", buffering=1)
+open(sys.argv[2] + ".ready", "w").close()
+while True:
+    data, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(12))
+    pid = "?"
+    for level, kind, d in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = str(struct.unpack("iII", d[:12])[0])
+    for line in data.decode(errors="replace").split("\n"):
+        if line:
+            out.write(pid + " " + line + "\n")
+' "$NOTIFY" "$NOTES"
+	wait_for -t 10 test -e "$NOTES.ready"
+}
+
+@test "etcd register: SIGTERM tells systemd STOPPING=1 and revokes the lease, so the key is gone at once" {
 	start_etcd etcd
+	notify_listener
 	# 08080 is registered as every resolver lists it: 8080
-	start_bg reg gk-resolver register "etcd:$ETCD_URL/services" --name orders \
-		--addr 127.0.0.1:08080 --ttl 60s
+	start_bg reg env NOTIFY_SOCKET="$NOTIFY" gk-resolver register \
+		"etcd:$ETCD_URL/services" --name orders --addr 127.0.0.1:08080 --ttl 60s
+	local pid=$BG_PID
 	wait_for -t 10 etcd_has /services/orders/
 	wait_event "$T/reg.err" '.msg == "registered"'
 	assert_equal "$(ectl get --prefix --keys-only /services/ | grep .)" /services/orders/127.0.0.1:8080
+	wait_grep "^$pid READY=1\$" "$NOTES"
 	kill -TERM "$(bg_pid reg)"
 	wait_exit reg 10
 	assert_equal "$BG_STATUS" 0
 	# The TTL is 60 s: only the revoke can have removed it.
 	assert_equal "$(ectl get --prefix --keys-only /services/ | grep -c .)" 0
 	wait_event "$T/reg.err" '.msg == "deregistered"'
+	# systemd knows the unit is on its way down while it deregisters
+	wait_grep "^$pid STOPPING=1\$" "$NOTES" 5
 }
 
 @test "etcd register: a lease lost while running (revoked elsewhere) is granted and put again" {
