@@ -20,6 +20,12 @@
 #define RANGE_TIMEOUT_MS 10000
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
+/* A watch that lasted this long, or brought a change, was a success: the
+ * backoff starts over.  One that etcd (or a proxy) ends sooner, however
+ * well the range before it went, is a failure like a range that failed,
+ * so that a watch ended at once every time does not range the prefix
+ * every 100 ms. */
+#define WATCH_GOOD_MS RETRY_MAX_MS
 
 struct kv {
 	char *key;
@@ -42,8 +48,11 @@ struct etcd_state {
 	size_t nbad, badcap;
 	uint64_t revision;
 	unsigned failures;
+	uint64_t retry_ms; /* the last wait retry_later chose */
+	uint64_t watch_started_ms;
+	bool watch_changed; /* the watch running brought a change */
 	gk_timer retry;
-	gk_series *m_reconnects, *m_bad, *m_events;
+	gk_series *m_reconnects, *m_bad, *m_events, *m_retry;
 };
 
 /* Percent-decoding of the URL's path. */
@@ -95,6 +104,8 @@ retry_later(struct etcd_state *e)
 	if (wait > RETRY_MAX_MS)
 		wait = RETRY_MAX_MS;
 	e->failures++;
+	e->retry_ms = wait;
+	gk_gauge_set(e->m_retry, (double)wait / 1000);
 	gk_timer_start(e->loop, &e->retry, wait, on_retry, e);
 }
 
@@ -255,7 +266,6 @@ on_range(gk_rhttp *h, bool ok, void *arg)
 	gk_buf_free(&key);
 	gk_buf_free(&val);
 	e->revision = revision;
-	e->failures = 0;
 	publish(e);
 	start_watch(e);
 }
@@ -332,8 +342,10 @@ on_watch_line(gk_rhttp *h, const char *line, size_t len, void *arg)
 		gk_buf_free(&key);
 		gk_buf_free(&val);
 		gk_counter_add(e->m_events, n);
-		if (n)
+		if (n) {
+			e->watch_changed = true;
 			publish(e);
+		}
 	}
 	jv_free(events);
 out:
@@ -346,16 +358,20 @@ static void
 on_watch_end(gk_rhttp *h, bool ok, void *arg)
 {
 	struct etcd_state *e = arg;
-	char w[300];
+	char w[300], r[64];
 	/* A stream that ended cleanly was ended by etcd (stopped, or a
 	 * leader change): no error of ours or of the transfer. */
 	snprintf(w, sizeof w, "error=%s",
 	         h->aborted ? "ended by gk-resolver"
 	         : ok       ? "etcd ended the watch stream"
 	                    : gk__rhttp_error(h));
-	gk_log(GK_INFO, "etcd: watch ended, ranging the prefix again", w);
+	if (e->watch_changed ||
+	    gk_loop_now(e->loop) - e->watch_started_ms >= WATCH_GOOD_MS)
+		e->failures = 0;
 	gk_counter_add(e->m_reconnects, 1);
 	retry_later(e);
+	snprintf(r, sizeof r, "retry_ms=%llu", (unsigned long long)e->retry_ms);
+	gk_log(GK_INFO, "etcd: watch ended, ranging the prefix again", w, r);
 }
 
 static void
@@ -367,6 +383,8 @@ start_watch(struct etcd_state *e)
 	    "\"%.*s\",\"start_revision\":\"%llu\"}}", (int)e->key64.len,
 	    e->key64.data, (int)e->end64.len, e->end64.data,
 	    (unsigned long long)e->revision + 1);
+	e->watch_started_ms = gk_loop_now(e->loop);
+	e->watch_changed = false;
 	if (gk__rhttp_start(&e->watch, "POST", gk_buf_cstr(&url), body.data,
 	    body.len, 0, NULL) < 0) {
 		gk__resolver_error(e->r, "etcd: unable to start a watch");
@@ -425,6 +443,11 @@ etcd_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	    "Times the etcd watch ended and the prefix was ranged again", NULL));
 	e->m_events = gk_metric_series(gk_counter_new(
 	    "gk_resolver_etcd_events_total", "Watch events from etcd", NULL));
+	e->m_retry = gk_metric_series(gk_gauge_new(
+	    "gk_resolver_etcd_retry_delay_seconds",
+	    "The last wait before ranging the prefix again: 0.1 s, doubling "
+	    "up to 5 s while ranges fail or watches end within 5 s",
+	    NULL));
 	gk_metric *dropped = gk_counter_new(
 	    "gk_resolver_dropped_total",
 	    "Endpoints a source left out: over the bound, or malformed",

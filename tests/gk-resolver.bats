@@ -575,6 +575,51 @@ for off in range(0, len(vals), 128):
 	wait_event "$T/res.err" '.msg == "resolver source recovered"'
 }
 
+_watch_ends() {
+	events "$T/res.err" 'select(.msg == "etcd: watch ended, ranging the prefix again") | .retry_ms' | tr '\n' ' '
+}
+
+_watch_ends_at_least() {
+	[ "$(count_events "$T/res.err" '.msg == "etcd: watch ended, ranging the prefix again"')" -ge "$1" ]
+}
+
+@test "etcd: a watch ended at once every time (an idle timeout in front of etcd) is started again with backoff, shown in gk_resolver_etcd_retry_delay_seconds, and a watch that brought changes starts the backoff over" {
+	start_etcd etcd
+	ectl put /svc/a '127.0.0.1:9001' >/dev/null
+	# a TCP relay that drops a connection idle for 0.3 s, as a load
+	# balancer's idle timeout does: each watch ends soon after it starts
+	local port
+	port=$(free_port)
+	start_bg relay socat -T 0.3 "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" \
+		"TCP:127.0.0.1:$ETCD_CPORT"
+	wait_port 127.0.0.1 "$port"
+	start_bg res gk-resolver --watch -o "$T/out" "etcd:http://127.0.0.1:$port/svc/"
+	wait_for -t 10 set_is "$T/out" 127.0.0.1:9001
+	wait_for -t 10 _watch_ends_at_least 3
+	[[ "$(_watch_ends)" == "100 200 400 "* ]]
+	# changes keep a watch busy, and up: once one has brought some, the
+	# next end waits 0.1 s again (puts 0.1 s apart for longer than the
+	# backoff reached, so that a watch comes up among them)
+	local i
+	for ((i = 10; i < 20; i++)); do
+		curl -sf -m 2 -o /dev/null "$ETCD_URL/v3/kv/put" -d \
+			"{\"key\":\"$(printf /svc/b | base64)\",\"value\":\"$(printf "127.0.0.1:91$i" | base64)\"}"
+		sleep 0.1
+	done
+	wait_for -t 10 _backoff_started_over
+	kill -TERM "$(bg_pid res)"
+	wait_exit res
+	# the snapshot at exit shows the last wait chosen
+	local last
+	last=$(events "$T/res.err" 'select(.msg == "etcd: watch ended, ranging the prefix again") | .retry_ms' | tail -1)
+	metric_seq "$T/res.err" gk_resolver_etcd_retry_delay_seconds "$(jq -n "$last / 1000")"
+}
+
+# _backoff_started_over: after the first three ends, one waited 0.1 s.
+_backoff_started_over() {
+	[ "$(events "$T/res.err" 'select(.msg == "etcd: watch ended, ranging the prefix again") | .retry_ms' | tail -n +4 | grep -cx 100)" -ge 1 ]
+}
+
 @test "etcd register: the key lives while kept alive, and disappears when the process is killed -9 and the lease expires" {
 	start_etcd etcd
 	export GK_METRICS_INTERVAL=1
