@@ -29,7 +29,9 @@
  * must not stall the loop every turn); at exit it waits up to 1 s.  Past
  * 1 MiB queued, new events are dropped and counted, then reported as one
  * warn event "events dropped" with count=N.  EPIPE or EBADF ends writing to
- * that fd, quietly, with SIGPIPE held off.
+ * that fd, with SIGPIPE held off; what is lost from then on is counted in
+ * gk_events_lost_total and, where standard error is another file, said
+ * there: at once when it happens in a running loop, and the count at exit.
  *
  * gk_event_begin ... gk_event_end use a per-thread buffer: they must not nest
  * (no gk_log between them in the same thread).
@@ -55,16 +57,16 @@
 
 #include "gokit.h"
 
-#define LINE_MAX_BYTES 4095      /* PIPE_BUF - 1, without the newline */
-#define WRITE_MAX 4096           /* PIPE_BUF */
-#define WRITE_MAX_FILE (64u * 1024) /* a file or a terminal */
-#define QUEUE_FLUSH (64u * 1024) /* flush even while batching */
+#define LINE_MAX_BYTES 4095          /* PIPE_BUF - 1, without the newline */
+#define WRITE_MAX 4096               /* PIPE_BUF */
+#define WRITE_MAX_FILE (64u * 1024)  /* a file or a terminal */
+#define QUEUE_FLUSH (64u * 1024)     /* flush even while batching */
 #define TURN_HOLD_BYTES (32u * 1024) /* a turn's end writes once this much */
 #define TURN_HOLD_MS 10              /* ... or once the oldest waited this */
-#define QUEUE_MAX (1024u * 1024) /* drop new events past this */
-#define FLUSH_WAIT_MS 100        /* wait for POLLOUT at most this long */
-#define EXIT_WAIT_MS 1000        /* ... and this long at exit */
-#define MIN_CUT 16               /* never shorten a string below this */
+#define QUEUE_MAX (1024u * 1024)     /* drop new events past this */
+#define FLUSH_WAIT_MS 100            /* wait for POLLOUT at most this long */
+#define EXIT_WAIT_MS 1000            /* ... and this long at exit */
+#define MIN_CUT 16                   /* never shorten a string below this */
 
 /* Settings: written by gk_events_init, which programs call first. */
 static struct {
@@ -97,11 +99,14 @@ static uint64_t queued_at_ms; /* when the queue last became non-empty */
 /* The queue and what goes with it, under qlock. */
 static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
 static gk_buf queue;
-static uint64_t dropped; /* events dropped since the last notice */
-static bool fd_dead;     /* EPIPE or EBADF: the reader is gone */
-static bool stalled;     /* the last flush gave up waiting for POLLOUT */
-static uint64_t lost;    /* events not written since gk_events_init */
-static int lost_errno;   /* why the last of them was not */
+static uint64_t dropped;        /* events dropped since the last notice */
+static bool fd_dead;            /* EPIPE or EBADF: the reader is gone */
+static bool stalled;            /* the last flush gave up waiting for POLLOUT */
+static uint64_t lost;           /* events not written since gk_events_init */
+static int lost_errno;          /* why the last of them was not */
+static uint64_t gone;           /* of them, lost to the reader gone (fd_dead) */
+static uint64_t gone_uncounted; /* not yet in gk_events_lost_total */
+static bool exit_told;          /* gk__events_finish's caller says it at exit */
 
 /* The event being built by this thread. */
 struct builder {
@@ -117,6 +122,18 @@ static pthread_key_t tb_key;
 
 enum flush_mode { FLUSH_AUTO, FLUSH_CALL, FLUSH_EXIT };
 static void flush_locked(enum flush_mode mode);
+static void count_gone(uint64_t n);
+static void tell_stderr(int err, uint64_t n);
+
+/* Under qlock: the events lost to the reader gone that are not yet in
+ * gk_events_lost_total, for count_gone once qlock is released. */
+static uint64_t
+take_gone_locked(void)
+{
+	uint64_t n = gone_uncounted;
+	gone_uncounted = 0;
+	return n;
+}
 
 /* ------------------------------------------------------------------ */
 /* Set-up                                                              */
@@ -135,6 +152,8 @@ at_exit(void)
 {
 	pthread_mutex_lock(&qlock);
 	flush_locked(FLUSH_EXIT);
+	if (gone && !exit_told)
+		tell_stderr(lost_errno, gone);
 	pthread_mutex_unlock(&qlock);
 }
 
@@ -261,6 +280,8 @@ gk_events_init(const char *proc)
 	stalled = false;
 	lost = 0;
 	lost_errno = 0;
+	gone = 0;
+	exit_told = false;
 
 	const char *bad_fd = NULL, *bad_level = NULL, *bad_format = NULL;
 	set_proc(proc);
@@ -318,7 +339,8 @@ gk_events_init(const char *proc)
 
 	/* Said once set up, so the warning itself goes where it should. */
 	if (bad_fd)
-		bad_env(0, "GK_EVENTS_FD", bad_fd, "an fd open for writing; using 2");
+		bad_env(0, "GK_EVENTS_FD", bad_fd,
+		        "an fd open for writing; using 2");
 	if (bad_level)
 		bad_env(1, "GK_LOG_LEVEL", bad_level,
 		        "debug|info|warn|error|fatal; using info");
@@ -404,8 +426,9 @@ wait_writable(uint64_t deadline)
 		int ms = deadline > now ? (int)(deadline - now) : 0;
 		struct pollfd p = {.fd = cfg.wfd, .events = POLLOUT};
 		int r = poll(&p, 1, ms);
+		/* writable, or an error the write tells */
 		if (r >= 0 || errno != EINTR)
-			return r > 0; /* writable, or an error the write tells */
+			return r > 0;
 	}
 }
 
@@ -438,11 +461,65 @@ static void
 lose_locked(size_t off, int err)
 {
 	const char *p = queue.data + off, *end = queue.data + queue.len;
+	uint64_t n = 0;
 	while (p < end && (p = memchr(p, '\n', (size_t)(end - p)))) {
-		lost++;
+		n++;
 		p++;
 	}
+	lost += n;
+	if (fd_dead) {
+		gone += n;
+		gone_uncounted += n;
+	}
 	lost_errno = err;
+}
+
+/*
+ * Said on standard error, where it is not the dead event fd itself (no
+ * one would read it there): the reader gone (n 0), or at exit how many
+ * events were lost to it.  SIGPIPE held off, standard error being a pipe
+ * too that may have lost its reader.
+ */
+static void
+tell_stderr(int err, uint64_t n)
+{
+	struct stat a, b;
+	if (cfg.fd == 2 || fstat(2, &a) < 0 ||
+	    (fstat(cfg.fd, &b) == 0 && a.st_dev == b.st_dev &&
+	     a.st_ino == b.st_ino))
+		return;
+	char msg[512];
+	int len;
+	if (n)
+		len = snprintf(msg, sizeof msg,
+		               "%s: warning: %llu event%s lost: the reader of "
+		               "event fd %d is gone (%s)\n",
+		               cfg.proc, (unsigned long long)n,
+		               n == 1 ? "" : "s", cfg.fd, strerror(err));
+	else
+		len = snprintf(msg, sizeof msg,
+		               "%s: warning: the reader of event fd %d is gone "
+		               "(%s): events are lost, counted in "
+		               "gk_events_lost_total\n",
+		               cfg.proc, cfg.fd, strerror(err));
+	if (len <= 0)
+		return;
+	if ((size_t)len >= sizeof msg)
+		len = sizeof msg - 1;
+	sigset_t pipeset, old;
+	sigemptyset(&pipeset);
+	sigaddset(&pipeset, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipeset, &old);
+	ssize_t w;
+	do
+		w = write(2, msg, (size_t)len);
+	while (w < 0 && errno == EINTR);
+	if (w < 0 && errno == EPIPE && !sigismember(&old, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+		while (sigtimedwait(&pipeset, NULL, &zero) == SIGPIPE)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void
@@ -485,9 +562,10 @@ flush_locked(enum flush_mode mode)
 				off += done;
 				goto out;
 			}
-			ssize_t w = cfg.sock ? send(cfg.wfd, p + done, n - done,
-			                            MSG_DONTWAIT | MSG_NOSIGNAL)
-			                     : write(cfg.wfd, p + done, n - done);
+			ssize_t w = cfg.sock
+			                ? send(cfg.wfd, p + done, n - done,
+			                       MSG_DONTWAIT | MSG_NOSIGNAL)
+			                : write(cfg.wfd, p + done, n - done);
 			if (w >= 0) {
 				done += (size_t)w;
 				stalled = false;
@@ -502,12 +580,18 @@ flush_locked(enum flush_mode mode)
 				off += done; /* keep the rest for later */
 				goto out;
 			}
-			/* The event fd is gone or broken: drop, quietly. */
-			if (errno == EPIPE)
+			/* The event fd is gone or broken: drop, and count. */
+			int err = errno;
+			if (err == EPIPE)
 				epipe = true;
-			if (errno == EPIPE || errno == EBADF)
+			if (err == EPIPE || err == EBADF) {
 				fd_dead = true;
-			lose_locked(off + done, errno);
+				/* A running loop has long to go: said now. */
+				if (atomic_load_explicit(&batching,
+				                         memory_order_relaxed))
+					tell_stderr(err, 0);
+			}
+			lose_locked(off + done, err);
 			off = queue.len;
 			goto out;
 		}
@@ -538,6 +622,7 @@ gk__events_finish(int *fd, int *err)
 	uint64_t n = lost;
 	*fd = cfg.fd;
 	*err = lost_errno;
+	exit_told = true;
 	pthread_mutex_unlock(&qlock);
 	return n;
 }
@@ -547,7 +632,9 @@ gk_events_flush(void)
 {
 	pthread_mutex_lock(&qlock);
 	flush_locked(FLUSH_CALL);
+	uint64_t g = take_gone_locked();
 	pthread_mutex_unlock(&qlock);
+	count_gone(g);
 }
 
 /*
@@ -580,10 +667,12 @@ gk__events_turn_end(void)
 	pthread_mutex_lock(&qlock);
 	uint64_t now = mono_ms();
 	if (queue.len && (queue.len >= TURN_HOLD_BYTES ||
-	    now - queued_at_ms >= TURN_HOLD_MS))
+	                  now - queued_at_ms >= TURN_HOLD_MS))
 		flush_locked(FLUSH_CALL);
 	int due = due_locked(now);
+	uint64_t g = take_gone_locked();
 	pthread_mutex_unlock(&qlock);
+	count_gone(g);
 	return due;
 }
 
@@ -620,8 +709,8 @@ format_utc_seconds(time_t t, char out[20])
 	int64_t day = doy - (153 * mp + 2) / 5 + 1;
 	int64_t month = mp < 10 ? mp + 3 : mp - 9;
 	int64_t year = yoe + era * 400 + (month <= 2);
-	int64_t v[6] = {year, month, day, secs / 3600, secs / 60 % 60,
-	    secs % 60};
+	int64_t v[6] = {year,        month,          day,
+	                secs / 3600, secs / 60 % 60, secs % 60};
 	static const char sep[6] = "--T::";
 	char *o = out;
 	for (int k = 0; k < 6; k++) {
@@ -695,7 +784,7 @@ write_common(gk_jw *w, const char *type, int level)
 	char head[96];
 	const char *t = type;
 	while (t - type < 40 && ((*t >= 'a' && *t <= 'z') || *t == '_' ||
-	    (*t >= '0' && *t <= '9')))
+	                         (*t >= '0' && *t <= '9')))
 		t++;
 	size_t tl = (size_t)(t - type);
 	if (tl < 40 && !*t) {
@@ -1232,7 +1321,9 @@ enqueue_locked(const char *line, size_t len)
 {
 	if (fd_dead) {
 		lost++;
-		return true; /* the reader is gone: not a drop to count */
+		gone++;
+		gone_uncounted++;
+		return true; /* the reader gone: not a full queue's drop */
 	}
 	if (dropped)
 		notice_dropped_locked();
@@ -1319,6 +1410,25 @@ count_metric(_Atomic(gk_series *) *series, const char *name, const char *help)
 	gk_counter_add(s, 1);
 }
 
+static _Atomic(gk_series *) m_lost;
+
+static void
+count_gone(uint64_t n)
+{
+	if (!n)
+		return;
+	gk_series *s = atomic_load_explicit(&m_lost, memory_order_acquire);
+	if (!s) {
+		s = gk_metric_series(gk_counter_new(
+		    "gk_events_lost_total",
+		    "Events not written because the event fd's reader was gone "
+		    "(EPIPE) or the fd closed (EBADF).",
+		    NULL));
+		atomic_store_explicit(&m_lost, s, memory_order_release);
+	}
+	gk_counter_add(s, (double)n);
+}
+
 static void
 count_truncated(void)
 {
@@ -1395,7 +1505,9 @@ gk_event_end(void)
 	}
 	pthread_mutex_lock(&qlock);
 	bool queued = enqueue_locked(line, len);
+	uint64_t g = take_gone_locked();
 	pthread_mutex_unlock(&qlock);
+	count_gone(g);
 	b->line.len = 0;
 	if (!queued)
 		count_metric(&m_dropped, "gk_events_dropped_total",
@@ -1450,7 +1562,8 @@ json_scalar(const char *v)
 	if (integral) {
 		const char *dig = v + (*v == '-');
 		size_t nd = strlen(dig);
-		return nd < 16 || (nd == 16 && strcmp(dig, "9007199254740992") <= 0);
+		return nd < 16 ||
+		       (nd == 16 && strcmp(dig, "9007199254740992") <= 0);
 	}
 	double d = strtod(v, NULL);
 	return isfinite(d) && fabs(d) < 9007199254740992.0;

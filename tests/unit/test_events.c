@@ -439,9 +439,14 @@ TEST(double_round_trip)
 	static const struct {
 		double v;
 		const char *want;
-	} plain[] = {{0.000295, "0.000295"}, {0.1, "0.1"}, {-2.5, "-2.5"},
-	    {1.000001, "1.000001"}, {123.45, "123.45"}, {3e-6, "0.000003"},
-	    {7, "7"}, {0.0, "0"}};
+	} plain[] = {{0.000295, "0.000295"},
+	             {0.1, "0.1"},
+	             {-2.5, "-2.5"},
+	             {1.000001, "1.000001"},
+	             {123.45, "123.45"},
+	             {3e-6, "0.000003"},
+	             {7, "7"},
+	             {0.0, "0"}};
 	for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
 		gk_buf b = {0};
 		gk_jw w;
@@ -455,7 +460,9 @@ TEST(double_round_trip)
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		double v;
 		switch (i % 4) {
-		case 0: v = (double)(x % 100000000) / 1e6; break; /* durations */
+		case 0:
+			v = (double)(x % 100000000) / 1e6;
+			break; /* durations */
 		case 1: v = (double)(x >> 11) * 0x1.0p-53 * 1000; break;
 		case 2: v = (double)(int64_t)(x % 2000000) / 1e7 - 0.1; break;
 		default: memcpy(&v, &x, sizeof v); break; /* any bits */
@@ -468,7 +475,8 @@ TEST(double_round_trip)
 		gk_jw_double(&w, v);
 		gk_wire_error e;
 		const char *s = gk_buf_cstr(&b);
-		if (strtod(s, NULL) != v || gk_json_validate(s, b.len, &e) < 0) {
+		if (strtod(s, NULL) != v ||
+		    gk_json_validate(s, b.len, &e) < 0) {
 			printf("#   %.17g written as %s\n", v, s);
 			CHECK(0);
 			gk_buf_free(&b);
@@ -738,6 +746,8 @@ TEST(reader_gone)
 	snprintf(v, sizeof v, "%d", p[1]);
 	setenv("GK_EVENTS_FD", v, 1);
 	gk_events_init("test-events");
+	double lost0 = gk_series_value(gk_metric_series(
+	    gk_counter_new("gk_events_lost_total", NULL, NULL)));
 	struct sigaction sa;
 	sigaction(SIGPIPE, NULL, &sa);
 	CHECK(sa.sa_handler == SIG_DFL); /* so SIGPIPE would kill us */
@@ -750,6 +760,11 @@ TEST(reader_gone)
 	sigset_t pend;
 	sigpending(&pend);
 	CHECK(!sigismember(&pend, SIGPIPE));
+	/* Each of them counted. */
+	CHECK(gk_series_value(gk_metric_series(
+	          gk_counter_new("gk_events_lost_total", NULL, NULL))) -
+	          lost0 ==
+	      11);
 	/* Still alive, and a new fd works again. */
 	struct cap c;
 	cap_open(&c, false, true);
@@ -758,6 +773,90 @@ TEST(reader_gone)
 	CHECK(c.len > 0 && strstr(c.data, "\"back\""));
 	cap_free(&c);
 	close(p[1]);
+}
+
+/*
+ * Events lost to a reader gone are counted: gk_events_lost_total, which
+ * reaches no one through the dead fd, and on standard error when it is
+ * another file: at once in a running loop, and the count at exit.
+ */
+static int
+child_stderr(void (*f)(int dead_fd), char *out, size_t cap)
+{
+	int e[2], d[2];
+	if (pipe(e) < 0 || pipe(d) < 0)
+		return -1;
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(e[0]);
+		close(d[0]); /* the reader of the event fd: gone */
+		dup2(e[1], 2);
+		close(e[1]);
+		char v[16];
+		snprintf(v, sizeof v, "%d", d[1]);
+		setenv("GK_EVENTS_FD", v, 1);
+		gk_events_init("child");
+		f(d[1]);
+		exit(0);
+	}
+	close(e[1]);
+	close(d[0]);
+	close(d[1]);
+	size_t n = 0;
+	ssize_t r;
+	while (n < cap - 1 && (r = read(e[0], out + n, cap - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	close(e[0]);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return st;
+}
+
+static void
+lose_three(int fd)
+{
+	(void)fd;
+	gk_series *m = gk_metric_series(
+	    gk_counter_new("gk_events_lost_total", NULL, NULL));
+	double before = gk_series_value(m); /* what the parent lost */
+	gk_events_set_batching(true);       /* as in a running loop */
+	for (int i = 0; i < 3; i++) {
+		gk_log(GK_INFO, "to nobody");
+		gk_events_flush();
+	}
+	if (gk_series_value(m) - before != 3)
+		exit(10);
+}
+
+static void
+lose_three_to_stderr(int fd)
+{
+	dup2(fd, 2); /* the event fd is standard error: nowhere to say it */
+	lose_three(fd);
+}
+
+TEST(reader_gone_counted)
+{
+	clear_env();
+	char out[4096];
+	int st = child_stderr(lose_three, out, sizeof out);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	char want[512];
+	int fd = -1;
+	CHECK(sscanf(out, "child: warning: the reader of event fd %d", &fd) ==
+	      1);
+	snprintf(want, sizeof want,
+	         "child: warning: the reader of event fd %d is gone (Broken "
+	         "pipe): events are lost, counted in gk_events_lost_total\n"
+	         "child: warning: 3 events lost: the reader of event fd %d is "
+	         "gone (Broken pipe)\n",
+	         fd, fd);
+	CHECK_STR(out, want);
+	st = child_stderr(lose_three_to_stderr, out, sizeof out);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK_STR(out, "");
 }
 
 /* In a loop, events wait for a batch, but never more than 10 ms: an idle
@@ -828,7 +927,7 @@ late_reader(void *arg)
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		if (poll(&p, 1, 10) == 1) {
 			ssize_t n = read(fd, late_got + late_len,
-			    sizeof late_got - late_len);
+			                 sizeof late_got - late_len);
 			if (n > 0)
 				late_len += (size_t)n;
 		}
@@ -1368,6 +1467,7 @@ main(void)
 	RUN(batching_flushes_past_64k);
 	RUN(drops_when_stuck);
 	RUN(reader_gone);
+	RUN(reader_gone_counted);
 	RUN(many_fields_stay_readable);
 	RUN(text_format);
 	RUN(text_line_fits_pipe_buf);
