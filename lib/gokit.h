@@ -252,7 +252,10 @@ void gk_jw_int(gk_jw *w, int64_t v);
 void gk_jw_double(gk_jw *w, double v);
 void gk_jw_bool(gk_jw *w, bool v);
 void gk_jw_null(gk_jw *w);
-/* Already-encoded JSON text, copied as it is. */
+/* Already-encoded JSON text, copied as it is, but for its bytes below
+ * 0x20 (whitespace, in valid JSON), written as spaces so that the output
+ * stays one line.  p must be one valid JSON value: that is not checked
+ * (callers give what they wrote or parsed themselves). */
 void gk_jw_raw(gk_jw *w, const char *p, size_t n);
 /* Bytes as a base64 string. */
 void gk_jw_base64(gk_jw *w, const void *p, size_t n);

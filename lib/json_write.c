@@ -65,7 +65,10 @@ gk_utf8_valid(const char *s, size_t n)
 
 /* Bytes that need no escaping inside a JSON string. */
 static const unsigned char plain[256] = {
-    [0x20] = 1, [0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7f] = 1,
+    [0x20] = 1,
+    [0x21] = 1,
+    [0x23 ... 0x5b] = 1,
+    [0x5d ... 0x7f] = 1,
 };
 
 /*
@@ -81,10 +84,12 @@ plain_prefix(const unsigned char *p, size_t n)
 	const __m128i quote = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\');
 	const __m128i space = _mm_set1_epi8(0x20);
 	for (; n - i >= 16; i += 16) {
-		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
-		unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-		    _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bs)),
-		    _mm_cmplt_epi8(x, space)));
+		__m128i x =
+		    _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		unsigned m = (unsigned)_mm_movemask_epi8(
+		    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote),
+		                              _mm_cmpeq_epi8(x, bs)),
+		                 _mm_cmplt_epi8(x, space)));
 		if (m)
 			return i + (size_t)__builtin_ctz(m);
 	}
@@ -135,7 +140,8 @@ gk_json_quote(gk_buf *out, const char *s, size_t n)
 		case '\b': gk_buf_add(out, "\\b", 2); break;
 		case '\f': gk_buf_add(out, "\\f", 2); break;
 		default: {
-			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			char e[6] = {'\\', 'u',         '0',
+			             '0',  hex[c >> 4], hex[c & 15]};
 			gk_buf_add(out, e, 6);
 		}
 		}
@@ -180,10 +186,26 @@ close_container(gk_jw *w, char c)
 	gk_buf_addc(w->out, c);
 }
 
-void gk_jw_object(gk_jw *w) { open_container(w, '{'); }
-void gk_jw_object_end(gk_jw *w) { close_container(w, '}'); }
-void gk_jw_array(gk_jw *w) { open_container(w, '['); }
-void gk_jw_array_end(gk_jw *w) { close_container(w, ']'); }
+void
+gk_jw_object(gk_jw *w)
+{
+	open_container(w, '{');
+}
+void
+gk_jw_object_end(gk_jw *w)
+{
+	close_container(w, '}');
+}
+void
+gk_jw_array(gk_jw *w)
+{
+	open_container(w, '[');
+}
+void
+gk_jw_array_end(gk_jw *w)
+{
+	close_container(w, ']');
+}
 
 void
 gk_jw_comma_list(gk_jw *w, const char *list)
@@ -311,7 +333,17 @@ void
 gk_jw_raw(gk_jw *w, const char *p, size_t n)
 {
 	before_value(w);
+	if (!n)
+		return;
+	size_t at = w->out->len;
 	gk_buf_add(w->out, p, n);
+	/* Valid JSON has a byte below 0x20 only as whitespace between
+	 * tokens: a space there is the same value, and keeps the output one
+	 * line (a newline would end an event, or a wire message). */
+	char *o = w->out->data + at;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)o[i] < 0x20)
+			o[i] = ' ';
 }
 
 void
@@ -334,7 +366,8 @@ gk_base64_encode(gk_buf *out, const void *src, size_t n)
 	char *o = out->data + out->len;
 	size_t i = 0;
 	for (; i + 3 <= n; i += 3) {
-		unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
+		unsigned v =
+		    (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
 		*o++ = b64[v >> 18];
 		*o++ = b64[(v >> 12) & 63];
 		*o++ = b64[(v >> 6) & 63];

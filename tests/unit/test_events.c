@@ -775,6 +775,40 @@ TEST(reader_gone)
 	close(p[1]);
 }
 
+/* Raw JSON given with whitespace other than spaces (pretty-printed, as a
+ * handler may write it) stays one line: a newline would end the event. */
+TEST(raw_json_stays_one_line)
+{
+	clear_env();
+	struct cap c;
+	cap_open(&c, false, true);
+	gk_jw *w = gk_event_begin("span");
+	gk_jw_key(w, "attrs");
+	static const char pretty[] =
+	    "{\n\t\"a\": [1,\r\n\t2],\n\t\"b\": \"x y\"\n}";
+	gk_jw_raw(w, pretty, sizeof pretty - 1);
+	gk_jw_key(w, "n");
+	gk_jw_int(w, 7);
+	gk_event_end();
+	cap_close(&c);
+	json_t *v[4] = {0};
+	size_t n = cap_lines(&c, v, 4);
+	CHECK(n == 1);
+	CHECK(v[0] != NULL);
+	if (n == 1 && v[0]) {
+		json_t *a =
+		    json_object_get(json_object_get(v[0], "attrs"), "a");
+		CHECK(json_array_size(a) == 2 &&
+		      json_integer_value(json_array_get(a, 1)) == 2);
+		CHECK_STR(json_string_value(json_object_get(
+		              json_object_get(v[0], "attrs"), "b")),
+		          "x y");
+		CHECK(json_integer_value(json_object_get(v[0], "n")) == 7);
+	}
+	free_lines(v, n);
+	cap_free(&c);
+}
+
 /*
  * Events lost to a reader gone are counted: gk_events_lost_total, which
  * reaches no one through the dead fd, and on standard error when it is
@@ -1468,6 +1502,7 @@ main(void)
 	RUN(drops_when_stuck);
 	RUN(reader_gone);
 	RUN(reader_gone_counted);
+	RUN(raw_json_stays_one_line);
 	RUN(many_fields_stay_readable);
 	RUN(text_format);
 	RUN(text_line_fits_pipe_buf);
