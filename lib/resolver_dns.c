@@ -14,8 +14,9 @@
 #include "ares_loop.h"
 #include "resolver_source.h"
 
-const gk_ares_api gk__ares_direct = {ares_library_init, ares_init_options,
-    ares_set_servers_ports_csv, ares_destroy, ares_process_fd, ares_timeout};
+const gk_ares_api gk__ares_direct = {
+    ares_library_init, ares_init_options, ares_set_servers_ports_csv,
+    ares_destroy,      ares_process_fd,   ares_timeout};
 
 #define MIN_REFRESH_MS 1000
 #define MAX_REFRESH_MS 300000
@@ -37,7 +38,7 @@ struct dns_state {
 	/* one round of lookups */
 	unsigned pending;
 	bool failed;
-	int status; /* the first failure's c-ares status */
+	int status;      /* the first failure's c-ares status */
 	const char *why; /* or the failure in words, when not c-ares's */
 	uint32_t min_ttl;
 	gk_endpoint *set;
@@ -73,7 +74,7 @@ answer_ttl(const unsigned char *buf, int len)
 		if (p + 10 > end)
 			break;
 		uint32_t ttl = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 |
-		    (uint32_t)p[6] << 8 | p[7];
+		               (uint32_t)p[6] << 8 | p[7];
 		unsigned rdlen = p[8] << 8 | p[9];
 		if (ttl < best)
 			best = ttl;
@@ -94,7 +95,7 @@ answer_count(const unsigned char *buf, int len)
 
 static void
 add_endpoint(struct dns_state *d, const char *ip, bool v6, unsigned port,
-    unsigned weight, unsigned prio)
+             unsigned weight, unsigned prio)
 {
 	if (d->n == d->cap) {
 		d->cap = d->cap ? d->cap * 2 : 16;
@@ -103,8 +104,43 @@ add_endpoint(struct dns_state *d, const char *ip, bool v6, unsigned port,
 	gk_endpoint *e = &d->set[d->n++];
 	memset(e, 0, sizeof *e);
 	snprintf(e->addr, sizeof e->addr, v6 ? "[%s]:%u" : "%s:%u", ip, port);
-	e->weight = weight ? weight : 1;
+	e->weight = weight; /* 0 as the SRV record says: see weigh_zero */
 	e->priority = prio;
+}
+
+/* How many times over the weights of a priority are written when it has
+ * records of weight 0 as well, so that those (written as 1) get a very
+ * small share; at most what the endpoints format takes. */
+#define ZERO_WEIGHT_SCALE 100
+#define MAX_WEIGHT 1000000
+
+/*
+ * RFC 2782: records of weight 0 "should have a very small chance of being
+ * selected" among records of the same priority with weights above 0, and
+ * are picked evenly where all of them have weight 0.  The endpoints format
+ * has no weight below 1: a priority that mixes them has its other weights
+ * written 100 times over (less where that would pass 1000000), and its
+ * records of weight 0 as 1.
+ */
+static void
+weigh_zero(gk_endpoint *set, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (set[i].weight)
+			continue;
+		unsigned prio = set[i].priority, max = 0;
+		for (size_t j = 0; j < n; j++)
+			if (set[j].priority == prio && set[j].weight > max)
+				max = set[j].weight;
+		unsigned k = max ? ZERO_WEIGHT_SCALE : 1;
+		if (max && (uint64_t)max * k > MAX_WEIGHT)
+			k = MAX_WEIGHT / max;
+		/* the whole group at once: none of it is 0 after this */
+		for (size_t j = 0; j < n; j++)
+			if (set[j].priority == prio)
+				set[j].weight =
+				    set[j].weight ? set[j].weight * k : 1;
+	}
 }
 
 static void
@@ -131,6 +167,7 @@ round_done(struct dns_state *d)
 		gk__resolver_error(d->r, w);
 		next = ERROR_RETRY_MS;
 	} else {
+		weigh_zero(d->set, d->n);
 		gk__resolver_publish(d->r, d->set, d->n);
 		next = (uint64_t)d->min_ttl * 1000;
 		uint64_t floor = gk__resolver_options(d->r)->min_refresh_ms;
@@ -183,22 +220,28 @@ on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		char ip[INET6_ADDRSTRLEN];
 		if (q->v6) {
 			int n = answer_count(abuf, alen);
-			struct ares_addr6ttl *a = gk_xcalloc((size_t)n, sizeof *a);
-			if (ares_parse_aaaa_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS)
+			struct ares_addr6ttl *a =
+			    gk_xcalloc((size_t)n, sizeof *a);
+			if (ares_parse_aaaa_reply(abuf, alen, NULL, a, &n) ==
+			    ARES_SUCCESS)
 				for (int i = 0; i < n; i++) {
-					inet_ntop(AF_INET6, &a[i].ip6addr, ip, sizeof ip);
-					add_endpoint(d, ip, true, q->port, q->weight,
-					    q->priority);
+					inet_ntop(AF_INET6, &a[i].ip6addr, ip,
+					          sizeof ip);
+					add_endpoint(d, ip, true, q->port,
+					             q->weight, q->priority);
 				}
 			free(a);
 		} else {
 			int n = answer_count(abuf, alen);
-			struct ares_addrttl *a = gk_xcalloc((size_t)n, sizeof *a);
-			if (ares_parse_a_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS)
+			struct ares_addrttl *a =
+			    gk_xcalloc((size_t)n, sizeof *a);
+			if (ares_parse_a_reply(abuf, alen, NULL, a, &n) ==
+			    ARES_SUCCESS)
 				for (int i = 0; i < n; i++) {
-					inet_ntop(AF_INET, &a[i].ipaddr, ip, sizeof ip);
-					add_endpoint(d, ip, false, q->port, q->weight,
-					    q->priority);
+					inet_ntop(AF_INET, &a[i].ipaddr, ip,
+					          sizeof ip);
+					add_endpoint(d, ip, false, q->port,
+					             q->weight, q->priority);
 				}
 			free(a);
 		}
@@ -213,8 +256,10 @@ on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	if (!--nl->left) {
 		/* A name that does not exist is an error for dns:NAME; an SRV
 		 * target that does not exist has no addresses, an answer. */
-		int st = nl->answered ? 0 : nl->status ? nl->status :
-		    nl->nxdomain && !d->srv ? ARES_ENOTFOUND : 0;
+		int st = nl->answered              ? 0
+		         : nl->status              ? nl->status
+		         : nl->nxdomain && !d->srv ? ARES_ENOTFOUND
+		                                   : 0;
 		if (st) {
 			if (!d->failed)
 				d->status = st;
@@ -228,7 +273,7 @@ on_addr(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 
 static void
 query_addrs(struct dns_state *d, const char *host, unsigned port,
-    unsigned weight, unsigned prio)
+            unsigned weight, unsigned prio)
 {
 	struct name_lookup *nl = gk_xcalloc(1, sizeof *nl);
 	nl->left = 2;
@@ -260,7 +305,8 @@ on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 	if (status != ARES_SUCCESS ||
 	    ares_parse_srv_reply(abuf, alen, &srv) != ARES_SUCCESS) {
 		if (!d->failed)
-			d->status = status != ARES_SUCCESS ? status : ARES_EBADRESP;
+			d->status =
+			    status != ARES_SUCCESS ? status : ARES_EBADRESP;
 		d->failed = true;
 		round_done(d);
 		return;
@@ -337,7 +383,7 @@ ip_literal(const char *name)
 
 static int
 dns_start_common(gk_resolver *r, const char *rest, void **state,
-    const char **why, bool srv)
+                 const char **why, bool srv)
 {
 	struct dns_state *d = gk_xcalloc(1, sizeof *d);
 	d->r = r;
@@ -369,7 +415,7 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 		int lit = ip_literal(d->name);
 		if (lit < 0) {
 			*why = "expected dns:NAME:PORT, an IPv6 address in "
-			    "brackets (dns:[::1]:80)";
+			       "brackets (dns:[::1]:80)";
 			free(d);
 			return -1;
 		}
@@ -379,14 +425,15 @@ dns_start_common(gk_resolver *r, const char *rest, void **state,
 			 * refresh.  The core writes it in its usual form. */
 			gk_endpoint ep = {.weight = 1};
 			snprintf(ep.addr, sizeof ep.addr, "%s:%u", d->name,
-			    d->port);
+			         d->port);
 			*state = d;
 			gk__resolver_publish(r, &ep, 1);
 			return 0;
 		}
 	}
 	const char *ns = gk__resolver_options(r)->nameserver;
-	if (gk__ares_open(&d->ares, &gk__ares_direct, d->loop, 1000, 2, ns, why) < 0) {
+	if (gk__ares_open(&d->ares, &gk__ares_direct, d->loop, 1000, 2, ns,
+	                  why) < 0) {
 		free(d);
 		return -1;
 	}

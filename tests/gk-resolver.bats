@@ -347,6 +347,27 @@ _blank_lines_are() {
 	[[ $stderr != *'source failed'* ]]
 }
 
+@test "dns+srv: a target of weight 0 among weighted ones of its priority gets a very small share (RFC 2782), not as much as weight 1" {
+	start_dnsmasq dns --local-ttl=60 \
+		--host-record=a.example.test,127.0.0.11 \
+		--host-record=b.example.test,127.0.0.12 \
+		--host-record=c.example.test,127.0.0.13 \
+		--host-record=d.example.test,127.0.0.14 \
+		--srv-host=_web._tcp.example.test,a.example.test,8001,1,0 \
+		--srv-host=_web._tcp.example.test,b.example.test,8002,1,1 \
+		--srv-host=_web._tcp.example.test,c.example.test,8003,1,3 \
+		--srv-host=_web._tcp.example.test,d.example.test,8004,2,0
+	run --separate-stderr gk-resolver --nameserver "127.0.0.1:$DNS_PORT" dns+srv:_web._tcp.example.test
+	assert_success
+	# the weighted ones keep their ratio, 100 times over; priority 2,
+	# all of weight 0, has nothing to choose between
+	assert_equal "$output" "$(printf '%s\n' \
+		'127.0.0.11:8001 1 - priority=1' \
+		'127.0.0.12:8002 100 - priority=1' \
+		'127.0.0.13:8003 300 - priority=1' \
+		'127.0.0.14:8004 1 - priority=2')"
+}
+
 @test "dns+srv: a record with port 0 adds no endpoint and is counted; an answer of nothing else is a source error" {
 	start_dnsmasq dns --local-ttl=1 \
 		--host-record=a.example.test,127.0.0.11 \
