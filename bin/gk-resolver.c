@@ -48,7 +48,8 @@ static struct {
 static void
 usage(void)
 {
-	printf("gk-resolver: names to live endpoint sets, and registration\n\n"
+	printf(
+	    "gk-resolver: names to live endpoint sets, and registration\n\n"
 	    "usage: gk-resolver [options] URI\n"
 	    "       gk-resolver register URI --name NAME --addr HOST:PORT "
 	    "--ttl DUR [options]\n\n"
@@ -73,7 +74,8 @@ usage(void)
 	    "      --addr HOST:PORT       this instance\n"
 	    "      --ttl DUR              lease or check TTL, kept alive every "
 	    "third\n"
-	    "      --check URL            keep alive only while URL answers 2xx\n"
+	    "      --check URL            keep alive only while URL answers "
+	    "2xx\n"
 	    "      --weight N             the instance's weight (1)\n"
 	    "      --tags T,...           tags (Consul; after the weight in "
 	    "etcd)\n\n"
@@ -90,7 +92,7 @@ duration(const char *opt, const char *v)
 	uint64_t ms;
 	if (gk_parse_duration_ms(v, &ms) < 0)
 		gk_usage_error("bad --%s: %s (expected a duration: 250ms, 2s)",
-		    opt, v);
+		               opt, v);
 	return ms;
 }
 
@@ -131,24 +133,28 @@ static void
 write_out(void)
 {
 	gk_timer_stop(X.loop, &X.write_retry);
-	if (gk_write_file_atomic(X.out, X.unwritten.data ? X.unwritten.data : "",
-	    X.unwritten.len) < 0) {
+	if (gk_write_file_atomic(X.out,
+	                         X.unwritten.data ? X.unwritten.data : "",
+	                         X.unwritten.len) < 0) {
 		int e = errno;
 		gk_counter_add(X.m_write_errors, 1);
 		if (!X.watch)
 			gk_fatal(EXIT_CANTCREAT, "unable to write %s: %s",
-			    X.out, strerror(e));
+			         X.out, strerror(e));
 		char f[300], w[300];
 		snprintf(f, sizeof f, "file=%s", X.out);
 		snprintf(w, sizeof w, "error=%s", strerror(e));
 		if (!X.write_failing)
-			gk_log(GK_ERROR, "unable to write the endpoints file, "
-			    "trying again", f, w);
+			gk_log(GK_ERROR,
+			       "unable to write the endpoints file, "
+			       "trying again",
+			       f, w);
 		X.write_failing = true;
 		gk_timer_start(X.loop, &X.write_retry, X.write_retry_ms,
-		    on_write_retry, NULL);
-		X.write_retry_ms = X.write_retry_ms * 2 > WRITE_RETRY_MAX_MS ?
-		    WRITE_RETRY_MAX_MS : X.write_retry_ms * 2;
+		               on_write_retry, NULL);
+		X.write_retry_ms = X.write_retry_ms * 2 > WRITE_RETRY_MAX_MS
+		                       ? WRITE_RETRY_MAX_MS
+		                       : X.write_retry_ms * 2;
 		return;
 	}
 	gk_counter_add(X.m_writes, 1);
@@ -182,8 +188,9 @@ emit(const gk_endpoint *set, size_t n)
 		}
 		if ((b.len && fwrite(b.data, 1, b.len, stdout) != b.len) ||
 		    fflush(stdout) == EOF)
-			gk_fatal(GK_EXIT_IOERR, "unable to write the output: %s",
-			    strerror(errno));
+			gk_fatal(GK_EXIT_IOERR,
+			         "unable to write the output: %s",
+			         strerror(errno));
 		ready();
 	}
 	gk_buf_free(&b);
@@ -212,7 +219,8 @@ on_error(const char *what, void *arg)
 	(void)arg;
 	if (!X.watch && !X.got_set && !X.stopping) {
 		X.stopping = true;
-		gk_fatal(EXIT_UNAVAILABLE, "unable to resolve %s: %s", X.uri, what);
+		gk_fatal(EXIT_UNAVAILABLE, "unable to resolve %s: %s", X.uri,
+		         what);
 	}
 	if (!X.ready) {
 		/* Not ready yet: systemctl status says what it waits for.  On
@@ -220,7 +228,7 @@ on_error(const char *what, void *arg)
 		 * answer) would start another assignment, READY=1 even. */
 		char st[400];
 		snprintf(st, sizeof st, "STATUS=waiting for the first set: %s",
-		    what);
+		         what);
 		for (char *c = st; *c; c++)
 			if ((unsigned char)*c < ' ')
 				*c = ' ';
@@ -303,7 +311,7 @@ start_loop(bool long_running)
 	X.watchdog_ms = gk_watchdog_interval_ms();
 	if (X.watchdog_ms)
 		gk_timer_start(X.loop, &X.watchdog, X.watchdog_ms, on_watchdog,
-		    NULL);
+		               NULL);
 }
 
 static int
@@ -334,13 +342,16 @@ register_main(int argc, char **argv)
 			if (strncmp(optarg, "http://", 7) &&
 			    strncmp(optarg, "https://", 8))
 				gk_usage_error("bad --check: %s (expected an "
-				    "http:// or https:// URL)", optarg);
+				               "http:// or https:// URL)",
+				               optarg);
 			o.check_url = optarg;
 			break;
 		case 'W':
 			if (gk_parse_uint(optarg, 1, 1000000, &w) < 0)
-				gk_usage_error("bad --weight: %s (expected 1 to "
-				    "1000000)", optarg);
+				gk_usage_error(
+				    "bad --weight: %s (expected 1 to "
+				    "1000000)",
+				    optarg);
 			o.weight = (unsigned)w;
 			break;
 		case 'T': o.tags = optarg; break;
@@ -348,18 +359,20 @@ register_main(int argc, char **argv)
 		case 'V': printf("gk-resolver %s\n", GK_VERSION); return 0;
 		case ':':
 			gk_usage_error("option %s needs a value",
-			    argv[optind - 1]);
+			               argv[optind - 1]);
 		default: gk_usage_bad_option(argv);
 		}
 	}
 	if (optind != argc - 1)
-		gk_usage_error(optind >= argc ? "register: expected a URI "
-		    "(etcd:http://H:P/PREFIX or consul:http://H:P)" :
-		    "register: one URI only (see --help)");
+		gk_usage_error(
+		    optind >= argc
+		        ? "register: expected a URI "
+		          "(etcd:http://H:P/PREFIX or consul:http://H:P)"
+		        : "register: one URI only (see --help)");
 	o.uri = argv[optind];
 	if (!o.name || !o.addr || !o.ttl_ms)
 		gk_usage_error("register needs --name NAME, --addr HOST:PORT "
-		    "and --ttl DUR");
+		               "and --ttl DUR");
 	start_loop(true);
 	const char *why = NULL;
 	X.reg = gk_register_new(X.loop, &o, &why);
@@ -402,41 +415,45 @@ main(int argc, char **argv)
 		case 'N': {
 			const char *colon = strrchr(optarg, ':');
 			if (!colon || colon == optarg || !colon[1] ||
-			    strspn(colon + 1, "0123456789") != strlen(colon + 1))
+			    strspn(colon + 1, "0123456789") !=
+			        strlen(colon + 1))
 				gk_usage_error("bad --nameserver: %s (expected "
-				    "IP:PORT)", optarg);
+				               "IP:PORT)",
+				               optarg);
 			ro.nameserver = optarg;
 			break;
 		}
 		case 'I':
-			ro.invalidate_after_ms = duration("invalidate-after",
-			    optarg);
+			ro.invalidate_after_ms =
+			    duration("invalidate-after", optarg);
 			break;
 		case 't': timeout_ms = duration("timeout", optarg); break;
 		case 'h': usage(); return 0;
 		case 'V': printf("gk-resolver %s\n", GK_VERSION); return 0;
 		case ':':
 			gk_usage_error("option %s needs a value",
-			    argv[optind - 1]);
+			               argv[optind - 1]);
 		default: gk_usage_bad_option(argv);
 		}
 	}
 	if (optind >= argc)
-		gk_usage_error("expected a URI (static:, file:, dns:, dns+srv:, "
+		gk_usage_error(
+		    "expected a URI (static:, file:, dns:, dns+srv:, "
 		    "consul:, etcd:; see --help)");
 	if (optind != argc - 1)
 		gk_usage_error("unexpected argument: %s (one URI only)",
-		    argv[optind + 1]);
+		               argv[optind + 1]);
 	if (X.json && X.out)
 		gk_usage_error("--json with -o: the file is always written in "
-		    "the endpoints format");
+		               "the endpoints format");
 	if (!timeout_ms)
-		gk_usage_error("bad --timeout: 0 (expected a duration above 0)");
+		gk_usage_error(
+		    "bad --timeout: 0 (expected a duration above 0)");
 	X.uri = argv[optind];
 	start_loop(X.watch);
-	X.m_writes = gk_metric_series(gk_counter_new(
-	    "gk_resolver_file_writes_total", "Sets written to the -o file",
-	    NULL));
+	X.m_writes = gk_metric_series(
+	    gk_counter_new("gk_resolver_file_writes_total",
+	                   "Sets written to the -o file", NULL));
 	X.m_write_errors = gk_metric_series(gk_counter_new(
 	    "gk_resolver_file_write_errors_total",
 	    "Sets that could not be written to the -o file", NULL));
@@ -447,8 +464,8 @@ main(int argc, char **argv)
 		gk_usage_error("bad URI: %s (%s)", X.uri, why);
 	if (!X.stopping) {
 		if (!X.watch)
-			gk_timer_start(X.loop, &X.timeout, timeout_ms, on_timeout,
-			    NULL);
+			gk_timer_start(X.loop, &X.timeout, timeout_ms,
+			               on_timeout, NULL);
 		gk_loop_run(X.loop);
 	}
 	gk_timer_stop(X.loop, &X.timeout);

@@ -100,7 +100,8 @@ on_retry(gk_loop *loop, void *arg)
 static void
 retry_later(struct etcd_state *e)
 {
-	uint64_t wait = (uint64_t)RETRY_MIN_MS << (e->failures < 6 ? e->failures : 6);
+	uint64_t wait = (uint64_t)RETRY_MIN_MS
+	                << (e->failures < 6 ? e->failures : 6);
 	if (wait > RETRY_MAX_MS)
 		wait = RETRY_MAX_MS;
 	e->failures++;
@@ -185,14 +186,17 @@ put(struct etcd_state *e, const char *key, size_t keylen, const char *val,
 	del(e, key, keylen);
 	const char *nl = memchr(val, '\n', vallen);
 	if (nl && (size_t)(nl - val) + 1 == vallen)
-		vallen--; /* one trailing newline, as "echo ... | etcdctl put" leaves */
+		vallen--; /* one trailing newline, as "echo ... | etcdctl put"
+		             leaves */
 	if (memchr(val, '\n', vallen) || memchr(val, 0, vallen) ||
 	    gk__resolver_parse_line(val, vallen, &ep) != 0) {
 		char k[300];
-		snprintf(k, sizeof k, "key=%.*s", (int)(keylen < 200 ? keylen : 200),
-		    key);
-		gk_log(GK_WARN, "etcd: value is not HOST:PORT [WEIGHT], key "
-		    "left out", k);
+		snprintf(k, sizeof k, "key=%.*s",
+		         (int)(keylen < 200 ? keylen : 200), key);
+		gk_log(GK_WARN,
+		       "etcd: value is not HOST:PORT [WEIGHT], key "
+		       "left out",
+		       k);
 		gk_counter_add(e->m_bad, 1);
 		add(&e->bad, &e->nbad, &e->badcap, key, keylen);
 		return;
@@ -208,12 +212,12 @@ decode_kv(jv kv, gk_buf *key, gk_buf *val)
 	int rc = -1;
 	if (jv_get_kind(k) == JV_KIND_STRING &&
 	    gk_base64_decode(key, jv_string_value(k),
-	    strlen(jv_string_value(k))) == 0) {
+	                     strlen(jv_string_value(k))) == 0) {
 		rc = 0;
 		/* A delete carries no value; an empty value has none either. */
 		if (jv_get_kind(v) == JV_KIND_STRING &&
 		    gk_base64_decode(val, jv_string_value(v),
-		    strlen(jv_string_value(v))) < 0)
+		                     strlen(jv_string_value(v))) < 0)
 			rc = -1;
 	}
 	jv_free(k);
@@ -231,19 +235,20 @@ on_range(gk_rhttp *h, bool ok, void *arg)
 	char what[400];
 	if (!ok) {
 		snprintf(what, sizeof what, "etcd: range: %s",
-		    gk__rhttp_error(&e->range));
+		         gk__rhttp_error(&e->range));
 		gk__resolver_error(e->r, what);
 		retry_later(e);
 		return;
 	}
 	jv doc = jv_parse_sized(e->range.body.data ? e->range.body.data : "",
-	    (int)e->range.body.len);
+	                        (int)e->range.body.len);
 	jv rev = gk__jv_path(doc, "header", "revision", (char *)0);
 	uint64_t revision;
 	if (!gk__jv_uint(rev, &revision)) {
 		jv_free(rev);
 		jv_free(doc);
-		gk__resolver_error(e->r, "etcd: range: no header.revision in the answer");
+		gk__resolver_error(
+		    e->r, "etcd: range: no header.revision in the answer");
 		retry_later(e);
 		return;
 	}
@@ -257,8 +262,8 @@ on_range(gk_rhttp *h, bool ok, void *arg)
 			gk_buf_reset(&key);
 			gk_buf_reset(&val);
 			if (decode_kv(kv, &key, &val) == 0)
-				put(e, key.data, key.len, val.data ? val.data : "",
-				    val.len);
+				put(e, key.data, key.len,
+				    val.data ? val.data : "", val.len);
 			jv_free(kv);
 		}
 	jv_free(kvs);
@@ -276,9 +281,10 @@ start_range(struct etcd_state *e)
 	gk_buf url = {0}, body = {0};
 	gk_buf_addf(&url, "%s/v3/kv/range", e->base);
 	gk_buf_addf(&body, "{\"key\":\"%.*s\",\"range_end\":\"%.*s\"}",
-	    (int)e->key64.len, e->key64.data, (int)e->end64.len, e->end64.data);
+	            (int)e->key64.len, e->key64.data, (int)e->end64.len,
+	            e->end64.data);
 	if (gk__rhttp_start(&e->range, "POST", gk_buf_cstr(&url), body.data,
-	    body.len, RANGE_TIMEOUT_MS, NULL) < 0) {
+	                    body.len, RANGE_TIMEOUT_MS, NULL) < 0) {
 		gk__resolver_error(e->r, "etcd: unable to start a request");
 		retry_later(e);
 	}
@@ -297,8 +303,8 @@ on_watch_line(gk_rhttp *h, const char *line, size_t len, void *arg)
 	bool go_on = true;
 	if (jv_get_kind(res) != JV_KIND_OBJECT) {
 		char m[300];
-		snprintf(m, sizeof m, "error=%.*s", (int)(len < 200 ? len : 200),
-		    line);
+		snprintf(m, sizeof m, "error=%.*s",
+		         (int)(len < 200 ? len : 200), line);
 		gk_log(GK_WARN, "etcd: watch answered an error", m);
 		go_on = false;
 		goto out;
@@ -320,7 +326,8 @@ on_watch_line(gk_rhttp *h, const char *line, size_t len, void *arg)
 		for (int i = 0; i < n; i++) {
 			jv ev = jv_array_get(jv_copy(events), i);
 			jv kv = gk__jv_get(ev, "kv");
-			char type[16] = "PUT"; /* proto3 JSON omits the default */
+			char type[16] =
+			    "PUT"; /* proto3 JSON omits the default */
 			gk__jv_strcpy(ev, "type", type, sizeof type);
 			gk_buf_reset(&key);
 			gk_buf_reset(&val);
@@ -379,14 +386,15 @@ start_watch(struct etcd_state *e)
 {
 	gk_buf url = {0}, body = {0};
 	gk_buf_addf(&url, "%s/v3/watch", e->base);
-	gk_buf_addf(&body, "{\"create_request\":{\"key\":\"%.*s\",\"range_end\":"
-	    "\"%.*s\",\"start_revision\":\"%llu\"}}", (int)e->key64.len,
-	    e->key64.data, (int)e->end64.len, e->end64.data,
-	    (unsigned long long)e->revision + 1);
+	gk_buf_addf(&body,
+	            "{\"create_request\":{\"key\":\"%.*s\",\"range_end\":"
+	            "\"%.*s\",\"start_revision\":\"%llu\"}}",
+	            (int)e->key64.len, e->key64.data, (int)e->end64.len,
+	            e->end64.data, (unsigned long long)e->revision + 1);
 	e->watch_started_ms = gk_loop_now(e->loop);
 	e->watch_changed = false;
 	if (gk__rhttp_start(&e->watch, "POST", gk_buf_cstr(&url), body.data,
-	    body.len, 0, NULL) < 0) {
+	                    body.len, 0, NULL) < 0) {
 		gk__resolver_error(e->r, "etcd: unable to start a watch");
 		retry_later(e);
 	}
@@ -398,7 +406,8 @@ int
 gk__etcd_parse_url(const char *rest, char **base, gk_buf *prefix)
 {
 	const char *sep = strstr(rest, "://");
-	if (!sep || (strncmp(rest, "http://", 7) && strncmp(rest, "https://", 8)))
+	if (!sep ||
+	    (strncmp(rest, "http://", 7) && strncmp(rest, "https://", 8)))
 		return -1;
 	const char *path = strchr(sep + 3, '/');
 	if (!path || path == sep + 3 || !path[1] || strpbrk(path, "?#"))
@@ -440,7 +449,8 @@ etcd_start(gk_resolver *r, const char *rest, void **state, const char **why)
 	e->watch.arg = e;
 	e->m_reconnects = gk_metric_series(gk_counter_new(
 	    "gk_resolver_etcd_watch_restarts_total",
-	    "Times the etcd watch ended and the prefix was ranged again", NULL));
+	    "Times the etcd watch ended and the prefix was ranged again",
+	    NULL));
 	e->m_events = gk_metric_series(gk_counter_new(
 	    "gk_resolver_etcd_events_total", "Watch events from etcd", NULL));
 	e->m_retry = gk_metric_series(gk_gauge_new(
