@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,8 +221,20 @@ track_writer(struct file_state *f, const struct inotify_event *e)
 	if (e->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE)) {
 		f->writing = f->waited = false;
 		gk_timer_stop(gk__resolver_loop(f->r), &f->writer);
-	} else if (e->mask & (IN_MODIFY | IN_CREATE))
+	} else if (e->mask & IN_MODIFY)
 		f->writing = true;
+	else if (e->mask & IN_CREATE) {
+		/* Made by open(2), to be written: a new regular file of one
+		 * link.  A symbolic link (rm, then ln -s) or a hard link to
+		 * a file written elsewhere is complete already. */
+		char path[PATH_MAX];
+		struct stat st;
+		snprintf(path, sizeof path, "%s/%s",
+		         e->wd == f->wd ? f->dir : f->tdir, e->name);
+		if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_nlink == 1)
+			f->writing = true;
+	}
 }
 
 /* An event about the file: its name in its directory, anything there

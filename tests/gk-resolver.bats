@@ -145,6 +145,13 @@ _file_waits() {
 	: >"$T/eps"
 	wait_for -t 10 _blank_lines_are 3 "$T/res.out"
 	assert_equal "$(tail -n 2 "$T/res.out" | grep -c .)" 0
+	# made again as a symbolic link (rm, then ln -s): complete at once,
+	# no writer to wait for
+	printf '10.0.0.4:80\n' >"$T/eps4"
+	rm "$T/eps"
+	ln -s "$T/eps4" "$T/eps"
+	wait_for -t 10 grep -qx '10.0.0.4:80 1 -' "$T/res.out"
+	assert_equal "$(count_events "$T/res.err" '.msg == "endpoints file open for writing: read once it is closed"')" 2
 }
 
 _blank_lines_are() {
