@@ -273,7 +273,7 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 		err = "headers is not an object";
 		goto fail;
 	}
-	bool have_date = false;
+	bool have_date = false, upgrade = false;
 	const char *given_len = NULL;
 	size_t given_len_n = 0;
 	if (hs.type == GK_JSON_OBJECT) {
@@ -299,6 +299,8 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 			            ieq(name, nl, "keep-alive");
 			if (ieq(name, nl, "date"))
 				have_date = true;
+			else if (ieq(name, nl, "upgrade"))
+				upgrade = true;
 			gk_json_iter vit;
 			gk_json one = v, e;
 			bool array = v.type == GK_JSON_ARRAY;
@@ -317,7 +319,7 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 				/* Unescaped JSON text holds no control byte
 				 * but DEL: the whole check only for escapes. */
 				if (esc ? !gk_http_field_value(val, vl)
-					: memchr(val, 0x7f, vl) != NULL) {
+				        : memchr(val, 0x7f, vl) != NULL) {
 					err = "control character in header "
 					      "value";
 					goto fail;
@@ -361,10 +363,23 @@ gk_http_render(const gk_msg *resp, const gk_http_info *req, bool keep_alive,
 			gk_buf_add(out, "\r\n", 2);
 		}
 	}
-	if (!keep_alive)
-		gk_buf_add(out, "Connection: close\r\n", 19);
-	else if (minor == 0)
-		gk_buf_add(out, "Connection: keep-alive\r\n", 24);
+	/*
+	 * Upgrade is the handler's to send (a 426 must, any answer may
+	 * advertise), but RFC 9110 §7.8 wants "upgrade" in Connection with
+	 * it, so that an intermediary does not pass it on.  No 101 ever
+	 * goes out (above): nothing is switched.
+	 */
+	const char *conn = !keep_alive  ? "close"
+	                   : minor == 0 ? "keep-alive"
+	                                : NULL;
+	if (upgrade || conn) {
+		gk_buf_add(out, "Connection: ", 12);
+		if (upgrade)
+			gk_buf_adds(out, conn ? "upgrade, " : "upgrade");
+		if (conn)
+			gk_buf_adds(out, conn);
+		gk_buf_add(out, "\r\n", 2);
+	}
 	gk_buf_add(out, "\r\n", 2);
 	if (!no_body) {
 		gk_buf_add(out, bp, bl);

@@ -1026,6 +1026,39 @@ TEST(render_basic)
 	gk_buf_free(&out);
 }
 
+/* RFC 9110 §7.8: an Upgrade header (a 426 must have one, any other
+ * answer may advertise) is sent with "upgrade" in Connection, so that an
+ * intermediary does not pass it on. */
+TEST(render_upgrade)
+{
+	gk_http_info get = {.http_minor = 1, .keep_alive = true};
+	strcpy(get.method, "GET");
+	gk_buf out = {0};
+	size_t bb;
+	const char *why = NULL;
+	const char *line = "{\"id\":\"1\",\"status\":426,\"headers\":{"
+	                   "\"upgrade\":\"TLS/1.3\"}}";
+	CHECK(render(line, &get, true, &out, &bb, &why) == 0);
+	CHECK(strstr(out.data, "\r\nupgrade: TLS/1.3\r\n"));
+	CHECK(strstr(out.data, "\r\nConnection: upgrade\r\n"));
+	CHECK(render(line, &get, false, &out, &bb, &why) == 0);
+	CHECK(strstr(out.data, "\r\nConnection: upgrade, close\r\n"));
+	gk_http_info old = get;
+	old.http_minor = 0;
+	CHECK(render(line, &old, true, &out, &bb, &why) == 0);
+	CHECK(strstr(out.data, "\r\nConnection: upgrade, keep-alive\r\n"));
+	/* the name in any case; without one, no Connection in 1.1 */
+	CHECK(render("{\"id\":\"1\",\"status\":200,\"headers\":{"
+	             "\"Upgrade\":[\"h2c\",\"websocket\"]}}",
+	             &get, true, &out, &bb, &why) == 0);
+	CHECK(strstr(out.data, "\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n"));
+	CHECK(strstr(out.data, "\r\nConnection: upgrade\r\n"));
+	CHECK(render("{\"id\":\"1\",\"status\":200}", &get, true, &out, &bb,
+	             &why) == 0);
+	CHECK(!strstr(out.data, "onnection"));
+	gk_buf_free(&out);
+}
+
 TEST(render_refuses)
 {
 	gk_http_info get = {.http_minor = 1, .keep_alive = true};
@@ -1178,6 +1211,7 @@ main(void)
 	RUN(idle_footprint);
 	RUN(timing);
 	RUN(render_basic);
+	RUN(render_upgrade);
 	RUN(render_refuses);
 	RUN(render_simple_and_date);
 	RUN(encode_msg_index);
