@@ -29,6 +29,13 @@
  * each) however little it reads.
  */
 #define MAX_UNSENT (64 * 1024)
+/*
+ * Connections refused with a 503 (past --max-conns, or while draining)
+ * that linger at once, outside --max-conns; past this many, one is closed
+ * at once (and may be reset).  A flood of refused connections costs at
+ * most this many fds for at most --lingering-time each.
+ */
+#define MAX_REFUSED_LINGER 64
 
 struct pending {
 	struct pending *next;
@@ -60,6 +67,7 @@ struct conn {
 	                   * requests: answer them, then close */
 	bool linger;    /* the last answer is queued: linger once it is sent */
 	bool lingering; /* it is sent: reading and discarding (conn_linger) */
+	bool refused;   /* refused at accept: never counted in --max-conns */
 	bool wrote;     /* T_IDLE: the client took output since it was armed */
 	unsigned outq;  /* and the kernel's unsent bytes then (UINT_MAX: not
 	                 * looked at yet) */
@@ -75,6 +83,7 @@ struct gk_http_server {
 	const gk_stage_config *cfg;
 	struct conn *conns; /* all open connections */
 	size_t nconns;
+	size_t nrefused; /* refused ones lingering, in conns */
 	bool draining;
 	unsigned access_counter;
 	struct conn *dirty;
@@ -410,9 +419,13 @@ conn_close(struct conn *c)
 		srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	srv->nconns--;
-	gk_gauge_set(srv->m_conns, (double)srv->nconns);
-	gk__north_closed(srv->st);
+	if (c->refused) {
+		srv->nrefused--;
+	} else {
+		srv->nconns--;
+		gk_gauge_set(srv->m_conns, (double)srv->nconns);
+		gk__north_closed(srv->st);
+	}
 	/* Freed at the end of the turn: callers up the stack may hold it. */
 	mark_dirty(c);
 }
@@ -933,6 +946,37 @@ conn_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 	conn_close(c);
 }
 
+/*
+ * A connection just refused with a 503: the client may have sent its
+ * request already, and closing with it unread would make the kernel send
+ * a reset, which destroys the 503 before the client reads it.  So it
+ * lingers as a last answer does, within MAX_REFUSED_LINGER.
+ */
+static void
+refuse_linger(gk_http_server *srv, int fd)
+{
+	if (srv->nrefused >= MAX_REFUSED_LINGER ||
+	    !srv->cfg->lingering_time_ms) {
+		close(fd);
+		return;
+	}
+	struct conn *c = gk_xcalloc(1, sizeof *c);
+	c->srv = srv;
+	c->fd = fd;
+	c->refused = true;
+	if (gk_loop_watch(srv->loop, fd, GK_READ, conn_io, c) < 0) {
+		close(fd);
+		free(c);
+		return;
+	}
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nrefused++;
+	conn_linger(c);
+}
+
 static void
 on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 {
@@ -958,9 +1002,13 @@ on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 			                      "Retry-After: 1\r\n", &b);
 			(void)!write(cfd, b.data, b.len);
 			gk_buf_free(&b);
-			close(cfd);
-			if (shed)
+			if (shed) { /* its fd is the reserve's: none to linger
+				     */
+				close(cfd);
 				gk_accept_reserve();
+			} else {
+				refuse_linger(srv, cfd);
+			}
 			continue;
 		}
 		struct conn *c = gk_xcalloc(1, sizeof *c);

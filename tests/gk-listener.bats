@@ -964,7 +964,7 @@ print(r[0] if r else "none", gkhttp.closed_within(s, 5), time.monotonic() - t0 >
 	assert_output 0
 }
 
-@test "--max-conns N: connection N+1 gets 503 and the others still work" {
+@test "--max-conns N: connection N+1 gets 503, then a clean close even when its request is in, and the others still work" {
 	listener --max-conns 2 -- hello
 	run pyhttp '
 import gkhttp, sys
@@ -974,6 +974,24 @@ b = gkhttp.connect(port); gkhttp.request(b); print("b", gkhttp.read_response(b)[
 c = gkhttp.connect(port)
 r = gkhttp.read_response(c)
 print("c", r[0] if r else "closed", gkhttp.closed_within(c, 5))
+# one whose request is in before the listener takes the connection (it
+# is stopped meanwhile): closed with those bytes unread, the kernel would
+# send a reset, which destroys the 503 on the client side
+import os, signal
+os.kill(int(sys.argv[2]), signal.SIGSTOP)
+e = gkhttp.connect(port)
+e.sendall(b"GET /e HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 1000)
+os.kill(int(sys.argv[2]), signal.SIGCONT)
+out, end = b"", "eof"
+try:
+    while True:
+        d = e.recv(65536)
+        if not d:
+            break
+        out += d
+except ConnectionResetError:
+    end = "reset"
+print("e", out.split(b" ")[1].decode() if out else "none", end)
 gkhttp.request(a); print("a", gkhttp.read_response(a)[0])
 gkhttp.request(b); print("b", gkhttp.read_response(b)[0])
 a.close()
@@ -985,9 +1003,9 @@ for i in range(100):
         break
     time.sleep(0.05)
 print("d", r[0] if r else "closed")
-' "$PORT"
+' "$PORT" "$LPID"
 	assert_success
-	assert_output $'a 200\nb 200\nc 503 True\na 200\nb 200\nd 200'
+	assert_output $'a 200\nb 200\nc 503 True\ne 503 eof\na 200\nb 200\nd 200'
 }
 
 @test "out of file descriptors: a connection past the limit is answered 503, and all is served once they free" {
