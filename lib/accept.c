@@ -8,10 +8,13 @@
  * free (or forever).  As libuv and others do, one fd is kept in reserve:
  * when accept fails for want of fds, the reserve is closed, the
  * connection accepted into its place, refused by the caller (a few bytes,
- * then close), and the reserve opened again.  The queue keeps moving, a client past
- * the limit learns so at once, and an error event (at most one a second,
+ * then close), and the reserve opened again.  The queue keeps moving, a client
+ * past the limit learns so at once, and an error event (at most one a second,
  * with a count) tells the operator that the fd limit is too low for the
- * connections allowed.
+ * connections allowed.  When even that fails (ENFILE, or fds taken since),
+ * -1 comes back with errno EMFILE or ENFILE, for the caller to stop
+ * accepting for a while: the connection is still queued, and the loop would
+ * wake for it every turn.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +41,7 @@ gk_accept(int lfd, struct sockaddr_storage *sa, socklen_t *salen, bool *shed)
 	gk_accept_reserve();
 	for (;;) {
 		int fd = accept4(lfd, (struct sockaddr *)sa, salen,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		                 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0)
 			return fd;
 		if (errno == EINTR || errno == ECONNABORTED)
@@ -49,14 +52,16 @@ gk_accept(int lfd, struct sockaddr_storage *sa, socklen_t *salen, bool *shed)
 		close(reserve_fd);
 		reserve_fd = -1;
 		fd = accept4(lfd, (struct sockaddr *)sa, salen,
-		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		             SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
+			int e = errno == EAGAIN ? why : errno;
 			gk_accept_reserve();
+			errno = e;
 			return -1;
 		}
 		gk_log_gate_error(&emfile_gate,
-		    "out of file descriptors: connection refused",
-		    strerror(why));
+		                  "out of file descriptors: connection refused",
+		                  strerror(why));
 		*shed = true;
 		return fd;
 	}

@@ -1055,6 +1055,40 @@ print("after", r[0] if r else "none")
 	    (.msg | startswith("out of file descriptors"))'
 }
 
+@test "out of file descriptors even with the reserve freed: accepting pauses instead of spinning, is counted, and resumes" {
+	listener --no-access-log -- hello
+	# The listener's fd limit is cut to 3, below every fd it holds:
+	# accept(2) fails with EMFILE even after the fd kept in reserve is
+	# closed,
+	# and the connection stays in the kernel's queue, ready every turn.
+	run pyhttp '
+import gkhttp, os, subprocess, sys, time
+port, pid = sys.argv[1], sys.argv[2]
+def cpu():
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+subprocess.run(["prlimit", "--pid", pid, "--nofile=3:"], check=True)
+c = gkhttp.connect(port, timeout=10)
+gkhttp.request(c)
+before = cpu()
+time.sleep(0.5)  # a window to measure CPU in, not a wait for a state
+spent = cpu() - before
+subprocess.run(["prlimit", "--pid", pid, "--nofile=1024:"], check=True)
+r = gkhttp.read_response(c)
+print("cpu ticks in 0.5 s under 20:", spent < 20, spent)
+print("then", r[0] if r else "none")
+' "$PORT" "$LPID"
+	assert_success
+	assert_line --index 0 --regexp '^cpu ticks in 0.5 s under 20: True'
+	assert_line --index 1 'then 200'
+	wait_event "$ERR" '.type == "log" and .level == "error" and
+	    .msg == "out of file descriptors: accepting paused"'
+	snapshot
+	run events "$ERR" 'select(.type == "metrics") | .metrics[]
+	    | select(.name == "gk_http_accept_pauses_total") | .series[0].value'
+	[ "${lines[-1]}" -ge 1 ]
+}
+
 @test "--idle-timeout closes an idle keep-alive connection" {
 	listener --idle-timeout 500ms -- hello
 	run pyhttp '
