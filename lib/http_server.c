@@ -768,7 +768,9 @@ take_request(struct conn *c)
 		gk_buf_free(&path);
 	}
 	/* A gokit stack upstream passes what is left of its deadline (looked
-	 * for in the headers only when the parser saw the name). */
+	 * for in the headers only when the parser saw the name).  0 is none
+	 * left: the deadline is now, and the stage answers 504 at once
+	 * rather than give the request all of --timeout. */
 	gk_json rem = {GK_JSON_NONE, NULL, 0};
 	if (p->info.timeout_header)
 		rem =
@@ -777,7 +779,7 @@ take_request(struct conn *c)
 		gk_buf v = {0};
 		uint64_t left;
 		gk_json_string(rem, &v);
-		if (gk_parse_uint(gk_buf_cstr(&v), 1, 86400000, &left) == 0 &&
+		if (gk_parse_uint(gk_buf_cstr(&v), 0, 86400000, &left) == 0 &&
 		    (!deadline ||
 		     gk_loop_realtime_ms(srv->loop) + left < deadline)) {
 			char num[24];

@@ -951,6 +951,20 @@ print(r[0] if r else "none", gkhttp.closed_within(s, 5), time.monotonic() - t0 >
 	wait_for -t 10 _cancelled
 }
 
+@test "x-gk-timeout-ms from a gokit stack upstream shortens the deadline; 0 is answered 504 at once and never goes south; a value that is no number is ignored" {
+	listener --timeout 20s -- python3 "$T/handler.py"
+	run status "$URL/hang-left" -H 'x-gk-timeout-ms: 300'
+	assert_output 504
+	run status "$URL/hang-zero" -H 'x-gk-timeout-ms: 0' -m 5
+	assert_output 504
+	run status "$URL/plain" -H 'x-gk-timeout-ms: soon'
+	assert_output 200
+	run jq -r 'select(.path == "/plain") | .deadline - now * 1000 | . > 10000' "$HANDLER_LOG"
+	assert_output true
+	run grep -c '/hang-zero' "$HANDLER_LOG"
+	assert_output 0
+}
+
 @test "--max-inflight 1 with a slow handler answers 503 with Retry-After" {
 	listener --max-inflight 1 --timeout 20s -- python3 "$T/handler.py"
 	curl -s -o /dev/null -m 20 "$URL/hang" &
