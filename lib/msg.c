@@ -1,10 +1,13 @@
 /* msg.c: wire messages that own their line, read and changed in place. */
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "gokit.h"
+#include "log_gate.h"
 #include "runtime.h"
 
 /*
@@ -225,6 +228,40 @@ check_member(const char *key, size_t klen, const char *raw, size_t rawlen)
 static void set_member(gk_msg *m, const char *key, size_t klen,
     const char *raw, size_t rawlen);
 
+static pthread_once_t full_once = PTHREAD_ONCE_INIT;
+static gk_metric *full_family;
+static _Thread_local gk_log_gate full_gate;
+
+static void
+full_init(void)
+{
+	full_family = gk_counter_new(
+	    "gk_wire_members_dropped_total",
+	    "Members a stage set on a message already at the wire's 64, "
+	    "left out so that the next stage can read the line",
+	    "key");
+}
+
+/*
+ * A new member would make the line one the next stage rejects (more than
+ * GK_WIRE_MAX_FIELDS members): the line stays as it was, and that is
+ * counted and logged (once a second, with a count) rather than silent.
+ */
+static void
+members_full(const char *key)
+{
+	pthread_once(&full_once, full_init);
+	const char *v[1] = {key};
+	gk_counter_add(gk_series_getv(full_family, v), 1);
+	uint64_t held;
+	if (!gk_log_gate_pass(&full_gate, &held))
+		return;
+	char f1[160], f2[64];
+	snprintf(f1, sizeof f1, "key=%s", key);
+	snprintf(f2, sizeof f2, "count=%llu", (unsigned long long)(held + 1));
+	gk_log(GK_ERROR, "message at 64 members: member not added", f1, f2);
+}
+
 void
 gk_msg_set(gk_msg *m, const char *key, const char *raw, size_t rawlen)
 {
@@ -320,10 +357,10 @@ set_member(gk_msg *m, const char *key, size_t klen, const char *raw,
 {
 	gk_wire_msg *w = &m->wire;
 	int i = gk__wire_find(w, key, klen);
-	/* The next stage would reject a line with one member too many, so
-	 * the line stays as it was (the header gives no way to say so). */
-	if (i < 0 && w->nfields == GK_WIRE_MAX_FIELDS)
+	if (i < 0 && w->nfields == GK_WIRE_MAX_FIELDS) {
+		members_full(key);
 		return;
+	}
 
 	/* The value's span inside raw, without surrounding whitespace. */
 	size_t lead = 0, vlen = rawlen;

@@ -1718,6 +1718,26 @@ sys.stdout.write("{\"id\":\"c\",\"path\":\"/c\"}\n")' >"$T/in"
 	assert_output "$(printf '1 200 /a\n2 200 /b')"
 }
 
+@test "a member a stage adds to a message already at 64 members is counted and logged, not lost without a word; the request is still served" {
+	# id, path and 62 more: the 64 the wire allows.  The runtime's
+	# --timeout would add a deadline, a 65th.
+	python3 -c 'import json
+m = {"id": "1", "path": "/full"}
+m.update(("m%d" % i, i) for i in range(62))
+print(json.dumps(m))' >"$T/in"
+	start_bg_in "$T/in" stage gk-breaker --timeout 20s -- python3 "$T/handler.py"
+	wait_exit stage 10
+	[ "$BG_STATUS" -eq 0 ]
+	run jq -r '"\(.id) \(.status)"' "$T/stage.out"
+	assert_output '1 200'
+	run events "$T/stage.err" 'select(.msg == "message at 64 members: member not added") | .key'
+	assert_output deadline
+	run events "$T/stage.err" 'select(.type == "metrics") | .metrics[]
+	    | select(.name == "gk_wire_members_dropped_total") | .series[]
+	    | select(.labels.key == "deadline") | .value'
+	assert_output 1
+}
+
 @test "a handler's last answer without its LF, written as it exits, reaches the client" {
 	cat >"$T/once.py" <<'PY'
 import json, sys
