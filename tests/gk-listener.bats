@@ -1738,6 +1738,16 @@ print(json.dumps(m))' >"$T/in"
 	assert_output 1
 }
 
+@test "a stage that read its requests on stdin leaves stdin blocking, as it found it, for what runs after it" {
+	printf '{"id":"1","path":"/a"}\n' >"$T/in"
+	# O_NONBLOCK belongs to the open file, which the shell shares: left
+	# set, the next reader of the same stdin gets EAGAIN.
+	run bash -c 'timeout 10 gk-breaker -- python3 "$1" >/dev/null 2>&1
+		python3 -c "import fcntl, os; print(\"nonblocking\" if fcntl.fcntl(0, fcntl.F_GETFL) & os.O_NONBLOCK else \"blocking\")"' \
+		_ "$T/handler.py" <"$T/in"
+	assert_output blocking
+}
+
 @test "a handler's last answer without its LF, written as it exits, reaches the client" {
 	cat >"$T/once.py" <<'PY'
 import json, sys
