@@ -1258,7 +1258,15 @@ begin_drain(gk_stage *st, const char *why)
 		return;
 	st->draining = true;
 	gk_timer_stop(st->loop, &st->term_timer);
-	gk_notify("STOPPING=1\nSTATUS=draining");
+	/* systemd KILLs a stop longer than TimeoutStopSec, which may be
+	 * shorter than the drain: EXTEND_TIMEOUT_USEC (sd_notify(3)) covers
+	 * all of it, the drain, then 5 s for south to exit on its own and 2 s
+	 * after TERM (finish_drain, on_kill_timer), and 1 s to spare. */
+	char note[96];
+	snprintf(note, sizeof note,
+	    "STOPPING=1\nSTATUS=draining\nEXTEND_TIMEOUT_USEC=%llu",
+	    (unsigned long long)(st->cfg.drain_timeout_ms + 8000) * 1000);
+	gk_notify(note);
 	char n[32];
 	snprintf(n, sizeof n, "%zu", st->ninflight);
 	log_kv(GK_INFO, "draining", "reason", why, "inflight", n);

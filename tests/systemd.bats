@@ -79,9 +79,9 @@ activate() {
 	assert_line /
 }
 
-@test "gk-listener sends READY=1 to NOTIFY_SOCKET, and STOPPING=1 on SIGTERM" {
+@test "gk-listener sends READY=1 to NOTIFY_SOCKET, and STOPPING=1 on SIGTERM with EXTEND_TIMEOUT_USEC covering --drain-timeout and the stack's exit" {
 	notify_listener
-	activate -- gk-listener -- hello
+	activate -- gk-listener --drain-timeout 40s -- hello
 	run curl -s -m 10 "$URL/"
 	assert_output hello
 	wait_grep "^$APID READY=1\$" "$NOTES"
@@ -93,6 +93,10 @@ activate() {
 	run grep -E "^$APID (READY|STOPPING)=1\$" "$NOTES"
 	assert_line --index 0 "$APID READY=1"
 	assert_line --index 1 "$APID STOPPING=1"
+	# systemd's TimeoutStopSec (90 s by default, often less) would KILL a
+	# drain longer than it: 40 s of drain, 5 s for the stack to exit on
+	# its own, 2 s after TERM, and 1 s to spare
+	wait_grep "^$APID EXTEND_TIMEOUT_USEC=48000000\$" "$NOTES"
 }
 
 @test "only gk-listener talks to NOTIFY_SOCKET, not the stack it spawned" {
