@@ -71,8 +71,6 @@ struct conn {
 	gk_timer resume; /* 0 ms: refeed once the output has drained */
 	bool want_write, dirty, close_when_flushed, closed, paused, busy;
 	bool last_taken;  /* a request without keep-alive: read no more */
-	bool half_closed; /* the client sent its end of file after whole
-	                   * requests: answer them, then close */
 	bool linger;    /* the last answer is queued: linger once it is sent */
 	bool lingering; /* it is sent: reading and discarding (conn_linger) */
 	bool refused;   /* refused at accept: never counted in --max-conns */
@@ -541,14 +539,6 @@ conn_release(struct conn *c)
 			return;
 		}
 	}
-	if (c->half_closed && !c->head && !c->close_when_flushed) {
-		/* The last answer was ready before the end of file came: it
-		 * said keep-alive, but nothing more will be asked. */
-		c->close_when_flushed = true;
-		mark_dirty(c);
-		arm_send_timer(c);
-		return;
-	}
 	if (c->paused && c->npending < MAX_PIPELINE / 2 &&
 	    c->out.len + c->held < MAX_UNSENT / 2 && !c->close_when_flushed &&
 	    !c->last_taken && !c->busy) {
@@ -655,8 +645,7 @@ record(struct conn *c, struct pending *p, int status, size_t bytes,
 static bool
 keep_after(const struct conn *c, const struct pending *p)
 {
-	return p->info.keep_alive &&
-	       !((c->srv->draining || c->half_closed) && p == c->tail);
+	return p->info.keep_alive && !(c->srv->draining && p == c->tail);
 }
 
 /* Answer p with a response the transport makes itself. */
@@ -939,22 +928,7 @@ conn_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
-	if (n == 0 && c->npending && gk_http_parser_idle(c->parser)) {
-		/*
-		 * End of file after whole requests: the client has nothing
-		 * more to send, which does not say it wants no answer (RFC
-		 * 9112 9.6; nc -N, scripts).  A client that closed for good
-		 * looks the same until an answer is written to it, which
-		 * then fails and cancels what is left south.
-		 */
-		c->half_closed = true;
-		c->last_taken = true;
-		c->paused = true;
-		update_events(c);
-		return;
-	}
-	/* EOF mid-request or reset: the client is gone; whatever it asked is
-	 * dropped. */
+	/* EOF or reset: the client is gone; whatever it asked is dropped. */
 	if (c->npending)
 		gk_counter_add(c->srv->r_gone, 1);
 	conn_close(c);
