@@ -41,7 +41,7 @@ struct gk_export {
 	} holder[MAX_HOLDERS];
 	size_t nholders;
 	gk_series *m_events, *m_raw, *m_sent, *m_dropped, *m_errors,
-	    *m_reconnects, *m_queue, *m_toolong, *m_badts;
+	    *m_reconnects, *m_queue, *m_toolong, *m_badts, *m_surrogates;
 	gk_log_gate badts_gate;
 };
 
@@ -202,6 +202,70 @@ gk_event_read(gk_event *ev, const gk_wire_msg *m, bool raw)
 		ev->type = GK_EV_OTHER;
 }
 
+static int
+hexv(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The \uXXXX at p (p[0] is the backslash, 6 bytes there), or -1. */
+static long
+uesc(const char *p)
+{
+	if (p[1] != 'u')
+		return -1;
+	long u = 0;
+	for (int i = 2; i < 6; i++) {
+		int v = hexv(p[i]);
+		if (v < 0)
+			return -1;
+		u = u << 4 | v;
+	}
+	return u;
+}
+
+size_t
+gk__event_mend_surrogates(const char *line, size_t len, gk_buf *out)
+{
+	/*
+	 * A backslash in valid JSON only ever starts an escape inside a
+	 * string, so stepping escape by escape needs no string state.  The
+	 * replacement is as long as what it replaces.
+	 */
+	size_t n = 0, i = 0, from = 0;
+	while (i < len) {
+		const char *b = memchr(line + i, '\\', len - i);
+		if (!b || (size_t)(line + len - b) < 2)
+			break;
+		i = (size_t)(b - line);
+		long u = len - i >= 6 ? uesc(b) : -1;
+		if (u < 0xd800 || u > 0xdfff) {
+			i += 2;
+			continue;
+		}
+		if (u <= 0xdbff && len - i >= 12) {
+			long l = uesc(b + 6);
+			if (l >= 0xdc00 && l <= 0xdfff) {
+				i += 12; /* a pair: one character */
+				continue;
+			}
+		}
+		if (!n)
+			gk_buf_reset(out);
+		gk_buf_add(out, line + from, i - from);
+		gk_buf_adds(out, "\\ufffd");
+		i += 6;
+		from = i;
+		n++;
+	}
+	if (n)
+		gk_buf_add(out, line + from, len - from);
+	return n;
+}
+
 static void
 format_now(char out[64])
 {
@@ -246,6 +310,13 @@ gk_export_feed(gk_export *ex, const char *line, size_t len)
 	gk_wire_error err;
 	gk_event ev;
 	if (gk_wire_parse(&ex->msg, line, len, &err) == 0) {
+		gk_event_read(&ev, &ex->msg, false);
+	} else if (gk__event_mend_surrogates(line, len, &ex->wrap) &&
+	           gk_wire_parse(&ex->msg, ex->wrap.data, ex->wrap.len, &err) ==
+	               0) {
+		/* A lone surrogate (JavaScript's and Python's writers let one
+		 * through): the event, with U+FFFD in its place. */
+		gk_counter_add(ex->m_surrogates, 1);
 		gk_event_read(&ev, &ex->msg, false);
 	} else {
 		/* Not an event: wrap it, never drop it silently. */
@@ -510,6 +581,10 @@ gk_export_new(const gk_export_def *def)
 	    "gk_export_ts_out_of_range_total",
 	    "Events whose ts is before 1970 or past 2554-07-21T23:34:33Z, "
 	    "read as without ts");
+	ex->m_surrogates = counter(
+	    "gk_export_lone_surrogates_total",
+	    "Events holding a lone UTF-16 surrogate escape, read with U+FFFD "
+	    "in its place");
 	ex->m_queue = gk_metric_series(gk_gauge_new("gk_export_queue_bytes",
 	    "Bytes waiting for the backend", NULL));
 	int fl = fcntl(0, F_GETFL);

@@ -27,6 +27,9 @@
  *   gk_export_reconnects_total connections (re)established after a failure
  *   gk_export_queue_bytes      bytes waiting for the backend (gauge)
  *   gk_export_too_long_total   event lines past the bound, dropped
+ *   gk_export_lone_surrogates_total  events holding a lone UTF-16
+ *                              surrogate escape, read with U+FFFD in its
+ *                              place (not wrapped as raw)
  *   gk_export_ts_out_of_range_total  events whose ts nanoseconds since
  *                              the epoch do not hold (before 1970, after
  *                              2554-07-21T23:34:33.709551615Z): read as
@@ -78,6 +81,14 @@ enum gk_level gk_event_level(const gk_event *ev);
 bool gk_event_common_key(gk_json key);
 /* Append the unescaped string value v, or the raw text of a non-string. */
 void gk_event_text(gk_json v, gk_buf *out);
+/*
+ * A line that fails to parse may only hold a lone UTF-16 surrogate escape
+ * (\ud800 not followed by a low one, or \udc00 alone), which RFC 8259 leaves
+ * undefined and JavaScript's and Python's writers let through.  Writes to
+ * out the line with each such escape replaced by \ufffd and returns how
+ * many there were; 0 (out untouched) when there were none.
+ */
+size_t gk__event_mend_surrogates(const char *line, size_t len, gk_buf *out);
 /* Append line (not JSON) wrapped as a log event with "raw":true: ts now,
  * level info, the text as msg; no newline. */
 void gk_event_wrap_raw(gk_buf *out, const char *line, size_t len);

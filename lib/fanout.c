@@ -55,7 +55,7 @@ struct gk_fanout {
 	gk_timer tick, kill_timer;
 	uint64_t eof_ms;
 	gk_metric *f_sent, *f_dropped, *f_restarts, *f_lost, *f_queue;
-	gk_series *m_raw;
+	gk_series *m_raw, *m_surrogates;
 	gk_buf wrap;
 };
 
@@ -347,7 +347,17 @@ gk_fanout_push(gk_fanout *f, const char *line, size_t len)
 		n--;
 	if (!n)
 		return;
-	if (!is_object(line, n)) {
+	if (is_object(line, n)) {
+		/* as it came */
+	} else if (gk__event_mend_surrogates(line, n, &f->wrap) &&
+	           is_object(f->wrap.data, f->wrap.len)) {
+		/* A lone surrogate escape: the event, with U+FFFD for it
+		 * (gk__event_mend_surrogates), not a raw line. */
+		gk_counter_add(f->m_surrogates, 1);
+		gk_buf_addc(&f->wrap, '\n');
+		line = f->wrap.data;
+		len = f->wrap.len;
+	} else {
 		gk_counter_add(f->m_raw, 1);
 		gk_buf_reset(&f->wrap);
 		gk_event_wrap_raw(&f->wrap, line, n);
@@ -627,6 +637,11 @@ gk_fanout_new(gk_loop *loop, const gk_fanout_opts *o)
 	    "sink");
 	f->f_queue = gk_gauge_new("gk_exporter_queue_bytes",
 	                          "Bytes in a sink's buffer", "sink");
+	f->m_surrogates = gk_metric_series(gk_counter_new(
+	    "gk_exporter_lone_surrogates_total",
+	    "Events holding a lone UTF-16 surrogate escape, passed on with "
+	    "U+FFFD in its place",
+	    NULL));
 	f->m_raw = gk_metric_series(gk_counter_new(
 	    "gk_exporter_raw_total",
 	    "Lines that were not JSON, wrapped as raw log events", NULL));

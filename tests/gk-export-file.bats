@@ -73,6 +73,20 @@ fill_fs() {
 [null,"third",null]'
 }
 
+@test "a lone surrogate escape in an event's string is read as U+FFFD, counted: the event keeps its type and members" {
+	plugin_start plug gk-export-file "$LOG"
+	feed '{"type":"log","level":"warn","msg":"a\ud800b","k":"x\udc00","pair":"\ud83d\ude00","esc":"\\ud800"}' \
+		'{"type":"metrics","metrics":[{"name":"m","type":"counter","series":[{"labels":{"path":"\udbff"},"value":1}]}]}'
+	feed_end
+	wait_exit plug 20
+	[ "$BG_STATUS" = 0 ]
+	run jq -c '[.type, .level, .msg, .k, .pair, .esc, .raw, .metrics[0].series[0].labels.path]' "$LOG"
+	assert_output '["log","warn","a�b","x�","😀","\\ud800",null,null]
+["metrics",null,null,null,null,null,null,"�"]'
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_lone_surrogates_total)" = 2 ]
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_raw_total)" = 0 ]
+}
+
 @test "gk-log's event goes through gk-exporter file, and --format text writes it for a person" {
 	gk-log -l warn "disk nearly full" free_mb=120 2>&1 >/dev/null |
 		gk-exporter file --format text "$LOG"

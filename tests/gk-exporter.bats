@@ -314,6 +314,16 @@ exit 1'
 	[ "$(metric "$T/ev" gk_exporter_raw_total '')" = 3 ]
 }
 
+@test "an event with a lone surrogate escape reaches every sink as that event with U+FFFD in its place, counted" {
+	printf '%s\n' '{"type":"log","n":1,"msg":"a\udc00\ud800"}' >"$T/in"
+	gk-exporter --to "tee:$T/a" --to "tee:$T/b" <"$T/in" 2>"$T/ev"
+	cmp "$T/a" "$T/b"
+	run jq -c '[.n, .msg, .raw]' "$T/a"
+	assert_output '[1,"a��",null]'
+	[ "$(metric "$T/ev" gk_exporter_lone_surrogates_total '')" = 1 ]
+	[ "$(metric "$T/ev" gk_exporter_raw_total '')" = 0 ]
+}
+
 @test "an event of 1 MiB passes through to every sink unchanged" {
 	python3 -c 'import json; print(json.dumps({"type":"log","msg":"x" * (1 << 20)}, separators=(",", ":")))' >"$T/in"
 	echo '{"type":"log","n":2}' >>"$T/in"

@@ -11,6 +11,36 @@ str(const char *quoted)
 	return (gk_json){GK_JSON_STRING, quoted, strlen(quoted)};
 }
 
+/* Lone surrogate escapes become \ufffd; pairs, escaped backslashes and
+ * escapes cut short at the end stay as they are. */
+TEST(mend_surrogates)
+{
+	static const struct {
+		const char *in, *out;
+		size_t n;
+	} cases[] = {
+	    {"\"a\\ud800b\"", "\"a\\ufffdb\"", 1},
+	    {"\"\\uDC00\\uD800\"", "\"\\ufffd\\ufffd\"", 2},
+	    {"\"\\ud800\\ud800\\udc00\"", "\"\\ufffd\\ud800\\udc00\"", 1},
+	    {"\"\\ud83d\\ude00\"", NULL, 0},
+	    {"\"\\\\ud800\"", NULL, 0},
+	    {"\"\\u00e9\\n\"", NULL, 0},
+	    {"\"\\ud80", NULL, 0},
+	    {"\"\\ud800\\ud", "\"\\ufffd\\ud", 1},
+	    {"\\", NULL, 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		gk_buf out = {0};
+		gk_buf_adds(&out, "untouched");
+		size_t n = gk__event_mend_surrogates(cases[i].in,
+		                                     strlen(cases[i].in), &out);
+		CHECK(n == cases[i].n);
+		gk_buf_addc(&out, '\0');
+		CHECK_STR(out.data, cases[i].out ? cases[i].out : "untouched");
+		gk_buf_free(&out);
+	}
+}
+
 TEST(timestamps)
 {
 	static const struct {
@@ -190,6 +220,7 @@ int
 main(void)
 {
 	RUN(timestamps);
+	RUN(mend_surrogates);
 	RUN(influx_escaping);
 	RUN(influx_empty_field_key);
 	return UNIT_END();
