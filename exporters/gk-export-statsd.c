@@ -317,13 +317,14 @@ do_histogram(const gk_event *ev, const gk_snap_family *f,
 	/* Observations per bucket since the last snapshot. */
 	static double *bounds, *counts;
 	static size_t cap;
-	size_t nb = 0;
-	gk_json_iter bi;
-	gk_json_iter_init(&bi, s->buckets);
-	double le, c, prev = 0;
+	static gk_snap_bucket *bk;
+	static size_t bkcap;
+	size_t nb = 0, nbk = gk_snap_buckets(s, &bk, &bkcap, NULL);
+	double prev = 0;
 	char suffix[40];
 	bool ok = true;
-	while (gk_snap_bucket_next(&bi, &le, &c)) {
+	for (size_t j = 0; j < nbk; j++) {
+		double le = bk[j].le, c = bk[j].count;
 		if (nb == cap) {
 			cap = cap ? cap * 2 : 32;
 			bounds = gk_xrealloc(bounds, cap * sizeof *bounds);

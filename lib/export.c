@@ -952,6 +952,63 @@ gk_snap_bucket_next(gk_json_iter *it, double *le, double *count)
 	return false;
 }
 
+struct ordered_bucket {
+	gk_snap_bucket b;
+	size_t i; /* where it was listed: the first of a repeat is kept */
+};
+
+static int
+bucket_cmp(const void *a, const void *b)
+{
+	const struct ordered_bucket *x = a, *y = b;
+	if (x->b.le != y->b.le)
+		return x->b.le < y->b.le ? -1 : 1;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+size_t
+gk_snap_buckets(const gk_snap_series *s, gk_snap_bucket **v, size_t *cap,
+                size_t *dropped)
+{
+	/* Sorted with the place each was listed (a stable order), then copied
+	 * to *v without repeats. */
+	struct ordered_bucket *o = NULL;
+	size_t n = 0, ocap = 0;
+	gk_json_iter it;
+	gk_json_iter_init(&it, s->buckets);
+	double le, c;
+	while (gk_snap_bucket_next(&it, &le, &c)) {
+		if (isnan(le)) {
+			if (dropped)
+				(*dropped)++;
+			continue;
+		}
+		if (n == ocap) {
+			ocap = ocap ? ocap * 2 : 32;
+			o = gk_xrealloc(o, ocap * sizeof *o);
+		}
+		o[n] = (struct ordered_bucket){{le, c}, n};
+		n++;
+	}
+	if (n > 1)
+		qsort(o, n, sizeof *o, bucket_cmp);
+	if (n > *cap) {
+		*cap = n;
+		*v = gk_xrealloc(*v, n * sizeof **v);
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (k && o[i].b.le == (*v)[k - 1].le) {
+			if (dropped)
+				(*dropped)++;
+			continue;
+		}
+		(*v)[k++] = o[i].b;
+	}
+	free(o);
+	return k;
+}
+
 void
 gk_snap_walk(const gk_event *ev,
     void (*fn)(const gk_snap_family *f, const gk_snap_series *s, void *arg),

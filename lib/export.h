@@ -413,6 +413,19 @@ void gk_snap_walk(const gk_event *ev,
     void *arg);
 /* Iterate buckets: le (+Inf as INFINITY), cumulative count. */
 bool gk_snap_bucket_next(gk_json_iter *it, double *le, double *count);
+/*
+ * The buckets of a histogram series in increasing le order, +Inf last, in
+ * *v (grown as needed, *cap its size); returns how many.  gk-events(5)
+ * lists them so, but another producer may not, and every backend needs
+ * the order (Prometheus' text format, OTLP's explicitBounds, deltas per
+ * bucket).  A bucket whose le is NaN or repeats one before it is left out
+ * and counted in *dropped (when not NULL).
+ */
+typedef struct gk_snap_bucket {
+	double le, count;
+} gk_snap_bucket;
+size_t gk_snap_buckets(const gk_snap_series *s, gk_snap_bucket **v, size_t *cap,
+                       size_t *dropped);
 /* A JSON number or "NaN"/"+Inf"/"-Inf" string as a double. */
 bool gk_snap_number(gk_json v, double *out);
 

@@ -173,6 +173,8 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 	 * Pushgateway refuses a push that holds one twice, Prometheus drops
 	 * the sample. */
 	gk_smap *seen = gk_smap_new();
+	gk_snap_bucket *bk = NULL;
+	size_t bkcap = 0;
 	for (size_t i = 0; i < f->n; i++) {
 		gk_snap_family sf = {.type = f->type, .series = f->v[i].series};
 		gk_json_iter it;
@@ -198,12 +200,11 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 				gk_buf_addc(out, '\n');
 				continue;
 			}
-			gk_json_iter bi;
-			gk_json_iter_init(&bi, s.buckets);
-			double le, c;
+			size_t nb = gk_snap_buckets(&s, &bk, &bkcap, dropped);
 			bool inf = false;
 			/* The labels once a series: on its _sum line. */
-			while (gk_snap_bucket_next(&bi, &le, &c)) {
+			for (size_t j = 0; j < nb; j++) {
+				double le = bk[j].le, c = bk[j].count;
 				char les[64];
 				gk_buf lb = {0};
 				gk_fmt_float(&lb, le);
@@ -237,6 +238,7 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 		}
 	}
 	gk_smap_free(seen);
+	free(bk);
 }
 
 static int

@@ -533,13 +533,15 @@ histogram_point(gk_jw *w, const gk_snap_series *s)
 	gk_jw_init(&cw, &counts);
 	gk_jw_array(&bw);
 	gk_jw_array(&cw);
-	gk_json_iter it;
-	gk_json_iter_init(&it, s->buckets);
-	double le, c, prev = 0;
+	/* explicitBounds must be strictly increasing: in le order, a
+	 * repeated le once (gk_snap_buckets). */
+	static gk_snap_bucket *bk;
+	static size_t bkcap;
+	size_t nb = gk_snap_buckets(s, &bk, &bkcap, NULL);
+	double prev = 0;
 	bool inf = false;
-	while (gk_snap_bucket_next(&it, &le, &c)) {
-		if (isnan(le) || inf)
-			continue;
+	for (size_t j = 0; j < nb && !inf; j++) {
+		double le = bk[j].le, c = bk[j].count;
 		jw_u64(&cw, count_u64(c - prev));
 		if (c > prev)
 			prev = c;

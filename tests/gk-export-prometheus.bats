@@ -263,6 +263,28 @@ iso() {
 	exec 4>&-
 }
 
+@test "histogram buckets a producer listed out of order are served in increasing le, +Inf last; a repeated or NaN le is left out, counted" {
+	eport=$(free_port)
+	mkfifo "$T/fifo"
+	start_in exp "$T/fifo" env GK_METRICS_INTERVAL=1 gk-export-prometheus -l "127.0.0.1:$eport"
+	exec 4>"$T/fifo"
+	wait_port 127.0.0.1 "$eport" 10
+	printf '%s\n' '{"ts":"'"$(iso 0)"'","type":"metrics","proc":"p","pid":1,"seq":1,"part":1,"parts":1,"metrics":[{"name":"h","type":"histogram","help":"h","series":[{"labels":{},"buckets":[[1,5],["+Inf",7],[0.1,2],[0.5,4],[0.5,9],["NaN",3],[10,6]],"sum":3,"count":7}]}]}' >&4
+	wait_for -t 10 sh -c "curl -sf http://127.0.0.1:$eport/metrics | grep -q '^h_count'"
+	scrape "$eport" >"$T/m"
+	run sh -c "grep '^h_bucket' '$T/m' | sed 's/.*le=\"\\([^\"]*\\)\"} /\\1 /'"
+	assert_output '0.1 2
+0.5 4
+1 5
+10 6
++Inf 7'
+	run promtool check metrics <"$T/m"
+	[ "$status" -eq 0 ]
+	[ -z "$output" ] || { echo "promtool: $output"; false; }
+	wait_event "$T/exp.err" '.msg | startswith("metric families, series or labels left out")' 10
+	exec 4>&-
+}
+
 @test "names that collide once sanitised, series that become one, and one name of two types: the later is left out, counted dropped and logged; promtool is clean" {
 	eport=$(free_port)
 	mkfifo "$T/fifo"

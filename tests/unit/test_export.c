@@ -1,4 +1,5 @@
 /* test_export.c: the exporters' shared reading of events (lib/export.c). */
+#include <math.h>
 #include <stdint.h>
 
 #include "export.h"
@@ -39,6 +40,25 @@ TEST(mend_surrogates)
 		CHECK_STR(out.data, cases[i].out ? cases[i].out : "untouched");
 		gk_buf_free(&out);
 	}
+}
+
+/* Buckets in le order whatever the producer's, a repeat or NaN left out
+ * and counted. */
+TEST(buckets_ordered)
+{
+	const char *j = "[[1,5],[\"+Inf\",7],[0.1,2],[0.5,4],[0.5,9],"
+	                "[\"NaN\",3],[-1,0]]";
+	gk_snap_series s = {.buckets = {GK_JSON_ARRAY, j, strlen(j)}};
+	gk_snap_bucket *v = NULL;
+	size_t cap = 0, dropped = 0;
+	size_t n = gk_snap_buckets(&s, &v, &cap, &dropped);
+	static const double le[] = {-1, 0.1, 0.5, 1, INFINITY};
+	static const double c[] = {0, 2, 4, 5, 7};
+	CHECK(n == 5);
+	CHECK(dropped == 2);
+	for (size_t i = 0; i < n && i < 5; i++)
+		CHECK(v[i].le == le[i] && v[i].count == c[i]);
+	free(v);
 }
 
 TEST(timestamps)
@@ -220,6 +240,7 @@ int
 main(void)
 {
 	RUN(timestamps);
+	RUN(buckets_ordered);
 	RUN(mend_surrogates);
 	RUN(influx_escaping);
 	RUN(influx_empty_field_key);
