@@ -33,6 +33,7 @@ static struct {
 	gk_smap *starts; /* "proc\0pid" -> process start, ns (uint64_t *) */
 	gk_buf rec, key;
 	gk_series *m_invalid, *m_skipped;
+	gk_series *m_rejected[NSIG_]; /* updated on the sender threads */
 	gk_log_gate invalid_gate;
 } O;
 
@@ -75,8 +76,9 @@ count_of(gk_json v, uint64_t *out)
  * the items the collector rejected, with an errorMessage; they are lost
  * and must not be sent again.  A span or a log record is one record
  * here, so that many are dropped; a metrics record is a whole snapshot
- * and rejectedDataPoints counts points, so none is (the points are
- * logged).  On the sender thread (gk_ehttp_opts.partial).
+ * and rejectedDataPoints counts points, so none is.  Every signal's
+ * rejected items are counted in gk_export_otlp_rejected_total.  On the sender
+ * thread (gk_ehttp_opts.partial).
  */
 static size_t
 partial(const char *body, size_t len, size_t n, uint64_t *rejected, char *msg,
@@ -89,13 +91,14 @@ partial(const char *body, size_t len, size_t n, uint64_t *rejected, char *msg,
 		body++, len--;
 	gk_wire_error err;
 	if (!len || *body != '{' || gk_json_validate(body, len, &err) < 0)
-		return 0; /* not JSON (or cut at 4 KiB): a full success */
+		return 0; /* not JSON (or cut at 64 KiB): a full success */
 	gk_json ps = gk_json_member((gk_json){GK_JSON_OBJECT, body, len},
 	                            "partialSuccess");
 	if (ps.type != GK_JSON_OBJECT)
 		return 0;
 	if (!count_of(gk_json_member(ps, rejected_key[sig]), rejected))
 		*rejected = 0;
+	gk_counter_add(O.m_rejected[sig], (double)*rejected); /* atomic */
 	gk_json em = gk_json_member(ps, "errorMessage");
 	if (em.type == GK_JSON_STRING) {
 		gk_buf b = {0};
@@ -291,6 +294,14 @@ main(int argc, char **argv)
 	O.m_skipped = gk_metric_series(
 	    gk_counter_new("gk_export_otlp_skipped_total",
 	                   "Events of a signal not in --signals", NULL));
+	/* Every signal's series now: the sender threads only add. */
+	gk_metric *rej = gk_counter_new(
+	    "gk_export_otlp_rejected_total",
+	    "Items a collector's partialSuccess said it rejected: spans, "
+	    "data points, log records",
+	    "signal");
+	for (int i = 0; i < NSIG_; i++)
+		O.m_rejected[i] = gk_series_get(rej, sig_name[i], NULL);
 	size_t blen = strlen(base);
 	while (blen && base[blen - 1] == '/')
 		blen--;

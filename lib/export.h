@@ -264,20 +264,21 @@ typedef struct gk_ehttp_opts {
 	enum gk_ehttp_verdict (*verdict)(long status, void *arg);
 	void *verdict_arg;
 	/* For a batch of n records DROPped: how many the backend refused,
-	 * from its answer (the first 1 KiB of the body; NULL: all n).  The
+	 * from its answer (the first 64 KiB of the body; NULL: all n).  The
 	 * others were written (InfluxDB's partial write) and count as sent.
 	 * Called on the sender thread with verdict_arg. */
 	size_t (*refused)(long status, const char *body, size_t len, size_t n,
 	    void *arg);
 	/* For a batch of n records acknowledged (OK): how many of them the
-	 * backend rejected all the same, from its answer (the first 4 KiB of
-	 * the body), such as OTLP's partialSuccess (NULL: none).  It sets
-	 * *rejected to the items the backend says it rejected (in its unit)
-	 * and its reason into msg (cap bytes; "" for none).  The records
-	 * returned count as dropped, not sent, and are not sent again; the
-	 * rejection is logged, at most once a second (an error when records
-	 * were dropped, else a warning).  On the sender thread, with
-	 * verdict_arg. */
+	 * backend rejected all the same, from its answer (the first 64 KiB
+	 * of the body; one longer is counted in
+	 * gk_export_http_answers_cut_total), such as OTLP's partialSuccess
+	 * (NULL: none).  It sets *rejected to the items the backend says it
+	 * rejected (in its unit) and its reason into msg (cap bytes; "" for
+	 * none).  The records returned count as dropped, not sent, and are not
+	 * sent again; the rejection is logged, at most once a second (an error
+	 * when records were dropped, else a warning).  On the sender thread,
+	 * with verdict_arg. */
 	size_t (*partial)(const char *body, size_t len, size_t n,
 	                  uint64_t *rejected, char *msg, size_t cap, void *arg);
 	/* Between records of one batch (NULL: nothing; "\n" for lines). */

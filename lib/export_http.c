@@ -47,9 +47,10 @@
 #define DEFAULT_MAX_BYTES (2u << 20)
 /* libcurl's buffer for sending a body (its default is 64 KiB). */
 #define UPLOAD_BUFFER 16384
-/* What is kept of an answer's body: the reason of a rejected batch, an
- * OTLP partialSuccess with its errorMessage. */
-#define ANSWER_MAX 4096
+/* What is read of an answer's body: the reason of a rejected batch, an
+ * OTLP partialSuccess with its errorMessage (which may come before the
+ * counts).  Past it the rest is not read, and the cut counted. */
+#define ANSWER_MAX (64u << 10)
 
 struct batch {
 	struct batch *next;
@@ -78,9 +79,10 @@ struct gk_ehttp {
 	size_t (*partial)(const char *, size_t, size_t, uint64_t *, char *,
 	                  size_t, void *);
 	void *verdict_arg;
-	/* Sender thread only: the start of the answer's body. */
-	char answer[ANSWER_MAX];
+	/* Sender thread only: the answer's body, up to ANSWER_MAX. */
+	char *answer;
 	size_t answer_len;
+	bool answer_cut;
 
 	/* Loop thread only. */
 	struct batch *open;
@@ -184,6 +186,20 @@ answer_reason(const gk_ehttp *h, char *f, size_t cap)
 /* The sender thread                                                   */
 /* ------------------------------------------------------------------ */
 
+/* Answers whose body went past ANSWER_MAX, of every sender. */
+static gk_series *
+answers_cut(void)
+{
+	static gk_series *m;
+	if (!m)
+		m = gk_metric_series(gk_counter_new(
+		    "gk_export_http_answers_cut_total",
+		    "HTTP answers whose body was longer than 64 KiB: only "
+		    "the first 64 KiB read",
+		    NULL));
+	return m;
+}
+
 /* The answer's body: its start is kept (the reason of a rejection). */
 static size_t
 keep_body(char *p, size_t size, size_t n, void *arg)
@@ -191,6 +207,8 @@ keep_body(char *p, size_t size, size_t n, void *arg)
 	gk_ehttp *h = arg;
 	size_t len = size * n, room = ANSWER_MAX - h->answer_len;
 	size_t k = len < room ? len : room;
+	if (k < len)
+		h->answer_cut = true;
 	memcpy(h->answer + h->answer_len, p, k);
 	h->answer_len += k;
 	return len;
@@ -400,10 +418,13 @@ sender(void *arg)
 		pthread_mutex_unlock(&h->mu);
 		long status = 0;
 		h->answer_len = 0;
+		h->answer_cut = false;
 		if (c)
 			status = send_once(h, c, b, err);
 		else
 			snprintf(err, sizeof err, "curl_easy_init failed");
+		if (h->answer_cut)
+			gk_counter_add(answers_cut(), 1); /* atomic */
 		enum gk_ehttp_verdict v = h->verdict(status, h->verdict_arg);
 		pthread_mutex_lock(&h->mu);
 		h->sending = false;
@@ -765,6 +786,8 @@ gk_ehttp_new(gk_export *ex, const gk_ehttp_opts *o)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	gk_ehttp *h = gk_xcalloc(1, sizeof *h);
+	h->answer = gk_xmalloc(ANSWER_MAX);
+	answers_cut(); /* made on this thread */
 	h->ex = ex;
 	h->loop = gk_export_loop(ex);
 	h->url = gk_xstrdup(o->url);
@@ -877,5 +900,6 @@ gk_ehttp_free(gk_ehttp *h)
 	free(h->sep);
 	free(h->prefix);
 	free(h->suffix);
+	free(h->answer);
 	free(h);
 }

@@ -219,25 +219,44 @@ span_ids() {
 	[ "$(count_events "$T/plugin.err" '.msg == "event line too long: dropped" and .max_bytes == 4194304')" = 1 ]
 }
 
-@test "a 200 with partialSuccess: the rejected spans and log records are counted dropped, not sent, not retried, and the collector's errorMessage is logged" {
+@test "a 200 with partialSuccess: the rejected spans and log records are counted dropped, not sent, not retried; every rejected item, data points too, is counted per signal and the collector's errorMessage logged, wherever it stands in a body of up to 64 KiB" {
+	# The traces answer holds its count after a 5000-byte errorMessage.
+	long="span too old $(printf '%05000d' 0)"
 	start_sink sink \
-		--body '/v1/traces={"partialSuccess":{"rejectedSpans":"1","errorMessage":"span too old"}}' \
+		--body '/v1/traces={"partialSuccess":{"errorMessage":"'"$long"'","rejectedSpans":"1"}}' \
+		--body '/v1/metrics={"partialSuccess":{"rejectedDataPoints":"3","errorMessage":"points refused"}}' \
 		--body '/v1/logs={"partialSuccess":{"rejectedLogRecords":2,"errorMessage":"log \"x\" refused"}}'
 	{
 		spans 4
 		printf '{"type":"log","msg":"m%d"}\n' 1 2 3
+		printf '{"ts":"2026-12-04T09:30:00Z","type":"metrics","proc":"p","pid":1,"metrics":[{"name":"g","type":"gauge","help":"h","series":[{"labels":{},"value":1}]}]}\n'
 	} >"$EV"
 	run_plugin "$EV" env GK_EXPORT_DRAIN_TIMEOUT=30s gk-export-otlp \
 		--batch-records 2 "http://127.0.0.1:$SINK_PORT"
 	[ "$PLUGIN_STATUS" = 0 ]
-	# two batches of spans and two of logs, each sent once
+	# two batches of spans, two of logs, one of metrics, each sent once
 	run sink_count "$SINK_DIR" 'true'
-	assert_output 4
-	# 7 records: 1 span and 2 log records rejected by the collector
-	[ "$(plugin_metric "$T/plugin.err" gk_export_sent_total)" = 4 ]
+	assert_output 5
+	# 8 records: 1 span and 2 log records rejected by the collector; the
+	# snapshot is sent (3 of its points refused)
+	[ "$(plugin_metric "$T/plugin.err" gk_export_sent_total)" = 5 ]
 	[ "$(plugin_metric "$T/plugin.err" gk_export_dropped_total)" = 3 ]
-	[ "$(count_events "$T/plugin.err" '.level == "error" and .msg == "batch partly rejected: dropped" and .rejected == 1 and .reason == "span too old"')" = 1 ]
+	run jq -R -r 'fromjson? | select(.type == "metrics") | .metrics[]
+	  | select(.name == "gk_export_otlp_rejected_total") | .series[]
+	  | "\(.labels.signal)=\(.value)"' "$T/plugin.err"
+	assert_output --partial "$(printf 'traces=1\nmetrics=3\nlogs=2')"
+	[ "$(count_events "$T/plugin.err" '.level == "error" and .msg == "batch partly rejected: dropped" and .rejected == 1 and (.reason | startswith("span too old 000"))')" = 1 ]
+	[ "$(count_events "$T/plugin.err" '.level == "warn" and .msg == "batch accepted with a warning" and .rejected == 3 and .reason == "points refused"')" = 1 ]
 	[ "$(count_events "$T/plugin.err" '.level == "error" and .msg == "batch partly rejected: dropped" and .rejected == 2 and .reason == "log \"x\" refused"')" = 1 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_http_answers_cut_total)" = 0 ]
+	# An answer past 64 KiB: its first 64 KiB are read, the cut counted.
+	stop_all
+	start_sink sink2 --body '/v1/logs={"partialSuccess":{"errorMessage":"'"$(printf '%070000d' 0)"'","rejectedLogRecords":1}}'
+	printf '{"type":"log","msg":"m1"}\n' >"$EV"
+	run_plugin "$EV" gk-export-otlp "http://127.0.0.1:$SINK_PORT"
+	[ "$PLUGIN_STATUS" = 0 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_http_answers_cut_total)" = 1 ]
+	[ "$(plugin_metric "$T/plugin.err" gk_export_sent_total)" = 1 ]
 }
 
 @test "503 with Retry-After, then 200: each span is delivered exactly once, in order, and the retry waits as told" {
