@@ -12,8 +12,9 @@
 #include "logship.h"
 
 /* Loki's default max_label_names_per_series: a stream with more label
- * names is refused, and with it the whole push. */
-#define MAX_LABELS 15
+ * names is refused, and with it the whole push (--max-label-names). */
+#define DEFAULT_MAX_LABELS 15
+#define MAX_LABELS_BOUND 1000
 #define MAX_HEADERS 16
 
 static struct {
@@ -24,6 +25,7 @@ static struct {
 	gk_buf entry;
 	size_t max_line; /* Loki's max_line_size; 0: none */
 	gk_series *m_skipped, *m_too_long;
+	gk_series *m_rejected; /* updated on the sender thread */
 	gk_log_gate too_long_gate;
 } L;
 
@@ -72,12 +74,29 @@ label_name_ok(const char *s, size_t n)
 }
 
 static void
-too_many_labels(void)
+too_many_labels(uint64_t max)
 {
 	gk_usage_error("too many labels: --label (svc and level by default) "
-	               "and --static-label give at most %d names, as Loki "
-	               "takes per stream",
-	               MAX_LABELS);
+	               "and --static-label give at most %llu names, as Loki "
+	               "takes per stream (--max-label-names)",
+	               (unsigned long long)max);
+}
+
+/*
+ * A 4xx other than 408 and 429: Loki refused entries (too old, out of
+ * order, bad labels).  It writes the entries of the push it accepts but
+ * names only one error, not which entries it refused, so none can be
+ * sent again without writing the others twice: the batch is counted
+ * dropped (as many as Loki may have refused), and the push counted here.
+ * On the sender thread, with verdict_arg.
+ */
+static size_t
+refused(long status, const char *body, size_t len, size_t n, void *arg)
+{
+	(void)body, (void)len, (void)arg;
+	if (status >= 400 && status < 500)
+		gk_counter_add(L.m_rejected, 1); /* atomic */
+	return n;
 }
 
 static size_t
@@ -92,7 +111,7 @@ static void
 check_twice(const char *const *labels, size_t nlabels,
             const char *const *statics, size_t nstatic)
 {
-	const char *all[MAX_LABELS];
+	const char **all = gk_xcalloc(nlabels + nstatic + 1, sizeof *all);
 	size_t n = 0;
 	for (size_t i = 0; i < nlabels; i++)
 		all[n++] = labels[i];
@@ -107,6 +126,7 @@ check_twice(const char *const *labels, size_t nlabels,
 				               "--label or --static-label)",
 				               (int)li, all[i]);
 	}
+	free(all);
 }
 
 static gk_ehttp_cli cli;
@@ -123,6 +143,8 @@ usage(FILE *f)
 	    "  -l, --label KEY        a member whose value is a label; "
 	    "repeatable (svc, level)\n"
 	    "  --static-label K=V     a label on every stream; repeatable\n"
+	    "  --max-label-names N    label names per stream at most, as "
+	    "Loki's max_label_names_per_series (15)\n"
 	    "  --max-streams N        distinct label sets, then _overflow "
 	    "(1000)\n"
 	    "  --types LIST           event types sent (log,access)\n"
@@ -141,8 +163,12 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
-	const char *labels[MAX_LABELS], *statics[MAX_LABELS];
+	/* As many as the arguments; the bound is checked once all are read
+	 * (--max-label-names may come after them). */
+	const char **labels = gk_xcalloc((size_t)argc + 2, sizeof *labels);
+	const char **statics = gk_xcalloc((size_t)argc + 1, sizeof *statics);
 	size_t nlabels = 0, nstatic = 0;
+	uint64_t max_labels = DEFAULT_MAX_LABELS;
 	uint64_t max_streams = 1000;
 	char tenant[300] = "";
 	gk_ehttp_opts o = {.content_type = "application/json",
@@ -151,7 +177,8 @@ main(int argc, char **argv)
 	                   .suffix = "]}",
 	                   .batch_bytes = 512u << 10,
 	                   .backoff_min_ms = 500,
-	                   .backoff_max_ms = 30000};
+	                   .backoff_max_ms = 30000,
+	                   .refused = refused};
 	L.types = GK_EVMASK(GK_EV_LOG) | GK_EVMASK(GK_EV_ACCESS);
 	L.max_line = 256000; /* Loki's 256KB, as it reads sizes */
 	gk_ehttp_cli_init(&cli, &o, MAX_HEADERS, 65536);
@@ -159,6 +186,7 @@ main(int argc, char **argv)
 	    {"label", required_argument, NULL, 'l'},
 	    {"static-label", required_argument, NULL, 's'},
 	    {"max-streams", required_argument, NULL, 'S'},
+	    {"max-label-names", required_argument, NULL, 'N'},
 	    {"types", required_argument, NULL, 'T'},
 	    {"tenant", required_argument, NULL, 'O'},
 	    {"max-line-size", required_argument, NULL, 'M'},
@@ -175,8 +203,6 @@ main(int argc, char **argv)
 			continue;
 		switch (c) {
 		case 'l':
-			if (nlabels + nstatic == MAX_LABELS)
-				too_many_labels();
 			if (!label_name_ok(optarg, strlen(optarg)))
 				gk_usage_error("bad --label: %s (expected a "
 				               "Loki label name: letters, "
@@ -186,8 +212,6 @@ main(int argc, char **argv)
 			break;
 		case 's': {
 			const char *eq = strchr(optarg, '=');
-			if (nlabels + nstatic == MAX_LABELS)
-				too_many_labels();
 			if (!eq || !eq[1] ||
 			    !label_name_ok(optarg, (size_t)(eq - optarg)))
 				gk_usage_error("bad --static-label: %s "
@@ -208,6 +232,13 @@ main(int argc, char **argv)
 				    "bad --max-streams: %s (expected "
 				    "1 to 1000000)",
 				    optarg);
+			break;
+		case 'N':
+			if (gk_parse_uint(optarg, 1, MAX_LABELS_BOUND,
+			                  &max_labels) < 0)
+				gk_usage_error("bad --max-label-names: %s "
+				               "(expected 1 to %d)",
+				               optarg, MAX_LABELS_BOUND);
 			break;
 		case 'T':
 			if (gk_evmask_parse(optarg, &L.types) < 0)
@@ -241,11 +272,11 @@ main(int argc, char **argv)
 	    gk_ehttp_url_arg(argc, argv, "http://127.0.0.1:3100");
 	gk_ehttp_cli_check(&cli, false);
 	if (!nlabels) {
-		if (nstatic + 2 > MAX_LABELS)
-			too_many_labels();
 		labels[nlabels++] = "svc";
 		labels[nlabels++] = "level";
 	}
+	if (nlabels + nstatic > max_labels)
+		too_many_labels(max_labels);
 	check_twice(labels, nlabels, statics, nstatic);
 	/* URL/loki/api/v1/push, unless the path is given already. */
 	gk_buf url = {0};
@@ -265,6 +296,11 @@ main(int argc, char **argv)
 	L.m_too_long = gk_metric_series(gk_counter_new(
 	    "gk_export_loki_too_long_total",
 	    "Events longer than --max-line-size, dropped", NULL));
+	L.m_rejected = gk_metric_series(gk_counter_new(
+	    "gk_export_loki_rejected_total",
+	    "Pushes Loki refused with a 4xx other than 408 and 429, their "
+	    "events counted dropped",
+	    NULL));
 	L.loki =
 	    gk_loki_new(labels, nlabels, statics, nstatic, (size_t)max_streams);
 	L.http = gk_ehttp_new(L.ex, &o);
@@ -276,5 +312,7 @@ main(int argc, char **argv)
 	gk_loki_free(L.loki);
 	gk_buf_free(&url);
 	gk_buf_free(&L.entry);
+	free(labels);
+	free(statics);
 	return rc;
 }

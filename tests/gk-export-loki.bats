@@ -146,6 +146,9 @@ seq_events() {
 	[ "$(jq -s length "$SINK_LOG")" = 2 ]
 	[ "$(ns_pushed)" = "3 4" ]
 	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_dropped_total)" = 2 ]
+	# counted apart from network errors and 5xx, and told with the status
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_loki_rejected_total)" = 1 ]
+	[ "$(count_events "$BATS_TEST_TMPDIR/plug.err" '.level == "error" and .msg == "batch rejected: dropped" and .status == 400 and .records == 2')" = 1 ]
 }
 
 @test "--max-streams bounds the label sets: further sets go to one _overflow stream, counted" {
@@ -223,7 +226,7 @@ seq_events() {
 	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_loki_skipped_total)" = 1 ]
 }
 
-@test "usage errors exit 64 with one line naming the program; more than 15 label names, or one twice, is one" {
+@test "usage errors exit 64 with one line naming the program; more than --max-label-names (15) label names, or one twice, is one" {
 	run --separate-stderr gk-export-loki --label 'bad-name'
 	assert_failure 64
 	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
@@ -253,6 +256,18 @@ seq_events() {
 	assert_success
 	run --separate-stderr gk-export-loki "${args[@]}" </dev/null
 	assert_failure 64
+	# --max-label-names follows a Loki whose limit was raised (or cut)
+	run --separate-stderr gk-export-loki --max-label-names 17 "${args[@]}" </dev/null
+	assert_success
+	run --separate-stderr gk-export-loki "${args[@]}" --max-label-names 16 </dev/null
+	assert_success
+	run --separate-stderr gk-export-loki --max-label-names 2 --static-label job=x </dev/null
+	assert_failure 64
+	[[ $stderr == *'at most 2'* ]]
+	run --separate-stderr gk-export-loki --max-label-names 0 </dev/null
+	assert_failure 64
+	[ "$(printf '%s\n' "$stderr" | wc -l)" = 1 ]
+	[[ $stderr == *'--max-label-names'* ]]
 	# and a name twice is a duplicate Loki refuses
 	run --separate-stderr gk-export-loki --static-label svc=shop </dev/null
 	assert_failure 64
