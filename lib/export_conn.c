@@ -45,7 +45,7 @@ struct gk_econn {
 	bool want_write;
 	void (*on_empty)(gk_econn *, void *);
 	void *on_empty_arg;
-	uint64_t last_error_log;
+	uint64_t last_error_log, last_refused_log;
 };
 
 static void try_connect(gk_econn *c);
@@ -235,11 +235,44 @@ pump_stream(gk_econn *c)
 	set_want_write(c, false);
 }
 
+/* Datagrams the backend's host refused (UDP), of every connection. */
+static gk_series *
+refused_series(void)
+{
+	static gk_series *m;
+	if (!m)
+		m = gk_metric_series(gk_counter_new(
+		    "gk_export_udp_refused_total",
+		    "UDP datagrams sent that the backend's host refused "
+		    "(ICMP port unreachable): lost, though counted sent",
+		    NULL));
+	return m;
+}
+
+static void
+udp_refused(gk_econn *c)
+{
+	gk_counter_add(refused_series(), 1);
+	gk_export_error(c->ex, 1);
+	uint64_t now = gk_monotonic_ms();
+	if (now - c->last_refused_log < 1000 && c->last_refused_log)
+		return;
+	c->last_refused_log = now;
+	char a[360];
+	snprintf(a, sizeof a, "addr=%s", c->text);
+	gk_log(GK_WARN,
+	       "datagrams refused by the backend host (nobody "
+	       "listening)",
+	       a);
+}
+
 static void
 pump_dgram(gk_econn *c)
 {
 	const char *p;
 	size_t n;
+	/* A refusal reported on this datagram's send is retried once. */
+	bool refused_once = false;
 	while (gk_equeue_peek(c->q, &p, &n)) {
 		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
 		if (w < 0) {
@@ -250,11 +283,22 @@ pump_dgram(gk_econn *c)
 				set_want_write(c, true);
 				return;
 			}
+			if (c->kind == GK_ECONN_UDP && err == ECONNREFUSED &&
+			    !refused_once) {
+				/* The kernel's report (ICMP port unreachable)
+				 * of a datagram sent before, counted sent but
+				 * lost: counted here.  This one was not sent:
+				 * once more. */
+				refused_once = true;
+				udp_refused(c);
+				continue;
+			}
 			if (c->kind == GK_ECONN_UDP) {
 				/* Fire and forget: nobody listens (yet). */
 				log_error(c, "send to the backend failed", err);
 				gk_export_dropped(c->ex, 1);
 				gk_equeue_pop(c->q);
+				refused_once = false;
 				continue;
 			}
 			log_error(c, "send to the backend failed", err);
@@ -263,6 +307,7 @@ pump_dgram(gk_econn *c)
 		}
 		gk_export_sent(c->ex, 1);
 		gk_equeue_pop(c->q);
+		refused_once = false;
 	}
 	set_want_write(c, false);
 }
@@ -370,6 +415,8 @@ gk_econn_new(gk_export *ex, const char *addr, enum gk_econn_kind dflt,
 		return NULL;
 	}
 	c->kind = kind;
+	if (kind == GK_ECONN_UDP)
+		refused_series(); /* shown from the first snapshot on */
 	snprintf(c->text, sizeof c->text, "%s", addr);
 	c->ex = ex;
 	c->loop = gk_export_loop(ex);

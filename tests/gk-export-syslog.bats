@@ -109,6 +109,21 @@ teardown() {
 	assert_output "$(for i in 1 2 3 4 5; do echo "user.info orders-api 4242 log |queued $i| [gokit@32473 svc=\"orders\"]"; done)"
 }
 
+@test "UDP with nobody listening: every datagram is sent, and each the kernel reports refused (port unreachable) is counted, none silently" {
+	port=$(free_port)
+	plugin_start plug gk-export-syslog "udp:127.0.0.1:$port"
+	for i in 1 2 3 4; do feed "$(ev info "lost $i")"; done
+	feed_end
+	wait_exit plug 20
+	[ "$BG_STATUS" = 0 ]
+	# Each refusal is reported on the send after the lost datagram: the
+	# last one's is not seen before the exit.
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_sent_total)" = 4 ]
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_dropped_total)" = 0 ]
+	[ "$(metric "$BATS_TEST_TMPDIR/plug.err" gk_export_udp_refused_total)" = 3 ]
+	[ "$(count_events "$BATS_TEST_TMPDIR/plug.err" '.msg == "datagrams refused by the backend host (nobody listening)"')" -ge 1 ]
+}
+
 @test "unix:PATH sends RFC 5424 datagrams" {
 	plugin_start plug gk-export-syslog --facility local0 "unix:$RS_SOCK5424"
 	feed "$(ev error 'over unix' '"x":"y"')"
