@@ -151,6 +151,22 @@ add_series_name(gk_buf *out, const char *name, const char *suffix,
 		gk_buf_addc(out, '}');
 }
 
+/* " value\n" for the series whose name and labels were written to out
+ * from mark on, plus its offset in p's offsets (a process restarted). */
+static void
+add_value(gk_buf *out, size_t mark, const gk_expo_src *p, double v)
+{
+	if (p->offsets) {
+		const double *d =
+		    gk_smap_get(p->offsets, out->data + mark, out->len - mark);
+		if (d)
+			v += *d;
+	}
+	gk_buf_addc(out, ' ');
+	gk_fmt_float(out, v);
+	gk_buf_addc(out, '\n');
+}
+
 static void
 render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
     size_t *dropped)
@@ -192,9 +208,14 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 				continue;
 			}
 			gk_smap_slot(seen, id, ident.len, true);
+			size_t mark = out->len;
 			if (f->type != GK_HISTOGRAM) {
 				add_series_name(out, f->name, "", p, s.labels,
 				    NULL, o, dropped);
+				if (f->type == GK_COUNTER) {
+					add_value(out, mark, p, s.value);
+					continue;
+				}
 				gk_buf_addc(out, ' ');
 				gk_fmt_float(out, s.value);
 				gk_buf_addc(out, '\n');
@@ -212,33 +233,91 @@ render_family(gk_buf *out, const struct fam *f, const gk_expo_opts *o,
 				gk_buf_free(&lb);
 				if (le > 0 && le == le * 2) /* +Inf */
 					inf = true;
+				mark = out->len;
 				add_series_name(out, f->name, "_bucket", p,
 				    s.labels, les, o, NULL);
-				gk_buf_addc(out, ' ');
-				gk_fmt_float(out, c);
-				gk_buf_addc(out, '\n');
+				add_value(out, mark, p, c);
 			}
 			if (!inf) {
+				mark = out->len;
 				add_series_name(out, f->name, "_bucket", p,
 				    s.labels, "+Inf", o, NULL);
-				gk_buf_addc(out, ' ');
-				gk_fmt_float(out, s.count);
-				gk_buf_addc(out, '\n');
+				add_value(out, mark, p, s.count);
 			}
+			mark = out->len;
 			add_series_name(out, f->name, "_sum", p, s.labels, NULL,
 			    o, dropped);
-			gk_buf_addc(out, ' ');
-			gk_fmt_float(out, s.sum);
-			gk_buf_addc(out, '\n');
+			add_value(out, mark, p, s.sum);
+			mark = out->len;
 			add_series_name(out, f->name, "_count", p, s.labels,
 			    NULL, o, NULL);
-			gk_buf_addc(out, ' ');
-			gk_fmt_float(out, s.count);
-			gk_buf_addc(out, '\n');
+			add_value(out, mark, p, s.count);
 		}
 	}
 	gk_smap_free(seen);
 	free(bk);
+}
+
+static void
+free_offsets(gk_smap *m)
+{
+	size_t pos = 0;
+	const char *k;
+	void *v;
+	while (gk_smap_next(m, &pos, &k, &v))
+		free(v);
+	gk_smap_free(m);
+}
+
+void
+gk_expo_offsets_free(gk_smap *offsets)
+{
+	if (offsets)
+		free_offsets(offsets);
+}
+
+gk_smap *
+gk_expo_offsets_restart(const gk_expo_src *last)
+{
+	/* The last snapshot as served (its own offsets added): every counter
+	 * and histogram line's value is where the next life starts from. */
+	gk_buf text = {0};
+	gk_expo_render(&text, last, 1, NULL);
+	gk_smap *m = gk_smap_new();
+	/* A series the last snapshot lacked keeps the offset it had. */
+	size_t pos = 0;
+	const char *k;
+	void *v;
+	while (last->offsets && gk_smap_next(last->offsets, &pos, &k, &v)) {
+		double *d = gk_xmalloc(sizeof *d);
+		*d = *(const double *)v;
+		*gk_smap_slot(m, k, strlen(k), true) = d;
+	}
+	bool cumulative = false;
+	const char *p = text.data, *end = text.data + text.len;
+	while (p && p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			break;
+		if (!strncmp(p, "# TYPE ", 7)) {
+			const char *t = memrchr(p, ' ', (size_t)(nl - p));
+			cumulative = t && (!strncmp(t, " counter\n", 9) ||
+			                   !strncmp(t, " histogram\n", 11));
+		} else if (*p != '#' && cumulative) {
+			const char *sp = memrchr(p, ' ', (size_t)(nl - p));
+			if (sp) {
+				double *d = gk_xmalloc(sizeof *d);
+				*d = strtod(sp + 1, NULL);
+				void **slot =
+				    gk_smap_slot(m, p, (size_t)(sp - p), true);
+				free(*slot);
+				*slot = d;
+			}
+		}
+		p = nl + 1;
+	}
+	gk_buf_free(&text);
+	return m;
 }
 
 static int

@@ -17,6 +17,11 @@ typedef struct gk_expo_src {
 	const char *snap;
 	size_t len;
 	const char *svc, *proc, *instance;
+	/* Added to the values of its counter and histogram lines, keyed by
+	 * the line's name and labels as written (NULL: none): what a process
+	 * restarted with the same pid had counted before
+	 * (gk_expo_offsets_restart). */
+	const gk_smap *offsets;
 } gk_expo_src;
 
 typedef struct gk_expo_opts {
@@ -41,6 +46,16 @@ typedef struct gk_expo_opts {
  */
 size_t gk_expo_render(gk_buf *out, const gk_expo_src *src, size_t n,
     const gk_expo_opts *o);
+
+/*
+ * A process restarted under the same labels (the same pid: its seq went
+ * back): the offsets under which its counters and histograms go on from
+ * where its last snapshot, as served with its offsets, left them, so that
+ * Prometheus sees no decrease and loses no increase, whenever it scrapes.
+ * Free with gk_expo_offsets_free.
+ */
+gk_smap *gk_expo_offsets_restart(const gk_expo_src *last);
+void gk_expo_offsets_free(gk_smap *offsets);
 
 /* The process a snapshot comes from, named as its series are labelled:
  * proc ("unknown" when the event has none), svc (has_svc when the event

@@ -243,6 +243,38 @@ iso() {
 	exec 4>&-
 }
 
+@test "a process restarted with the same pid (its seq starts again) keeps its counters and histograms climbing: no increase lost, gauges as they are" {
+	eport=$(free_port)
+	mkfifo "$T/fifo"
+	start_in exp "$T/fifo" gk-export-prometheus -l "127.0.0.1:$eport"
+	exec 4>"$T/fifo"
+	wait_port 127.0.0.1 "$eport" 10
+	line='app_requests_total{code="200",svc="s",proc="p",instance="[^"]*:7"}'
+	snap p 7 s "$(iso -2)" 1 100 >&4
+	snap p 7 s "$(iso -1)" 2 110 >&4
+	wait_for -t 10 sh -c "curl -sf http://127.0.0.1:$eport/metrics | grep -q '^$line 110\$'"
+	# restarted, same pid: 150 since its start is 110 + 150 in all
+	snap p 7 s "$(iso 0)" 1 150 >&4
+	printf '{"ts":"%s","type":"metrics","proc":"p","pid":7,"svc":"s","seq":2,"part":1,"parts":1,"metrics":[{"name":"g","type":"gauge","help":"G","series":[{"labels":{},"value":3}]},{"name":"app_requests_total","type":"counter","help":"Requests","series":[{"labels":{"code":"200"},"value":160}]},{"name":"app_latency_seconds","type":"histogram","help":"Latency","series":[{"labels":{},"buckets":[[0.1,0],[0.5,1],["+Inf",1]],"sum":0.2,"count":1}]}]}\n' "$(iso 0)" >&4
+	wait_for -t 10 sh -c "curl -sf http://127.0.0.1:$eport/metrics | grep -q '^$line 270\$'"
+	# a gauge is as the process says
+	scrape "$eport" | grep -qE '^g\{.*\} 3$'
+	# and again: 5 more
+	snap p 7 s "$(iso 1)" 1 5 >&4
+	wait_for -t 10 sh -c "curl -sf http://127.0.0.1:$eport/metrics | grep -q '^$line 275\$'"
+	scrape "$eport" >"$T/m"
+	run grep -E '^app_latency_seconds_(count|sum|bucket)' "$T/m"
+	assert_line --regexp '^app_latency_seconds_bucket\{.*le="0.1"\} 0$'
+	assert_line --regexp '^app_latency_seconds_bucket\{.*le="0.5"\} 3$'
+	assert_line --regexp '^app_latency_seconds_count\{.*\} 3$'
+	assert_line --regexp '^app_latency_seconds_sum\{.*\} 0.6000000000000001$'
+	run promtool check metrics <"$T/m"
+	[ "$status" -eq 0 ]
+	[ -z "$output" ] || { echo "promtool: $output"; false; }
+	wait_event "$T/exp.err" '.msg == "process restarted with the same pid: its counters go on from their last values" and .process == "p"' 10
+	exec 4>&-
+}
+
 @test "label values are escaped, names sanitised, and labels named like ours renamed exported_*" {
 	eport=$(free_port)
 	mkfifo "$T/fifo"
