@@ -301,7 +301,8 @@ main(int argc, char **argv)
 	    "data points, log records",
 	    "signal");
 	for (int i = 0; i < NSIG_; i++)
-		O.m_rejected[i] = gk_series_get(rej, sig_name[i], NULL);
+		O.m_rejected[i] = gk_series_getv(
+		    rej, (const char *const[]){sig_name[i], NULL});
 	size_t blen = strlen(base);
 	while (blen && base[blen - 1] == '/')
 		blen--;
