@@ -587,9 +587,7 @@ gk_export_new(const gk_export_def *def)
 	    "in its place");
 	ex->m_queue = gk_metric_series(gk_gauge_new("gk_export_queue_bytes",
 	    "Bytes waiting for the backend", NULL));
-	int fl = fcntl(0, F_GETFL);
-	if (fl != -1)
-		fcntl(0, F_SETFL, fl | O_NONBLOCK);
+	gk__fd_nonblock_inherited(0);
 	gk_loop_signal(ex->loop, SIGTERM, on_term, ex);
 	gk_loop_signal(ex->loop, SIGINT, on_term, ex);
 	gk_loop_signal(ex->loop, SIGHUP, on_hup, ex);

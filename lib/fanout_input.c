@@ -110,11 +110,8 @@ gk_fanout_input_new(gk_fanout *f, gk_loop *loop, int fd, size_t max_line)
 	in->loop = loop;
 	in->fd = fd;
 	in->max_line = max_line;
-	int fl = fcntl(fd, F_GETFL);
-	if (fl == -1)
+	if (gk__fd_nonblock_inherited(fd) == -1)
 		in->closed = true;
-	else
-		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 	return in;
 }
 

@@ -1111,28 +1111,11 @@ on_wire_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 }
 
 
-/* The flags stdin and stdout came with: O_NONBLOCK belongs to the open
- * file, which whoever started us shares, so it is given back at exit. */
-static int stdio_flags[2] = {-1, -1};
-
-static void
-stdio_restore(void)
-{
-	for (int fd = 0; fd < 2; fd++)
-		if (stdio_flags[fd] >= 0)
-			fcntl(fd, F_SETFL, stdio_flags[fd]);
-}
-
 static void
 stdio_start(gk_stage *st)
 {
-	if (stdio_flags[0] < 0 && stdio_flags[1] < 0)
-		atexit(stdio_restore);
-	for (int fd = 0; fd < 2; fd++) {
-		stdio_flags[fd] = fcntl(fd, F_GETFL);
-		if (stdio_flags[fd] >= 0)
-			fcntl(fd, F_SETFL, stdio_flags[fd] | O_NONBLOCK);
-	}
+	gk__fd_nonblock_inherited(0);
+	gk__fd_nonblock_inherited(1);
 	stdio_conn.north.ops = &wire_north_ops;
 	stdio_conn.north.unique_ids = true;
 	stdio_conn.st = st;

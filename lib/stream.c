@@ -1,6 +1,7 @@
 /* stream.c: line-framed nonblocking streams, flushed once per loop turn. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -284,13 +285,51 @@ flush_all(gk_loop *loop, void *arg)
 	}
 }
 
+/* The flags of inherited fds made non-blocking: O_NONBLOCK belongs to the
+ * open file, which whoever started us shares (a shell's terminal, the
+ * stdin of the next program of a script), so it is given back at exit. */
+#define INHERITED_MAX 8
+static struct {
+	int fd, flags;
+} inherited[INHERITED_MAX];
+static unsigned ninherited;
+
+static void
+restore_inherited(void)
+{
+	for (unsigned i = 0; i < ninherited; i++)
+		fcntl(inherited[i].fd, F_SETFL, inherited[i].flags);
+}
+
+int
+gk__fd_nonblock_inherited(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl == -1)
+		return -1;
+	if (fl & O_NONBLOCK)
+		return 0;
+	for (unsigned i = 0; i < ninherited; i++)
+		if (inherited[i].fd == fd)
+			return fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	if (ninherited < INHERITED_MAX) {
+		if (!ninherited)
+			atexit(restore_inherited);
+		inherited[ninherited].fd = fd;
+		inherited[ninherited++].flags = fl;
+	}
+	return fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
 /* The line at the head of s->in is past the maximum: said once, and the
  * stage told while its first bytes are still there (gk_stream_line_head),
  * so that it may find what the line was about. */
 static void
 line_too_long(gk_stream *s)
 {
-	gk_log(GK_ERROR, "line too long: dropped", "max_bytes=16777216");
+	char max[40];
+	snprintf(max, sizeof max, "max_bytes=%zu", s->max_line);
+	gk_log(GK_ERROR, "line too long: dropped", max);
 	if (s->on_too_long)
 		s->on_too_long(s, s->arg);
 }

@@ -19,6 +19,10 @@ typedef struct gk_stream_ops {
 	void (*on_close)(gk_stream *s, int err, void *arg);
 } gk_stream_ops;
 
+/* Make an fd we inherited (stdin, stdout) non-blocking, its flags given
+ * back at exit; -1 with errno when it is not open. */
+int gk__fd_nonblock_inherited(int fd);
+
 /* rfd or wfd may be -1 for a one-way stream; rfd == wfd for sockets. */
 gk_stream *gk_stream_new(gk_loop *loop, int rfd, int wfd,
     const gk_stream_ops *ops, void *arg);

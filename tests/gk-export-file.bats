@@ -73,6 +73,17 @@ fill_fs() {
 [null,"third",null]'
 }
 
+@test "an exporter that read its events on stdin leaves stdin blocking, as it found it, for what runs after it" {
+	printf '%s\n' "$(ev info 'one')" >"$T/in"
+	# O_NONBLOCK belongs to the open file, which the shell shares.
+	run bash -c 'timeout 10 gk-export-file "$1" 2>/dev/null
+		python3 -c "import fcntl, os; print(\"nonblocking\" if fcntl.fcntl(0, fcntl.F_GETFL) & os.O_NONBLOCK else \"blocking\")"' \
+		_ "$LOG" <"$T/in"
+	assert_output blocking
+	run jq -r .msg "$LOG"
+	assert_output one
+}
+
 @test "a lone surrogate escape in an event's string is read as U+FFFD, counted: the event keeps its type and members" {
 	plugin_start plug gk-export-file "$LOG"
 	feed '{"type":"log","level":"warn","msg":"a\ud800b","k":"x\udc00","pair":"\ud83d\ude00","esc":"\\ud800"}' \
