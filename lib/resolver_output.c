@@ -71,12 +71,13 @@ gk_write_file_atomic(const char *path, const char *data, size_t len)
 	char *tmp = gk_xmalloc(strlen(path) + 32);
 	/* A dot file beside it: readers watching the directory for the
 	 * file's own name ignore it until the rename. */
-	sprintf(tmp, "%s/.%s.XXXXXX", dirname(d), basename(b));
-	free(d);
+	const char *dir = dirname(d);
+	sprintf(tmp, "%s/.%s.XXXXXX", dir, basename(b));
 	free(b);
 	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		free(tmp);
+		free(d);
 		return -1;
 	}
 	int err = 0;
@@ -101,6 +102,17 @@ gk_write_file_atomic(const char *path, const char *data, size_t len)
 		err = errno;
 	if (err)
 		unlink(tmp);
+	else {
+		/* The rename is in the directory: synced too, or a power
+		 * loss may bring the old set back.  Best effort: some file
+		 * systems refuse fsync on a directory. */
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+	}
+	free(d);
 	free(tmp);
 	errno = err;
 	return err ? -1 : 0;
