@@ -124,6 +124,8 @@ enum flush_mode { FLUSH_AUTO, FLUSH_CALL, FLUSH_EXIT };
 static void flush_locked(enum flush_mode mode);
 static void count_gone(uint64_t n);
 static void tell_stderr(int err, uint64_t n);
+static void tell_unread_stderr(uint64_t n);
+static void lose_locked(size_t off, int err);
 
 /* Under qlock: the events lost to the reader gone that are not yet in
  * gk_events_lost_total, for count_gone once qlock is released. */
@@ -152,6 +154,12 @@ at_exit(void)
 {
 	pthread_mutex_lock(&qlock);
 	flush_locked(FLUSH_EXIT);
+	if (queue.len) { /* the reader is there, but took nothing */
+		uint64_t before = lost;
+		lose_locked(0, EAGAIN);
+		queue.len = 0;
+		tell_unread_stderr(lost - before);
+	}
 	if (gone && !exit_told)
 		tell_stderr(lost_errno, gone);
 	pthread_mutex_unlock(&qlock);
@@ -475,37 +483,18 @@ lose_locked(size_t off, int err)
 }
 
 /*
- * Said on standard error, where it is not the dead event fd itself (no
- * one would read it there): the reader gone (n 0), or at exit how many
- * events were lost to it.  SIGPIPE held off, standard error being a pipe
+ * Said on standard error, where it is not the event fd itself (no one
+ * would read it there).  SIGPIPE held off, standard error being a pipe
  * too that may have lost its reader.
  */
 static void
-tell_stderr(int err, uint64_t n)
+say_stderr(const char *msg, int len)
 {
 	struct stat a, b;
-	if (cfg.fd == 2 || fstat(2, &a) < 0 ||
+	if (len <= 0 || cfg.fd == 2 || fstat(2, &a) < 0 ||
 	    (fstat(cfg.fd, &b) == 0 && a.st_dev == b.st_dev &&
 	     a.st_ino == b.st_ino))
 		return;
-	char msg[512];
-	int len;
-	if (n)
-		len = snprintf(msg, sizeof msg,
-		               "%s: warning: %llu event%s lost: the reader of "
-		               "event fd %d is gone (%s)\n",
-		               cfg.proc, (unsigned long long)n,
-		               n == 1 ? "" : "s", cfg.fd, strerror(err));
-	else
-		len = snprintf(msg, sizeof msg,
-		               "%s: warning: the reader of event fd %d is gone "
-		               "(%s): events are lost, counted in "
-		               "gk_events_lost_total\n",
-		               cfg.proc, cfg.fd, strerror(err));
-	if (len <= 0)
-		return;
-	if ((size_t)len >= sizeof msg)
-		len = sizeof msg - 1;
 	sigset_t pipeset, old;
 	sigemptyset(&pipeset);
 	sigaddset(&pipeset, SIGPIPE);
@@ -520,6 +509,44 @@ tell_stderr(int err, uint64_t n)
 			;
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* The reader gone (n 0), or at exit how many events were lost to it. */
+static void
+tell_stderr(int err, uint64_t n)
+{
+	char msg[512];
+	int len;
+	if (n)
+		len = snprintf(msg, sizeof msg,
+		               "%s: warning: %llu event%s lost: the reader of "
+		               "event fd %d is gone (%s)\n",
+		               cfg.proc, (unsigned long long)n,
+		               n == 1 ? "" : "s", cfg.fd, strerror(err));
+	else
+		len = snprintf(msg, sizeof msg,
+		               "%s: warning: the reader of event fd %d is gone "
+		               "(%s): events are lost, counted in "
+		               "gk_events_lost_total\n",
+		               cfg.proc, cfg.fd, strerror(err));
+	if ((size_t)len >= sizeof msg)
+		len = sizeof msg - 1;
+	say_stderr(msg, len);
+}
+
+/* At exit, n events the reader did not take within the wait. */
+static void
+tell_unread_stderr(uint64_t n)
+{
+	char msg[512];
+	int len = snprintf(msg, sizeof msg,
+	                   "%s: warning: %llu event%s lost: the reader of "
+	                   "event fd %d took nothing for %u ms at exit\n",
+	                   cfg.proc, (unsigned long long)n, n == 1 ? "" : "s",
+	                   cfg.fd, (unsigned)EXIT_WAIT_MS);
+	if ((size_t)len >= sizeof msg)
+		len = sizeof msg - 1;
+	say_stderr(msg, len);
 }
 
 static void

@@ -893,6 +893,62 @@ TEST(reader_gone_counted)
 	CHECK_STR(out, "");
 }
 
+/* A reader that is there but takes nothing: what is still queued after
+ * the wait at exit is lost, and said on standard error with its count. */
+TEST(unread_at_exit_said)
+{
+	clear_env();
+	int e[2], d[2];
+	CHECK(pipe(e) == 0 && pipe(d) == 0);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(e[0]);
+		close(d[0]);
+		dup2(e[1], 2);
+		close(e[1]);
+		fcntl(d[1], F_SETFL, O_NONBLOCK);
+		char v[16];
+		snprintf(v, sizeof v, "%d", d[1]);
+		setenv("GK_EVENTS_FD", v, 1);
+		gk_events_init("child");
+		/* 200 events of 1 KiB: the pipe takes 64 KiB of them. */
+		char big[1024];
+		memset(big, 'x', sizeof big - 1);
+		big[sizeof big - 1] = 0;
+		for (int i = 0; i < 200; i++)
+			gk_log(GK_INFO, big);
+		exit(0);
+	}
+	close(e[1]);
+	close(d[1]);
+	char out[1024];
+	size_t n = 0;
+	ssize_t r;
+	while (n < sizeof out - 1 && (r = read(e[0], out + n, sizeof out - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	int st;
+	waitpid(pid, &st, 0);
+	close(e[0]);
+	/* What the pipe took, plus what was lost, is every event. */
+	size_t got = 0;
+	char buf[65536];
+	fcntl(d[0], F_SETFL, O_NONBLOCK);
+	while ((r = read(d[0], buf, sizeof buf)) > 0)
+		for (ssize_t i = 0; i < r; i++)
+			got += buf[i] == '\n';
+	close(d[0]);
+	unsigned long lostn = 0;
+	int fd = -1;
+	CHECK(sscanf(out, "child: warning: %lu events lost: the reader of event fd %d took nothing for 1000 ms at exit", &lostn, &fd) == 2);
+	CHECK(got > 0 && got < 200);
+	if (got + lostn != 200)
+		printf("#   %zu written, %lu said lost\n", got, lostn);
+	CHECK(got + lostn == 200);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* In a loop, events wait for a batch, but never more than 10 ms: an idle
  * loop wakes to write them (held past their turn is not asserted: a loaded
  * machine may stall a turn that long). */
@@ -1389,6 +1445,7 @@ TEST(blocking_fd_never_stalls)
 		snprintf(v, sizeof v, "%d", p[1]);
 		setenv("GK_EVENTS_FD", v, 1);
 		gk_events_init("test-events");
+		dup2(devnull, 2); /* its "events lost" at exit: see above */
 		for (int i = 0; i < 2000; i++)
 			gk_log(GK_INFO, "nobody reads this pipe",
 			       "pad=0123456789012345678901234567");
@@ -1502,6 +1559,7 @@ main(void)
 	RUN(drops_when_stuck);
 	RUN(reader_gone);
 	RUN(reader_gone_counted);
+	RUN(unread_at_exit_said);
 	RUN(raw_json_stays_one_line);
 	RUN(many_fields_stay_readable);
 	RUN(text_format);
