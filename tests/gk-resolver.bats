@@ -14,6 +14,7 @@
 bats_require_minimum_version 1.5.0
 
 load helpers/common
+load helpers/notify
 load helpers/resolver
 
 setup() {
@@ -667,31 +668,6 @@ _backoff_started_over() {
 	# The lease (2 s) runs out: etcd deletes the key, the watch sees it.
 	wait_for -t 15 set_is "$T/out"
 	assert_equal "$(ectl get --prefix --keys-only /services/ | grep -c .)" 0
-}
-
-# notify_listener: a NOTIFY_SOCKET ($NOTIFY) that appends each message it
-# receives to $NOTES, a line each, prefixed with the sender's pid.
-notify_listener() {
-	NOTIFY="$T/notify.sock"
-	NOTES="$T/notify.out"
-	start_bg notify python3 -c '
-import socket, struct, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-s.bind(sys.argv[1])
-out = open(sys.argv[2], "a", buffering=1)
-open(sys.argv[2] + ".ready", "w").close()
-while True:
-    data, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(12))
-    pid = "?"
-    for level, kind, d in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            pid = str(struct.unpack("iII", d[:12])[0])
-    for line in data.decode(errors="replace").split("\n"):
-        if line:
-            out.write(pid + " " + line + "\n")
-' "$NOTIFY" "$NOTES"
-	wait_for -t 10 test -e "$NOTES.ready"
 }
 
 @test "etcd register: SIGTERM tells systemd STOPPING=1 and revokes the lease, so the key is gone at once" {
