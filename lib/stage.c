@@ -73,6 +73,7 @@ struct gk_stage {
 	enum south_kind south_kind;
 	gk_stream *south;
 	pid_t child;
+	pid_t leftover; /* the group of a reaped child, ended at exit */
 	bool south_up;
 	uint64_t backoff_ms, south_started;
 	gk_timer restart_timer, drain_timer, drain_poll, kill_timer;
@@ -828,6 +829,21 @@ south_too_long(gk_stream *s, void *arg)
 	gk_answer(req, 502, NULL, "bad gateway\n", "response too long");
 }
 
+static void on_kill_timer(gk_loop *loop, void *arg);
+
+/* At exit, until what the reaped child left in its group is gone. */
+static void
+on_leftover_poll(gk_loop *loop, void *arg)
+{
+	gk_stage *st = arg;
+	if (!gk__signal_group(st->leftover, 0)) {
+		gk_timer_stop(loop, &st->kill_timer);
+		gk_loop_stop(loop);
+		return;
+	}
+	gk_timer_start(loop, &st->drain_poll, 20, on_leftover_poll, st);
+}
+
 static void
 on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 {
@@ -846,9 +862,23 @@ on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 		snprintf(what, sizeof what, "status=%d", WEXITSTATUS(ws));
 	snprintf(who, sizeof who, "cmd=%s", st->cfg.south_argv[0]);
 	gk_timer_stop(st->loop, &st->kill_timer);
+	/* What it started in its group and left running (it is in no other
+	 * process group that a signal to the stack reaches): TERM now, and at
+	 * exit KILL after a grace, so that nothing of the stack lives on. */
+	bool left = gk__signal_group(pid, SIGTERM);
+	if (left)
+		gk_log(GK_WARN, "south left processes behind: sending TERM",
+		    who);
 	if (st->stopping) {
 		gk_log(GK_INFO, "south exited", who, what);
-		gk_loop_stop(st->loop);
+		if (left) {
+			st->leftover = pid;
+			gk_timer_start(st->loop, &st->kill_timer, 2000,
+			    on_kill_timer, st);
+			gk_timer_start(st->loop, &st->drain_poll, 20,
+			    on_leftover_poll, st);
+		} else
+			gk_loop_stop(st->loop);
 		return;
 	}
 	/* A south that ends cleanly while we drain did what was asked. */
@@ -1143,18 +1173,24 @@ on_kill_timer(gk_loop *loop, void *arg)
 {
 	gk_stage *st = arg;
 	if (!st->child) {
+		if (st->leftover && gk__signal_group(st->leftover, SIGKILL))
+			gk_log(GK_WARN,
+			    "south left processes behind: sending KILL");
 		if (st->stopping)
 			gk_loop_stop(loop);
 		return;
 	}
+	/* To its process group: the child, and what it started there. */
 	if (st->kill_stage++ == 0) {
 		gk_log(GK_WARN, st->stopping ? "south did not exit: sending TERM"
 		    : "south closed its pipes and did not exit: sending TERM");
-		kill(st->child, SIGTERM);
+		if (!gk__signal_group(st->child, SIGTERM))
+			kill(st->child, SIGTERM);
 		gk_timer_start(loop, &st->kill_timer, 2000, on_kill_timer, st);
 	} else {
 		gk_log(GK_WARN, "south did not exit: sending KILL");
-		kill(st->child, SIGKILL);
+		if (!gk__signal_group(st->child, SIGKILL))
+			kill(st->child, SIGKILL);
 	}
 }
 
