@@ -61,6 +61,13 @@ on_drain(gk_stage *st, void *arg)
 	gk_pool_drain(st);
 }
 
+static void
+stop(gk_stage *st, void *arg)
+{
+	(void)arg;
+	gk_pool_stop(st);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -75,7 +82,8 @@ main(int argc, char **argv)
 		.start = start,
 		.on_request = on_request,
 		.on_done = on_done,
-		.on_drain = on_drain},
+		.on_drain = on_drain,
+		.stop = stop},
 	    .summary = "N copies of a one-request-at-a-time handler; a copy "
 		       "whose request is cancelled is killed and restarted",
 	    .options = opts,

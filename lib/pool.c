@@ -15,6 +15,12 @@
  * with SIGKILL and restarted at once, without backoff.  A handler whose
  * requests often time out therefore restarts often: give it a deadline it
  * can keep.
+ *
+ * Each copy runs in a process group of its own (gk_spawn), out of the
+ * reach of a Ctrl-C to the stack: gk-pool drains, and at its end closes
+ * every copy's stdin and waits for the copies to exit (SIGTERM to a
+ * copy's group after 5s, SIGKILL 2s later).  A kill (and a copy's exit)
+ * reaches the copy's group: what the copy started there goes with it.
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -121,7 +128,7 @@ copy_down(struct copy *c, int status, const char *reason)
 static void
 kill_copy(struct copy *c)
 {
-	if (c->pid > 0)
+	if (c->pid > 0 && !gk__signal_group(c->pid, SIGKILL))
 		kill(c->pid, SIGKILL);
 }
 
@@ -159,7 +166,6 @@ static void
 on_copy_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 {
 	(void)loop;
-	(void)pid;
 	struct copy *c = arg;
 	char what[32];
 	if (WIFSIGNALED(ws)) {
@@ -168,6 +174,10 @@ on_copy_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 	} else
 		snprintf(what, sizeof what, "%d", WEXITSTATUS(ws));
 	bool killed = c->killed;
+	/* What it left running in its group goes with it. */
+	if (gk__signal_group(pid, killed ? SIGKILL : SIGTERM) && !killed)
+		log_copy(GK_WARN, "copy left processes behind: sending TERM", c,
+		    NULL, NULL);
 	if (killed)
 		log_copy(GK_INFO, "copy killed for a cancelled request", c,
 		    NULL, NULL);
@@ -364,6 +374,59 @@ gk_pool_drain(gk_stage *st)
 		gk_timer_stop(pool.loop, &c->restart);
 		if (c->s)
 			gk_stream_shutdown_write(c->s);
+	}
+}
+
+/* The copies still running; with sig, each copy's group signalled. */
+static unsigned
+running(int sig)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < pool.cfg.n; i++) {
+		struct copy *c = &pool.copy[i];
+		if (c->pid <= 0)
+			continue;
+		int ws;
+		if (waitpid(c->pid, &ws, WNOHANG) == c->pid) {
+			c->pid = 0;
+			continue;
+		}
+		if (sig && !gk__signal_group(c->pid, sig))
+			kill(c->pid, sig);
+		n++;
+	}
+	return n;
+}
+
+void
+gk_pool_stop(gk_stage *st)
+{
+	(void)st;
+	/* The loop is over and the stage's answers are written: wait here,
+	 * with EOF on their stdin (gk_pool_drain), for the copies to exit,
+	 * as the runtime waits for a south child. */
+	static const struct {
+		unsigned ms;
+		int sig;
+		const char *msg;
+	} step[] = {
+	    {5000, SIGTERM, "copies did not exit: sending TERM"},
+	    {2000, SIGKILL, "copies did not exit: sending KILL"},
+	    {1000, 0, NULL},
+	};
+	for (size_t k = 0; k < sizeof step / sizeof *step; k++) {
+		for (unsigned t = 0; t < step[k].ms; t += 20) {
+			if (!running(0))
+				return;
+			nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+		}
+		unsigned n = running(0);
+		if (step[k].msg && n) {
+			char f[32];
+			snprintf(f, sizeof f, "copies=%u", n);
+			gk_log(GK_WARN, step[k].msg, f);
+			running(step[k].sig);
+		}
 	}
 }
 

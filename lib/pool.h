@@ -23,5 +23,8 @@ void gk_pool_request(gk_stage *st, gk_req *req);
 void gk_pool_done(gk_stage *st, gk_req *req, int status);
 /* The stage's on_drain: EOF on every copy's stdin. */
 void gk_pool_drain(gk_stage *st);
+/* The stage's stop: until every copy has exited (TERM to the copies'
+ * groups after 5s, KILL 2s later). */
+void gk_pool_stop(gk_stage *st);
 
 #endif

@@ -26,7 +26,8 @@ teardown() {
 # A plain wire handler: appends its pid to $T/pids at start, and for each
 # request appends the path to $T/seen and answers "PATH\n" once
 # $T/release exists.  No signal handling of its own: a SIGINT or SIGTERM
-# kills it.
+# kills it.  At EOF on its stdin it waits $EXIT_DELAY seconds (0), then
+# creates $T/exited.PID and exits.
 write_handler() {
 	cat >"$T/handler.py" <<'PY'
 import json, os, sys, time
@@ -44,6 +45,8 @@ for line in sys.stdin:
     sys.stdout.write(json.dumps({"id": req["id"], "status": 200,
         "body": req["path"] + "\n"}) + "\n")
     sys.stdout.flush()
+time.sleep(float(os.environ.get("EXIT_DELAY", "0")))
+open("%s/exited.%d" % (T, os.getpid()), "w").close()
 PY
 }
 
@@ -93,7 +96,7 @@ _gone() {
 }
 
 @test "Ctrl-C to the stack's process group: gk-pool's copies answer what they hold, 200" {
-	stack --timeout 20s -- gk-pool -n 2 -- python3 "$T/handler.py"
+	EXIT_DELAY=0.3 stack --timeout 20s -- gk-pool -n 2 -- python3 "$T/handler.py"
 	wait_for _lines_are "$T/pids" 2
 	hold_request
 	kill -INT -- "-$SPID"
@@ -105,7 +108,11 @@ _gone() {
 	wait_exit stack 15
 	assert_equal "$BG_STATUS" 0
 	# gk-pool waited for its copies, which left on the EOF of their stdin
+	# (each a moment after it)
 	mapfile -t pids <"$T/pids"
+	for p in "${pids[@]}"; do
+		[ -e "$T/exited.$p" ]
+	done
 	_gone "${pids[@]}"
 	run count_events "$ERR" '.proc == "gk-pool" and .level == "error"'
 	assert_output 0
