@@ -118,6 +118,25 @@ _gone() {
 	assert_output 0
 }
 
+@test "SIGTERM to every process at once (KillMode=control-group): the stage below leaves the drain to the listener" {
+	# systemd signals each process of the cgroup, whatever its process
+	# group.  The handler here stands for one that ignores the signal.
+	stack --timeout 20s -- gk-tracer -- python3 "$T/handler.py"
+	hold_request
+	handler=$(cat "$T/pids")
+	tracer=$(awk '{print $4}' "/proc/$handler/stat")
+	kill -TERM "$SPID" "$tracer"
+	wait_event "$ERR" '.proc == "gk-listener" and .msg == "draining"'
+	wait_event "$ERR" '.proc == "gk-tracer" and
+	    (.msg | startswith("SIGTERM: left to the parent stage"))'
+	touch "$T/release"
+	wait "$CPID"
+	run cat "$T/held.out"
+	assert_output $'/held\n|200'
+	wait_exit stack 15
+	assert_equal "$BG_STATUS" 0
+}
+
 @test "SIGTERM to the listener alone: what the handler left running in its process group is ended too" {
 	stack -- sh -c 'sleep 300 </dev/null >/dev/null 2>&1 & echo $! >"$T/bg.pid"; exec python3 "$T/handler.py"'
 	wait_file "$T/bg.pid"
