@@ -1250,14 +1250,13 @@ on_drain_poll(gk_loop *loop, void *arg)
 		gk_timer_start(loop, &st->drain_poll, 20, on_drain_poll, st);
 }
 
+/* The drain ends now: what is left is answered 503 "drain timeout". */
 static void
-on_drain_timeout(gk_loop *loop, void *arg)
+end_drain(gk_stage *st, const char *msg)
 {
-	(void)loop;
-	gk_stage *st = arg;
 	char n[32];
 	snprintf(n, sizeof n, "inflight=%zu", st->ninflight);
-	gk_log(GK_WARN, "drain timeout: answering what is left", n);
+	gk_log(GK_WARN, msg, n);
 	gk_req **v;
 	size_t k = table_all(st, &v);
 	for (size_t i = 0; i < k; i++)
@@ -1268,6 +1267,13 @@ on_drain_timeout(gk_loop *loop, void *arg)
 	free(v);
 	st->nnorth = 0;
 	finish_drain(st);
+}
+
+static void
+on_drain_timeout(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	end_drain(arg, "drain timeout: answering what is left");
 }
 
 static void
@@ -1335,6 +1341,24 @@ on_term(gk_loop *loop, int signo, void *arg)
 		    p);
 		gk_timer_start(loop, &st->term_timer, st->cfg.drain_timeout_ms,
 		    on_deferred_term, st);
+		return;
+	}
+	/* The signal again (a second Ctrl-C, which no longer reaches the
+	 * processes below): hurry.  While draining, the drain ends now, as
+	 * at --drain-timeout; once it has ended, the wait for the child
+	 * does, a step of TERM and KILL to its group each time. */
+	if (st->stopping) {
+		if (st->child || st->leftover) {
+			gk_timer_stop(loop, &st->kill_timer);
+			on_kill_timer(loop, st);
+		}
+		return;
+	}
+	if (st->draining) {
+		char msg[80];
+		snprintf(msg, sizeof msg,
+		    "%s again: ending the drain, answering what is left", why);
+		end_drain(st, msg);
 		return;
 	}
 	begin_drain(st, why);

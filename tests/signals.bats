@@ -118,6 +118,26 @@ _gone() {
 	assert_output 0
 }
 
+@test "a second Ctrl-C ends the drain: what is still held is answered 503, exit 0" {
+	# The first one no longer reaches the handler; the second must still
+	# cut the wait short, as it did when it killed everything.
+	stack --timeout 20s -- gk-tracer -- python3 "$T/handler.py"
+	curl -s -m 5 -w '|%{http_code}' "$URL/held" >"$T/held.out" &
+	CPID=$!
+	wait_grep /held "$T/seen"
+	kill -INT -- "-$SPID"
+	wait_event "$ERR" '.proc == "gk-listener" and .msg == "draining"'
+	kill -INT -- "-$SPID"
+	wait "$CPID" || true
+	run cat "$T/held.out"
+	assert_output $'service unavailable\n|503'
+	wait_event "$ERR" '.proc == "gk-listener" and
+	    .msg == "SIGINT again: ending the drain, answering what is left"'
+	touch "$T/release"
+	wait_exit stack 15
+	assert_equal "$BG_STATUS" 0
+}
+
 @test "SIGTERM to every process at once (KillMode=control-group): the stage below leaves the drain to the listener" {
 	# systemd signals each process of the cgroup, whatever its process
 	# group.  The handler here stands for one that ignores the signal.
