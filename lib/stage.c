@@ -94,6 +94,9 @@ struct gk_stage {
 };
 
 static void begin_drain(gk_stage *st, const char *why);
+static void end_drain(gk_stage *st, const char *msg);
+/* The stage that spawned this one (GK_PARENT_PID), 0 when none did. */
+static pid_t parent_stage;
 
 /* A log event with up to two key=value fields (k2 may be NULL). */
 static void
@@ -1245,6 +1248,15 @@ static void
 on_drain_poll(gk_loop *loop, void *arg)
 {
 	gk_stage *st = arg;
+	/* The parent stage died without a drain (SIGKILL, a crash; its
+	 * death closed our stdin a moment before we were reparented): no
+	 * answer can reach anyone, and what is below ends as after a drain,
+	 * without waiting --drain-timeout for it. */
+	if (st->stdio && !st->stopping && parent_stage > 1 &&
+	    getppid() != parent_stage) {
+		end_drain(st, "parent stage gone: ending the drain");
+		return;
+	}
 	check_drained(st);
 	if (!st->stopping)
 		gk_timer_start(loop, &st->drain_poll, 20, on_drain_poll, st);
@@ -1316,7 +1328,6 @@ begin_drain(gk_stage *st, const char *why)
  * effect after --drain-timeout, or at once when it comes a second time
  * or the parent is gone.
  */
-static pid_t parent_stage;
 
 static void
 on_deferred_term(gk_loop *loop, void *arg)
@@ -1480,6 +1491,10 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	uint64_t ppid;
 	parent_stage = pp && gk_parse_uint(pp, 2, INT_MAX, &ppid) == 0
 	    ? (pid_t)ppid : 0;
+	/* Only the stage's own child (not one a shell handler started)
+	 * leaves its drain to it, and takes its loss for the stack's end. */
+	if (parent_stage != getppid())
+		parent_stage = 0;
 	char me[24];
 	snprintf(me, sizeof me, "%ld", (long)getpid());
 	setenv("GK_PARENT_PID", me, 1);

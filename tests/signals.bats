@@ -168,16 +168,20 @@ _gone() {
 	wait_event "$ERR" '.proc == "gk-listener" and .msg == "south left processes behind: sending TERM"'
 }
 
-@test "SIGKILL to the stack's process group: the stages and the handler below still exit" {
+@test "SIGKILL to the stack's process group: the stages and the handler below exit, without waiting --drain-timeout" {
 	# Only gk-listener is in the group now; the processes below see their
-	# standard input close, drain and exit, as after any crash of the top.
+	# standard input close and exit, as after any crash of the top.  What
+	# gk-tracer holds can reach no one: it ends its drain at once.
 	stack -- gk-tracer -- python3 "$T/handler.py"
-	wait_file "$T/pids"
+	hold_request
 	handler=$(cat "$T/pids")
 	tracer=$(awk '{print $4}' "/proc/$handler/stat")
 	[ "$(awk '{print $5}' "/proc/$tracer/stat")" != "$SPID" ]
 	[ "$(awk '{print $5}' "/proc/$handler/stat")" != "$SPID" ]
 	kill -KILL -- "-$SPID"
+	wait_event "$ERR" '.proc == "gk-tracer" and
+	    .msg == "parent stage gone: ending the drain" and .inflight == 1'
+	touch "$T/release"
 	wait_for -t 10 _gone "$tracer" "$handler"
 }
 
