@@ -1318,9 +1318,10 @@ begin_drain(gk_stage *st, const char *why)
 
 /*
  * A stage spawned by a stage (its north its stdin, its parent the pid
- * GK_PARENT_PID named) leaves the drain to its parent.  Ctrl-C, kill %1
- * and systemd's KillMode=control-group signal every process of a stack
- * at once; a stage below that drained on its own stopped reading its
+ * GK_PARENT_PID named) leaves the drain to its parent.  systemd's
+ * KillMode=control-group signals every process of a stack at once (Ctrl-C
+ * and kill %1 no longer do: each child has a process group of its own,
+ * spawn.c); a stage below that drained on its own stopped reading its
  * stdin and exited once what it held was answered, and what the listener
  * still took on (a request on an open connection, a body still arriving)
  * met a closed stack.  The parent drains from the top and closes this
@@ -1328,7 +1329,6 @@ begin_drain(gk_stage *st, const char *why)
  * effect after --drain-timeout, or at once when it comes a second time
  * or the parent is gone.
  */
-
 static void
 on_deferred_term(gk_loop *loop, void *arg)
 {
