@@ -1557,8 +1557,6 @@ print(r[0] if r else "closed", r[2].decode().strip() if r else "")
 	assert_output $'/slow/3\n|200'
 	wait_exit listener 15
 	assert_equal "$BG_STATUS" 0
-	wait_event "$ERR" '.proc == "gk-tracer" and .type == "log" and
-	    (.msg | startswith("SIGTERM: left to the parent stage"))'
 }
 
 _lines_are() {
