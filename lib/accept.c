@@ -66,3 +66,54 @@ gk_accept(int lfd, struct sockaddr_storage *sa, socklen_t *salen, bool *shed)
 		return fd;
 	}
 }
+
+/*
+ * Out of fds even with the reserve freed, a connection stays in the
+ * kernel's queue and its listening socket, still readable, would wake every
+ * turn: 100% CPU for as long as it lasts.  Accepting stops for this long
+ * instead, as nginx does.
+ */
+#define ACCEPT_PAUSE_MS 100
+
+void
+gk__accept_pause_init(gk_accept_pause *p, gk_loop *loop, const int *fds,
+    const int *nfds, gk_series *pauses)
+{
+	memset(p, 0, sizeof *p);
+	p->loop = loop;
+	p->fds = fds;
+	p->nfds = nfds;
+	p->pauses = pauses;
+}
+
+static void
+accept_resume(gk_loop *loop, void *arg)
+{
+	gk_accept_pause *p = arg;
+	p->paused = false;
+	for (int i = 0; i < *p->nfds; i++)
+		gk_loop_modify(loop, p->fds[i], GK_READ);
+}
+
+void
+gk__accept_pause(gk_accept_pause *p, int why)
+{
+	if (p->paused)
+		return;
+	p->paused = true;
+	for (int i = 0; i < *p->nfds; i++)
+		gk_loop_modify(p->loop, p->fds[i], 0);
+	gk_counter_add(p->pauses, 1);
+	gk_log_gate_error(&p->gate, "out of file descriptors: accepting paused",
+	    strerror(why));
+	gk_timer_start(p->loop, &p->timer, ACCEPT_PAUSE_MS, accept_resume, p);
+}
+
+void
+gk__accept_pause_stop(gk_accept_pause *p)
+{
+	if (p->loop)
+		gk_timer_stop(p->loop, &p->timer);
+	p->paused = false;
+}
+

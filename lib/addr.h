@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include "gokit.h"
+#include "log_gate.h"
 
 enum gk_addr_proto {
 	GK_PROTO_DEFAULT = 0, /* what the stage speaks by default */
@@ -49,6 +50,25 @@ int gk_accept(int lfd, struct sockaddr_storage *sa, socklen_t *salen,
     bool *shed);
 /* Keep one fd in reserve for gk_accept; call before fds run out. */
 void gk_accept_reserve(void);
+/*
+ * When gk_accept fails with EMFILE or ENFILE: the listening sockets
+ * fds[0..*nfds) (the caller's, read at each pause and resume) are not
+ * watched for 100 ms, the pause counted in pauses and logged at most once
+ * a second.  Stop it before those sockets are closed.
+ */
+typedef struct gk_accept_pause {
+	gk_loop *loop;
+	const int *fds;
+	const int *nfds;
+	gk_timer timer;
+	bool paused;
+	gk_series *pauses;
+	gk_log_gate gate;
+} gk_accept_pause;
+void gk__accept_pause_init(gk_accept_pause *p, gk_loop *loop, const int *fds,
+    const int *nfds, gk_series *pauses);
+void gk__accept_pause(gk_accept_pause *p, int why);
+void gk__accept_pause_stop(gk_accept_pause *p);
 /* "127.0.0.1:5555" of a peer, into buf. */
 void gk_addr_peer(const struct sockaddr_storage *sa, char *buf, size_t len);
 

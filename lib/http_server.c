@@ -37,14 +37,6 @@
  * most this many fds for at most --lingering-time each.
  */
 #define MAX_REFUSED_LINGER 64
-/*
- * Out of fds even with the reserve freed (accept.c), a connection stays in
- * the kernel's queue and its listening socket, still readable, would wake
- * every turn: 100% CPU for as long as it lasts.  Accepting stops for this
- * long instead, as nginx does.
- */
-#define ACCEPT_PAUSE_MS 100
-
 struct pending {
 	struct pending *next;
 	gk_req *req; /* NULL once answered */
@@ -95,10 +87,7 @@ struct gk_http_server {
 	struct conn *dirty;
 	int fds[GK_MAX_LISTEN + 64];
 	int nfds;
-	bool accept_paused;
-	gk_timer accept_timer;
-	gk_series *m_accept_pauses;
-	gk_log_gate pause_gate;
+	gk_accept_pause accept_pause; /* out of fds: not accepting a while */
 	gk_metric *m_requests;
 	gk_series *last_req_series;
 	char last_method[16];
@@ -934,31 +923,6 @@ conn_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 	conn_close(c);
 }
 
-static void
-accept_resume(gk_loop *loop, void *arg)
-{
-	gk_http_server *srv = arg;
-	srv->accept_paused = false;
-	for (int i = 0; i < srv->nfds; i++)
-		gk_loop_modify(loop, srv->fds[i], GK_READ);
-}
-
-static void
-accept_pause(gk_http_server *srv, int why)
-{
-	if (srv->accept_paused)
-		return;
-	srv->accept_paused = true;
-	for (int i = 0; i < srv->nfds; i++)
-		gk_loop_modify(srv->loop, srv->fds[i], 0);
-	gk_counter_add(srv->m_accept_pauses, 1);
-	gk_log_gate_error(&srv->pause_gate,
-	                  "out of file descriptors: accepting paused",
-	                  strerror(why));
-	gk_timer_start(srv->loop, &srv->accept_timer, ACCEPT_PAUSE_MS,
-	               accept_resume, srv);
-}
-
 /*
  * A connection just refused with a 503: the client may have sent its
  * request already, and closing with it unread would make the kernel send
@@ -1002,7 +966,7 @@ on_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 		int cfd = gk_accept(fd, &sa, &salen, &shed);
 		if (cfd < 0) {
 			if (errno == EMFILE || errno == ENFILE)
-				accept_pause(srv, errno);
+				gk__accept_pause(&srv->accept_pause, errno);
 			return;
 		}
 		if (shed || srv->nconns >= srv->cfg->max_conns ||
@@ -1093,11 +1057,11 @@ gk_http_server_new(gk_stage *st, gk_loop *loop)
 	srv->r_pipeline = gk_series_get(rej, "pipeline_depth", (char *)0);
 	srv->r_unsent = gk_series_get(rej, "unsent_output", (char *)0);
 	srv->r_gone = gk_series_get(rej, "client_gone", (char *)0);
-	srv->m_accept_pauses = gk_metric_series(gk_counter_new(
-	    "gk_http_accept_pauses_total",
-	    "Times accepting stopped for 100 ms: out of file descriptors even "
-	    "with the one kept in reserve",
-	    NULL));
+	gk__accept_pause_init(&srv->accept_pause, loop, srv->fds, &srv->nfds,
+	    gk_metric_series(gk_counter_new("gk_http_accept_pauses_total",
+	        "Times accepting stopped for 100 ms: out of file descriptors "
+	        "even with the one kept in reserve",
+	        NULL)));
 	gk_loop_on_turn_end(loop, flush_dirty, srv);
 	return srv;
 }
@@ -1114,6 +1078,7 @@ void
 gk_http_server_drain(gk_http_server *srv)
 {
 	srv->draining = true;
+	gk__accept_pause_stop(&srv->accept_pause); /* its sockets close */
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->lingering) /* closing already, within its bounds */
@@ -1126,7 +1091,7 @@ gk_http_server_drain(gk_http_server *srv)
 void
 gk_http_server_free(gk_http_server *srv)
 {
-	gk_timer_stop(srv->loop, &srv->accept_timer);
+	gk__accept_pause_stop(&srv->accept_pause);
 	while (srv->conns)
 		conn_close(srv->conns);
 	flush_dirty(srv->loop, srv);

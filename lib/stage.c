@@ -66,6 +66,9 @@ struct gk_stage {
 	gk_stream *stdio;
 	int listen_fd[GK_MAX_LISTEN + 64];
 	int nlisten_fd;
+	int wire_fd[GK_MAX_LISTEN + 64]; /* of them, those speaking the wire */
+	int nwire_fd;
+	gk_accept_pause wire_pause;
 	gk_http_server *http;
 	struct wire_conn *wire_conns;
 	unsigned nnorth;
@@ -1122,8 +1125,11 @@ on_wire_accept(gk_loop *loop, int fd, unsigned ev, void *arg)
 	for (int i = 0; i < 64; i++) {
 		bool shed;
 		int c = gk_accept(fd, NULL, NULL, &shed);
-		if (c < 0)
+		if (c < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				gk__accept_pause(&st->wire_pause, errno);
 			return;
+		}
 		if (shed) { /* out of fds: closed, which a wire client sees */
 			close(c);
 			gk_accept_reserve();
@@ -1162,11 +1168,13 @@ stdio_start(gk_stage *st)
 static void
 stop_listening(gk_stage *st)
 {
+	gk__accept_pause_stop(&st->wire_pause);
 	for (int i = 0; i < st->nlisten_fd; i++) {
 		gk_loop_unwatch(st->loop, st->listen_fd[i]);
 		close(st->listen_fd[i]);
 	}
 	st->nlisten_fd = 0;
+	st->nwire_fd = 0;
 	if (st->http)
 		gk_http_server_drain(st->http);
 }
@@ -1407,6 +1415,8 @@ http_side(gk_stage *st)
 
 /* N sockets from systemd (gk_listen_fds(), taken before the south child
  * was spawned), then those of -l. */
+static void watch_wire(gk_stage *st, int fd);
+
 static void
 listen_all(gk_stage *st, int n, char **names)
 {
@@ -1423,7 +1433,7 @@ listen_all(gk_stage *st, int n, char **names)
 		if (http)
 			gk_http_server_add(http_side(st), fd);
 		else
-			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
+			watch_wire(st, fd);
 		free(names ? names[i] : NULL);
 	}
 	free(names);
@@ -1439,7 +1449,7 @@ listen_all(gk_stage *st, int n, char **names)
 		if (http)
 			gk_http_server_add(http_side(st), fd);
 		else
-			gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
+			watch_wire(st, fd);
 	}
 	if (st->nlisten_fd)
 		gk_accept_reserve();
@@ -1451,6 +1461,23 @@ listen_all(gk_stage *st, int n, char **names)
 		st->cfg.timeout_ms = GK_HTTP_TIMEOUT_MS;
 	if (!st->nlisten_fd)
 		stdio_start(st);
+}
+
+/* A listening socket of the wire protocol, watched for connections. */
+static void
+watch_wire(gk_stage *st, int fd)
+{
+	if (!st->wire_pause.loop)
+		gk__accept_pause_init(&st->wire_pause, st->loop, st->wire_fd,
+		    &st->nwire_fd,
+		    gk_metric_series(gk_counter_new(
+		        "gk_wire_accept_pauses_total",
+		        "Times accepting wire connections stopped for 100 ms: "
+		        "out of file descriptors even with the one kept in "
+		        "reserve",
+		        NULL)));
+	st->wire_fd[st->nwire_fd++] = fd;
+	gk_loop_watch(st->loop, fd, GK_READ, on_wire_accept, st);
 }
 
 static void

@@ -1103,6 +1103,39 @@ print("then", r[0] if r else "none")
 	[ "${lines[-1]}" -ge 1 ]
 }
 
+@test "out of file descriptors on a wire (json:) socket: accepting pauses instead of spinning, is counted, and resumes" {
+	JPORT=$(free_port)
+	start_bg listener gk-listener -l "json:127.0.0.1:$JPORT" -- hello
+	LPID=$BG_PID
+	wait_port 127.0.0.1 "$JPORT"
+	run pyhttp '
+import gkhttp, json, subprocess, sys, time
+port, pid = sys.argv[1], sys.argv[2]
+def cpu():
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+subprocess.run(["prlimit", "--pid", pid, "--nofile=3:"], check=True)
+c = gkhttp.connect(port, timeout=10)
+c.sendall(b"{\"id\":\"1\",\"method\":\"GET\",\"path\":\"/\",\"headers\":{}}\n")
+before = cpu()
+time.sleep(0.5)  # a window to measure CPU in, not a wait for a state
+spent = cpu() - before
+subprocess.run(["prlimit", "--pid", pid, "--nofile=1024:"], check=True)
+m = json.loads(c.makefile("rb").readline())
+print("cpu ticks in 0.5 s under 20:", spent < 20, spent)
+print("then", m["status"])
+' "$JPORT" "$LPID"
+	assert_success
+	assert_line --index 0 --regexp '^cpu ticks in 0.5 s under 20: True'
+	assert_line --index 1 'then 200'
+	wait_event "$ERR" '.type == "log" and .level == "error" and
+	    .msg == "out of file descriptors: accepting paused"'
+	snapshot
+	run events "$ERR" 'select(.type == "metrics") | .metrics[]
+	    | select(.name == "gk_wire_accept_pauses_total") | .series[0].value'
+	[ "${lines[-1]}" -ge 1 ]
+}
+
 @test "--idle-timeout closes an idle keep-alive connection" {
 	listener --idle-timeout 500ms -- hello
 	run pyhttp '
