@@ -28,11 +28,7 @@ struct proc {
 	uint64_t recv_ms; /* monotonic, when it completed */
 	uint64_t interval_ms;
 	gk_snapasm asm_; /* the snapshot being assembled */
-	int64_t last_seq; /* of snap */
-	/* Restarted with the same pid: added to its counters and histograms
-	 * (offsets), and the next ones, for when its first snapshot since
-	 * completes (pending). */
-	gk_smap *offsets, *pending;
+	gk_expo_restarts restarts; /* with the same pid */
 };
 
 struct conn {
@@ -69,14 +65,13 @@ src_of(const struct proc *p)
 	                     .svc = p->o.has_svc ? p->o.svc : NULL,
 	                     .proc = p->o.proc,
 	                     .instance = p->o.instance,
-	                     .offsets = p->offsets};
+	                     .offsets = p->restarts.offsets};
 }
 
 static void
 free_proc(struct proc *p)
 {
-	gk_expo_offsets_free(p->offsets);
-	gk_expo_offsets_free(p->pending);
+	gk_expo_restarts_free(&p->restarts);
 	gk_buf_free(&p->snap);
 	gk_snapasm_free(&p->asm_);
 	free(p);
@@ -115,17 +110,8 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		p->recv_ms = gk_loop_now(P.loop);
 		gk_gauge_set(P.m_procs, (double)gk_smap_count(P.procs));
 	}
-	/*
-	 * seq went back: the process restarted with the same pid (a
-	 * container, say), its counters from zero under the same labels.
-	 * Prometheus would see a reset only if it scraped a lower value, and
-	 * lose the increase when they climbed past the old ones first: they
-	 * go on from where the last snapshot left them instead.
-	 */
-	if (p->snap.len && part == 1 && seq <= p->last_seq && !p->pending) {
-		gk_expo_src last = src_of(p);
-		p->pending = gk_expo_offsets_restart(&last);
-	}
+	gk_expo_src last = src_of(p);
+	gk_expo_restarts_part(&p->restarts, &last, seq, part);
 	uint64_t ts = 0, lost = p->asm_.incomplete;
 	enum gk_snapasm_result r = gk_snapasm_add(&p->asm_, ev, &p->snap, &ts);
 	if (p->asm_.incomplete != lost)
@@ -134,20 +120,8 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	if (r != GK_SNAPASM_COMPLETE)
 		return;
 	/* Complete: it replaced the one before. */
-	p->last_seq = seq;
-	if (p->pending) {
-		gk_expo_offsets_free(p->offsets);
-		p->offsets = p->pending;
-		p->pending = NULL;
+	if (gk_expo_restarts_complete(&p->restarts, seq, &p->o))
 		gk_counter_add(P.m_restarts, 1);
-		char f[320], g[160];
-		snprintf(f, sizeof f, "instance=%s", p->o.instance);
-		snprintf(g, sizeof g, "process=%s", p->o.proc);
-		gk_log(GK_INFO,
-		       "process restarted with the same pid: its "
-		       "counters go on from their last values",
-		       g, f);
-	}
 	gk_snap_interval_add(&p->iv, ts);
 	p->interval_ms = gk_snap_interval_ms(&p->iv, 10000);
 	p->recv_ms = gk_loop_now(P.loop);

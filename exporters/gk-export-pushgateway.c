@@ -21,6 +21,7 @@ struct proc {
 	char *url;
 	gk_snapasm asm_;
 	gk_buf snap;   /* the latest complete snapshot */
+	gk_expo_restarts restarts; /* with the same pid */
 	bool dirty;    /* snap not pushed yet */
 	bool busy;     /* a request in flight */
 	bool deleting; /* expired: DELETE in flight, then freed */
@@ -48,7 +49,7 @@ static struct {
 	gk_buf tmp;
 	gk_timer sweep;
 	gk_series *m_pushes, *m_coalesced, *m_deleted, *m_incomplete,
-	    *m_procs, *m_rejected;
+	    *m_procs, *m_rejected, *m_restarts;
 } U;
 
 static void maybe_push(struct proc *p);
@@ -117,6 +118,7 @@ free_proc(struct proc *p)
 	if (p->easy)
 		curl_easy_cleanup(p->easy);
 	gk_snapasm_free(&p->asm_);
+	gk_expo_restarts_free(&p->restarts);
 	gk_buf_free(&p->snap);
 	gk_buf_free(&p->body);
 	gk_buf_free(&p->resp);
@@ -245,6 +247,17 @@ start(struct proc *p, const char *method, bool with_body)
 }
 
 
+/* The latest snapshot of p, as pushed. */
+static gk_expo_src
+src_of(const struct proc *p)
+{
+	return (gk_expo_src){.snap = p->snap.data,
+	                     .len = p->snap.len,
+	                     .svc = p->o.has_svc ? p->o.svc : NULL,
+	                     .proc = p->o.proc,
+	                     .offsets = p->restarts.offsets};
+}
+
 static void
 maybe_push(struct proc *p)
 {
@@ -259,10 +272,7 @@ maybe_push(struct proc *p)
 		return;
 	}
 	gk_buf_reset(&p->body);
-	gk_expo_src src = {.snap = p->snap.data,
-	                   .len = p->snap.len,
-	                   .svc = p->o.has_svc ? p->o.svc : NULL,
-	                   .proc = p->o.proc};
+	gk_expo_src src = src_of(p);
 	gk_expo_opts o = {.rename_job = true};
 	size_t dropped = gk_expo_render(&p->body, &src, 1, &o);
 	if (dropped)
@@ -325,6 +335,11 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 		gk_export_dropped(ex, 1);
 		return;
 	}
+	int64_t seq = 0, part, parts;
+	if (gk_snap_parts(ev, &seq, &part, &parts)) {
+		gk_expo_src last = src_of(p);
+		gk_expo_restarts_part(&p->restarts, &last, seq, part);
+	}
 	uint64_t ts = 0, lost = p->asm_.incomplete;
 	enum gk_snapasm_result r = gk_snapasm_add(&p->asm_, ev, &p->snap, &ts);
 	/* Every snapshot abandoned, also the one a COMPLETE call gave up. */
@@ -337,6 +352,8 @@ on_event(gk_export *ex, const gk_event *ev, void *arg)
 	case GK_SNAPASM_INCOMPLETE: return;
 	case GK_SNAPASM_COMPLETE: break;
 	}
+	if (gk_expo_restarts_complete(&p->restarts, seq, &p->o))
+		gk_counter_add(U.m_restarts, 1);
 	gk_snap_interval_add(&p->iv, ts);
 	p->interval_ms = gk_snap_interval_ms(&p->iv, 10000);
 	p->recv_ms = gk_loop_now(U.loop);
@@ -550,6 +567,10 @@ main(int argc, char **argv)
 	    "Snapshots dropped because a part was missing", NULL));
 	U.m_procs = gk_metric_series(gk_gauge_new(
 	    "gk_export_pushgateway_processes", "Processes tracked", NULL));
+	U.m_restarts = gk_metric_series(gk_counter_new(
+	    "gk_export_pushgateway_restarts_total",
+	    "Processes restarted with the same pid, their counters carried on",
+	    NULL));
 	gk_timer_start(U.loop, &U.sweep, 1000, sweep, NULL);
 	char f[600];
 	snprintf(f, sizeof f, "url=%s", U.base);

@@ -587,3 +587,41 @@ gk_expo_left_out(gk_export *ex, size_t n)
 	       f);
 	untold = 0;
 }
+
+void
+gk_expo_restarts_part(gk_expo_restarts *r, const gk_expo_src *last,
+    int64_t seq, int64_t part)
+{
+	if (last && last->len && part == 1 && seq <= r->last_seq &&
+	    !r->pending)
+		r->pending = gk_expo_offsets_restart(last);
+}
+
+bool
+gk_expo_restarts_complete(gk_expo_restarts *r, int64_t seq,
+    const gk_expo_origin *o)
+{
+	r->last_seq = seq;
+	if (!r->pending)
+		return false;
+	gk_expo_offsets_free(r->offsets);
+	r->offsets = r->pending;
+	r->pending = NULL;
+	char f[320], g[160];
+	snprintf(f, sizeof f, "instance=%s", o->instance);
+	snprintf(g, sizeof g, "process=%s", o->proc);
+	gk_log(GK_INFO,
+	    "process restarted with the same pid: its counters go on from "
+	    "their last values",
+	    g, f);
+	return true;
+}
+
+void
+gk_expo_restarts_free(gk_expo_restarts *r)
+{
+	gk_expo_offsets_free(r->offsets);
+	gk_expo_offsets_free(r->pending);
+	r->offsets = r->pending = NULL;
+}
+

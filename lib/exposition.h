@@ -68,6 +68,30 @@ typedef struct gk_expo_origin {
 void gk_expo_origin_set(gk_expo_origin *o, const gk_event *ev,
     const char *host);
 
+/*
+ * A process restarted with the same pid (a container, say) counts from
+ * zero under the same labels: Prometheus sees a reset only if it reads a
+ * lower value, and loses the increase when the counters climbed past the
+ * old ones first.  Each process numbers its snapshots from 1, so a seq
+ * that goes back tells the restart; its counters and histograms then go
+ * on from where its last snapshot as served left them (offsets).
+ */
+typedef struct gk_expo_restarts {
+	int64_t last_seq; /* of the last complete snapshot */
+	gk_smap *offsets; /* in force: the gk_expo_src's */
+	gk_smap *pending; /* for the first snapshot since a restart */
+} gk_expo_restarts;
+
+/* Before part `part` of snapshot seq is added; last: the latest complete
+ * snapshot as served (with r's offsets), NULL when there is none yet. */
+void gk_expo_restarts_part(gk_expo_restarts *r, const gk_expo_src *last,
+    int64_t seq, int64_t part);
+/* Snapshot seq is complete: true when it is the first since a restart
+ * (its offsets are in force now, and an info event of o said so). */
+bool gk_expo_restarts_complete(gk_expo_restarts *r, int64_t seq,
+    const gk_expo_origin *o);
+void gk_expo_restarts_free(gk_expo_restarts *r);
+
 /* Assembling a snapshot from its parts (seq, part, parts). */
 typedef struct gk_snapasm {
 	gk_buf pend;

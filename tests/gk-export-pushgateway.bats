@@ -97,6 +97,22 @@ pgw_groups() {
 	assert_output 3
 }
 
+@test "a process restarted with the same pid (its seq starts again) keeps its counter climbing in the Pushgateway: no increase lost" {
+	start_pushgateway
+	snap() {
+		printf '{"ts":"%s","type":"metrics","proc":"p","pid":7,"svc":"s","seq":%s,"part":1,"parts":1,"metrics":[{"name":"app_requests_total","type":"counter","help":"Requests","series":[{"labels":{},"value":%s}]}]}\n' \
+			"$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)" "$1" "$2"
+	}
+	# 100, 110, then restarted with the same pid: 150 since its start,
+	# 260 in all, pushed when input ends
+	{ snap 1 100; snap 2 110; snap 1 150; } >"$T/in"
+	GK_METRICS_INTERVAL=0 gk-export-pushgateway --min-interval 1h "http://127.0.0.1:$PGW_PORT" <"$T/in" 2>"$T/plugin.err"
+	run pgw_value "app_requests_total{instance=\"$(hostname):7\",job=\"s\",proc=\"p\",svc=\"s\"}"
+	assert_output 260
+	run own_metric "$T/plugin.err" gk_export_pushgateway_restarts_total
+	assert_output 1
+}
+
 @test "the group of a process that stops sending snapshots is deleted after --expire intervals" {
 	start_pushgateway
 	record_stack "$T/run.jsonl" 1 2
