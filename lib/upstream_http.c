@@ -179,6 +179,7 @@ gk_uh_drop_idle(gk_uh *uh, const char *addr)
 }
 
 static void on_io(gk_loop *loop, int fd, unsigned ev, void *arg);
+static void read_more(gk_uh_xfer *x);
 static void fail_later(gk_uh_xfer *x, enum gk_uh_result r);
 
 static void
@@ -265,7 +266,7 @@ reset_response(gk_uh_xfer *x)
 	x->hp.data = x;
 	x->field.len = x->value.len = 0;
 	x->in_value = x->complete = x->got_byte = x->in_trailers = false;
-	x->too_long = false;
+	x->too_long = x->write_failed = false;
 	x->status = 0;
 	x->off = 0;
 }
@@ -344,6 +345,16 @@ write_more(gk_uh_xfer *x)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			gk_loop_modify(x->uh->loop, k->fd, GK_READ | GK_WRITE);
+			return;
+		}
+		if (x->off > 0 && !x->in_start) {
+			/* The upstream stopped reading mid-request (an early
+			 * 413, then a close that reset the rest): the answer
+			 * it sent first is still in the socket, read it as
+			 * nginx does.  Nothing more is written. */
+			x->write_failed = true;
+			gk_loop_modify(x->uh->loop, k->fd, GK_READ);
+			read_more(x);
 			return;
 		}
 		if (x->reused && !x->got_byte)
@@ -441,7 +452,7 @@ on_io(gk_loop *loop, int fd, unsigned ev, void *arg)
 		write_more(x);
 		return;
 	}
-	if ((ev & GK_WRITE) && x->off < x->reqlen) {
+	if ((ev & GK_WRITE) && x->off < x->reqlen && !x->write_failed) {
 		write_more(x);
 		if (!x->running || x->conn != k)
 			return;

@@ -68,6 +68,8 @@ typedef struct gk_uh_xfer {
 	bool in_trailers; /* past the header section: fields are dropped */
 	bool connecting, complete, resent, has_pending, in_start;
 	bool too_long; /* the Content-Length is past max_body */
+	/* A send failed mid-request: only what the upstream sent is read. */
+	bool write_failed;
 } gk_uh_xfer;
 
 /* on_open(owner, fd) when a connection is opened for a try whose owner is
