@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -648,6 +649,27 @@ option_set_free(struct option_set *o)
 		free(o->slot);
 }
 
+/* A Transfer-Encoding value (v, n) names a coding other than chunked.
+ * Neither engine decodes one: passed on, its bytes would read as the
+ * content once the header, hop-by-hop, stays here (RFC 9112 6.1, 7). */
+static bool
+coding_not_chunked(const char *v, size_t n)
+{
+	const char *end = v + n;
+	while (v < end) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		const char *e = comma ? comma : end, *b = v;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e > b && !(e - b == 7 && !strncasecmp(b, "chunked", 7)))
+			return true;
+		v = comma ? comma + 1 : end;
+	}
+	return false;
+}
+
 static void
 store_header(struct cstate *s, const char *p, size_t nl, const char *v,
     const char *end)
@@ -667,6 +689,9 @@ store_header(struct cstate *s, const char *p, size_t nl, const char *v,
 	 * answer 502 for it, blaming nobody), so it is the upstream's
 	 * invalid answer here. */
 	if (!gk_http_field_name(p, nl) || !gk_http_field_value(v, vl))
+		s->invalid = true;
+	if (nl == 17 && !strncasecmp(p, "transfer-encoding", 17) &&
+	    coding_not_chunked(v, vl))
 		s->invalid = true;
 	gk_buf *a = &s->harena;
 	gk_buf_reserve(a, nl + vl + 2);
