@@ -690,6 +690,12 @@ store_header(struct cstate *s, const char *p, size_t nl, const char *v,
 	 * invalid answer here. */
 	if (!gk_http_field_name(p, nl) || !gk_http_field_value(v, vl))
 		s->invalid = true;
+	/* obs-text (Latin-1, say) is field content, but the wire carries
+	 * UTF-8 only: such a value could only go north changed (U+FFFD),
+	 * so the answer is refused, as gk-listener refuses such a request
+	 * (gk-wire(5)). */
+	if (!gk_utf8_valid(v, vl))
+		s->invalid = true;
 	if (nl == 17 && !strncasecmp(p, "transfer-encoding", 17) &&
 	    coding_not_chunked(v, vl))
 		s->invalid = true;
@@ -799,6 +805,8 @@ on_header(char *p, size_t size, size_t n, void *arg)
 		while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
 		    end[-1] == ' ' || end[-1] == '\t'))
 			end--;
+		if (!gk_utf8_valid(v, (size_t)(end - v)))
+			s->invalid = true; /* as store_header */
 		gk_buf *a = &s->harena;
 		a->len--; /* its NUL */
 		gk_buf_addc(a, ' ');
