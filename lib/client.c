@@ -485,6 +485,13 @@ gk_client_new(gk_stage *st, const gk_client_config *cfg, const char **why)
 	if (cfg->native && !cfg->max_host_connections)
 		c->uh = gk_uh_new(c->loop, cfg->connect_timeout_ms, pool_opened,
 		    pool_closed, c);
+	if (c->uh)
+		gk_uh_count_pools(c->uh, gk_metric_series(gk_gauge_new(
+		    "gk_client_native_addresses",
+		    "Addresses the native engine keeps a record (a pool) of: "
+		    "those of the set it has tried, and those that left it "
+		    "while a connection or a try there was still open",
+		    NULL)));
 	c->bal = gk_balancer_new(cfg->balance);
 	c->m_requests = gk_counter_new("gk_client_requests_total",
 	    "Requests sent upstream, by endpoint (tries, retries included)",

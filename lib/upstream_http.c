@@ -38,9 +38,13 @@ struct gk_uh_pool {
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	bool ok;
+	/* The address left the set: the record goes with its last
+	 * connection and try (a set that churns must not grow it). */
+	bool left;
 	struct gk_uh_conn *idle; /* most recently used first */
 	unsigned nidle;
-	struct gk_uh_pool *next;
+	unsigned nconns, ntries; /* open connections, tries running */
+	struct gk_uh_pool *prev, *next;
 };
 
 struct gk_uh {
@@ -48,6 +52,7 @@ struct gk_uh {
 	uint64_t connect_timeout_ms;
 	struct gk_uh_pool *pools, *last;
 	unsigned nidle;
+	gk_series *m_pools; /* records held, or NULL */
 	gk_uh_sock_fn *on_open, *on_close;
 	void *hook_arg;
 };
@@ -112,23 +117,54 @@ parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
 	return -1;
 }
 
-/* The pool of addr, made on first use.  Endpoints are few; the last one
- * found is checked first. */
+void
+gk_uh_count_pools(gk_uh *uh, gk_series *gauge)
+{
+	uh->m_pools = gauge;
+}
+
+/* The pool of addr, made on first use, and in the set again if it had
+ * left it.  Endpoints are few; the last one found is checked first. */
 static struct gk_uh_pool *
 pool_of(gk_uh *uh, const char *addr)
 {
-	if (uh->last && !strcmp(uh->last->addr, addr))
-		return uh->last;
-	for (struct gk_uh_pool *p = uh->pools; p; p = p->next)
-		if (!strcmp(p->addr, addr))
-			return uh->last = p;
-	struct gk_uh_pool *p = gk_xcalloc(1, sizeof *p);
-	snprintf(p->addr, sizeof p->addr, "%s", addr);
-	p->ok = strlen(addr) < sizeof p->addr &&
-	    parse_addr(addr, &p->sa, &p->salen) == 0;
-	p->next = uh->pools;
-	uh->pools = p;
+	struct gk_uh_pool *p = uh->last;
+	if (!p || strcmp(p->addr, addr))
+		for (p = uh->pools; p && strcmp(p->addr, addr); p = p->next)
+			;
+	if (!p) {
+		p = gk_xcalloc(1, sizeof *p);
+		snprintf(p->addr, sizeof p->addr, "%s", addr);
+		p->ok = strlen(addr) < sizeof p->addr &&
+		    parse_addr(addr, &p->sa, &p->salen) == 0;
+		p->next = uh->pools;
+		if (p->next)
+			p->next->prev = p;
+		uh->pools = p;
+		if (uh->m_pools)
+			gk_gauge_add(uh->m_pools, 1);
+	}
+	p->left = false;
 	return uh->last = p;
+}
+
+/* Free the pool p once its address left the set and nothing uses it. */
+static void
+pool_release(gk_uh *uh, struct gk_uh_pool *p)
+{
+	if (!p || !p->left || p->nconns || p->ntries)
+		return;
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		uh->pools = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	if (uh->last == p)
+		uh->last = NULL;
+	if (uh->m_pools)
+		gk_gauge_add(uh->m_pools, -1);
+	free(p);
 }
 
 bool
@@ -157,11 +193,14 @@ idle_unlink(gk_uh *uh, struct gk_uh_conn *k)
 static void
 conn_close(gk_uh *uh, struct gk_uh_conn *k)
 {
+	struct gk_uh_pool *p = k->pool;
 	gk_loop_unwatch(uh->loop, k->fd);
 	if (uh->on_close)
 		uh->on_close(uh->hook_arg, k->fd);
 	close(k->fd);
 	free(k);
+	p->nconns--;
+	pool_release(uh, p);
 }
 
 void
@@ -169,13 +208,31 @@ gk_uh_drop_idle(gk_uh *uh, const char *addr)
 {
 	for (struct gk_uh_pool *p = uh->pools; p; p = p->next)
 		if (!strcmp(p->addr, addr)) {
+			p->left = true;
+			/* held while its idle ones close (conn_close would
+			 * free it under this loop) */
+			p->ntries++;
 			while (p->idle) {
 				struct gk_uh_conn *k = p->idle;
 				idle_unlink(uh, k);
 				conn_close(uh, k);
 			}
+			p->ntries--;
+			pool_release(uh, p);
 			return;
 		}
+}
+
+/* The try x no longer uses its pool. */
+static void
+try_release(gk_uh_xfer *x)
+{
+	struct gk_uh_pool *p = x->pool;
+	x->pool = NULL;
+	if (p) {
+		p->ntries--;
+		pool_release(x->uh, p);
+	}
 }
 
 static void on_io(gk_loop *loop, int fd, unsigned ev, void *arg);
@@ -211,6 +268,7 @@ finish(gk_uh_xfer *x, enum gk_uh_result r, bool keep)
 		} else
 			conn_close(uh, k);
 	}
+	try_release(x);
 	bool sent = !(r == GK_UH_REFUSED ||
 	    (r == GK_UH_TIMEOUT && x->connecting));
 	x->ops->done(x->arg, r, r == GK_UH_OK ? x->status : 0, sent);
@@ -293,6 +351,7 @@ connect_new(gk_uh_xfer *x)
 	x->conn = k;
 	x->reused = false;
 	x->connects++;
+	p->nconns++;
 	if (uh->on_open)
 		uh->on_open(x->owner, fd);
 	if (gk_loop_watch(uh->loop, fd, GK_WRITE, on_io, k) < 0) {
@@ -300,6 +359,7 @@ connect_new(gk_uh_xfer *x)
 			uh->on_close(uh->hook_arg, fd);
 		close(fd);
 		free(k);
+		p->nconns--; /* (the try holds p) */
 		x->conn = NULL;
 		fail_later(x, GK_UH_REFUSED);
 		return;
@@ -583,6 +643,7 @@ gk_uh_start(gk_uh *uh, gk_uh_xfer *x, const char *addr, const char *req,
 	x->resent = x->connecting = x->has_pending = false;
 	reset_response(x);
 	struct gk_uh_pool *p = x->pool;
+	p->ntries++;
 	if (p->idle) {
 		struct gk_uh_conn *k = p->idle;
 		idle_unlink(uh, k);
@@ -636,6 +697,7 @@ gk_uh_cancel(gk_uh_xfer *x)
 		conn_close(x->uh, x->conn);
 		x->conn = NULL;
 	}
+	try_release(x);
 }
 
 void

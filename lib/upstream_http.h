@@ -86,8 +86,11 @@ void gk_uh_start(gk_uh *uh, gk_uh_xfer *x, const char *addr, const char *req,
     size_t len, bool idempotent, bool head, uint64_t timeout_ms,
     const gk_uh_ops *ops, void *arg, void *owner);
 /* Close the idle connections to addr (an endpoint that left the set);
- * tries running there finish on theirs. */
+ * tries running there finish on theirs.  The engine's record of addr
+ * is freed with the last of them (made again if addr comes back). */
 void gk_uh_drop_idle(gk_uh *uh, const char *addr);
+/* Count the records of addresses the engine holds in gauge. */
+void gk_uh_count_pools(gk_uh *uh, gk_series *gauge);
 /* Stop a running try (done is not called); its connection is closed. */
 void gk_uh_cancel(gk_uh_xfer *x);
 /* Free what a finished or cancelled try still holds. */
