@@ -219,23 +219,85 @@ cost(const gk_backend *be, uint64_t now_us)
 	 * penalty every request of a burst would go to it. */
 	if (!be->ewma_stamp_us)
 		return be->outstanding ? UNMEASURED_PENALTY * be->outstanding : 0;
-	/* Peak EWMA decays toward zero while idle. */
+	/* Peak EWMA decays toward zero while idle.  No weight: the two
+	 * candidates have the same (pick_p2c). */
 	double w = be->ewma_us;
 	if (be->ewma_stamp_us && now_us > be->ewma_stamp_us)
 		w *= exp(-(double)(now_us - be->ewma_stamp_us) / EWMA_DECAY_US);
-	return (w + 1) * (be->outstanding + 1) / be->ep.weight;
+	return (w + 1) * (be->outstanding + 1);
+}
+
+/*
+ * Power of two choices by peak EWMA cost, among the eligible endpoints of
+ * one weight.  With weights that differ, the weight first chooses the
+ * class, as Finagle's TrafficDistributor does: the endpoints of one weight
+ * are drawn with a chance in proportion to that weight times their number,
+ * so every endpoint's share is its weight's whatever the load (a cost
+ * divided by the weight gave the heaviest endpoint every request while
+ * they came one at a time).  Latency moves requests among the endpoints
+ * of a class only.
+ */
+static gk_backend *
+pick_p2c(gk_balancer *b, uint64_t now, struct avoid avoid, bool allow_avoid,
+    unsigned prio, size_t total, bool one_weight, gk_backend *only)
+{
+	unsigned weight = only->ep.weight;
+	if (!one_weight) {
+		size_t r = (size_t)(gk_random_unit() * (double)total);
+		for (size_t i = 0; i < b->n; i++) {
+			if (!eligible(b, i, now, prio, avoid, allow_avoid))
+				continue;
+			if (r < b->be[i]->ep.weight) {
+				weight = b->be[i]->ep.weight;
+				break;
+			}
+			r -= b->be[i]->ep.weight;
+		}
+	}
+	size_t nc = 0;
+	for (size_t i = 0; i < b->n; i++)
+		if (eligible(b, i, now, prio, avoid, allow_avoid) &&
+		    b->be[i]->ep.weight == weight) {
+			nc++;
+			only = b->be[i];
+		}
+	if (nc == 1)
+		return only;
+	/* Two distinct candidates of all nc (the x-th and y-th of the
+	 * class), however large the set. */
+	size_t x = (size_t)(gk_random_unit() * (double)nc);
+	size_t y = (size_t)(gk_random_unit() * (double)(nc - 1));
+	if (y >= x)
+		y++;
+	gk_backend *a = NULL, *c = NULL;
+	for (size_t i = 0, k = 0; i < b->n && (!a || !c); i++) {
+		if (!eligible(b, i, now, prio, avoid, allow_avoid) ||
+		    b->be[i]->ep.weight != weight)
+			continue;
+		if (k == x)
+			a = b->be[i];
+		if (k == y)
+			c = b->be[i];
+		k++;
+	}
+	if (!a || !c) /* (gk_random_unit is below 1: never) */
+		return only;
+	uint64_t now_us = gk_monotonic_us();
+	return cost(a, now_us) <= cost(c, now_us) ? a : c;
 }
 
 static gk_backend *
 pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
     struct avoid avoid, bool allow_avoid, unsigned prio)
 {
-	size_t nc = 0, total = 0;
+	size_t total = 0;
 	gk_backend *only = NULL;
+	bool one_weight = true;
 	for (size_t i = 0; i < b->n; i++)
 		if (eligible(b, i, now, prio, avoid, allow_avoid)) {
-			nc++;
 			total += b->be[i]->ep.weight;
+			if (only && only->ep.weight != b->be[i]->ep.weight)
+				one_weight = false;
 			only = b->be[i];
 		}
 	if (!total)
@@ -283,30 +345,9 @@ pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
 		}
 		return best;
 	}
-	case GK_BALANCE_P2C_EWMA: {
-		if (nc == 1)
-			return only;
-		/* Two distinct candidates of all nc (the x-th and y-th
-		 * eligible), however large the set. */
-		size_t x = (size_t)(gk_random_unit() * (double)nc);
-		size_t y = (size_t)(gk_random_unit() * (double)(nc - 1));
-		if (y >= x)
-			y++;
-		gk_backend *a = NULL, *c = NULL;
-		for (size_t i = 0, k = 0; i < b->n && (!a || !c); i++) {
-			if (!eligible(b, i, now, prio, avoid, allow_avoid))
-				continue;
-			if (k == x)
-				a = b->be[i];
-			if (k == y)
-				c = b->be[i];
-			k++;
-		}
-		if (!a || !c) /* (gk_random_unit is below 1: never) */
-			return only;
-		uint64_t now_us = gk_monotonic_us();
-		return cost(a, now_us) <= cost(c, now_us) ? a : c;
-	}
+	case GK_BALANCE_P2C_EWMA:
+		return pick_p2c(b, now, avoid, allow_avoid, prio, total,
+		    one_weight, only);
 	case GK_BALANCE_HASH: {
 		if (!b->nring)
 			return only;

@@ -120,6 +120,60 @@ TEST(p2c_ewma_reaches_every_endpoint_of_a_set_of_100)
 	CHECK(never == 0);
 }
 
+/* Requests one at a time, each answered in 1 ms: nothing in flight at a
+ * pick, every endpoint measured alike.  p2c-ewma gives each endpoint of
+ * priority 1 its weight's share (within 3 points), the backup none. */
+TEST(p2c_ewma_weights_give_shares_one_at_a_time)
+{
+	gk_balancer *b = gk_balancer_new(GK_BALANCE_P2C_EWMA);
+	gk_balancer_update(b, srv_set, NSRV);
+	unsigned counts[NSRV] = {0};
+	for (unsigned i = 0; i < PICKS; i++) {
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
+		if (!be)
+			continue;
+		gk_balancer_started(be);
+		gk_balancer_finished(be, gk_monotonic_us(), 1000);
+		for (size_t k = 0; k < NSRV; k++)
+			if (!strcmp(be->ep.addr, srv_set[k].addr))
+				counts[k]++;
+	}
+	for (size_t k = 0; k < 3; k++) {
+		double want = srv_set[k].weight / 100.0;
+		double got = (double)counts[k] / PICKS;
+		if (fabs(got - want) > 0.03)
+			printf("#   %s: %u picks, want %.0f\n", srv_set[k].addr,
+			    counts[k], want * PICKS);
+		CHECK(fabs(got - want) <= 0.03);
+	}
+	CHECK(counts[3] == 0);
+	gk_balancer_free(b);
+}
+
+/* Under load, among endpoints of one weight, the slow one gets few: the
+ * class draw leaves p2c-ewma's latency choice alone. */
+TEST(p2c_ewma_avoids_a_slow_endpoint_of_the_same_weight)
+{
+	gk_balancer *b = gk_balancer_new(GK_BALANCE_P2C_EWMA);
+	gk_endpoint set[3];
+	memcpy(set, srv_set, sizeof set);
+	set[0].weight = set[1].weight = set[2].weight = 10;
+	gk_balancer_update(b, set, 3);
+	unsigned slow = 0;
+	for (unsigned i = 0; i < 3000; i++) {
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
+		gk_balancer_started(be);
+		bool is_slow = be == gk_balancer_at(b, 0);
+		slow += is_slow;
+		gk_balancer_finished(be, gk_monotonic_us(),
+		    is_slow ? 100000 : 1000);
+	}
+	if (slow > 300)
+		printf("#   the slow one got %u of 3000\n", slow);
+	CHECK(slow <= 300);
+	gk_balancer_free(b);
+}
+
 static const gk_endpoint *loaded;
 static size_t nloaded;
 
@@ -209,6 +263,8 @@ main(int argc, char **argv)
 	RUN(random_weights_within_5_points_backup_unused);
 	RUN(backup_priority_is_used_when_the_first_is_unavailable);
 	RUN(p2c_ewma_reaches_every_endpoint_of_a_set_of_100);
+	RUN(p2c_ewma_weights_give_shares_one_at_a_time);
+	RUN(p2c_ewma_avoids_a_slow_endpoint_of_the_same_weight);
 	RUN(every_policy_avoids_all_the_endpoints_tried);
 	return UNIT_END();
 }
