@@ -255,7 +255,9 @@ finish(gk_uh_xfer *x, enum gk_uh_result r, bool keep)
 	if (k) {
 		k->x = NULL;
 		struct gk_uh_pool *p = k->pool;
-		if (keep && p->nidle < GK_UH_MAX_IDLE_PER_ENDPOINT &&
+		/* (none kept for an address that left the set) */
+		if (keep && !p->left &&
+		    p->nidle < GK_UH_MAX_IDLE_PER_ENDPOINT &&
 		    uh->nidle < GK_UH_MAX_IDLE) {
 			gk_loop_modify(uh->loop, k->fd, GK_READ);
 			k->prev = NULL;

@@ -246,6 +246,12 @@ edge_nginx() {
 	[ "$one" -ge 552 ] && [ "$one" -le 648 ] || fail "upstream 1 got $one of 800"
 }
 
+# _in_flight PORT: nginx has begun a request's answer on PORT (a
+# connection from gk-client with bytes in flight).
+_in_flight() {
+	[ -n "$(ss -Htn state established "( dport = :$1 )")" ]
+}
+
 _served_by() {
 	curl -s -o /dev/null -m 5 "${SURL[n]}/probe$1"
 	grep -q "^$1 GET /probe$1 " "$T/up/access.log"
@@ -257,17 +263,26 @@ _served_by() {
 	for k in $(seq 1 8); do
 		listen+="listen 127.0.0.$k:$port; "
 	done
-	edge_nginx up "$listen" 'location / { return 200 "ok\n"; }'
+	# /slow: 3000 bytes at once, the last 900 about 1 s later
+	edge_nginx up "$listen" "location / { return 200 \"ok\\n\"; }
+		location = /slow { limit_rate 3000; return 200 \"$(head -c 3900 /dev/zero | tr '\0' z)\"; }"
 	for k in $(seq 1 8); do
 		wait_port "127.0.0.$k" "$port" 10
 	done
 	echo "127.0.0.1:$port" >"$T/endpoints"
 	stack n native --endpoints "$T/endpoints"
+	# a try in flight to the first address while it leaves the set: it
+	# finishes there, and its connection is not kept for reuse
+	curl -s -m 10 -o "$T/slow" "${SURL[n]}/slow" &
+	local slow=$!
+	wait_for -t 10 _in_flight "$port"
 	for k in $(seq 1 8); do
 		echo "127.0.0.$k:$port" >"$T/endpoints.new"
 		mv "$T/endpoints.new" "$T/endpoints"
 		wait_for -t 10 _served_by "127.0.0.$k"
 	done
+	wait "$slow"
+	assert_equal "$(stat -c %s "$T/slow")" 3900
 	local snap
 	snap=$(snapshot n)
 	assert_equal "$(metric "$snap" gk_client_endpoints)" 1
