@@ -1107,6 +1107,16 @@ on_eject_timer(gk_loop *loop, void *arg)
 		    c);
 }
 
+/* be is in the current set (not one that left it). */
+static bool
+in_set(gk_client *c, const gk_backend *be)
+{
+	for (size_t i = 0; i < gk_balancer_size(c->bal); i++)
+		if (gk_balancer_at(c->bal, i) == be)
+			return true;
+	return false;
+}
+
 static void
 eject_maybe(gk_client *c, gk_backend *be)
 {
@@ -1115,11 +1125,7 @@ eject_maybe(gk_client *c, gk_backend *be)
 	uint64_t now = gk_loop_now(c->loop);
 	if (!gk_backend_available(be, now))
 		return; /* already out (a late answer of an ejected one) */
-	size_t n = gk_balancer_size(c->bal);
-	bool member = false;
-	for (size_t i = 0; i < n && !member; i++)
-		member = gk_balancer_at(c->bal, i) == be;
-	if (!member)
+	if (!in_set(c, be))
 		return; /* no longer in the set */
 	if (!room_to_take_out(c, now))
 		return; /* never more than --max-ejected of the set */
@@ -1308,6 +1314,13 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	long code = 0, connects = 0;
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
 	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
+	if (s->be && s->be->m_pool && !in_set(s->c, s->be)) {
+		/* The endpoint left the set while this try ran: its
+		 * connection, back in libcurl's cache now, is closed, as
+		 * drop_left closed the idle ones then. */
+		struct sockowner o = {s->c, s->be->m_pool};
+		gk_curl_drop_idle(s->c->curl, in_pool, &o);
+	}
 	bool unsent = result == CURLE_COULDNT_CONNECT ||
 	    result == CURLE_COULDNT_RESOLVE_HOST ||
 	    (result == CURLE_OPERATION_TIMEDOUT && s->prereqs == 0);

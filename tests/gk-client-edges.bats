@@ -246,19 +246,18 @@ edge_nginx() {
 	[ "$one" -ge 552 ] && [ "$one" -le 648 ] || fail "upstream 1 got $one of 800"
 }
 
-# _in_flight PORT: nginx has begun a request's answer on PORT (a
-# connection from gk-client with bytes in flight).
+# _in_flight PORT N: N connections to PORT are open (the tries began).
 _in_flight() {
-	[ -n "$(ss -Htn state established "( dport = :$1 )")" ]
+	[ "$(ss -Htn state established "( dport = :$1 )" | wc -l)" -ge "$2" ]
 }
 
 _served_by() {
-	curl -s -o /dev/null -m 5 "${SURL[n]}/probe$1"
-	grep -q "^$1 GET /probe$1 " "$T/up/access.log"
+	curl -s -o /dev/null -m 5 "${SURL[$1]}/probe-$1-$2"
+	grep -q "^$2 GET /probe-$1-$2 " "$T/up/access.log"
 }
 
-@test "an endpoint set that churns through 8 addresses: the native engine keeps per-address records only for the set" {
-	local port k listen=""
+@test "an endpoint set that churns through 8 addresses keeps connections, and the native engine records, only for the set, on either engine" {
+	local port k s listen=""
 	port=$(free_port)
 	for k in $(seq 1 8); do
 		listen+="listen 127.0.0.$k:$port; "
@@ -269,25 +268,37 @@ _served_by() {
 	for k in $(seq 1 8); do
 		wait_port "127.0.0.$k" "$port" 10
 	done
-	echo "127.0.0.1:$port" >"$T/endpoints"
-	stack n native --endpoints "$T/endpoints"
+	for s in n c; do
+		echo "127.0.0.1:$port" >"$T/endpoints-$s"
+	done
+	stack n native --endpoints "$T/endpoints-n"
+	stack c curl --endpoints "$T/endpoints-c"
 	# a try in flight to the first address while it leaves the set: it
 	# finishes there, and its connection is not kept for reuse
-	curl -s -m 10 -o "$T/slow" "${SURL[n]}/slow" &
-	local slow=$!
-	wait_for -t 10 _in_flight "$port"
+	curl -s -m 10 -o "$T/slow-n" "${SURL[n]}/slow" &
+	local slow_n=$!
+	curl -s -m 10 -o "$T/slow-c" "${SURL[c]}/slow" &
+	local slow_c=$!
+	wait_for -t 10 _in_flight "$port" 2
 	for k in $(seq 1 8); do
-		echo "127.0.0.$k:$port" >"$T/endpoints.new"
-		mv "$T/endpoints.new" "$T/endpoints"
-		wait_for -t 10 _served_by "127.0.0.$k"
+		for s in n c; do
+			echo "127.0.0.$k:$port" >"$T/endpoints-$s.new"
+			mv "$T/endpoints-$s.new" "$T/endpoints-$s"
+		done
+		for s in n c; do
+			wait_for -t 10 _served_by "$s" "127.0.0.$k"
+		done
 	done
-	wait "$slow"
-	assert_equal "$(stat -c %s "$T/slow")" 3900
-	local snap
-	snap=$(snapshot n)
-	assert_equal "$(metric "$snap" gk_client_endpoints)" 1
+	wait "$slow_n"
+	wait "$slow_c"
+	for s in n c; do
+		assert_equal "$(stat -c %s "$T/slow-$s")" 3900
+		local snap
+		snap=$(snapshot "$s")
+		assert_equal "$(metric "$snap" gk_client_endpoints)" 1
+		assert_equal "$(metric "$snap" gk_client_connections)" 1
+	done
 	# one record: the address in the set; those that left had no
 	# connection or try left and are gone
-	assert_equal "$(metric "$snap" gk_client_native_addresses)" 1
-	assert_equal "$(metric "$snap" gk_client_connections)" 1
+	assert_equal "$(metric "$(snapshot n)" gk_client_native_addresses)" 1
 }
