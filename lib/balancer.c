@@ -331,6 +331,28 @@ pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
 	}
 	case GK_BALANCE_LEAST: {
 		gk_backend *best = NULL;
+		if (!one_weight) {
+			/* Weights that differ: smooth weighted round robin on
+			 * weight / (in flight + 1), as Envoy's least_request
+			 * with weights.  The fewest in flight relative to
+			 * weight alone gave the heaviest every request while
+			 * they came one at a time; this gives each its share
+			 * then, and fewer to one that holds many. */
+			double sum = 0;
+			for (size_t i = 0; i < b->n; i++) {
+				if (!eligible(b, i, now, prio, avoid, allow_avoid))
+					continue;
+				gk_backend *be = b->be[i];
+				double w = (double)be->ep.weight /
+				    (be->outstanding + 1);
+				sum += w;
+				be->current_load += w;
+				if (!best || be->current_load > best->current_load)
+					best = be;
+			}
+			best->current_load -= sum;
+			return best;
+		}
 		double bc = 0;
 		size_t ties = 0;
 		for (size_t i = 0; i < b->n; i++) {

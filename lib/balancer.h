@@ -23,6 +23,7 @@ typedef struct gk_backend {
 	gk_endpoint ep;
 	/* balancing */
 	int current_weight; /* smooth weighted round robin */
+	double current_load; /* the same, on weight / (in flight + 1) */
 	unsigned outstanding;
 	double ewma_us;      /* peak EWMA of latency */
 	uint64_t ewma_stamp_us;

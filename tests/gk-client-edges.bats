@@ -230,20 +230,25 @@ edge_nginx() {
 	done
 }
 
-@test "weights are honoured by p2c-ewma under one-at-a-time traffic: 3:1 over 800 requests within 6%" {
+@test "weights are honoured one request at a time: 3:1 by p2c-ewma within 6% over 800, by least exactly over 200" {
 	upstream_start 1
 	upstream_start 2
 	printf '%s 3\n%s 1\n' "${UP_ADDR[1]}" "${UP_ADDR[2]}" >"$T/endpoints"
-	stack n native -b p2c-ewma --endpoints "$T/endpoints"
-	fetch_many 800 "${SURL[n]}/w" >"$T/codes"
-	assert_equal "$(grep -c '^200$' "$T/codes")" 800
-	settle ' /w ' 800
+	stack p native -b p2c-ewma --endpoints "$T/endpoints"
+	stack l native -b least --endpoints "$T/endpoints"
+	fetch_many 800 "${SURL[p]}/w" >"$T/codes"
+	fetch_many 200 "${SURL[l]}/l" >>"$T/codes"
+	assert_equal "$(grep -c '^200$' "$T/codes")" 1000
+	settle ' /(w|l) ' 1000
 	local one
 	one=$(hits 1 ' /w ')
 	assert_equal "$(($(hits 2 ' /w ') + one))" 800
 	# expected 600; 6% of the requests either way (about 4 standard
 	# deviations of a binomial draw)
-	[ "$one" -ge 552 ] && [ "$one" -le 648 ] || fail "upstream 1 got $one of 800"
+	[ "$one" -ge 552 ] && [ "$one" -le 648 ] || fail "p2c-ewma: upstream 1 got $one of 800"
+	# least, with nothing in flight at a pick: smooth weighted round robin
+	assert_equal "$(hits 1 ' /l ')" 150
+	assert_equal "$(hits 2 ' /l ')" 50
 }
 
 # _in_flight PORT N: N connections to PORT are open (the tries began).

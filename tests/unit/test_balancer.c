@@ -150,6 +150,43 @@ TEST(p2c_ewma_weights_give_shares_one_at_a_time)
 	gk_balancer_free(b);
 }
 
+/* least too: one at a time, nothing is in flight at a pick, and each
+ * endpoint gets its weight's share (smooth weighted round robin: exact
+ * within 1 point); under load, one holding many requests gets fewer. */
+TEST(least_weights_give_shares_one_at_a_time_and_spare_the_loaded)
+{
+	gk_balancer *b = gk_balancer_new(GK_BALANCE_LEAST);
+	gk_balancer_update(b, srv_set, NSRV);
+	unsigned counts[NSRV] = {0};
+	for (unsigned i = 0; i < PICKS; i++) {
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
+		gk_balancer_started(be);
+		gk_balancer_finished(be, gk_monotonic_us(), 1000);
+		for (size_t k = 0; k < NSRV; k++)
+			counts[k] += be == gk_balancer_at(b, k);
+	}
+	for (size_t k = 0; k < 3; k++) {
+		double want = srv_set[k].weight / 100.0;
+		double got = (double)counts[k] / PICKS;
+		if (fabs(got - want) > 0.01)
+			printf("#   %s: %u picks, want %.0f\n", srv_set[k].addr,
+			    counts[k], want * PICKS);
+		CHECK(fabs(got - want) <= 0.01);
+	}
+	CHECK(counts[3] == 0);
+	/* the heaviest holds 99 requests: it gets few of the next 100 */
+	gk_backend *heavy = gk_balancer_at(b, 0);
+	heavy->outstanding = 99;
+	unsigned to_heavy = 0;
+	for (unsigned i = 0; i < 100; i++)
+		to_heavy += gk_balancer_pick(b, 1000, NULL, 0, NULL, 0) == heavy;
+	if (to_heavy > 5)
+		printf("#   the loaded one got %u of 100\n", to_heavy);
+	CHECK(to_heavy <= 5);
+	heavy->outstanding = 0;
+	gk_balancer_free(b);
+}
+
 /* Under load, among endpoints of one weight, the slow one gets few: the
  * class draw leaves p2c-ewma's latency choice alone. */
 TEST(p2c_ewma_avoids_a_slow_endpoint_of_the_same_weight)
@@ -265,6 +302,7 @@ main(int argc, char **argv)
 	RUN(p2c_ewma_reaches_every_endpoint_of_a_set_of_100);
 	RUN(p2c_ewma_weights_give_shares_one_at_a_time);
 	RUN(p2c_ewma_avoids_a_slow_endpoint_of_the_same_weight);
+	RUN(least_weights_give_shares_one_at_a_time_and_spare_the_loaded);
 	RUN(every_policy_avoids_all_the_endpoints_tried);
 	return UNIT_END();
 }
