@@ -62,7 +62,7 @@ w_reset(void *a)
 	r->inner.reset(r->arg);
 }
 
-static void
+static int
 w_header(void *a, const char *n, size_t nl, const char *v, size_t vl)
 {
 	struct run *r = a;
@@ -73,7 +73,7 @@ w_header(void *a, const char *n, size_t nl, const char *v, size_t vl)
 	gk_buf_addc(&r->names, 0);
 	if (nl == 10 && !strncasecmp(n, "connection", 10))
 		r->connection = true;
-	r->inner.header(r->arg, n, nl, v, vl);
+	return r->inner.header(r->arg, n, nl, v, vl);
 }
 
 static int

@@ -1341,11 +1341,16 @@ native_reset(void *arg)
 	s->invalid = false;
 }
 
-static void
+/* A header no valid answer has ends the try at the header section, as
+ * on_header does on libcurl's: the body is not waited for (an upstream
+ * that holds the connection open would hold the try to its deadline). */
+static int
 native_header(void *arg, const char *name, size_t nl, const char *value,
     size_t vl)
 {
-	store_header(arg, name, nl, value, value + vl);
+	struct cstate *s = arg;
+	store_header(s, name, nl, value, value + vl);
+	return s->invalid ? -1 : 0;
 }
 
 static int

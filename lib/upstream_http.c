@@ -326,7 +326,7 @@ reset_response(gk_uh_xfer *x)
 	x->hp.data = x;
 	x->field.len = x->value.len = 0;
 	x->in_value = x->complete = x->got_byte = x->in_trailers = false;
-	x->too_long = x->write_failed = false;
+	x->too_long = x->write_failed = x->refused = false;
 	x->status = 0;
 	x->off = 0;
 }
@@ -530,8 +530,9 @@ emit_header(gk_uh_xfer *x)
 {
 	if (!x->in_value)
 		return;
-	x->ops->header(x->arg, x->field.data ? x->field.data : "",
-	    x->field.len, x->value.data ? x->value.data : "", x->value.len);
+	if (x->ops->header(x->arg, x->field.data ? x->field.data : "",
+	    x->field.len, x->value.data ? x->value.data : "", x->value.len) < 0)
+		x->refused = true;
 	x->field.len = x->value.len = 0;
 	x->in_value = false;
 }
@@ -570,7 +571,7 @@ on_headers_complete(http_parser *hp)
 	/* http_parser takes one to three digits; a status is three, from
 	 * 100 to 599 (RFC 9112 4, RFC 9110 15).  Anything else is not an
 	 * answer (an error, HPE_CB_headers_complete: GK_UH_BAD). */
-	if (hp->status_code < 100 || hp->status_code > 599)
+	if (hp->status_code < 100 || hp->status_code > 599 || x->refused)
 		return -1;
 	x->status = hp->status_code;
 	bool none = x->head || hp->status_code < 200 ||
@@ -605,6 +606,7 @@ on_message_complete(http_parser *hp)
 	    hp->status_code != 101) {
 		/* An interim answer: the real one follows. */
 		x->ops->reset(x->arg);
+		x->refused = false;
 		x->field.len = x->value.len = 0;
 		x->in_value = x->in_trailers = false;
 		return 0;

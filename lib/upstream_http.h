@@ -33,7 +33,9 @@ enum gk_uh_result {
 typedef struct gk_uh_ops {
 	/* A response begins (again, after a 1xx): forget its headers. */
 	void (*reset)(void *arg);
-	void (*header)(void *arg, const char *name, size_t nl,
+	/* <0: no valid answer has this header: the try ends GK_UH_BAD at
+	 * the end of the header section, its body not waited for. */
+	int (*header)(void *arg, const char *name, size_t nl,
 	    const char *value, size_t vl);
 	int (*body)(void *arg, const char *p, size_t n); /* <0: abort */
 	/* The end: status of the response (0 if none); sent is true when a
@@ -70,6 +72,7 @@ typedef struct gk_uh_xfer {
 	bool too_long; /* the Content-Length is past max_body */
 	/* A send failed mid-request: only what the upstream sent is read. */
 	bool write_failed;
+	bool refused; /* the header callback refused the answer */
 } gk_uh_xfer;
 
 /* on_open(owner, fd) when a connection is opened for a try whose owner is

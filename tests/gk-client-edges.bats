@@ -67,7 +67,8 @@ metric() {
 # canned_start: a raw HTTP/1.1 server on a free loopback port (CANNED_ADDR)
 # that reads a request's head (and a Content-Length body), then writes the
 # bytes of the file $T/canned/NAME for the path /NAME as they are, and
-# closes: for answers nginx will not give.
+# closes (keeps the connection open, until the client closes it, when
+# NAME ends in -open): for answers nginx will not give.
 canned_start() {
 	mkdir -p "$T/canned"
 	local port
@@ -103,7 +104,8 @@ def serve(c):
     name = lines[0].split(" ")[1].lstrip("/")
     with open(os.path.join(d, os.path.basename(name)), "rb") as f:
         c.sendall(f.read())
-    c.shutdown(socket.SHUT_WR)
+    if not name.endswith("-open"):
+        c.shutdown(socket.SHUT_WR)
     while c.recv(65536):
         pass
     c.close()
@@ -174,7 +176,7 @@ edge_nginx() {
 	done
 }
 
-@test "an upstream answer in a transfer coding other than chunked (gzip, chunked; gzip alone) is 502 on either engine, not passed on as the content" {
+@test "an upstream answer in a transfer coding other than chunked (gzip, chunked; gzip alone, closed or not) is 502 at once on either engine, not passed on as the content" {
 	canned_start
 	local gz
 	printf 'hello\n' | gzip -c >"$T/gz"
@@ -190,6 +192,11 @@ edge_nginx() {
 		printf 'Connection: close\r\n\r\n'
 		cat "$T/gz"
 	} >"$T/canned/gzonly"
+	# gzip alone, the connection kept open: the body never ends
+	{
+		printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n'
+		cat "$T/gz"
+	} >"$T/canned/gz-open"
 	# the same answer chunked only is passed on
 	printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n6\r\nhello\n\r\n0\r\n\r\n' \
 		>"$T/canned/chunked"
@@ -197,15 +204,15 @@ edge_nginx() {
 	stack c curl -e "$CANNED_ADDR"
 	local s p
 	for s in n c; do
-		for p in gzchunked gzonly; do
-			run curl -s -m 10 -o "$T/body" -w '%{http_code}' "${SURL[$s]}/$p"
+		for p in gzchunked gzonly gz-open; do
+			run curl -s -m 5 -o "$T/body" -w '%{http_code}' "${SURL[$s]}/$p"
 			assert_output 502
 		done
 		run curl -s -m 10 "${SURL[$s]}/chunked"
 		assert_output "hello"
 		local snap
 		snap=$(snapshot "$s")
-		assert_equal "$(metric "$snap" gk_client_errors_total)" 2
+		assert_equal "$(metric "$snap" gk_client_errors_total)" 3
 	done
 }
 
