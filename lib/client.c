@@ -1117,6 +1117,16 @@ in_set(gk_client *c, const gk_backend *be)
 	return false;
 }
 
+/* An endpoint of the current set has the address addr. */
+static bool
+addr_in_set(gk_client *c, const char *addr)
+{
+	for (size_t i = 0; i < gk_balancer_size(c->bal); i++)
+		if (!strcmp(gk_balancer_at(c->bal, i)->ep.addr, addr))
+			return true;
+	return false;
+}
+
 static void
 eject_maybe(gk_client *c, gk_backend *be)
 {
@@ -1314,10 +1324,11 @@ transfer_done(CURL *easy, CURLcode result, void *arg)
 	long code = 0, connects = 0;
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
 	curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &connects);
-	if (s->be && s->be->m_pool && !in_set(s->c, s->be)) {
+	if (s->be && s->be->m_pool && !addr_in_set(s->c, s->be->ep.addr)) {
 		/* The endpoint left the set while this try ran: its
 		 * connection, back in libcurl's cache now, is closed, as
-		 * drop_left closed the idle ones then. */
+		 * drop_left closed the idle ones then.  (By address: one
+		 * that came back is a new backend, with the same pool.) */
 		struct sockowner o = {s->c, s->be->m_pool};
 		gk_curl_drop_idle(s->c->curl, in_pool, &o);
 	}
