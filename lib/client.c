@@ -703,8 +703,10 @@ store_header(struct cstate *s, const char *p, size_t nl, const char *v,
 	 * (gk-wire(5)). */
 	if (!gk_utf8_valid(v, vl))
 		s->invalid = true;
+	/* (a HEAD answer has no body: its coding says what a GET's had) */
 	if (nl == 17 && !strncasecmp(p, "transfer-encoding", 17) &&
-	    coding_not_chunked(v, vl))
+	    coding_not_chunked(v, vl) &&
+	    strcmp(gk_buf_cstr(&s->method), "HEAD"))
 		s->invalid = true;
 	gk_buf *a = &s->harena;
 	gk_buf_reserve(a, nl + vl + 2);

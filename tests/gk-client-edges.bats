@@ -210,6 +210,9 @@ edge_nginx() {
 		done
 		run curl -s -m 10 "${SURL[$s]}/chunked"
 		assert_output "hello"
+		# a HEAD answer has no body: its coding is only said
+		run curl -s -m 5 -I -o /dev/null -w '%{http_code}' "${SURL[$s]}/gzchunked"
+		assert_output 200
 		local snap
 		snap=$(snapshot "$s")
 		assert_equal "$(metric "$snap" gk_client_errors_total)" 3
