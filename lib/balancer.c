@@ -340,14 +340,16 @@ pick_from(gk_balancer *b, uint64_t now, const char *key, size_t keylen,
 			 * then, and fewer to one that holds many. */
 			double sum = 0;
 			for (size_t i = 0; i < b->n; i++) {
-				if (!eligible(b, i, now, prio, avoid, allow_avoid))
-					continue;
 				gk_backend *be = b->be[i];
+				if (!eligible(b, i, now, prio, avoid,
+				    allow_avoid))
+					continue;
 				double w = (double)be->ep.weight /
 				    (be->outstanding + 1);
 				sum += w;
 				be->current_load += w;
-				if (!best || be->current_load > best->current_load)
+				if (!best ||
+				    be->current_load > best->current_load)
 					best = be;
 			}
 			best->current_load -= sum;

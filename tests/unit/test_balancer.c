@@ -179,7 +179,8 @@ TEST(least_weights_give_shares_one_at_a_time_and_spare_the_loaded)
 	heavy->outstanding = 99;
 	unsigned to_heavy = 0;
 	for (unsigned i = 0; i < 100; i++)
-		to_heavy += gk_balancer_pick(b, 1000, NULL, 0, NULL, 0) == heavy;
+		to_heavy +=
+		    gk_balancer_pick(b, 1000, NULL, 0, NULL, 0) == heavy;
 	if (to_heavy > 5)
 		printf("#   the loaded one got %u of 100\n", to_heavy);
 	CHECK(to_heavy <= 5);
