@@ -26,7 +26,10 @@ struct circuit {
 	unsigned trips; /* in a row, for the growing open interval */
 	uint64_t open_until;
 	unsigned probes_out, probes_ok;
-	uint64_t half_open; /* which half-open this is: its probes carry it */
+	/* Which period of which circuit this is (renumbered at each
+	 * transition and when a key's circuit is made anew): a call carries
+	 * the one it was let through in, and only that period counts it. */
+	uint64_t period;
 	/* count-based ring */
 	uint8_t *ring; /* bit 0 failure, bit 1 slow */
 	unsigned ring_len, ring_pos;
@@ -44,7 +47,7 @@ struct rstate {
 	uint64_t start_ms;
 	bool passed; /* let through south: the call has an outcome */
 	bool probe, counted, timed_out;
-	uint64_t half_open; /* a probe: the half-open it was let through in */
+	uint64_t period; /* of its circuit when let through */
 };
 
 struct gk_breaker {
@@ -57,7 +60,7 @@ struct gk_breaker {
 	gk_series *m_success, *m_failure, *m_timeout, *m_slow, *m_rejected;
 	gk_series *m_evictions, *m_open_answer;
 	gk_buf keybuf; /* kept: no allocation per request */
-	uint64_t half_opens; /* numbers each half-open, over every key */
+	uint64_t periods; /* numbers each period, over every key */
 };
 
 size_t
@@ -118,6 +121,7 @@ circuit_init(gk_breaker *b, struct circuit *c, const char *key)
 		c->nbuckets = (unsigned)((b->cfg.window_ms + 999) / 1000);
 		c->buckets = gk_xcalloc(c->nbuckets, sizeof *c->buckets);
 	}
+	c->period = ++b->periods;
 	c->m_state = gk_series_get(b->m_state, key, (char *)0);
 	gk_gauge_set(c->m_state, GK_CLOSED);
 }
@@ -217,6 +221,7 @@ transition(gk_breaker *b, struct circuit *c, gk_req *req, const char *key,
 	if (from == to)
 		return;
 	c->state = to;
+	c->period = ++b->periods;
 	gk_gauge_set(c->m_state, to);
 	char k[KEY_MAX + 8], f[32], r[96], o[48];
 	snprintf(k, sizeof k, "key=%s", key);
@@ -237,7 +242,6 @@ transition(gk_breaker *b, struct circuit *c, gk_req *req, const char *key,
 	} else if (to == GK_HALF_OPEN) {
 		gk_counter_add(b->m_to_half, 1);
 		c->probes_out = c->probes_ok = 0;
-		c->half_open = ++b->half_opens;
 		gk_log_trace(GK_INFO, trace, "circuit half-open", k, f,
 		    (char *)0);
 	} else {
@@ -303,8 +307,7 @@ record_outcome(gk_breaker *b, struct circuit *c, bool failed, bool slow)
 static bool
 is_probe_of(const struct circuit *c, const struct rstate *s)
 {
-	return c->state == GK_HALF_OPEN && s->probe &&
-	    s->half_open == c->half_open;
+	return c->state == GK_HALF_OPEN && s->probe && s->period == c->period;
 }
 
 static void
@@ -335,8 +338,12 @@ outcome(gk_breaker *b, gk_req *req, int status, bool timed_out)
 		return;
 	}
 	/* Open, half-open (a call let through before it, or a probe of an
-	 * earlier half-open, answering late): no say in it. */
-	if (c->state != GK_CLOSED)
+	 * earlier half-open, answering late): no say in it.  Nor has a call
+	 * let through in an earlier closed period (before the circuit
+	 * opened and closed again, or before its key was forgotten): the
+	 * failures of an outage already over would open it again at once,
+	 * as gobreaker's generations keep them from doing. */
+	if (c->state != GK_CLOSED || s->period != c->period)
 		return;
 	c->consecutive = failed ? c->consecutive + 1 : 0;
 	record_outcome(b, c, failed, slow);
@@ -437,8 +444,8 @@ gk_breaker_request(gk_breaker *b, gk_req *req)
 		}
 		c->probes_out++;
 		s->probe = true;
-		s->half_open = c->half_open;
 	}
+	s->period = c->period;
 	s->passed = true;
 	if (b->cfg.timeout_ms) {
 		s->b = b;
