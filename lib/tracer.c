@@ -47,7 +47,10 @@ gk_tracer_new(const gk_tracer_config *cfg)
 {
 	gk_tracer *t = gk_xcalloc(1, sizeof *t);
 	t->cfg = *cfg;
-	t->tokens = cfg->sample_rate;
+	/* The bucket starts full, as Jaeger's rate-limiting sampler's: with
+	 * a rate below one a second (1/m) the first trace came only after a
+	 * whole period. */
+	t->tokens = cfg->sample_rate < 1 ? 1 : cfg->sample_rate;
 	t->last_refill_us = gk_monotonic_us();
 	gk_metric *req = gk_counter_new("gk_tracer_requests_total",
 	    "Requests seen, by sampling decision", "decision");

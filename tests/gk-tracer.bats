@@ -707,3 +707,19 @@ SH
 	assert_equal "${#lines[@]}" 1
 	assert_output --partial "-l"
 }
+
+@test "--sample-rate 1/m samples the first request at once, then no other within the minute" {
+	start_stack --sample-rate 1/m
+	get /a
+	[[ $(seen .headers.traceparent) == *-03 ]] ||
+		fail "first request not sampled: $(seen .headers.traceparent)"
+	get /b
+	get /c
+	[[ $(seen .headers.traceparent) == *-02 ]] ||
+		fail "third request sampled: $(seen .headers.traceparent)"
+	snap=$(snapshot)
+	assert_equal "$(metric "$snap" gk_tracer_requests_total '.labels.decision == "sampled"')" 1
+	assert_equal "$(metric "$snap" gk_tracer_requests_total '.labels.decision == "unsampled"')" 2
+	wait_for -t 10 _spans_at_least 1
+	assert_equal "$(spans)" 1
+}
