@@ -43,12 +43,16 @@ static struct {
 	void *arg;
 	unsigned workers;
 	pthread_t *threads;
+	bool *ended; /* worker i has returned: it can be joined */
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	pthread_cond_t cv, ended_cv;
 	struct job *todo, *todo_tail, *done;
+	unsigned alive, busy; /* workers not returned; in the handler */
 	bool quit;
 	int efd;
-} serve = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	gk_series *m_left;
+} serve = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+    .ended_cv = PTHREAD_COND_INITIALIZER};
 
 static const char *
 keep(gk_request *r, gk_buf *b)
@@ -353,12 +357,15 @@ pass_line(gk_req *req, gk_buf *line)
 static void *
 worker(void *arg)
 {
-	(void)arg;
+	unsigned i = (unsigned)(uintptr_t)arg;
 	for (;;) {
 		pthread_mutex_lock(&serve.mu);
 		while (!serve.todo && !serve.quit)
 			pthread_cond_wait(&serve.cv, &serve.mu);
 		if (!serve.todo) {
+			serve.ended[i] = true;
+			serve.alive--;
+			pthread_cond_broadcast(&serve.ended_cv);
 			pthread_mutex_unlock(&serve.mu);
 			return NULL;
 		}
@@ -367,10 +374,12 @@ worker(void *arg)
 		if (!serve.todo)
 			serve.todo_tail = NULL;
 		bool gone = !j->req;
+		serve.busy += !gone;
 		pthread_mutex_unlock(&serve.mu);
 		if (!gone)
 			run_handler(j->msg, &j->answer);
 		pthread_mutex_lock(&serve.mu);
+		serve.busy -= !gone;
 		j->next = serve.done;
 		serve.done = j;
 		pthread_mutex_unlock(&serve.mu);
@@ -489,6 +498,12 @@ serve_start(gk_stage *st, void *arg)
 	gk_loop_watch(gk_stage_loop(st), serve.efd, GK_READ, on_done_jobs,
 	    NULL);
 	serve.threads = gk_xcalloc(serve.workers, sizeof *serve.threads);
+	serve.ended = gk_xcalloc(serve.workers, sizeof *serve.ended);
+	serve.alive = serve.workers;
+	serve.m_left = gk_metric_series(gk_counter_new(
+	    "gk_serve_handlers_left_total",
+	    "Handlers still running at exit, left to end with the process",
+	    NULL));
 	/*
 	 * Workers take no signal.  They are started before the runtime
 	 * blocks TERM, INT, HUP and USR1 for its signalfd, and a thread
@@ -507,7 +522,8 @@ serve_start(gk_stage *st, void *arg)
 	sigdelset(&all, SIGTRAP);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (unsigned i = 0; i < serve.workers; i++)
-		if (pthread_create(&serve.threads[i], NULL, worker, NULL))
+		if (pthread_create(&serve.threads[i], NULL, worker,
+			(void *)(uintptr_t)i))
 			gk_fatal(GK_EXIT_OSERR, "unable to start a worker thread");
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return 0;
@@ -520,12 +536,29 @@ serve_stop(gk_stage *st, void *arg)
 	(void)arg;
 	if (!serve.workers)
 		return;
+	/*
+	 * Every request is answered by now (the drain, or its timeout, saw
+	 * to it): a worker still in the handler works for nobody.  One
+	 * stuck for good (a deadlock, a peer that never answers) kept the
+	 * process from exiting at all when every worker was joined: the
+	 * idle ones are, the busy ones end with the process.
+	 */
 	pthread_mutex_lock(&serve.mu);
 	serve.quit = true;
 	pthread_cond_broadcast(&serve.cv);
+	while (serve.alive > serve.busy)
+		pthread_cond_wait(&serve.ended_cv, &serve.mu);
+	unsigned left = serve.busy;
 	pthread_mutex_unlock(&serve.mu);
 	for (unsigned i = 0; i < serve.workers; i++)
-		pthread_join(serve.threads[i], NULL);
+		if (serve.ended[i])
+			pthread_join(serve.threads[i], NULL);
+	if (left) {
+		char f[32];
+		snprintf(f, sizeof f, "handlers=%u", left);
+		gk_log(GK_WARN, "handlers still running at exit: left", f);
+		gk_counter_add(serve.m_left, left);
+	}
 }
 
 static int

@@ -301,6 +301,74 @@ TEST(with_j_sigterm_during_a_handler_drains_and_exits_0)
 	CHECK(strstr(out, "GET /t\\n") != NULL);
 }
 
+/* A handler that never returns, on /hang; the others answer at once. */
+static void
+hang_handler(const gk_request *req, gk_response *resp, void *arg)
+{
+	(void)arg;
+	if (!strcmp(gk_request_path(req), "/hang")) {
+		atomic_fetch_add(&shared->now, 1);
+		for (;;)
+			pause();
+	}
+	gk_response_body(resp, "ok", 2);
+}
+
+/*
+ * With -j, a handler stuck for good (a deadlock, a peer that never
+ * answers): the drain timeout answers its request 503 and the program
+ * exits, leaving the worker to end with the process.  It used to join
+ * every worker after the drain and so never exited at all: systemd had
+ * to kill it, past the drain timeout it had been told.
+ */
+TEST(with_j_a_stuck_handler_does_not_keep_the_program_past_the_drain)
+{
+	memset(shared, 0, sizeof *shared);
+	int to, from;
+	char *argv[] = {"test_serve", "-j", "2", "--drain-timeout", "200ms",
+	    NULL};
+	pid_t pid = start_serve(argv, 5, hang_handler, &to, &from);
+	CHECK(pid > 0);
+	const char *req =
+	    "{\"id\":\"h\",\"method\":\"GET\",\"path\":\"/hang\"}\n"
+	    "{\"id\":\"o\",\"method\":\"GET\",\"path\":\"/o\"}\n";
+	CHECK(write(to, req, strlen(req)) == (ssize_t)strlen(req));
+	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	CHECK(atomic_load(&shared->now) == 1);
+	kill(pid, SIGTERM);
+	char out[4096];
+	size_t got = 0;
+	for (;;) { /* until EOF: the child exits (stdin stays open) */
+		struct pollfd p = {.fd = from, .events = POLLIN};
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		ssize_t r = read(from, out + got, sizeof out - 1 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	out[got] = 0;
+	int status = 0;
+	pid_t w = 0;
+	for (int i = 0; i < 500 && !(w = waitpid(pid, &status, WNOHANG)); i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (!w) { /* still there after 5 s more: the bug */
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	close(to);
+	close(from);
+	CHECK(w == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(strstr(out, "{\"id\":\"o\",\"status\":200,") != NULL);
+	CHECK(strstr(out, "{\"id\":\"h\",\"status\":503,") != NULL);
+}
+
 int
 main(void)
 {
@@ -316,5 +384,6 @@ main(void)
 	RUN(a_header_set_twice_goes_as_one_member_with_an_array);
 	RUN(a_header_http_cannot_carry_is_dropped_and_the_rest_goes);
 	RUN(a_status_the_wire_cannot_carry_becomes_500);
+	RUN(with_j_a_stuck_handler_does_not_keep_the_program_past_the_drain);
 	return UNIT_END();
 }
