@@ -93,3 +93,11 @@ same() {
 		assert_line --regexp '^allow: POST'
 	done
 }
+
+@test "a JSON object with many members, or s twice, is read as Go and jq read it (the last s) in both" {
+	local body='{' i
+	for ((i = 0; i < 70; i++)); do body+="\"k$i\":$i,"; done
+	body+='"s":"hello"}'
+	same '200 application/json {"v":"HELLO"}' POST /uppercase "$body"
+	same '200 application/json {"v":"SECOND"}' POST /uppercase '{"s":"first","s":"second"}'
+}
