@@ -549,10 +549,14 @@ serve_stop(gk_stage *st, void *arg)
 	while (serve.alive > serve.busy)
 		pthread_cond_wait(&serve.ended_cv, &serve.mu);
 	unsigned left = serve.busy;
+	/* Read under the lock: a busy one may end meanwhile. */
+	bool *join = gk_xcalloc(serve.workers, sizeof *join);
+	memcpy(join, serve.ended, serve.workers * sizeof *join);
 	pthread_mutex_unlock(&serve.mu);
 	for (unsigned i = 0; i < serve.workers; i++)
-		if (serve.ended[i])
+		if (join[i])
 			pthread_join(serve.threads[i], NULL);
+	free(join);
 	if (left) {
 		char f[32];
 		snprintf(f, sizeof f, "handlers=%u", left);
