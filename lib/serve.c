@@ -32,7 +32,8 @@ struct gk_response {
 };
 
 struct job {
-	struct job *next;
+	struct job *next, *prev; /* prev: in todo only */
+	bool taken;              /* by a worker: out of todo */
 	gk_req *req;   /* NULL once the request is gone */
 	gk_msg *msg;   /* the worker's own copy of the request */
 	gk_buf answer; /* the response line */
@@ -48,9 +49,10 @@ static struct {
 	pthread_cond_t cv, ended_cv;
 	struct job *todo, *todo_tail, *done;
 	unsigned alive, busy; /* workers not returned; in the handler */
+	size_t queued;        /* jobs in todo */
 	bool quit;
 	int efd;
-	gk_series *m_left;
+	gk_series *m_left, *m_queued;
 } serve = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
     .ended_cv = PTHREAD_COND_INITIALIZER};
 
@@ -371,8 +373,12 @@ worker(void *arg)
 		}
 		struct job *j = serve.todo;
 		serve.todo = j->next;
-		if (!serve.todo)
+		if (serve.todo)
+			serve.todo->prev = NULL;
+		else
 			serve.todo_tail = NULL;
+		j->taken = true;
+		gk_gauge_set(serve.m_queued, (double)--serve.queued);
 		bool gone = !j->req;
 		serve.busy += !gone;
 		pthread_mutex_unlock(&serve.mu);
@@ -461,11 +467,13 @@ serve_request(gk_stage *st, gk_req *req, void *arg)
 	j->msg = gk_msg_new(m->line.data, m->line.len, NULL);
 	*(struct job **)gk_req_state(req) = j;
 	pthread_mutex_lock(&serve.mu);
+	j->prev = serve.todo_tail;
 	if (serve.todo_tail)
 		serve.todo_tail->next = j;
 	else
 		serve.todo = j;
 	serve.todo_tail = j;
+	gk_gauge_set(serve.m_queued, (double)++serve.queued);
 	pthread_cond_signal(&serve.cv);
 	pthread_mutex_unlock(&serve.mu);
 }
@@ -477,11 +485,32 @@ serve_done(gk_stage *st, gk_req *req, int status, void *arg)
 	(void)status;
 	(void)arg;
 	struct job **slot = gk_req_state(req);
-	if (serve.workers && *slot) {
-		/* Answered (504, client gone) while a worker has it. */
-		pthread_mutex_lock(&serve.mu);
-		(*slot)->req = NULL;
-		pthread_mutex_unlock(&serve.mu);
+	if (!serve.workers || !*slot)
+		return;
+	/* Answered (504, client gone) while a worker has it, or while it
+	 * waits for one: then it leaves the queue now, so that the queue
+	 * stays within --max-inflight however long the workers are stuck. */
+	struct job *j = *slot, *drop = NULL;
+	pthread_mutex_lock(&serve.mu);
+	j->req = NULL;
+	if (!j->taken) {
+		if (j->prev)
+			j->prev->next = j->next;
+		else
+			serve.todo = j->next;
+		if (j->next)
+			j->next->prev = j->prev;
+		else
+			serve.todo_tail = j->prev;
+		gk_gauge_set(serve.m_queued, (double)--serve.queued);
+		drop = j;
+	}
+	pthread_mutex_unlock(&serve.mu);
+	*slot = NULL;
+	if (drop) {
+		gk_msg_free(drop->msg);
+		gk_buf_free(&drop->answer);
+		free(drop);
 	}
 }
 
@@ -504,6 +533,8 @@ serve_start(gk_stage *st, void *arg)
 	    "gk_serve_handlers_left_total",
 	    "Handlers still running at exit, left to end with the process",
 	    NULL));
+	serve.m_queued = gk_metric_series(gk_gauge_new("gk_serve_queued",
+	    "Requests waiting for a worker thread", NULL));
 	/*
 	 * Workers take no signal.  They are started before the runtime
 	 * blocks TERM, INT, HUP and USR1 for its signalfd, and a thread

@@ -80,6 +80,7 @@ header_handler(const gk_request *req, gk_response *resp, void *arg)
 
 static gk_handler *handler = slow_handler;
 static const char *request_extra = "";
+static const char *events_path; /* the child's events, else /dev/null */
 
 /* gk_serve(argc, argv, fn) in a child whose stdin is *to and whose
  * stdout is *from (its events go to /dev/null, off the TAP stream). */
@@ -97,7 +98,8 @@ start_serve(char **argv, int argc, gk_handler *fn, int *to, int *from)
 		close(in[1]);
 		close(res[0]);
 		close(res[1]);
-		int null = open("/dev/null", O_WRONLY);
+		int null = open(events_path ? events_path : "/dev/null",
+		    O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		if (null >= 0)
 			dup2(null, 2);
 		_exit(gk_serve(argc, argv, fn, NULL));
@@ -369,6 +371,95 @@ TEST(with_j_a_stuck_handler_does_not_keep_the_program_past_the_drain)
 	CHECK(strstr(out, "{\"id\":\"h\",\"status\":503,") != NULL);
 }
 
+/*
+ * With -j, a request answered by the runtime (--timeout) while it waits
+ * for a worker leaves the queue at once: it kept its place, and its copy
+ * of the request, until a worker came to it, so with every worker stuck
+ * the queue grew past --max-inflight for as long as requests came.
+ */
+TEST(with_j_a_request_answered_while_it_waits_leaves_the_queue)
+{
+	memset(shared, 0, sizeof *shared);
+	char events[] = "/tmp/test_serve_events.XXXXXX";
+	int efd = mkstemp(events);
+	CHECK(efd >= 0);
+	close(efd);
+	events_path = events;
+	int to, from;
+	char *argv[] = {"test_serve", "-j", "1", "--timeout", "200ms",
+	    "--drain-timeout", "200ms", NULL};
+	pid_t pid = start_serve(argv, 7, hang_handler, &to, &from);
+	events_path = NULL;
+	CHECK(pid > 0);
+	char line[128];
+	int n = snprintf(line, sizeof line,
+	    "{\"id\":\"h\",\"method\":\"GET\",\"path\":\"/hang\"}\n");
+	CHECK(write(to, line, (size_t)n) == n);
+	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	CHECK(atomic_load(&shared->now) == 1);
+	for (int i = 0; i < 20; i++) {
+		n = snprintf(line, sizeof line,
+		    "{\"id\":\"%d\",\"method\":\"GET\",\"path\":\"/q\"}\n", i);
+		CHECK(write(to, line, (size_t)n) == n);
+	}
+	/* All 21 answered 504 by the runtime. */
+	char out[8192];
+	size_t got = 0;
+	int lines = 0;
+	while (lines < 21 && got < sizeof out - 1) {
+		struct pollfd p = {.fd = from, .events = POLLIN};
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		ssize_t r = read(from, out + got, sizeof out - 1 - got);
+		if (r <= 0)
+			break;
+		for (ssize_t i = 0; i < r; i++)
+			lines += out[got + (size_t)i] == '\n';
+		got += (size_t)r;
+	}
+	out[got] = 0;
+	CHECK(lines == 21);
+	close(to); /* EOF: nothing in flight; the last snapshot, then exit */
+	int status = 0;
+	pid_t w = 0;
+	for (int i = 0; i < 1000 && !(w = waitpid(pid, &status, WNOHANG)); i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (!w) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	close(from);
+	CHECK(w == pid);
+	/* The last metrics event says how many wait: none. */
+	FILE *f = fopen(events, "r");
+	CHECK(f != NULL);
+	char *ev = NULL, *last = NULL;
+	size_t cap = 0;
+	while (f && getline(&ev, &cap, f) > 0)
+		if (strstr(ev, "\"gk_serve_queued\"")) {
+			free(last);
+			last = strdup(ev);
+		}
+	if (f)
+		fclose(f);
+	free(ev);
+	unlink(events);
+	CHECK(last != NULL);
+	if (last) {
+		const char *g = strstr(last, "\"gk_serve_queued\"");
+		const char *v = strstr(g, "\"value\":");
+		CHECK(v && !strncmp(v, "\"value\":0}", 10));
+		if (v && strncmp(v, "\"value\":0}", 10))
+			printf("#   queued: %.20s\n", v);
+	}
+	free(last);
+}
+
 int
 main(void)
 {
@@ -385,5 +476,6 @@ main(void)
 	RUN(a_header_http_cannot_carry_is_dropped_and_the_rest_goes);
 	RUN(a_status_the_wire_cannot_carry_becomes_500);
 	RUN(with_j_a_stuck_handler_does_not_keep_the_program_past_the_drain);
+	RUN(with_j_a_request_answered_while_it_waits_leaves_the_queue);
 	return UNIT_END();
 }
