@@ -24,6 +24,7 @@ static gk_breaker_config cfg = {
 static bool min_calls_given;
 static const char *open_for_given, *open_max_given; /* their text */
 static const char *slow_rate_given; /* its text, for the message */
+static const char *slow_given, *timeout_given; /* their text */
 static gk_breaker *breaker;
 
 static int
@@ -65,14 +66,18 @@ option(int short_name, const char *name, const char *v, void *arg)
 		min_calls_given = true;
 	} else if (!strcmp(name, "failure-rate"))
 		percent(name, v, &cfg.failure_rate);
-	else if (!strcmp(name, "slow"))
+	else if (!strcmp(name, "slow")) {
 		cfg.slow_ms = gk_opt_duration_ms(name, v, 0);
+		slow_given = v;
+	}
 	else if (!strcmp(name, "slow-rate")) {
 		percent(name, v, &cfg.slow_rate);
 		slow_rate_given = v;
 	}
-	else if (!strcmp(name, "call-timeout"))
+	else if (!strcmp(name, "call-timeout")) {
 		cfg.timeout_ms = gk_opt_duration_ms("call-timeout", v, 0);
+		timeout_given = v;
+	}
 	else if (!strcmp(name, "open-for")) {
 		cfg.open_ms = gk_opt_duration_ms(name, v, 1);
 		open_for_given = v;
@@ -106,6 +111,11 @@ start(gk_stage *st, void *arg)
 	/* Options that would be taken and do nothing. */
 	if (slow_rate_given && !cfg.slow_ms)
 		gk_usage_error("--slow-rate %s needs --slow", slow_rate_given);
+	/* -t answers first: the slow-call rate would stay 0. */
+	if (cfg.slow_ms && cfg.timeout_ms && cfg.slow_ms > cfg.timeout_ms)
+		gk_usage_error("bad --slow: %s (longer than the -t of %s: no "
+			       "call could be slow)",
+		    slow_given, timeout_given);
 	if (cfg.window_calls && cfg.min_calls > cfg.window_calls) {
 		if (min_calls_given)
 			gk_usage_error("bad --min-calls: %u (more than the --window of %u calls holds)",

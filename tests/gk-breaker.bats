@@ -609,3 +609,12 @@ PY
 	snap=$(snapshot)
 	assert_equal "$(metric "$snap" gk_breaker_state)" 0
 }
+
+@test "--slow longer than -t, which no call could reach, exits 64 with one line" {
+	run bash -c "timeout 10 gk-breaker --slow 2s -t 1s -- cat 2>&1 >/dev/null </dev/null"
+	assert_equal "$status" 64
+	assert_output "gk-breaker: usage: bad --slow: 2s (longer than the -t of 1s: no call could be slow)"
+	# At -t or below, a call can be slow.
+	run bash -c "timeout 10 gk-breaker --slow 1s -t 1s -- true 2>&1 >/dev/null </dev/null"
+	assert_equal "$status" 0
+}
