@@ -34,6 +34,9 @@ struct tstate {
 	uint64_t start_us; /* epoch */
 	uint64_t start_mono_us;
 	char tp[56]; /* our traceparent, answered as traceresponse */
+	/* The answer's error.stage and error.reason (a stage below, or the
+	 * runtime, answered it), for the span; empty when none. */
+	char err_stage[32], err_reason[48];
 };
 
 size_t
@@ -582,12 +585,44 @@ gk_tracer_request(gk_tracer *t, gk_req *req)
 	gk_forward(req);
 }
 
+/* A string member of an error object into out, cut to fit. */
+static void
+error_text(gk_json err, const char *key, char *out, size_t size)
+{
+	gk_json v = gk_json_member(err, key);
+	const char *p;
+	size_t n;
+	gk_buf tmp = {0};
+	if (gk__json_text(v, &tmp, &p, &n) >= 0) {
+		if (n > size - 1) { /* cut, not inside a UTF-8 sequence */
+			n = size - 1;
+			while (n && ((unsigned char)p[n] & 0xc0) == 0x80)
+				n--;
+		}
+		n = strnlen(p, n);
+		memcpy(out, p, n);
+		out[n] = 0;
+	}
+	gk_buf_free(&tmp);
+}
+
 void
 gk_tracer_answer(gk_tracer *t, gk_req *req, gk_msg *resp)
 {
 	struct tstate *s = gk_req_state(req);
 	if (!s->tp[0]) /* answered before the trace was known */
 		return;
+	/* Who answered, when not the handler: only for a span that may be
+	 * written, so an unsampled request pays nothing for it. */
+	if (s->sampled || t->cfg.sample_errors) {
+		gk_json err = gk_msg_get(resp, "error");
+		if (err.type == GK_JSON_OBJECT) {
+			error_text(err, "stage", s->err_stage,
+			    sizeof s->err_stage);
+			error_text(err, "reason", s->err_reason,
+			    sizeof s->err_reason);
+		}
+	}
 	/* As gk_msg_edit_headers would: the headers but any traceresponse,
 	 * then ours. */
 	gk_json ours[1] = {0};
@@ -772,6 +807,14 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 		ADDLIT(b, ",\"error.type\":\"timeout\"");
 	else
 		ADDLIT(b, ",\"error.type\":\"client_gone\"");
+	if (status && s->err_stage[0]) {
+		ADDLIT(b, ",\"gk.error.stage\":");
+		gk_json_quote(b, s->err_stage, strlen(s->err_stage));
+		if (s->err_reason[0]) {
+			ADDLIT(b, ",\"gk.error.reason\":");
+			gk_json_quote(b, s->err_reason, strlen(s->err_reason));
+		}
+	}
 	if (remote.n) {
 		/* client.address is the address alone; the port apart. */
 		const char *colon = memrchr(remote.p, ':', remote.n);

@@ -723,3 +723,21 @@ SH
 	wait_for -t 10 _spans_at_least 1
 	assert_equal "$(spans)" 1
 }
+
+@test "the span of a request a stage below answered names that stage and its reason" {
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log -- \
+		gk-tracer -- gk-breaker --consecutive 1 -- jq -c --unbuffered "$HANDLER"
+	wait_http "$URL/healthz" 10
+	get /fail -H "x-status: 500"
+	# Open now: the breaker answers 503 itself.
+	assert_equal "$(curl -s -o /dev/null -w '%{http_code}' "$URL/open")" 503
+	wait_for -t 10 _spans_at_least 2
+	open=$(events "$ERR" 'select(.type == "span" and .attrs["url.path"] == "/open") | .attrs')
+	assert_equal "$(jq -r '.["http.response.status_code"]' <<<"$open")" 503
+	assert_equal "$(jq -r '.["gk.error.stage"]' <<<"$open")" gk-breaker
+	assert_equal "$(jq -r '.["gk.error.reason"]' <<<"$open")" open
+	# The handler's own 500 names no stage.
+	failed=$(events "$ERR" 'select(.type == "span" and .attrs["url.path"] == "/fail") | .attrs')
+	assert_equal "$(jq -r '.["http.response.status_code"]' <<<"$failed")" 500
+	assert_equal "$(jq -r 'has("gk.error.stage")' <<<"$failed")" false
+}
