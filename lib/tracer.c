@@ -741,6 +741,10 @@ gk_tracer_done(gk_tracer *t, gk_req *req, int status)
 	bool error = status >= 500 || status == 0;
 	if (!s->sampled && !(t->cfg.sample_errors && error))
 		return;
+	/* Refused by the runtime before it was traced (overloaded,
+	 * draining): it has no ids to write, only zero bytes. */
+	if (!s->tp[0])
+		return;
 	gk_counter_add(t->m_spans, 1);
 	const gk_msg *m = gk_req_msg(req);
 	gk_json fv[F_COUNT] = {gk_msg_get(m, "method"), gk_msg_get(m, "route"),

@@ -741,3 +741,20 @@ SH
 	assert_equal "$(jq -r '.["http.response.status_code"]' <<<"$failed")" 500
 	assert_equal "$(jq -r 'has("gk.error.stage")' <<<"$failed")" false
 }
+
+@test "--sample-errors writes no span, and no bytes that are not JSON, for a request refused before it was traced" {
+	# /a is held (the handler never answers), so /b is refused 503
+	# (overloaded) by the runtime before the tracer sees it.
+	printf '%s\n' '{"id":"a","method":"GET","path":"/a"}' \
+		'{"id":"b","method":"GET","path":"/b"}' |
+		timeout 10 gk-tracer --sample-errors --max-inflight 1 \
+			--drain-timeout 200ms -- sh -c 'cat >/dev/null' \
+			>"$T/out" 2>"$T/ev"
+	assert_equal "$(jq -r 'select(.id == "b") | .error.reason' "$T/out")" overloaded
+	assert_equal "$(jq -r 'select(.id == "a") | .status' "$T/out")" 503
+	# Every event is JSON; the one span is /a's, with real ids.
+	run jq -c 'select(.type == "span") | [.attrs["url.path"], .trace_id]' "$T/ev"
+	assert_success
+	assert_equal "${#lines[@]}" 1
+	[[ ${lines[0]} =~ ^\[\"/a\",\"[0-9a-f]{32}\"\]$ ]] || fail "span: ${lines[0]}"
+}
