@@ -26,19 +26,19 @@ common_setup() {
 # connection of the test can take it between this check and the server's
 # bind.
 free_port() {
-	python3 -c 'import random, socket
-lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(1000):
-    p = random.randrange(10000, max(lo, 10001))
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(p)
-    break'
+	# perl starts in milliseconds, python3 in a tenth of a second: this runs
+	# several times a test.  The same check as ever: a bind that succeeds.
+	perl -MSocket -e '
+open(my $f, "<", "/proc/sys/net/ipv4/ip_local_port_range") or die "free_port: $!\n";
+my ($lo) = split " ", scalar <$f>;
+my $hi = $lo > 10001 ? $lo : 10001;
+for (1 .. 1000) {
+	my $p = 10000 + int(rand($hi - 10000));
+	socket(my $s, PF_INET, SOCK_STREAM, 0) or die "free_port: $!\n";
+	my $ok = bind($s, pack_sockaddr_in($p, inet_aton("127.0.0.1")));
+	close($s);
+	if ($ok) { print "$p\n"; last }
+}'
 }
 
 # start_bg NAME CMD ARGS...: run CMD in its own session and process group,
@@ -109,14 +109,44 @@ wait_for() {
 	return 1
 }
 
+# poll_for [-t SECONDS] CMD ARGS...: wait_for for a CMD that only looks
+# (a file, an event, a port that is refused until it listens): every 10 ms
+# for the first half second, then every 50 ms, until it succeeds; it sleeps
+# at least SECONDS (default 10) in all before it gives up.  Not for a CMD
+# that sends what a test counts: it may run several times more often.
+poll_for() {
+	local deadline_s=10
+	if [ "${1:-}" = -t ]; then
+		deadline_s=$2
+		shift 2
+	fi
+	local left_ms=$((deadline_s * 1000)) fast=50
+	while :; do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		[ "$left_ms" -gt 0 ] || break
+		if [ "$fast" -gt 0 ]; then
+			fast=$((fast - 1))
+			left_ms=$((left_ms - 10))
+			sleep 0.01
+		else
+			left_ms=$((left_ms - 50))
+			sleep 0.05
+		fi
+	done
+	echo "wait_for: timed out after ${deadline_s}s: $*" >&2
+	return 1
+}
+
 # wait_file FILE [SECONDS]: until FILE exists and is not empty.
 wait_file() {
-	wait_for -t "${2:-10}" test -s "$1"
+	poll_for -t "${2:-10}" test -s "$1"
 }
 
 # wait_grep PATTERN FILE [SECONDS]: until FILE holds a line matching PATTERN.
 wait_grep() {
-	wait_for -t "${3:-10}" grep -q -- "$1" "$2"
+	poll_for -t "${3:-10}" grep -q -- "$1" "$2"
 }
 
 _http_up() {
@@ -131,18 +161,17 @@ wait_http() {
 	local url=$1
 	local deadline_s=${2:-10}
 	shift 2 2>/dev/null || shift $#
-	wait_for -t "$deadline_s" _http_up "$@" "$url"
+	poll_for -t "$deadline_s" _http_up "$@" "$url"
 }
 
 _port_open() {
-	python3 -c 'import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
-s.close()' "$1" "$2"
+	# bash's own connect (no python3 to start), bounded by 1 s as ever
+	timeout 1 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _port_open "$1" "$2" 2>/dev/null
 }
 
 # wait_port HOST PORT [SECONDS]: until a TCP connect succeeds.
 wait_port() {
-	wait_for -t "${3:-10}" _port_open "$1" "$2"
+	poll_for -t "${3:-10}" _port_open "$1" "$2"
 }
 
 # wait_exit NAME [SECONDS]: until the process start_bg started has exited;
@@ -150,7 +179,7 @@ wait_port() {
 wait_exit() {
 	local pid
 	pid=$(bg_pid "$1")
-	wait_for -t "${2:-10}" _not_running "$pid" || return 1
+	poll_for -t "${2:-10}" _not_running "$pid" || return 1
 	BG_STATUS=0
 	wait "$pid" 2>/dev/null || BG_STATUS=$?
 	return 0
@@ -172,7 +201,7 @@ stop_all() {
 		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
 	done <"$d/.bg_names"
 	local i alive
-	for ((i = 0; i < 40; i++)); do
+	for ((i = 0; i < 200; i++)); do
 		alive=0
 		for pid in "${pids[@]}"; do
 			if kill -0 -- "-$pid" 2>/dev/null; then
@@ -180,7 +209,7 @@ stop_all() {
 			fi
 		done
 		[ "$alive" = 0 ] && break
-		sleep 0.05
+		sleep 0.01
 	done
 	for pid in "${pids[@]}"; do
 		kill -KILL -- "-$pid" 2>/dev/null || true
@@ -211,7 +240,7 @@ _has_event() {
 	[ "$(count_events "$1" "$2")" -gt 0 ]
 }
 wait_event() {
-	wait_for -t "${3:-10}" _has_event "$1" "$2"
+	poll_for -t "${3:-10}" _has_event "$1" "$2"
 }
 
 # http_raw HOST PORT [SECONDS]: send stdin as raw bytes, print everything
