@@ -25,14 +25,15 @@
 # serves $T/upN/html/FILE through nginx's SSI filter, which drops the
 # length, so the body comes chunked; /ssi-close/FILE the same with chunked
 # encoding off, so the body ends where nginx closes the connection.
-# /brief answers 200 and then keeps the connection idle 1 s at most.
+# /brief answers 200 and then keeps the connection idle 300 ms at most.
 
 declare -gA UP_PORT UP_ADDR
 
 # A body nginx sends at 1000 bytes/s (limit_rate): the first 1000 bytes of
-# the response go at once, the rest about 1 s later.
+# the response go at once, the rest (with the header section, under 2000
+# bytes in all: a third 1000 would wait another second) about 1 s later.
 _slow_body() {
-	head -c 1900 /dev/zero | tr '\0' 'z'
+	head -c 1500 /dev/zero | tr '\0' 'z'
 }
 
 # upstream_start N [MODE]
@@ -89,7 +90,7 @@ upstream_start() {
 		        location = /healthz { $health }
 		        location /ssi/ { ssi on; ssi_types text/plain; alias $d/html/; }
 		        location /ssi-close/ { ssi on; ssi_types text/plain; chunked_transfer_encoding off; alias $d/html/; }
-		        location = /brief { keepalive_timeout 1s; return 200 "brief $n\\n"; }
+		        location = /brief { keepalive_timeout 300ms; return 200 "brief $n\\n"; }
 		    }
 		}
 	EOF
@@ -107,7 +108,7 @@ upstream_stop() {
 	local pid
 	pid=$(bg_pid "up$1")
 	kill -TERM -- "-$pid" 2>/dev/null || true
-	wait_for -t 10 _port_closed 127.0.0.1 "${UP_PORT[$1]}"
+	poll_for -t 10 _port_closed 127.0.0.1 "${UP_PORT[$1]}"
 }
 
 # hits N [ERE]: lines of upstream N's access log (matching ERE).
@@ -138,7 +139,7 @@ _hits_reach() {
 # has sent the answer, so a client can have its answer before the line is
 # there: count only once the lines of every request made are in.
 settle() {
-	wait_for -t 10 _hits_reach "$1" "$2"
+	poll_for -t 10 _hits_reach "$1" "$2"
 }
 
 # fetch_many COUNT URL [CURL ARGS...]: COUNT requests of URL from one curl
