@@ -66,7 +66,7 @@ snapshot() {
 	local before
 	before=$(_last_snapshot | jq .seq)
 	kill -USR1 "$(client_pid)"
-	wait_for -t 10 _snapshot_after "$before"
+	poll_for -t 10 _snapshot_after "$before"
 	_last_snapshot
 }
 
@@ -182,13 +182,13 @@ count_status() {
 	upstream_start 3
 	stack -b round-robin --retry-on 502,503 --eject-after 3 \
 		-e "${UP_ADDR[1]}" -e "${UP_ADDR[2]}" -e "${UP_ADDR[3]}"
-	fetch_many 1000 "$URL/run" --rate 400/s >"$T/codes" &
+	fetch_many 1000 "$URL/run" --rate 500/s >"$T/codes" &
 	local loader=$!
 	_two_busy() { [ "$(hits 2)" -ge 60 ]; }
-	wait_for -t 20 _two_busy
+	poll_for -t 20 _two_busy
 	upstream_stop 2
 	local at_stop=$(($(hits 1) + $(hits 3)))
-	wait_for -t 60 _not_running "$loader"
+	poll_for -t 60 _not_running "$loader"
 	wait "$loader" || true
 	assert_equal "$(wc -l <"$T/codes")" 1000
 	assert_equal "$(count_status "$T/codes" 200)" 1000
@@ -277,11 +277,11 @@ count_status() {
 	stack --retry-on 502,503 -e "${UP_ADDR[1]}"
 	run curl -s "$URL/brief"
 	assert_output "brief 1"
-	# nginx ends the idle connection after 1 s
-	wait_for -t 10 _upstream_closed 1
+	# nginx ends the idle connection after 300 ms
+	poll_for -t 10 _upstream_closed 1
 	run curl -s "$URL/brief"
 	assert_output "brief 1"
-	wait_for -t 10 _upstream_closed 1
+	poll_for -t 10 _upstream_closed 1
 	run curl -s -o /dev/null -w '%{http_code}' -d 'pay=1' "$URL/brief"
 	assert_output 200
 	settle ' /brief ' 3
@@ -668,7 +668,7 @@ count_status() {
 	local at
 	at=$(grep -c '"/healthz"' "$ODD_DIR/log")
 	_checks_after() { [ "$(grep -c '"/healthz"' "$ODD_DIR/log")" -ge $((at + 15)) ]; }
-	wait_for -t 20 _checks_after
+	poll_for -t 20 _checks_after
 	assert_equal "$(count_events "$ERR" ".msg == \"endpoint check fails\" and .endpoint == \"$ODD_ADDR\"")" 1
 	assert_equal "$(count_events "$ERR" ".msg == \"endpoint check passes\" and .endpoint == \"$ODD_ADDR\"")" 1
 	run curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/after"
@@ -715,7 +715,7 @@ count_status() {
 		# the tries to the endpoint that answers in 3 s.  One stack at a
 		# time, named stack (for snapshot), its events in $ERR.
 		start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log \
-			--timeout 1s -- gk-client --engine "$eng" -b round-robin --eject-after 2 \
+			--timeout 500ms -- gk-client --engine "$eng" -b round-robin --eject-after 2 \
 			-e "${UP_ADDR[1]}" -e "$ODD_ADDR"
 		wait_http "$URL/healthz" 10
 		fetch_many 8 "$URL/slow/3000" >"$T/codes"
@@ -728,13 +728,13 @@ count_status() {
 		assert_equal "$(metric "$snap" gk_client_ejections_total "$ODD_ADDR")" 1
 		assert_equal "$(metric "$snap" gk_client_request_duration_seconds "$ODD_ADDR")" 2
 		kill -TERM -- "-$(bg_pid stack)"
-		wait_for -t 10 _not_running "$(bg_pid stack)"
+		poll_for -t 10 _not_running "$(bg_pid stack)"
 	done
 }
 
 @test "a sampled request whose try the deadline cuts short still gets its client span, status error" {
 	odd_start
-	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log --timeout 1s -- \
+	start_bg stack gk-listener -l "127.0.0.1:$PORT" --no-access-log --timeout 500ms -- \
 		gk-tracer -- gk-client "${ENGINE[@]}" -e "$ODD_ADDR"
 	wait_http "$URL/healthz" 10
 	local tr=4bf92f3577b34da6a3ce929d0e0e4736
@@ -775,7 +775,7 @@ count_status() {
 		gk-client "${ENGINE[@]}" --check /healthz --check-interval 200ms -e "${UP_ADDR[1]}"
 	wait_http "$URL/healthz" 10
 	_checked() { [ "$(hits 1 ' /healthz ')" -ge 3 ]; }
-	wait_for -t 10 _checked
+	poll_for -t 10 _checked
 	run curl -s -m 10 "$URL/"
 	assert_output "upstream 1"
 	assert_equal "$(count_events "$ERR" '.msg == "endpoint check fails"')" 0
@@ -884,9 +884,9 @@ _no_close_wait() {
 		engine_stack "$eng" "stack_$eng" -e "${UP_ADDR[1]}"
 		run curl -s -m 10 "$URL/brief"
 		assert_output "brief 1"
-		# nginx ends the idle connection after 1 s (/brief's keepalive_timeout)
-		wait_for -t 10 _upstream_closed 1
-		wait_for -t 5 _no_close_wait 1 || fail "$eng: a socket stays in CLOSE_WAIT"
+		# nginx ends the idle connection after 300 ms (/brief's keepalive_timeout)
+		poll_for -t 10 _upstream_closed 1
+		poll_for -t 5 _no_close_wait 1 || fail "$eng: a socket stays in CLOSE_WAIT"
 		# and the next request is answered, on a new connection, sent once
 		run curl -s -m 10 "$URL/brief"
 		assert_output "brief 1"
@@ -898,8 +898,8 @@ _no_close_wait() {
 	# the descriptor), and two connections were opened in all
 	ERR="$T/stack_curl.err"
 	client_pid() { pgrep -x gk-client -s "$(bg_pid stack_curl)" | head -n 1; }
-	wait_for -t 10 _upstream_closed 1
-	wait_for -t 5 _no_close_wait 1 || fail "curl: a socket stays in CLOSE_WAIT after the second"
+	poll_for -t 10 _upstream_closed 1
+	poll_for -t 5 _no_close_wait 1 || fail "curl: a socket stays in CLOSE_WAIT after the second"
 	local snap
 	snap=$(snapshot)
 	assert_equal "$(metric "$snap" gk_client_connections "${UP_ADDR[1]}")" 0
@@ -992,7 +992,7 @@ while True:
         if line:
             out.write(line + "\n")
 ' "$NOTIFY" "$NOTES"
-	wait_for -t 10 test -e "$NOTES.ready"
+	poll_for -t 10 test -e "$NOTES.ready"
 }
 
 @test "with a source that has no set yet, gk-client says READY and reads requests only once the first set comes: a request sent before is answered 200, not 503" {
@@ -1055,7 +1055,7 @@ _no_close_wait_to() {
 		assert_output ok
 		# the upstream wrote a 408 on the idle connection, then closed it
 		wait_file "$ODD_DIR/stray-closed"
-		wait_for -t 5 _no_close_wait_to "$port" ||
+		poll_for -t 5 _no_close_wait_to "$port" ||
 			fail "$eng: $(ss -Htn state close-wait "( dport = :$port )")"
 		# the next request goes on a new connection, answered
 		run curl -s -m 10 "$URL/after-$eng"
@@ -1183,9 +1183,9 @@ _no_conn_to() {
 		! _no_conn_to "${UP_PORT[1]}" || fail "$eng: no pooled connection"
 		: >"$T/eps-$eng.new"
 		mv "$T/eps-$eng.new" "$T/eps-$eng"
-		wait_for -t 5 _no_conn_to "${UP_PORT[1]}" ||
+		poll_for -t 5 _no_conn_to "${UP_PORT[1]}" ||
 			fail "$eng: $(ss -Htn state established "( dport = :${UP_PORT[1]} )")"
 		kill -TERM -- "-$(bg_pid "stack_$eng")"
-		wait_for -t 10 _not_running "$(bg_pid "stack_$eng")"
+		poll_for -t 10 _not_running "$(bg_pid "stack_$eng")"
 	done
 }
