@@ -22,7 +22,7 @@ start_dnsmasq() {
 		start_bg "$name" dnsmasq --no-daemon --port="$DNS_PORT" \
 			--listen-address=127.0.0.1 --bind-interfaces --no-resolv \
 			--no-hosts --conf-file=/dev/null "$@"
-		if wait_for -t 10 _dns_up "$DNS_PORT"; then
+		if poll_for -t 10 _dns_up "$DNS_PORT"; then
 			return 0
 		fi
 		bg_alive "$name" && return 1
@@ -31,9 +31,7 @@ start_dnsmasq() {
 }
 
 _dns_up() {
-	python3 -c 'import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
-s.close()' "$1"
+	_port_open 127.0.0.1 "$1"
 }
 
 start_etcd() {
@@ -61,7 +59,7 @@ _run_etcd() {
 		--initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PPORT" \
 		--initial-cluster "default=http://127.0.0.1:$ETCD_PPORT" \
 		--log-level error
-	wait_for -t 30 _etcd_up
+	poll_for -t 30 _etcd_up
 }
 
 _etcd_up() {
