@@ -148,7 +148,7 @@ snapshot() {
 	local before
 	before=$(_limiter_snaps "$1")
 	kill -USR1 "$(limiter_pid "$1")"
-	wait_for -t 10 _snaps_more "$1" "$before"
+	poll_for -t 10 _snaps_more "$1" "$before"
 	# A snapshot may come in parts: take the parts of the last seq.
 	events "$T/$1.err" 'select(.proc == "gk-limiter" and .type == "metrics")' |
 		jq -s -c '(last.seq) as $q | [.[] | select(.seq == $q) | .metrics[]] |
@@ -346,7 +346,7 @@ metric_is() {
 	local port
 	port=$(free_port)
 	start_stack s "$port" -r 10/s -b 5 -k header:x-api-key
-	wrk -t1 -c4 -d4s -s "$T/count.lua" -H 'x-api-key: flood' \
+	wrk -t1 -c4 -d2s -s "$T/count.lua" -H 'x-api-key: flood' \
 		"http://127.0.0.1:$port/" >"$T/wrk.out" &
 	local wrk=$!
 	wait_event "$T/s.err" '.msg == "rate limited" and .key == "flood"'
@@ -540,7 +540,7 @@ PY
 	rport=$(free_port)
 	port=$(free_port)
 	start_redis redis "$rport"
-	export GK_METRICS_INTERVAL=1
+	export GK_METRICS_INTERVAL=200ms
 	start_stack s "$port" -r 1/m -b 2 --redis "127.0.0.1:$rport"
 	wait_event "$T/s.err" '(.msg // "") | startswith("redis connected")'
 	wait_event "$T/s.err" "$(metric_is gk_limiter_redis_up '' 1)"
@@ -613,8 +613,9 @@ PY
 	done
 	[ "$got" = "200 200 200 429 " ]
 	wait_event "$T/s.err" '.msg == "redis unavailable: falling back to local limit"'
-	# Traffic through the outage, about 3 s of it.
-	for i in $(seq 30); do
+	# Traffic through the outage, about 2 s of it: two reconnects (100 ms
+	# and 200 ms of backoff, each given 1 s to be answered).
+	for i in $(seq 20); do
 		curl -s -m 5 -o /dev/null "http://127.0.0.1:$port/"
 		sleep 0.1
 	done
@@ -641,8 +642,8 @@ PY
 		"http://127.0.0.1:$port/r[1-100]" >"$T/codes" 2>"$T/curl.err" &
 	local curl=$!
 	# While the handler holds the 64, the other 36 are refused.
-	wait_for -t 20 _codes_at_least "$T/codes" 429 36
-	wait_for -t 10 _received_is 64
+	poll_for -t 20 _codes_at_least "$T/codes" 429 36
+	poll_for -t 10 _received_is 64
 	snap=$(snapshot s)
 	assert_equal "$(value "$snap" gk_limiter_inflight)" 64
 	assert_equal "$(value "$snap" gk_limiter_concurrency_limit)" 64
@@ -666,7 +667,7 @@ PY
 	curl -s -m 30 -o /dev/null -w '%{http_code}\n' \
 		"http://127.0.0.1:$port/first" >"$T/first" 2>/dev/null &
 	local first=$!
-	wait_for -t 10 _received_is 1
+	poll_for -t 10 _received_is 1
 	for i in 1 2 3 4 5; do
 		run curl -s -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/r$i"
 		assert_output 429
@@ -694,8 +695,8 @@ PY
 	local curl=$!
 	# 2 in flight, 3 held: the other 5 are refused while those wait,
 	# long before the 20 s bound.
-	wait_for -t 15 _codes_at_least "$T/codes" 429 5
-	wait_for -t 10 _received_is 2
+	poll_for -t 15 _codes_at_least "$T/codes" 429 5
+	poll_for -t 10 _received_is 2
 	snap=$(snapshot s)
 	assert_equal "$(value "$snap" gk_limiter_queue_length)" 3
 	assert_equal "$(value "$snap" gk_limiter_queued_total)" 3
@@ -733,8 +734,8 @@ _past_ms() {
 	curl -s -m 30 -o /dev/null -w '%{http_code}\n' \
 		"http://127.0.0.1:$port/first" >"$T/first" 2>/dev/null &
 	local first=$!
-	wait_for -t 10 _received_is 1
-	wait_for -t 10 _past_ms "$a" 600
+	poll_for -t 10 _received_is 1
+	poll_for -t 10 _past_ms "$a" 600
 	b=$(date +%s%3N)
 	curl -s -m 30 -o /dev/null -w '%{http_code}\n' \
 		"http://127.0.0.1:$port/second" >"$T/second" 2>/dev/null &
@@ -745,7 +746,7 @@ _past_ms() {
 	# resumes, the first request's deadline frees its slot in the same
 	# loop turn in which the second's bound has passed.
 	kill -STOP "$(limiter_pid s)"
-	wait_for -t 10 _past_ms "$b" 1700
+	poll_for -t 10 _past_ms "$b" 1700
 	kill -CONT "$(limiter_pid s)"
 	wait "$first" "$second"
 	assert_equal "$(cat "$T/first")" 504
@@ -830,7 +831,7 @@ _past_ms() {
 		events "$T/s.err" "select($gauge) | $limits" | tail -n "+$((n + 1))" |
 			awk -v p="$1" '$1 <= p / 2 { f = 1 } END { exit !f }'
 	}
-	wait_for -t 20 _fell "$peak"
+	poll_for -t 20 _fell "$peak"
 	events "$T/s.err" "select($gauge) | $limits" | tail -n "+$((n + 1))" |
 		sort -n | head -n 1 | sed 's/^/# lowest after queueing: /' >&3
 	# Within --min and --max all along.
