@@ -110,7 +110,7 @@ snapshot() {
 	local before
 	before=$(count_events "$ERR" '.type == "metrics" and .proc == "gk-breaker"')
 	kill -USR1 "$(breaker_pid)"
-	wait_for -t 10 _metrics_more "$before"
+	poll_for -t 10 _metrics_more "$before"
 	events "$ERR" 'select(.type == "metrics" and .proc == "gk-breaker")' | tail -n 1
 }
 
@@ -216,7 +216,7 @@ poll_until_admitted() {
 	poll_until_admitted /probe
 	assert_equal "$CODE" 500
 	assert_equal "$(received)" 4
-	wait_for -t 5 _opened_at_least 2
+	poll_for -t 5 _opened_at_least 2
 	ev=$(last_event "circuit opened")
 	assert_equal "$(jq -r .reason <<<"$ev")" "probe failed"
 	assert_equal "$(jq -r .from <<<"$ev")" half-open
@@ -272,9 +272,11 @@ poll_until_admitted() {
 	start_stack --consecutive 0 --window 4 --min-calls 4 --slow 400ms --slow-rate 50%
 	expect 200 /fast1
 	expect 200 /fast2
-	expect 200 /slow1 -H "x-sleep: 800"
+	# Slow by the handler's timer, which never fires early: 500 ms is
+	# past 400 ms however loaded the machine.
+	expect 200 /slow1 -H "x-sleep: 500"
 	assert_equal "$(opened)" 0
-	expect 200 /slow2 -H "x-sleep: 800"
+	expect 200 /slow2 -H "x-sleep: 500"
 	wait_event "$ERR" '.msg == "circuit opened"' 5
 	assert_equal "$(jq -r .reason <<<"$(last_event "circuit opened")")" "slow call rate"
 	expect 503 /rejected
@@ -295,7 +297,7 @@ poll_until_admitted() {
 	expect 503 /rejected
 	assert_equal "$(received)" 2
 	# The late answers come back and are dropped without a warning.
-	wait_for -t 10 _answered 2
+	poll_for -t 10 _answered 2
 	snapshot >/dev/null
 	snap=$(snapshot)
 	assert_equal "$(metric "$snap" gk_breaker_calls_total '.labels.outcome == "timeout"')" 2
@@ -357,23 +359,23 @@ _answered() {
 @test "the open interval doubles with each failed probe up to --open-max, and starts over once closed" {
 	start_stack --consecutive 1 --open-for 400ms --open-max 800ms
 	expect 500 /trip -H "x-status: 500"
-	wait_for -t 5 _opened_at_least 1
+	poll_for -t 5 _opened_at_least 1
 	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 400
 	poll_until_admitted /probe1 -H "x-status: 500"
 	assert_equal "$CODE" 500
-	wait_for -t 5 _opened_at_least 2
+	poll_for -t 5 _opened_at_least 2
 	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 800
 	# Doubled again it would be 1600: --open-max holds it at 800.
 	poll_until_admitted /probe2 -H "x-status: 500"
 	assert_equal "$CODE" 500
-	wait_for -t 5 _opened_at_least 3
+	poll_for -t 5 _opened_at_least 3
 	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 800
 	# A probe that succeeds closes it; the next trip is --open-for again.
 	poll_until_admitted /probe3
 	assert_equal "$CODE" 200
 	wait_event "$ERR" '.msg == "circuit closed"' 5
 	expect 500 /trip2 -H "x-status: 500"
-	wait_for -t 5 _opened_at_least 4
+	poll_for -t 5 _opened_at_least 4
 	ev=$(last_event "circuit opened")
 	assert_equal "$(jq -r .open_for_ms <<<"$ev")" 400
 	assert_equal "$(jq -r .from <<<"$ev")" closed
@@ -385,7 +387,7 @@ _answered() {
 }
 
 @test "half-open admits exactly --probes 3" {
-	start_stack --consecutive 1 --open-for 1s --probes 3
+	start_stack --consecutive 1 --open-for 500ms --probes 3
 	expect 500 /trip -H "x-status: 500"
 	wait_event "$ERR" '.msg == "circuit opened"' 5
 	# The first request after the interval: probe 1 (fast, succeeds).
@@ -395,7 +397,7 @@ _answered() {
 	assert_equal "$(count_events "$ERR" '.msg == "circuit closed"')" 0
 	# Ten at once, slow: exactly two more probes reach the handler.
 	timeout 30 curl -s --no-progress-meter --parallel --parallel-max 10 -m 10 \
-		-o /dev/null -w '%{http_code}\n' -H "x-sleep: 800" \
+		-o /dev/null -w '%{http_code}\n' -H "x-sleep: 500" \
 		"$URL/p[1-10]" >"$T/codes" 2>"$T/curl.err"
 	assert_equal "$(grep -c '^200$' "$T/codes")" 2
 	assert_equal "$(grep -c '^503$' "$T/codes")" 8
@@ -414,12 +416,12 @@ _answered() {
 	# late), probe B fails and opens the circuit again, for 600 ms.
 	poll_until_admitted /p
 	assert_equal "$CODE" 200
-	curl -s -m 10 -o /dev/null -w '%{http_code}' -H "x-sleep: 2500" \
+	curl -s -m 10 -o /dev/null -w '%{http_code}' -H "x-sleep: 1500" \
 		"$URL/a" >"$T/a" 2>/dev/null &
 	a=$!
-	wait_for -t 5 grep -qx /a "$RECEIVED"
+	poll_for -t 5 grep -qx /a "$RECEIVED"
 	expect 500 /b -H "x-status: 500"
-	wait_for -t 5 _opened_at_least 2
+	poll_for -t 5 _opened_at_least 2
 	# The next half-open: its first probe succeeds...
 	poll_until_admitted /c
 	assert_equal "$CODE" 200
@@ -525,7 +527,7 @@ _answered() {
 @test "the open answer carries error {stage: gk-breaker, reason: open} on the wire" {
 	start_bg stack gk-breaker -l "unix:$T/b.sock" --consecutive 1 --open-for 60s \
 		-- python3 -u "$T/handler.py"
-	wait_for -t 10 test -S "$T/b.sock"
+	poll_for -t 10 test -S "$T/b.sock"
 	run timeout 20 python3 - "$T/b.sock" <<'PY'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
