@@ -34,7 +34,7 @@ _up_or_dead() {
 # stack GK-EXEC-ARGS...: gk-listener -l 127.0.0.1:$PORT -- gk-exec ARGS.
 stack() {
 	start_bg stack gk-listener -l "127.0.0.1:$PORT" -- gk-exec "$@"
-	wait_for -t 10 _up_or_dead
+	poll_for -t 10 _up_or_dead
 	if ! bg_alive stack; then
 		cat "$ERR" >&2
 		return 1
@@ -303,7 +303,7 @@ EOF
 	run _not_running "$pid"
 	assert_success
 	# Its process group was killed, so the sleep it started is gone too.
-	wait_for -t 5 _not_running "$(cat "$T/sleep.pid")"
+	poll_for -t 5 _not_running "$(cat "$T/sleep.pid")"
 	wait_event "$ERR" '.proc == "gk-exec" and .msg == "CGI script timed out: killed"'
 }
 
@@ -316,7 +316,7 @@ EOF
 	run curl -s -m 1 "$URL/"
 	assert_failure
 	wait_file "$T/script.pid"
-	wait_for -t 5 _not_running "$(cat "$T/script.pid")"
+	poll_for -t 5 _not_running "$(cat "$T/script.pid")"
 }
 
 @test "-j 2 bounds concurrency: two children at once, the rest queued, all answered" {
@@ -335,10 +335,10 @@ EOF
 		pids+=($!)
 	done
 	# Two running, three waiting: seen in gk-exec's own gauges.
-	wait_for -t 10 _gauge_is gk_exec_queue 3
+	poll_for -t 10 _gauge_is gk_exec_queue 3
 	run gauge gk_exec_children
 	assert_output 2
-	wait_for -t 10 _lines_are "$T/log" 2
+	poll_for -t 10 _lines_are "$T/log" 2
 	touch "$T/release"
 	wait "${pids[@]}"
 	for i in 1 2 3 4 5; do
@@ -363,13 +363,13 @@ EOF
 	stack -j 1 "$T/slow.cgi"
 	curl -s -o /dev/null -m 20 -w '%{http_code}' "$URL/first" >"$T/code.first" &
 	local first=$!
-	wait_for -t 10 _lines_are "$T/log" 1
-	# Two wait behind it; the first of them gives up after a second.
-	run curl -s -m 1 "$URL/gone"
+	poll_for -t 10 _lines_are "$T/log" 1
+	# Two wait behind it; the first of them gives up after half a second.
+	run curl -s -m 0.5 "$URL/gone"
 	assert_failure
 	curl -s -o /dev/null -m 20 -w '%{http_code}' "$URL/last" >"$T/code.last" &
 	local last=$!
-	wait_for -t 10 _gauge_is gk_exec_queue 1
+	poll_for -t 10 _gauge_is gk_exec_queue 1
 	touch "$T/release"
 	wait "$first" "$last"
 	assert_equal "$(cat "$T/code.first")" 200
@@ -377,7 +377,7 @@ EOF
 	# The one that left was never started.
 	run grep -c '^+' "$T/log"
 	assert_output 2
-	wait_for -t 10 _gauge_is gk_exec_queue 0
+	poll_for -t 10 _gauge_is gk_exec_queue 0
 }
 
 @test "a script that cannot run is said at the start, and each request is answered 502" {
@@ -487,7 +487,7 @@ EOF2
 	run status "$URL/"
 	assert_output 504
 	wait_file "$T/sleep.pid"
-	wait_for -t 5 _not_running "$(cat "$T/sleep.pid")"
+	poll_for -t 5 _not_running "$(cat "$T/sleep.pid")"
 }
 
 @test "a Status the wire cannot carry (1xx) is answered 502 as a malformed Status" {
