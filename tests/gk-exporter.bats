@@ -59,7 +59,7 @@ live_metric() {
 	local before
 	before=$(count_events "$T/ex.err" '.type == "metrics"')
 	kill -USR1 "$(bg_pid ex)"
-	wait_for -t 10 events_ge "$T/ex.err" '.type == "metrics"' $((before + 1)) || return 1
+	poll_for -t 10 events_ge "$T/ex.err" '.type == "metrics"' $((before + 1)) || return 1
 	metric "$T/ex.err" "$1" "$2"
 }
 
@@ -167,7 +167,7 @@ live_metric_ge() {
 	exec 4>"$T/fifo"
 	echo '{"ts":"2026-12-04T09:30:00.000000Z","type":"metrics","proc":"svc","pid":7,"seq":1,"part":1,"parts":1,"metrics":[{"name":"jobs_total","type":"counter","help":"Jobs","series":[{"labels":{},"value":42}]}]}' >&4
 	for p in "$p1" "$p2"; do
-		wait_for -t 10 sh -c "curl -sf http://127.0.0.1:$p/metrics | grep -q '^jobs_total{proc=\"svc\",instance=\"[^\"]*:7\"} 42\$'"
+		poll_for -t 10 sh -c "curl -sf http://127.0.0.1:$p/metrics | grep -q '^jobs_total{proc=\"svc\",instance=\"[^\"]*:7\"} 42\$'"
 	done
 	# at the end of input they serve on; TERM stops them, gently
 	exec 4>&-
@@ -222,7 +222,9 @@ for i in range(0, len(lines), 1000):
 
 @test "a sink that never reads does not hold up the exit: drain timeout, its buffer counted as dropped, exit 0" {
 	gen 3000 100 >"$T/in"
-	start_in ex "$T/in" gk-exporter --drain-timeout 1s --to stall --to "tee:$T/a"
+	# 500 ms for the sinks at the end: the tee takes what it has in
+	# milliseconds, the stall never
+	start_in ex "$T/in" gk-exporter --drain-timeout 500ms --to stall --to "tee:$T/a"
 	wait_exit ex 20
 	[ "$BG_STATUS" -eq 0 ]
 	cmp "$T/in" "$T/a"
@@ -256,10 +258,10 @@ for i in range(0, len(lines), 1000):
 	exec 4>"$T/fifo"
 	for i in 1 2 3; do
 		echo "{\"type\":\"log\",\"n\":$i}" >&4
-		wait_for -t 10 lines_ge "$T/got" "$i"
-		wait_for -t 10 events_ge "$T/ex.err" '.msg == "plugin exited: restarting"' "$i"
+		poll_for -t 10 lines_ge "$T/got" "$i"
+		poll_for -t 10 events_ge "$T/ex.err" '.msg == "plugin exited: restarting"' "$i"
 		# the next one goes to the restarted plugin
-		wait_for -t 10 events_ge "$T/ex.err" '.msg == "plugin started"' $((i + 1))
+		poll_for -t 10 events_ge "$T/ex.err" '.msg == "plugin started"' $((i + 1))
 	done
 	exec 4>&-
 	wait_exit ex 10
@@ -285,7 +287,7 @@ exit 1'
 	start_in ex "$T/fifo" gk-exporter --to "die:$T/got,$T/exit"
 	exec 4>"$T/fifo"
 	echo '{"n":1}' >&4
-	wait_for -t 10 lines_ge "$T/got" 1
+	poll_for -t 10 lines_ge "$T/got" 1
 	# head has exited; these wait in the pipe of a plugin that will die
 	for i in 2 3 4; do echo "{\"n\":$i}" >&4; done
 	wait_for -t 10 live_metric_ge gk_exporter_sent_total die 4
@@ -293,7 +295,7 @@ exit 1'
 	wait_event "$T/ex.err" '.msg == "plugin exited: restarting" and .lost_events == 3' 10
 	rm "$T/exit"
 	echo '{"n":5}' >&4
-	wait_for -t 10 lines_ge "$T/got" 2
+	poll_for -t 10 lines_ge "$T/got" 2
 	touch "$T/exit"
 	exec 4>&-
 	wait_exit ex 10
@@ -339,7 +341,7 @@ exit 1'
 	start_in ex "$T/fifo" gk-exporter --to "tee:$T/a" --to "tee:$T/b"
 	exec 4>"$T/fifo"
 	cat "$T/in" >&4
-	wait_for -t 20 lines_ge "$T/a" 2000
+	poll_for -t 20 lines_ge "$T/a" 2000
 	# a last line without newline is delivered too, at TERM
 	printf '{"type":"log","n":"last"}' >&4
 	wait_for -t 10 live_metric_ge gk_exporter_sent_total tee 2000
@@ -396,7 +398,7 @@ while :; do sleep 0.05; done'
 	gen 3 >"$T/in"
 	# Its events fit in the pipe: the sink's own buffer is empty at EOF,
 	# but the plugin has taken nothing.
-	start_in ex "$T/in" gk-exporter --drain-timeout 1s --to "sulk:$T/sulk" --to "tee:$T/a"
+	start_in ex "$T/in" gk-exporter --drain-timeout 500ms --to "sulk:$T/sulk" --to "tee:$T/a"
 	wait_exit ex 15
 	[ "$BG_STATUS" -eq 0 ]
 	cmp "$T/in" "$T/a"
