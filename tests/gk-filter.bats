@@ -235,11 +235,11 @@ for i in range(100):
 		--route '.level == "error"' "sh $T/one.sh $T/got" .
 	exec 4>"$T/fifo"
 	echo '{"level":"error","n":1}' >&4
-	wait_for -t 10 lines_ge "$T/got" 1
-	wait_for -t 10 not_running "^sh $T/one.sh"
+	poll_for -t 10 lines_ge "$T/got" 1
+	poll_for -t 10 not_running "^sh $T/one.sh"
 	echo '{"level":"error","n":2}' >&4
-	wait_for -t 10 lines_ge "$T/got" 2
-	wait_for -t 10 not_running "^sh $T/one.sh"
+	poll_for -t 10 lines_ge "$T/got" 2
+	poll_for -t 10 not_running "^sh $T/one.sh"
 	for i in 3 4 5; do
 		echo "{\"level\":\"error\",\"n\":$i}" >&4
 	done
@@ -274,7 +274,7 @@ print("{\"level\":\"info\",\"n\":-1}")' >"$T/in"
 		--route '.level == "error"' "sh $T/stuck.sh $T/release" .
 	exec 4>"$T/fifo"
 	timeout 10 cat "$T/in" >&4 || true
-	wait_for -t 10 lines_ge "$T/filt.out" 1
+	poll_for -t 10 lines_ge "$T/filt.out" 1
 	assert_equal "$(cat "$T/filt.out")" '{"level":"info","n":-1}'
 	wait_event "$T/filt.err" '.msg == "route command not reading: outputs dropped"'
 	touch "$T/release"
