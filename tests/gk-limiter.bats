@@ -813,6 +813,10 @@ _past_ms() {
 		-- gk-limiter --adaptive -c 10 --min 4 --max 40 --wait 20s \
 		--queue 1000 -- python3 -u "$T/handler.py"
 	wait_port 127.0.0.1 "$port"
+	# The handler (python) has started before the load: its start would
+	# be the first latencies the limit adapts to.
+	run curl -s -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/"
+	assert_output 200
 	# 60 connections keep more requests offered than any limit allows.
 	start_bg load timeout 60 wrk -t1 -c60 -d50s "http://127.0.0.1:$port/"
 	local gauge='.proc == "gk-limiter" and .type == "metrics" and
@@ -831,7 +835,7 @@ _past_ms() {
 		events "$T/s.err" "select($gauge) | $limits" | tail -n "+$((n + 1))" |
 			awk -v p="$1" '$1 <= p / 2 { f = 1 } END { exit !f }'
 	}
-	poll_for -t 20 _fell "$peak"
+	wait_for -t 20 _fell "$peak"
 	events "$T/s.err" "select($gauge) | $limits" | tail -n "+$((n + 1))" |
 		sort -n | head -n 1 | sed 's/^/# lowest after queueing: /' >&3
 	# Within --min and --max all along.
