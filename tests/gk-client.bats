@@ -51,10 +51,11 @@ client_pid() {
 # The last complete snapshot of gk-client (a snapshot larger than PIPE_BUF
 # comes in parts sharing one seq), as one object {seq, metrics}.
 _last_snapshot() {
-	jq -R -c 'fromjson? | objects | select(.type == "metrics" and .proc == "gk-client")' "$ERR" |
-		jq -s -c '(group_by(.seq) | map(select(length == .[0].parts)) | last) as $l |
+	jq -R -n -c '[inputs | [try fromjson catch null][] | objects |
+		select(.type == "metrics" and .proc == "gk-client")] |
+		(group_by(.seq) | map(select(length == .[0].parts)) | last) as $l |
 			if $l then {seq: $l[0].seq, metrics: ($l | map(.metrics) | add)}
-			else {seq: 0, metrics: []} end'
+			else {seq: 0, metrics: []} end' "$ERR"
 }
 
 _snapshot_after() {
