@@ -357,19 +357,19 @@ _answered() {
 }
 
 @test "the open interval doubles with each failed probe up to --open-max, and starts over once closed" {
-	start_stack --consecutive 1 --open-for 400ms --open-max 800ms
+	start_stack --consecutive 1 --open-for 200ms --open-max 400ms
 	expect 500 /trip -H "x-status: 500"
 	poll_for -t 5 _opened_at_least 1
-	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 400
+	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 200
 	poll_until_admitted /probe1 -H "x-status: 500"
 	assert_equal "$CODE" 500
 	poll_for -t 5 _opened_at_least 2
-	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 800
-	# Doubled again it would be 1600: --open-max holds it at 800.
+	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 400
+	# Doubled again it would be 800: --open-max holds it at 400.
 	poll_until_admitted /probe2 -H "x-status: 500"
 	assert_equal "$CODE" 500
 	poll_for -t 5 _opened_at_least 3
-	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 800
+	assert_equal "$(jq -r .open_for_ms <<<"$(last_event "circuit opened")")" 400
 	# A probe that succeeds closes it; the next trip is --open-for again.
 	poll_until_admitted /probe3
 	assert_equal "$CODE" 200
@@ -377,7 +377,7 @@ _answered() {
 	expect 500 /trip2 -H "x-status: 500"
 	poll_for -t 5 _opened_at_least 4
 	ev=$(last_event "circuit opened")
-	assert_equal "$(jq -r .open_for_ms <<<"$ev")" 400
+	assert_equal "$(jq -r .open_for_ms <<<"$ev")" 200
 	assert_equal "$(jq -r .from <<<"$ev")" closed
 	assert_equal "$(received)" 5
 	snap=$(snapshot)
