@@ -805,7 +805,7 @@ write_common(gk_jw *w, const char *type, int level)
 {
 	/* Names and the timestamp need no escaping: copied as they are
 	 * (every event writes these, so they cost no quoting pass). */
-#define KEY(w, lit) (gk_jw_raw((w), lit, sizeof lit - 1), (w)->after_key = true)
+#define KEY(w, lit) (gk__jw_raw_plain((w), lit, sizeof lit - 1), (w)->after_key = true)
 	/* "ts":"...","type":"..." in one piece when the type needs no
 	 * escaping (ours never do): the first member, so no comma before. */
 	char head[96];
@@ -820,13 +820,13 @@ write_common(gk_jw *w, const char *type, int level)
 		memcpy(head + 33, "\",\"type\":\"", 10);
 		memcpy(head + 43, type, tl);
 		head[43 + tl] = '"';
-		gk_jw_raw(w, head, 44 + tl);
+		gk__jw_raw_plain(w, head, 44 + tl);
 	} else {
 		head[0] = '"';
 		format_ts(head + 1);
 		head[28] = '"';
 		KEY(w, "\"ts\":");
-		gk_jw_raw(w, head, 29);
+		gk__jw_raw_plain(w, head, 29);
 		KEY(w, "\"type\":");
 		gk_jw_cstr(w, type);
 	}

@@ -257,6 +257,9 @@ void gk_jw_null(gk_jw *w);
  * stays one line.  p must be one valid JSON value: that is not checked
  * (callers give what they wrote or parsed themselves). */
 void gk_jw_raw(gk_jw *w, const char *p, size_t n);
+/* gk_jw_raw for text the caller made and knows to hold no byte below
+ * 0x20 (literals, a formatted timestamp): not scanned (internal). */
+void gk__jw_raw_plain(gk_jw *w, const char *p, size_t n);
 /* Bytes as a base64 string. */
 void gk_jw_base64(gk_jw *w, const void *p, size_t n);
 /* "a,b,,c" as the array ["a","b","c"] (empty items left out). */

@@ -330,6 +330,13 @@ gk_jw_null(gk_jw *w)
 }
 
 void
+gk__jw_raw_plain(gk_jw *w, const char *p, size_t n)
+{
+	before_value(w);
+	gk_buf_add(w->out, p, n);
+}
+
+void
 gk_jw_raw(gk_jw *w, const char *p, size_t n)
 {
 	before_value(w);
