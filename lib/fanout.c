@@ -53,6 +53,7 @@ struct gk_fanout {
 	gk_fanout_input *in;
 	bool eof, terminating;
 	gk_timer tick, kill_timer;
+	gk_timer drain_timer; /* the drain timeout, to the ms (on_tick is 1 s) */
 	uint64_t eof_ms;
 	gk_metric *f_sent, *f_dropped, *f_restarts, *f_lost, *f_queue;
 	gk_series *m_raw, *m_surrogates;
@@ -424,6 +425,17 @@ gk_fanout_busy(const gk_fanout *f)
 /* Drain, ticks, ending                                                */
 /* ------------------------------------------------------------------ */
 
+static void tick_sink(gk_fanout *f, struct sink *s);
+
+static void
+on_drain_timeout(gk_loop *loop, void *arg)
+{
+	(void)loop;
+	gk_fanout *f = arg;
+	for (int i = 0; i < f->nsinks; i++)
+		tick_sink(f, &f->sink[i]);
+}
+
 /*
  * The input ended, or TERM/INT: no more events.  Each sink gets what its
  * buffer holds, then EOF on its stdin (a plugin's signal to deliver what
@@ -440,6 +452,10 @@ gk_fanout_end(gk_fanout *f)
 		gk_fanout_input_stop(f->in);
 	f->eof = true;
 	f->eof_ms = gk_loop_now(f->loop);
+	/* The sinks are checked when the drain timeout has passed, not at
+	 * the next 1 s tick after it. */
+	gk_timer_start(f->loop, &f->drain_timer, f->o.drain_ms + 1,
+	               on_drain_timeout, f);
 	for (int i = 0; i < f->nsinks; i++) {
 		struct sink *s = &f->sink[i];
 		gk_timer_stop(f->loop, &s->restart);
@@ -756,6 +772,7 @@ gk_fanout_free(gk_fanout *f)
 		return;
 	gk_timer_stop(f->loop, &f->tick);
 	gk_timer_stop(f->loop, &f->kill_timer);
+	gk_timer_stop(f->loop, &f->drain_timer);
 	gk_fanout_input_free(f->in);
 	for (int i = 0; i < f->nsinks; i++) {
 		struct sink *s = &f->sink[i];

@@ -76,6 +76,8 @@ answer_ttl(const unsigned char *buf, int len)
 		uint32_t ttl = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 |
 		               (uint32_t)p[6] << 8 | p[7];
 		unsigned rdlen = p[8] << 8 | p[9];
+		if (ttl & 0x80000000u) /* RFC 2181 section 8: as zero */
+			ttl = 0;
 		if (ttl < best)
 			best = ttl;
 		p += 10 + rdlen;

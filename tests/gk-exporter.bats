@@ -240,6 +240,19 @@ for i in range(0, len(lines), 1000):
 	[ "$(metric "$T/ex.err" gk_exporter_queue_bytes stall)" = 0 ]
 }
 
+@test "--drain-timeout is kept to the millisecond, not to the next 1 s tick: 300ms with a stuck sink, gone well before 1 s" {
+	gen 1 >"$T/in"
+	local t0 t1
+	t0=$(date +%s%N)
+	run timeout 20 gk-exporter --drain-timeout 300ms --to stall <"$T/in"
+	t1=$(date +%s%N)
+	assert_success
+	# 300 ms, then the stall plugin's TERM and exit; the 1 s tick came
+	# at about 1,000 ms
+	local ms=$(((t1 - t0) / 1000000))
+	[ "$ms" -lt 900 ] || fail "took $ms ms"
+}
+
 @test "from a regular file, reading keeps pace with the live sinks (nothing dropped), not with a stuck one" {
 	gen 40000 200 >"$T/in" # about 9 MB, 140 times the 64k bound
 	# at the end the tees hold at most their 64k; the stall never takes
