@@ -266,6 +266,34 @@ TEST(a_status_the_wire_cannot_carry_becomes_500)
  * they left TERM unblocked, the kernel gave it to one of them, and its
  * default action ended the process (status 143, the answer lost).
  */
+/* Until a worker is in the handler (shared->now set), at most 5 s. */
+static void
+wait_in_handler(void)
+{
+	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* What the child writes on fd until its EOF (it exits; its stdin stays
+ * open), at most cap - 1 bytes and 10 s without a byte; NUL-ended. */
+static void
+read_to_eof(int fd, char *out, size_t cap)
+{
+	size_t got = 0;
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		ssize_t r = read(fd, out + got, cap - 1 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	out[got] = 0;
+}
+
 TEST(with_j_sigterm_during_a_handler_drains_and_exits_0)
 {
 	memset(shared, 0, sizeof *shared);
@@ -276,24 +304,11 @@ TEST(with_j_sigterm_during_a_handler_drains_and_exits_0)
 	const char *req = "{\"id\":\"t\",\"method\":\"GET\",\"path\":\"/t\"}\n";
 	CHECK(write(to, req, strlen(req)) == (ssize_t)strlen(req));
 	/* Wait (at most 5 s) until a worker is in the handler. */
-	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
-		struct timespec ts = {0, 10 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
+	wait_in_handler();
 	CHECK(atomic_load(&shared->now) == 1);
 	kill(pid, SIGTERM);
 	char out[1024];
-	size_t got = 0;
-	for (;;) { /* until EOF: the child exits (stdin stays open) */
-		struct pollfd p = {.fd = from, .events = POLLIN};
-		if (poll(&p, 1, 10000) <= 0)
-			break;
-		ssize_t r = read(from, out + got, sizeof out - 1 - got);
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	out[got] = 0;
+	read_to_eof(from, out, sizeof out);
 	int status = 0;
 	waitpid(pid, &status, 0);
 	close(to);
@@ -335,24 +350,11 @@ TEST(with_j_a_stuck_handler_does_not_keep_the_program_past_the_drain)
 	    "{\"id\":\"h\",\"method\":\"GET\",\"path\":\"/hang\"}\n"
 	    "{\"id\":\"o\",\"method\":\"GET\",\"path\":\"/o\"}\n";
 	CHECK(write(to, req, strlen(req)) == (ssize_t)strlen(req));
-	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
-		struct timespec ts = {0, 10 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
+	wait_in_handler();
 	CHECK(atomic_load(&shared->now) == 1);
 	kill(pid, SIGTERM);
 	char out[4096];
-	size_t got = 0;
-	for (;;) { /* until EOF: the child exits (stdin stays open) */
-		struct pollfd p = {.fd = from, .events = POLLIN};
-		if (poll(&p, 1, 10000) <= 0)
-			break;
-		ssize_t r = read(from, out + got, sizeof out - 1 - got);
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	out[got] = 0;
+	read_to_eof(from, out, sizeof out);
 	int status = 0;
 	pid_t w = 0;
 	for (int i = 0; i < 500 && !(w = waitpid(pid, &status, WNOHANG)); i++) {
@@ -395,10 +397,7 @@ TEST(with_j_a_request_answered_while_it_waits_leaves_the_queue)
 	int n = snprintf(line, sizeof line,
 	    "{\"id\":\"h\",\"method\":\"GET\",\"path\":\"/hang\"}\n");
 	CHECK(write(to, line, (size_t)n) == n);
-	for (int i = 0; i < 500 && !atomic_load(&shared->now); i++) {
-		struct timespec ts = {0, 10 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
+	wait_in_handler();
 	CHECK(atomic_load(&shared->now) == 1);
 	for (int i = 0; i < 20; i++) {
 		n = snprintf(line, sizeof line,
