@@ -60,12 +60,7 @@ static struct {
 static gk_expo_src
 src_of(const struct proc *p)
 {
-	return (gk_expo_src){.snap = p->snap.data,
-	                     .len = p->snap.len,
-	                     .svc = p->o.has_svc ? p->o.svc : NULL,
-	                     .proc = p->o.proc,
-	                     .instance = p->o.instance,
-	                     .offsets = p->restarts.offsets};
+	return gk_expo_src_of(&p->snap, &p->o, &p->restarts, true);
 }
 
 static void

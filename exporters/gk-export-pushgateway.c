@@ -251,11 +251,7 @@ start(struct proc *p, const char *method, bool with_body)
 static gk_expo_src
 src_of(const struct proc *p)
 {
-	return (gk_expo_src){.snap = p->snap.data,
-	                     .len = p->snap.len,
-	                     .svc = p->o.has_svc ? p->o.svc : NULL,
-	                     .proc = p->o.proc,
-	                     .offsets = p->restarts.offsets};
+	return gk_expo_src_of(&p->snap, &p->o, &p->restarts, false);
 }
 
 static void

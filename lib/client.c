@@ -570,27 +570,38 @@ hop_by_hop(const char *name, size_t n)
 	return false;
 }
 
+/* The next element of a comma-separated list (RFC 9110 5.6.1) at *v,
+ * before end: [*b, *e), blanks trimmed, maybe empty; false past the end. */
+static bool
+list_item(const char **v, const char *end, const char **b, const char **e)
+{
+	if (*v >= end)
+		return false;
+	const char *comma = memchr(*v, ',', (size_t)(end - *v));
+	const char *s = *v, *t = comma ? comma : end;
+	while (s < t && (*s == ' ' || *s == '\t'))
+		s++;
+	while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+		t--;
+	*b = s;
+	*e = t;
+	*v = comma ? comma + 1 : end;
+	return true;
+}
+
 /* Append the options of a Connection header value (v, n) to list:
  * lowercase, blanks trimmed, each followed by a comma (for has_tag). */
 static void
 connection_options(gk_buf *list, const char *v, size_t n)
 {
-	const char *end = v + n;
-	while (v < end) {
-		const char *comma = memchr(v, ',', (size_t)(end - v));
-		const char *e = comma ? comma : end, *b = v;
-		while (b < e && (*b == ' ' || *b == '\t'))
-			b++;
-		const char *t = e;
-		while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
-			t--;
+	const char *end = v + n, *b, *t;
+	while (list_item(&v, end, &b, &t)) {
 		if (t > b) {
 			if (list->len)
 				gk_buf_addc(list, ',');
 			for (const char *q = b; q < t; q++)
 				gk_buf_addc(list, (char)tolower((unsigned char)*q));
 		}
-		v = comma ? comma + 1 : end;
 	}
 }
 
@@ -662,18 +673,10 @@ option_set_free(struct option_set *o)
 static bool
 coding_not_chunked(const char *v, size_t n)
 {
-	const char *end = v + n;
-	while (v < end) {
-		const char *comma = memchr(v, ',', (size_t)(end - v));
-		const char *e = comma ? comma : end, *b = v;
-		while (b < e && (*b == ' ' || *b == '\t'))
-			b++;
-		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
+	const char *end = v + n, *b, *e;
+	while (list_item(&v, end, &b, &e))
 		if (e > b && !(e - b == 7 && !strncasecmp(b, "chunked", 7)))
 			return true;
-		v = comma ? comma + 1 : end;
-	}
 	return false;
 }
 

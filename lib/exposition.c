@@ -588,6 +588,18 @@ gk_expo_left_out(gk_export *ex, size_t n)
 	untold = 0;
 }
 
+gk_expo_src
+gk_expo_src_of(const gk_buf *snap, const gk_expo_origin *o,
+    const gk_expo_restarts *r, bool with_instance)
+{
+	return (gk_expo_src){.snap = snap->data,
+	    .len = snap->len,
+	    .svc = o->has_svc ? o->svc : NULL,
+	    .proc = o->proc,
+	    .instance = with_instance ? o->instance : NULL,
+	    .offsets = r->offsets};
+}
+
 void
 gk_expo_restarts_part(gk_expo_restarts *r, const gk_expo_src *last,
     int64_t seq, int64_t part)

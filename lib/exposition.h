@@ -82,6 +82,11 @@ typedef struct gk_expo_restarts {
 	gk_smap *pending; /* for the first snapshot since a restart */
 } gk_expo_restarts;
 
+/* A process's latest snapshot as gk_expo_render reads it: its origin's
+ * labels (instance only when with_instance) and r's offsets. */
+gk_expo_src gk_expo_src_of(const gk_buf *snap, const gk_expo_origin *o,
+    const gk_expo_restarts *r, bool with_instance);
+
 /* Before part `part` of snapshot seq is added; last: the latest complete
  * snapshot as served (with r's offsets), NULL when there is none yet. */
 void gk_expo_restarts_part(gk_expo_restarts *r, const gk_expo_src *last,

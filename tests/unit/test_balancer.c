@@ -30,6 +30,27 @@ static const gk_endpoint srv_set[] = {
 };
 #define NSRV (sizeof srv_set / sizeof srv_set[0])
 
+/* counts[i]: picks of set[i] in n picks from b; with answered, each pick
+ * is a request answered in 1 ms before the next one (none in flight). */
+static void
+count_picks(gk_balancer *b, const gk_endpoint *set, size_t nset,
+    unsigned n, bool answered, unsigned *counts)
+{
+	memset(counts, 0, nset * sizeof *counts);
+	for (unsigned i = 0; i < n; i++) {
+		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
+		if (!be)
+			continue;
+		if (answered) {
+			gk_balancer_started(be);
+			gk_balancer_finished(be, gk_monotonic_us(), 1000);
+		}
+		for (size_t k = 0; k < nset; k++)
+			if (!strcmp(be->ep.addr, set[k].addr))
+				counts[k]++;
+	}
+}
+
 /* counts[i]: picks of set[i] in n picks with policy how. */
 static void
 pick_counts(enum gk_balance how, const gk_endpoint *set, size_t nset,
@@ -37,25 +58,15 @@ pick_counts(enum gk_balance how, const gk_endpoint *set, size_t nset,
 {
 	gk_balancer *b = gk_balancer_new(how);
 	gk_balancer_update(b, set, nset);
-	memset(counts, 0, nset * sizeof *counts);
-	for (unsigned i = 0; i < n; i++) {
-		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
-		if (!be)
-			continue;
-		for (size_t k = 0; k < nset; k++)
-			if (!strcmp(be->ep.addr, set[k].addr))
-				counts[k]++;
-	}
+	count_picks(b, set, nset, n, false, counts);
 	gk_balancer_free(b);
 }
 
-/* Each endpoint of priority 1 gets its weight's share of the picks within
- * tol (a fraction of all picks), the backup none. */
+/* Each endpoint of priority 1 got its weight's share of PICKS picks of
+ * srv_set within tol (a fraction of all picks), the backup none. */
 static void
-check_shares(enum gk_balance how, double tol)
+check_counts(const unsigned *counts, double tol)
 {
-	unsigned counts[NSRV];
-	pick_counts(how, srv_set, NSRV, PICKS, counts);
 	double total = 50 + 30 + 20;
 	for (size_t k = 0; k < 3; k++) {
 		double want = srv_set[k].weight / total;
@@ -66,6 +77,14 @@ check_shares(enum gk_balance how, double tol)
 		CHECK(fabs(got - want) <= tol);
 	}
 	CHECK(counts[3] == 0);
+}
+
+static void
+check_shares(enum gk_balance how, double tol)
+{
+	unsigned counts[NSRV];
+	pick_counts(how, srv_set, NSRV, PICKS, counts);
+	check_counts(counts, tol);
 }
 
 TEST(round_robin_weights_within_5_percent_backup_unused)
@@ -127,26 +146,9 @@ TEST(p2c_ewma_weights_give_shares_one_at_a_time)
 {
 	gk_balancer *b = gk_balancer_new(GK_BALANCE_P2C_EWMA);
 	gk_balancer_update(b, srv_set, NSRV);
-	unsigned counts[NSRV] = {0};
-	for (unsigned i = 0; i < PICKS; i++) {
-		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
-		if (!be)
-			continue;
-		gk_balancer_started(be);
-		gk_balancer_finished(be, gk_monotonic_us(), 1000);
-		for (size_t k = 0; k < NSRV; k++)
-			if (!strcmp(be->ep.addr, srv_set[k].addr))
-				counts[k]++;
-	}
-	for (size_t k = 0; k < 3; k++) {
-		double want = srv_set[k].weight / 100.0;
-		double got = (double)counts[k] / PICKS;
-		if (fabs(got - want) > 0.03)
-			printf("#   %s: %u picks, want %.0f\n", srv_set[k].addr,
-			    counts[k], want * PICKS);
-		CHECK(fabs(got - want) <= 0.03);
-	}
-	CHECK(counts[3] == 0);
+	unsigned counts[NSRV];
+	count_picks(b, srv_set, NSRV, PICKS, true, counts);
+	check_counts(counts, 0.03);
 	gk_balancer_free(b);
 }
 
@@ -157,23 +159,9 @@ TEST(least_weights_give_shares_one_at_a_time_and_spare_the_loaded)
 {
 	gk_balancer *b = gk_balancer_new(GK_BALANCE_LEAST);
 	gk_balancer_update(b, srv_set, NSRV);
-	unsigned counts[NSRV] = {0};
-	for (unsigned i = 0; i < PICKS; i++) {
-		gk_backend *be = gk_balancer_pick(b, 1000, NULL, 0, NULL, 0);
-		gk_balancer_started(be);
-		gk_balancer_finished(be, gk_monotonic_us(), 1000);
-		for (size_t k = 0; k < NSRV; k++)
-			counts[k] += be == gk_balancer_at(b, k);
-	}
-	for (size_t k = 0; k < 3; k++) {
-		double want = srv_set[k].weight / 100.0;
-		double got = (double)counts[k] / PICKS;
-		if (fabs(got - want) > 0.01)
-			printf("#   %s: %u picks, want %.0f\n", srv_set[k].addr,
-			    counts[k], want * PICKS);
-		CHECK(fabs(got - want) <= 0.01);
-	}
-	CHECK(counts[3] == 0);
+	unsigned counts[NSRV];
+	count_picks(b, srv_set, NSRV, PICKS, true, counts);
+	check_counts(counts, 0.01);
 	/* the heaviest holds 99 requests: it gets few of the next 100 */
 	gk_backend *heavy = gk_balancer_at(b, 0);
 	heavy->outstanding = 99;
