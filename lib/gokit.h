@@ -634,6 +634,10 @@ typedef struct gk_stage_def {
 	 */
 	int (*operands)(int argc, char **argv, void *arg);
 	const char *operands_usage;
+	/* Accept --fuse: the stage a name returns runs in this process,
+	 * below this one, instead of as the south child of that name
+	 * (gk-listener passes the built-in stages' table). */
+	const struct gk_stage_def *(*fusable)(const char *name);
 } gk_stage_def;
 
 /*

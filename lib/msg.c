@@ -76,6 +76,29 @@ gk_msg_adopt(gk_buf *line, gk_wire_error *err)
 	return m;
 }
 
+/* A copy of m, line and index, without parsing it again: what a fused
+ * stage forwards to the stage below it (stage.c). */
+gk_msg *
+gk__msg_copy(const gk_msg *m)
+{
+	gk_msg *c = msg_alloc();
+	c->line.len = 0;
+	gk_buf_add(&c->line, m->line.data, m->line.len);
+	const char *ob = m->wire.line, *nb = c->line.data ? c->line.data : "";
+	c->wire.line = nb;
+	c->wire.len = m->wire.len;
+	c->wire.nfields = m->wire.nfields;
+	c->wire.escaped = m->wire.escaped;
+	for (unsigned i = 0; i < m->wire.nfields; i++) {
+		const gk_wire_field *f = &m->wire.field[i];
+		gk_wire_field *g = &c->wire.field[i];
+		*g = *f;
+		g->key.p = nb + (f->key.p - ob);
+		g->value.p = nb + (f->value.p - ob);
+	}
+	return c;
+}
+
 void
 gk_msg_free(gk_msg *m)
 {

@@ -51,9 +51,26 @@ typedef struct gk_stage_config {
 	const char *health_path;
 	bool access_log;
 	unsigned access_sample;
+	bool fuse; /* --fuse: run the built-in stages below in this process */
+	/* With fuse: the stage below, run here (its options read), and its
+	 * configuration, which may name another below it. */
+	const gk_stage_def *fused_def;
+	struct gk_stage_config *fused;
 } gk_stage_config;
 
 const gk_stage_config *gk__stage_config(const gk_stage *st);
+/* A copy of m, its index kept (no second parse). */
+gk_msg *gk__msg_copy(const gk_msg *m);
+
+/* The built-in stages, for their programs and for gk-listener --fuse. */
+const gk_stage_def *gk__tracer_stage(void);
+const gk_stage_def *gk__limiter_stage(void);
+const gk_stage_def *gk__breaker_stage(void);
+/* The one of them a program name names (gk-limiter), or NULL. */
+const gk_stage_def *gk__builtin_stage(const char *name);
+/* Set while a fused stage's options are read: the name usage errors
+ * give (else the process's). */
+extern const char *gk__usage_name;
 /* gk_msg_set without checking raw and key (msg.c says when that is safe). */
 void gk__msg_set_trusted(gk_msg *m, const char *key, const char *raw,
     size_t rawlen);

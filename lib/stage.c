@@ -49,9 +49,12 @@ struct wire_conn {
 	struct wire_conn *prev, *next; /* accepted connections */
 };
 
-enum south_kind { SOUTH_NONE, SOUTH_CHILD, SOUTH_CONN };
+/* SOUTH_FUSED: the stage below runs in this process (gk-listener --fuse);
+ * requests reach it as calls, with a copy of the message and its index. */
+enum south_kind { SOUTH_NONE, SOUTH_CHILD, SOUTH_CONN, SOUTH_FUSED };
 
 #define RECENT_CANCELS 256
+#define REQ_SPARE_MAX 64
 
 struct gk_stage {
 	gk_stage_def def;
@@ -94,6 +97,16 @@ struct gk_stage {
 	gk_series *m_inflight, *m_overload, *m_drain_rejects, *m_restarts;
 	gk_series *m_unknown, *m_badline, *m_timeouts, *m_south_down;
 	gk_series *m_duplicate, *m_drain_timeout;
+
+	/* Fused (SOUTH_FUSED): the stage below, and for it the stage above,
+	 * whose requests arrive on link, a north like a wire connection. */
+	gk_stage *next, *up;
+	gk_north link;
+
+	/* Finished requests kept for reuse (req_alloc); per stage, as each
+	 * stage of a fused chain has its own state size. */
+	gk_req *req_spare[REQ_SPARE_MAX];
+	unsigned nreq_spare;
 };
 
 static void begin_drain(gk_stage *st, const char *why);
@@ -176,7 +189,8 @@ table_insert(gk_stage *st, gk_req *req)
 	if (req->north)
 		req->north->inflight++;
 	st->ninflight++;
-	gk_gauge_set(st->m_inflight, (double)st->ninflight);
+	if (st->m_inflight)
+		gk_gauge_set(st->m_inflight, (double)st->ninflight);
 }
 
 static void
@@ -194,7 +208,8 @@ table_remove(gk_stage *st, gk_req *req)
 	if (req->north && req->north->inflight)
 		req->north->inflight--;
 	st->ninflight--;
-	gk_gauge_set(st->m_inflight, (double)st->ninflight);
+	if (st->m_inflight)
+		gk_gauge_set(st->m_inflight, (double)st->ninflight);
 }
 
 /* Every request in flight, for the rare walks (south died, drain). */
@@ -229,8 +244,11 @@ const char *gk__req_id(const gk_req *req) { return req->id; }
 bool
 gk__stage_healthy(const gk_stage *st)
 {
-	return !st->draining &&
-	    (st->south_kind == SOUTH_NONE || st->south_up);
+	if (st->draining)
+		return false;
+	if (st->next)
+		return gk__stage_healthy(st->next);
+	return st->south_kind == SOUTH_NONE || st->south_up;
 }
 
 void
@@ -292,6 +310,10 @@ send_cancel(gk_req *req)
 		return;
 	req->forwarded = false;
 	remember_cancel(st, req->sid);
+	if (st->next) {
+		gk__cancel(st->next, &st->next->link, req->sid);
+		return;
+	}
 	if (!st->south)
 		return;
 	gk_buf b = {0};
@@ -308,17 +330,14 @@ send_cancel(gk_req *req)
  * stage's own work on it.  Only those allocated with room for an id of up
  * to REQ_ID_KEEP bytes are kept, at most REQ_SPARE_MAX of them.
  */
-#define REQ_SPARE_MAX 64
 #define REQ_ID_KEEP 40
-static _Thread_local gk_req *req_spare[REQ_SPARE_MAX];
-static _Thread_local unsigned nreq_spare;
 
 static gk_req *
-req_alloc(size_t state, size_t idlen)
+req_alloc(gk_stage *st, size_t state, size_t idlen)
 {
 	gk_req *req;
-	if (idlen < REQ_ID_KEEP && nreq_spare) {
-		req = req_spare[--nreq_spare];
+	if (idlen < REQ_ID_KEEP && st->nreq_spare) {
+		req = st->req_spare[--st->nreq_spare];
 		if (req->state_size == state) {
 			memset(req, 0, sizeof *req + state);
 			goto kept;
@@ -339,10 +358,10 @@ kept:
 }
 
 static void
-req_release(gk_req *req)
+req_release(gk_stage *st, gk_req *req)
 {
-	if (req->kept && nreq_spare < REQ_SPARE_MAX)
-		req_spare[nreq_spare++] = req;
+	if (req->kept && st->nreq_spare < REQ_SPARE_MAX)
+		st->req_spare[st->nreq_spare++] = req;
 	else
 		free(req);
 }
@@ -359,7 +378,7 @@ finish(gk_req *req, int status)
 	gk_msg_free(req->msg);
 	if (req->sid != req->id)
 		free(req->sid);
-	req_release(req);
+	req_release(st, req);
 	if (st->draining)
 		check_drained(st);
 }
@@ -509,7 +528,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	/* The id is kept as a C string: it ends at an escaped NUL. */
 	idlen = strnlen(idp, idlen);
 	size_t state = st->def.ops.req_state_size;
-	gk_req *req = req_alloc(state, idlen);
+	gk_req *req = req_alloc(st, state, idlen);
 	if (slot)
 		*slot = req;
 	req->st = st;
@@ -577,12 +596,36 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 		gk_forward(req);
 }
 
+/*
+ * To the stage below in this process: a copy of the message (the index
+ * kept, no parse) as a request on its link.  It may be answered before
+ * this returns (the stage below answers it at once: a 429, an open
+ * circuit), as gk_forward's callers allow.
+ */
+static void
+forward_fused(gk_req *req)
+{
+	if (req->sid != req->id) {
+		gk_buf q = {0};
+		gk_json_quote(&q, req->sid, strlen(req->sid));
+		gk_msg_set(req->msg, "id", q.data, q.len);
+		gk_buf_free(&q);
+	}
+	req->forwarded = true;
+	gk_stage *next = req->st->next;
+	gk__request(next, &next->link, NULL, gk__msg_copy(req->msg));
+}
+
 void
 gk_forward(gk_req *req)
 {
 	gk_stage *st = req->st;
 	if (req->done || req->forwarded)
 		return;
+	if (st->next) {
+		forward_fused(req);
+		return;
+	}
 	if (!st->south_up || !st->south) {
 		gk_counter_add(st->m_south_down, 1);
 		answer_503(req, "south unavailable");
@@ -652,6 +695,8 @@ invalid_line_req(gk_stage *st, const char *line, size_t len)
 	return req && req->forwarded ? req : NULL;
 }
 
+static void south_response(gk_stage *st, gk_msg *m);
+
 static void
 south_line(gk_stream *s, char *line, size_t len, void *arg)
 {
@@ -674,6 +719,13 @@ south_line(gk_stream *s, char *line, size_t len, void *arg)
 		}
 		return;
 	}
+	south_response(st, m);
+}
+
+/* A response from south (a valid line, or a fused stage's answer). */
+static void
+south_response(gk_stage *st, gk_msg *m)
+{
 	gk_buf tmp = {0};
 	gk_req *req = NULL;
 	const char *idp = "";
@@ -901,10 +953,17 @@ on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 	}
 }
 
+static gk_stage *fused_new(gk_stage *up);
+
 static void
 south_start(gk_stage *st)
 {
 	st->south_started = gk_loop_now(st->loop);
+	if (st->south_kind == SOUTH_FUSED) {
+		st->next = fused_new(st);
+		st->south_up = true;
+		return;
+	}
 	if (st->south_kind == SOUTH_CHILD) {
 		int w, r;
 		pid_t pid = gk_spawn(st->cfg.south_argv, &w, &r);
@@ -957,6 +1016,17 @@ north_wire_respond(gk_north *n, gk_req *req, gk_msg *resp)
 }
 
 static const struct gk_north_ops wire_north_ops = {north_wire_respond};
+
+/* A fused stage's answer, to the stage above it, as from its south. */
+static void
+north_fused_respond(gk_north *n, gk_req *req, gk_msg *resp)
+{
+	(void)req;
+	gk_stage *st = (gk_stage *)((char *)n - offsetof(gk_stage, link));
+	south_response(st->up, resp);
+}
+
+static const struct gk_north_ops fused_north_ops = {north_fused_respond};
 
 static void answer_bad_request(gk_stage *st, gk_stream *s, const char *id,
     size_t n, int status, const char *body, const char *reason,
@@ -1216,6 +1286,16 @@ finish_drain(gk_stage *st)
 	gk_timer_stop(st->loop, &st->restart_timer);
 	if (st->def.ops.on_drain)
 		st->def.ops.on_drain(st, st->def.arg);
+	if (st->next) {
+		/* As EOF on a child's stdin: the stage below drains, and the
+		 * last one ends the loop once its south is gone. */
+		gk_stage *next = st->next;
+		if (next->nnorth)
+			next->nnorth--;
+		begin_drain(next, "north stage drained");
+		check_drained(next);
+		return;
+	}
 	if (st->south && st->south_kind == SOUTH_CHILD && st->child) {
 		/* EOF on its stdin asks the child to finish. */
 		gk_stream_shutdown_write(st->south);
@@ -1322,6 +1402,14 @@ begin_drain(gk_stage *st, const char *why)
 	    on_drain_timeout, st);
 	gk_timer_start(st->loop, &st->drain_poll, 20, on_drain_poll, st);
 	check_drained(st);
+	/* A fused stage that drains on its own (its south exited for good)
+	 * drains the stages above it too, as a process of its own would by
+	 * exiting, and its exit status is the process's. */
+	if (st->up && !st->up->draining) {
+		if (!st->up->exit_status)
+			st->up->exit_status = st->exit_status;
+		begin_drain(st->up, why);
+	}
 }
 
 /*
@@ -1349,6 +1437,9 @@ on_term(gk_loop *loop, int signo, void *arg)
 {
 	gk_stage *st = arg;
 	const char *why = signo == SIGINT ? "SIGINT" : "SIGTERM";
+	/* Fused: once a stage has stopped, hurrying is the next one's. */
+	while (st->stopping && st->next)
+		st = st->next;
 	if (st->stdio && !st->draining && !st->term_deferred &&
 	    parent_stage > 1 && getppid() == parent_stage) {
 		st->term_deferred = true;
@@ -1506,6 +1597,56 @@ register_metrics(gk_stage *st)
 	    (double)st->cfg.max_inflight);
 }
 
+static enum south_kind
+south_kind_of(const gk_stage_def *def, const gk_stage_config *cfg)
+{
+	if (def->no_south)
+		return SOUTH_NONE;
+	if (cfg->fused_def)
+		return SOUTH_FUSED;
+	if (cfg->south_argv && cfg->south_argv[0])
+		return SOUTH_CHILD;
+	return cfg->have_to ? SOUTH_CONN : SOUTH_NONE;
+}
+
+/*
+ * The stage below up, run in this process (--fuse): its options were read
+ * (stage_main.c); it starts here, and starts its own south in turn.  It
+ * listens nowhere and takes no signal: the first stage of the chain does
+ * that for all.  The runtime's metrics are the process's, one set: each
+ * stage counts into the first one's, whose in-flight gauge is its own.
+ */
+static gk_stage *
+fused_new(gk_stage *up)
+{
+	gk_stage *st = gk_xcalloc(1, sizeof *st);
+	st->def = *up->cfg.fused_def;
+	st->cfg = *up->cfg.fused;
+	st->loop = up->loop;
+	st->up = up;
+	st->link = (gk_north){.ops = &fused_north_ops, .unique_ids = true};
+	st->nnorth = 1; /* the link, until the stage above has drained */
+	st->m_overload = up->m_overload;
+	st->m_drain_rejects = up->m_drain_rejects;
+	st->m_restarts = up->m_restarts;
+	st->m_unknown = up->m_unknown;
+	st->m_badline = up->m_badline;
+	st->m_timeouts = up->m_timeouts;
+	st->m_south_down = up->m_south_down;
+	st->m_duplicate = up->m_duplicate;
+	st->m_drain_timeout = up->m_drain_timeout;
+	gk__usage_name = st->def.ops.name;
+	if (st->def.ops.start && st->def.ops.start(st, st->def.arg) != 0)
+		gk_fatal(GK_EXIT_SOFTWARE, "unable to start %s",
+		    st->def.ops.name);
+	gk__usage_name = NULL;
+	st->south_kind = south_kind_of(&st->def, &st->cfg);
+	st->backoff_ms = 0; /* a failure to spawn now is fatal */
+	south_start(st);
+	st->backoff_ms = 100;
+	return st;
+}
+
 int
 gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 {
@@ -1551,12 +1692,7 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	if (def->ops.start && def->ops.start(st, def->arg) != 0)
 		return GK_EXIT_SOFTWARE;
 
-	if (cfg->south_argv && cfg->south_argv[0])
-		st->south_kind = SOUTH_CHILD;
-	else if (cfg->have_to)
-		st->south_kind = SOUTH_CONN;
-	if (def->no_south)
-		st->south_kind = SOUTH_NONE;
+	st->south_kind = south_kind_of(def, cfg);
 
 	if (def->north_http)
 		http_side(st);
@@ -1583,8 +1719,9 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 
 	if (st->stdio) /* what the pipe did not take yet, written blocking */
 		gk_stream_flush_blocking(st->stdio);
-	if (def->ops.stop)
-		def->ops.stop(st, def->arg);
+	for (gk_stage *s = st; s; s = s->next)
+		if (s->def.ops.stop)
+			s->def.ops.stop(s, s->def.arg);
 	gk_metrics_snapshot();
 	gk_events_flush();
 	return st->exit_status;

@@ -29,6 +29,7 @@ enum {
 	OPT_HEALTH,
 	OPT_NO_ACCESS_LOG,
 	OPT_ACCESS_SAMPLE,
+	OPT_FUSE,
 	OPT_STAGE = 1000,
 };
 
@@ -106,13 +107,17 @@ usage(const gk_stage_def *def, bool http)
 	if (def->http_option)
 		printf("  %-30s %s\n", "    --http",
 		    "-l addresses speak HTTP/1.1 instead of the wire protocol");
+	if (def->fusable)
+		printf("  %-30s %s\n", "    --fuse",
+		    "run gk-tracer, gk-limiter, gk-breaker below in this process");
 	printf("\nSee %s(1).\n", name);
 }
 
-int
-gk_stage_main(int argc, char **argv, const gk_stage_def *def)
+/* Read the common and the stage's options into *out. */
+static void
+parse_options(int argc, char **argv, const gk_stage_def *def,
+    gk_stage_config *out)
 {
-	gk_events_init(def->ops.name);
 	gk_stage_config cfg = {
 	    .restart = true,
 	    .max_inflight = 1024,
@@ -142,6 +147,8 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 	}
 	if (def->http_option)
 		lo[n++] = (struct option){"http", no_argument, NULL, OPT_HTTP};
+	if (def->fusable)
+		lo[n++] = (struct option){"fuse", no_argument, NULL, OPT_FUSE};
 	int i = 0;
 	for (const gk_stage_option *o = def->options; o && o->name; o++, i++) {
 		lo[n++] = (struct option){o->name,
@@ -158,6 +165,7 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 	lo[n] = (struct option){0};
 
 	opterr = 0;
+	optind = 0; /* getopt starts afresh: a fused stage's options come second */
 	int c;
 	while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
 		const char *v = optarg;
@@ -197,6 +205,7 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 			break;
 		}
 		case OPT_HTTP: cfg.http = true; break;
+		case OPT_FUSE: cfg.fuse = true; break;
 		/* Zero would mean the default to the parser (sizes) or close
 		 * at once (timers): refused rather than misread. */
 		case OPT_MAX_HEADER:
@@ -272,5 +281,102 @@ gk_stage_main(int argc, char **argv, const gk_stage_def *def)
 		gk_usage_error("--http needs an address: give -l HOST:PORT (or LISTEN_FDS)");
 	if (def->north_http && !cfg.nlisten && !getenv("LISTEN_FDS"))
 		gk_usage_error("no address: give -l HOST:PORT (or LISTEN_FDS)");
+	*out = cfg;
+}
+
+/* The program cmd names, as execvp(3) finds it, resolved; NULL if none. */
+static char *
+command_path(const char *cmd)
+{
+	if (strchr(cmd, '/'))
+		return realpath(cmd, NULL);
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (const char *p = path, *e; *p; p = *e ? e + 1 : e) {
+		e = strchrnul(p, ':');
+		char f[4096];
+		int k = snprintf(f, sizeof f, "%.*s/%s", (int)(e - p), p, cmd);
+		if (k > 0 && (size_t)k < sizeof f && access(f, X_OK) == 0)
+			return realpath(f, NULL);
+	}
+	return NULL;
+}
+
+/* Whether file a and file b are in one directory. */
+static bool
+same_directory(const char *a, const char *b)
+{
+	const char *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
+	return sa && sb && sa - a == sb - b && !memcmp(a, b, (size_t)(sa - a));
+}
+
+/*
+ * The stage cmd runs, when it can run in this process: a built-in stage,
+ * the program installed beside this one (another version elsewhere runs
+ * as its own process), not fused already (its options live in one place).
+ */
+static const gk_stage_def *
+fusable_stage(const gk_stage_def *def, const char *cmd, const gk_stage_def **used,
+    int nused)
+{
+	const char *base = strrchr(cmd, '/');
+	const gk_stage_def *d = def->fusable(base ? base + 1 : cmd);
+	for (int i = 0; d && i < nused; i++)
+		if (used[i] == d)
+			return NULL;
+	if (!d)
+		return NULL;
+	char *path = command_path(cmd), *self = realpath("/proc/self/exe", NULL);
+	bool beside = path && self && same_directory(path, self);
+	free(path);
+	free(self);
+	return beside ? d : NULL;
+}
+
+/*
+ * --fuse: read the options of each built-in stage below as that stage
+ * would, and chain them below this one in cfg, down to the first command
+ * that is not one (the handler), which stays the last stage's south child.
+ * A stage that listens itself (-l, --http) runs as its own process.
+ */
+static void
+fuse_chain(const gk_stage_def *def, gk_stage_config *cfg)
+{
+	const gk_stage_def *used[8];
+	int nused = 0;
+	for (gk_stage_config *c = cfg; c->south_argv && c->south_argv[0] &&
+	    nused < 8;) {
+		const gk_stage_def *d = fusable_stage(def, c->south_argv[0], used,
+		    nused);
+		if (!d)
+			break;
+		int argc = 0;
+		while (c->south_argv[argc])
+			argc++;
+		gk_stage_config *below = gk_xcalloc(1, sizeof *below);
+		gk__usage_name = d->ops.name;
+		parse_options(argc, c->south_argv, d, below);
+		gk__usage_name = NULL;
+		if (below->nlisten || below->http) {
+			free(below);
+			break;
+		}
+		used[nused++] = d;
+		c->fused_def = d;
+		c->fused = below;
+		c = below;
+	}
+}
+
+int
+gk_stage_main(int argc, char **argv, const gk_stage_def *def)
+{
+	gk_events_init(def->ops.name);
+	gk_stage_config cfg;
+	parse_options(argc, argv, def, &cfg);
+	const char *env = getenv("GK_FUSE");
+	if (def->fusable && (cfg.fuse || (env && !strcmp(env, "1"))))
+		fuse_chain(def, &cfg);
 	return gk__stage_run(def, &cfg);
 }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "gokit.h"
+#include "runtime.h"
 
 /*
  * Parse DIGITS[.DIGITS] at *sp into a whole part and a fraction
@@ -251,11 +252,13 @@ gk_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+const char *gk__usage_name;
+
 void
 gk_usage_error(const char *fmt, ...)
 {
 	gk_buf b = {0};
-	const char *prog = gk_proc_name();
+	const char *prog = gk__usage_name ? gk__usage_name : gk_proc_name();
 	gk_buf_addf(&b, "%s: usage: ", prog && *prog ? prog : "gokit");
 	va_list ap;
 	va_start(ap, fmt);

@@ -98,20 +98,22 @@ expect() {
 }
 
 breaker_pid() {
-	pgrep -P "$(bg_pid stack)" -x gk-breaker
+	stage_pid gk-breaker stack
 }
 
 _metrics_more() {
-	[ "$(count_events "$ERR" '.type == "metrics" and .proc == "gk-breaker"')" -gt "$1" ]
+	[ "$(count_events "$ERR" ".type == \"metrics\" and .proc == \"$(stage_proc gk-breaker)\"")" -gt "$1" ]
 }
 
 # snapshot: ask the breaker for a metrics snapshot (SIGUSR1) and print it.
 snapshot() {
 	local before
-	before=$(count_events "$ERR" '.type == "metrics" and .proc == "gk-breaker"')
+	before=$(count_events "$ERR" ".type == \"metrics\" and .proc == \"$(stage_proc gk-breaker)\"")
 	kill -USR1 "$(breaker_pid)"
 	poll_for -t 10 _metrics_more "$before"
-	events "$ERR" 'select(.type == "metrics" and .proc == "gk-breaker")' | tail -n 1
+	# The parts of the last snapshot (a large one comes in several).
+	events "$ERR" "select(.type == \"metrics\" and .proc == \"$(stage_proc gk-breaker)\")" |
+		jq -sc 'last as $l | map(select(.seq == $l.seq)) | $l + {metrics: (map(.metrics) | add)}'
 }
 
 # metric SNAPSHOT NAME [SERIES FILTER]: the sum of the matching series.

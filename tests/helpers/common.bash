@@ -80,6 +80,22 @@ bg_pid() {
 }
 
 # bg_alive NAME: true while the process is running (and not a zombie).
+# stage_pid NAME BG: the process of stage NAME just below the gk-listener
+# started as BG; stage_proc NAME: the proc of its events.  Under GK_FUSE=1
+# (gk-listener --fuse, which the suites can be run with) the built-in
+# stages run inside the listener: its pid, its proc.
+stage_pid() {
+	if [ "${GK_FUSE:-}" = 1 ]; then
+		bg_pid "$2"
+	else
+		pgrep -P "$(bg_pid "$2")" -x "$1"
+	fi
+}
+
+stage_proc() {
+	if [ "${GK_FUSE:-}" = 1 ]; then echo gk-listener; else echo "$1"; fi
+}
+
 bg_alive() {
 	local pid
 	pid=$(bg_pid "$1") || return 1
