@@ -602,6 +602,10 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
  * this returns (the stage below answers it at once: a 429, an open
  * circuit), as gk_forward's callers allow.
  */
+static void south_response(gk_stage *st, gk_msg *m);
+static void bad_request_line(gk_buf *b, gk_stage *st, const char *id,
+    size_t n, int status, const char *body, const char *reason);
+
 static void
 forward_fused(gk_req *req)
 {
@@ -613,6 +617,25 @@ forward_fused(gk_req *req)
 	}
 	req->forwarded = true;
 	gk_stage *next = req->st->next;
+	if (req->msg->line.len > GK_WIRE_MAX_LINE) {
+		/* Past the wire's bound, which holds between fused stages as
+		 * between processes: the stage below answers 413 as it
+		 * answers a line too long from its north. */
+		char f[300];
+		snprintf(f, sizeof f, "id=%.*s", (int)(req->sidlen < 256 ?
+		    req->sidlen : 256), req->sid);
+		gk_log(GK_ERROR, "request too long from north: answered 413", f);
+		gk_counter_add(next->m_badline, 1);
+		gk_buf b = {0};
+		bad_request_line(&b, next, req->sid, req->sidlen, 413,
+		    "request too large\n", "request too long");
+		gk_wire_error err;
+		gk_msg *m = gk_msg_adopt(&b, &err);
+		if (m)
+			south_response(req->st, m);
+		gk_buf_free(&b);
+		return;
+	}
 	gk__request(next, &next->link, NULL, gk__msg_copy(req->msg));
 }
 
@@ -694,8 +717,6 @@ invalid_line_req(gk_stage *st, const char *line, size_t len)
 	gk_req *req = id ? table_find(st, id, n) : NULL;
 	return req && req->forwarded ? req : NULL;
 }
-
-static void south_response(gk_stage *st, gk_msg *m);
 
 static void
 south_line(gk_stream *s, char *line, size_t len, void *arg)
@@ -1146,24 +1167,32 @@ static const gk_stream_ops wire_conn_ops = {wire_conn_line, wire_conn_close};
  * ever.  The id is unescaped printable ASCII (leading_id), copied as is.
  * msg, when not NULL, is the error event's.
  */
+/* The answer stage st makes to a request line it cannot take, into b. */
+static void
+bad_request_line(gk_buf *b, gk_stage *st, const char *id, size_t n,
+    int status, const char *body, const char *reason)
+{
+	gk_buf_adds(b, "{\"id\":");
+	gk_json_quote(b, id, n);
+	gk_buf_adds(b, ",\"status\":");
+	gk_buf_adduint(b, (uint64_t)status);
+	gk_buf_adds(b, ",\"headers\":{\"content-type\":"
+	    "\"text/plain; charset=utf-8\"},\"body\":");
+	gk_json_quote(b, body, strlen(body));
+	gk_buf_adds(b, ",\"error\":{\"stage\":");
+	gk_json_quote(b, st->def.ops.name, strlen(st->def.ops.name));
+	gk_buf_adds(b, ",\"reason\":");
+	gk_json_quote(b, reason, strlen(reason));
+	gk_buf_adds(b, "}}");
+}
+
 static void
 answer_bad_request(gk_stage *st, gk_stream *s, const char *id, size_t n,
     int status, const char *body, const char *reason, const char *msg)
 {
 	gk_counter_add(st->m_badline, 1);
 	gk_buf b = {0};
-	gk_buf_adds(&b, "{\"id\":\"");
-	gk_buf_add(&b, id, n);
-	gk_buf_adds(&b, "\",\"status\":");
-	gk_buf_adduint(&b, (uint64_t)status);
-	gk_buf_adds(&b, ",\"headers\":{\"content-type\":"
-	    "\"text/plain; charset=utf-8\"},\"body\":");
-	gk_json_quote(&b, body, strlen(body));
-	gk_buf_adds(&b, ",\"error\":{\"stage\":");
-	gk_json_quote(&b, st->def.ops.name, strlen(st->def.ops.name));
-	gk_buf_adds(&b, ",\"reason\":");
-	gk_json_quote(&b, reason, strlen(reason));
-	gk_buf_adds(&b, "}}");
+	bad_request_line(&b, st, id, n, status, body, reason);
 	if (msg) { /* else the caller has said it */
 		char f[300];
 		snprintf(f, sizeof f, "id=%.*s", (int)(n < 256 ? n : 256), id);

@@ -59,7 +59,7 @@ gk_stream_new(gk_loop *loop, int rfd, int wfd, const gk_stream_ops *ops,
 	s->wfd = wfd;
 	s->ops = ops;
 	s->arg = arg;
-	s->max_line = 16u << 20;
+	s->max_line = GK_WIRE_MAX_LINE;
 	if (hooked_loop != loop) {
 		gk_loop_on_turn_end(loop, flush_all, NULL);
 		hooked_loop = loop;

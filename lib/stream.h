@@ -11,6 +11,9 @@
 
 typedef struct gk_stream gk_stream;
 
+/* The longest wire line (gk-wire(5)): a stream's default bound. */
+#define GK_WIRE_MAX_LINE (16u << 20)
+
 typedef struct gk_stream_ops {
 	/* A line without its newline (NUL-terminated in place). */
 	void (*on_line)(gk_stream *s, char *line, size_t len, void *arg);

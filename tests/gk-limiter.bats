@@ -45,7 +45,7 @@ start_stack() {
 }
 
 limiter_pid() {
-	pgrep -P "$(bg_pid "$1")" -x gk-limiter
+	stage_pid gk-limiter "$1"
 }
 
 # A wire handler for the concurrency tests.  Every request it reads is one
@@ -139,7 +139,7 @@ _codes_at_least() {
 # snapshot NAME: a fresh metrics snapshot of the limiter of stack NAME
 # (SIGUSR1), as one object {metric name: series list}.
 _limiter_snaps() {
-	count_events "$T/$1.err" '.proc == "gk-limiter" and .type == "metrics"'
+	count_events "$T/$1.err" ".proc == \"$(stage_proc gk-limiter)\" and .type == \"metrics\""
 }
 _snaps_more() {
 	[ "$(_limiter_snaps "$1")" -gt "$2" ]
@@ -150,7 +150,7 @@ snapshot() {
 	kill -USR1 "$(limiter_pid "$1")"
 	poll_for -t 10 _snaps_more "$1" "$before"
 	# A snapshot may come in parts: take the parts of the last seq.
-	events "$T/$1.err" 'select(.proc == "gk-limiter" and .type == "metrics")' |
+	events "$T/$1.err" "select(.proc == \"$(stage_proc gk-limiter)\" and .type == \"metrics\")" |
 		jq -s -c '(last.seq) as $q | [.[] | select(.seq == $q) | .metrics[]] |
 		    map({(.name): .series}) | add'
 }
@@ -182,7 +182,7 @@ codes() {
 # limiter's snapshots in FILE, as a jq condition on events.
 metric_is() {
 	local name=$1 reason=$2 want=$3
-	echo ".proc == \"gk-limiter\" and .type == \"metrics\" and
+	echo ".proc == \"$(stage_proc gk-limiter)\" and .type == \"metrics\" and
 	    ([.metrics[] | select(.name == \"$name\") | .series[] |
 	      select(\"$reason\" == \"\" or .labels.reason == \"$reason\") |
 	      .value] | first) == $want"
@@ -211,7 +211,7 @@ metric_is() {
 		exit !(e < 0.02 && e > -0.02) }' >&3
 	# The limiter's own view: allowed_total between two snapshots taken
 	# while the load ran, over the time between them (their ts).
-	events "$T/s.err" 'select(.proc == "gk-limiter" and .type == "metrics")
+	events "$T/s.err" 'select(.proc == "'"$(stage_proc gk-limiter)"'" and .type == "metrics")
 	    | [.ts, ([.metrics[] | select(.name == "gk_limiter_allowed_total")
 	      | .series[0].value] | first)] | select(.[1] != null)' |
 		jq -s '[.[] | {t: ((.[0] | sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601)
@@ -821,7 +821,7 @@ _past_ms() {
 	assert_output 200
 	# 60 connections keep more requests offered than any limit allows.
 	start_bg load timeout 60 wrk -t1 -c60 -d50s "http://127.0.0.1:$port/"
-	local gauge='.proc == "gk-limiter" and .type == "metrics" and
+	local gauge='.proc == "'"$(stage_proc gk-limiter)"'" and .type == "metrics" and
 	    any(.metrics[]; .name == "gk_limiter_concurrency_limit")'
 	local limits="[.metrics[] | select(.name == \"gk_limiter_concurrency_limit\") | .series[0].value] | first"
 	# Each request takes 50 ms however many are in flight: the limit

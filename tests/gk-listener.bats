@@ -1454,7 +1454,7 @@ for s in (a, b):
 	assert_output 413
 	run cat "$T/resp"
 	assert_output "request too large"
-	wait_event "$ERR" '.proc == "gk-tracer" and .level == "error" and
+	wait_event "$ERR" '.proc == "'"$(stage_proc gk-tracer)"'" and .level == "error" and
 	    .msg == "request too long from north: answered 413"'
 	run curl -s -m 20 "$URL/after"
 	assert_output /after

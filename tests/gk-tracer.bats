@@ -60,21 +60,23 @@ valid_traceparent() {
 }
 
 tracer_pid() {
-	pgrep -P "$(bg_pid stack)" -x gk-tracer
+	stage_pid gk-tracer stack
 }
 
 _metrics_more() {
-	[ "$(count_events "$ERR" '.type == "metrics" and .proc == "gk-tracer"')" -gt "$1" ]
+	[ "$(count_events "$ERR" ".type == \"metrics\" and .proc == \"$(stage_proc gk-tracer)\"")" -gt "$1" ]
 }
 
 # snapshot: ask the tracer for a metrics snapshot (SIGUSR1) and print it.
 snapshot() {
 	local before pid
-	before=$(count_events "$ERR" '.type == "metrics" and .proc == "gk-tracer"')
+	before=$(count_events "$ERR" ".type == \"metrics\" and .proc == \"$(stage_proc gk-tracer)\"")
 	pid=$(tracer_pid)
 	kill -USR1 "$pid"
 	poll_for -t 10 _metrics_more "$before"
-	events "$ERR" 'select(.type == "metrics" and .proc == "gk-tracer")' | tail -n 1
+	# The parts of the last snapshot (a large one comes in several).
+	events "$ERR" "select(.type == \"metrics\" and .proc == \"$(stage_proc gk-tracer)\")" |
+		jq -sc 'last as $l | map(select(.seq == $l.seq)) | $l + {metrics: (map(.metrics) | add)}'
 }
 
 # metric SNAPSHOT NAME [SERIES FILTER]: the sum of the matching series.
@@ -488,7 +490,7 @@ PY
 	assert_success
 	ev=$output
 	assert_equal "$(jq -c 'select(
-		.proc == "gk-tracer" and
+		.proc == "'"$(stage_proc gk-tracer)"'" and
 		(.ts | type) == "string" and
 		(.pid | type) == "number" and
 		.trace_id == "'"$TP_TRACE"'" and
@@ -661,10 +663,10 @@ SH
 	t1=$(tr -d '\r' <"$T/h1" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}' | cut -d- -f2)
 	t2=$(tr -d '\r' <"$T/h2" | awk -F': ' 'tolower($1) == "traceresponse" {print $2}' | cut -d- -f2)
 	[[ $t1 =~ ^[0-9a-f]{32}$ ]] && [[ $t2 =~ ^[0-9a-f]{32}$ ]] && [ "$t1" != "$t2" ]
-	wait_event "$ERR" '.proc == "gk-breaker" and .msg == "circuit opened"' 10
-	wait_event "$ERR" '.proc == "gk-limiter" and .msg == "rate limited"' 10
-	assert_equal "$(events "$ERR" 'select(.proc == "gk-breaker" and .msg == "circuit opened") | .trace_id')" "$t1"
-	assert_equal "$(events "$ERR" 'select(.proc == "gk-limiter" and .msg == "rate limited") | .trace_id')" "$t2"
+	wait_event "$ERR" ".proc == \"$(stage_proc gk-breaker)\" and .msg == \"circuit opened\"" 10
+	wait_event "$ERR" ".proc == \"$(stage_proc gk-limiter)\" and .msg == \"rate limited\"" 10
+	assert_equal "$(events "$ERR" "select(.proc == \"$(stage_proc gk-breaker)\" and .msg == \"circuit opened\") | .trace_id")" "$t1"
+	assert_equal "$(events "$ERR" "select(.proc == \"$(stage_proc gk-limiter)\" and .msg == \"rate limited\") | .trace_id")" "$t2"
 	# And the spans of both requests are in the same traces.
 	poll_for -t 10 _spans_at_least 2
 	assert_equal "$(count_events "$ERR" ".type == \"span\" and .trace_id == \"$t1\" and .attrs[\"http.response.status_code\"] == 500")" 1
