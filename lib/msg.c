@@ -12,9 +12,15 @@
 
 /*
  * Freed messages are kept for reuse: the index makes a message ~3 KiB, past
- * malloc's per-thread cache, and a stage makes two messages a request.
+ * malloc's per-thread cache, and a stage makes two messages a request, and
+ * each stage fused below it one more (stage.c).  A loop turn frees those of
+ * a batch of answers before it makes those of the next batch of requests:
+ * up to SPARE_MAX are kept, the line buffers of those past SPARE_LINES_MAX
+ * only when small, so that at most ~2.5 MiB stays after a burst.
  */
-#define SPARE_MAX 64
+#define SPARE_MAX 256
+#define SPARE_LINES_MAX 64
+#define SPARE_SMALL_LINE 4096
 static _Thread_local gk_msg *spare[SPARE_MAX];
 static _Thread_local unsigned nspare;
 
@@ -83,6 +89,9 @@ gk__msg_copy(const gk_msg *m)
 {
 	gk_msg *c = msg_alloc();
 	c->line.len = 0;
+	/* Room for what a stage adds (gk-tracer's trace member and header):
+	 * set in place, not moved. */
+	gk_buf_reserve(&c->line, m->line.len + 512);
 	gk_buf_add(&c->line, m->line.data, m->line.len);
 	const char *ob = m->wire.line, *nb = c->line.data ? c->line.data : "";
 	c->wire.line = nb;
@@ -105,6 +114,8 @@ gk_msg_free(gk_msg *m)
 	if (!m)
 		return;
 	if (nspare < SPARE_MAX && m->line.cap <= 16384) {
+		if (nspare >= SPARE_LINES_MAX && m->line.cap > SPARE_SMALL_LINE)
+			gk_buf_free(&m->line);
 		m->line.len = 0;
 		spare[nspare++] = m;
 		return;

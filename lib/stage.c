@@ -54,7 +54,7 @@ struct wire_conn {
 enum south_kind { SOUTH_NONE, SOUTH_CHILD, SOUTH_CONN, SOUTH_FUSED };
 
 #define RECENT_CANCELS 256
-#define REQ_SPARE_MAX 64
+#define REQ_SPARE_MAX 256
 
 struct gk_stage {
 	gk_stage_def def;
@@ -1319,9 +1319,11 @@ finish_drain(gk_stage *st)
 		/* As EOF on a child's stdin: the stage below drains, and the
 		 * last one ends the loop once its south is gone. */
 		gk_stage *next = st->next;
+		char why[64];
+		snprintf(why, sizeof why, "%s drained", st->def.ops.name);
 		if (next->nnorth)
 			next->nnorth--;
-		begin_drain(next, "north stage drained");
+		begin_drain(next, why);
 		check_drained(next);
 		return;
 	}

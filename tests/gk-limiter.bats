@@ -856,7 +856,11 @@ _past_ms() {
 	assert_output 200
 	local p name
 	for name in gk-tracer gk-limiter gk-breaker; do
-		p=$(pgrep -s "$(bg_pid s)" -x "$name")
+		if [ "${GK_FUSE:-}" = 1 ]; then # all in gk-listener
+			p=$(bg_pid s)
+		else
+			p=$(pgrep -s "$(bg_pid s)" -x "$name")
+		fi
 		[ -n "$p" ]
 		echo "# $name: $(grep VmRSS "/proc/$p/status" | tr -s ' \t' ' ')" >&3
 		! grep -E 'libjq|libonig|libhiredis|libcurl|libcares' "/proc/$p/maps" ||
