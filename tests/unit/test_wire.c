@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "gokit.h"
+#include "runtime.h"
 #include "unit.h"
 
 /* ------------------------------------------------------------------ */
@@ -1292,6 +1293,40 @@ TEST(keys)
 	CHECK(!gk_json_int(span("99999999999999999"), &v));
 }
 
+/* gk__msg_copy (what a fused stage forwards): the same line and an index
+ * that points into the copy's own line, which changes on its own. */
+TEST(message_copy)
+{
+	gk_wire_error e;
+	static const char line[] = "{\"id\":\"7\",\"method\":\"GET\","
+	    "\"q\\\"k\":1,\"headers\":{\"a\":\"b\"},\"deadline\":1733300000000}";
+	gk_msg *m = gk_msg_new(line, sizeof line - 1, &e);
+	CHECK(m != NULL);
+	if (!m)
+		return;
+	gk_msg *c = gk__msg_copy(m);
+	check_index(c);
+	CHECK(c->line.len == m->line.len &&
+	    !memcmp(c->line.data, m->line.data, m->line.len));
+	CHECK(c->wire.escaped == m->wire.escaped && c->wire.escaped != 0);
+	CHECK(gk_msg_get(c, "q\"k").len == 1);
+	gk_msg_set_cstr(c, "trace", "t");
+	gk_msg_set(c, "id", "\"8\"", 3);
+	check_index(c);
+	check_index(m);
+	CHECK_STR(gk_buf_cstr(&m->line), line);
+	gk_buf id = {0};
+	CHECK(gk_json_string(gk_msg_get(c, "id"), &id) == 0);
+	CHECK_STR(gk_buf_cstr(&id), "8");
+	gk_buf_free(&id);
+	gk_msg_free(m);
+	gk_msg *d = gk__msg_copy(c);
+	gk_msg_free(c);
+	check_index(d);
+	CHECK(gk_msg_get(d, "trace").type == GK_JSON_STRING);
+	gk_msg_free(d);
+}
+
 int
 main(void)
 {
@@ -1305,6 +1340,7 @@ main(void)
 	RUN(splice);
 	RUN(messages);
 	RUN(message_bodies);
+	RUN(message_copy);
 	RUN(set_in_place);
 	RUN(differential_jansson);
 	RUN(splice_generated);
