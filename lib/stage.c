@@ -596,26 +596,20 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 		gk_forward(req);
 }
 
-/*
- * To the stage below in this process: a copy of the message (the index
- * kept, no parse) as a request on its link.  It may be answered before
- * this returns (the stage below answers it at once: a 429, an open
- * circuit), as gk_forward's callers allow.
- */
 static void south_response(gk_stage *st, gk_msg *m);
 static void bad_request_line(gk_buf *b, gk_stage *st, const char *id,
     size_t n, int status, const char *body, const char *reason);
 
+/*
+ * To the stage below in this process (gk_forward has named it by its id
+ * south): a copy of the message (the index kept, no parse) as a request
+ * on its link.  It may be answered before
+ * this returns (the stage below answers it at once: a 429, an open
+ * circuit), as gk_forward's callers allow.
+ */
 static void
 forward_fused(gk_req *req)
 {
-	if (req->sid != req->id) {
-		gk_buf q = {0};
-		gk_json_quote(&q, req->sid, strlen(req->sid));
-		gk_msg_set(req->msg, "id", q.data, q.len);
-		gk_buf_free(&q);
-	}
-	req->forwarded = true;
 	gk_stage *next = req->st->next;
 	if (req->msg->line.len > GK_WIRE_MAX_LINE) {
 		/* Past the wire's bound, which holds between fused stages as
@@ -645,11 +639,7 @@ gk_forward(gk_req *req)
 	gk_stage *st = req->st;
 	if (req->done || req->forwarded)
 		return;
-	if (st->next) {
-		forward_fused(req);
-		return;
-	}
-	if (!st->south_up || !st->south) {
+	if (!st->next && (!st->south_up || !st->south)) {
 		gk_counter_add(st->m_south_down, 1);
 		answer_503(req, "south unavailable");
 		return;
@@ -661,8 +651,11 @@ gk_forward(gk_req *req)
 		gk_buf_free(&q);
 	}
 	req->forwarded = true;
-	gk_stream_write_line(st->south, req->msg->line.data,
-	    req->msg->line.len);
+	if (st->next)
+		forward_fused(req);
+	else
+		gk_stream_write_line(st->south, req->msg->line.data,
+		    req->msg->line.len);
 }
 
 /* ---- the south side ---- */
@@ -1160,13 +1153,6 @@ wire_conn_close(gk_stream *s, int err, void *arg)
 
 static const gk_stream_ops wire_conn_ops = {wire_conn_line, wire_conn_close};
 
-/*
- * Answer north at once, on its stream, a request line this stage cannot
- * take (past the wire's maximum, or invalid) whose id comes first: the
- * stage or program above would otherwise wait for its deadline, or for
- * ever.  The id is unescaped printable ASCII (leading_id), copied as is.
- * msg, when not NULL, is the error event's.
- */
 /* The answer stage st makes to a request line it cannot take, into b. */
 static void
 bad_request_line(gk_buf *b, gk_stage *st, const char *id, size_t n,
@@ -1186,6 +1172,12 @@ bad_request_line(gk_buf *b, gk_stage *st, const char *id, size_t n,
 	gk_buf_adds(b, "}}");
 }
 
+/*
+ * Answer north at once, on its stream, a request line this stage cannot
+ * take (past the wire's maximum, or invalid) whose id comes first: the
+ * stage or program above would otherwise wait for its deadline, or for
+ * ever.  msg, when not NULL, is the error event's.
+ */
 static void
 answer_bad_request(gk_stage *st, gk_stream *s, const char *id, size_t n,
     int status, const char *body, const char *reason, const char *msg)
