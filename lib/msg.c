@@ -14,11 +14,12 @@
  * Freed messages are kept for reuse: the index makes a message ~3 KiB, past
  * malloc's per-thread cache, and a stage makes two messages a request, and
  * each stage fused below it one more (stage.c).  A loop turn frees those of
- * a batch of answers before it makes those of the next batch of requests:
- * up to SPARE_MAX are kept, the line buffers of those past SPARE_LINES_MAX
- * only when small, so that at most ~2.5 MiB stays after a burst.
+ * a batch of answers before it makes those of the next batch of requests,
+ * 200 requests in flight a thousand messages: up to SPARE_MAX are kept, the
+ * line buffers of those past SPARE_LINES_MAX only when small, and once a
+ * period passes without a message made (gk__msg_trim) only SPARE_LINES_MAX.
  */
-#define SPARE_MAX 256
+#define SPARE_MAX 1024
 #define SPARE_LINES_MAX 64
 #define SPARE_SMALL_LINE 4096
 static _Thread_local gk_msg *spare[SPARE_MAX];
@@ -28,9 +29,12 @@ static _Thread_local unsigned nspare;
 #define SPARE_LINE_MAX 16384
 static _Thread_local gk_buf set_spare;
 
+static _Thread_local uint64_t nmade; /* messages made, for gk__msg_trim */
+
 static gk_msg *
 msg_alloc(void)
 {
+	nmade++;
 	if (nspare)
 		return spare[--nspare];
 	/* Not zeroed: the parse writes the part of the index it uses. */
@@ -106,6 +110,19 @@ gk__msg_copy(const gk_msg *m)
 		g->value.p = nb + (f->value.p - ob);
 	}
 	return c;
+}
+
+void
+gk__msg_trim(void)
+{
+	static _Thread_local uint64_t seen;
+	if (nmade == seen)
+		while (nspare > SPARE_LINES_MAX) {
+			gk_msg *m = spare[--nspare];
+			gk_buf_free(&m->line);
+			free(m);
+		}
+	seen = nmade;
 }
 
 void

@@ -61,6 +61,9 @@ typedef struct gk_stage_config {
 const gk_stage_config *gk__stage_config(const gk_stage *st);
 /* A copy of m, its index kept (no second parse). */
 gk_msg *gk__msg_copy(const gk_msg *m);
+/* Free the messages kept for reuse past the first 64 when none was made
+ * since the last call (the stage runtime's idle trim). */
+void gk__msg_trim(void);
 
 /* The built-in stages, for their programs and for gk-listener --fuse. */
 const gk_stage_def *gk__tracer_stage(void);

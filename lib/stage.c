@@ -54,7 +54,9 @@ struct wire_conn {
 enum south_kind { SOUTH_NONE, SOUTH_CHILD, SOUTH_CONN, SOUTH_FUSED };
 
 #define RECENT_CANCELS 256
-#define REQ_SPARE_MAX 256
+#define REQ_SPARE_MAX 1024
+#define REQ_SPARE_IDLE 64 /* kept once idle (on_trim) */
+#define TRIM_MS 2000
 
 struct gk_stage {
 	gk_stage_def def;
@@ -107,6 +109,8 @@ struct gk_stage {
 	 * stage of a fused chain has its own state size. */
 	gk_req *req_spare[REQ_SPARE_MAX];
 	unsigned nreq_spare;
+	uint64_t nreq_made, nreq_made_seen;
+	gk_timer trim_timer; /* the first stage's, for all */
 };
 
 static void begin_drain(gk_stage *st, const char *why);
@@ -336,6 +340,7 @@ static gk_req *
 req_alloc(gk_stage *st, size_t state, size_t idlen)
 {
 	gk_req *req;
+	st->nreq_made++;
 	if (idlen < REQ_ID_KEEP && st->nreq_spare) {
 		req = st->req_spare[--st->nreq_spare];
 		if (req->state_size == state) {
@@ -364,6 +369,25 @@ req_release(gk_stage *st, gk_req *req)
 		st->req_spare[st->nreq_spare++] = req;
 	else
 		free(req);
+}
+
+/*
+ * What a burst left kept for reuse (requests, messages) is freed once a
+ * period passes in which nothing was made: a stage holds on to its peak
+ * only while it is busy.
+ */
+static void
+on_trim(gk_loop *loop, void *arg)
+{
+	gk_stage *head = arg;
+	for (gk_stage *st = head; st; st = st->next) {
+		if (st->nreq_made == st->nreq_made_seen)
+			while (st->nreq_spare > REQ_SPARE_IDLE)
+				free(st->req_spare[--st->nreq_spare]);
+		st->nreq_made_seen = st->nreq_made;
+	}
+	gk__msg_trim();
+	gk_timer_start(loop, &head->trim_timer, TRIM_MS, on_trim, head);
 }
 
 static void
@@ -517,6 +541,9 @@ gk__request(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg)
 	gk__request_with(st, n, cookie, msg, NULL);
 }
 
+static void request_in(gk_stage *st, gk_north *n, void *cookie,
+    gk_msg *msg, gk_req **slot, const char *idp, size_t idlen, int64_t dl);
+
 void
 gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
     gk_req **slot)
@@ -527,6 +554,21 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	gk__json_text(gk_msg_get(msg, "id"), &tmp, &idp, &idlen);
 	/* The id is kept as a C string: it ends at an escaped NUL. */
 	idlen = strnlen(idp, idlen);
+	int64_t dl = 0;
+	gk_json_int(gk_msg_get(msg, "deadline"), &dl);
+	request_in(st, n, cookie, msg, slot, idp, idlen, dl);
+	gk_buf_free(&tmp);
+}
+
+/*
+ * A request in, its id (idp, idlen) and deadline member (dl, 0 for none)
+ * read from msg: by gk__request_with, or known from the stage above a
+ * fused one, which made them.
+ */
+static void
+request_in(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
+    gk_req **slot, const char *idp, size_t idlen, int64_t dl)
+{
 	size_t state = st->def.ops.req_state_size;
 	gk_req *req = req_alloc(st, state, idlen);
 	if (slot)
@@ -539,7 +581,6 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	req->id = (char *)req->state + state;
 	memcpy(req->id, idp, idlen);
 	req->id[idlen] = 0;
-	gk_buf_free(&tmp);
 	if (n->unique_ids) {
 		req->sid = req->id;
 		req->sidlen = idlen;
@@ -570,8 +611,6 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	}
 	table_insert(st, req);
 
-	int64_t dl = 0;
-	gk_json_int(gk_msg_get(msg, "deadline"), &dl);
 	uint64_t now = gk_loop_realtime_ms(st->loop);
 	if (st->cfg.timeout_ms &&
 	    (dl <= 0 || (uint64_t)dl > now + st->cfg.timeout_ms)) {
@@ -597,6 +636,7 @@ gk__request_with(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 }
 
 static void south_response(gk_stage *st, gk_msg *m);
+static void south_answered(gk_stage *st, gk_req *req, gk_msg *m);
 static void bad_request_line(gk_buf *b, gk_stage *st, const char *id,
     size_t n, int status, const char *body, const char *reason);
 
@@ -630,7 +670,8 @@ forward_fused(gk_req *req)
 		gk_buf_free(&b);
 		return;
 	}
-	gk__request(next, &next->link, NULL, gk__msg_copy(req->msg));
+	request_in(next, &next->link, req, gk__msg_copy(req->msg), NULL,
+	    req->sid, req->sidlen, (int64_t)req->deadline);
 }
 
 void
@@ -763,6 +804,13 @@ south_response(gk_stage *st, gk_msg *m)
 		return;
 	}
 	gk_buf_free(&tmp);
+	south_answered(st, req, m);
+}
+
+/* The response m to req, which was forwarded. */
+static void
+south_answered(gk_stage *st, gk_req *req, gk_msg *m)
+{
 	req->forwarded = false;
 	if (st->def.ops.on_response)
 		st->def.ops.on_response(st, req, m, st->def.arg);
@@ -1031,13 +1079,20 @@ north_wire_respond(gk_north *n, gk_req *req, gk_msg *resp)
 
 static const struct gk_north_ops wire_north_ops = {north_wire_respond};
 
-/* A fused stage's answer, to the stage above it, as from its south. */
+/*
+ * A fused stage's answer, to the stage above it, as from its south.  The
+ * request it answers is the cookie: the stage above cancels it (and so it
+ * is never answered) before it finishes the request it forwarded.
+ */
 static void
 north_fused_respond(gk_north *n, gk_req *req, gk_msg *resp)
 {
-	(void)req;
 	gk_stage *st = (gk_stage *)((char *)n - offsetof(gk_stage, link));
-	south_response(st->up, resp);
+	gk_req *above = gk__req_cookie(req);
+	if (above->forwarded && !above->done)
+		south_answered(st->up, above, resp);
+	else
+		gk_msg_free(resp);
 }
 
 static const struct gk_north_ops fused_north_ops = {north_fused_respond};
@@ -1733,6 +1788,7 @@ gk__stage_run(const gk_stage_def *def, const gk_stage_config *cfg)
 	listen_all(st, nfds, names);
 
 	gk_metrics_every(st->loop, &st->metrics);
+	gk_timer_start(st->loop, &st->trim_timer, TRIM_MS, on_trim, st);
 	if (st->watchdog_ms)
 		gk_timer_start(st->loop, &st->watchdog_timer, st->watchdog_ms,
 		    on_watchdog, st);
