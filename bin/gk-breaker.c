@@ -1,6 +1,6 @@
 /*
- * gk-breaker: circuit breaking and timeouts.  The stage (options and callbacks) is
- * lib/breaker_stage.c, which gk-listener --fuse runs too; its logic is
+ * gk-breaker: circuit breaking and timeouts.  The stage (options and callbacks)
+ * is lib/breaker_stage.c, which gk-listener --fuse runs too; its logic is
  * lib/breaker.c.  See gk-breaker(1).
  */
 #include "gokit.h"

@@ -1,7 +1,7 @@
 /*
- * gk-limiter: rate limits, concurrency limits and backpressure.  The stage (options and callbacks) is
- * lib/limiter_stage.c, which gk-listener --fuse runs too; its logic is
- * lib/limiter.c.  See gk-limiter(1).
+ * gk-limiter: rate limits, concurrency limits and backpressure.  The stage
+ * (options and callbacks) is lib/limiter_stage.c, which gk-listener --fuse runs
+ * too; its logic is lib/limiter.c.  See gk-limiter(1).
  */
 #include "gokit.h"
 #include "runtime.h"
