@@ -625,8 +625,14 @@ request_in(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 			on_deadline(st->loop, req);
 			return;
 		}
-		gk_timer_start(st->loop, &req->timer, (uint64_t)dl - now,
-		    on_deadline, req);
+		/* Fused, at the deadline of the request above it: that one's
+		 * timer answers 504 then and cancels this one, as this one's
+		 * would have; a timer of its own is for a shorter --timeout. */
+		const gk_req *above = st->up ? cookie : NULL;
+		if (!above || !above->deadline ||
+		    (uint64_t)dl < above->deadline)
+			gk_timer_start(st->loop, &req->timer,
+			    (uint64_t)dl - now, on_deadline, req);
 	}
 	req->seen = true;
 	if (st->def.ops.on_request)

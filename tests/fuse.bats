@@ -242,3 +242,16 @@ PY
 	# The handler saw the request after, not the large one.
 	assert_equal "$(jq -r .path "$SEEN" | tr '\n' ' ')" "/after "
 }
+
+@test "a fused stage's own --timeout, shorter than the stack's or where the stack has none, answers 504" {
+	# The listener gives requests no deadline (--timeout 0): the
+	# breaker's own --timeout is the only one, and its timer answers.
+	start_bg stack gk-listener --fuse --timeout 0 -l "127.0.0.1:$PORT" -- \
+		gk-tracer -- gk-breaker --timeout 300ms -- python3 -u "$T/handler.py"
+	wait_port 127.0.0.1 "$PORT"
+	a=$(date +%s%3N)
+	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -H 'x-sleep: 5000' "$URL/slow")" 504
+	b=$(date +%s%3N)
+	[ $((b - a)) -lt 3000 ] || fail "504 after $((b - a)) ms"
+	poll_for -t 10 grep -q '"cancel": *true' "$SEEN"
+}
