@@ -317,8 +317,8 @@ same_directory(const char *a, const char *b)
  * as its own process), not fused already (its options live in one place).
  */
 static const gk_stage_def *
-fusable_stage(const gk_stage_def *def, const char *cmd, const gk_stage_def **used,
-    int nused)
+fusable_stage(const gk_stage_def *def, const char *cmd,
+    const gk_stage_def **used, int nused)
 {
 	const char *base = strrchr(cmd, '/');
 	const gk_stage_def *d = def->fusable(base ? base + 1 : cmd);
@@ -347,8 +347,8 @@ fuse_chain(const gk_stage_def *def, gk_stage_config *cfg)
 	int nused = 0;
 	for (gk_stage_config *c = cfg; c->south_argv && c->south_argv[0] &&
 	    nused < 8;) {
-		const gk_stage_def *d = fusable_stage(def, c->south_argv[0], used,
-		    nused);
+		const gk_stage_def *d = fusable_stage(def, c->south_argv[0],
+		    used, nused);
 		if (!d)
 			break;
 		int argc = 0;
