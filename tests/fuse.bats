@@ -255,3 +255,31 @@ PY
 	[ $((b - a)) -lt 3000 ] || fail "504 after $((b - a)) ms"
 	poll_for -t 10 grep -q '"cancel": *true' "$SEEN"
 }
+
+@test "fused: the signal again, once the chain has drained, hurries the handler's end: TERM, then KILL" {
+	# A handler that ignores TERM and stays after end of file.
+	cat >"$T/stubborn.py" <<'PY'
+import os, sys, time
+for line in sys.stdin:
+    pass
+open(os.environ["SEEN"] + ".eof", "w").write("eof\n")
+time.sleep(60)
+PY
+	start_bg stack gk-listener --fuse -l "127.0.0.1:$PORT" -- gk-tracer -- \
+		gk-breaker -- bash -c 'trap "" TERM INT; exec python3 "$0"' "$T/stubborn.py"
+	wait_port 127.0.0.1 "$PORT"
+	kill -TERM "$(bg_pid stack)"
+	# The drain went down the chain: the last stage closed the
+	# handler's stdin.
+	wait_file "$SEEN.eof" 10
+	a=$(date +%s%3N)
+	kill -TERM "$(bg_pid stack)"
+	wait_event "$ERR" '.msg == "south did not exit: sending TERM"' 5
+	kill -TERM "$(bg_pid stack)"
+	wait_event "$ERR" '.msg == "south did not exit: sending KILL"' 5
+	wait_exit stack 5
+	b=$(date +%s%3N)
+	# Well before the 5 s + 2 s it waits on its own.
+	[ $((b - a)) -lt 4000 ] || fail "exited $((b - a)) ms after the second TERM"
+	assert_equal "$BG_STATUS" 0
+}
