@@ -111,9 +111,7 @@ snapshot() {
 	before=$(count_events "$ERR" ".type == \"metrics\" and .proc == \"$(stage_proc gk-breaker)\"")
 	kill -USR1 "$(breaker_pid)"
 	poll_for -t 10 _metrics_more "$before"
-	# The parts of the last snapshot (a large one comes in several).
-	events "$ERR" "select(.type == \"metrics\" and .proc == \"$(stage_proc gk-breaker)\")" |
-		jq -sc 'last as $l | map(select(.seq == $l.seq)) | $l + {metrics: (map(.metrics) | add)}'
+	last_metrics "$ERR" "$(stage_proc gk-breaker)"
 }
 
 # metric SNAPSHOT NAME [SERIES FILTER]: the sum of the matching series.

@@ -74,9 +74,7 @@ snapshot() {
 	pid=$(tracer_pid)
 	kill -USR1 "$pid"
 	poll_for -t 10 _metrics_more "$before"
-	# The parts of the last snapshot (a large one comes in several).
-	events "$ERR" "select(.type == \"metrics\" and .proc == \"$(stage_proc gk-tracer)\")" |
-		jq -sc 'last as $l | map(select(.seq == $l.seq)) | $l + {metrics: (map(.metrics) | add)}'
+	last_metrics "$ERR" "$(stage_proc gk-tracer)"
 }
 
 # metric SNAPSHOT NAME [SERIES FILTER]: the sum of the matching series.

@@ -79,7 +79,6 @@ bg_pid() {
 	cat "$BATS_TEST_TMPDIR/$1.pid"
 }
 
-# bg_alive NAME: true while the process is running (and not a zombie).
 # stage_pid NAME BG: the process of stage NAME just below the gk-listener
 # started as BG; stage_proc NAME: the proc of its events.  Under GK_FUSE=1
 # (gk-listener --fuse, which the suites can be run with) the built-in
@@ -96,6 +95,15 @@ stage_proc() {
 	if [ "${GK_FUSE:-}" = 1 ]; then echo gk-listener; else echo "$1"; fi
 }
 
+# last_metrics FILE PROC: the last metrics snapshot of PROC in events FILE,
+# its parts (a large snapshot comes in several events) made one.
+last_metrics() {
+	events "$1" "select(.type == \"metrics\" and .proc == \"$2\")" |
+		jq -sc 'last as $l | map(select(.seq == $l.seq)) |
+			$l + {metrics: (map(.metrics) | add)}'
+}
+
+# bg_alive NAME: true while the process is running (and not a zombie).
 bg_alive() {
 	local pid
 	pid=$(bg_pid "$1") || return 1
