@@ -96,9 +96,13 @@ struct gk_stage {
 	uint64_t recent_cancel[RECENT_CANCELS];
 	unsigned recent_next;
 
-	gk_series *m_inflight, *m_overload, *m_drain_rejects, *m_restarts;
-	gk_series *m_unknown, *m_badline, *m_timeouts, *m_south_down;
-	gk_series *m_duplicate, *m_drain_timeout;
+	/* The runtime's metrics (register_metrics); a fused stage's are the
+	 * first stage's, but in flight, which is that one's alone (NULL). */
+	struct {
+		gk_series *inflight, *overload, *drain_rejects, *restarts;
+		gk_series *unknown, *badline, *timeouts, *south_down;
+		gk_series *duplicate, *drain_timeout;
+	} m;
 
 	/* Fused (SOUTH_FUSED): the stage below, and for it the stage above,
 	 * whose requests arrive on link, a north like a wire connection. */
@@ -193,8 +197,8 @@ table_insert(gk_stage *st, gk_req *req)
 	if (req->north)
 		req->north->inflight++;
 	st->ninflight++;
-	if (st->m_inflight)
-		gk_gauge_set(st->m_inflight, (double)st->ninflight);
+	if (st->m.inflight)
+		gk_gauge_set(st->m.inflight, (double)st->ninflight);
 }
 
 static void
@@ -212,8 +216,8 @@ table_remove(gk_stage *st, gk_req *req)
 	if (req->north && req->north->inflight)
 		req->north->inflight--;
 	st->ninflight--;
-	if (st->m_inflight)
-		gk_gauge_set(st->m_inflight, (double)st->ninflight);
+	if (st->m.inflight)
+		gk_gauge_set(st->m.inflight, (double)st->ninflight);
 }
 
 /* Every request in flight, for the rare walks (south died, drain). */
@@ -313,11 +317,11 @@ send_cancel(gk_req *req)
 	if (!req->forwarded)
 		return;
 	req->forwarded = false;
-	remember_cancel(st, req->sid);
-	if (st->next) {
+	if (st->next) { /* abandoned below at once: no late answer to drop */
 		gk__cancel(st->next, &st->next->link, req->sid);
 		return;
 	}
+	remember_cancel(st, req->sid);
 	if (!st->south)
 		return;
 	gk_buf b = {0};
@@ -501,7 +505,7 @@ on_deadline(gk_loop *loop, void *arg)
 {
 	(void)loop;
 	gk_req *req = arg;
-	gk_counter_add(req->st->m_timeouts, 1);
+	gk_counter_add(req->st->m.timeouts, 1);
 	gk_answer(req, 504, NULL, "gateway timeout\n", "timeout");
 }
 
@@ -591,7 +595,7 @@ request_in(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 		    n->serial, req->id);
 	}
 	if (table_find(st, req->sid, req->sidlen)) {
-		gk_counter_add(st->m_duplicate, 1);
+		gk_counter_add(st->m.duplicate, 1);
 		gk_answer(req, 400, NULL, "duplicate request id\n",
 		    "duplicate id");
 		return;
@@ -600,12 +604,12 @@ request_in(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 	 * served (each HTTP answer then closes its connection); only once the
 	 * south side is being shut down is it too late. */
 	if (st->stopping) {
-		gk_counter_add(st->m_drain_rejects, 1);
+		gk_counter_add(st->m.drain_rejects, 1);
 		answer_503(req, "draining");
 		return;
 	}
 	if (st->ninflight >= st->cfg.max_inflight) {
-		gk_counter_add(st->m_overload, 1);
+		gk_counter_add(st->m.overload, 1);
 		answer_503(req, "overloaded");
 		return;
 	}
@@ -641,7 +645,6 @@ request_in(gk_stage *st, gk_north *n, void *cookie, gk_msg *msg,
 		gk_forward(req);
 }
 
-static void south_response(gk_stage *st, gk_msg *m);
 static void south_answered(gk_stage *st, gk_req *req, gk_msg *m);
 static void bad_request_line(gk_buf *b, gk_stage *st, const char *id,
     size_t n, int status, const char *body, const char *reason);
@@ -665,14 +668,14 @@ forward_fused(gk_req *req)
 		snprintf(f, sizeof f, "id=%.*s", (int)(req->sidlen < 256 ?
 		    req->sidlen : 256), req->sid);
 		gk_log(GK_ERROR, "request too long from north: answered 413", f);
-		gk_counter_add(next->m_badline, 1);
+		gk_counter_add(next->m.badline, 1);
 		gk_buf b = {0};
 		bad_request_line(&b, next, req->sid, req->sidlen, 413,
 		    "request too large\n", "request too long");
 		gk_wire_error err;
 		gk_msg *m = gk_msg_adopt(&b, &err);
 		if (m)
-			south_response(req->st, m);
+			south_answered(req->st, req, m);
 		gk_buf_free(&b);
 		return;
 	}
@@ -687,7 +690,7 @@ gk_forward(gk_req *req)
 	if (req->done || req->forwarded)
 		return;
 	if (!st->next && (!st->south_up || !st->south)) {
-		gk_counter_add(st->m_south_down, 1);
+		gk_counter_add(st->m.south_down, 1);
 		answer_503(req, "south unavailable");
 		return;
 	}
@@ -769,7 +772,7 @@ south_line(gk_stream *s, char *line, size_t len, void *arg)
 	gk_wire_error err;
 	gk_msg *m = gk_msg_new(line, len, &err);
 	if (!m) {
-		gk_counter_add(st->m_badline, 1);
+		gk_counter_add(st->m.badline, 1);
 		gk_req *req = invalid_line_req(st, line, len);
 		log_bad_line(req ? "invalid line from south: answered 502" :
 		    "invalid line from south", line, len, &err);
@@ -780,13 +783,6 @@ south_line(gk_stream *s, char *line, size_t len, void *arg)
 		}
 		return;
 	}
-	south_response(st, m);
-}
-
-/* A response from south (a valid line, or a fused stage's answer). */
-static void
-south_response(gk_stage *st, gk_msg *m)
-{
 	gk_buf tmp = {0};
 	gk_req *req = NULL;
 	const char *idp = "";
@@ -797,7 +793,7 @@ south_response(gk_stage *st, gk_msg *m)
 		gk_buf f = {0};
 		gk_buf_add(&f, idp, idlen);
 		if (!idlen || !recently_cancelled(st, gk_buf_cstr(&f))) {
-			gk_counter_add(st->m_unknown, 1);
+			gk_counter_add(st->m.unknown, 1);
 			gk_buf_reset(&f);
 			gk_buf_adds(&f, "id=");
 			gk_buf_add(&f, idp, idlen);
@@ -813,7 +809,8 @@ south_response(gk_stage *st, gk_msg *m)
 	south_answered(st, req, m);
 }
 
-/* The response m to req, which was forwarded. */
+/* The response m to req, which was forwarded (from the south side's line,
+ * or from the stage fused below). */
 static void
 south_answered(gk_stage *st, gk_req *req, gk_msg *m)
 {
@@ -946,7 +943,7 @@ south_too_long(gk_stream *s, void *arg)
 	gk_req *req = table_find(st, id, (size_t)(p - id));
 	if (!req || !req->forwarded)
 		return;
-	gk_counter_add(st->m_badline, 1);
+	gk_counter_add(st->m.badline, 1);
 	char f[300];
 	snprintf(f, sizeof f, "id=%.*s", (int)(p - id < 256 ? p - id : 256),
 	    id);
@@ -1012,7 +1009,7 @@ on_child_exit(gk_loop *loop, pid_t pid, int ws, void *arg)
 		GK_INFO : GK_ERROR, "south exited", who, what);
 	south_lost(st, "south exited");
 	if (st->cfg.restart && !st->draining) {
-		gk_counter_add(st->m_restarts, 1);
+		gk_counter_add(st->m.restarts, 1);
 		schedule_restart(st);
 	} else {
 		st->exit_status = st->draining ? st->exit_status
@@ -1127,12 +1124,12 @@ north_line(gk_stage *st, gk_north *n, char *line, size_t len)
 			    idlen, 400, "bad request\n", "invalid request",
 			    NULL);
 		else
-			gk_counter_add(st->m_badline, 1);
+			gk_counter_add(st->m.badline, 1);
 		return;
 	}
 	gk_json id = gk_msg_get(m, "id");
 	if (id.type != GK_JSON_STRING) {
-		gk_counter_add(st->m_badline, 1);
+		gk_counter_add(st->m.badline, 1);
 		gk_log(GK_ERROR, "request without a string id: dropped");
 		gk_msg_free(m);
 		return;
@@ -1243,7 +1240,7 @@ static void
 answer_bad_request(gk_stage *st, gk_stream *s, const char *id, size_t n,
     int status, const char *body, const char *reason, const char *msg)
 {
-	gk_counter_add(st->m_badline, 1);
+	gk_counter_add(st->m.badline, 1);
 	gk_buf b = {0};
 	bad_request_line(&b, st, id, n, status, body, reason);
 	if (msg) { /* else the caller has said it */
@@ -1374,10 +1371,8 @@ finish_drain(gk_stage *st)
 		gk_stage *next = st->next;
 		char why[64];
 		snprintf(why, sizeof why, "%s drained", st->def.ops.name);
-		if (next->nnorth)
-			next->nnorth--;
 		begin_drain(next, why);
-		check_drained(next);
+		gk__north_closed(next); /* the link: it may finish now */
 		return;
 	}
 	if (st->south && st->south_kind == SOUTH_CHILD && st->child) {
@@ -1445,7 +1440,7 @@ end_drain(gk_stage *st, const char *msg)
 	size_t k = table_all(st, &v);
 	for (size_t i = 0; i < k; i++)
 		if (!v[i]->done) {
-			gk_counter_add(st->m_drain_timeout, 1);
+			gk_counter_add(st->m.drain_timeout, 1);
 			answer_503(v[i], "drain timeout");
 		}
 	free(v);
@@ -1660,22 +1655,22 @@ register_metrics(gk_stage *st)
 {
 	gk_metric *m = gk_gauge_new("gk_stage_inflight",
 	    "Requests in flight in the stage", NULL);
-	st->m_inflight = gk_metric_series(m);
+	st->m.inflight = gk_metric_series(m);
 	gk_metric *rej = gk_counter_new("gk_stage_rejected_total",
 	    "Requests the runtime answered itself, by reason", "reason");
-	st->m_overload = gk_series_get(rej, "overloaded", (char *)0);
-	st->m_drain_rejects = gk_series_get(rej, "draining", (char *)0);
-	st->m_south_down = gk_series_get(rej, "south_unavailable", (char *)0);
-	st->m_timeouts = gk_series_get(rej, "timeout", (char *)0);
-	st->m_duplicate = gk_series_get(rej, "duplicate_id", (char *)0);
-	st->m_drain_timeout = gk_series_get(rej, "drain_timeout", (char *)0);
-	st->m_restarts = gk_metric_series(gk_counter_new(
+	st->m.overload = gk_series_get(rej, "overloaded", (char *)0);
+	st->m.drain_rejects = gk_series_get(rej, "draining", (char *)0);
+	st->m.south_down = gk_series_get(rej, "south_unavailable", (char *)0);
+	st->m.timeouts = gk_series_get(rej, "timeout", (char *)0);
+	st->m.duplicate = gk_series_get(rej, "duplicate_id", (char *)0);
+	st->m.drain_timeout = gk_series_get(rej, "drain_timeout", (char *)0);
+	st->m.restarts = gk_metric_series(gk_counter_new(
 	    "gk_stage_south_restarts_total", "Restarts of the south child",
 	    NULL));
 	gk_metric *bad = gk_counter_new("gk_stage_dropped_lines_total",
 	    "Wire lines dropped, by reason", "reason");
-	st->m_badline = gk_series_get(bad, "invalid", (char *)0);
-	st->m_unknown = gk_series_get(bad, "unknown_id", (char *)0);
+	st->m.badline = gk_series_get(bad, "invalid", (char *)0);
+	st->m.unknown = gk_series_get(bad, "unknown_id", (char *)0);
 	gk_gauge_set(gk_metric_series(gk_gauge_new("gk_stage_max_inflight",
 	    "The bound on requests in flight (--max-inflight)", NULL)),
 	    (double)st->cfg.max_inflight);
@@ -1710,15 +1705,8 @@ fused_new(gk_stage *up)
 	st->up = up;
 	st->link = (gk_north){.ops = &fused_north_ops, .unique_ids = true};
 	st->nnorth = 1; /* the link, until the stage above has drained */
-	st->m_overload = up->m_overload;
-	st->m_drain_rejects = up->m_drain_rejects;
-	st->m_restarts = up->m_restarts;
-	st->m_unknown = up->m_unknown;
-	st->m_badline = up->m_badline;
-	st->m_timeouts = up->m_timeouts;
-	st->m_south_down = up->m_south_down;
-	st->m_duplicate = up->m_duplicate;
-	st->m_drain_timeout = up->m_drain_timeout;
+	st->m = up->m;
+	st->m.inflight = NULL;
 	gk__usage_name = st->def.ops.name;
 	if (st->def.ops.start && st->def.ops.start(st, st->def.arg) != 0)
 		gk_fatal(GK_EXIT_SOFTWARE, "unable to start %s",

@@ -313,11 +313,12 @@ same_directory(const char *a, const char *b)
 
 /*
  * The stage cmd runs, when it can run in this process: a built-in stage,
- * the program installed beside this one (another version elsewhere runs
- * as its own process), not fused already (its options live in one place).
+ * the program installed beside this one, self (another version elsewhere
+ * runs as its own process), not fused already (its options live in one
+ * place).
  */
 static const gk_stage_def *
-fusable_stage(const gk_stage_def *def, const char *cmd,
+fusable_stage(const gk_stage_def *def, const char *cmd, const char *self,
     const gk_stage_def **used, int nused)
 {
 	const char *base = strrchr(cmd, '/');
@@ -327,10 +328,9 @@ fusable_stage(const gk_stage_def *def, const char *cmd,
 			return NULL;
 	if (!d)
 		return NULL;
-	char *path = command_path(cmd), *self = realpath("/proc/self/exe", NULL);
+	char *path = command_path(cmd);
 	bool beside = path && self && same_directory(path, self);
 	free(path);
-	free(self);
 	return beside ? d : NULL;
 }
 
@@ -345,10 +345,11 @@ fuse_chain(const gk_stage_def *def, gk_stage_config *cfg)
 {
 	const gk_stage_def *used[8];
 	int nused = 0;
+	char *self = realpath("/proc/self/exe", NULL);
 	for (gk_stage_config *c = cfg; c->south_argv && c->south_argv[0] &&
 	    nused < 8;) {
 		const gk_stage_def *d = fusable_stage(def, c->south_argv[0],
-		    used, nused);
+		    self, used, nused);
 		if (!d)
 			break;
 		int argc = 0;
@@ -367,6 +368,7 @@ fuse_chain(const gk_stage_def *def, gk_stage_config *cfg)
 		c->fused = below;
 		c = below;
 	}
+	free(self);
 }
 
 int

@@ -46,6 +46,14 @@ teardown() {
 	stop_all
 }
 
+# Ends the stack of the test, for another on a new port ($PORT, $URL).
+next_stack() {
+	stop_all
+	: >"$T/.bg_names"
+	PORT=$(free_port)
+	URL="http://127.0.0.1:$PORT"
+}
+
 # The commands of the processes below the listener started as "stack".
 children() {
 	local p
@@ -76,13 +84,11 @@ children() {
 	wait_port 127.0.0.1 "$PORT"
 	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "$URL/")" 200
 	assert_equal "$(children)" "python3 "
-	stop_all
-	: >"$T/.bg_names"
-	PORT=$(free_port)
+	next_stack
 	start_bg stack gk-listener -l "127.0.0.1:$PORT" -- gk-tracer -- \
 		gk-breaker -- python3 -u "$T/handler.py"
 	wait_port 127.0.0.1 "$PORT"
-	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" 200
+	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "$URL/")" 200
 	assert_equal "$(children)" "gk-breaker gk-tracer python3 "
 }
 
@@ -127,15 +133,13 @@ PY
 	# The breaker opened on the 500: over HTTP (the limiter's one token
 	# is spent, so the breaker must come first): a stack with the order
 	# turned round.
-	stop_all
-	: >"$T/.bg_names"
-	PORT=$(free_port)
+	next_stack
 	start_bg stack gk-listener --fuse -l "127.0.0.1:$PORT" -- \
 		gk-breaker --consecutive 1 --open-for 1m -- python3 -u "$T/handler.py"
 	wait_port 127.0.0.1 "$PORT"
-	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -H 'x-status: 500' "http://127.0.0.1:$PORT/")" 500
+	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -H 'x-status: 500' "$URL/")" 500
 	n=$(grep -c . "$SEEN")
-	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/")" 503
+	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "$URL/")" 503
 	assert_equal "$(grep -c . "$SEEN")" "$n"
 }
 
@@ -191,13 +195,11 @@ PY
 	wait_port 127.0.0.1 "$PORT"
 	assert_equal "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -H 'x-exit: 1' "$URL/")" 502
 	poll_for -t 10 bash -c "[ \"\$(curl -sS -m 2 -o /dev/null -w %{http_code} $URL/)\" = 200 ]"
-	stop_all
-	: >"$T/.bg_names"
-	PORT=$(free_port)
+	next_stack
 	start_bg stack gk-listener --fuse -l "127.0.0.1:$PORT" -- gk-tracer -- \
 		gk-breaker --no-restart -- python3 -u "$T/handler.py"
 	wait_port 127.0.0.1 "$PORT"
-	curl -sS -m 10 -o /dev/null -H 'x-exit: 1' "http://127.0.0.1:$PORT/" || true
+	curl -sS -m 10 -o /dev/null -H 'x-exit: 1' "$URL/" || true
 	wait_exit stack 10
 	assert_equal "$BG_STATUS" 75
 }
